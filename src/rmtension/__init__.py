@@ -1,0 +1,3 @@
+"""rmtension: helpfulness/harmlessness tension in reward models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,210 @@
+"""One config model per stage, combined into `StudyConfig`.
+
+Configs load from YAML (safe loader), take `key=value` overrides with dotted keys
+(`train.lr=1e-4`), reject unknown keys, and are saved resolved next to every output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rmtension.errors import ConfigError
+
+OBJECTIVES = ("helpful", "harmless", "mixed")
+
+DEFAULT_SUBSETS: dict[str, list[str]] = {
+    "helpful": ["helpful-base", "helpful-online", "helpful-rejection-sampled"],
+    "harmless": ["harmless-base"],
+}
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors; field docstrings are the documentation."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class DataConfig(Strict):
+    path: str | None = None
+    """Root of the data in the official layout `<root>/<subset>/{train,test}.jsonl[.gz]`.
+    None: the RMTENSION_DATA variable, then the hub (`Anthropic/hh-rlhf`)."""
+    format: Literal["hh", "rmb", "jsonl"] = "hh"
+    """Row format, chosen from the format registry."""
+    subsets: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_SUBSETS.items()})
+    """Subsets that make up each single objective."""
+    mixed_mode: Literal["union", "matched", "ratio"] = "matched"
+    """union: all pairs of both; matched: as many training pairs as each single objective, half
+    from each; ratio: `mixed_ratio` of the training pairs from helpful, the rest from harmless."""
+    mixed_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    """Share of helpful pairs in `ratio` mode."""
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    """Train/val/test fractions used when only one official split exists."""
+    split_seed: int = 0
+    """Seed of the grouped split and of any subsampling."""
+    max_train_pairs: int | None = Field(None, ge=2)
+    """Cap on training pairs per objective (the same cap for each, so runs are size-matched)."""
+    max_eval_pairs: int | None = Field(None, ge=2)
+    """Cap on validation and test pairs per objective."""
+    lenient: bool = False
+    """Skip (and count) malformed rows instead of stopping."""
+    rmb_path: str | None = None
+    """Optional RMB pairwise folder (e.g. `rmb-sample`) evaluated as `rmb-helpful`/`rmb-harmless`."""
+    hub: bool = True
+    """Allow loading `Anthropic/hh-rlhf` from the hub when no local path is found."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) < 0:
+            raise ValueError(f"split must be three non-negative fractions summing to 1, got {self.split}")
+        if self.split[0] == 0 or self.split[2] == 0:
+            raise ValueError("split needs non-zero train and test fractions")
+        return self
+
+
+class ModelConfig(Strict):
+    backbone: str = "minilm"
+    """Registry name (`minilm`, `smollm2-135m`) or any HF model path / hub id."""
+    max_length: int = Field(256, ge=8, le=32768)
+    """Tokens per sequence; longer conversations are truncated from the left."""
+    cache_dir: str | None = None
+    """Where dequantised GGUF backbones are cached. None: $RMTENSION_CACHE or ~/.cache/rmtension."""
+    trust_remote_code: bool = False
+    """Allow model repos to run their own Python code. Off unless asked for."""
+
+
+class TrainConfig(Strict):
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    """One reward model per objective and seed."""
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=1)
+    """Pairs per optimiser step (before accumulation)."""
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    """Decay after warmup."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    margin: float = Field(0.0, ge=0)
+    """Bradley-Terry margin: -log sigmoid(r_c - r_r - margin)."""
+    center_rewards_coef: float = Field(0.0, ge=0)
+    """Reward centring (Eisenstein et al. 2023): adds coef * mean((r_c + r_r)^2)."""
+    bf16: bool = True
+    """bf16 autocast (CPU or GPU); master weights stay fp32."""
+    trainable: str = Field("all", pattern=r"^(all|head|top:[1-9][0-9]*)$")
+    """`all`, `head` (score head only) or `top:K` (top K layers plus head)."""
+    cache_trunk: bool = True
+    """With frozen lower layers, compute their outputs once and reuse them across epochs and objectives."""
+    eval_every: int = Field(50, ge=1)
+    """Optimiser steps between validation evaluations (also evaluated at the end)."""
+    checkpoint_every: int = Field(100, ge=1)
+    """Optimiser steps between resumable checkpoints."""
+    length_grouping: bool = True
+    """Group batches by length to cut padding."""
+
+
+class EvalConfig(Strict):
+    batch_size: int = Field(32, ge=1)
+    bootstrap: int = Field(2000, ge=100)
+    """Bootstrap resamples for every confidence interval."""
+    ece_bins: int = Field(10, ge=2)
+    ci: float = Field(0.95, gt=0.5, lt=1.0)
+
+
+class ReportConfig(Strict):
+    enabled: bool = True
+    html: bool = True
+
+
+class StudyConfig(Strict):
+    name: str = "study"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "literal_error":
+            msg = f"must be one of {e.get('ctx', {}).get('expected', '')}"
+        lines.append(f"{source}: {key}: {msg} (got {e.get('input')!r})"[:300])
+    return "\n".join(lines)
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override value with the YAML safe loader (`1e-4`, `[0,1]`, `true`, `null`)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides to a nested dict (copy)."""
+    out = json.loads(json.dumps(raw))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {p} is not a section")
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:
+    """Load a study config from YAML plus overrides; every error names the key."""
+    raw: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def config_hash(*parts: BaseModel | dict | str | None) -> str:
+    """Stable short hash of the config sections a stage depends on."""
+    payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_data_path(cfg: DataConfig) -> str | None:
+    """The data root: config, then $RMTENSION_DATA; None means the hub."""
+    return cfg.path or os.environ.get("RMTENSION_DATA") or None
+
+
+def dump_config(cfg: StudyConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

