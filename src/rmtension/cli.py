@@ -17,6 +17,39 @@ app = typer.Typer(
 )
 
 
+@app.command()
+def study(
+    config: str = typer.Option("configs/default.yaml", "--config", "-c", help="Study config (YAML)."),
+    out: str = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name>)."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. train.lr=1e-4 train.seeds=[0,1]"),
+    resume: bool = typer.Option(True, "--resume/--fresh", help="Reuse completed stages and checkpoints (default)."),
+) -> None:
+    """Run the whole study: data, training (3 objectives x seeds), evaluation, analyses, report."""
+    import shutil
+    from pathlib import Path
+
+    from rmtension.config import load_config
+    from rmtension.study import run_study
+
+    cfg = load_config(config, overrides or [])
+    if not resume and out and Path(out).exists():
+        shutil.rmtree(out)
+    run_study(cfg, out)
+
+
+@app.command()
+def report(run_dir: str = typer.Argument(..., help="A run directory written by `rmtension study`.")) -> None:
+    """Rebuild report.md and report.html from the files in RUN_DIR."""
+    from pathlib import Path
+
+    from rmtension.errors import RmtensionError
+    from rmtension.report import write_report
+
+    if not (Path(run_dir) / "config.yaml").exists():
+        raise RmtensionError(f"{run_dir}: not a run directory (no config.yaml)")
+    print(write_report(run_dir))
+
+
 def _mount() -> None:
     """Sub-command groups live next to the code they drive."""
     from rmtension.data.cli import app as data_app

@@ -1,0 +1,245 @@
+"""Reward-model training: a plain loop over pairs with exact resume.
+
+Chosen and rejected go through one forward pass; batches are grouped by length and padded
+dynamically; with frozen lower layers the trunk comes from a shared `TrunkCache`. The model is
+selected on the validation split only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from rmtension import interrupt
+from rmtension.arch import base_model, find_arch, get_path
+from rmtension.config import TrainConfig
+from rmtension.encode import EncodedPairs, batches
+from rmtension.errors import TrainingDiverged
+from rmtension.forward import PairForward
+from rmtension.losses import bradley_terry_loss, split_rewards
+from rmtension.runio import load_tensors, load_torch_state, read_json, save_tensors, save_torch_state, write_json
+from rmtension.trunk import TrunkCache, parse_scope
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_step: int
+    best_val_accuracy: float
+    metrics: dict = field(repr=False)
+
+
+def set_trainable(model: nn.Module, scope: str) -> int:
+    """Freeze everything outside `scope`; returns K, the number of trainable top blocks."""
+    spec = find_arch(model)
+    base = base_model(model)
+    layers = get_path(base, spec.layers)
+    k = parse_scope(scope, len(layers))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if scope == "all":
+        return k
+    if scope == "head":
+        frozen = [base]
+    else:
+        frozen = [get_path(base, e) for e in spec.embeddings] + list(layers[: len(layers) - k])
+    for m in frozen:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return k
+
+
+def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the base learning rate at optimiser step `step`.
+
+    1. Linear warmup from 0 over `warmup` steps.
+    2. Then linear or cosine decay to 0 at `total` (or constant).
+    """
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t)
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Checkpoint:
+    """`<out>/checkpoint/`: trainable params, best params, optimiser, scheduler, RNG and loop state."""
+
+    def __init__(self, out_dir: Path):
+        self.dir = out_dir / "checkpoint"
+
+    def exists(self) -> bool:
+        return (self.dir / "state.json").exists()
+
+    def save(self, model, best, optimizer, scheduler, state: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        save_tensors(self.dir / "trainable.safetensors", _trainable_state(model))
+        save_tensors(self.dir / "best.safetensors", best)
+        save_torch_state(self.dir / "optim.pt", {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        })
+        write_json(self.dir / "state.json", state)  # written last: it marks the checkpoint complete
+
+    def load(self, model, optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor]]:
+        state = read_json(self.dir / "state.json")
+        _load_trainable(model, load_tensors(self.dir / "trainable.safetensors"))
+        best = load_tensors(self.dir / "best.safetensors")
+        extra = load_torch_state(self.dir / "optim.pt")
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+        torch.set_rng_state(extra["torch_rng"])
+        return state, best
+
+
+def _accuracy(r_c: np.ndarray, r_r: np.ndarray) -> float:
+    return float(np.mean((r_c > r_r) + 0.5 * (r_c == r_r)))
+
+
+def train_reward_model(
+    model: nn.Module,
+    tokenizer,
+    train: EncodedPairs,
+    val: EncodedPairs,
+    cfg: TrainConfig,
+    seed: int,
+    out_dir: str | Path,
+    cache: TrunkCache | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train with the Bradley-Terry loss, keep the best checkpoint on `val`, save an HF folder to `out_dir`.
+
+    `model` must already carry the seeded head initialisation. With `cache`, `model`'s frozen
+    trunk must be the one the cache was computed from.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    k = set_trainable(model, cfg.trainable)
+    if cache is not None and cache.k != k:
+        raise ValueError(f"trunk cache cut at top {cache.k} blocks, but trainable={cfg.trainable}")
+    pad_id = tokenizer.pad_token_id
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_batches = math.ceil(len(train) / cfg.batch_size)
+    total_steps = max(1, math.ceil(cfg.epochs * n_batches / cfg.grad_accum))
+    warmup = int(cfg.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, warmup, total_steps, cfg.schedule))
+
+    torch.manual_seed(seed)
+    state = {"step": 0, "loss": [], "val": [], "best_step": -1, "best_val_accuracy": -1.0, "seconds": 0.0,
+             "pairs_seen": 0, "tokens_seen": 0}
+    best = _trainable_state(model)
+    ckpt = Checkpoint(out_dir)
+    if resume and ckpt.exists():
+        state, best = ckpt.load(model, optimizer, scheduler)
+    lengths = train.lengths()
+    model.train()
+    bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {out_dir.parent.name}/{out_dir.name}",
+               disable=not progress, leave=False)
+    with PairForward(model, pad_id, cfg.bf16, cache) as fwd:
+        order_epoch, order = -1, []
+        t0 = time.perf_counter()
+        while state["step"] < total_steps:
+            optimizer.zero_grad(set_to_none=True)
+            losses = []
+            for micro in range(cfg.grad_accum):
+                m = state["step"] * cfg.grad_accum + micro
+                epoch, b = divmod(m, n_batches)
+                if epoch != order_epoch:  # the data order is a pure function of (seed, epoch)
+                    order = batches(lengths, cfg.batch_size, np.random.default_rng([seed, epoch]), cfg.length_grouping)
+                    order_epoch = epoch
+                idx = order[b]
+                r_c, r_r = split_rewards(fwd(train, idx))
+                loss = bradley_terry_loss(r_c, r_r, cfg.margin, cfg.center_rewards_coef)
+                if not torch.isfinite(loss) or not torch.isfinite(r_c).all() or not torch.isfinite(r_r).all():
+                    raise TrainingDiverged(
+                        f"step {state['step']}: non-finite loss or reward (loss={loss.item()}); "
+                        f"the last good checkpoint in {ckpt.dir} is kept")
+                (loss / cfg.grad_accum).backward()
+                losses.append(loss.item())
+                state["pairs_seen"] += len(idx)
+                state["tokens_seen"] += int(sum(len(train.chosen[i]) + len(train.rejected[i]) for i in idx))
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            state["loss"].append([state["step"], float(np.mean(losses))])
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+            if state["step"] % cfg.eval_every == 0 or state["step"] == total_steps:
+                acc = _accuracy(*fwd.score(val))
+                state["val"].append([state["step"], acc])
+                if acc > state["best_val_accuracy"]:
+                    state["best_val_accuracy"], state["best_step"] = acc, state["step"]
+                    best = _trainable_state(model)
+            stopping = interrupt.stop_requested() and state["step"] < total_steps
+            if (state["step"] % cfg.checkpoint_every == 0 and state["step"] < total_steps) or stopping:
+                state["seconds"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                ckpt.save(model, best, optimizer, scheduler, state)
+                interrupt.check(f"during training of {out_dir} at step {state['step']} (checkpoint saved)")
+        state["seconds"] += time.perf_counter() - t0
+    bar.close()
+    _load_trainable(model, best)
+    metrics = _metrics(state, len(train), len(val), total_steps, cfg, k)
+    _save_final(model, tokenizer, out_dir, metrics)
+    shutil.rmtree(ckpt.dir, ignore_errors=True)
+    return TrainResult(out_dir, state["best_step"], state["best_val_accuracy"], metrics)
+
+
+def _metrics(state: dict, n_train: int, n_val: int, total_steps: int, cfg: TrainConfig, k: int) -> dict:
+    secs = max(state["seconds"], 1e-9)
+    return {
+        "n_train": n_train, "n_val": n_val, "steps": total_steps, "trainable": cfg.trainable, "trainable_top_blocks": k,
+        "loss": state["loss"], "val_accuracy": state["val"],
+        "best_step": state["best_step"], "best_val_accuracy": state["best_val_accuracy"],
+        "seconds": state["seconds"], "pairs_per_s": state["pairs_seen"] / secs,
+        "tokens_per_s": state["tokens_seen"] / secs, "peak_memory_mb": _peak_memory_mb(),
+    }
+
+
+def _save_final(model: nn.Module, tokenizer, out_dir: Path, metrics: dict) -> None:
+    """Write the HF folder to a temporary folder, then rename every file into place."""
+    tmp = out_dir / f".final{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    for f in tmp.iterdir():
+        os.replace(f, out_dir / f.name)
+    tmp.rmdir()
+    write_json(out_dir / "metrics.json", metrics)
+
+
+def read_metrics(rm_dir: str | Path) -> dict:
+    return json.loads((Path(rm_dir) / "metrics.json").read_text())

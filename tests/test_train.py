@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from rmtension import interrupt
+from rmtension.config import TrainConfig
+from rmtension.encode import EncodedPairs, encode_texts
+from rmtension.errors import TrainingDiverged
+from rmtension.forward import PairForward
+from rmtension.train import lr_lambda, set_trainable, train_reward_model
+from rmtension.trunk import TrunkCache, trunk_fingerprint
+from tiny import FAMILIES, tiny_reward_model, tiny_tokenizer
+
+WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud"]
+
+
+def synthetic(tok, n, tag, seed=0):
+    """Chosen replies say 'good', rejected ones 'bad': learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    ctx = [" ".join(rng.choice(WORDS, 4)) for _ in range(n)]
+    c, _ = encode_texts([f"H: {x} A: good {x}" for x in ctx], tok, 48)
+    r, _ = encode_texts([f"H: {x} A: bad {x}" for x in ctx], tok, 48)
+    return EncodedPairs([f"{tag}/{i}" for i in range(n)], c, r, 0, 0)
+
+
+def cfg(**kw):
+    base = dict(epochs=2, batch_size=8, lr=3e-3, eval_every=2, checkpoint_every=3, bf16=False, trainable="all")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture()
+def data():
+    tok = tiny_tokenizer("llama")
+    return tok, synthetic(tok, 48, "train"), synthetic(tok, 16, "val", seed=1)
+
+
+def test_training_lowers_loss_changes_params_and_saves_a_loadable_model(tmp_path, data):
+    tok, tr, va = data
+    model = tiny_reward_model("llama")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    res = train_reward_model(model, tok, tr, va, cfg(epochs=4), seed=0, out_dir=tmp_path / "rm", progress=False)
+    losses = [l for _, l in res.metrics["loss"]]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert res.best_val_accuracy > 0.8
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm")
+    a = PairForward(model, tok.pad_token_id, False).score(va)
+    b = PairForward(loaded, tok.pad_token_id, False).score(va)
+    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+    assert not (tmp_path / "rm" / "checkpoint").exists()
+    for key in ("loss", "val_accuracy", "pairs_per_s", "tokens_per_s", "peak_memory_mb"):
+        assert key in res.metrics
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, data):
+    tok, tr, va = data
+    full = tiny_reward_model("llama")
+    train_reward_model(full, tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "full", progress=False)
+
+    stopped = tiny_reward_model("llama")
+    interrupt._STOP.set()  # as if Ctrl-C arrived: stop after the first optimiser step
+    try:
+        with pytest.raises(interrupt.Interrupted, match="step 1"):
+            train_reward_model(stopped, tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "resumed", progress=False)
+    finally:
+        interrupt._STOP.clear()
+    assert (tmp_path / "resumed" / "checkpoint" / "state.json").exists()
+    fresh = tiny_reward_model("llama")  # a new process would start from the base weights again
+    res = train_reward_model(fresh, tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "resumed", progress=False)
+    for (n, p), (_, q) in zip(full.named_parameters(), fresh.named_parameters()):
+        assert torch.equal(p, q), n
+    assert res.metrics["loss"] == train_reward_model.__globals__["read_metrics"](tmp_path / "full")["loss"]
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, data, monkeypatch):
+    import rmtension.train as train_mod
+
+    tok, tr, va = data
+    calls = {"n": 0}
+    real = train_mod.bradley_terry_loss
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        return out * float("nan") if calls["n"] > 4 else out
+
+    monkeypatch.setattr(train_mod, "bradley_terry_loss", flaky)
+    with pytest.raises(TrainingDiverged, match="step 4"):
+        train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(checkpoint_every=3), seed=0,
+                           out_dir=tmp_path / "rm", progress=False)
+    assert (tmp_path / "rm" / "checkpoint" / "trainable.safetensors").exists()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("scope", ["top:1", "head"])
+def test_trunk_cache_gives_the_same_rewards_as_the_full_model(family, scope):
+    tok = tiny_tokenizer(family)
+    enc = synthetic(tok, 12, f"{family}{scope}")
+    model = tiny_reward_model(family)
+    k = set_trainable(model, scope)
+    cache = TrunkCache(k, trunk_fingerprint(model, k))
+    cache.add(model, enc, tok.pad_token_id, batch_size=5, bf16=False)
+    full = PairForward(model, tok.pad_token_id, False).score(enc, batch_size=4)
+    with PairForward(model, tok.pad_token_id, False, cache) as fwd:
+        cut = fwd.score(enc, batch_size=4)
+    np.testing.assert_allclose(cut[0], full[0], atol=1e-5)
+    np.testing.assert_allclose(cut[1], full[1], atol=1e-5)
+    # the context manager restored the full model
+    assert len(list(model.base_model.modules())) == len(list(tiny_reward_model(family).base_model.modules()))
+
+
+def test_trainable_scopes_freeze_the_right_parameters():
+    model = tiny_reward_model("llama", layers=3)
+    assert set_trainable(model, "head") == 0
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"score.weight"}
+    assert set_trainable(model, "top:1") == 1
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("model.layers.2.") for n in trainable)
+    assert not any(n.startswith(("model.layers.0.", "model.layers.1.", "model.embed_tokens")) for n in trainable)
+    with pytest.raises(ValueError, match="only 3 layers"):
+        set_trainable(model, "top:4")
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    assert lr_lambda(0, 4, 10, "linear") == pytest.approx(0.25)
+    assert lr_lambda(3, 4, 10, "linear") == pytest.approx(1.0)
+    assert lr_lambda(10, 4, 10, "linear") == pytest.approx(0.0)
+    assert lr_lambda(7, 4, 10, "cosine") == pytest.approx(0.5)
+    assert lr_lambda(9, 4, 10, "constant") == 1.0
