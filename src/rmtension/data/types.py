@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +28,8 @@ class Pair:
 
     pair_id: str
     context: tuple[Turn, ...]
-    """Every turn before the final assistant reply; the last one is a user turn."""
+    """Every turn before the final assistant reply; usually ends with a user turn (HH-RLHF has a
+    few transcripts with two assistant turns in a row, kept as they are)."""
     chosen: str
     rejected: str
     subset: str
@@ -70,3 +72,46 @@ def render_transcript(context: tuple[Turn, ...] | list[Turn], reply: str | None 
     if reply is not None:
         parts.append(ASSISTANT + reply)
     return "".join(parts)
+
+
+class TranscriptError(ValueError):
+    """A transcript whose turns cannot be read. `kind` is a short counter key, `reason` the message."""
+
+    def __init__(self, kind: str, reason: str):
+        self.kind, self.reason = kind, reason
+        super().__init__(reason)
+
+
+# A role marker opens the text or follows a blank line; one space after the colon belongs to the
+# marker (as `render_transcript` writes it), anything more belongs to the message.
+_MARKER = re.compile(r"(?:\A|\n\n)(Human|Assistant): ?")
+_ROLES: dict[str, Role] = {"Human": "user", "Assistant": "assistant"}
+
+
+def parse_transcript(text: str) -> tuple[Turn, ...]:
+    """Split an HH-RLHF transcript into turns; the inverse of `render_transcript` (without system turns).
+
+    Raises `TranscriptError` for text before the first `Human:` turn, a transcript that opens with
+    an `Assistant:` turn, two `Human:` turns in a row, or no `Assistant:` turn. Two `Assistant:`
+    turns in a row are accepted: the official HH-RLHF files contain them.
+    """
+    parts = _MARKER.split(text)  # [before, role1, content1, role2, content2, ...]
+    before = parts[0]
+    if before.strip():
+        raise TranscriptError("text_before_first_human", f"text before the first Human turn: {_snippet(before)}")
+    turns = tuple(Turn(_ROLES[parts[i]], parts[i + 1]) for i in range(1, len(parts), 2))
+    if not turns:
+        raise TranscriptError("no_turns", "no '\\n\\nHuman:' / '\\n\\nAssistant:' turns")
+    if turns[0].role != "user":
+        raise TranscriptError("starts_with_assistant", "the transcript opens with an Assistant turn, not a Human turn")
+    for i in range(1, len(turns)):
+        if turns[i].role == "user" and turns[i - 1].role == "user":
+            raise TranscriptError("consecutive_human_turns", f"two Human turns in a row (turns {i} and {i + 1})")
+    if not any(t.role == "assistant" for t in turns):
+        raise TranscriptError("no_assistant_turn", "no Assistant turn")
+    return turns
+
+
+def _snippet(text: str, width: int = 40) -> str:
+    """A short one-line repr of untrusted text for error messages."""
+    return repr(text[:width] + ("..." if len(text) > width else ""))

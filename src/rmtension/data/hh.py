@@ -1,0 +1,93 @@
+"""Anthropic HH-RLHF rows: `{"chosen": transcript, "rejected": transcript}` (Bai et al. 2022).
+
+Both transcripts repeat the whole conversation as `\\n\\nHuman: ...\\n\\nAssistant: ...` turns;
+the pair is the last Assistant reply of each, after a context both must share. What the four
+official test files (8,552 rows) hold beyond that:
+
+- 17 pairs whose contexts differ and 36 with identical replies (the counts in the data README):
+  dropped by the loader and counted.
+- 38 transcripts with two Assistant turns in a row, kept as separate turns. In 10 kept pairs they
+  sit in the shared context (flag `consecutive_assistant_turns`); the other 18 transcripts make
+  up all 17 context mismatches: one side's reply is split over two Assistant turns, so its
+  "context" holds an extra Assistant turn. Dropping them follows the README's count.
+- 2 rejected transcripts (helpful-online) end with a `Human:` turn the model wrote itself after
+  its reply. It is part of the rejected reply as the raters saw it, so it is folded into that
+  reply's text (rendering reproduces the original string) and flagged `trailing_human_turn`.
+- 11 kept pairs with an empty final reply (`...\\n\\nAssistant: ` at the end), flagged `empty_reply`.
+- No text before the first Human turn and no two Human turns in a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from rmtension.data.reader import ParsedRow, Record, RowError, require_object, require_str
+from rmtension.data.types import HUMAN, TranscriptError, Turn, parse_transcript
+
+HUB_ID = "Anthropic/hh-rlhf"
+SPLITS = ("train", "test")
+
+
+def split_last_reply(turns: tuple[Turn, ...]) -> tuple[tuple[Turn, ...], str, tuple[str, ...]]:
+    """(context, final reply, flags): the reply is the last Assistant turn.
+
+    Human turns after it were written by the model inside its reply (see the module docstring),
+    so they are folded back into the reply text rather than taken as a new prompt.
+    """
+    last = max(i for i, t in enumerate(turns) if t.role == "assistant")
+    reply = turns[last].content + "".join(HUMAN + t.content for t in turns[last + 1:])
+    flags = ["trailing_human_turn"] if last < len(turns) - 1 else []
+    if any(a.role == b.role == "assistant" for a, b in zip(turns, turns[1:])):
+        flags.append("consecutive_assistant_turns")
+    return turns[:last], reply, tuple(flags)
+
+
+def parse_transcript_field(text: str, key: str) -> tuple[Turn, ...]:
+    """`parse_transcript`, with the failing key named in the `RowError`."""
+    try:
+        return parse_transcript(text)
+    except TranscriptError as e:
+        raise RowError(e.kind, f"{key!r}: {e.reason}") from None
+
+
+def pair_from_transcripts(chosen: str, rejected: str) -> ParsedRow:
+    """A pair from two full transcripts; the loader drops it if the contexts differ."""
+    ctx_c, reply_c, flags_c = split_last_reply(parse_transcript_field(chosen, "chosen"))
+    ctx_r, reply_r, flags_r = split_last_reply(parse_transcript_field(rejected, "rejected"))
+    flags = tuple(dict.fromkeys(flags_c + flags_r))  # ordered, unique
+    return ParsedRow(ctx_c, reply_c, reply_r, rejected_context=ctx_r, flags=flags)
+
+
+def parse_row(row: Any) -> ParsedRow:
+    """One HH-RLHF row; keys other than chosen/rejected (e.g. Docta's `suggest_*`) go to metadata."""
+    row = require_object(row)
+    chosen = require_str(row, "chosen")
+    rejected = require_str(row, "rejected")
+    parsed = pair_from_transcripts(chosen, rejected)
+    parsed.metadata = {k: v for k, v in row.items() if k not in ("chosen", "rejected")}
+    return parsed
+
+
+def hub_records(subset: str, split: str, loader=None) -> Iterator[Record]:
+    """Rows of `Anthropic/hh-rlhf` (`data_dir=subset`) from the hub, numbered like file lines.
+
+    `loader` stands in for `datasets.load_dataset` in tests. Any failure (no network, unknown
+    subset) becomes one `RowError`, which the caller turns into a `DataError` naming the source.
+    """
+    if loader is None:
+        from datasets import load_dataset as loader
+    try:
+        rows = loader(HUB_ID, data_dir=subset, split=split)
+    except Exception as e:  # network, auth and missing-config errors all come as different types
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        yield None, RowError("hub_unavailable", f"cannot load {HUB_ID} data_dir={subset} split={split} from the hub "
+                             f"({type(e).__name__}: {first}); set data.path or RMTENSION_DATA to a local copy")
+        return
+    for i, row in enumerate(rows):
+        yield i + 1, row
+
+
+def hub_source(subset: str, split: str) -> str:
+    """The `Pair.source` of hub rows."""
+    return f"hf://datasets/{HUB_ID}/{subset}/{split}"

@@ -1,0 +1,140 @@
+"""From loaded pairs to the three training objectives: `helpful`, `harmless` and `mixed`.
+
+`helpful` and `harmless` are the subsets named in `DataConfig.subsets`. `mixed` combines them by
+`DataConfig.mixed_mode`:
+
+- `union`: every training pair of both (capped at `max_train_pairs` like the others);
+- `matched`: n training pairs, half from each, where n is the smaller single-objective training
+  set (so with `max_train_pairs=N` and enough data, all three objectives train on N pairs);
+- `ratio`: the same n, `mixed_ratio` of it from helpful and the rest from harmless.
+
+Every subsample is a prefix of one seeded order per objective, so the helpful half of `mixed` is a
+subset of the `helpful` training set: the objectives differ in composition, not in luck.
+Mixed val is the union of the helpful and harmless val sets; test sets exist per objective only
+(a mixed model is evaluated on each), so `splits["mixed"]` has no "test".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rmtension.config import DataConfig
+from rmtension.data.formats import load_hub, load_pairs, load_rmb
+from rmtension.data.hh import HUB_ID
+from rmtension.data.splits import SplitResult, split_pairs, take
+from rmtension.data.summary import build_summary
+from rmtension.data.types import Pair
+from rmtension.errors import ConfigError, DataError
+
+SINGLE = ("helpful", "harmless")
+
+
+@dataclass
+class DataBundle:
+    """Everything later stages read about the data."""
+
+    splits: dict[str, dict[str, list[Pair]]]
+    """objective ("helpful", "harmless", "mixed") -> split ("train", "val", and "test" for the single objectives)."""
+    test_sets: dict[str, list[Pair]]
+    """"helpful", "harmless", plus "rmb-helpful" / "rmb-harmless" when `rmb_path` is set."""
+    summary: dict[str, Any]
+    """JSON-able account of the load: counts per subset and split, drops, skips, files, split mode."""
+
+    def manifest(self) -> dict[str, Any]:
+        """Pair ids per objective and split, and per test set (JSON-able; `pair_id`s are stable)."""
+        return {
+            "splits": {obj: {split: [p.pair_id for p in pairs] for split, pairs in by.items()}
+                       for obj, by in self.splits.items()},
+            "test_sets": {name: [p.pair_id for p in pairs] for name, pairs in self.test_sets.items()},
+        }
+
+
+def objective_subsets(cfg: DataConfig) -> dict[str, list[str]]:
+    """{"helpful": [...], "harmless": [...]} from the config, checked."""
+    missing = [o for o in SINGLE if not cfg.subsets.get(o)]
+    if missing:
+        raise ConfigError(f"data.subsets: no subsets for {', '.join(missing)} (need 'helpful' and 'harmless' lists)")
+    both = set(cfg.subsets["helpful"]) & set(cfg.subsets["harmless"])
+    if both:
+        raise ConfigError(f"data.subsets: {', '.join(sorted(both))} listed under both helpful and harmless")
+    return {o: list(cfg.subsets[o]) for o in SINGLE}
+
+
+def mixed_sizes(n_helpful: int, n_harmless: int, mode: str, ratio: float, cap: int | None) -> tuple[int, int]:
+    """(helpful, harmless) training pairs of the mixed objective.
+
+    `n_*` are the available training pairs; `cap` is `max_train_pairs`.
+    >>> mixed_sizes(1000, 300, "matched", 0.5, None), mixed_sizes(1000, 300, "ratio", 0.8, 200)
+    ((150, 150), (160, 40))
+    >>> mixed_sizes(1000, 300, "union", 0.5, None)
+    (1000, 300)
+    """
+    if mode == "union":
+        return n_helpful, n_harmless  # capped jointly afterwards
+    n = min(min(n_helpful, cap or n_helpful), min(n_harmless, cap or n_harmless))  # each single run's size
+    n_help = n - n // 2 if mode == "matched" else round(ratio * n)
+    return n_help, n - n_help
+
+
+def build_objectives(split: SplitResult, cfg: DataConfig) -> tuple[dict[str, dict[str, list[Pair]]], dict[str, list[Pair]]]:
+    """(splits per objective, test sets per objective) from grouped splits, with caps applied."""
+    subsets = objective_subsets(cfg)
+    seed, cap_train, cap_eval = cfg.split_seed, cfg.max_train_pairs, cfg.max_eval_pairs
+    pool = {o: {s: [p for p in split.pairs[s] if p.subset in subsets[o]] for s in split.pairs} for o in SINGLE}
+    for o in SINGLE:
+        if not pool[o]["train"]:
+            raise DataError(",".join(subsets[o]), None, f"objective {o} has no training pairs")
+    splits = {o: {"train": take(pool[o]["train"], cap_train, seed, "train"),
+                  "val": take(pool[o]["val"], cap_eval, seed, "val"),
+                  "test": take(pool[o]["test"], cap_eval, seed, "test")} for o in SINGLE}
+    n_help, n_harm = mixed_sizes(len(pool["helpful"]["train"]), len(pool["harmless"]["train"]),
+                                 cfg.mixed_mode, cfg.mixed_ratio, cap_train)
+    mixed_train = _prefix(pool["helpful"]["train"], n_help, seed) + _prefix(pool["harmless"]["train"], n_harm, seed)
+    if cfg.mixed_mode == "union":
+        mixed_train = take(mixed_train, cap_train, seed, "train")
+    splits["mixed"] = {"train": mixed_train, "val": splits["helpful"]["val"] + splits["harmless"]["val"]}
+    return splits, {o: splits[o]["test"] for o in SINGLE}
+
+
+def _prefix(pairs: Sequence[Pair], n: int, seed: int) -> list[Pair]:
+    """`take` with the training salt, so the mixed half is nested in the single objective's set."""
+    return take(pairs, n, seed, "train")
+
+
+def check_no_leak(splits: dict[str, dict[str, list[Pair]]]) -> list[str]:
+    """Group keys found in more than one split (train/val/test) across all objectives; [] when clean."""
+    where: dict[str, set[str]] = {}
+    for by in splits.values():
+        for name, pairs in by.items():
+            for p in pairs:
+                where.setdefault(p.group_key, set()).add(name)
+    return sorted(g for g, names in where.items() if len(names) > 1)
+
+
+def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
+    """Load, split and assemble the objectives. `root` None: `Anthropic/hh-rlhf` from the hub (if `cfg.hub`)."""
+    subsets = objective_subsets(cfg)
+    wanted = subsets["helpful"] + subsets["harmless"]
+    if root is not None:
+        loaded = load_pairs(root, fmt=cfg.format, subsets=wanted, lenient=cfg.lenient)
+    elif cfg.hub and cfg.format == "hh":
+        loaded = load_hub(wanted, lenient=cfg.lenient)
+    else:
+        why = "data.hub is false" if cfg.format == "hh" else f"format {cfg.format!r} has no hub source"
+        raise DataError("data.path", None, f"no data path ({why}): set data.path or RMTENSION_DATA")
+    split = split_pairs({s: r.pairs for s, r in loaded.items()}, cfg.split, cfg.split_seed)
+    splits, test_sets = build_objectives(split, cfg)
+    rmb = None
+    if cfg.rmb_path:
+        rmb = load_rmb(cfg.rmb_path, lenient=cfg.lenient)
+        for name in ("rmb-helpful", "rmb-harmless"):
+            pairs = [p for p in rmb.pairs if p.subset == name]
+            if pairs:
+                test_sets[name] = take(pairs, cfg.max_eval_pairs, cfg.split_seed, "test")
+    summary = build_summary(cfg, root if root is not None else f"hf://datasets/{HUB_ID}", loaded, split,
+                            splits, test_sets, rmb)
+    # 0 by construction unless the official files themselves share prompts (official_shared_groups).
+    summary["groups_in_two_splits"] = len(check_no_leak(splits))
+    return DataBundle(splits, test_sets, summary)
