@@ -1,0 +1,105 @@
+"""Configs of the neuron-scoring stage and the ablation stage (`neurons:` and `ablation:` in the study YAML)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from rmtension.config import Strict
+
+Scorer = Literal["mean_act", "fire_rate", "rms_change", "attribution", "contrast"]
+SetName = Literal["helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only"]
+RM = Literal["helpful", "harmless", "mixed"]
+ALL_SCORERS: list[str] = ["mean_act", "fire_rate", "rms_change", "attribution", "contrast"]
+ALL_SETS: list[str] = ["helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only"]
+
+
+def _check_ps(ps: list[float]) -> list[float]:
+    if not ps or any(not 0 < p <= 100 for p in ps):
+        raise ValueError(f"every p must be a percentage in (0, 100], got {ps}")
+    return sorted(set(float(p) for p in ps))
+
+
+class NeuronsConfig(Strict):
+    enabled: bool = True
+    """Run the neuron-scoring stage in `rmtension study`."""
+    rms: list[RM] = Field(default_factory=lambda: ["mixed", "helpful", "harmless"])
+    """Reward models to analyse. Each is scored on helpful and on harmless data, so its
+    helpful_top, harmless_top and shared sets all live inside that one model."""
+    max_seeds: int = Field(1, ge=1)
+    """Analyse the RMs of the first `max_seeds` training seeds (each seed repeats all the work)."""
+    primary_rm: RM = "mixed"
+    """RM whose overlap is the headline of overlap.json (mean over seeds); the first of `rms` if absent."""
+    scorers: list[Scorer] = Field(default_factory=lambda: list(ALL_SCORERS))
+    """Scores to compute. `attribution` adds one backward pass, `rms_change` one base-backbone forward."""
+    max_pairs: int = Field(128, ge=2)
+    """Scoring pairs per objective: a seeded sample of that objective's train split."""
+    ps: list[float] = Field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0, 20.0])
+    """Top-p percentages that define the neuron sets."""
+    per_layer: bool = False
+    """Top p% within each layer instead of the paper's global percentile over all neurons."""
+    magnitude: list[Scorer] = Field(default_factory=lambda: ["contrast"])
+    """Scorers ranked by |score| (signed scorers whose sign is not 'more')."""
+    batch_size: int = Field(16, ge=1)
+    """Pairs per scoring batch (2x rows: chosen and rejected share a batch)."""
+    bf16: bool = True
+    """bf16 autocast for the scoring forwards; sums are always accumulated in float64."""
+    seed: int = 0
+    """Seed of the scoring sample."""
+
+    @field_validator("ps")
+    @classmethod
+    def _valid_ps(cls, v: list[float]) -> list[float]:
+        return _check_ps(v)
+
+
+class AblationConfig(Strict):
+    """Cost: one forward over the sampled test pairs per RM x scorer x p x mode x
+    (sets x (1 + random_draws) + 2 size-matched sets), less empty or repeated sets. The defaults
+    (mixed RM, mean_act, 5 p, zero, 1 draw, 64 pairs per test set) are about 60 passes over
+    128 pairs; add modes, draws, RMs or pairs for the full grid.
+    """
+
+    enabled: bool = True
+    """Run the ablation stage in `rmtension study`."""
+    rms: list[RM] | None = Field(default_factory=lambda: ["mixed"])
+    """Objectives whose scored RMs are ablated (the mixed RM holds both objectives' neurons);
+    None: every RM the neuron stage scored."""
+    scorers: list[Scorer] = Field(default_factory=lambda: ["mean_act"])
+    """Scorers whose sets are ablated (mean_act is the paper's). Each one multiplies the cost."""
+    ps: list[float] | None = None
+    """Top-p sweep; None: all of `neurons.ps`. Every p must be one of `neurons.ps`."""
+    sets: list[SetName] = Field(default_factory=lambda: list(ALL_SETS))
+    """Neuron sets to ablate; each also gets its matched random controls."""
+    modes: list[Literal["zero", "mean"]] = Field(default_factory=lambda: ["zero"])
+    """zero: set activations to 0 (paper); mean: to their mean over the set's objective's scoring data."""
+    random_draws: int = Field(1, ge=1)
+    """Random control sets per ablated set, matched per layer. The McNemar test uses draw 0."""
+    influence_matched: bool = True
+    """Also compare `shared` with an equally large set of helpful_only (harmless_only) neurons,
+    cutting the larger of the two to a random subset: a size-matched test of the shared
+    neurons' influence (rows `shared@helpful_only` and `helpful_only@shared`)."""
+    test_sets: list[str] = Field(default_factory=lambda: ["helpful", "harmless"])
+    """Test sets (names in the data bundle) on which accuracy and margin are measured."""
+    max_test_pairs: int | None = Field(64, ge=2)
+    """Cap on pairs per test set (a seeded sample); None: all."""
+    batch_size: int = Field(32, ge=1)
+    """Pairs per forward batch."""
+    bf16: bool = True
+    """bf16 autocast for the forwards (clean and ablated alike)."""
+    bootstrap: int = Field(1000, ge=100)
+    """Bootstrap resamples of the test pairs for every CI."""
+    ci: float = Field(0.95, gt=0.5, lt=1.0)
+    """Confidence level of the CIs."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    """Significance level the claims use."""
+    claim_p: float = 5.0
+    """Top-p (%) whose results decide the claims (the nearest p run if absent)."""
+    seed: int = 0
+    """Seed of the test sample, random controls and bootstrap."""
+
+    @field_validator("ps")
+    @classmethod
+    def _valid_ps(cls, v: list[float] | None) -> list[float] | None:
+        return None if v is None else _check_ps(v)

@@ -1,0 +1,234 @@
+"""The neuron stage: score every MLP neuron of each RM, select the sets, measure their overlap.
+
+Which scores define the sets: each analysed RM is scored on a sample of the helpful train split
+and on a sample of the harmless train split, so `helpful_top`, `harmless_top` and `shared` all
+live inside one model, the one the ablation stage then ablates. The headline is the mixed RM
+(`NeuronsConfig.primary_rm`), whose one set of weights must serve both objectives. Because every
+RM starts from the same backbone, neuron (layer, index) is the same unit in every RM, and
+overlap.json also compares single-objective RMs: the helpful RM's helpful_top against the
+harmless RM's harmless_top (`cross_model`).
+
+Outputs (under the run directory):
+    neurons/<rm>/scores.safetensors   `<scorer>/<objective>` -> [L, N] float32
+    neurons/sets.json                 sets per rm, scorer and p (indices per layer)
+    neurons/overlap.json              {scorer: {p: {jaccard, jaccard_random, p_value, n_shared, ...}}}
+    neurons/scorer_agreement.json     Spearman and top-p Jaccard between scorers
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rmtension.config import config_hash
+from rmtension.context import StudyContext
+from rmtension.errors import ArtifactError, ConfigError
+from rmtension.neurons.config import NeuronsConfig
+from rmtension.neurons.overlap import overlap_stats, scorer_agreement
+from rmtension.neurons.select import mask_from_json, mask_to_json, neuron_sets, stable_seed
+from rmtension.runio import inside, read_json, save_tensors, stage_complete, write_json, write_manifest
+
+NEURONS = "neurons"
+DATA_OBJECTIVES = ("helpful", "harmless")
+
+
+def log(msg: str) -> None:
+    print(f"[rmtension] {msg}", flush=True)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def p_key(p: float) -> str:
+    """JSON key of a percentage: 5.0 -> '5', 0.5 -> '0.5'."""
+    return f"{float(p):g}"
+
+
+@dataclass(frozen=True)
+class RMRef:
+    name: str
+    """`<objective>-seed<seed>`, the folder name under neurons/."""
+    objective: str
+    seed: int
+    path: Path
+
+
+def find_rms(ctx: StudyContext, objectives: Sequence[str], max_seeds: int | None) -> list[RMRef]:
+    """Trained RMs of these objectives and the first `max_seeds` seeds that exist in the run."""
+    seeds = ctx.seeds[:max_seeds] if max_seeds else ctx.seeds
+    found = [RMRef(f"{o}-seed{s}", o, s, ctx.rm_dir(o, s)) for o in objectives for s in seeds
+             if (ctx.rm_dir(o, s) / "config.json").exists()]
+    if not found:
+        raise ArtifactError(f"{ctx.run_dir / 'rm'}: no trained reward model for objectives {list(objectives)}, "
+                            f"seeds {seeds}; run the training stage first")
+    return found
+
+
+def sample_pairs(pairs: Sequence, n: int | None, seed: int) -> list:
+    """A seeded sample of at most n pairs, kept in their original order."""
+    if n is None or len(pairs) <= n:
+        return list(pairs)
+    idx = np.sort(np.random.default_rng(seed).choice(len(pairs), n, replace=False))
+    return [pairs[i] for i in idx]
+
+
+def neurons_hash(ctx: StudyContext, cfg: NeuronsConfig) -> str:
+    return config_hash(cfg, ctx.cfg.data, ctx.cfg.model, ctx.cfg.train, str(ctx.backbone_path))
+
+
+def run_neuron_scoring(ctx: StudyContext, cfg: NeuronsConfig, force: bool = False) -> Path:
+    """Score, select and measure overlap; skipped when its manifest matches. Returns neurons/."""
+    out = ctx.run_dir / NEURONS
+    h = neurons_hash(ctx, cfg)
+    if not force and stage_complete(ctx.run_dir, NEURONS, h):
+        log("neurons: up to date")
+        return out
+    score_models(ctx, cfg)
+    select_sets(ctx.run_dir, cfg)
+    compute_overlap(ctx.run_dir, cfg)
+    write_manifest(ctx.run_dir, NEURONS, h, [out])
+    return out
+
+
+def score_models(ctx: StudyContext, cfg: NeuronsConfig) -> list[Path]:
+    """Write neurons/<rm>/scores.safetensors for every analysed RM (one streaming pass per objective)."""
+    from rmtension.encode import encode_pairs
+    from rmtension.models import load_reward_model, load_tokenizer
+    from rmtension.neurons.scorers import score_neurons
+
+    t0 = time.perf_counter()
+    mcfg = ctx.cfg.model
+    rms = find_rms(ctx, cfg.rms, cfg.max_seeds)
+    tok = load_tokenizer(str(rms[0].path), mcfg.max_length, mcfg.trust_remote_code)
+    dev = device()
+    models = {r.name: load_reward_model(str(r.path), tok, mcfg.trust_remote_code).to(dev) for r in rms}
+    base = (load_reward_model(ctx.backbone_path, tok, mcfg.trust_remote_code).to(dev)
+            if "rms_change" in cfg.scorers else None)
+    tensors: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in rms}
+    meta: dict[str, dict[str, str]] = {r.name: {"objective": r.objective, "seed": str(r.seed)} for r in rms}
+    for obj in DATA_OBJECTIVES:
+        pairs = sample_pairs(ctx.bundle.splits[obj]["train"], cfg.max_pairs, stable_seed(cfg.seed, obj))
+        if not pairs:
+            raise ArtifactError(f"no {obj} training pairs to score neurons on")
+        enc = encode_pairs(pairs, tok, mcfg.max_length)
+        log(f"neurons: scoring {len(rms)} RM(s) on {len(enc)} {obj} pairs ({', '.join(cfg.scorers)})")
+        results = score_neurons(models, enc, tok.pad_token_id, base, cfg.scorers, cfg.batch_size, cfg.bf16)
+        for name, res in results.items():
+            tensors[name].update({f"{s}/{obj}": v for s, v in res.scores.items()})
+            meta[name].update({f"n_pairs/{obj}": str(res.n_pairs), f"n_tokens/{obj}": str(res.n_tokens)})
+    paths = [save_tensors(inside(ctx.run_dir, NEURONS, name, "scores.safetensors"), t, meta[name])
+             for name, t in tensors.items()]
+    log(f"neurons: scored in {time.perf_counter() - t0:.0f}s")
+    return paths
+
+
+def read_scores(run_dir: Path) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
+    """rm name -> (tensors, metadata) of every neurons/<rm>/scores.safetensors."""
+    from safetensors import safe_open
+
+    out = {}
+    for path in sorted((Path(run_dir) / NEURONS).glob("*/scores.safetensors")):
+        try:
+            with safe_open(str(path), "pt") as f:
+                out[path.parent.name] = ({k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {}))
+        except Exception as e:  # safetensors raises its own types on truncation
+            raise ArtifactError(f"{path}: corrupted safetensors ({e})") from None
+    if not out:
+        raise ArtifactError(f"{Path(run_dir) / NEURONS}: no scores; run `rmtension neurons score` first")
+    return out
+
+
+def _scores_for(tensors: dict[str, torch.Tensor], scorer: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        return tensors[f"{scorer}/helpful"], tensors[f"{scorer}/harmless"]
+    except KeyError:
+        raise ConfigError(f"neurons.scorers: {where} has no '{scorer}' scores; re-run `rmtension neurons score`") from None
+
+
+def select_sets(run_dir: Path, cfg: NeuronsConfig) -> Path:
+    """neurons/sets.json from the saved scores."""
+    scores = read_scores(run_dir)
+    doc: dict = {"per_layer": cfg.per_layer, "ps": cfg.ps, "scorers": list(cfg.scorers), "magnitude": list(cfg.magnitude),
+                 "shape": None, "rms": {}, "sets": {}}
+    for rm, (tensors, meta) in scores.items():
+        doc["rms"][rm] = {"objective": meta.get("objective"), "seed": int(meta.get("seed", 0)),
+                          **{k: int(v) for k, v in meta.items() if k.startswith("n_")}}
+        doc["sets"][rm] = {}
+        for scorer in cfg.scorers:
+            helpful, harmless = _scores_for(tensors, scorer, rm)
+            doc["shape"] = list(helpful.shape)
+            doc["sets"][rm][scorer] = {
+                p_key(p): {name: mask_to_json(m) for name, m in
+                           neuron_sets(helpful, harmless, p, cfg.per_layer, scorer in cfg.magnitude).items()}
+                for p in cfg.ps}
+    return write_json(Path(run_dir) / NEURONS / "sets.json", doc)
+
+
+def load_sets(run_dir: Path) -> dict:
+    return read_json(Path(run_dir) / NEURONS / "sets.json")
+
+
+def set_mask(doc: dict, rm: str, scorer: str, p: float, name: str) -> torch.Tensor:
+    try:
+        entry = doc["sets"][rm][scorer][p_key(p)][name]
+    except KeyError:
+        raise ConfigError(f"neurons/sets.json has no set {rm}/{scorer}/p={p_key(p)}/{name}; "
+                          "check ablation.rms/scorers/ps against the neuron stage") from None
+    return mask_from_json(entry, tuple(doc["shape"]))
+
+
+def _mean_stats(entries: list[dict]) -> dict:
+    """Average several RMs' overlap stats; the p-value is the largest (every seed must pass)."""
+    out = {k: float(np.mean([e[k] for e in entries])) for k in ("jaccard", "jaccard_random", "n_shared", "n_helpful",
+                                                               "n_harmless", "expected_shared")}
+    out["p_value"] = max(e["p_value"] for e in entries)
+    out["per_layer"] = entries[0]["per_layer"]
+    return out
+
+
+def compute_overlap(run_dir: Path, cfg: NeuronsConfig) -> tuple[Path, Path]:
+    """neurons/overlap.json and neurons/scorer_agreement.json from sets.json and the scores."""
+    doc = load_sets(run_dir)
+    rms = doc["rms"]
+    primary = cfg.primary_rm if any(r["objective"] == cfg.primary_rm for r in rms.values()) \
+        else next(iter(rms.values()))["objective"]
+    overlap: dict = {}
+    for scorer in doc["scorers"]:
+        overlap[scorer] = {}
+        for p in doc["ps"]:
+            masks = {rm: (set_mask(doc, rm, scorer, p, "helpful_top"), set_mask(doc, rm, scorer, p, "harmless_top"))
+                     for rm in rms}
+            per_rm = {rm: overlap_stats(h, s, doc["per_layer"]) for rm, (h, s) in masks.items()}
+            head = [per_rm[rm] for rm, r in rms.items() if r["objective"] == primary]
+            entry = {**_mean_stats(head), "rm": primary, "n_rms": len(head), "per_rm": per_rm}
+            cross = [overlap_stats(masks[f"helpful-seed{r['seed']}"][0], masks[f"harmless-seed{r['seed']}"][1],
+                                   doc["per_layer"])
+                     for rm, r in rms.items() if r["objective"] == "helpful" and f"harmless-seed{r['seed']}" in masks]
+            if cross:
+                entry["cross_model"] = {**_mean_stats(cross), "n_seeds": len(cross),
+                                        "what": "helpful RM's helpful_top vs harmless RM's harmless_top"}
+            overlap[scorer][p_key(p)] = entry
+    a = write_json(Path(run_dir) / NEURONS / "overlap.json", overlap)
+    b = write_json(Path(run_dir) / NEURONS / "scorer_agreement.json", _agreement(run_dir, doc, cfg))
+    return a, b
+
+
+def _agreement(run_dir: Path, doc: dict, cfg: NeuronsConfig) -> dict:
+    out: dict = {"per_rm": {}}
+    for rm, (tensors, _) in read_scores(run_dir).items():
+        out["per_rm"][rm] = {}
+        for obj in DATA_OBJECTIVES:
+            scores = {s: tensors[f"{s}/{obj}"] for s in doc["scorers"] if f"{s}/{obj}" in tensors}
+            out["per_rm"][rm][obj] = scorer_agreement(scores, doc["ps"], doc["per_layer"], doc["magnitude"])
+    if {"mean_act", "attribution"} <= set(doc["scorers"]):
+        out["mean_act_vs_attribution"] = {
+            rm: {obj: {"spearman": a["spearman"]["mean_act"]["attribution"],
+                       "top_jaccard": {p: j["mean_act"]["attribution"] for p, j in a["top_jaccard"].items()}}
+                 for obj, a in by.items()} for rm, by in out["per_rm"].items()}
+    return out
