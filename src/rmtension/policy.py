@@ -1,0 +1,262 @@
+"""Sampling from a causal-LM policy: chat-formatted HH prompts and a hand-written batched decode loop.
+
+The loop beats `model.generate` at default settings on CPU (`benchmarks/sampling.py`) by
+  1. running bf16 *weights* (`load_policy(precision="bf16")`). bf16 autocast re-casts every
+     weight matrix on every decode step: measured on SmolLM2-135M, batch 32, 2 cores, one decode
+     step takes 410 ms in fp32, 480 ms under autocast and 75 ms with bf16 weights;
+  2. prefilling each distinct prompt once and copying its KV cache to its n samples;
+  3. sorting prompts by length, so batches carry little left padding;
+  4. dropping finished rows from the batch (and the KV cache) instead of decoding padding;
+  5. computing logits only for the last position and skipping generate's per-step
+     logits-processor and stopping-criteria machinery (`torch.inference_mode`, plain loop);
+  6. drawing tokens by inverting the CDF rather than with `torch.multinomial` (`next_tokens`).
+The token distribution is the model's own softmax, with the same temperature / top-k / top-p
+filters as `generate` (`filter_logits` mirrors transformers' warpers). In fp32 and greedy
+mode the tokens equal `generate(do_sample=False)` (tests/test_policy.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rmtension.data.types import Turn, render_transcript
+
+END_OF_TURN = "<|im_end|>"
+"""ChatML end-of-turn marker (SmolLM2, Qwen): a stop token whenever the vocabulary has it."""
+TRANSCRIPT_STOP = "\n\nHuman:"
+"""Without a chat template the prompt is an HH transcript; the reply ends where the next human turn starts."""
+
+
+@dataclass
+class Sampled:
+    """Responses in row order: row r answers prompt `prompt_index[r]` (its `sample_index[r]`-th draw)."""
+
+    prompt_index: np.ndarray
+    """[R] index into the prompt list."""
+    sample_index: np.ndarray
+    """[R] 0..n-1 within the prompt."""
+    tokens: list[list[int]]
+    """Generated ids; the stop token is included when the row finished."""
+    finished: np.ndarray
+    """[R] True when the row stopped at end-of-turn rather than at `max_new_tokens`."""
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def n_tokens(self) -> int:
+        return sum(len(t) for t in self.tokens)
+
+
+def load_policy(path: str, precision: str = "bf16", trust_remote_code: bool = False):
+    """A causal LM in eval mode; `bf16` casts the weights (see the module docstring for why not autocast)."""
+    from rmtension.models import load_causal_lm
+
+    model = load_causal_lm(path, trust_remote_code=trust_remote_code).eval()
+    return model.to(torch.bfloat16) if precision == "bf16" else model
+
+
+def uses_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _prompt_ids(tokenizer, context: Sequence[Turn]) -> list[int]:
+    if uses_chat_template(tokenizer):
+        messages = [{"role": t.role, "content": t.content} for t in context]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(render_transcript(tuple(context)) + "\n\nAssistant:", add_special_tokens=True)["input_ids"]
+
+
+def build_prompt_ids(tokenizer, context: Sequence[Turn], max_prompt_tokens: int) -> list[int]:
+    """Token ids of a conversation ready for the assistant's reply, at most `max_prompt_tokens` long.
+
+    Long conversations lose whole turns from the front (the kept part starts at a user turn, so
+    the chat template's system preamble stays intact); a last user turn that alone is too long
+    is cut on the left.
+    """
+    context = list(context)
+    starts = [i for i, t in enumerate(context) if t.role == "user"] or [0]
+    system = [t for t in context if t.role == "system"]
+    for start in starts:
+        turns = system + [t for t in context[start:] if t.role != "system"]
+        ids = _prompt_ids(tokenizer, turns)
+        if len(ids) <= max_prompt_tokens:
+            return ids
+    return ids[-max_prompt_tokens:]
+
+
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """End-of-turn ids: the tokenizer's eos, `<|im_end|>` when present, and the model's generation eos."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    vocab = tokenizer.get_vocab()
+    if END_OF_TURN in vocab:
+        ids.add(int(vocab[END_OF_TURN]))
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None)
+    for e in [eos] if isinstance(eos, int) else list(eos or []):
+        ids.add(int(e))
+    return sorted(ids)
+
+
+def decode_responses(tokenizer, sampled: Sampled) -> list[str]:
+    """Response texts without special tokens; transcript-format replies are cut at the next human turn."""
+    texts = tokenizer.batch_decode(sampled.tokens, skip_special_tokens=True)
+    if not uses_chat_template(tokenizer):
+        texts = [t.split(TRANSCRIPT_STOP)[0] for t in texts]
+    return [t.strip() for t in texts]
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """[B, V] -> [B, V] with filtered-out entries at -inf (transformers' TopK then TopP warper).
+
+    top_k = 0 and top_p = 1 leave the logits unchanged.
+    """
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cum <= 1 - top_p
+        drop[..., -1] = False  # keep at least the most likely token
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def next_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """[B, V] logits -> [B] token ids. temperature 0 is greedy (first maximum, as in generate).
+
+    Draws by inverting the CDF with one uniform per row (float64 cumsum), which picks token i with
+    probability p_i; on CPU it is ~10x faster than `torch.multinomial` over a 49k vocabulary
+    (measured 2.4 ms vs 28 ms per draw at batch 32).
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(dim=-1)
+    cdf = probs.double().cumsum(dim=-1)  # [B, V]
+    u = torch.rand(len(cdf), 1, generator=generator, dtype=torch.float64, device=cdf.device) * cdf[:, -1:]
+    # right=True: the first index whose CDF exceeds u, so zero-probability tokens are never drawn.
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=cdf.shape[-1] - 1)
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad for generation: ids [B, L] and mask [B, L].
+
+    >>> ids, mask = left_pad([[5, 6], [7]], pad_id=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6], [0, 7]], [[1, 1], [0, 1]])
+    """
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """[B, L] position ids for a left-padded mask, exactly as generate computes them (pads get 0)."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+def plan_rows(prompt_lengths: Sequence[int], n: int, batch_size: int) -> list[list[tuple[int, int]]]:
+    """Batches of (prompt, sample) rows, longest prompts first, a prompt's samples kept together."""
+    order = np.argsort(-np.asarray(prompt_lengths), kind="stable")
+    rows = [(int(p), j) for p in order for j in range(n)]
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+def _accepts(model, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
+@torch.inference_mode()
+def _decode_batch(model, prompts: list[list[int]], rows: list[tuple[int, int]], *, max_new_tokens: int,
+                  temperature: float, top_k: int, top_p: float, stop: torch.Tensor, pad_id: int,
+                  generator: torch.Generator | None) -> tuple[list[list[int]], list[bool]]:
+    """Generate for one batch of rows; each distinct prompt is prefilled once."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    uniq = list(dict.fromkeys(p for p, _ in rows))
+    ids, mask = left_pad([prompts[p] for p in uniq], pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    cache = DynamicCache(config=model.config)
+    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), past_key_values=cache,
+                use_cache=True, **extra)
+    expand = torch.tensor([uniq.index(p) for p, _ in rows], device=device)
+    cache = out.past_key_values
+    if len(uniq) != len(rows) or not torch.equal(expand, torch.arange(len(rows), device=device)):
+        cache.batch_select_indices(expand)  # one prefill per prompt, copied to its samples
+    logits, mask = out.logits[expand, -1], mask[expand]
+    pos = positions(mask)[:, -1]
+    alive = torch.arange(len(rows), device=device)  # batch row -> output row
+    tokens: list[list[int]] = [[] for _ in rows]
+    finished = [False] * len(rows)
+    done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+    for step in range(max_new_tokens):
+        tok = next_tokens(logits, temperature, top_k, top_p, generator)
+        live = (~done).nonzero().squeeze(1).tolist()
+        for b in live:
+            tokens[int(alive[b])].append(int(tok[b]))
+        now = torch.isin(tok, stop) & ~done
+        for b in now.nonzero().squeeze(1).tolist():
+            finished[int(alive[b])] = True
+        done |= now
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        if int(done.sum()) >= max(1, len(done) // 8):  # compact: drop finished rows (copying the cache costs)
+            keep = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            alive, tok, mask, pos, done = alive[keep], tok[keep], mask[keep], pos[keep], done[keep]
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+        pos = pos + 1
+        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], past_key_values=cache,
+                    use_cache=True)
+        logits, cache = out.logits[:, -1], out.past_key_values
+    return tokens, finished
+
+
+def sample(model, prompts: Sequence[Sequence[int]], *, n: int = 1, max_new_tokens: int = 64, temperature: float = 1.0,
+           top_k: int = 0, top_p: float = 1.0, batch_size: int = 32, stop_ids: Sequence[int] = (), pad_id: int = 0,
+           seed: int | None = 0, progress=None) -> Sampled:
+    """Draw `n` responses for each prompt (token-id lists, already chat-formatted).
+
+    Rows come back grouped by prompt in prompt order. `seed` makes the draws reproducible for a
+    fixed batch plan; `progress(done_rows, total_rows)` is called after each batch.
+    """
+    prompts = [list(p) for p in prompts]
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("empty prompt")
+    gen = torch.Generator(device=next(model.parameters()).device)
+    if seed is not None:
+        gen.manual_seed(seed)
+    stop = torch.tensor(sorted(set(stop_ids)) or [-1], device=gen.device)
+    was_training = model.training
+    model.eval()
+    by_row: dict[tuple[int, int], tuple[list[int], bool]] = {}
+    plan = plan_rows([len(p) for p in prompts], n, batch_size)
+    for rows in plan:
+        toks, fin = _decode_batch(model, prompts, rows, max_new_tokens=max_new_tokens, temperature=temperature,
+                                  top_k=top_k, top_p=top_p, stop=stop, pad_id=pad_id, generator=gen)
+        by_row.update({r: (t, f) for r, t, f in zip(rows, toks, fin)})
+        if progress is not None:
+            progress(len(by_row), len(prompts) * n)
+    model.train(was_training)
+    keys = [(p, j) for p in range(len(prompts)) for j in range(n)]
+    return Sampled(
+        prompt_index=np.array([p for p, _ in keys], dtype=np.int64),
+        sample_index=np.array([j for _, j in keys], dtype=np.int64),
+        tokens=[by_row[k][0] for k in keys],
+        finished=np.array([by_row[k][1] for k in keys], dtype=bool),
+    )

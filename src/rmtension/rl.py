@@ -1,0 +1,278 @@
+"""RLOO policy gradient against a learned reward, with a KL penalty to the initial policy.
+
+Ahmadian et al. (2024, "Back to Basics: Revisiting REINFORCE Style Optimization for Learning from
+Human Feedback in LLMs"): k samples per prompt, each sample's baseline is the mean reward of the
+other k - 1, one REINFORCE step per batch (on-policy, so no ratio clipping). The reward is the
+sequence-level r - beta * KL, with KL = sum_t log pi(y_t) - log pi_ref(y_t) on the sampled tokens
+(Stiennon et al. 2020; Bai et al. 2022, sec. 4.1).
+
+A plain loop rather than TRL 1.16's `RLOOTrainer`: without vLLM that trainer samples through plain
+`model.generate` (the path `rmtension.policy.sample` is several times faster than on CPU), it
+lives inside the 2,000-line Trainer stack, trains every parameter by default, and its reward
+functions all feed the objective, whereas each step here must also log the held-out PM and the
+other objective's RM without optimising them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from rmtension.arch import base_model, blocks, find_arch, get_path, n_layers
+from rmtension.optimise_config import PolicyConfig, RLConfig
+from rmtension.policy import Sampled, sample
+from rmtension.scoring import autocast
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """[P, k] -> [P, k]: r_i - mean_{j != i} r_j (leave-one-out baseline, k >= 2).
+
+    >>> rloo_advantages(torch.tensor([[1.0, 2.0, 3.0]])).tolist()
+    [[-1.5, 0.0, 1.5]]
+    """
+    k = rewards.shape[-1]
+    baseline = (rewards.sum(dim=-1, keepdim=True) - rewards) / (k - 1)
+    return rewards - baseline
+
+
+def kl_per_sequence(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] log-probs of the sampled tokens under policy and reference, [B, T] mask -> [B].
+
+    sum_t (log pi - log pi_ref): a single-sample unbiased estimate of KL(pi || pi_ref) per sequence.
+    """
+    return ((logp - ref_logp) * mask).sum(dim=-1)
+
+
+def rloo_loss(logp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """REINFORCE loss -mean_b A_b * sum_t log pi(y_bt); logp [B, T], mask [B, T], advantages [B] (no grad)."""
+    return -(advantages.detach() * (logp * mask).sum(dim=-1)).mean()
+
+
+@dataclass
+class PackedBatch:
+    """Prompt (left-padded to Lp) followed by response (right-padded to T)."""
+
+    input_ids: torch.Tensor
+    """[B, Lp + T]"""
+    attention_mask: torch.Tensor
+    """[B, Lp + T]"""
+    response_ids: torch.Tensor
+    """[B, T]"""
+    response_mask: torch.Tensor
+    """[B, T] float, 1 on generated tokens (the stop token included)."""
+
+
+def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> PackedBatch:
+    lp = max(len(p) for p in prompts)
+    t = max(1, max(len(r) for r in responses))
+    b = len(prompts)
+    ids = torch.full((b, lp + t), pad_id, dtype=torch.long)
+    mask = torch.zeros((b, lp + t), dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        ids[i, lp - len(p) : lp] = torch.as_tensor(list(p))
+        ids[i, lp : lp + len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[i, lp - len(p) : lp + len(r)] = 1
+    return PackedBatch(ids, mask, ids[:, lp:], mask[:, lp:].float())
+
+
+class _Stop(Exception):
+    """Raised by the capture hook so the frozen forward stops at the cut."""
+
+
+@torch.no_grad()
+def trunk_states(trunk_model: nn.Module, batch: PackedBatch, k: int, group: int) -> torch.Tensor:
+    """[B, Lp + T, H] input of block L - k for every position, from the frozen lower blocks.
+
+    Rows come in groups of `group` that share a prompt (RLOO's k samples), and each group runs
+    without the batch's prompt padding; causal attention over left padding makes a row's states
+    independent of how much padding it carries, so the pieces drop into the padded layout.
+    """
+    layers = blocks(trunk_model)
+    captured: dict[str, torch.Tensor] = {}
+
+    def pre_hook(module, args, kwargs):
+        captured["h"] = args[0] if args else kwargs["hidden_states"]
+        raise _Stop
+
+    handle = layers[len(layers) - k].register_forward_pre_hook(pre_hook, with_kwargs=True)
+    out = None
+    try:
+        for start in range(0, len(batch.input_ids), group):
+            rows = slice(start, start + group)
+            mask = batch.attention_mask[rows]
+            used = mask.any(dim=0).nonzero().squeeze(1)
+            lo, hi = int(used[0]), int(used[-1]) + 1
+            ids, mask = batch.input_ids[rows, lo:hi], mask[:, lo:hi]
+            try:
+                trunk_model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                            use_cache=False)
+            except _Stop:
+                pass
+            h = captured.pop("h")
+            if out is None:
+                out = h.new_zeros(*batch.input_ids.shape, h.shape[-1], dtype=torch.float32)
+            out[rows, lo:hi] = h.float()
+    finally:
+        handle.remove()
+    return out
+
+
+@contextlib.contextmanager
+def swapped(model: nn.Module, params: dict[str, torch.Tensor] | None) -> Iterator[None]:
+    """Temporarily run `model` with other values for the named parameters (the reference policy)."""
+    if not params:
+        yield
+        return
+    named = dict(model.named_parameters())
+    saved = {n: named[n].data for n in params}
+    try:
+        for n, t in params.items():
+            named[n].data = t
+        yield
+    finally:
+        for n, t in saved.items():
+            named[n].data = t
+
+
+def response_logprobs(model: nn.Module, batch: PackedBatch, bf16: bool, trunk: torch.Tensor | None = None,
+                      k: int = 0) -> torch.Tensor:
+    """[B, T] log pi(y_t | prompt, y_<t) of the response tokens.
+
+    With `trunk` ([B, Lp + T, H] from `trunk_states`) only the top `k` blocks run (`rmtension.trunk.cut_trunk`),
+    so the policy and the reference share one pass through the frozen lower blocks.
+    """
+    from rmtension.trunk import cut_trunk
+
+    t = batch.response_ids.shape[1]
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos, use_cache=False,
+                  logits_to_keep=t + 1)
+    with contextlib.ExitStack() as stack:
+        if trunk is not None:
+            for stand_in in stack.enter_context(cut_trunk(model, k)):
+                stand_in.value = trunk  # the token embedding returns it; extra embeddings return zeros
+        with autocast(bf16):
+            logits = model(**kwargs).logits[:, -t - 1 : -1].float()  # position j predicts token j + 1
+    return logits.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
+
+
+def set_trainable_policy(model: nn.Module, scope: str) -> list[str]:
+    """Freeze all but the top K blocks and the final norm (`top:K`), or nothing (`all`); returns trainable names.
+
+    Embeddings (tied to the LM head in SmolLM2) stay frozen under `top:K`, so gradients and
+    activations are kept only for the top of the network.
+    """
+    if scope == "all":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return [n for n, _ in model.named_parameters()]
+    k = int(scope.split(":")[1])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    layers = blocks(model)
+    for block in list(layers)[-k:]:
+        for p in block.parameters():
+            p.requires_grad_(True)
+    spec, base = find_arch(model), base_model(model)
+    skip = {id(p) for path in (spec.layers, *spec.embeddings) for p in get_path(base, path).parameters()}
+    for p in base.parameters():  # what is left in the base model is the final norm
+        if id(p) not in skip:
+            p.requires_grad_(True)
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def snapshot(model: nn.Module, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Detached copies of the named parameters (the reference policy's trainable part)."""
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().clone() for n in names}
+
+
+@torch.no_grad()
+def sync_sampler(sampler: nn.Module, policy: nn.Module, names: Sequence[str]) -> None:
+    """Copy the trained parameters into the (bf16) sampling copy."""
+    src, dst = dict(policy.named_parameters()), dict(sampler.named_parameters())
+    for n in names:
+        dst[n].copy_(src[n])
+
+
+def rl_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: PackedBatch, rewards: torch.Tensor,
+              ref_logp: torch.Tensor, kl_coef: float, max_grad_norm: float, bf16: bool,
+              trunk: torch.Tensor | None = None, top: int = 0) -> dict:
+    """One RLOO step. rewards: [P, k] judge rewards in batch order (prompt-major); ref_logp [B, T].
+
+    The policy stays in eval mode (dropout would make log pi noisy). Returns loss, KL, advantages.
+    """
+    p, k = rewards.shape
+    logp = response_logprobs(policy, batch, bf16, trunk, top)  # [B, T]
+    kl = kl_per_sequence(logp.detach(), ref_logp, batch.response_mask)  # [B]
+    adv = rloo_advantages(rewards - kl_coef * kl.view(p, k)).flatten()  # [B]
+    loss = rloo_loss(logp, batch.response_mask, adv)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_([q for q in policy.parameters() if q.requires_grad], max_grad_norm)
+    optimizer.step()
+    return {"loss": float(loss.detach()), "kl": float(kl.mean()), "advantages": adv, "grad_norm": float(grad_norm)}
+
+
+ScoreFn = Callable[[list[int], list[list[int]]], dict[str, np.ndarray]]
+"""(prompt indices [B], response token ids [B]) -> judge name -> [B] rewards; `TRAIN_JUDGE` is optimised.
+
+Each judge is logged as `reward_<name>` (`reward_train_pm`, `reward_test_pm`, ...)."""
+TRAIN_JUDGE = "train_pm"
+
+
+def run_rloo(policy: nn.Module, prompts: Sequence[Sequence[int]], score: ScoreFn, cfg: RLConfig, pcfg: PolicyConfig,
+             stop_ids: Sequence[int], pad_id: int, on_step: Callable[[dict], None] | None = None) -> list[dict]:
+    """Optimise `policy` (fp32, in place) for `cfg.steps`; returns one log row per step.
+
+    Each step samples k responses for P prompts from the current policy (a bf16 copy when
+    `pcfg.precision` is bf16), scores them, and takes one RLOO step. Logged KL and rewards are
+    those of the sampled batch, i.e. of the policy before that step's update.
+    """
+    names = set_trainable_policy(policy, cfg.trainable)
+    top = n_layers(policy) if cfg.trainable == "all" else int(cfg.trainable.split(":")[1])
+    if top > n_layers(policy):
+        raise ValueError(f"rl.trainable={cfg.trainable}: the policy has only {n_layers(policy)} blocks")
+    shared_trunk = top < n_layers(policy)
+    ref = snapshot(policy, names)
+    sampler = copy.deepcopy(policy).to(torch.bfloat16).eval() if pcfg.precision == "bf16" else policy
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    order = np.random.default_rng(cfg.seed).permutation(len(prompts))
+    rows = []
+    for step in range(cfg.steps):
+        t0 = time.perf_counter()
+        idx = [int(order[(step * cfg.prompts_per_step + i) % len(order)]) for i in range(cfg.prompts_per_step)]
+        drawn: Sampled = sample(sampler, [prompts[i] for i in idx], n=cfg.k, max_new_tokens=cfg.max_new_tokens,
+                                temperature=pcfg.temperature, top_k=pcfg.top_k, top_p=pcfg.top_p,
+                                batch_size=pcfg.batch_size, stop_ids=stop_ids, pad_id=pad_id, seed=cfg.seed * 100003 + step)
+        t_sample = time.perf_counter() - t0
+        prompt_idx = [idx[i] for i in drawn.prompt_index]
+        scores = score(prompt_idx, drawn.tokens)
+        t_score = time.perf_counter() - t0 - t_sample
+        batch = pack([prompts[i] for i in prompt_idx], drawn.tokens, pad_id)
+        # The frozen lower blocks are the same in policy, reference and the bf16 sampler: run them once.
+        trunk = trunk_states(sampler, batch, top, cfg.k) if shared_trunk else None
+        with torch.no_grad(), swapped(policy, ref):
+            ref_logp = response_logprobs(policy, batch, cfg.bf16, trunk, top)
+        rewards = torch.as_tensor(scores[TRAIN_JUDGE], dtype=torch.float32).view(cfg.prompts_per_step, cfg.k)
+        out = rl_update(policy, optimizer, batch, rewards, ref_logp, cfg.kl_coef, cfg.max_grad_norm, cfg.bf16, trunk, top)
+        if sampler is not policy:
+            sync_sampler(sampler, policy, names)
+        row = {"step": step, "kl": out["kl"], **{f"reward_{k}": float(np.mean(v)) for k, v in scores.items()},
+               "loss": out["loss"], "grad_norm": out["grad_norm"], "response_tokens": float(np.mean([len(t) for t in drawn.tokens])),
+               "sample_s": t_sample, "score_s": t_score, "step_s": time.perf_counter() - t0}
+        if not np.isfinite(row["loss"]):
+            from rmtension.errors import TrainingDiverged
+
+            raise TrainingDiverged(f"RL loss became {row['loss']} at step {step}")
+        rows.append(row)
+        if on_step is not None:
+            on_step(row)
+    return rows

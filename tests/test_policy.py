@@ -1,0 +1,147 @@
+import numpy as np
+import pytest
+import torch
+
+from rmtension.data.types import Turn
+from rmtension.policy import (
+    build_prompt_ids,
+    decode_responses,
+    filter_logits,
+    left_pad,
+    next_tokens,
+    plan_rows,
+    positions,
+    sample,
+    stop_token_ids,
+)
+from tiny import tiny_causal_lm, tiny_tokenizer
+
+PROMPTS = [[5, 9, 44, 71, 100, 3 + 9], [8, 150], [77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87], [200, 201, 30], [61]]
+
+
+def generate_greedy(model, prompts, new_tokens, stop, pad_id=0):
+    """transformers' own greedy decode of one left-padded batch, cut after the first stop token."""
+    ids, mask = left_pad(prompts, pad_id)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
+                             pad_token_id=pad_id, eos_token_id=stop)
+    rows = []
+    for row in out[:, ids.shape[1]:].tolist():
+        cut = next((j + 1 for j, t in enumerate(row) if t in stop), len(row))
+        rows.append(row[:cut])
+    return rows
+
+
+def early_stops(model, new_tokens):
+    """Stop ids that end some greedy rows early and leave others running to the budget."""
+    free = sample(model, PROMPTS, n=1, max_new_tokens=new_tokens, temperature=0, stop_ids=[], pad_id=0).tokens
+    stop = sorted({free[0][3], free[2][6]})
+    ends = [next((j for j, t in enumerate(row) if t in stop), None) for row in free]
+    assert any(e is not None and e < new_tokens - 1 for e in ends) and None in ends, ends
+    return stop
+
+
+@pytest.mark.parametrize("batch_size", [2, 32])
+def test_greedy_equals_generate_token_for_token_in_fp32(batch_size):
+    model = tiny_causal_lm("llama", layers=2, hidden=64, mlp=128).float()
+    stop = early_stops(model, 24)
+    expected = generate_greedy(model, PROMPTS, 24, stop)
+    got = sample(model, PROMPTS, n=1, max_new_tokens=24, temperature=0, batch_size=batch_size, stop_ids=stop, pad_id=0)
+    assert got.tokens == expected
+    assert 0 < got.finished.sum() < len(PROMPTS)
+    assert list(got.prompt_index) == list(range(len(PROMPTS)))
+    for toks, fin in zip(got.tokens, got.finished):
+        assert fin == (toks[-1] in stop)
+
+
+def test_greedy_with_n_samples_repeats_each_prompt_and_survives_row_dropping():
+    model = tiny_causal_lm("llama", layers=2, hidden=64, mlp=128)
+    stop = early_stops(model, 30)  # rows end at different steps, so finished rows are dropped mid-batch
+    single = sample(model, PROMPTS, n=1, max_new_tokens=30, temperature=0, stop_ids=stop, pad_id=0)
+    many = sample(model, PROMPTS, n=3, max_new_tokens=30, temperature=0, batch_size=4, stop_ids=stop, pad_id=0)
+    assert len(many) == 3 * len(PROMPTS)
+    assert list(many.prompt_index) == [p for p in range(len(PROMPTS)) for _ in range(3)]
+    assert list(many.sample_index) == [0, 1, 2] * len(PROMPTS)
+    for r in range(len(many)):
+        assert many.tokens[r] == single.tokens[many.prompt_index[r]]
+
+
+def test_sampling_is_seeded_and_respects_the_budget():
+    model = tiny_causal_lm("llama")
+    a = sample(model, PROMPTS, n=4, max_new_tokens=10, temperature=1.0, stop_ids=[1], seed=3)
+    b = sample(model, PROMPTS, n=4, max_new_tokens=10, temperature=1.0, stop_ids=[1], seed=3)
+    c = sample(model, PROMPTS, n=4, max_new_tokens=10, temperature=1.0, stop_ids=[1], seed=4)
+    assert a.tokens == b.tokens and a.tokens != c.tokens
+    assert all(1 <= len(t) <= 10 for t in a.tokens)
+    assert len({tuple(t) for t in a.tokens}) > len(PROMPTS)  # samples of one prompt differ
+
+
+def test_next_tokens_draws_from_the_softmax():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 12) * 2
+    probs = logits.softmax(-1)[0].double().numpy()
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.cat([next_tokens(logits.expand(4000, -1), 1.0, 0, 1.0, gen) for _ in range(10)]).numpy()
+    freq = np.bincount(draws, minlength=12) / len(draws)
+    # 40k draws: standard error <= 0.0025 per cell
+    np.testing.assert_allclose(freq, probs, atol=0.012)
+    # temperature 0 is argmax; a token with zero probability is never drawn
+    assert next_tokens(logits, 0.0, 0, 1.0, None).item() == int(logits.argmax())
+    masked = logits.clone()
+    masked[0, 3] = float("-inf")
+    assert 3 not in next_tokens(masked.expand(5000, -1), 1.0, 0, 1.0, gen).tolist()
+
+
+@pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (5, 1.0), (0, 0.7), (4, 0.5), (0, 0.01)])
+def test_filter_logits_matches_transformers_warpers(top_k, top_p):
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    torch.manual_seed(1)
+    logits = torch.randn(6, 50)
+    expected = logits.clone()
+    if top_k:
+        expected = TopKLogitsWarper(top_k)(None, expected)
+    if top_p < 1:
+        expected = TopPLogitsWarper(top_p)(None, expected)
+    got = filter_logits(logits, top_k, top_p)
+    assert torch.equal(torch.isinf(got), torch.isinf(expected))
+    assert torch.equal(got[~torch.isinf(got)], logits[~torch.isinf(got)])
+
+
+def test_padding_positions_and_plan():
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert positions(mask).tolist() == [[0, 1, 2], [0, 0, 0]]
+    plan = plan_rows([2, 9, 5], n=2, batch_size=3)
+    assert plan == [[(1, 0), (1, 1), (2, 0)], [(2, 1), (0, 0), (0, 1)]]
+
+
+def test_prompt_building_drops_whole_turns_from_the_front():
+    tok = tiny_tokenizer("llama")  # no chat template: HH transcript format
+    ctx = [Turn("user", "first question " * 5), Turn("assistant", "an answer"), Turn("user", "second?")]
+    full = build_prompt_ids(tok, ctx, 1000)
+    assert tok.decode(full).endswith("Human: second?\n\nAssistant:")
+    short = build_prompt_ids(tok, ctx, 40)
+    assert len(short) <= 40 and tok.decode(short) == "\n\nHuman: second?\n\nAssistant:"
+    tiny = build_prompt_ids(tok, ctx, 10)
+    assert len(tiny) == 10
+    assert stop_token_ids(tok) == [tok.eos_token_id]
+
+
+def test_decode_cuts_transcript_replies_at_the_next_human_turn():
+    from rmtension.policy import Sampled
+
+    tok = tiny_tokenizer("llama")
+    ids = [tok("Sure, here it is.\n\nHuman: more")["input_ids"], tok(" plain ")["input_ids"] + [tok.eos_token_id]]
+    s = Sampled(np.array([0, 0]), np.array([0, 1]), ids, np.array([False, True]))
+    assert decode_responses(tok, s) == ["Sure, here it is.", "plain"]
+
+
+def test_chat_template_prompt_and_end_of_turn_stop():
+    tok = tiny_tokenizer("llama")
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    ids = build_prompt_ids(tok, [Turn("user", "hi")], 100)
+    assert tok.decode(ids).endswith("<|im_start|>assistant\n")
+    assert tok.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(tok)

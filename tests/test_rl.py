@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+
+from rmtension.optimise_config import PolicyConfig, RLConfig
+from rmtension.policy import sample
+from rmtension.rl import (
+    TRAIN_JUDGE,
+    kl_per_sequence,
+    pack,
+    response_logprobs,
+    rl_update,
+    rloo_advantages,
+    rloo_loss,
+    run_rloo,
+    set_trainable_policy,
+    snapshot,
+    swapped,
+    trunk_states,
+)
+from tiny import tiny_causal_lm
+
+PROMPTS = [[5, 9, 44, 71, 100, 12], [8, 150], [77, 78, 79, 80, 81, 82, 83], [200, 201, 30]]
+K = 4
+
+
+def low_token_reward(responses: list[list[int]]) -> np.ndarray:
+    """A judge that likes tokens below 130: learnable by a tiny policy."""
+    return np.array([np.mean([t < 130 for t in r]) if r else 0.0 for r in responses])
+
+
+def test_rloo_advantages_and_kl_by_hand():
+    adv = rloo_advantages(torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 4.0]]))
+    assert adv.tolist() == [[-1.5, 0.0, 1.5], [-2.0, -2.0, 4.0]]
+    assert torch.allclose(adv.sum(-1), torch.zeros(2))  # (k / (k - 1)) * (r - mean): sums to zero
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, -9.0]])
+    ref = torch.tensor([[-1.5, -2.0, -1.0], [-1.0, -1.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    assert kl_per_sequence(logp, ref, mask).tolist() == [0.5, 1.0]
+    assert rloo_loss(logp, mask, torch.tensor([1.0, -2.0])).item() == pytest.approx(-(1.0 * -3.0 + -2.0 * -1.0) / 2)
+
+
+def test_pack_layout():
+    b = pack([[5, 6, 7], [8]], [[1], [2, 3]], pad_id=0)
+    assert b.input_ids.tolist() == [[5, 6, 7, 1, 0], [0, 0, 8, 2, 3]]
+    assert b.attention_mask.tolist() == [[1, 1, 1, 1, 0], [0, 0, 1, 1, 1]]
+    assert b.response_ids.tolist() == [[1, 0], [2, 3]]
+    assert b.response_mask.tolist() == [[1.0, 0.0], [1.0, 1.0]]
+
+
+def draw(model, seed=0):
+    s = sample(model, PROMPTS, n=K, max_new_tokens=8, temperature=1.0, stop_ids=[1], pad_id=0, seed=seed)
+    prompts = [PROMPTS[i] for i in s.prompt_index]
+    return s, pack(prompts, s.tokens, pad_id=0)
+
+
+def test_response_logprobs_match_unpadded_forwards_with_and_without_the_trunk():
+    model = tiny_causal_lm("llama", layers=3)
+    s, batch = draw(model)
+    full = response_logprobs(model, batch, bf16=False)
+    cut = response_logprobs(model, batch, False, trunk_states(model, batch, 1, K), 1)
+    for r in range(len(s)):
+        ids = torch.tensor([PROMPTS[s.prompt_index[r]] + s.tokens[r]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0].log_softmax(-1)
+        n = len(s.tokens[r])
+        expected = logits[-n - 1 : -1].gather(-1, ids[0, -n:, None]).squeeze(-1)
+        torch.testing.assert_close(full[r, :n], expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(cut[r, :n], expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scope", ["top:1", "all"])
+def test_one_rl_step_lowers_the_loss_and_moves_kl_off_zero(scope):
+    torch.manual_seed(0)
+    policy = tiny_causal_lm("llama", layers=3)
+    names = set_trainable_policy(policy, scope)
+    top = 3 if scope == "all" else 1
+    ref = snapshot(policy, names)
+    s, batch = draw(policy)
+    rewards = torch.as_tensor(low_token_reward(s.tokens), dtype=torch.float32).view(len(PROMPTS), K)
+    assert rewards.std() > 0
+    trunk = trunk_states(policy, batch, top, K) if top < 3 else None
+    with torch.no_grad(), swapped(policy, ref):
+        ref_logp = response_logprobs(policy, batch, False, trunk, top)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-2)
+    out = rl_update(policy, opt, batch, rewards, ref_logp, kl_coef=0.05, max_grad_norm=1.0, bf16=False,
+                    trunk=trunk, top=top)
+    assert out["kl"] == 0.0  # the policy still equals the reference when the batch is scored
+    changed = {n for n, p in policy.named_parameters() if not torch.equal(before[n], p)}
+    assert changed == set(names)
+    with torch.no_grad():
+        logp = response_logprobs(policy, batch, False, trunk, top)
+    after = rloo_loss(logp, batch.response_mask, out["advantages"]).item()
+    assert after < out["loss"] - 1e-4
+    kl = kl_per_sequence(logp, ref_logp, batch.response_mask)
+    assert kl.abs().mean() > 1e-4
+    # the reference is untouched by the step
+    with torch.no_grad(), swapped(policy, ref):
+        torch.testing.assert_close(response_logprobs(policy, batch, False, trunk, top), ref_logp)
+
+
+def test_trainable_scope_keeps_embeddings_frozen():
+    policy = tiny_causal_lm("llama", layers=3)
+    names = set_trainable_policy(policy, "top:1")
+    assert names and all(n.startswith("model.layers.2.") or n == "model.norm.weight" for n in names)
+    assert "model.norm.weight" in names
+    assert set(set_trainable_policy(policy, "all")) == {n for n, _ in policy.named_parameters()}
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_run_rloo_logs_every_judge_and_trains_the_policy(precision):
+    policy = tiny_causal_lm("llama", layers=3)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    cfg = RLConfig(steps=3, prompts_per_step=2, k=3, max_new_tokens=6, lr=1e-2, trainable="top:2", bf16=False)
+    pcfg = PolicyConfig(precision=precision, batch_size=8)
+    calls = []
+
+    def score(prompt_idx, responses):
+        calls.append(list(prompt_idx))
+        r = low_token_reward(responses)
+        return {TRAIN_JUDGE: r, "test_pm": -r}
+
+    rows = run_rloo(policy, PROMPTS, score, cfg, pcfg, stop_ids=[1], pad_id=0)
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert rows[0]["kl"] == 0.0 and rows[-1]["kl"] != 0.0
+    for r in rows:
+        assert r["reward_test_pm"] == pytest.approx(-r["reward_train_pm"])
+        assert np.isfinite(r["loss"])
+    assert all(len(c) == 6 and len(set(c)) == 2 for c in calls)  # P prompts x k samples, grouped
+    assert any(not torch.equal(before[n], p) for n, p in policy.named_parameters())
+    assert torch.equal(before["model.embed_tokens.weight"], policy.model.embed_tokens.weight)
