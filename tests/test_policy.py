@@ -129,12 +129,9 @@ def test_prompt_building_drops_whole_turns_from_the_front():
 
 
 def test_decode_cuts_transcript_replies_at_the_next_human_turn():
-    from rmtension.policy import Sampled
-
     tok = tiny_tokenizer("llama")
     ids = [tok("Sure, here it is.\n\nHuman: more")["input_ids"], tok(" plain ")["input_ids"] + [tok.eos_token_id]]
-    s = Sampled(np.array([0, 0]), np.array([0, 1]), ids, np.array([False, True]))
-    assert decode_responses(tok, s) == ["Sure, here it is.", "plain"]
+    assert decode_responses(tok, ids) == ["Sure, here it is.", "plain"]
 
 
 def test_chat_template_prompt_and_end_of_turn_stop():

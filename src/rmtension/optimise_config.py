@@ -58,9 +58,9 @@ class BonConfig(Strict):
     """Prompts sampled once and reused for every n."""
     n_samples: int = Field(64, ge=2)
     """N responses per prompt; curves cover n = 1, 2, 4, ..., N."""
-    prompt_objectives: list[Literal["helpful", "harmless", "mixed"]] = Field(default_factory=lambda: ["helpful", "harmless"])
+    prompt_objectives: list[Literal["helpful", "harmless"]] = Field(default_factory=lambda: ["helpful", "harmless"], min_length=1)
     """Prompts come in equal shares from the test split of each of these objectives (one shared pool,
-    so every PM and the frontier judge the same samples)."""
+    so every PM and the frontier judge the same samples). RL draws its prompts from the same splits."""
     frontier_weights: int = Field(11, ge=2)
     """Number of evenly spaced w in [0, 1] for the helpful/harmless frontier."""
     frontier_n: int | None = Field(None, ge=1)

@@ -60,6 +60,27 @@ def load_policy(path: str, precision: str = "bf16", trust_remote_code: bool = Fa
     return model.to(torch.bfloat16) if precision == "bf16" else model
 
 
+@dataclass
+class Policy:
+    """A loaded policy with what sampling needs besides the weights."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    stop_ids: list[int]
+    pad_id: int
+    path: str
+
+
+def open_policy(cfg, cache_dir: str | None = None, precision: str | None = None, device: str = "cpu") -> Policy:
+    """The policy of a `PolicyConfig`: registry name or HF path, in `precision` (default: the config's)."""
+    from rmtension.models import load_tokenizer, resolve_backbone
+
+    path = resolve_backbone(cfg.backbone, cache_dir)
+    tok = load_tokenizer(path, cfg.max_prompt_tokens + cfg.max_new_tokens, cfg.trust_remote_code)
+    model = load_policy(path, precision or cfg.precision, cfg.trust_remote_code).to(device)
+    return Policy(model, tok, stop_token_ids(tok, model), int(tok.pad_token_id), path)
+
+
 def uses_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
@@ -105,9 +126,9 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
     return sorted(ids)
 
 
-def decode_responses(tokenizer, sampled: Sampled) -> list[str]:
+def decode_responses(tokenizer, tokens: Sequence[Sequence[int]]) -> list[str]:
     """Response texts without special tokens; transcript-format replies are cut at the next human turn."""
-    texts = tokenizer.batch_decode(sampled.tokens, skip_special_tokens=True)
+    texts = tokenizer.batch_decode([list(t) for t in tokens], skip_special_tokens=True)
     if not uses_chat_template(tokenizer):
         texts = [t.split(TRANSCRIPT_STOP)[0] for t in texts]
     return [t.strip() for t in texts]

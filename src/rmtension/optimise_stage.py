@@ -1,0 +1,247 @@
+"""Study stages of the optimisation analyses: PM halves, best-of-n (`rmtension.bon_stage`) and RL.
+
+Outputs (under the run directory):
+    pm/<objective>/{train,test}/    pm_train (half A) and pm_test (half B): HF folders like rm/<objective>/seed<k>
+    pm/<objective>/halves.json      pair ids of each half and each PM's test accuracy
+    bon/samples.parquet, bon.csv, bon_fit.json, frontier.csv, bon/examples.json   (see bon_stage)
+    rl/<objective>.csv, rl.csv      one row per RL step: step, kl, sqrt_kl, reward_train_pm, reward_test_pm,
+                                    reward_other_objective, reward_helpful_rm, reward_harmless_rm (z-units), timings
+    rl.json                         per objective: sqrt(KL) fits of the RL curves and the final train/test gap
+
+Bai et al. (2022), sec. 4: reward is roughly linear in sqrt(KL), and a PM trained on half the data
+rates the optimised policy above a PM trained on the other half.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from rmtension import interrupt
+from rmtension.config import config_hash
+from rmtension.errors import ConfigError
+from rmtension.runio import inside, stage_complete, write_csv, write_json, write_manifest
+
+HALVES = ("train", "test")
+
+
+def pm_dir(run_dir: Path, objective: str, half: str) -> Path:
+    """HF folder of pm_train (`half="train"`) or pm_test (`half="test"`) of an objective."""
+    return inside(run_dir, "pm", objective, half)
+
+
+def pm_hash(cfg, objective: str, half: str) -> str:
+    return config_hash(cfg.data, cfg.model, cfg.train.model_copy(update={"seeds": []}),
+                       cfg.pm_halves.model_copy(update={"objectives": []}), objective, half, "pm")
+
+
+def split_halves(group_keys: Sequence[str], seed: int, cap: int | None = None) -> tuple[list[int], list[int]]:
+    """Indices of two disjoint halves; all pairs of one prompt group land in the same half.
+
+    Groups are visited in a seeded order and each goes to the currently smaller half, so the halves
+    differ in size by at most the largest group. `cap` keeps at most that many pairs per half.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(group_keys):
+        groups.setdefault(key, []).append(i)
+    keys = list(groups)
+    halves: tuple[list[int], list[int]] = ([], [])
+    for g in np.random.default_rng(seed).permutation(len(keys)):
+        members = groups[keys[int(g)]]
+        target = halves[0] if len(halves[0]) <= len(halves[1]) else halves[1]
+        if cap is None or len(target) + len(members) <= cap:
+            target.extend(members)
+    return sorted(halves[0]), sorted(halves[1])
+
+
+def stage_pm_halves(prep) -> None:
+    """Train pm_train on half A and pm_test on half B of each objective's training pairs (the study's recipe)."""
+    from rmtension.forward import PairForward
+    from rmtension.models import load_reward_model
+    from rmtension.study import _trunk_cache, device, log
+    from rmtension.train import train_reward_model
+
+    ctx, cfg = prep.ctx, prep.ctx.cfg
+    for objective in cfg.pm_halves.objectives:
+        stage = f"pm/{objective}"
+        h = config_hash(pm_hash(cfg, objective, "train"), pm_hash(cfg, objective, "test"))
+        if stage_complete(ctx.run_dir, stage, h):
+            continue
+        pairs, enc = ctx.bundle.splits[objective]["train"], prep.train[objective]
+        if [p.pair_id for p in pairs] != enc.pair_ids:
+            raise RuntimeError(f"encoded training pairs of {objective} are out of step with the data bundle")
+        halves = split_halves([p.group_key for p in pairs], cfg.pm_halves.seed, cfg.pm_halves.max_pairs_per_half)
+        cache = _trunk_cache(prep)
+        record = {"objective": objective, "seed": cfg.pm_halves.seed, "halves": {}}
+        for half, idx in zip(HALVES, halves):
+            torch.manual_seed(cfg.pm_halves.seed)  # the score head's initialisation, as in stage_train
+            model = load_reward_model(ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(device())
+            log(f"training pm_{half} for {objective} on half {'AB'[HALVES.index(half)]}: {len(idx)} pairs")
+            res = train_reward_model(model, prep.tokenizer, enc.subset(idx), prep.val[objective], cfg.train,
+                                     cfg.pm_halves.seed, pm_dir(ctx.run_dir, objective, half), cache=cache)
+            acc = {}
+            with PairForward(model, prep.tokenizer.pad_token_id, cfg.train.bf16, cache) as fwd:
+                for test, t_enc in prep.tests.items():
+                    r_c, r_r = fwd.score(t_enc, cfg.eval.batch_size)
+                    acc[test] = float(np.mean((r_c > r_r) + 0.5 * (r_c == r_r)))
+            record["halves"][half] = {"n_pairs": len(idx), "pair_ids": [enc.pair_ids[i] for i in idx],
+                                      "best_val_accuracy": res.best_val_accuracy, "test_accuracy": acc}
+            log(f"  val {res.best_val_accuracy:.3f}; test " + ", ".join(f"{t} {a:.3f}" for t, a in acc.items()))
+            interrupt.check(f"after training pm_{half} of {objective}")
+        write_json(inside(ctx.run_dir, "pm", objective, "halves.json"), record)
+        write_manifest(ctx.run_dir, stage, h, [pm_dir(ctx.run_dir, objective, hf) for hf in HALVES] +
+                       [inside(ctx.run_dir, "pm", objective, "halves.json")])
+
+
+def rl_judges(prep, objective: str) -> dict[str, Path]:
+    """Judges logged during RL: the objective's two PM halves and the study's helpful and harmless RMs."""
+    ctx = prep.ctx
+    return {"train_pm": pm_dir(ctx.run_dir, objective, "train"), "test_pm": pm_dir(ctx.run_dir, objective, "test"),
+            "helpful_rm": ctx.rm_dir("helpful", ctx.seeds[0]), "harmless_rm": ctx.rm_dir("harmless", ctx.seeds[0])}
+
+
+def reference_stats(prep, objective: str) -> dict[str, tuple[float, float]] | None:
+    """Mean and sd of each RL judge over the best-of-n samples of the initial policy (None without them)."""
+    from rmtension.bon_stage import score_hash
+
+    ctx = prep.ctx
+    if ctx.cfg.bon is None or not stage_complete(ctx.run_dir, "bon/score", score_hash(prep)):
+        return None
+    frame = pd.read_parquet(ctx.run_dir / "bon" / "samples.parquet")
+    cols = {"train_pm": f"pm_train_{objective}", "test_pm": f"pm_test_{objective}",
+            "helpful_rm": "rm_helpful", "harmless_rm": "rm_harmless"}
+    return {k: (float(frame[c].mean()), float(frame[c].std(ddof=0)) or 1.0) for k, c in cols.items()}
+
+
+def make_scorer(panel, contexts: Sequence, decode: Callable, objective: str,
+                stats: dict[str, tuple[float, float]] | None) -> Callable:
+    """The RL score function: z-scored judge rewards, plus `other_objective` (NaN for mixed).
+
+    z-scores use `stats` (the initial policy's best-of-n samples) or, without them, the first batch.
+    """
+    from rmtension.bon_stage import OTHER
+
+    norm = dict(stats) if stats else {}
+
+    def score(prompt_idx: list[int], tokens: list[list[int]]) -> dict[str, np.ndarray]:
+        raw = panel.score([contexts[i] for i in prompt_idx], decode(tokens))
+        for k, v in raw.items():
+            norm.setdefault(k, (float(v.mean()), float(v.std()) or 1.0))
+        out = {k: (v - norm[k][0]) / norm[k][1] for k, v in raw.items()}
+        out["other_objective"] = out[f"{OTHER[objective]}_rm"] if objective in OTHER else np.full(len(tokens), np.nan)
+        return out
+
+    return score
+
+
+def rl_hash(prep, objective: str) -> str:
+    from rmtension.bon_stage import judge_hashes, sample_hash
+
+    cfg = prep.ctx.cfg
+    hashes = judge_hashes(prep)
+    norm = sample_hash(cfg) if cfg.bon is not None else "first batch"
+    return config_hash(cfg.data, cfg.policy, cfg.rl.model_copy(update={"objectives": []}), objective, norm,
+                       hashes[f"pm_train_{objective}"], hashes[f"pm_test_{objective}"], hashes["rm_helpful"],
+                       hashes["rm_harmless"], cfg.model.max_length, "rl")
+
+
+def stage_rl_objective(prep, objective: str) -> None:
+    from rmtension.bon_stage import select_prompts
+    from rmtension.judges import JudgePanel
+    from rmtension.policy import build_prompt_ids, decode_responses, open_policy
+    from rmtension.rl import run_rloo
+    from rmtension.study import device, log
+
+    ctx, cfg = prep.ctx, prep.ctx.cfg
+    stage, h = f"rl/{objective}", rl_hash(prep, objective)
+    if stage_complete(ctx.run_dir, stage, h):
+        return
+    rl, pc = cfg.rl, cfg.policy
+    objectives = cfg.bon.prompt_objectives if cfg.bon is not None else ["helpful", "harmless"]
+    prompts = select_prompts(ctx.bundle.test_sets, objectives, rl.n_prompts, rl.seed + 1)
+    policy = open_policy(pc, cfg.model.cache_dir, precision="fp32", device=str(device()))
+    ids = [build_prompt_ids(policy.tokenizer, p["context"], rl.max_prompt_tokens) for p in prompts]
+    panel = JudgePanel(rl_judges(prep, objective), prep.tokenizer, cfg.model.max_length, cfg.train.trainable,
+                       cfg.train.bf16, cfg.bon.score_batch_size if cfg.bon else 32, device())
+    stats = reference_stats(prep, objective)
+    score = make_scorer(panel, [p["context"] for p in prompts], lambda t: decode_responses(policy.tokenizer, t),
+                        objective, stats)
+    log(f"RL (RLOO) against pm_train of {objective}: {rl.steps} steps x {rl.prompts_per_step} prompts x k={rl.k}")
+
+    def on_step(row: dict) -> None:
+        log(f"  step {row['step']:3d}: KL {row['kl']:6.3f}  r_train {row['reward_train_pm']:+.3f}  "
+            f"r_test {row['reward_test_pm']:+.3f}  ({row['step_s']:.1f}s)")
+        interrupt.check(f"during RL on {objective} (no checkpoint: the run restarts)")
+
+    rows = run_rloo(policy.model, ids, score, rl, pc, policy.stop_ids, policy.pad_id, on_step)
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "objective", objective)
+    frame.insert(3, "sqrt_kl", np.sqrt(frame["kl"].clip(lower=0)))
+    frame["normalisation"] = "bon samples" if stats else "first batch"
+    write_csv(inside(ctx.run_dir, "rl", f"{objective}.csv"), frame)
+    write_manifest(ctx.run_dir, stage, h, [inside(ctx.run_dir, "rl", f"{objective}.csv")])
+
+
+def rl_summary(frame: pd.DataFrame) -> dict:
+    """sqrt(KL) fits of the RL curves and the train/test gap over the last quarter of the steps."""
+    from rmtension.bon import sqrt_kl_fit
+
+    out = {}
+    for objective, t in frame.groupby("objective", sort=False):
+        cols = [c for c in ("reward_train_pm", "reward_test_pm", "reward_other_objective") if np.isfinite(t[c]).all()]
+        tail = t.iloc[-max(1, len(t) // 4):]
+        gap = tail["reward_train_pm"] - tail["reward_test_pm"]
+        out[objective] = {"sqrt_kl": {c: sqrt_kl_fit(t["kl"].clip(lower=0), t[c]) for c in cols},
+                          "final_kl": float(tail["kl"].mean()), "final_gap": float(gap.mean()),
+                          "final_gap_se": float(gap.std(ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan"),
+                          "steps": int(len(t))}
+    return out
+
+
+def stage_rl(prep) -> None:
+    ctx, cfg = prep.ctx, prep.ctx.cfg
+    h = config_hash(*(rl_hash(prep, o) for o in cfg.rl.objectives))
+    if stage_complete(ctx.run_dir, "rl", h):
+        return
+    for objective in cfg.rl.objectives:
+        stage_rl_objective(prep, objective)
+        interrupt.check(f"after RL on {objective}")
+    frame = pd.concat([pd.read_csv(inside(ctx.run_dir, "rl", f"{o}.csv")) for o in cfg.rl.objectives], ignore_index=True)
+    write_csv(ctx.run_dir / "rl.csv", frame)
+    write_json(ctx.run_dir / "rl.json", rl_summary(frame))
+    write_manifest(ctx.run_dir, "rl", h, ["rl.csv", "rl.json"])
+
+
+def check_config(cfg) -> None:
+    """Best-of-n and RL need a policy and the PM halves of every objective they optimise."""
+    for name in ("bon", "rl"):
+        if getattr(cfg, name) is None:
+            continue
+        if cfg.policy is None:
+            raise ConfigError(f"{name}: needs a `policy:` section (e.g. `policy: {{}}` for the default SmolLM2 policy)")
+        if cfg.pm_halves is None:
+            raise ConfigError(f"{name}: needs a `pm_halves:` section (pm_train / pm_test are its judges)")
+    if cfg.rl is not None:
+        missing = [o for o in cfg.rl.objectives if o not in cfg.pm_halves.objectives]
+        if missing:
+            raise ConfigError(f"rl.objectives: {missing} have no PM halves; add them to pm_halves.objectives")
+
+
+def study_stages(cfg) -> list[tuple[str, Callable]]:
+    """(name, fn(prep)) for each optimisation stage whose section is set, in order."""
+    from rmtension.bon_stage import stage_bon
+
+    check_config(cfg)
+    stages: list[tuple[str, Callable]] = []
+    if cfg.pm_halves is not None:
+        stages.append(("pm_halves", stage_pm_halves))
+    if cfg.bon is not None:
+        stages.append(("bon", stage_bon))
+    if cfg.rl is not None:
+        stages.append(("rl", stage_rl))
+    return stages

@@ -1,0 +1,158 @@
+"""PM halves, best-of-n and RL as study stages, end to end on tiny models and synthetic HH files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from rmtension.cli import main
+from rmtension.optimise_stage import split_halves
+from tiny import save_tiny
+
+WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud", "lamp", "door", "bird"]
+
+
+def write_hh(root, subset: str, n: int, good: str, bad: str, seed: int) -> None:
+    """An official-layout test file whose chosen replies start with `good`, rejected with `bad`."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        q = f"{subset} {i} " + " ".join(rng.choice(WORDS, 3))
+        ctx = f"\n\nHuman: {q}\n\nAssistant:"
+        rows.append({"chosen": f"{ctx} {good} {q}", "rejected": f"{ctx} {bad} {q}"})
+    (root / subset).mkdir(parents=True)
+    with gzip.open(root / subset / "test.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def test_split_halves_keeps_prompt_groups_together_and_balances_sizes():
+    keys = [f"g{i % 7}" for i in range(40)] + [f"solo{i}" for i in range(9)]
+    a, b = split_halves(keys, seed=3)
+    assert not set(a) & set(b) and sorted(a + b) == list(range(len(keys)))
+    assert not {keys[i] for i in a} & {keys[i] for i in b}
+    assert abs(len(a) - len(b)) <= 6  # at most the largest group
+    assert (a, b) == split_halves(keys, seed=3) and (a, b) != split_halves(keys, seed=4)
+    ca, cb = split_halves(keys, seed=3, cap=10)
+    assert len(ca) <= 10 and len(cb) <= 10 and not set(ca) & set(cb)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    base = tmp_path_factory.mktemp("optimise")
+    data = base / "hh"
+    write_hh(data, "helpful-base", 60, "yes", "no", 0)
+    write_hh(data, "helpful-online", 20, "yes", "no", 1)
+    write_hh(data, "harmless-base", 80, "sorry", "sure", 2)
+    cfg = {
+        "name": "tiny-optimise",
+        "data": {"path": str(data), "max_train_pairs": 40, "hub": False,
+                 "subsets": {"helpful": ["helpful-base", "helpful-online"], "harmless": ["harmless-base"]}},
+        "model": {"backbone": str(save_tiny(base / "rm", "bert")), "max_length": 64},
+        "train": {"seeds": [0], "epochs": 1, "batch_size": 8, "lr": 1e-3, "trainable": "top:1", "bf16": False,
+                  "eval_every": 2, "checkpoint_every": 2},
+        "eval": {"bootstrap": 200},
+        "policy": {"backbone": str(save_tiny(base / "policy", "llama", causal=True)), "precision": "fp32",
+                   "max_new_tokens": 6, "max_prompt_tokens": 48, "batch_size": 8},
+        "pm_halves": {},
+        "bon": {"n_prompts": 4, "n_samples": 6, "bootstrap": 100, "n_example_prompts": 2, "n_examples": 2},
+        "rl": {"objectives": ["helpful", "mixed"], "steps": 2, "prompts_per_step": 2, "k": 2, "max_new_tokens": 5,
+               "max_prompt_tokens": 48, "n_prompts": 4, "lr": 1e-3, "trainable": "top:1", "bf16": False},
+        "report": {"enabled": False},
+    }
+    path = base / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = base / "run"
+    assert main(["study", "--config", str(path), "--out", str(out)]) == 0
+    return out, path
+
+
+def test_stages_write_the_issue_outputs(study):
+    out, _ = study
+    for o in ("helpful", "harmless", "mixed"):
+        halves = json.loads((out / "pm" / o / "halves.json").read_text())
+        a, b = (set(halves["halves"][h]["pair_ids"]) for h in ("train", "test"))
+        assert a and b and not a & b
+        for h in ("train", "test"):
+            assert (out / "pm" / o / h / "model.safetensors").is_file()
+    samples = pd.read_parquet(out / "bon" / "samples.parquet")
+    assert len(samples) == 4 * 6
+    judges = {f"pm_{h}_{o}" for h in ("train", "test") for o in ("helpful", "harmless", "mixed")} | {
+        "rm_helpful", "rm_harmless", "rm_mixed"}
+    assert judges <= set(samples.columns) and {"prompt_id", "response"} <= set(samples.columns)
+    assert samples[sorted(judges)].notna().all().all()
+    table = pd.read_csv(out / "bon.csv")
+    assert list(table.columns[:7]) == ["objective", "n", "kl_bound", "sqrt_kl", "reward_train_pm", "reward_test_pm",
+                                       "reward_other_objective"]
+    assert sorted(table["n"].unique()) == [1, 2, 4, 6]
+    first = table[table["n"] == 1]
+    np.testing.assert_allclose(first["reward_train_pm"], 0, atol=1e-9)  # z-units: n = 1 is the sample mean
+    assert table[table["objective"] == "mixed"]["reward_other_objective"].isna().all()
+    for o, t in table.groupby("objective"):
+        assert np.all(np.diff(t["reward_train_pm"]) >= -1e-9), o  # the selector's own reward never falls
+    fit = json.loads((out / "bon_fit.json").read_text())
+    assert {"sqrt_kl", "gao_test_pm", "gap"} <= set(fit["objectives"]["helpful"])
+    assert "upper bound" in fit["kl"]
+    frontier = pd.read_csv(out / "frontier.csv")
+    w = frontier[frontier["kind"] == "weighted"]
+    assert np.all(np.diff(w["helpful"]) >= -1e-9) and np.all(np.diff(w["harmless"]) <= 1e-9)
+    assert {"rm_helpful", "rm_harmless", "rm_mixed"} <= set(frontier["selector"])
+    examples = json.loads((out / "bon" / "examples.json").read_text())
+    assert len(examples["prompts"]) == 2 and len(examples["prompts"][0]["n1"]) == 2
+    rl = pd.read_csv(out / "rl.csv")
+    assert list(rl["objective"]) == ["helpful"] * 2 + ["mixed"] * 2
+    for col in ("step", "kl", "reward_train_pm", "reward_test_pm", "reward_other_objective"):
+        assert col in rl.columns
+    assert (rl[rl["step"] == 0]["kl"] == 0).all()
+    assert rl[rl["objective"] == "helpful"]["reward_other_objective"].notna().all()
+    assert json.loads((out / "rl.json").read_text())["helpful"]["steps"] == 2
+
+
+def test_a_second_run_skips_every_optimisation_stage(study, capsys):
+    out, path = study
+    before = {p: p.stat().st_mtime_ns for p in [out / "bon" / "samples.parquet", out / "rl.csv", out / "pm" / "helpful" / "halves.json"]}
+    capsys.readouterr()
+    assert main(["study", "--config", str(path), "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "training pm_" not in log and "sampling" not in log and "RL (RLOO)" not in log
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+
+
+def test_bon_without_pm_halves_is_a_config_error(study, capsys):
+    _, path = study
+    assert main(["study", "--config", str(path), "pm_halves=null"]) == 2
+    assert "pm_halves" in capsys.readouterr().err
+
+
+def test_judge_panel_shared_trunk_matches_each_judge_run_in_full(tmp_path):
+    import torch
+
+    from rmtension.judges import JudgePanel
+    from rmtension.scoring import score_texts
+    from tiny import tiny_reward_model, tiny_tokenizer
+
+    tok = tiny_tokenizer("bert")
+    paths, models = {}, {}
+    for j in range(2):
+        m = tiny_reward_model("bert", layers=3)
+        torch.manual_seed(10 + j)
+        with torch.no_grad():  # judges differ only above the frozen trunk, as trained RMs do
+            for p in list(m.bert.encoder.layer[2].parameters()) + list(m.classifier.parameters()):
+                p.add_(0.3 * torch.randn_like(p))
+        m.save_pretrained(tmp_path / f"j{j}")
+        tok.save_pretrained(tmp_path / f"j{j}")
+        paths[f"j{j}"], models[f"j{j}"] = tmp_path / f"j{j}", m
+    texts = [f"\n\nHuman: question {i} " + "x" * (3 * i) + f"\n\nAssistant: answer {i}" for i in range(7)]
+    panel = JudgePanel(paths, tok, 48, "top:1", bf16=False, batch_size=3)
+    assert panel.shared
+    got = panel.score_texts(texts)
+    for name, m in models.items():
+        np.testing.assert_allclose(got[name], score_texts(m, tok, texts, 48, batch_size=4, bf16=False), atol=1e-5)
+    assert not np.allclose(got["j0"], got["j1"])
+    full = JudgePanel(paths, tok, 48, "all", bf16=False, batch_size=3)
+    assert not full.shared
+    np.testing.assert_allclose(full.score_texts(texts)["j1"], got["j1"], atol=1e-5)
