@@ -123,12 +123,29 @@ class ReportConfig(Strict):
     html: bool = True
 
 
+# Stage configs of the analyses live next to their code; they only need `Strict` from above.
+from rmtension.neurons.config import AblationConfig, NeuronsConfig  # noqa: E402
+from rmtension.optimise_config import BonConfig, PMHalvesConfig, PolicyConfig, RLConfig  # noqa: E402
+
+
 class StudyConfig(Strict):
     name: str = "study"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    neurons: NeuronsConfig | None = None
+    """Neuron scoring, selection and overlap (`rmtension.neurons`); absent: the stage is off."""
+    ablation: AblationConfig | None = None
+    """Neuron-set ablations with matched random controls; needs `neurons`."""
+    policy: PolicyConfig | None = None
+    """The policy that best-of-n and RL optimise; needed by `bon` and `rl`."""
+    pm_halves: PMHalvesConfig | None = None
+    """pm_train / pm_test trained on disjoint halves of an objective's training pairs."""
+    bon: BonConfig | None = None
+    """Best-of-n against pm_train, judged by pm_test and the other objective's RM, and the frontier."""
+    rl: RLConfig | None = None
+    """RLOO against pm_train with a KL penalty to the initial policy."""
     report: ReportConfig = Field(default_factory=ReportConfig)
 
 

@@ -182,8 +182,20 @@ def section_provenance(run_dir: Path) -> Section:
 SECTIONS: list[Callable[[Path], Section | None]] = [section_tension, section_calibration, section_training, section_data]
 
 
+SECTION_MODULES = ("rmtension.neurons.report", "rmtension.optimise_report")
+"""Modules whose `SECTIONS` list report sections of the analyses (neurons, ablation, best-of-n, RL)."""
+
+
+def all_sections() -> list[Callable[[Path], Section | None]]:
+    import importlib
+
+    from rmtension.study import _optional
+
+    return SECTIONS + [f for mod in SECTION_MODULES for f in _optional(mod).SECTIONS]
+
+
 def build_sections(run_dir: Path) -> list[Section]:
-    sections = [s for s in (f(run_dir) for f in SECTIONS) if s is not None]
+    sections = [s for s in (f(run_dir) for f in all_sections()) if s is not None]
     sections.append(section_provenance(run_dir))
     return sections
 

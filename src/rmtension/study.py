@@ -8,6 +8,7 @@ recomputes only what depends on it, and an interrupted study resumes where it st
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None) -> Path:
         stage_train(prep)
         stage_eval(prep)
         table = stage_tension(prep)
-        for name, stage_fn in extra_stages():
+        for name, stage_fn in extra_stages(cfg):
             interrupt.check(f"before {name}")
             stage_fn(prep)
         if cfg.report.enabled:
@@ -198,9 +199,30 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None) -> Path:
     return run_dir
 
 
-def extra_stages() -> list:
-    """Stages after the tension table (neurons, ablation, best-of-n, RL), in order."""
-    return []
+STAGE_MODULES = ("rmtension.neurons.stage", "rmtension.optimise_stage")
+"""Modules whose `study_stages(cfg)` return the analyses that run after the tension table."""
+
+
+def extra_stages(cfg: StudyConfig) -> list[tuple[str, Callable[[Prepared], object]]]:
+    """Stages after the tension table (neurons, ablation, PM halves, best-of-n, RL), in order.
+
+    Each is `(name, fn(prep))`; a stage whose config section is absent is not listed.
+    """
+    import importlib
+
+    return [stage for mod in STAGE_MODULES for stage in _optional(mod).study_stages(cfg)]
+
+
+def _optional(mod: str):
+    import importlib
+    import types
+
+    try:
+        return importlib.import_module(mod)
+    except ModuleNotFoundError as e:  # TODO(integration): drop once both analysis modules have landed
+        if e.name != mod:
+            raise
+        return types.SimpleNamespace(study_stages=lambda cfg: [], SECTIONS=[])
 
 
 def print_summary(run_dir: Path, table: dict, timings: dict) -> None:

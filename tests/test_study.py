@@ -1,0 +1,160 @@
+"""The study end to end on a tiny model and synthetic HH files: the run-directory contract, stage
+caching, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+from rmtension.cli import main
+from tiny import save_tiny
+
+WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud", "lamp", "door", "bird"]
+
+
+def write_hh(root, subset: str, n: int, good: str, bad: str, seed: int) -> None:
+    """An official-layout test file whose chosen replies start with `good`, rejected with `bad`."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        q = f"{i} " + " ".join(rng.choice(WORDS, 2))
+        ctx = f"\n\nHuman: {q}\n\nAssistant:"
+        rows.append({"chosen": f"{ctx} {q} {good}", "rejected": f"{ctx} {q} {bad}"})
+    (root / subset).mkdir(parents=True)
+    with gzip.open(root / subset / "test.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("study")
+    data = base / "hh"
+    write_hh(data, "helpful-base", 60, "yes", "no", 0)
+    write_hh(data, "helpful-online", 20, "yes", "no", 1)
+    write_hh(data, "harmless-base", 80, "sorry", "sure", 2)
+    model = save_tiny(base / "model", "bert")
+    cfg = {
+        "name": "tiny",
+        "data": {"path": str(data), "max_train_pairs": 40, "hub": False,
+                 "subsets": {"helpful": ["helpful-base", "helpful-online"], "harmless": ["harmless-base"]}},
+        "model": {"backbone": str(model), "max_length": 64},
+        "train": {"seeds": [0, 1], "epochs": 3, "batch_size": 8, "lr": 3e-3, "trainable": "top:1", "bf16": False,
+                  "eval_every": 2, "checkpoint_every": 2},
+        "eval": {"bootstrap": 200},
+    }
+    path = base / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return base, path
+
+
+def run(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def test_study_writes_the_run_directory_contract_and_skips_completed_stages(setup, capsys):
+    base, cfg = setup
+    out = base / "run"
+    assert run("study", "--config", cfg, "--out", out) == 0
+    for rel in ["config.yaml", "data/summary.json", "data/splits.json", "tension.json", "report.md", "report.html"]:
+        assert (out / rel).is_file(), rel
+    splits = json.loads((out / "data/splits.json").read_text())
+    test_ids = {t: set(v) for t, v in splits["test_sets"].items()}
+    for by in splits["splits"].values():
+        assert not (set(by["train"]) & (test_ids["helpful"] | test_ids["harmless"]))
+    for objective in ("helpful", "harmless", "mixed"):
+        for seed in (0, 1):
+            d = out / "rm" / objective / f"seed{seed}"
+            assert (d / "config.json").is_file() and (d / "model.safetensors").is_file()
+            metrics = json.loads((d / "metrics.json").read_text())
+            assert metrics["pairs_per_s"] > 0 and metrics["loss"] and metrics["val_accuracy"]
+    table = json.loads((out / "tension.json").read_text())
+    assert set(table["accuracy"]) == {"helpful", "harmless", "mixed"}
+    for rm, by in table["accuracy"].items():
+        assert set(by) == {"helpful", "harmless"}
+        for cell in by.values():
+            assert len(cell["per_seed"]) == 2 and cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
+    for t, ids in test_ids.items():
+        assert table["accuracy"]["mixed"][t]["n"] == len(ids) == len(pd.read_csv(out / "eval/mixed/seed1" / f"{t}.csv"))
+    for t, d in table["interference"].items():
+        best = max(table["accuracy"]["helpful"][t]["mean"], table["accuracy"]["harmless"][t]["mean"])
+        assert d["mixed_minus_best_single"] == pytest.approx(table["accuracy"]["mixed"][t]["mean"] - best)
+    assert set(table["calibration"]["helpful"]["helpful"]) >= {"ece"}
+    # the learnable signal is learnt: each single-objective RM beats chance on its own test set
+    assert table["accuracy"]["helpful"]["helpful"]["mean"] > 0.7
+    assert table["accuracy"]["harmless"]["harmless"]["mean"] > 0.7
+    html = (out / "report.html").read_text()
+    assert "<img" in html and "http" not in html.split("<body>")[1].split("href")[0]
+
+    # a second run reuses every stage: trained models are not touched
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "rm").rglob("model.safetensors")}
+    capsys.readouterr()
+    assert run("study", "--config", cfg, "--out", out) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+    assert "training" not in capsys.readouterr().out
+
+    # a changed evaluation setting recomputes the table but not the models
+    before = json.loads((out / "tension.json").read_text())
+    assert run("study", "--config", cfg, "--out", out, "eval.ci=0.8") == 0
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+    after = json.loads((out / "tension.json").read_text())
+    assert after["accuracy"]["helpful"]["helpful"]["mean"] == before["accuracy"]["helpful"]["helpful"]["mean"]
+    lo80, hi80 = after["accuracy"]["helpful"]["helpful"]["ci95"]
+    lo95, hi95 = before["accuracy"]["helpful"]["helpful"]["ci95"]
+    assert hi80 - lo80 <= hi95 - lo95
+
+
+def test_report_command_rebuilds_from_files(setup, tmp_path):
+    base, cfg = setup
+    out = base / "run"
+    if not (out / "tension.json").exists():
+        pytest.skip("needs the study test's run")
+    (out / "report.md").unlink()
+    assert run("report", out) == 0
+    assert "tension" in (out / "report.md").read_text().lower()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["study", "--config", "nope.yaml"], "nope.yaml"),
+    (["study", "--config", "{cfg}", "train.lrr=1"], "train.lrr: unknown key"),
+    (["study", "--config", "{cfg}", "train.trainable=some"], "train.trainable"),
+    (["report", "{base}"], "not a run directory"),
+])
+def test_cli_errors_are_one_line_without_traceback(setup, capsys, argv, needle):
+    base, cfg = setup
+    argv = [a.format(cfg=cfg, base=base) for a in argv]
+    assert run(*argv) != 0
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_data_folder_is_a_clear_error(setup, capsys, tmp_path):
+    base, cfg = setup
+    assert run("study", "--config", cfg, "--out", tmp_path / "r", f"data.path={tmp_path / 'absent'}") != 0
+    err = capsys.readouterr().err
+    assert "absent" in err and "Traceback" not in err
+
+
+def test_data_summary_command(setup, capsys):
+    base, _ = setup
+    assert run("data", "summary", "--data", base / "hh") == 0
+    out = capsys.readouterr().out
+    assert "harmless-base" in out and "80" in out
+
+
+@pytest.mark.skipif(not os.environ.get("RMTENSION_DATA"), reason="needs RMTENSION_DATA")
+@pytest.mark.real
+def test_smoke_config_on_real_data_and_minilm(tmp_path):
+    """CI runs the shipped smoke config end to end (a few minutes)."""
+    out = tmp_path / "smoke"
+    assert run("study", "--config", REPO / "configs/smoke.yaml", "--out", out) == 0
+    table = json.loads((out / "tension.json").read_text())
+    assert set(table["accuracy"]) == {"helpful", "harmless", "mixed"}
+    assert (out / "report.html").stat().st_size > 10_000
