@@ -96,10 +96,12 @@ def _trunk_cache(prep: Prepared):
     model = load_reward_model(prep.ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(device())
     k = set_trainable(model, cfg.train.trainable)
     cache = TrunkCache(k, trunk_fingerprint(model, k))
-    sets = list(prep.train.values()) + list(prep.val.values()) + list(prep.tests.values())
-    log(f"caching the frozen trunk for {sum(len(s) for s in sets)} pair encodings (top {k} blocks train)")
-    for enc in sets:
-        cache.add(model, enc, prep.tokenizer.pad_token_id, cfg.eval.batch_size, cfg.train.bf16)
+    sets = {**{f"train/{o}": e for o, e in prep.train.items()}, **{f"val/{o}": e for o, e in prep.val.items()},
+            **{f"test/{t}": e for t, e in prep.tests.items()}}
+    unique = len({pid for e in sets.values() for pid in e.pair_ids})
+    log(f"caching the frozen trunk for {unique} pairs (top {k} blocks train)")
+    for name, enc in sets.items():
+        cache.add(model, enc, prep.tokenizer.pad_token_id, cfg.eval.batch_size, cfg.train.bf16, desc=f"trunk {name}")
         interrupt.check("while caching the trunk")
     prep.cache = cache
     prep.timings["trunk_cache_s"] = time.perf_counter() - t0

@@ -67,8 +67,14 @@ def trunk_fingerprint(model: nn.Module, k: int) -> str:
 
 
 @torch.no_grad()
-def compute_trunk(model: nn.Module, seqs: Sequence[Sequence[int]], k: int, pad_id: int, batch_size: int = 32, bf16: bool = True) -> list[torch.Tensor]:
-    """Input of block L-k (or the last block's output when k == 0) for each sequence: list of [T_i, H]."""
+def compute_trunk(model: nn.Module, seqs: Sequence[Sequence[int]], k: int, pad_id: int, batch_size: int = 32, bf16: bool = True,
+                  desc: str | None = None) -> list[torch.Tensor]:
+    """Input of block L-k (or the last block's output when k == 0) for each sequence: list of [T_i, H].
+
+    `desc`: show a progress bar with this label.
+    """
+    from tqdm.auto import tqdm
+
     spec = find_arch(model)
     layers = get_path(base_model(model), spec.layers)
     cut = len(layers) - k
@@ -91,7 +97,7 @@ def compute_trunk(model: nn.Module, seqs: Sequence[Sequence[int]], k: int, pad_i
     device = next(model.parameters()).device
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     try:
-        for start in range(0, len(order), batch_size):
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None, unit="batch", leave=False):
             idx = order[start : start + batch_size]
             batch = collate([seqs[i] for i in idx], pad_id)
             with autocast(bf16, device):
@@ -116,12 +122,13 @@ class TrunkCache:
         self.fingerprint = fingerprint
         self.states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def add(self, model: nn.Module, enc: EncodedPairs, pad_id: int, batch_size: int = 32, bf16: bool = True) -> None:
+    def add(self, model: nn.Module, enc: EncodedPairs, pad_id: int, batch_size: int = 32, bf16: bool = True,
+            desc: str | None = None) -> None:
         todo = [i for i, pid in enumerate(enc.pair_ids) if pid not in self.states]
         if not todo:
             return
         sub = enc.subset(todo)
-        states = compute_trunk(model, sub.chosen + sub.rejected, self.k, pad_id, batch_size, bf16)
+        states = compute_trunk(model, sub.chosen + sub.rejected, self.k, pad_id, batch_size, bf16, desc)
         n = len(sub)
         for j, pid in enumerate(sub.pair_ids):
             self.states[pid] = (states[j], states[n + j])
