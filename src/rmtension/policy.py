@@ -76,7 +76,8 @@ def open_policy(cfg, cache_dir: str | None = None, precision: str | None = None,
     from rmtension.models import load_tokenizer, resolve_backbone
 
     path = resolve_backbone(cfg.backbone, cache_dir)
-    tok = load_tokenizer(path, cfg.max_prompt_tokens + cfg.max_new_tokens, cfg.trust_remote_code)
+    # build_prompt_ids tokenises whole conversations before cutting them: no length limit here.
+    tok = load_tokenizer(path, 1 << 20, cfg.trust_remote_code)
     model = load_policy(path, precision or cfg.precision, cfg.trust_remote_code).to(device)
     return Policy(model, tok, stop_token_ids(tok, model), int(tok.pad_token_id), path)
 

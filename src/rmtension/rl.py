@@ -88,12 +88,15 @@ class _Stop(Exception):
 
 @torch.no_grad()
 def trunk_states(trunk_model: nn.Module, batch: PackedBatch, k: int, group: int) -> torch.Tensor:
-    """[B, Lp + T, H] input of block L - k for every position, from the frozen lower blocks.
+    """[B, Lp + T, H] float32 input of block L - k at every position, from the frozen lower blocks.
 
-    Rows come in groups of `group` that share a prompt (RLOO's k samples), and each group runs
-    without the batch's prompt padding; causal attention over left padding makes a row's states
-    independent of how much padding it carries, so the pieces drop into the padded layout.
+    Rows come in groups of `group` that share a prompt (RLOO's k samples). Each prompt runs once,
+    its KV cache is copied to the group, and only the responses run per row: causal attention
+    means prompt states do not depend on what follows, so this equals a full pass per row at
+    about (Lp + k T) / (k (Lp + T)) of the cost. Positions outside a row's tokens stay zero.
     """
+    from transformers import DynamicCache
+
     layers = blocks(trunk_model)
     captured: dict[str, torch.Tensor] = {}
 
@@ -101,24 +104,39 @@ def trunk_states(trunk_model: nn.Module, batch: PackedBatch, k: int, group: int)
         captured["h"] = args[0] if args else kwargs["hidden_states"]
         raise _Stop
 
+    def run(**kwargs) -> torch.Tensor:
+        try:
+            trunk_model(**kwargs)
+        except _Stop:
+            pass
+        return captured.pop("h").float()
+
+    b, width = batch.input_ids.shape
+    t = batch.response_ids.shape[1]
+    lp, dev = width - t, batch.input_ids.device
     handle = layers[len(layers) - k].register_forward_pre_hook(pre_hook, with_kwargs=True)
     out = None
     try:
-        for start in range(0, len(batch.input_ids), group):
-            rows = slice(start, start + group)
-            mask = batch.attention_mask[rows]
-            used = mask.any(dim=0).nonzero().squeeze(1)
-            lo, hi = int(used[0]), int(used[-1]) + 1
-            ids, mask = batch.input_ids[rows, lo:hi], mask[:, lo:hi]
-            try:
-                trunk_model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                            use_cache=False)
-            except _Stop:
-                pass
-            h = captured.pop("h")
+        for start in range(0, b, group):
+            rows = slice(start, min(b, start + group))
+            g = rows.stop - rows.start
+            prompt_mask = batch.attention_mask[rows, :lp]
+            if not bool((batch.input_ids[rows, :lp] == batch.input_ids[start, :lp]).all()) or \
+                    not bool((prompt_mask == prompt_mask[0]).all()):
+                raise ValueError(f"rows {rows.start}..{rows.stop - 1} do not share one prompt")
+            lo = lp - int(prompt_mask[0].sum())
+            cache = DynamicCache(config=trunk_model.config)
+            n_p = lp - lo
+            h_prompt = run(input_ids=batch.input_ids[start : start + 1, lo:lp],
+                           position_ids=torch.arange(n_p, device=dev)[None], past_key_values=cache, use_cache=True)
+            cache.batch_repeat_interleave(g)
+            mask = torch.cat([prompt_mask[:, lo:], batch.attention_mask[rows, lp:]], dim=1)
+            h_resp = run(input_ids=batch.input_ids[rows, lp:], attention_mask=mask,
+                         position_ids=(n_p + torch.arange(t, device=dev))[None].expand(g, -1), past_key_values=cache, use_cache=True)
             if out is None:
-                out = h.new_zeros(*batch.input_ids.shape, h.shape[-1], dtype=torch.float32)
-            out[rows, lo:hi] = h.float()
+                out = h_prompt.new_zeros(b, width, h_prompt.shape[-1])
+            out[rows, lo:lp] = h_prompt
+            out[rows, lp:] = h_resp
     finally:
         handle.remove()
     return out
@@ -257,11 +275,12 @@ def run_rloo(policy: nn.Module, prompts: Sequence[Sequence[int]], score: ScoreFn
         scores = score(prompt_idx, drawn.tokens)
         t_score = time.perf_counter() - t0 - t_sample
         batch = pack([prompts[i] for i in prompt_idx], drawn.tokens, pad_id)
+        batch = PackedBatch(*(x.to(next(policy.parameters()).device) for x in vars(batch).values()))
         # The frozen lower blocks are the same in policy, reference and the bf16 sampler: run them once.
         trunk = trunk_states(sampler, batch, top, cfg.k) if shared_trunk else None
         with torch.no_grad(), swapped(policy, ref):
             ref_logp = response_logprobs(policy, batch, cfg.bf16, trunk, top)
-        rewards = torch.as_tensor(scores[TRAIN_JUDGE], dtype=torch.float32).view(cfg.prompts_per_step, cfg.k)
+        rewards = torch.as_tensor(scores[TRAIN_JUDGE], dtype=torch.float32, device=batch.input_ids.device).view(cfg.prompts_per_step, cfg.k)
         out = rl_update(policy, optimizer, batch, rewards, ref_logp, cfg.kl_coef, cfg.max_grad_norm, cfg.bf16, trunk, top)
         if sampler is not policy:
             sync_sampler(sampler, policy, names)
