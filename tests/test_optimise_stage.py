@@ -156,3 +156,20 @@ def test_judge_panel_shared_trunk_matches_each_judge_run_in_full(tmp_path):
     full = JudgePanel(paths, tok, 48, "all", bf16=False, batch_size=3)
     assert not full.shared
     np.testing.assert_allclose(full.score_texts(texts)["j1"], got["j1"], atol=1e-5)
+
+
+def test_report_sections_state_the_verdicts_with_numbers(study):
+    from rmtension.report import write_report
+
+    out, _ = study
+    write_report(out)
+    md = (out / "report.md").read_text()
+    for title in ("Best-of-n against a learned judge", "RL against pm_train", "Helpful-harmless frontier",
+                  "What over-optimisation looks like"):
+        assert f"## {title}" in md
+    assert md.count("the sqrt(KL) relation was") >= 3 + 2  # best-of-n per objective, RL per objective
+    assert md.count("the train/test gap was") >= 3 + 2
+    assert "R² = " in md and "upper bound" in md
+    for fig in ("bon", "rl", "frontier"):
+        assert (out / "figures" / f"{fig}.png").is_file()
+    assert "best-of-6 by pm_train_helpful #1" in md
