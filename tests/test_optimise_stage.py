@@ -173,3 +173,30 @@ def test_report_sections_state_the_verdicts_with_numbers(study):
     for fig in ("bon", "rl", "frontier"):
         assert (out / "figures" / f"{fig}.png").is_file()
     assert "best-of-6 by pm_train_helpful #1" in md
+
+
+def test_cli_policy_sample_bon_and_rl(study, tmp_path, capsys):
+    import shutil
+
+    run, path = study
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    jsonl = tmp_path / "s.jsonl"
+    assert main(["policy", "sample", "--config", str(path), "--prompt", "hello there", "--prompt", "why?", "--n", "3",
+                 "--out", str(jsonl)]) == 0
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(rows) == 6 and {r["prompt"] for r in rows} == {"hello there", "why?"}
+    capsys.readouterr()
+    assert main(["policy", "sample", "--config", str(path), "--n-prompts", "2", "--n", "1"]) == 0
+    assert capsys.readouterr().out.count("--- sample 0") == 2
+    assert main(["bon", "--config", str(path), "--out", str(out), "bon.n_samples=4"]) == 0
+    log = capsys.readouterr().out
+    assert "training pm_" not in log and "sampling 4 responses" in log and "R²" in log
+    assert sorted(pd.read_csv(out / "bon.csv")["n"].unique()) == [1, 2, 4]
+    assert main(["rl", "--config", str(path), "--out", str(out), "bon.n_samples=4", "rl.steps=1",
+                 "rl.objectives=[harmless]"]) == 0
+    assert list(pd.read_csv(out / "rl.csv")["objective"]) == ["harmless"]
+    assert "sampling" not in capsys.readouterr().out  # `rl` reuses the best-of-n samples of the same config
+    assert main(["policy", "sample", "--config", str(path), "--prompt", " "]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --prompt") and len(err.strip().splitlines()) == 1

@@ -105,12 +105,17 @@ def rl_judges(prep, objective: str) -> dict[str, Path]:
             "helpful_rm": ctx.rm_dir("helpful", ctx.seeds[0]), "harmless_rm": ctx.rm_dir("harmless", ctx.seeds[0])}
 
 
-def reference_stats(prep, objective: str) -> dict[str, tuple[float, float]] | None:
-    """Mean and sd of each RL judge over the best-of-n samples of the initial policy (None without them)."""
+def bon_scores_ready(prep) -> bool:
+    """True when this run holds the initial policy's scored best-of-n samples (RL's reward scale)."""
     from rmtension.bon_stage import score_hash
 
+    return prep.ctx.cfg.bon is not None and stage_complete(prep.ctx.run_dir, "bon/score", score_hash(prep))
+
+
+def reference_stats(prep, objective: str) -> dict[str, tuple[float, float]] | None:
+    """Mean and sd of each RL judge over the best-of-n samples of the initial policy (None without them)."""
     ctx = prep.ctx
-    if ctx.cfg.bon is None or not stage_complete(ctx.run_dir, "bon/score", score_hash(prep)):
+    if not bon_scores_ready(prep):
         return None
     frame = pd.read_parquet(ctx.run_dir / "bon" / "samples.parquet")
     cols = {"train_pm": f"pm_train_{objective}", "test_pm": f"pm_test_{objective}",
@@ -140,11 +145,11 @@ def make_scorer(panel, contexts: Sequence, decode: Callable, objective: str,
 
 
 def rl_hash(prep, objective: str) -> str:
-    from rmtension.bon_stage import judge_hashes, sample_hash
+    from rmtension.bon_stage import judge_hashes, score_hash
 
     cfg = prep.ctx.cfg
     hashes = judge_hashes(prep)
-    norm = sample_hash(cfg) if cfg.bon is not None else "first batch"
+    norm = score_hash(prep) if bon_scores_ready(prep) else "first batch"
     return config_hash(cfg.data, cfg.policy, cfg.rl.model_copy(update={"objectives": []}), objective, norm,
                        hashes[f"pm_train_{objective}"], hashes[f"pm_test_{objective}"], hashes["rm_helpful"],
                        hashes["rm_harmless"], cfg.model.max_length, "rl")

@@ -1,0 +1,135 @@
+"""`rmtension policy sample`, `rmtension bon` and `rmtension rl`.
+
+`bon` and `rl` run what they need of the study in a run directory (data, the study RMs, the PM
+halves) and reuse every stage already complete there, so after `rmtension study` they only run
+themselves. A section missing from the config is taken at its defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from rmtension.errors import ConfigError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)  # unnamed: its commands join the root
+policy_app = typer.Typer(help="Sample from the policy that best-of-n and RL optimise.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+CONFIG = typer.Option("configs/default.yaml", "--config", "-c", help="Study config (YAML).")
+OUT = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name>).")
+OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. bon.n_samples=16 policy.max_new_tokens=32")
+
+
+def _config(config: str, overrides: list[str] | None, sections: tuple[str, ...]):
+    """The study config with each of `sections` present (defaults where the YAML leaves it out)."""
+    from rmtension.config import load_config
+    from rmtension.optimise_config import BonConfig, PMHalvesConfig, PolicyConfig, RLConfig
+
+    cfg = load_config(config, overrides or [])
+    defaults = {"policy": PolicyConfig, "pm_halves": PMHalvesConfig, "bon": BonConfig, "rl": RLConfig}
+    for name in sections:
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, defaults[name]())
+    return cfg
+
+
+def run_stages(cfg, out: str | None, wanted: tuple[str, ...]) -> Path:
+    """Prepare the data, train (or reuse) the study RMs, then run the wanted optimisation stages."""
+    from rmtension import interrupt
+    from rmtension.config import dump_config
+    from rmtension.optimise_stage import study_stages
+    from rmtension.runio import atomic_write_text
+    from rmtension.study import log, prepare, stage_train
+
+    run_dir = Path(out or Path("runs") / cfg.name).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    stages = [(name, fn) for name, fn in study_stages(cfg) if name in wanted]
+    with interrupt.graceful_sigint():
+        prep = prepare(run_dir, cfg)
+        stage_train(prep)  # the study's RMs are judges too; a complete training stage is skipped
+        for name, fn in stages:
+            interrupt.check(f"before {name}")
+            fn(prep)
+        if cfg.report.enabled:
+            from rmtension.report import write_report
+
+            log(f"report: {write_report(run_dir)}")
+    return run_dir
+
+
+@app.command("bon")
+def bon_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVERRIDES) -> None:
+    """Best-of-n: PM halves, N samples per held-out prompt, every judge's scores, curves, fits, frontier."""
+    from rmtension.study import log
+
+    cfg = _config(config, overrides, ("policy", "pm_halves", "bon"))
+    run_dir = run_stages(cfg, out, ("pm_halves", "bon"))
+    fits = json.loads((run_dir / "bon_fit.json").read_text())["objectives"]
+    for o, f in fits.items():
+        fit, gap = f["sqrt_kl"]["reward_train_pm"], f["gap"]
+        log(f"{o}: pm_train ≈ {fit['intercept']:+.3f} {fit['slope']:+.3f}·sqrt(KL) (R² {fit['r2']:.3f}); "
+            f"train − test gap at n={gap['n'][-1]}: {gap['gap'][-1]:+.3f} [{gap['ci_low'][-1]:+.3f}, {gap['ci_high'][-1]:+.3f}]")
+    log(f"outputs: {run_dir / 'bon.csv'}, {run_dir / 'bon_fit.json'}, {run_dir / 'frontier.csv'}")
+
+
+@app.command("rl")
+def rl_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVERRIDES) -> None:
+    """RLOO against pm_train with a KL penalty; logs KL and every judge's reward per step to rl.csv."""
+    from rmtension.study import log
+
+    cfg = _config(config, overrides, ("policy", "pm_halves", "rl"))
+    run_dir = run_stages(cfg, out, ("pm_halves", "bon", "rl"))
+    for o, sm in json.loads((run_dir / "rl.json").read_text()).items():
+        log(f"{o}: final KL {sm['final_kl']:.3f}, train − test gap {sm['final_gap']:+.3f} ± {2 * sm['final_gap_se']:.3f}")
+    log(f"outputs: {run_dir / 'rl.csv'}, {run_dir / 'rl.json'}")
+
+
+@policy_app.command("sample")
+def policy_sample(
+    config: str = CONFIG,
+    prompt: list[str] = typer.Option(None, "--prompt", "-p", help="A user message to answer (repeatable). "
+                                     "Without it, held-out HH prompts are drawn from the config's data."),
+    n_prompts: int = typer.Option(3, "--n-prompts", min=1, help="Held-out prompts to draw when no --prompt is given."),
+    n: int = typer.Option(2, "--n", min=1, help="Responses per prompt."),
+    out: str = typer.Option(None, "--out", "-o", help="Write JSONL here instead of printing."),
+    overrides: list[str] = OVERRIDES,
+) -> None:
+    """Sample responses from the policy (`policy:` section) with its chat template and stop at end-of-turn."""
+    from rmtension.bon_stage import select_prompts
+    from rmtension.data.types import Turn
+    from rmtension.policy import build_prompt_ids, decode_responses, open_policy, sample
+    from rmtension.runio import atomic_write_text
+
+    cfg = _config(config, overrides, ("policy",))
+    pc = cfg.policy
+    if prompt:
+        if any(not p.strip() for p in prompt):
+            raise ConfigError("--prompt: an empty message cannot be answered")
+        prompts = [{"prompt_id": f"cli/{i}", "objective": None, "context": (Turn("user", p),)} for i, p in enumerate(prompt)]
+    else:
+        from rmtension.config import resolve_data_path
+        from rmtension.data import build_dataset
+
+        bundle = build_dataset(cfg.data, resolve_data_path(cfg.data))
+        prompts = select_prompts(bundle.test_sets, ["helpful", "harmless"], n_prompts, pc.seed)
+    policy = open_policy(pc, cfg.model.cache_dir)
+    ids = [build_prompt_ids(policy.tokenizer, p["context"], pc.max_prompt_tokens) for p in prompts]
+    drawn = sample(policy.model, ids, n=n, max_new_tokens=pc.max_new_tokens, temperature=pc.temperature, top_k=pc.top_k,
+                   top_p=pc.top_p, batch_size=pc.batch_size, stop_ids=policy.stop_ids, pad_id=policy.pad_id, seed=pc.seed)
+    texts = decode_responses(policy.tokenizer, drawn.tokens)
+    rows = [{"prompt_id": prompts[p]["prompt_id"], "sample": int(j), "prompt": prompts[p]["context"][-1].content,
+             "response": t, "finished": bool(f)}
+            for p, j, t, f in zip(drawn.prompt_index, drawn.sample_index, texts, drawn.finished)]
+    if out:
+        atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        print(out)
+        return
+    for r in rows:
+        if r["sample"] == 0:
+            sys.stdout.write(f"\n=== {r['prompt_id']}: {r['prompt'][:300]}\n")
+        sys.stdout.write(f"--- sample {r['sample']}{'' if r['finished'] else ' (cut at max_new_tokens)'}:\n{r['response']}\n")
