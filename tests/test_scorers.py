@@ -112,7 +112,7 @@ def _slow_scores(model, base, enc: EncodedPairs) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2", "gpt_neox"])
 def test_streaming_scores_match_slow_computation(family):
     model = tiny_reward_model(family, seed=0)
     base = tiny_reward_model(family, seed=1)
@@ -124,6 +124,12 @@ def test_streaming_scores_match_slow_computation(family):
         assert got.scores[name].shape == (2, 64)
         torch.testing.assert_close(got.scores[name], expected[name], atol=2e-5, rtol=1e-4, msg=name)
     assert all(p.requires_grad for p in model.parameters()), "parameters must be unfrozen afterwards"
+    # Forward-only scorers stop each forward after the last layer's activations: same values.
+    quick = score_neurons({"rm": model}, enc, pad_id=0, scorers=["mean_act", "fire_rate", "contrast"], batch_size=3,
+                          bf16=False)["rm"]
+    for name in quick.scores:
+        torch.testing.assert_close(quick.scores[name], expected[name], atol=2e-5, rtol=1e-4, msg=name)
+    assert sum(len(m._forward_pre_hooks) for m in model.modules()) == 0
 
 
 def test_several_models_in_one_pass_match_separate_passes():

@@ -122,6 +122,24 @@ def test_hypergeom_matches_scipy(k, M, n, N):
     assert hypergeom_p(k, M, n, N) == pytest.approx(sum(stats.hypergeom.pmf(j, M, n, N) for j in range(k, min(n, N) + 1)))
 
 
+def test_hypergeom_against_counting_and_fisher():
+    """P(|a & b| >= k) by counting subsets, and scipy's one-sided Fisher exact test on the 2x2 table."""
+    from math import comb
+
+    M, n, N = 12, 5, 6  # 12 neurons, 5 helpful, 6 harmless
+    for k in range(0, 6):
+        count = sum(comb(n, j) * comb(M - n, N - j) for j in range(k, min(n, N) + 1))
+        assert hypergeom_p(k, M, n, N) == pytest.approx(count / comb(M, N))
+    a = torch.zeros(3, 40, dtype=torch.bool)
+    b = torch.zeros(3, 40, dtype=torch.bool)
+    a[0, :9], a[2, :4] = True, True
+    b[0, 5:15], b[1, :3], b[2, 2:6] = True, True, True
+    o = overlap_stats(a, b)
+    k, n_a, n_b, total = o["n_shared"], o["n_helpful"], o["n_harmless"], 120
+    table = [[k, n_a - k], [n_b - k, total - n_a - n_b + k]]
+    assert o["p_value"] == pytest.approx(stats.fisher_exact(table, alternative="greater").pvalue)
+
+
 def test_overlap_stats_by_hand():
     a = torch.zeros(2, 5, dtype=torch.bool)
     b = torch.zeros(2, 5, dtype=torch.bool)

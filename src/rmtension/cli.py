@@ -55,6 +55,7 @@ def _mount() -> None:
     from rmtension.data.cli import app as data_app
 
     app.add_typer(data_app, name="data", help="Inspect preference data.")
+    __import__("rmtension.neurons.cli", fromlist=["mount"]).mount(app)  # `neurons score|select|overlap|claims`, `ablate`
     app.add_typer(__import__("rmtension.optimise_cli", fromlist=["app"]).app)  # `policy sample`, `bon`, `rl`
 
 

@@ -11,7 +11,12 @@ Mean ablation replaces each neuron by its mean activation over the set's objecti
 data (`mean_act/helpful` for helpful_top and helpful_only, `mean_act/harmless` for the harmless
 sets, their average for `shared`); a set's random controls use the same values.
 
-Outputs: ablation.csv, neurons/influence.json, neurons/cross_effect.json.
+Outputs: ablation.csv, neurons/influence.json, neurons/cross_effect.json. ablation.csv has one row
+per (rm, neuron_set, scorer, p, mode, test_set): neuron_set `none` is the unablated model,
+`random:<set>` the mean of a set's random controls, `<a>@<b>` set a cut to the size of set b.
+After the issue's columns come `margin` (mean r_chosen - r_rejected), `delta_margin`, `ci_lo`/`ci_hi`
+(bootstrap CI of delta_vs_base), `random_accuracy`/`random_min`/`random_max` (over the draws),
+`n_pairs` and `control_seed`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rmtension import interrupt
 from rmtension.config import config_hash
 from rmtension.context import StudyContext
 from rmtension.encode import EncodedPairs, encode_pairs
@@ -39,12 +45,23 @@ from rmtension.neurons.influence import (
     resample_index,
 )
 from rmtension.neurons.select import SET_OBJECTIVE, random_controls, size_matched, stable_seed
-from rmtension.neurons.stage import NEURONS, device, load_sets, log, p_key, read_scores, sample_pairs, set_mask
+from rmtension.neurons.stage import (
+    NEURONS,
+    device,
+    load_sets,
+    log,
+    p_key,
+    read_scores,
+    rm_fingerprint,
+    sample_pairs,
+    set_mask,
+)
 from rmtension.runio import sha256_file, stage_complete, write_csv, write_json, write_manifest
 
 ABLATION = "ablation"
 COLUMNS = ["rm", "neuron_set", "scorer", "p", "mode", "test_set", "accuracy", "delta_vs_base", "delta_vs_random",
-           "n_neurons", "p_value", "margin", "delta_margin", "ci_lo", "ci_hi", "random_accuracy", "n_pairs",
+           "n_neurons", "p_value", "margin", "delta_margin", "ci_lo", "ci_hi", "random_accuracy", "random_min",
+           "random_max", "n_pairs",
            "control_seed"]
 ONLY = ("helpful_only", "harmless_only")
 
@@ -60,11 +77,17 @@ def _set_objective(name: str) -> str:
 
 
 def ablation_hash(ctx: StudyContext, cfg: AblationConfig) -> str:
-    return config_hash(cfg, ctx.cfg.data, ctx.cfg.model, sha256_file(ctx.run_dir / NEURONS / "sets.json"))
+    """Config, data, model, the neuron sets and the weights of every RM the sets come from."""
+    doc = load_sets(ctx.run_dir)
+    rms = [rm_fingerprint(ctx.run_dir, r["objective"], r["seed"]) for _, r in sorted(doc["rms"].items())]
+    return config_hash(cfg, ctx.cfg.data, ctx.cfg.model, sha256_file(ctx.run_dir / NEURONS / "sets.json"), rms)
 
 
-def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False) -> Path:
-    """Write ablation.csv, neurons/influence.json and neurons/cross_effect.json; returns ablation.csv."""
+def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False, tokenizer=None) -> Path:
+    """Write ablation.csv, neurons/influence.json and neurons/cross_effect.json; returns ablation.csv.
+
+    Skipped when its manifest matches. `tokenizer`: the study's; None loads the first RM's.
+    """
     run_dir = ctx.run_dir
     if not (run_dir / NEURONS / "sets.json").exists():
         raise ArtifactError(f"{run_dir / NEURONS / 'sets.json'}: missing; run the neuron stage first")
@@ -85,7 +108,8 @@ def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False) ->
         raise ConfigError(f"ablation.rms: none of {cfg.rms} was scored by the neuron stage ({list(doc['rms'])})")
     mcfg = ctx.cfg.model
     first = doc["rms"][rms[0]]
-    tok = load_tokenizer(str(ctx.rm_dir(first["objective"], first["seed"])), mcfg.max_length, mcfg.trust_remote_code)
+    tok = tokenizer or load_tokenizer(str(ctx.rm_dir(first["objective"], first["seed"])), mcfg.max_length,
+                                      mcfg.trust_remote_code)
     enc, slices = _test_pairs(ctx, cfg, tok)
     rows, influence, cross = [], [], []
     for rm in rms:
@@ -99,6 +123,7 @@ def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False) ->
         influence += rm_infl
         cross += rm_cross
         del model
+        interrupt.check(f"after ablating {rm}")
     frame = pd.DataFrame(rows, columns=COLUMNS)
     outputs = [write_csv(run_dir / "ablation.csv", frame),
                write_json(run_dir / NEURONS / "influence.json", {"ci": cfg.ci, "bootstrap": cfg.bootstrap,
@@ -140,9 +165,11 @@ def build_conditions(doc: dict, tensors: dict[str, torch.Tensor], rm: str, cfg: 
     """Every condition to run for one RM, and a plan entry per (scorer, p, set, mode) naming its keys."""
     conds: dict[str, Condition] = {}
     plan: list[dict] = []
+    claim_p = min(ps, key=lambda q: abs(q - cfg.claim_p))
     for scorer in cfg.scorers:
         for p in ps:
-            masks = {name: set_mask(doc, rm, scorer, p, name) for name in cfg.sets}
+            names = [n for n in cfg.sets if p == claim_p or cfg.sweep_sets is None or n in cfg.sweep_sets]
+            masks = {name: set_mask(doc, rm, scorer, p, name) for name in names}
             if cfg.influence_matched and "shared" in masks:
                 for other in (o for o in ONLY if o in masks):
                     pair = size_matched(masks["shared"], masks[other], stable_seed(cfg.seed, rm, scorer, p_key(p), other))
@@ -172,7 +199,9 @@ def _row(rm: str, e: dict, name: str, test: str, clean: np.ndarray, m: np.ndarra
             "delta_vs_random": acc - float(np.mean(rand)) if rand else float("nan"), "n_neurons": e["n"],
             "p_value": mcnemar_exact(m, controls[0]) if controls else float("nan"), "margin": float(m.mean()),
             "delta_margin": float(m.mean() - clean.mean()), "ci_lo": lo, "ci_hi": hi,
-            "random_accuracy": float(np.mean(rand)) if rand else float("nan"), "n_pairs": len(m),
+            "random_accuracy": float(np.mean(rand)) if rand else float("nan"),
+            "random_min": min(rand) if rand else float("nan"), "random_max": max(rand) if rand else float("nan"),
+            "n_pairs": len(m),
             "control_seed": e["seed"]}
 
 

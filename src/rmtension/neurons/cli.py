@@ -108,3 +108,9 @@ def ablate(run_dir: RunDir, overrides: Overrides = None) -> None:
 
     study, _, acfg = load_stage_configs(run_dir, overrides)
     typer.echo(f"wrote {run_ablation(build_context(run_dir, study), acfg, force=True)}")
+
+
+def mount(root: typer.Typer) -> None:
+    """Add `neurons score|select|overlap|claims` and `ablate` to the `rmtension` command."""
+    root.add_typer(app, name="neurons", help="Score MLP neurons, select objective neuron sets, measure their overlap.")
+    root.command("ablate")(ablate)

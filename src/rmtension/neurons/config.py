@@ -58,7 +58,8 @@ class AblationConfig(Strict):
     """Cost: one forward over the sampled test pairs per RM x scorer x p x mode x
     (sets x (1 + random_draws) + 2 size-matched sets), less empty or repeated sets. The defaults
     (mixed RM, mean_act, 5 p, zero, 1 draw, 64 pairs per test set) are about 60 passes over
-    128 pairs; add modes, draws, RMs or pairs for the full grid.
+    128 pairs; add modes, draws, RMs or pairs for the full grid. `sweep_sets` cuts the sweep to
+    the sets whose curves matter (e.g. helpful_top and harmless_top: about 28 passes).
     """
 
     enabled: bool = True
@@ -72,6 +73,8 @@ class AblationConfig(Strict):
     """Top-p sweep; None: all of `neurons.ps`. Every p must be one of `neurons.ps`."""
     sets: list[SetName] = Field(default_factory=lambda: list(ALL_SETS))
     """Neuron sets to ablate; each also gets its matched random controls."""
+    sweep_sets: list[SetName] | None = None
+    """Sets ablated at every p of the sweep; the rest of `sets` only at `claim_p`. None: every set at every p."""
     modes: list[Literal["zero", "mean"]] = Field(default_factory=lambda: ["zero"])
     """zero: set activations to 0 (paper); mean: to their mean over the set's objective's scoring data."""
     random_draws: int = Field(1, ge=1)

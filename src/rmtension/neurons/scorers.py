@@ -26,7 +26,7 @@ from torch import nn
 
 from rmtension.arch import neuron_hook_name
 from rmtension.encode import EncodedPairs, iter_batches
-from rmtension.neurons.hooks import capture, frozen, neuron_hooks, neuron_shape
+from rmtension.neurons.hooks import frozen, neuron_hooks, neuron_shape
 from rmtension.scoring import autocast
 
 SCORERS = ("mean_act", "fire_rate", "rms_change", "attribution", "contrast")
@@ -174,11 +174,28 @@ def score_neurons(
     return {name: NeuronScores(s.finalize(scorers), s.pairs, int(s.tokens)) for name, s in sums.items()}
 
 
+class _StopForward(Exception):
+    """Raised by the last layer's hook when nothing after it is needed (no gradient wanted)."""
+
+
 @torch.no_grad()
 def _base_activations(base: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, layers: int) -> list[torch.Tensor]:
     device = batch["input_ids"].device
-    with capture(base) as acts, autocast(bf16, device):
-        base(**batch)
+    acts: dict[str, torch.Tensor] = {}
+
+    def keep(layer: int):
+        def fn(a: torch.Tensor) -> None:
+            acts[neuron_hook_name(layer)] = a.detach()
+            if layer == layers - 1:
+                raise _StopForward
+
+        return fn
+
+    with neuron_hooks(base, {neuron_hook_name(i): keep(i) for i in range(layers)}), autocast(bf16, device):
+        try:
+            base(**batch)
+        except _StopForward:
+            pass
     return [acts[neuron_hook_name(i)] for i in range(layers)]
 
 
@@ -193,6 +210,8 @@ def _score_batch(model: nn.Module, batch: dict[str, torch.Tensor], sums: NeuronS
         def fn(acts: torch.Tensor) -> torch.Tensor | None:
             sums.add_layer(layer, acts.detach(), mask, None if base_acts is None else base_acts[layer])
             if not with_grad:
+                if layer == layers - 1:  # the rest of the network (last projection, head) is not needed
+                    raise _StopForward
                 return None
             if not acts.requires_grad:  # first hooked layer under frozen parameters: start the graph here
                 acts = acts.detach().requires_grad_(True)
@@ -204,7 +223,10 @@ def _score_batch(model: nn.Module, batch: dict[str, torch.Tensor], sums: NeuronS
     fns = {neuron_hook_name(i): reader(i) for i in range(layers)}
     grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
     with grad_ctx, frozen(model), neuron_hooks(model, fns), autocast(bf16, mask.device):
-        rewards = model(**batch).logits.squeeze(-1).float()
+        try:
+            rewards = model(**batch).logits.squeeze(-1).float()
+        except _StopForward:
+            return
     if with_grad:
         b = rewards.shape[0] // 2
         margin = rewards[:b] - rewards[b:]

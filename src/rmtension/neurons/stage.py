@@ -18,20 +18,31 @@ Outputs (under the run directory):
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rmtension.config import config_hash
+from rmtension import interrupt
+from rmtension.config import StudyConfig, config_hash
 from rmtension.context import StudyContext
 from rmtension.errors import ArtifactError, ConfigError
 from rmtension.neurons.config import NeuronsConfig
 from rmtension.neurons.overlap import overlap_stats, scorer_agreement
 from rmtension.neurons.select import mask_from_json, mask_to_json, neuron_sets, stable_seed
-from rmtension.runio import inside, read_json, save_tensors, stage_complete, write_json, write_manifest
+from rmtension.runio import (
+    MANIFESTS,
+    inside,
+    read_json,
+    safe_name,
+    save_tensors,
+    sha256_file,
+    stage_complete,
+    write_json,
+    write_manifest,
+)
 
 NEURONS = "neurons"
 DATA_OBJECTIVES = ("helpful", "harmless")
@@ -78,25 +89,80 @@ def sample_pairs(pairs: Sequence, n: int | None, seed: int) -> list:
     return [pairs[i] for i in idx]
 
 
+def rm_fingerprint(run_dir: Path, objective: str, seed: int) -> str:
+    """What an RM's weights depend on: its training manifest's config hash, else a hash of its weights.
+
+    Reading the manifest keeps reruns cheap; the weight hash covers run directories whose RMs were
+    placed by hand.
+    """
+    manifest = Path(run_dir) / MANIFESTS / f"{safe_name(f'train/{objective}/seed{seed}')}.json"
+    if manifest.is_file():
+        try:
+            return "train:" + read_json(manifest)["config_hash"]
+        except (ArtifactError, KeyError, TypeError):
+            pass
+    folder = Path(run_dir) / "rm" / objective / f"seed{seed}"
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("config.json"))
+    return "weights:" + ",".join(sha256_file(w)[:16] for w in weights)
+
+
 def neurons_hash(ctx: StudyContext, cfg: NeuronsConfig) -> str:
-    return config_hash(cfg, ctx.cfg.data, ctx.cfg.model, ctx.cfg.train, str(ctx.backbone_path))
+    rms = find_rms(ctx, cfg.rms, cfg.max_seeds)
+    return config_hash(cfg, ctx.cfg.data, ctx.cfg.model, [rm_fingerprint(ctx.run_dir, r.objective, r.seed) for r in rms])
 
 
-def run_neuron_scoring(ctx: StudyContext, cfg: NeuronsConfig, force: bool = False) -> Path:
-    """Score, select and measure overlap; skipped when its manifest matches. Returns neurons/."""
+def study_stages(cfg: StudyConfig) -> list[tuple[str, Callable]]:
+    """The `neurons` and `ablation` stages of `rmtension study`, in order; an absent or disabled section is left out.
+
+    Each is `(name, fn(prep))` with `prep` a `rmtension.study.Prepared`; both skip when their manifest matches.
+    """
+    from rmtension.neurons.ablation_stage import run_ablation
+
+    ncfg, acfg = cfg.neurons, cfg.ablation
+    stages: list[tuple[str, Callable]] = []
+    on = ncfg is not None and ncfg.enabled
+    if on:
+        stages.append(("neurons", lambda prep: run_neuron_scoring(prep.ctx, ncfg, tokenizer=prep.tokenizer)))
+    if acfg is not None and acfg.enabled:
+        if not on:
+            raise ConfigError("ablation: needs the neuron sets; add a `neurons:` section (with enabled: true)")
+        check_ablation_config(ncfg, acfg)
+        stages.append(("ablation", lambda prep: run_ablation(prep.ctx, acfg, tokenizer=prep.tokenizer)))
+    return stages
+
+
+def check_ablation_config(ncfg: NeuronsConfig, acfg) -> None:
+    """Reject ablation settings the neuron stage cannot serve, before any work is done."""
+    missing = [p for p in acfg.ps or [] if p_key(p) not in {p_key(q) for q in ncfg.ps}]
+    if missing:
+        raise ConfigError(f"ablation.ps: {missing} not among neurons.ps {ncfg.ps}")
+    if acfg.rms is not None and not set(acfg.rms) & set(ncfg.rms):
+        raise ConfigError(f"ablation.rms: none of {acfg.rms} is scored (neurons.rms is {ncfg.rms})")
+    unscored = [s for s in acfg.scorers if s not in ncfg.scorers]
+    if unscored:
+        raise ConfigError(f"ablation.scorers: {unscored} not among neurons.scorers {ncfg.scorers}")
+    if "mean" in acfg.modes and "mean_act" not in ncfg.scorers:
+        raise ConfigError("ablation.modes: 'mean' needs the mean_act scores; add mean_act to neurons.scorers")
+
+
+def run_neuron_scoring(ctx: StudyContext, cfg: NeuronsConfig, force: bool = False, tokenizer=None) -> Path:
+    """Score, select and measure overlap; skipped when its manifest matches. Returns neurons/.
+
+    `tokenizer`: the study's (prepared) tokenizer; None loads the first RM's.
+    """
     out = ctx.run_dir / NEURONS
     h = neurons_hash(ctx, cfg)
     if not force and stage_complete(ctx.run_dir, NEURONS, h):
         log("neurons: up to date")
         return out
-    score_models(ctx, cfg)
+    score_models(ctx, cfg, tokenizer)
     select_sets(ctx.run_dir, cfg)
     compute_overlap(ctx.run_dir, cfg)
     write_manifest(ctx.run_dir, NEURONS, h, [out])
     return out
 
 
-def score_models(ctx: StudyContext, cfg: NeuronsConfig) -> list[Path]:
+def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[Path]:
     """Write neurons/<rm>/scores.safetensors for every analysed RM (one streaming pass per objective)."""
     from rmtension.encode import encode_pairs
     from rmtension.models import load_reward_model, load_tokenizer
@@ -105,7 +171,7 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig) -> list[Path]:
     t0 = time.perf_counter()
     mcfg = ctx.cfg.model
     rms = find_rms(ctx, cfg.rms, cfg.max_seeds)
-    tok = load_tokenizer(str(rms[0].path), mcfg.max_length, mcfg.trust_remote_code)
+    tok = tokenizer or load_tokenizer(str(rms[0].path), mcfg.max_length, mcfg.trust_remote_code)
     dev = device()
     models = {r.name: load_reward_model(str(r.path), tok, mcfg.trust_remote_code).to(dev) for r in rms}
     base = (load_reward_model(ctx.backbone_path, tok, mcfg.trust_remote_code).to(dev)
@@ -122,8 +188,12 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig) -> list[Path]:
         for name, res in results.items():
             tensors[name].update({f"{s}/{obj}": v for s, v in res.scores.items()})
             meta[name].update({f"n_pairs/{obj}": str(res.n_pairs), f"n_tokens/{obj}": str(res.n_tokens)})
+        interrupt.check(f"after scoring neurons on {obj} pairs")
     paths = [save_tensors(inside(ctx.run_dir, NEURONS, name, "scores.safetensors"), t, meta[name])
              for name, t in tensors.items()]
+    for stale in (ctx.run_dir / NEURONS).glob("*/scores.safetensors"):  # RMs no longer analysed
+        if stale.parent.name not in tensors:
+            stale.unlink()
     log(f"neurons: scored in {time.perf_counter() - t0:.0f}s")
     return paths
 
@@ -157,6 +227,8 @@ def select_sets(run_dir: Path, cfg: NeuronsConfig) -> Path:
     doc: dict = {"per_layer": cfg.per_layer, "ps": cfg.ps, "scorers": list(cfg.scorers), "magnitude": list(cfg.magnitude),
                  "shape": None, "rms": {}, "sets": {}}
     for rm, (tensors, meta) in scores.items():
+        if meta.get("objective") not in cfg.rms:
+            continue
         doc["rms"][rm] = {"objective": meta.get("objective"), "seed": int(meta.get("seed", 0)),
                           **{k: int(v) for k, v in meta.items() if k.startswith("n_")}}
         doc["sets"][rm] = {}

@@ -1,0 +1,106 @@
+"""The neuron and ablation stages inside `rmtension study`: outputs, report sections, cheap reruns, CLI errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from tiny import save_tiny
+
+from rmtension.cli import main
+from rmtension.config import StudyConfig
+from rmtension.errors import ConfigError
+from rmtension.neurons.stage import study_stages
+from rmtension.runio import load_tensors, read_json
+
+WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud", "lamp", "door", "bird"]
+
+
+def write_hh(root, subset: str, n: int, good: str, bad: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        q = f"{i} " + " ".join(rng.choice(WORDS, 2))
+        ctx = f"\n\nHuman: {q}\n\nAssistant:"
+        rows.append({"chosen": f"{ctx} {q} {good}", "rejected": f"{ctx} {q} {bad}"})
+    (root / subset).mkdir(parents=True)
+    with gzip.open(root / subset / "test.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def test_study_stages_follow_the_config():
+    assert study_stages(StudyConfig()) == []
+    both = StudyConfig.model_validate({"neurons": {}, "ablation": {}})
+    assert [name for name, _ in study_stages(both)] == ["neurons", "ablation"]
+    assert [name for name, _ in study_stages(StudyConfig.model_validate({"neurons": {}}))] == ["neurons"]
+    off = {"neurons": {"enabled": False}}
+    assert study_stages(StudyConfig.model_validate(off)) == []
+    bad = [({**off, "ablation": {}}, "needs the neuron sets"),
+           ({"neurons": {"ps": [5]}, "ablation": {"ps": [10]}}, "ablation.ps"),
+           ({"neurons": {"rms": ["helpful"]}, "ablation": {"rms": ["mixed"]}}, "ablation.rms"),
+           ({"neurons": {"scorers": ["fire_rate"]}, "ablation": {"scorers": ["fire_rate"], "modes": ["mean"]}}, "mean_act")]
+    for raw, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            study_stages(StudyConfig.model_validate(raw))
+
+
+def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
+    data = tmp_path / "hh"
+    write_hh(data, "helpful-base", 50, "yes", "no", 0)
+    write_hh(data, "harmless-base", 50, "sorry", "sure", 2)
+    cfg = {
+        "name": "tiny",
+        "data": {"path": str(data), "max_train_pairs": 24, "hub": False,
+                 "subsets": {"helpful": ["helpful-base"], "harmless": ["harmless-base"]}},
+        "model": {"backbone": str(save_tiny(tmp_path / "model", "bert")), "max_length": 48},
+        "train": {"seeds": [0], "epochs": 1, "batch_size": 8, "lr": 3e-3, "trainable": "top:1", "bf16": False,
+                  "eval_every": 2, "checkpoint_every": 2},
+        "eval": {"bootstrap": 200},
+        "neurons": {"max_pairs": 8, "ps": [5, 20], "scorers": ["mean_act", "attribution"], "rms": ["mixed", "helpful"],
+                    "batch_size": 4, "bf16": False},
+        "ablation": {"max_test_pairs": 8, "random_draws": 2, "bootstrap": 100, "bf16": False,
+                     "sweep_sets": ["helpful_top", "harmless_top"]},
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["study", "--config", str(path), "--out", str(out)]) == 0
+    scores = load_tensors(out / "neurons" / "mixed-seed0" / "scores.safetensors")
+    assert set(scores) == {"mean_act/helpful", "mean_act/harmless", "attribution/helpful", "attribution/harmless"}
+    assert set(read_json(out / "neurons" / "sets.json")["sets"]) == {"mixed-seed0", "helpful-seed0"}
+    assert set(read_json(out / "neurons" / "overlap.json")["attribution"]) == {"5", "20"}
+    frame = pd.read_csv(out / "ablation.csv")
+    assert list(frame.columns[:11]) == ["rm", "neuron_set", "scorer", "p", "mode", "test_set", "accuracy",
+                                        "delta_vs_base", "delta_vs_random", "n_neurons", "p_value"]
+    assert set(frame["rm"]) == {"mixed-seed0"} and set(frame["p"]) == {0.0, 5.0, 20.0}
+    # the sweep (p = 20) ablates only the sweep sets; the claims' p = 5 ablates every set
+    assert set(frame[frame["p"] == 20]["neuron_set"]) == {"helpful_top", "harmless_top", "random:helpful_top",
+                                                          "random:harmless_top"}
+    assert {"shared", "helpful_only", "random:shared"} <= set(frame[frame["p"] == 5]["neuron_set"])
+    report = (out / "report.md").read_text()
+    for title in ("Neuron claims", "Shared neurons: overlap", "Ablating the neuron sets", "Ablation across top-p",
+                  "Cross-effects"):
+        assert title in report, title
+    assert report.count("Shared neurons: ") >= 2 and "hypergeometric p" in report
+    for fig in ("neuron_overlap", "ablation_heatmap_zero", "ablation_sweep"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
+
+    capsys.readouterr()
+    assert main(["study", "--config", str(path), "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "neurons: up to date" in log and "ablation: up to date" in log
+
+    # A changed ablation setting reruns the ablation only.
+    assert main(["study", "--config", str(path), "--out", str(out), "ablation.modes=[zero,mean]"]) == 0
+    log = capsys.readouterr().out
+    assert "neurons: up to date" in log and "ablation: up to date" not in log
+    assert set(pd.read_csv(out / "ablation.csv")["mode"]) == {"none", "zero", "mean"}
+
+    # User errors are one line, no traceback.
+    assert main(["ablate", str(out), "--set", "ablation.ps=[7]"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ablation.ps") and "Traceback" not in err and len(err.strip().splitlines()) == 1
