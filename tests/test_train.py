@@ -74,6 +74,49 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, data):
     assert res.metrics["loss"] == train_reward_model.__globals__["read_metrics"](tmp_path / "full")["loss"]
 
 
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_cached_trunk_training_keeps_the_trunk_and_resumes_exactly(tmp_path, family):
+    """With trainable=top:1 over a trunk cache: the frozen blocks are untouched, the saved model
+    is the best one, and an interrupted run resumes to the same weights (BERT has dropout)."""
+    tok = tiny_tokenizer(family)
+    tr, va = synthetic(tok, 48, "train"), synthetic(tok, 16, "val", seed=1)
+
+    def run(out, stop=False):
+        model = tiny_reward_model(family, layers=3)
+        k = set_trainable(model, "top:1")
+        cache = TrunkCache(k, trunk_fingerprint(model, k))
+        for enc in (tr, va):
+            cache.add(model, enc, tok.pad_token_id, bf16=False)
+        if stop:
+            interrupt._STOP.set()
+        try:
+            res = train_reward_model(model, tok, tr, va, cfg(trainable="top:1", epochs=3), seed=1, out_dir=out,
+                                     cache=cache, progress=False)
+        finally:
+            interrupt._STOP.clear()
+        return model, res
+
+    base = tiny_reward_model(family, layers=3).state_dict()
+    full, res = run(tmp_path / "full")
+    state = full.state_dict()
+    moved = [n for n in state if not torch.equal(state[n], base[n])]
+    probe = tiny_reward_model(family, layers=3)
+    set_trainable(probe, "top:1")
+    trainable = {n for n, p in probe.named_parameters() if p.requires_grad}
+    assert moved and set(moved) <= trainable and any(".2." in n for n in moved), moved
+    assert trunk_fingerprint(full, 1) == trunk_fingerprint(tiny_reward_model(family, layers=3), 1)
+    # the saved model scores val at the best val accuracy it reported
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "full")
+    r_c, r_r = PairForward(loaded, tok.pad_token_id, False).score(va)
+    assert np.mean(r_c > r_r) + 0.5 * np.mean(r_c == r_r) == pytest.approx(res.best_val_accuracy)
+
+    with pytest.raises(interrupt.Interrupted):
+        run(tmp_path / "resumed", stop=True)
+    resumed, _ = run(tmp_path / "resumed")
+    for (n, p), (_, q) in zip(full.named_parameters(), resumed.named_parameters()):
+        assert torch.equal(p, q), n
+
+
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, data, monkeypatch):
     import rmtension.train as train_mod
 

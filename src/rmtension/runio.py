@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import re
 import tempfile
 from collections.abc import Iterable
@@ -167,6 +168,8 @@ def stage_complete(run_dir: str | Path, stage: str, config_hash: str, verify: bo
     for rel, digest in manifest.get("files", {}).items():
         f = run_dir / rel
         if not f.is_file() or sha256_file(f) != digest:
+            what = "is missing" if not f.is_file() else "differs from what was written (truncated or edited)"
+            print(f"[rmtension] {stage}: {rel} {what}; recomputing the stage", file=sys.stderr, flush=True)
             return False
     return True
 

@@ -24,7 +24,7 @@ from rmtension import interrupt
 from rmtension.arch import base_model, find_arch, get_path
 from rmtension.config import TrainConfig
 from rmtension.encode import EncodedPairs, batches
-from rmtension.errors import TrainingDiverged
+from rmtension.errors import ArtifactError, TrainingDiverged
 from rmtension.forward import PairForward
 from rmtension.losses import bradley_terry_loss, split_rewards
 from rmtension.runio import load_tensors, load_torch_state, read_json, save_tensors, save_torch_state, write_json
@@ -73,12 +73,23 @@ def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
 
 
-def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+def trainable_params(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Trainable parameters by their names in the whole model.
+
+    Take this before `cut_trunk`: inside it the kept blocks are renumbered from 0, so names read
+    there would point at the wrong blocks once the model is whole again.
+    """
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
+def _trainable_state(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+def _load_trainable(params: dict[str, nn.Parameter], state: dict[str, torch.Tensor]) -> None:
+    if set(state) != set(params):
+        raise ArtifactError(f"checkpoint holds parameters {sorted(set(state) ^ set(params))[:3]}... that this model's "
+                            "trainable set does not match")
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t)
@@ -99,9 +110,9 @@ class Checkpoint:
     def exists(self) -> bool:
         return (self.dir / "state.json").exists()
 
-    def save(self, model, best, optimizer, scheduler, state: dict) -> None:
+    def save(self, params: dict[str, nn.Parameter], best, optimizer, scheduler, state: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.dir / "trainable.safetensors", _trainable_state(model))
+        save_tensors(self.dir / "trainable.safetensors", _trainable_state(params))
         save_tensors(self.dir / "best.safetensors", best)
         save_torch_state(self.dir / "optim.pt", {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -109,9 +120,9 @@ class Checkpoint:
         })
         write_json(self.dir / "state.json", state)  # written last: it marks the checkpoint complete
 
-    def load(self, model, optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor]]:
+    def load(self, params: dict[str, nn.Parameter], optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor]]:
         state = read_json(self.dir / "state.json")
-        _load_trainable(model, load_tensors(self.dir / "trainable.safetensors"))
+        _load_trainable(params, load_tensors(self.dir / "trainable.safetensors"))
         best = load_tensors(self.dir / "best.safetensors")
         extra = load_torch_state(self.dir / "optim.pt")
         optimizer.load_state_dict(extra["optimizer"])
@@ -149,7 +160,8 @@ def train_reward_model(
     if cache is not None and cache.k != k:
         raise ValueError(f"trunk cache cut at top {cache.k} blocks, but trainable={cfg.trainable}")
     pad_id = tokenizer.pad_token_id
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = trainable_params(model)
+    params = list(named.values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_batches = math.ceil(len(train) / cfg.batch_size)
     total_steps = max(1, math.ceil(cfg.epochs * n_batches / cfg.grad_accum))
@@ -159,10 +171,10 @@ def train_reward_model(
     torch.manual_seed(seed)
     state = {"step": 0, "loss": [], "val": [], "best_step": -1, "best_val_accuracy": -1.0, "seconds": 0.0,
              "pairs_seen": 0, "tokens_seen": 0}
-    best = _trainable_state(model)
+    best = _trainable_state(named)
     ckpt = Checkpoint(out_dir)
     if resume and ckpt.exists():
-        state, best = ckpt.load(model, optimizer, scheduler)
+        state, best = ckpt.load(named, optimizer, scheduler)
     lengths = train.lengths()
     model.train()
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {out_dir.parent.name}/{out_dir.name}",
@@ -202,16 +214,16 @@ def train_reward_model(
                 state["val"].append([state["step"], acc])
                 if acc > state["best_val_accuracy"]:
                     state["best_val_accuracy"], state["best_step"] = acc, state["step"]
-                    best = _trainable_state(model)
+                    best = _trainable_state(named)
             stopping = interrupt.stop_requested() and state["step"] < total_steps
             if (state["step"] % cfg.checkpoint_every == 0 and state["step"] < total_steps) or stopping:
                 state["seconds"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                ckpt.save(model, best, optimizer, scheduler, state)
+                ckpt.save(named, best, optimizer, scheduler, state)
                 interrupt.check(f"during training of {out_dir} at step {state['step']} (checkpoint saved)")
         state["seconds"] += time.perf_counter() - t0
     bar.close()
-    _load_trainable(model, best)
+    _load_trainable(named, best)
     metrics = _metrics(state, len(train), len(val), total_steps, cfg, k)
     _save_final(model, tokenizer, out_dir, metrics)
     shutil.rmtree(ckpt.dir, ignore_errors=True)

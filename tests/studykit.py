@@ -1,0 +1,48 @@
+"""A tiny study: synthetic HH files in the official layout, a tiny BERT, and a config for it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tiny import save_tiny
+
+WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud", "lamp", "door", "bird"]
+
+
+def write_hh(root: Path, subset: str, n: int, good: str, bad: str, seed: int) -> None:
+    """An official-layout test file whose chosen replies end with `good`, rejected with `bad`."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        q = f"{i} " + " ".join(rng.choice(WORDS, 2))
+        ctx = f"\n\nHuman: {q}\n\nAssistant:"
+        rows.append({"chosen": f"{ctx} {q} {good}", "rejected": f"{ctx} {q} {bad}"})
+    (root / subset).mkdir(parents=True)
+    with gzip.open(root / subset / "test.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def tiny_study(base: Path, **train) -> Path:
+    """Write data, model and config under `base`; returns the config path."""
+    data = base / "hh"
+    write_hh(data, "helpful-base", 60, "yes", "no", 0)
+    write_hh(data, "helpful-online", 20, "yes", "no", 1)
+    write_hh(data, "harmless-base", 80, "sorry", "sure", 2)
+    model = save_tiny(base / "model", "bert")
+    cfg = {
+        "name": "tiny",
+        "data": {"path": str(data), "max_train_pairs": 40, "hub": False,
+                 "subsets": {"helpful": ["helpful-base", "helpful-online"], "harmless": ["harmless-base"]}},
+        "model": {"backbone": str(model), "max_length": 64},
+        "train": {"seeds": [0, 1], "epochs": 3, "batch_size": 8, "lr": 3e-3, "trainable": "top:1", "bf16": False,
+                  "eval_every": 2, "checkpoint_every": 2, **train},
+        "eval": {"bootstrap": 200},
+    }
+    path = base / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -1,0 +1,98 @@
+"""Killed, interrupted and corrupted studies finish with the same results as an uninterrupted one.
+
+Each study runs in a subprocess (`python -m rmtension.cli`), as a user would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from studykit import tiny_study
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def cmd(cfg: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "rmtension.cli", "study", "--config", str(cfg), "--out", str(out)]
+
+
+def finish(cfg: Path, out: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd(cfg, out), env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def start_and_wait(cfg: Path, out: Path, until: str, timeout: float = 300) -> subprocess.Popen:
+    """Start a study and return once `until` (a glob under `out`) exists."""
+    proc = subprocess.Popen(cmd(cfg, out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while not list(out.glob(until)):
+        if proc.poll() is not None:
+            raise AssertionError(f"study ended before {until} appeared: {proc.stderr.read()[-2000:]}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError(f"{until} never appeared")
+        time.sleep(0.02)
+    return proc
+
+
+def results(out: Path) -> dict:
+    return json.loads((out / "tension.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    base = tmp_path_factory.mktemp("reliable")
+    cfg = tiny_study(base, seeds=[0], epochs=4)
+    reference = base / "reference"
+    finish(cfg, reference)
+    return base, cfg, results(reference)
+
+
+@pytest.mark.parametrize("point", [
+    "data/splits.json",                        # data stage written, nothing trained
+    "rm/helpful/seed0/checkpoint/state.json",  # mid-training, after a checkpoint
+    "manifests/train_harmless_seed0.json",     # between two trainings
+    "eval/helpful/seed0/*.csv",                # during evaluation
+])
+def test_sigkill_then_rerun_gives_identical_results(study, point):
+    base, cfg, reference = study
+    out = base / f"killed-{abs(hash(point))}"
+    proc = start_and_wait(cfg, out, point)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finish(cfg, out)
+    assert results(out) == reference
+
+
+def test_sigint_stops_at_a_safe_point_and_says_how_to_resume(study):
+    base, cfg, reference = study
+    out = base / "sigint"
+    proc = start_and_wait(cfg, out, "rm/helpful/seed0/checkpoint/state.json")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "run the same command again" in err and "Traceback" not in err
+    finish(cfg, out)
+    assert results(out) == reference
+
+
+def test_corrupted_artifacts_are_detected_and_recomputed(study):
+    base, cfg, reference = study
+    out = base / "corrupt"
+    finish(cfg, out)
+    model = out / "rm/mixed/seed0/model.safetensors"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # a half-written file
+    csv = out / "eval/helpful/seed0/harmless.csv"
+    csv.write_text(csv.read_text()[:-20])  # cut off mid-row
+    proc = finish(cfg, out)
+    assert "model.safetensors differs" in proc.stderr and "harmless.csv differs" in proc.stderr
+    assert results(out) == reference
