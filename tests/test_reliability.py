@@ -96,3 +96,51 @@ def test_corrupted_artifacts_are_detected_and_recomputed(study):
     proc = finish(cfg, out)
     assert "model.safetensors differs" in proc.stderr and "harmless.csv differs" in proc.stderr
     assert results(out) == reference
+
+
+class _Payload:
+    """Unpickling this would create a file: the proof that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_checkpoints_are_refused_without_running_their_code(tmp_path):
+    import pickle
+
+    from rmtension.errors import ArtifactError
+    from rmtension.runio import load_torch_state
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "optim.pt"
+    evil.write_bytes(pickle.dumps({"optimizer": _Payload(marker)}))
+    with pytest.raises(ArtifactError, match="refused or corrupted"):
+        load_torch_state(evil)
+    assert not marker.exists()
+
+
+def test_models_load_from_safetensors_only(tmp_path):
+    import torch
+
+    from rmtension.errors import RmtensionError
+    from rmtension.models import load_reward_model
+    from tiny import save_tiny
+
+    folder = save_tiny(tmp_path / "m", "bert")
+    state = load_reward_model(str(folder)).state_dict()
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")  # a pickle: must not be loaded
+    with pytest.raises(RmtensionError, match="cannot load a safetensors model"):
+        load_reward_model(str(folder))
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a/../../b", "/abs/path", "..", "x\\..\\y"])
+def test_output_paths_stay_inside_the_run_directory(tmp_path, name):
+    from rmtension.runio import inside, safe_name
+
+    assert "/" not in safe_name(name) and safe_name(name) not in ("", ".", "..")
+    target = inside(tmp_path, "eval", safe_name(name), "x.csv")
+    assert tmp_path.resolve() in target.resolve().parents
