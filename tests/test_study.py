@@ -47,6 +47,10 @@ def test_study_writes_the_run_directory_contract_and_skips_completed_stages(setu
             assert len(cell["per_seed"]) == 2 and cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
     for t, ids in test_ids.items():
         assert table["accuracy"]["mixed"][t]["n"] == len(ids) == len(pd.read_csv(out / "eval/mixed/seed1" / f"{t}.csv"))
+    sub = table["accuracy"]["helpful"]["helpful"]["per_subset"]
+    assert set(sub) == {"helpful-base", "helpful-online"}
+    assert sum(d["n"] for d in sub.values()) == table["accuracy"]["helpful"]["helpful"]["n"]
+    assert table["accuracy"]["helpful"]["helpful"]["mean_margin"] > 0
     for t, d in table["interference"].items():
         best = max(table["accuracy"]["helpful"][t]["mean"], table["accuracy"]["harmless"][t]["mean"])
         assert d["mixed_minus_best_single"] == pytest.approx(table["accuracy"]["mixed"][t]["mean"] - best)

@@ -60,7 +60,9 @@ def tension_table(scores: dict[str, dict[str, list[pd.DataFrame]]], cfg: EvalCon
             seeds_acc = c.mean(axis=1)
             out["accuracy"].setdefault(rm, {})[test] = {
                 "mean": float(seeds_acc.mean()), "sd": float(seeds_acc.std(ddof=1)) if len(seeds_acc) > 1 else 0.0,
-                "ci95": interval(reps[rm], cfg.ci), "n": int(len(ids)), "per_seed": [float(a) for a in seeds_acc]}
+                "ci95": interval(reps[rm], cfg.ci), "n": int(len(ids)), "per_seed": [float(a) for a in seeds_acc],
+                "mean_margin": float(np.mean([(f.r_chosen - f.r_rejected).mean() for f in frames[rm]])),
+                "per_subset": _per_subset(frames[rm][0].subset.to_numpy(), c)}
             margins = np.concatenate([(f.r_chosen - f.r_rejected).to_numpy() for f in frames[rm]])
             out["calibration"].setdefault(rm, {})[test] = calibration(margins, cfg.ece_bins)
         if all(rm in per_rm for rm in RMS):
@@ -69,6 +71,12 @@ def tension_table(scores: dict[str, dict[str, list[pd.DataFrame]]], cfg: EvalCon
             out["interference"][test] = {"mixed_minus_best_single": float(point), "ci95": interval(diff, cfg.ci),
                                          "best_single": "helpful" if per_rm["helpful"].mean() >= per_rm["harmless"].mean() else "harmless"}
     return out
+
+
+def _per_subset(subsets: np.ndarray, c: np.ndarray) -> dict[str, dict]:
+    """Accuracy per data subset, mean over seeds. `c`: [S, N] per-pair correctness."""
+    return {str(sub): {"accuracy": float(c[:, subsets == sub].mean()), "n": int((subsets == sub).sum())}
+            for sub in sorted(set(subsets))}
 
 
 def read_scores(path: Path) -> pd.DataFrame:

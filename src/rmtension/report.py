@@ -50,6 +50,11 @@ def section_tension(run_dir: Path) -> Section | None:
     inter = [{"test set": ts, "mixed − best single": f"{d['mixed_minus_best_single']:+.3f}",
               "95% CI": f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]", "best single RM": d["best_single"],
               "verdict": _interference_verdict(d)} for ts, d in t["interference"].items()]
+    sub_rows = [{"RM": rm, "test set": ts, "subset": sub, "pairs": d["n"], "accuracy": f"{d['accuracy']:.3f}",
+                 "mean margin (whole test set)": f"{by[ts]['mean_margin']:+.3f}"}
+                for rm, by in t["accuracy"].items() for ts in tests if ts in by for sub, d in by[ts].get("per_subset", {}).items()]
+    if sub_rows:
+        s.tables.append(("Per-subset accuracy, mean over seeds", pd.DataFrame(sub_rows)))
     if inter:
         s.tables.append(("Interference = accuracy(mixed) − max(accuracy(helpful RM), accuracy(harmless RM))", pd.DataFrame(inter)))
     fig, ax = new_figure()
