@@ -240,4 +240,7 @@ def test_claims_verdicts(tmp_path):
     verdicts = {c.name: c.verdict for c in paper_claims(tmp_path / "c")}
     assert verdicts["identified"] == "not supported" and verdicts["influence"] == "not supported"
     assert verdicts["cross_effect"] == "inconclusive"
+    # a drop too small to be significant (p = 0.5) is inconclusive, not evidence against the claim
+    _write_results(tmp_path / "d", shared_p=0.4, own=-0.03, cross=0.0, matched_ci=[-0.05, 0.01])
+    assert {c.name: c.verdict for c in paper_claims(tmp_path / "d")}["identified"] == "inconclusive"
     assert {c.verdict for c in paper_claims(tmp_path / "missing")} == {"inconclusive"}

@@ -186,6 +186,7 @@ def test_scorer_agreement():
     x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     assert spearman(x, x * 2 + 1) == pytest.approx(1.0)
     assert spearman(x, -x) == pytest.approx(-1.0)
+    assert np.isnan(spearman(x, torch.zeros_like(x)))
     agree = scorer_agreement({"mean_act": x, "attribution": -x}, [50])
     assert agree["spearman"]["mean_act"]["attribution"] == pytest.approx(-1.0)
     assert agree["top_jaccard"]["50"]["mean_act"]["attribution"] == 0.0

@@ -45,8 +45,8 @@ def claim_shared(overlap: dict, scorer: str, p: float, alpha: float) -> Claim:
     o = by_p[k]
     nums = {k2: o[k2] for k2 in ("jaccard", "jaccard_random", "p_value", "n_shared", "n_helpful", "n_harmless")}
     frac = o["n_shared"] / max(1, min(o["n_helpful"], o["n_harmless"]))
-    text = (f"{o['n_shared']} neurons are in both the top {k}% helpful ({o['n_helpful']}) and harmless "
-            f"({o['n_harmless']}) sets of the {o.get('rm', '')} RM by {scorer} ({frac:.0%} of the smaller set); "
+    text = (f"{o['n_shared']:g} neurons are in both the top {k}% helpful ({o['n_helpful']:g}) and harmless "
+            f"({o['n_harmless']:g}) sets of the {o.get('rm', '')} RM by {scorer} ({frac:.0%} of the smaller set); "
             f"Jaccard {o['jaccard']:.3f} vs {o['jaccard_random']:.3f} expected by chance, hypergeometric p = {o['p_value']:.2g}.")
     if o["p_value"] < alpha and o["jaccard"] > o["jaccard_random"]:
         verdict = "supported"
@@ -90,7 +90,9 @@ def _fmt(name: str, test: str, e: dict | None) -> str:
 def claim_identified(rows: pd.DataFrame, p: float, alpha: float) -> Claim:
     own = {"helpful": _effect(rows, "helpful_top", "helpful"), "harmless": _effect(rows, "harmless_top", "harmless")}
     n_sig = sum(_sig_neg(e, alpha) for e in own.values())
-    verdict = "supported" if n_sig == 2 else "not supported" if n_sig == 0 else "inconclusive"
+    # A drop that is not significant is not evidence against the claim; no drop at all is.
+    no_drop = all(e is not None and e["delta_vs_random"] >= 0 for e in own.values())
+    verdict = "supported" if n_sig == 2 else "not supported" if n_sig == 0 and no_drop else "inconclusive"
     text = "; ".join(_fmt(f"{o}_top", o, e) for o, e in own.items())
     return Claim("identified", verdict, f"Objective neurons identified (top {p:g}%, accuracy change): {verdict}. {text}.", own)
 
@@ -116,7 +118,8 @@ def claim_influence(influence: dict, rm_objective: str | None, scorer: str, p: f
     chosen = min({r["p"] for r in recs}, key=lambda q: abs(q - p))
     comps = [c for r in recs if r["p"] == chosen for c in r["comparisons"] if c["own"]]
     if not comps:
-        return Claim("influence", "inconclusive", f"Shared neurons' influence: inconclusive (no shared neurons at top {chosen:g}%).")
+        return Claim("influence", "inconclusive", f"Shared neurons' influence: inconclusive (at top {chosen:g}% the "
+                     "shared set or both objective-only sets are empty, so there is nothing to compare).")
     kind = "matched" if all("matched" in c for c in comps) else "per_neuron"
     lows = [c[kind]["ci"][0] for c in comps]
     highs = [c[kind]["ci"][1] for c in comps]

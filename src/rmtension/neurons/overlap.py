@@ -79,9 +79,11 @@ def overlap_stats(a: torch.Tensor, b: torch.Tensor, per_layer: bool = False) -> 
 
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Spearman rank correlation over all neurons of two score tensors [L, N]."""
-    rho = stats.spearmanr(x.flatten().double().numpy(), y.flatten().double().numpy()).statistic
-    return float(rho)
+    """Spearman rank correlation over all neurons of two score tensors [L, N]; NaN when one is constant."""
+    a, b = x.flatten().double().numpy(), y.flatten().double().numpy()
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # e.g. rms_change of an RM whose MLPs did not train
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def scorer_agreement(scores: Mapping[str, torch.Tensor], ps: Sequence[float], per_layer: bool = False,

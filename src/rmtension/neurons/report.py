@@ -52,6 +52,11 @@ def _main_rows(frame: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, str]:
     return (mine, f"the {settings['rm']} RM") if not mine.empty else (rows, "all ablated RMs")
 
 
+def _test_order(tests) -> list[str]:
+    """helpful, harmless, then any other test set (e.g. RMB) by name."""
+    return sorted(tests, key=lambda t: ({"helpful": 0, "harmless": 1}.get(t, 2), t))
+
+
 def _nearest(values, p: float) -> float:
     return float(min(values, key=lambda q: abs(float(q) - p)))
 
@@ -126,6 +131,7 @@ def _overlap_figure(run_dir: Path, by_p: dict, p: float) -> Path:
     w = 0.27
     for i, (name, colour) in enumerate((("helpful", PALETTE[0]), ("harmless", PALETTE[1]), ("shared", PALETTE[2]))):
         ax2.bar(layers + (i - 1) * w, per_layer[name], w, color=colour, label=name if name == "shared" else f"{name}_top")
+    ax2.set_xticks(layers)
     ax2.set_xlabel("layer")
     ax2.set_ylabel("neurons")
     ax2.legend(frameon=False)
@@ -181,7 +187,7 @@ def section_ablation(run_dir: Path) -> "Section | None":
 
 def _heatmap(run_dir: Path, grid: pd.DataFrame, name: str) -> Path:
     sets = [x for x in SETS if x in set(grid["neuron_set"])]
-    tests = sorted(grid["test_set"].unique())
+    tests = _test_order(grid["test_set"].unique())
     val = np.full((len(sets), len(tests)), np.nan)
     pv = np.full_like(val, np.nan)
     for r in grid.itertuples():
@@ -218,7 +224,7 @@ def section_sweep(run_dir: Path) -> "Section | None":
         f"Accuracy change of {who} against the unablated model as the ablated set grows (scorer `{st['scorer']}`, "
         f"{rows['mode'].iloc[0]} ablation). Shaded: the matched random control, from the lowest to the highest "
         "of its draws and its bootstrap CI. Source: `ablation.csv`.")
-    tests = sorted(rows["test_set"].unique())
+    tests = _test_order(rows["test_set"].unique())
     fig, axes = plt.subplots(1, len(tests), figsize=(COLUMN_WIDTH * len(tests), 2.5), constrained_layout=True,
                              sharey=True, squeeze=False)
     for ax, test in zip(axes[0], tests):
@@ -238,6 +244,10 @@ def section_sweep(run_dir: Path) -> "Section | None":
         ax.set_xscale("log")
         ps = sorted(rows["p"].unique())
         ax.set_xticks(ps, [f"{q:g}" for q in ps])
+        ax.minorticks_off()
+        low, high = ax.get_ylim()
+        if high - low < 0.02:  # no effect anywhere: show a readable accuracy scale, not float noise
+            ax.set_ylim(-0.02, 0.02)
         ax.set_xlabel("top p (%)")
         ax.set_title(f"{test} test set")
     axes[0][0].set_ylabel("accuracy change vs unablated")
