@@ -6,6 +6,7 @@ from rmtension.optimise_config import PolicyConfig, RLConfig
 from rmtension.policy import sample
 from rmtension.rl import (
     TRAIN_JUDGE,
+    kl_exact,
     kl_per_sequence,
     pack,
     response_logprobs,
@@ -38,6 +39,12 @@ def test_rloo_advantages_and_kl_by_hand():
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
     assert kl_per_sequence(logp, ref, mask).tolist() == [0.5, 1.0]
     assert rloo_loss(logp, mask, torch.tensor([1.0, -2.0])).item() == pytest.approx(-(1.0 * -3.0 + -2.0 * -1.0) / 2)
+    # exact KL over a two-token vocabulary: KL([.5, .5] || [.25, .75]) per unmasked position
+    q = torch.tensor([0.5, 0.5]).log().expand(1, 2, 2)
+    r = torch.tensor([0.25, 0.75]).log().expand(1, 2, 2)
+    by_hand = 0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75)
+    assert kl_exact(q, r, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(by_hand)
+    assert kl_exact(q, q, torch.ones(1, 2)).item() == 0.0
 
 
 def test_pack_layout():
@@ -81,20 +88,21 @@ def test_one_rl_step_lowers_the_loss_and_moves_kl_off_zero(scope):
     assert rewards.std() > 0
     trunk = trunk_states(policy, batch, top, K) if top < 3 else None
     with torch.no_grad(), swapped(policy, ref):
-        ref_logp = response_logprobs(policy, batch, False, trunk, top)
+        ref_logp, ref_full = response_logprobs(policy, batch, False, trunk, top, full=True)
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-2)
     out = rl_update(policy, opt, batch, rewards, ref_logp, kl_coef=0.05, max_grad_norm=1.0, bf16=False,
-                    trunk=trunk, top=top)
-    assert out["kl"] == 0.0  # the policy still equals the reference when the batch is scored
+                    trunk=trunk, top=top, ref_full=ref_full)
+    assert out["kl"] == 0.0 and out["kl_sample"] == 0.0  # the policy still equals the reference when scored
     changed = {n for n, p in policy.named_parameters() if not torch.equal(before[n], p)}
     assert changed == set(names)
     with torch.no_grad():
-        logp = response_logprobs(policy, batch, False, trunk, top)
+        logp, full = response_logprobs(policy, batch, False, trunk, top, full=True)
     after = rloo_loss(logp, batch.response_mask, out["advantages"]).item()
     assert after < out["loss"] - 1e-4
-    kl = kl_per_sequence(logp, ref_logp, batch.response_mask)
-    assert kl.abs().mean() > 1e-4
+    assert kl_per_sequence(logp, ref_logp, batch.response_mask).abs().mean() > 1e-4
+    kl = kl_exact(full, ref_full, batch.response_mask)
+    assert (kl >= 0).all() and kl.mean() > 1e-4
     # the reference is untouched by the step
     with torch.no_grad(), swapped(policy, ref):
         torch.testing.assert_close(response_logprobs(policy, batch, False, trunk, top), ref_logp)
@@ -123,7 +131,7 @@ def test_run_rloo_logs_every_judge_and_trains_the_policy(precision):
 
     rows = run_rloo(policy, PROMPTS, score, cfg, pcfg, stop_ids=[1], pad_id=0)
     assert [r["step"] for r in rows] == [0, 1, 2]
-    assert rows[0]["kl"] == 0.0 and rows[-1]["kl"] != 0.0
+    assert rows[0]["kl"] == 0.0 and rows[-1]["kl"] > 0.0 and all(r["kl"] >= 0 for r in rows)
     for r in rows:
         assert r["reward_test_pm"] == pytest.approx(-r["reward_train_pm"])
         assert np.isfinite(r["loss"])

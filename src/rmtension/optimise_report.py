@@ -22,6 +22,8 @@ R2_OBSERVED = 0.9
 """R^2 of reward ~ a + b sqrt(KL) above which the sqrt(KL) relation counts as observed."""
 CURVES = {"reward_train_pm": ("pm_train (selects)", "-", "o"), "reward_test_pm": ("pm_test (held-out half)", "--", "s"),
           "reward_other_objective": ("other objective's RM", ":", "^")}
+LABELS = {**{k: v[0] for k, v in CURVES.items()}, "reward_helpful_rm": "study helpful RM",
+          "reward_harmless_rm": "study harmless RM"}
 KL_LABEL = "sqrt(KL_bon), KL_bon = log n - (n-1)/n (an upper bound)"
 
 
@@ -79,13 +81,14 @@ def section_bon(run_dir: Path):
         s.paragraphs.append(sqrt_kl_sentence("Best-of-n", o, fit))
         s.paragraphs.append(bon_gap_sentence(o, f["gap"]))
         for col, fit_c in f["sqrt_kl"].items():
-            rows.append({"objective": o, "curve": CURVES.get(col, (col,))[0], "intercept": f"{fit_c['intercept']:+.3f}",
+            rows.append({"objective": o, "curve": LABELS.get(col, col), "intercept": f"{fit_c['intercept']:+.3f}",
                          "slope": f"{fit_c['slope']:+.3f}", "R²": f"{fit_c['r2']:.3f}"})
         rows.append({"objective": o, "curve": "pm_test, Gao et al. d(α − βd)", "intercept": "0",
                      "slope": f"α={g['alpha']:+.3f}, β={g['beta']:+.3f}", "R²": f"{g['r2']:.3f}",
                      "peak n": "never" if not np.isfinite(g["peak_n"]) else f"{g['peak_n']:.0f}"})
     axes[0][0].set_ylabel("reward of the pick (z)")
-    axes[0][-1].legend(frameon=False, fontsize=5.5)
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}  # every curve kind, once
+    axes[0][0].legend(handles.values(), handles.keys(), frameon=False, fontsize=5.5)
     s.figures.append(("Best-of-n: reward of pm_train's pick under pm_train, pm_test and the other objective's RM, "
                       "against sqrt(KL_bon) (an upper bound on the KL, Beirami et al. 2024).", save(fig, run_dir, "bon")))
     s.tables.append(("Fits of reward against sqrt(KL) (source: `bon_fit.json`)", pd.DataFrame(rows).fillna("")))
@@ -116,10 +119,11 @@ def section_rl(run_dir: Path):
             s.paragraphs.append(sqrt_kl_sentence("RL", o, sm["sqrt_kl"]["reward_train_pm"]))
             gap, se = sm["final_gap"], sm["final_gap_se"]
             seen = np.isfinite(se) and gap - 2 * se > 0
+            spread = f"± {2 * se:.3f} z (mean ± 2 SE)" if np.isfinite(se) else "z (one step: no interval)"
             s.paragraphs.append(
                 f"RL, {o}: the train/test gap was {'observed' if seen else 'not observed'}: over the last quarter of "
-                f"the steps (KL ≈ {sm['final_kl']:.3f}) pm_train − pm_test = {gap:+.3f} ± {2 * se:.3f} z (mean ± 2 SE).")
-    axes[0].set_xlabel("sqrt(KL) of the sampled batch")
+                f"the steps (KL ≈ {sm['final_kl']:.3f}) pm_train − pm_test = {gap:+.3f} {spread}.")
+    axes[0].set_xlabel("sqrt(KL) to the initial policy (sampled batch)")
     axes[0].set_ylabel("reward (z)")
     axes[0].legend(frameon=False, fontsize=5)
     axes[1].set_xlabel("step")

@@ -4,8 +4,9 @@ Outputs (under the run directory):
     pm/<objective>/{train,test}/    pm_train (half A) and pm_test (half B): HF folders like rm/<objective>/seed<k>
     pm/<objective>/halves.json      pair ids of each half and each PM's test accuracy
     bon/samples.parquet, bon.csv, bon_fit.json, frontier.csv, bon/examples.json   (see bon_stage)
-    rl/<objective>.csv, rl.csv      one row per RL step: step, kl, sqrt_kl, reward_train_pm, reward_test_pm,
-                                    reward_other_objective, reward_helpful_rm, reward_harmless_rm (z-units), timings
+    rl/<objective>.csv, rl.csv      one row per RL step: objective, step, kl (exact, `rl.kl_exact`), sqrt_kl,
+                                    reward_train_pm, reward_test_pm, reward_other_objective, reward_helpful_rm,
+                                    reward_harmless_rm (z-units), kl_sample, loss, timings
     rl.json                         per objective: sqrt(KL) fits of the RL curves and the final train/test gap
 
 Bai et al. (2022), sec. 4: reward is roughly linear in sqrt(KL), and a PM trained on half the data
@@ -185,9 +186,10 @@ def stage_rl_objective(prep, objective: str) -> None:
 
     rows = run_rloo(policy.model, ids, score, rl, pc, policy.stop_ids, policy.pad_id, on_step)
     frame = pd.DataFrame(rows)
-    frame.insert(0, "objective", objective)
-    frame.insert(3, "sqrt_kl", np.sqrt(frame["kl"].clip(lower=0)))
+    frame["objective"], frame["sqrt_kl"] = objective, np.sqrt(frame["kl"].clip(lower=0))
     frame["normalisation"] = "bon samples" if stats else "first batch"
+    first = ["objective", "step", "kl", "sqrt_kl", "reward_train_pm", "reward_test_pm", "reward_other_objective"]
+    frame = frame[first + [c for c in frame.columns if c not in first]]
     write_csv(inside(ctx.run_dir, "rl", f"{objective}.csv"), frame)
     write_manifest(ctx.run_dir, stage, h, [inside(ctx.run_dir, "rl", f"{objective}.csv")])
 

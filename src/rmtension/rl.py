@@ -50,6 +50,16 @@ def kl_per_sequence(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tens
     return ((logp - ref_logp) * mask).sum(dim=-1)
 
 
+def kl_exact(logq: torch.Tensor, ref_logq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, T, V] log-probs of policy and reference over the vocabulary, [B, T] mask -> [B].
+
+    sum_t KL(pi(. | x, y_<t) || pi_ref(. | x, y_<t)) along the sampled prefix: its expectation is the
+    sequence KL, like `kl_per_sequence`, but it is never negative and has far less variance
+    (Schulman 2020, "Approximating KL divergence"), so it is what the RL curves are plotted against.
+    """
+    return ((logq.exp() * (logq - ref_logq)).sum(dim=-1) * mask).sum(dim=-1)
+
+
 def rloo_loss(logp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
     """REINFORCE loss -mean_b A_b * sum_t log pi(y_bt); logp [B, T], mask [B, T], advantages [B] (no grad)."""
     return -(advantages.detach() * (logp * mask).sum(dim=-1)).mean()
@@ -160,8 +170,9 @@ def swapped(model: nn.Module, params: dict[str, torch.Tensor] | None) -> Iterato
 
 
 def response_logprobs(model: nn.Module, batch: PackedBatch, bf16: bool, trunk: torch.Tensor | None = None,
-                      k: int = 0) -> torch.Tensor:
-    """[B, T] log pi(y_t | prompt, y_<t) of the response tokens.
+                      k: int = 0, full: bool = False):
+    """[B, T] log pi(y_t | prompt, y_<t) of the response tokens; with `full`, also the detached
+    [B, T, V] log-probs over the vocabulary at each response position (for `kl_exact`).
 
     With `trunk` ([B, Lp + T, H] from `trunk_states`) only the top `k` blocks run (`rmtension.trunk.cut_trunk`),
     so the policy and the reference share one pass through the frozen lower blocks.
@@ -178,7 +189,9 @@ def response_logprobs(model: nn.Module, batch: PackedBatch, bf16: bool, trunk: t
                 stand_in.value = trunk  # the token embedding returns it; extra embeddings return zeros
         with autocast(bf16):
             logits = model(**kwargs).logits[:, -t - 1 : -1].float()  # position j predicts token j + 1
-    return logits.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
+    logz = logits.logsumexp(dim=-1, keepdim=True)
+    token = (logits.gather(-1, batch.response_ids.unsqueeze(-1)) - logz).squeeze(-1)
+    return (token, (logits - logz).detach()) if full else token
 
 
 def set_trainable_policy(model: nn.Module, scope: str) -> list[str]:
@@ -222,21 +235,27 @@ def sync_sampler(sampler: nn.Module, policy: nn.Module, names: Sequence[str]) ->
 
 def rl_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: PackedBatch, rewards: torch.Tensor,
               ref_logp: torch.Tensor, kl_coef: float, max_grad_norm: float, bf16: bool,
-              trunk: torch.Tensor | None = None, top: int = 0) -> dict:
-    """One RLOO step. rewards: [P, k] judge rewards in batch order (prompt-major); ref_logp [B, T].
+              trunk: torch.Tensor | None = None, top: int = 0, ref_full: torch.Tensor | None = None) -> dict:
+    """One RLOO step. rewards: [P, k] judge rewards in batch order (prompt-major); ref_logp [B, T];
+    ref_full: optional [B, T, V] reference log-probs, for the exact KL that is logged.
 
-    The policy stays in eval mode (dropout would make log pi noisy). Returns loss, KL, advantages.
+    The penalty uses the sampled log-ratio (the standard per-sample KL reward, Stiennon et al. 2020).
+    The policy stays in eval mode (dropout would make log pi noisy). Returns loss, KL (`kl`: exact
+    when `ref_full` is given, else the sampled estimate; `kl_sample`), advantages and grad norm.
     """
     p, k = rewards.shape
-    logp = response_logprobs(policy, batch, bf16, trunk, top)  # [B, T]
+    logp, full = response_logprobs(policy, batch, bf16, trunk, top, full=True)  # [B, T], [B, T, V]
     kl = kl_per_sequence(logp.detach(), ref_logp, batch.response_mask)  # [B]
+    exact = kl_exact(full, ref_full, batch.response_mask) if ref_full is not None else kl
+    del full
     adv = rloo_advantages(rewards - kl_coef * kl.view(p, k)).flatten()  # [B]
     loss = rloo_loss(logp, batch.response_mask, adv)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_([q for q in policy.parameters() if q.requires_grad], max_grad_norm)
     optimizer.step()
-    return {"loss": float(loss.detach()), "kl": float(kl.mean()), "advantages": adv, "grad_norm": float(grad_norm)}
+    return {"loss": float(loss.detach()), "kl": float(exact.mean()), "kl_sample": float(kl.mean()), "advantages": adv,
+            "grad_norm": float(grad_norm)}
 
 
 ScoreFn = Callable[[list[int], list[list[int]]], dict[str, np.ndarray]]
@@ -252,7 +271,8 @@ def run_rloo(policy: nn.Module, prompts: Sequence[Sequence[int]], score: ScoreFn
 
     Each step samples k responses for P prompts from the current policy (a bf16 copy when
     `pcfg.precision` is bf16), scores them, and takes one RLOO step. Logged KL and rewards are
-    those of the sampled batch, i.e. of the policy before that step's update.
+    those of the sampled batch, i.e. of the policy before that step's update: `kl` is `kl_exact`
+    along the sampled responses, `kl_sample` the sampled log-ratio that the penalty uses.
     """
     names = set_trainable_policy(policy, cfg.trainable)
     top = n_layers(policy) if cfg.trainable == "all" else int(cfg.trainable.split(":")[1])
@@ -279,12 +299,14 @@ def run_rloo(policy: nn.Module, prompts: Sequence[Sequence[int]], score: ScoreFn
         # The frozen lower blocks are the same in policy, reference and the bf16 sampler: run them once.
         trunk = trunk_states(sampler, batch, top, cfg.k) if shared_trunk else None
         with torch.no_grad(), swapped(policy, ref):
-            ref_logp = response_logprobs(policy, batch, cfg.bf16, trunk, top)
+            ref_logp, ref_full = response_logprobs(policy, batch, cfg.bf16, trunk, top, full=True)
         rewards = torch.as_tensor(scores[TRAIN_JUDGE], dtype=torch.float32, device=batch.input_ids.device).view(cfg.prompts_per_step, cfg.k)
-        out = rl_update(policy, optimizer, batch, rewards, ref_logp, cfg.kl_coef, cfg.max_grad_norm, cfg.bf16, trunk, top)
+        out = rl_update(policy, optimizer, batch, rewards, ref_logp, cfg.kl_coef, cfg.max_grad_norm, cfg.bf16, trunk, top,
+                        ref_full)
+        del ref_full
         if sampler is not policy:
             sync_sampler(sampler, policy, names)
-        row = {"step": step, "kl": out["kl"], **{f"reward_{k}": float(np.mean(v)) for k, v in scores.items()},
+        row = {"step": step, "kl": out["kl"], "kl_sample": out["kl_sample"], **{f"reward_{k}": float(np.mean(v)) for k, v in scores.items()},
                "loss": out["loss"], "grad_norm": out["grad_norm"], "response_tokens": float(np.mean([len(t) for t in drawn.tokens])),
                "sample_s": t_sample, "score_s": t_score, "step_s": time.perf_counter() - t0}
         if not np.isfinite(row["loss"]):
