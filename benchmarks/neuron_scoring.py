@@ -6,9 +6,11 @@ the same HH-RLHF pairs, tokenised once (left truncation), so only the method dif
 - naive:  every sequence padded to a fixed length, chosen and rejected in separate forward passes,
           fp32, one forward hook per layer that copies the batch's full activations [B, T, N]
           out of the model, reduced afterwards (masked mean over real tokens). The paper's code
-          pads to 1024; MiniLM has 512 positions, so both sides here use max_length 512.
+          pads to 1024; MiniLM has 512 positions, so both sides here use max_length 512 (use
+          `--backbone smollm2-135m --max-length 1024` for the paper's padding, if time allows).
 - ours:   `rmtension.neurons.score_neurons`: chosen and rejected in one batch, length-grouped
-          batches with right padding, bf16 autocast, running [N] sums folded in inside the hook.
+          batches with right padding, bf16 autocast, running [N] sums folded in inside the hook,
+          and each forward stopped after the last layer's activations.
 
 Prints pairs/s of each, their ratio, and the Pearson correlation of the two `mean_act` tensors.
 Target: ratio >= 5 and correlation > 0.999.
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from rmtension.arch import mlp_out, n_layers, n_neurons
-from rmtension.encode import encode_pairs
+from rmtension.encode import batches, encode_pairs
 from rmtension.models import load_reward_model, load_tokenizer, resolve_backbone
 from rmtension.neurons.scorers import score_neurons
 
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=256)
     ap.add_argument("--data", type=Path, default=default_data(), help="hh-rlhf root (official layout)")
+    ap.add_argument("--backbone", default="minilm", help="registry name or HF folder (default: the packaged MiniLM)")
     ap.add_argument("--max-length", type=int, default=512, help="MiniLM has 512 positions (the paper pads to 1024)")
     ap.add_argument("--naive-batch", type=int, default=16)
     ap.add_argument("--batch", type=int, default=16, help="pairs per batch of the streaming scorer")
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all-scorers", action="store_true", help="also time all five scorers (adds a backward and a base pass)")
     args = ap.parse_args(argv)
 
-    path = resolve_backbone("minilm")
+    path = resolve_backbone(args.backbone)
     tok = load_tokenizer(path, args.max_length)
     torch.manual_seed(0)
     model = load_reward_model(path, tok).eval()
@@ -96,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     enc = encode_pairs(pairs, tok, args.max_length)
     n = len(enc)
     lengths = [len(s) for s in enc.chosen + enc.rejected]
-    print(f"model: MiniLM-L6 ({n_layers(model)} x {n_neurons(model)} neurons), {n} HH pairs, max_length "
+    padded = sum(2 * len(b) * int(enc.lengths()[b].max()) for b in batches(enc.lengths(), args.batch, None))
+    print(f"model: {args.backbone} ({n_layers(model)} x {n_neurons(model)} neurons), {n} HH pairs, max_length "
           f"{args.max_length}, mean tokens {np.mean(lengths):.0f}, torch threads {torch.get_num_threads()}")
+    print(f"tokens per pass: real {sum(lengths)}, ours (length-grouped batches) {padded}, "
+          f"naive (padded) {2 * n * args.max_length}")
 
     def run_ours():
         return score_neurons({"rm": model}, enc, tok.pad_token_id, scorers=FORWARD_SCORERS, batch_size=args.batch, bf16=True)

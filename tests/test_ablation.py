@@ -18,7 +18,7 @@ from rmtension.context import StudyContext
 from rmtension.data.types import Pair, Turn
 from rmtension.encode import EncodedPairs
 from rmtension.neurons.ablation import Condition, run_conditions
-from rmtension.neurons.claims import paper_claims
+from rmtension.neurons.claims import fmt_p, paper_claims
 from rmtension.neurons.config import AblationConfig, NeuronsConfig
 from rmtension.neurons.hooks import ablate, neuron_shape
 from rmtension.neurons.influence import compare_matched, correctness, drop_per_neuron, mcnemar_exact, resample_index
@@ -229,7 +229,11 @@ def _write_results(run: Path, *, shared_p: float, own: float, cross: float, matc
 
 def test_claims_verdicts(tmp_path):
     _write_results(tmp_path / "a", shared_p=1e-9, own=-0.1, cross=-0.08, matched_ci=[0.01, 0.05])
-    verdicts = {c.name: c.verdict for c in paper_claims(tmp_path / "a")}
+    claims = paper_claims(tmp_path / "a")
+    verdicts = {c.name: c.verdict for c in claims}
+    assert "40 neurons are in both the top 5% helpful (92)" in claims[1].sentence
+    assert "Jaccard 0.300 vs 0.030 expected by chance, hypergeometric p = 1e-09." in claims[1].sentence
+    assert (fmt_p(0.0), fmt_p(0.0312), fmt_p(float("nan"))) == ("< 1e-300", "0.031", "n/a")
     assert verdicts == {"identified": "supported", "shared": "supported", "influence": "supported",
                         "cross_effect": "supported"}
     _write_results(tmp_path / "b", shared_p=0.4, own=-0.1, cross=0.01, matched_ci=[-0.02, 0.03])

@@ -33,6 +33,19 @@ class Claim:
         return asdict(self)
 
 
+def fmt_p(p: float, digits: int = 2) -> str:
+    """A p-value for text: `0.031`, `2.2e-16`, and `< 1e-300` where it underflowed to 0."""
+    if p != p:  # NaN
+        return "n/a"
+    return "< 1e-300" if p == 0 else f"{p:.{digits}g}"
+
+
+def p_phrase(p: float) -> str:
+    """`= 0.03` or `< 1e-300`, to follow a "p" in a sentence."""
+    text = fmt_p(p)
+    return text if text.startswith("<") else "= " + text
+
+
 def _nearest(keys: list[str], p: float) -> str:
     return min(keys, key=lambda k: abs(float(k) - p))
 
@@ -47,7 +60,8 @@ def claim_shared(overlap: dict, scorer: str, p: float, alpha: float) -> Claim:
     frac = o["n_shared"] / max(1, min(o["n_helpful"], o["n_harmless"]))
     text = (f"{o['n_shared']:g} neurons are in both the top {k}% helpful ({o['n_helpful']:g}) and harmless "
             f"({o['n_harmless']:g}) sets of the {o.get('rm', '')} RM by {scorer} ({frac:.0%} of the smaller set); "
-            f"Jaccard {o['jaccard']:.3f} vs {o['jaccard_random']:.3f} expected by chance, hypergeometric p = {o['p_value']:.2g}.")
+            f"Jaccard {o['jaccard']:.3f} vs {o['jaccard_random']:.3f} expected by chance, "
+            f"hypergeometric p {p_phrase(o['p_value'])}.")
     if o["p_value"] < alpha and o["jaccard"] > o["jaccard_random"]:
         verdict = "supported"
     elif o["jaccard"] <= o["jaccard_random"]:
@@ -84,7 +98,7 @@ def _fmt(name: str, test: str, e: dict | None) -> str:
     if e is None:
         return f"{name} on {test}: not run"
     return (f"{name} on {test}: {e['delta_vs_random']:+.3f} vs random ({e['delta_vs_base']:+.3f} vs unablated, "
-            f"McNemar p = {e['p_value']:.2g}, {e['n_neurons']:.0f} neurons)")
+            f"McNemar p {p_phrase(e['p_value'])}, {e['n_neurons']:.0f} neurons)")
 
 
 def claim_identified(rows: pd.DataFrame, p: float, alpha: float) -> Claim:

@@ -79,6 +79,7 @@ def select(run_dir: RunDir, overrides: Overrides = None) -> None:
 @app.command("overlap")
 def overlap(run_dir: RunDir, overrides: Overrides = None) -> None:
     """Recompute neurons/overlap.json and scorer_agreement.json from sets.json and the scores."""
+    from rmtension.neurons.claims import p_phrase
     from rmtension.neurons.stage import compute_overlap, p_key
 
     _, ncfg, _ = load_stage_configs(run_dir, overrides)
@@ -88,7 +89,7 @@ def overlap(run_dir: RunDir, overrides: Overrides = None) -> None:
     for scorer, by_p in read_json(a).items():
         for p, o in by_p.items():
             typer.echo(f"{scorer:12s} p={p_key(float(p)):>4s}%  shared {o['n_shared']:6.0f}  Jaccard {o['jaccard']:.3f} "
-                       f"(chance {o['jaccard_random']:.3f}, p = {o['p_value']:.2g})")
+                       f"(chance {o['jaccard_random']:.3f}, p {p_phrase(o['p_value'])})")
     typer.echo(f"wrote {a} and {b}")
 
 

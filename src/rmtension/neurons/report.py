@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from rmtension.figures import COLUMN_WIDTH, PALETTE, new_figure, plt, save
+from rmtension.neurons.claims import fmt_p
 from rmtension.runio import read_json
 
 if TYPE_CHECKING:
@@ -92,14 +93,16 @@ def section_overlap(run_dir: Path) -> "Section | None":
     rows = [{"scorer": scorer, "top p (%)": p, "RM": o.get("rm", ""), "n helpful": o["n_helpful"],
              "n harmless": o["n_harmless"], "n shared": o["n_shared"], "expected shared": f"{o.get('expected_shared', np.nan):.1f}",
              "Jaccard": f"{o['jaccard']:.3f}", "Jaccard by chance": f"{o['jaccard_random']:.3f}",
-             "hypergeometric p": f"{o['p_value']:.2g}",
+             "hypergeometric p": fmt_p(o["p_value"]),
              "cross-model Jaccard": f"{o['cross_model']['jaccard']:.3f}" if "cross_model" in o else ""}
             for scorer, by_p in overlap.items() for p, o in by_p.items()]
     s.paragraphs.append(
         "helpful_top and harmless_top are the top-p% neurons of one RM scored on helpful and on harmless training "
         "pairs. Chance: two random sets of the same sizes (hypergeometric null; per layer when the sets were chosen "
         "per layer). Cross-model: the helpful RM's helpful_top against the harmless RM's harmless_top. "
-        "Source: `neurons/overlap.json`.")
+        "mean_act and fire_rate rank neurons by how active they are on any text, so their two sets overlap even "
+        "if the objectives use different neurons; contrast and attribution measure how a neuron separates chosen "
+        "from rejected. Source: `neurons/overlap.json`.")
     s.tables.append(("Overlap per scorer and top-p (source: `neurons/overlap.json`)", pd.DataFrame(rows)))
     scorer = st["scorer"] if st["scorer"] in overlap else next(iter(overlap))
     s.figures.append((f"Left: Jaccard of helpful_top and harmless_top by `{scorer}` against the chance level "
@@ -121,11 +124,13 @@ def _overlap_figure(run_dir: Path, by_p: dict, p: float) -> Path:
     ax1.bar(x - 0.2, [by_p[k]["jaccard"] for k in keys], 0.4, color=PALETTE[2], label="observed")
     ax1.bar(x + 0.2, [by_p[k]["jaccard_random"] for k in keys], 0.4, color="#999999", label="chance")
     for xi, k in zip(x, keys):
-        ax1.annotate(f"p={by_p[k]['p_value']:.1g}", (xi - 0.2, by_p[k]["jaccard"]), ha="center", va="bottom", fontsize=5)
+        ax1.annotate(f"p={fmt_p(by_p[k]['p_value'], 1)}".replace("=<", "<"), (xi - 0.2, by_p[k]["jaccard"]),
+                     ha="center", va="bottom", fontsize=5)
     ax1.set_xticks(x, [f"{k}%" for k in keys])
     ax1.set_xlabel("top p")
     ax1.set_ylabel("Jaccard(helpful_top, harmless_top)")
-    ax1.legend(frameon=False)
+    ax1.set_ylim(0, 1.3 * max(0.01, max(max(by_p[k]["jaccard"], by_p[k]["jaccard_random"]) for k in keys)))
+    ax1.legend(frameon=False, ncols=2, loc="upper center")
     per_layer = by_p[min(keys, key=lambda k: abs(float(k) - p))]["per_layer"]
     layers = np.arange(len(per_layer["helpful"]))
     w = 0.27
@@ -181,7 +186,7 @@ def section_ablation(run_dir: Path) -> "Section | None":
         s.tables.append((f"{mode} ablation at top-{p:g}% (source: `ablation.csv`)", pd.DataFrame([{
             "set": r.neuron_set, "test set": r.test_set, "neurons": f"{r.n_neurons:.0f}",
             "delta vs base": f"{r.delta_vs_base:+.3f}", "delta vs random": f"{r.delta_vs_random:+.3f}",
-            "McNemar p": f"{r.p_value:.2g}"} for r in grid.itertuples()])))
+            "McNemar p": fmt_p(r.p_value)} for r in grid.itertuples()])))
     return s
 
 
@@ -199,7 +204,8 @@ def _heatmap(run_dir: Path, grid: pd.DataFrame, name: str) -> Path:
     for i in range(len(sets)):
         for j in range(len(tests)):
             if np.isfinite(val[i, j]):
-                ax.text(j, i, f"{val[i, j]:+.3f}\np={pv[i, j]:.1g}", ha="center", va="center", fontsize=6)
+                ax.text(j, i, f"{val[i, j]:+.3f}\np={fmt_p(pv[i, j], 1)}", ha="center", va="center", fontsize=6,
+                        color="white" if abs(val[i, j]) > 0.6 * lim else "black")
     ax.set_xticks(range(len(tests)), [f"{t} test" for t in tests])
     ax.set_yticks(range(len(sets)), sets)
     fig.colorbar(im, ax=ax, label="accuracy change vs random")
@@ -271,7 +277,7 @@ def section_cross(run_dir: Path) -> "Section | None":
     s = Section("Cross-effects and the influence of shared neurons", "neuron-cross")
     rows = [{"RM": r["rm"], "ablated set": name, "test set": test, "neurons": f"{e['n_neurons']:.0f}",
              "delta vs base": f"{e['delta_vs_base']:+.3f} [{e['ci_lo']:+.3f}, {e['ci_hi']:+.3f}]",
-             "delta vs random": f"{e['delta_vs_random']:+.3f}", "McNemar p": f"{e['p_value']:.2g}"}
+             "delta vs random": f"{e['delta_vs_random']:+.3f}", "McNemar p": fmt_p(e["p_value"])}
             for r in records if r["p"] == p for name, by in r["matrix"].items() for test, e in by.items()]
     s.paragraphs.append(
         f"Cross-effect matrix at top-{p:g}% by `{records[0]['scorer']}`, {records[0]['mode']} ablation: ablating "
@@ -284,7 +290,7 @@ def section_cross(run_dir: Path) -> "Section | None":
                   "per-neuron drop, shared minus other": f"{c['per_neuron']['diff']:+.5f} "
                   f"[{c['per_neuron']['ci'][0]:+.5f}, {c['per_neuron']['ci'][1]:+.5f}]",
                   "size-matched drop difference": (f"{c['matched']['diff']:+.3f} [{c['matched']['ci'][0]:+.3f}, "
-                                                   f"{c['matched']['ci'][1]:+.3f}], p={c['matched']['p_value']:.2g}")
+                                                   f"{c['matched']['ci'][1]:+.3f}], p={fmt_p(c['matched']['p_value'])}")
                   if "matched" in c else ""}
                  for r in infl["records"] if r["scorer"] == records[0]["scorer"] and r["mode"] == records[0]["mode"]
                  and r["p"] == p for c in r["comparisons"]]
