@@ -39,6 +39,18 @@ def test_real_tokens_and_fire_counts_ignore_padding():
     assert fire_counts(real).tolist() == [4, 4]
 
 
+def test_bf16_activations_accumulate_like_float32():
+    """Under autocast the hook sees bf16; the sums must equal those of the same values in float32."""
+    acts = ACTS.to(torch.bfloat16)  # every value in ACTS is exact in bf16
+    low, high = NeuronSums.zeros(1, 2), NeuronSums.zeros(1, 2)
+    for sums, a in ((low, acts), (high, acts.float())):
+        sums.add_batch(MASK)
+        sums.add_layer(0, a, MASK, base=torch.ones_like(a))
+        sums.add_attribution(0, a, torch.full_like(a, 2.0), MASK)
+    for name, value in low.finalize().items():
+        torch.testing.assert_close(value, high.finalize()[name], msg=name)
+
+
 def test_sq_change_and_attribution_by_hand():
     real = real_tokens(ACTS, MASK)
     base = torch.ones_like(real)
