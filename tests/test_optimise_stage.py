@@ -200,3 +200,21 @@ def test_cli_policy_sample_bon_and_rl(study, tmp_path, capsys):
     assert main(["policy", "sample", "--config", str(path), "--prompt", " "]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --prompt") and len(err.strip().splitlines()) == 1
+
+
+def test_select_prompts_takes_equal_shares_of_distinct_user_ending_contexts():
+    from rmtension.bon_stage import select_prompts
+    from rmtension.data.types import Pair, Turn
+
+    def pairs(tag, n):
+        out = [Pair(f"{tag}/{i}", (Turn("user", f"{tag} q{i % 5}"),), "a", "b", tag, "f", i) for i in range(n)]
+        out.append(Pair(f"{tag}/x", (Turn("user", "u"), Turn("assistant", "a")), "a", "b", tag, "f", 99))
+        return out
+
+    test_sets = {"helpful": pairs("helpful", 20), "harmless": pairs("harmless", 20)}
+    got = select_prompts(test_sets, ["helpful", "harmless"], 7, seed=0)
+    assert [p["objective"] for p in got].count("helpful") == 4 and len(got) == 7
+    contexts = [p["context"] for p in got]
+    assert len(set(contexts)) == 7 and all(c[-1].role == "user" for c in contexts)
+    assert got == select_prompts(test_sets, ["helpful", "harmless"], 7, seed=0)
+    assert len(select_prompts(test_sets, ["helpful"], 50, seed=0)) == 5  # only 5 distinct contexts exist

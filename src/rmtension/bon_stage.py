@@ -109,6 +109,11 @@ def stage_bon_sample(prep) -> None:
         return
     pc, b = cfg.policy, cfg.bon
     prompts = select_prompts(ctx.bundle.test_sets, b.prompt_objectives, b.n_prompts, pc.seed)
+    if len(prompts) < min(2, b.n_prompts) or len(prompts) < b.n_prompts // 2:
+        from rmtension.errors import ConfigError
+
+        raise ConfigError(f"bon.n_prompts={b.n_prompts}: the test splits of {b.prompt_objectives} hold only "
+                          f"{len(prompts)} distinct conversations that end in a user turn")
     policy = open_policy(pc, cfg.model.cache_dir, device=str(device()))
     ids = [build_prompt_ids(policy.tokenizer, p["context"], pc.max_prompt_tokens) for p in prompts]
     log(f"best-of-n: sampling {b.n_samples} responses for each of {len(prompts)} prompts ({pc.backbone})")
