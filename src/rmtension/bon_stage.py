@@ -205,7 +205,7 @@ def bon_fits(table: pd.DataFrame, per_prompt: dict, ns: Sequence[int], cfg) -> d
     for o, curves in per_prompt.items():
         t = table[table["objective"] == o]
         fits = {k: bon.sqrt_kl_fit(t["kl_bound"], t[k]) for k in curves if np.isfinite(t[k]).all()}
-        rng = np.random.default_rng(cfg.bon.bootstrap)
+        rng = np.random.default_rng(cfg.policy.seed)  # the same prompt resamples for every objective
         out["objectives"][o] = {
             "sqrt_kl": fits,
             "gao_test_pm": bon.gao_fit(t["kl_bound"], t["reward_test_pm"]),
