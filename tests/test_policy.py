@@ -9,10 +9,8 @@ from rmtension.policy import (
     filter_logits,
     left_pad,
     next_tokens,
-    length_chunks,
     plan_rows,
     positions,
-    prefill,
     sample,
     stop_token_ids,
 )
@@ -163,16 +161,3 @@ def test_smollm2_greedy_equals_generate_in_fp32():
     expected = generate_greedy(policy.model, prompts, 12, policy.stop_ids, policy.pad_id)
     got = sample(policy.model, prompts, max_new_tokens=12, temperature=0, stop_ids=policy.stop_ids, pad_id=policy.pad_id)
     assert got.tokens == expected
-
-
-def test_chunked_prefill_equals_one_padded_prefill():
-    assert length_chunks([200, 180, 100, 90, 20]) == [[0, 1], [2, 3], [4]]
-    model = tiny_causal_lm("llama", layers=2, hidden=64, mlp=128)
-    cache, logits, mask = prefill(model, PROMPTS, pad_id=0)
-    assert len(length_chunks([len(p) for p in PROMPTS])) > 2  # several chunks were merged
-    ids, one_mask = left_pad(PROMPTS, 0)
-    with torch.no_grad():
-        ref = model(input_ids=ids, attention_mask=one_mask, position_ids=positions(one_mask)).logits[:, -1]
-    torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)
-    assert torch.equal(mask.sum(1), one_mask.sum(1)) and mask.shape == one_mask.shape
-    assert cache.get_seq_length() == ids.shape[1]
