@@ -194,9 +194,7 @@ SECTION_MODULES = ("rmtension.neurons.report", "rmtension.optimise_report")
 def all_sections() -> list[Callable[[Path], Section | None]]:
     import importlib
 
-    from rmtension.study import _optional
-
-    return SECTIONS + [f for mod in SECTION_MODULES for f in _optional(mod).SECTIONS]
+    return SECTIONS + [f for mod in SECTION_MODULES for f in importlib.import_module(mod).SECTIONS]
 
 
 def build_sections(run_dir: Path) -> list[Section]:

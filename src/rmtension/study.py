@@ -212,19 +212,7 @@ def extra_stages(cfg: StudyConfig) -> list[tuple[str, Callable[[Prepared], objec
     """
     import importlib
 
-    return [stage for mod in STAGE_MODULES for stage in _optional(mod).study_stages(cfg)]
-
-
-def _optional(mod: str):
-    import importlib
-    import types
-
-    try:
-        return importlib.import_module(mod)
-    except ModuleNotFoundError as e:  # TODO(integration): drop once both analysis modules have landed
-        if e.name != mod:
-            raise
-        return types.SimpleNamespace(study_stages=lambda cfg: [], SECTIONS=[])
+    return [stage for mod in STAGE_MODULES for stage in importlib.import_module(mod).study_stages(cfg)]
 
 
 def print_summary(run_dir: Path, table: dict, timings: dict) -> None:
