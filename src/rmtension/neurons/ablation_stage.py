@@ -14,7 +14,7 @@ sets, their average for `shared`); a set's random controls use the same values.
 Outputs: ablation.csv, neurons/influence.json, neurons/cross_effect.json. ablation.csv has one row
 per (rm, neuron_set, scorer, p, mode, test_set): neuron_set `none` is the unablated model,
 `random:<set>` the mean of a set's random controls, `<a>@<b>` set a cut to the size of set b.
-After the issue's columns come `margin` (mean r_chosen - r_rejected), `delta_margin`, `ci_lo`/`ci_hi`
+After the documented columns come `margin` (mean r_chosen - r_rejected), `delta_margin`, `ci_lo`/`ci_hi`
 (bootstrap CI of delta_vs_base), `random_accuracy`/`random_min`/`random_max` (over the draws),
 `n_pairs` and `control_seed`.
 """
