@@ -82,7 +82,8 @@ def run_ours(path: str, tok, train: EncodedPairs, val: EncodedPairs, trainable: 
         cache = None
         if trainable != "all":
             cache = TrunkCache(k, trunk_fingerprint(model, k))
-            cache.add(model, train, tok.pad_token_id, 32, True)
+            for enc in (train, val):  # training validates on val, through the same cache
+                cache.add(model, enc, tok.pad_token_id, 32, True)
         train_reward_model(model, tok, train, val, cfg, 0, out, cache=cache, progress=False)
         seconds = time.perf_counter() - t0
     model.eval()
