@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from studykit import write_hh
 from tiny import save_tiny
 
 from rmtension.cli import main
@@ -16,21 +13,6 @@ from rmtension.config import StudyConfig
 from rmtension.errors import ConfigError
 from rmtension.neurons.stage import study_stages
 from rmtension.runio import load_tensors, read_json
-
-WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud", "lamp", "door", "bird"]
-
-
-def write_hh(root, subset: str, n: int, good: str, bad: str, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        q = f"{i} " + " ".join(rng.choice(WORDS, 2))
-        ctx = f"\n\nHuman: {q}\n\nAssistant:"
-        rows.append({"chosen": f"{ctx} {q} {good}", "rejected": f"{ctx} {q} {bad}"})
-    (root / subset).mkdir(parents=True)
-    with gzip.open(root / subset / "test.jsonl.gz", "wt", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-
 
 def test_study_stages_follow_the_config():
     assert study_stages(StudyConfig()) == []
