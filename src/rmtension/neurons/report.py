@@ -155,15 +155,24 @@ def _agreement_table(agree: dict) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-def section_ablation(run_dir: Path) -> "Section | None":
-    from rmtension.report import Section
-
+def _load_ablation(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame, str] | None:
+    """`ablation.csv`, the run's neuron settings, and the rows of the RMs the report headlines (None: no file)."""
     path = run_dir / "ablation.csv"
     if not path.exists():
         return None
     frame = pd.read_csv(path)
     st = _settings(run_dir)
     rows, who = _main_rows(frame, st)
+    return frame, st, rows, who
+
+
+def section_ablation(run_dir: Path) -> "Section | None":
+    from rmtension.report import Section
+
+    loaded = _load_ablation(run_dir)
+    if loaded is None:
+        return None
+    frame, st, rows, who = loaded
     if rows.empty:
         return None
     s = Section("Ablating the neuron sets", "neuron-ablation")
@@ -215,12 +224,10 @@ def _heatmap(run_dir: Path, grid: pd.DataFrame, name: str) -> Path:
 def section_sweep(run_dir: Path) -> "Section | None":
     from rmtension.report import Section
 
-    path = run_dir / "ablation.csv"
-    if not path.exists():
+    loaded = _load_ablation(run_dir)
+    if loaded is None:
         return None
-    frame = pd.read_csv(path)
-    st = _settings(run_dir)
-    rows, who = _main_rows(frame, st)
+    frame, st, rows, who = loaded
     rows = rows[rows["mode"] == "zero"] if (rows["mode"] == "zero").any() else rows
     if rows.empty or rows["p"].nunique() < 2:
         return None
