@@ -58,12 +58,12 @@ def tension_table(scores: dict[str, dict[str, list[pd.DataFrame]]], cfg: EvalCon
         reps = {rm: seed_pair_bootstrap(c, cfg.bootstrap, rng, pair_idx) for rm, c in per_rm.items()}
         for rm, c in per_rm.items():
             seeds_acc = c.mean(axis=1)
+            margins = np.concatenate([(f.r_chosen - f.r_rejected).to_numpy() for f in frames[rm]])  # [S * N]
             out["accuracy"].setdefault(rm, {})[test] = {
                 "mean": float(seeds_acc.mean()), "sd": float(seeds_acc.std(ddof=1)) if len(seeds_acc) > 1 else 0.0,
                 "ci95": interval(reps[rm], cfg.ci), "n": int(len(ids)), "per_seed": [float(a) for a in seeds_acc],
-                "mean_margin": float(np.mean([(f.r_chosen - f.r_rejected).mean() for f in frames[rm]])),
+                "mean_margin": float(margins.mean()),
                 "per_subset": _per_subset(frames[rm][0].subset.to_numpy(), c)}
-            margins = np.concatenate([(f.r_chosen - f.r_rejected).to_numpy() for f in frames[rm]])
             out["calibration"].setdefault(rm, {})[test] = calibration(margins, cfg.ece_bins)
         if all(rm in per_rm for rm in RMS):
             point = per_rm["mixed"].mean() - max(per_rm["helpful"].mean(), per_rm["harmless"].mean())
