@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import numpy as np
@@ -12,23 +11,8 @@ import yaml
 
 from rmtension.cli import main
 from rmtension.optimise_stage import split_halves
+from studykit import write_hh
 from tiny import save_tiny
-
-WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud", "lamp", "door", "bird"]
-
-
-def write_hh(root, subset: str, n: int, good: str, bad: str, seed: int) -> None:
-    """An official-layout test file whose chosen replies start with `good`, rejected with `bad`."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        q = f"{subset} {i} " + " ".join(rng.choice(WORDS, 3))
-        ctx = f"\n\nHuman: {q}\n\nAssistant:"
-        rows.append({"chosen": f"{ctx} {good} {q}", "rejected": f"{ctx} {bad} {q}"})
-    (root / subset).mkdir(parents=True)
-    with gzip.open(root / subset / "test.jsonl.gz", "wt", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-
 
 def test_split_halves_keeps_prompt_groups_together_and_balances_sizes():
     keys = [f"g{i % 7}" for i in range(40)] + [f"solo{i}" for i in range(9)]
