@@ -105,6 +105,19 @@ def test_caps_give_every_objective_n_training_pairs(carved_root):
         assert "test" not in bundle.splits["mixed"] and set(bundle.test_sets) == {"helpful", "harmless"}
 
 
+def test_val_cap_limits_validation_only(carved_root):
+    both = build_dataset(cfg(max_eval_pairs=12), str(carved_root))
+    val_only = build_dataset(cfg(max_eval_pairs=12, max_val_pairs=5), str(carved_root))
+    assert [len(val_only.splits[o]["val"]) for o in ("helpful", "harmless")] == [5, 5]
+    assert len(val_only.splits["mixed"]["val"]) == 10
+    # The test sets keep the larger cap, and the capped validation set is a prefix-nested draw of the same pool.
+    assert [len(val_only.test_sets[o]) for o in ("helpful", "harmless")] == [12, 12]
+    assert val_only.test_sets == both.test_sets
+    assert {p.pair_id for p in val_only.splits["helpful"]["val"]} <= {p.pair_id for p in both.splits["helpful"]["val"]}
+    # A val cap above the eval cap changes nothing.
+    assert build_dataset(cfg(max_eval_pairs=12, max_val_pairs=50), str(carved_root)).splits == both.splits
+
+
 def test_caps_are_nested_and_seeded(carved_root):
     small = build_dataset(cfg(max_train_pairs=20), str(carved_root)).splits["helpful"]["train"]
     big = build_dataset(cfg(max_train_pairs=60), str(carved_root)).splits["helpful"]["train"]

@@ -52,6 +52,9 @@ class DataConfig(Strict):
     """Cap on training pairs per objective (the same cap for each, so runs are size-matched)."""
     max_eval_pairs: int | None = Field(None, ge=2)
     """Cap on validation and test pairs per objective."""
+    max_val_pairs: int | None = Field(None, ge=2)
+    """Cap on validation pairs per objective when it should be smaller than `max_eval_pairs`
+    (validation runs at every eval step; the test sets are scored once per model)."""
     lenient: bool = False
     """Skip (and count) malformed rows instead of stopping."""
     rmb_path: str | None = None

@@ -16,6 +16,8 @@ Mixed val is the union of the helpful and harmless val sets; test sets exist per
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,12 +84,14 @@ def build_objectives(split: SplitResult, cfg: DataConfig) -> tuple[dict[str, dic
     """(splits per objective, test sets per objective) from grouped splits, with caps applied."""
     subsets = objective_subsets(cfg)
     seed, cap_train, cap_eval = cfg.split_seed, cfg.max_train_pairs, cfg.max_eval_pairs
+    cap_val = min(c for c in (cap_eval, cfg.max_val_pairs, math.inf) if c is not None)
+    cap_val = None if cap_val == math.inf else cap_val
     pool = {o: {s: [p for p in split.pairs[s] if p.subset in subsets[o]] for s in split.pairs} for o in SINGLE}
     for o in SINGLE:
         if not pool[o]["train"]:
             raise DataError(",".join(subsets[o]), None, f"objective {o} has no training pairs")
     splits = {o: {"train": take(pool[o]["train"], cap_train, seed, "train"),
-                  "val": take(pool[o]["val"], cap_eval, seed, "val"),
+                  "val": take(pool[o]["val"], cap_val, seed, "val"),
                   "test": take(pool[o]["test"], cap_eval, seed, "test")} for o in SINGLE}
     n_help, n_harm = mixed_sizes(len(pool["helpful"]["train"]), len(pool["harmless"]["train"]),
                                  cfg.mixed_mode, cfg.mixed_ratio, cap_train)

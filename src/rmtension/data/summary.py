@@ -61,6 +61,7 @@ def build_summary(cfg: "DataConfig", source: str, loaded: dict[str, "LoadResult"
         "mixed_ratio": cfg.mixed_ratio,
         "max_train_pairs": cfg.max_train_pairs,
         "max_eval_pairs": cfg.max_eval_pairs,
+        "max_val_pairs": cfg.max_val_pairs,
         "objectives": {o: {s: len(p) for s, p in by.items()} for o, by in splits.items()},
         "mixed_train_subsets": dict(Counter(p.subset for p in splits["mixed"]["train"])),
         "test_sets": {name: len(p) for name, p in test_sets.items()},
