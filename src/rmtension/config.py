@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rmtension.errors import ConfigError
 
@@ -111,6 +111,19 @@ class TrainConfig(Strict):
     """Optimiser steps between resumable checkpoints."""
     length_grouping: bool = True
     """Group batches by length to cut padding."""
+    trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
+    """Also send the training metrics to these accelerate trackers (`metrics.jsonl` is always
+    written); each must be installed. Does not change results, so not part of the training hash."""
+
+    @field_validator("trackers")
+    @classmethod
+    def _installed(cls, trackers: list[str]) -> list[str]:
+        import importlib.util
+
+        missing = [t for t in trackers if importlib.util.find_spec(t) is None]
+        if missing:
+            raise ValueError(f"{missing} not installed (pip install {' '.join(missing)})")
+        return list(dict.fromkeys(trackers))
 
 
 class EvalConfig(Strict):

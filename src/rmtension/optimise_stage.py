@@ -37,7 +37,9 @@ def pm_dir(run_dir: Path, objective: str, half: str) -> Path:
 
 
 def pm_hash(cfg, objective: str, half: str) -> str:
-    return config_hash(cfg.data, cfg.model, cfg.train.model_copy(update={"seeds": []}),
+    from rmtension.study import train_settings
+
+    return config_hash(cfg.data, cfg.model, train_settings(cfg.train),
                        cfg.pm_halves.model_copy(update={"objectives": []}), objective, half, "pm")
 
 

@@ -79,8 +79,13 @@ def prepare(run_dir: Path, cfg: StudyConfig) -> Prepared:
     return prep
 
 
+def train_settings(train) -> dict:
+    """The training settings a reward model's weights depend on: all but the seed list and the trackers."""
+    return {**train.model_dump(mode="json", exclude={"trackers"}), "seeds": []}
+
+
 def _train_hash(cfg: StudyConfig, objective: str, seed: int) -> str:
-    return config_hash(cfg.data, cfg.model, cfg.train.model_copy(update={"seeds": []}), objective, str(seed))
+    return config_hash(cfg.data, cfg.model, train_settings(cfg.train), objective, str(seed))
 
 
 def _trunk_cache(prep: Prepared):
