@@ -35,3 +35,21 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def hh_root(shared_data: Path) -> Path:
     return shared_data / "hh-rlhf"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The shipped smoke study (configs/smoke.yaml: MiniLM, real HH-RLHF, every stage), run once per session.
+
+    About 5 minutes on 2 CPU cores. The run directory is $RMTENSION_SMOKE_DIR when set (CI keeps it,
+    with the report's browser screenshot, as an artifact), else a temporary folder; it starts fresh.
+    """
+    if not os.environ.get("RMTENSION_DATA"):
+        pytest.skip("the smoke study needs RMTENSION_DATA (HH-RLHF in the official layout)")
+    from rmtension.cli import main
+
+    out = Path(os.environ.get("RMTENSION_SMOKE_DIR") or tmp_path_factory.mktemp("smoke") / "smoke")
+    rc = main(["study", "--config", str(REPO / "configs" / "smoke.yaml"), "--out", str(out), "--fresh"])
+    if rc != 0:
+        pytest.fail(f"the smoke study exited with {rc}")
+    return out

@@ -4,12 +4,10 @@ caching, and the CLI's one-line errors."""
 from __future__ import annotations
 
 import json
-import os
 
 import pandas as pd
 import pytest
 
-from conftest import REPO
 from rmtension.cli import main
 from studykit import tiny_study
 
@@ -118,12 +116,10 @@ def test_data_summary_command(setup, capsys):
     assert "harmless-base" in out and "80" in out
 
 
-@pytest.mark.skipif(not os.environ.get("RMTENSION_DATA"), reason="needs RMTENSION_DATA")
 @pytest.mark.real
-def test_smoke_config_on_real_data_and_minilm(tmp_path):
-    """CI runs the shipped smoke config end to end (a few minutes)."""
-    out = tmp_path / "smoke"
-    assert run("study", "--config", REPO / "configs/smoke.yaml", "--out", out) == 0
+def test_smoke_config_on_real_data_and_minilm(smoke_run):
+    """CI runs the shipped smoke config end to end (a few minutes, shared with the browser test)."""
+    out = smoke_run
     table = json.loads((out / "tension.json").read_text())
     assert set(table["accuracy"]) == {"helpful", "harmless", "mixed"}
     assert (out / "report.html").stat().st_size > 10_000

@@ -50,6 +50,17 @@ def report(run_dir: str = typer.Argument(..., help="A run directory written by `
     print(write_report(run_dir))
 
 
+@app.command()
+def compare(
+    run_dirs: list[str] = typer.Argument(..., help="Two or more run directories written by `rmtension study`."),
+    out: str = typer.Option("runs/compare", "--out", "-o", help="Folder for the comparison report."),
+) -> None:
+    """Put several runs side by side in one report (e.g. MiniLM vs SmolLM2, or different mix ratios)."""
+    from rmtension.compare import compare_runs
+
+    print(compare_runs(run_dirs, out))
+
+
 def _mount() -> None:
     """Sub-command groups live next to the code they drive."""
     from rmtension.data.cli import app as data_app

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rmtension.figures import COLUMN_WIDTH, PALETTE, RM_COLOURS, new_figure, plt, save
+from rmtension.figures import CHANCE_COLOUR, COLUMN_WIDTH, DOUBLE_WIDTH, PALETTE, RM_COLOURS, new_figure, save
+from rmtension.report_section import Section
 from rmtension.runio import read_json
 
 R2_OBSERVED = 0.9
@@ -25,12 +26,6 @@ CURVES = {"reward_train_pm": ("pm_train (selects)", "-", "o"), "reward_test_pm":
 LABELS = {**{k: v[0] for k, v in CURVES.items()}, "reward_helpful_rm": "study helpful RM",
           "reward_harmless_rm": "study harmless RM"}
 KL_LABEL = "sqrt(KL_bon), KL_bon = log n - (n-1)/n (an upper bound)"
-
-
-def _section():
-    from rmtension.report import Section  # lazily: report imports this module
-
-    return Section
 
 
 def sqrt_kl_sentence(where: str, objective: str, fit: dict) -> str:
@@ -55,7 +50,7 @@ def section_bon(run_dir: Path):
     if not (run_dir / "bon.csv").exists() or not (run_dir / "bon_fit.json").exists():
         return None
     table, fits = pd.read_csv(run_dir / "bon.csv"), read_json(run_dir / "bon_fit.json")
-    s = _section()("Best-of-n against a learned judge", "bon")
+    s = Section("Best-of-n against a learned judge", "bon")
     s.paragraphs.append(
         "N responses per held-out prompt are sampled once from the policy; for each n the expected reward of the "
         "sample that pm_train ranks best among n is computed exactly over all n-subsets (no regeneration). "
@@ -63,8 +58,8 @@ def section_bon(run_dir: Path):
         "objective's training pairs (Bai et al. 2022, sec. 4.3). Rewards are z-scores of each judge over all samples. "
         f"{fits['kl']}. Sources: `bon.csv`, `bon_fit.json`, `bon/samples.parquet`.")
     objectives = list(dict.fromkeys(table["objective"]))
-    fig, axes = plt.subplots(1, len(objectives), figsize=(COLUMN_WIDTH * len(objectives) * 0.8, 2.5),
-                             constrained_layout=True, squeeze=False, sharey=True)
+    fig, axes = new_figure(DOUBLE_WIDTH if len(objectives) > 1 else COLUMN_WIDTH, 2.9, ncols=len(objectives),
+                           squeeze=False, sharey=True)
     rows = []
     for ax, o in zip(axes[0], objectives):
         t, f = table[table["objective"] == o], fits["objectives"][o]
@@ -73,9 +68,9 @@ def section_bon(run_dir: Path):
                 ax.plot(t["sqrt_kl"], t[col], ls=ls, marker=marker, ms=2.5, lw=1, color=RM_COLOURS.get(o), label=label)
         fit = f["sqrt_kl"]["reward_train_pm"]
         d = np.linspace(0, t["sqrt_kl"].max(), 50)
-        ax.plot(d, fit["intercept"] + fit["slope"] * d, color="grey", lw=0.7, label="a + b·sqrt(KL) fit (pm_train)")
+        ax.plot(d, fit["intercept"] + fit["slope"] * d, color=CHANCE_COLOUR, lw=0.7, label="a + b·sqrt(KL) fit (pm_train)")
         g = f["gao_test_pm"]
-        ax.plot(d, d * (g["alpha"] - g["beta"] * d), color="grey", lw=0.7, ls="--", label="d(α − βd) fit (pm_test)")
+        ax.plot(d, d * (g["alpha"] - g["beta"] * d), color=CHANCE_COLOUR, lw=0.7, ls="--", label="d(α − βd) fit (pm_test)")
         ax.set_title(f"{o} (n = 1 … {f['n_max']})")
         ax.set_xlabel(KL_LABEL if len(objectives) == 1 else "sqrt(KL_bon) (upper bound)")
         s.paragraphs.append(sqrt_kl_sentence("Best-of-n", o, fit))
@@ -88,7 +83,7 @@ def section_bon(run_dir: Path):
                      "peak n": "never" if not np.isfinite(g["peak_n"]) else f"{g['peak_n']:.0f}"})
     axes[0][0].set_ylabel("reward of the pick (z)")
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}  # every curve kind, once
-    axes[0][0].legend(handles.values(), handles.keys(), frameon=False, fontsize=5.5)
+    fig.legend(handles.values(), handles.keys(), frameon=False, loc="outside lower center", ncols=3)
     s.figures.append(("Best-of-n: reward of pm_train's pick under pm_train, pm_test and the other objective's RM, "
                       "against sqrt(KL_bon) (an upper bound on the KL, Beirami et al. 2024).", save(fig, run_dir, "bon")))
     s.tables.append(("Fits of reward against sqrt(KL) (source: `bon_fit.json`)", pd.DataFrame(rows).fillna("")))
@@ -100,13 +95,13 @@ def section_rl(run_dir: Path):
         return None
     frame = pd.read_csv(run_dir / "rl.csv")
     summary = read_json(run_dir / "rl.json") if (run_dir / "rl.json").exists() else {}
-    s = _section()("RL against pm_train", "rl")
+    s = Section("RL against pm_train", "rl")
     s.paragraphs.append(
         "RLOO (Ahmadian et al. 2024) with a KL penalty to the initial policy, optimising pm_train; each step logs the "
         "sampled batch's KL (sum over tokens of log π − log π_ref) and its reward under pm_train, pm_test and the other "
         "objective's RM (z-units of the initial policy's samples). Sources: `rl.csv`, `rl.json`.")
     objectives = list(dict.fromkeys(frame["objective"]))
-    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.4), constrained_layout=True)
+    fig, axes = new_figure(DOUBLE_WIDTH, 2.8, ncols=2)
     for o in objectives:
         t = frame[frame["objective"] == o]
         c = RM_COLOURS.get(o)
@@ -125,7 +120,7 @@ def section_rl(run_dir: Path):
                 f"the steps (KL ≈ {sm['final_kl']:.3f}) pm_train − pm_test = {gap:+.3f} {spread}.")
     axes[0].set_xlabel("sqrt(KL) to the initial policy (sampled batch)")
     axes[0].set_ylabel("reward (z)")
-    axes[0].legend(frameon=False, fontsize=5)
+    fig.legend(*axes[0].get_legend_handles_labels(), frameon=False, loc="outside lower center", ncols=3)
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("KL to the initial policy")
     axes[1].legend(frameon=False)
@@ -141,12 +136,12 @@ def section_frontier(run_dir: Path):
         return None
     f = pd.read_csv(run_dir / "frontier.csv")
     w, judges = f[f["kind"] == "weighted"], f[f["kind"] == "judge"]
-    s = _section()("Helpful-harmless frontier", "frontier")
+    s = Section("Helpful-harmless frontier", "frontier")
     s.paragraphs.append(
         f"Best-of-{int(w['n'].iloc[0])} selecting by w·z(helpful RM) + (1 − w)·z(harmless RM) for w in [0, 1], read by the "
         "study's helpful and harmless RMs (first seed); markers show where selecting by a single judge lands "
         "(w = 1 and w = 0 are the helpful and harmless RMs themselves). Source: `frontier.csv`.")
-    fig, ax = new_figure(height=2.8)
+    fig, ax = new_figure(COLUMN_WIDTH, 3.4)
     ax.plot(w["helpful"], w["harmless"], color="black", lw=1, marker=".", ms=3, label="weighted selector")
     for i, (_, r) in enumerate(judges.iterrows()):
         obj = next((o for o in RM_COLOURS if r["selector"].endswith(o)), None)
@@ -155,7 +150,7 @@ def section_frontier(run_dir: Path):
                    label=r["selector"], zorder=3)
     ax.set_xlabel("helpful RM reward (z)")
     ax.set_ylabel("harmless RM reward (z)")
-    ax.legend(frameon=False, fontsize=5, ncols=2)
+    fig.legend(frameon=False, loc="outside lower center", ncols=2)
     s.figures.append(("The helpful-vs-harmless frontier that best-of-n reaches, with single-judge selections.",
                       save(fig, run_dir, "frontier")))
     s.tables.append(("Frontier and single-judge points (z-units)", f.round(3)))
@@ -173,7 +168,7 @@ def section_examples(run_dir: Path):
         return None
     ex = read_json(path)
     n_max = ex["n_samples"]
-    s = _section()("What over-optimisation looks like", "bon-examples")
+    s = Section("What over-optimisation looks like", "bon-examples")
     s.paragraphs.append(
         f"For a few held-out prompts: independent draws from the policy (n = 1) and the responses each pm_train ranks "
         f"highest among all N = {n_max} (the first is its best-of-{n_max} pick), with every judge's z-score. "

@@ -2,38 +2,33 @@
 
 Each section reads its files and returns None when they are absent, so the report shows what ran:
 
-- the paper's four claims, one plain sentence each (`claims.paper_claims`);
 - the overlap of helpful_top and harmless_top against chance, and where the shared neurons sit;
 - the ablation heatmap (neuron set x test set) at the claims' top-p;
 - the p-sweep: accuracy change against p with the matched random control's band;
 - the cross-effects and the per-neuron influence of the shared neurons.
 
-`rmtension.report` collects `SECTIONS`; `Section` is imported inside each function because
-`rmtension.report` imports this module.
+The paper's four claims, one sentence each, are in the report's summary of findings
+(`rmtension.findings`). `rmtension.report` places `SECTIONS` under its Neurons and Ablations headings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 import yaml
 
-from rmtension.figures import COLUMN_WIDTH, PALETTE, new_figure, plt, save
+from rmtension.figures import CHANCE_COLOUR, COLUMN_WIDTH, DIVERGING_CMAP, DOUBLE_WIDTH, PALETTE, new_figure, save
 from rmtension.neurons.claims import fmt_p
+from rmtension.report_section import Section
 from rmtension.runio import read_json
-
-if TYPE_CHECKING:
-    from rmtension.report import Section
 
 SETS = ["helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only"]
 SET_COLOURS = dict(zip(SETS, [PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[5], PALETTE[4]]))
 
 
-def _settings(run_dir: Path) -> dict:
+def claim_settings(run_dir: Path) -> dict:
     """The claim settings saved in config.yaml (defaults where the run has no such section)."""
     from rmtension.neurons.config import AblationConfig, NeuronsConfig
 
@@ -62,33 +57,12 @@ def _nearest(values, p: float) -> float:
     return float(min(values, key=lambda q: abs(float(q) - p)))
 
 
-def section_claims(run_dir: Path) -> "Section | None":
-    from rmtension.neurons.claims import paper_claims
-    from rmtension.report import Section
-
-    if not (run_dir / "neurons" / "overlap.json").exists():
-        return None
-    st = _settings(run_dir)
-    claims = paper_claims(run_dir, p=st["p"], scorer=st["scorer"], mode="zero", alpha=st["alpha"], rm_objective=st["rm"])
-    s = Section("Neuron claims of Tanwar & Atanasova (2026)", "neuron-claims")
-    s.paragraphs.append(
-        f"Each claim is tested at top-{st['p']:g}% by `{st['scorer']}` with zero ablation in the {st['rm']} RM "
-        f"(seeds averaged), at significance level {st['alpha']:g}. Sources: `neurons/overlap.json` (shared), "
-        "`ablation.csv` (identified, cross-effect; p-values are exact McNemar tests against a random set with the "
-        "same count per layer), `neurons/influence.json` (influence; paired bootstrap CIs over test pairs).")
-    s.paragraphs += [c.sentence for c in claims]
-    s.tables.append(("Verdict per claim", pd.DataFrame([{"claim": c.name, "verdict": c.verdict} for c in claims])))
-    return s
-
-
-def section_overlap(run_dir: Path) -> "Section | None":
-    from rmtension.report import Section
-
+def section_overlap(run_dir: Path) -> Section | None:
     path = run_dir / "neurons" / "overlap.json"
     if not path.exists():
         return None
     overlap = read_json(path)
-    st = _settings(run_dir)
+    st = claim_settings(run_dir)
     s = Section("Shared neurons: overlap of the helpful and harmless sets", "neuron-overlap")
     rows = [{"scorer": scorer, "top p (%)": p, "RM": o.get("rm", ""), "n helpful": o["n_helpful"],
              "n harmless": o["n_harmless"], "n shared": o["n_shared"], "expected shared": f"{o.get('expected_shared', np.nan):.1f}",
@@ -118,14 +92,14 @@ def section_overlap(run_dir: Path) -> "Section | None":
 
 
 def _overlap_figure(run_dir: Path, by_p: dict, p: float) -> Path:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH, 2.4), constrained_layout=True)
+    fig, (ax1, ax2) = new_figure(DOUBLE_WIDTH, 2.4, ncols=2)
     keys = sorted(by_p, key=float)
     x = np.arange(len(keys))
     ax1.bar(x - 0.2, [by_p[k]["jaccard"] for k in keys], 0.4, color=PALETTE[2], label="observed")
-    ax1.bar(x + 0.2, [by_p[k]["jaccard_random"] for k in keys], 0.4, color="#999999", label="chance")
+    ax1.bar(x + 0.2, [by_p[k]["jaccard_random"] for k in keys], 0.4, color=CHANCE_COLOUR, label="chance")
     for xi, k in zip(x, keys):
         ax1.annotate(f"p={fmt_p(by_p[k]['p_value'], 1)}".replace("=<", "<"), (xi - 0.2, by_p[k]["jaccard"]),
-                     ha="center", va="bottom", fontsize=5)
+                     ha="center", va="bottom", fontsize=7)
     ax1.set_xticks(x, [f"{k}%" for k in keys])
     ax1.set_xlabel("top p")
     ax1.set_ylabel("Jaccard(helpful_top, harmless_top)")
@@ -161,14 +135,12 @@ def _load_ablation(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame, str
     if not path.exists():
         return None
     frame = pd.read_csv(path)
-    st = _settings(run_dir)
+    st = claim_settings(run_dir)
     rows, who = _main_rows(frame, st)
     return frame, st, rows, who
 
 
-def section_ablation(run_dir: Path) -> "Section | None":
-    from rmtension.report import Section
-
+def section_ablation(run_dir: Path) -> Section | None:
     loaded = _load_ablation(run_dir)
     if loaded is None:
         return None
@@ -209,11 +181,11 @@ def _heatmap(run_dir: Path, grid: pd.DataFrame, name: str) -> Path:
         val[i, j], pv[i, j] = r.delta_vs_random, r.p_value
     fig, ax = new_figure(height=0.35 * len(sets) + 1.0)
     lim = max(0.01, float(np.nanmax(np.abs(val))) if np.isfinite(val).any() else 0.01)
-    im = ax.imshow(val, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    im = ax.imshow(val, cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim, aspect="auto")
     for i in range(len(sets)):
         for j in range(len(tests)):
             if np.isfinite(val[i, j]):
-                ax.text(j, i, f"{val[i, j]:+.3f}\np={fmt_p(pv[i, j], 1)}", ha="center", va="center", fontsize=6,
+                ax.text(j, i, f"{val[i, j]:+.3f}\np={fmt_p(pv[i, j], 1)}", ha="center", va="center", fontsize=7,
                         color="white" if abs(val[i, j]) > 0.6 * lim else "black")
     ax.set_xticks(range(len(tests)), [f"{t} test" for t in tests])
     ax.set_yticks(range(len(sets)), sets)
@@ -221,9 +193,7 @@ def _heatmap(run_dir: Path, grid: pd.DataFrame, name: str) -> Path:
     return save(fig, run_dir, name)
 
 
-def section_sweep(run_dir: Path) -> "Section | None":
-    from rmtension.report import Section
-
+def section_sweep(run_dir: Path) -> Section | None:
     loaded = _load_ablation(run_dir)
     if loaded is None:
         return None
@@ -238,8 +208,7 @@ def section_sweep(run_dir: Path) -> "Section | None":
         f"{rows['mode'].iloc[0]} ablation). Shaded: the matched random control, from the lowest to the highest "
         "of its draws and its bootstrap CI. Source: `ablation.csv`.")
     tests = _test_order(rows["test_set"].unique())
-    fig, axes = plt.subplots(1, len(tests), figsize=(COLUMN_WIDTH * len(tests), 2.5), constrained_layout=True,
-                             sharey=True, squeeze=False)
+    fig, axes = new_figure(DOUBLE_WIDTH if len(tests) > 1 else COLUMN_WIDTH, 2.5, ncols=len(tests), sharey=True, squeeze=False)
     for ax, test in zip(axes[0], tests):
         for name in ("helpful_top", "harmless_top"):
             own = rows[(rows["neuron_set"] == name) & (rows["test_set"] == test)].groupby("p").mean(numeric_only=True)
@@ -264,19 +233,17 @@ def section_sweep(run_dir: Path) -> "Section | None":
         ax.set_xlabel("top p (%)")
         ax.set_title(f"{test} test set")
     axes[0][0].set_ylabel("accuracy change vs unablated")
-    axes[0][0].legend(frameon=False, fontsize=6)
+    axes[0][0].legend(frameon=False)
     s.figures.append(("Accuracy change against top-p; dotted line and band: matched random controls. "
                       "Source: `ablation.csv`.", save(fig, run_dir, "ablation_sweep")))
     return s
 
 
-def section_cross(run_dir: Path) -> "Section | None":
-    from rmtension.report import Section
-
+def section_cross(run_dir: Path) -> Section | None:
     cross_path, infl_path = run_dir / "neurons" / "cross_effect.json", run_dir / "neurons" / "influence.json"
     if not cross_path.exists():
         return None
-    st = _settings(run_dir)
+    st = claim_settings(run_dir)
     records = [r for r in read_json(cross_path) if r["scorer"] == st["scorer"] and r["mode"] == "zero"] or read_json(cross_path)
     if not records:
         return None
@@ -308,5 +275,4 @@ def section_cross(run_dir: Path) -> "Section | None":
     return s
 
 
-SECTIONS: list[Callable[[Path], "Section | None"]] = [section_claims, section_overlap, section_ablation, section_sweep,
-                                                     section_cross]
+SECTIONS: list[Callable[[Path], Section | None]] = [section_overlap, section_ablation, section_sweep, section_cross]

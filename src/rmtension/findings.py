@@ -1,0 +1,253 @@
+"""Summary of findings: one sentence per claim of the two papers, with numbers, CIs and a verdict.
+
+Claims of Tanwar & Atanasova (2026): mixed RMs do worse than single-objective ones; activation
+scores identify each objective's MLP neurons; many neurons are shared; shared neurons have outsized
+influence; ablating one objective's neurons also hurts the other. Claims of Bai et al. (2022):
+preference models are well calibrated; reward grows about linearly in sqrt(KL); the training PM
+rates the policy above a held-out PM; helpfulness and harmlessness trade off.
+
+Verdicts are "supported", "not supported", "inconclusive" or "not run" (the stage that tests the
+claim was not configured or its results are absent). The criteria are in `CRITERIA`; every number
+is read from the file named in `source` (the ECE's CI is bootstrapped from `eval/`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from rmtension.report_core import calibration_cis, configured, ordered_tests, read_config
+from rmtension.report_section import Section
+from rmtension.neurons.claims import p_phrase
+from rmtension.runio import read_json
+
+TANWAR = "Tanwar & Atanasova (2026)"
+BAI = "Bai et al. (2022)"
+ECE_WELL_CALIBRATED = 0.05
+"""An RM counts as well calibrated when the upper end of its ECE's CI is at most this."""
+
+
+@dataclass
+class Finding:
+    paper: str
+    claim: str
+    verdict: str
+    """supported | not supported | inconclusive | not run"""
+    evidence: str
+    """The numbers, in words."""
+    source: str
+    key: str = ""
+    """The headline numbers, short (for side-by-side comparisons)."""
+
+    def sentence(self) -> str:
+        return f"{self.paper}, {self.claim}: **{self.verdict}**. {self.evidence}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+CRITERIA = (
+    "Mixed worse: supported when the interference CI lies below 0 on some test set, not supported when no point "
+    "estimate is negative or a CI lies above 0. Neuron claims: as in `rmtension neurons claims` (exact McNemar tests "
+    "against matched random neurons, hypergeometric test of the overlap, paired bootstrap CIs of the influence). "
+    f"Calibrated: supported when every own-objective ECE's CI ends at or below {ECE_WELL_CALIBRATED}, not supported "
+    f"when one starts above it (ECE is biased upwards on small test sets). sqrt(KL): a curve counts when pm_train's "
+    "fit has a positive slope and R² ≥ 0.9. Train/test gap: a curve counts when its CI (best-of-n, at the largest n) "
+    "or mean − 2 SE over the last quarter of the steps (RL) lies above 0. Several curves: supported when all count, "
+    "not supported when none does. Trade-off: supported when a single-objective RM ranks the other objective's test "
+    "pairs below chance (CI below 0.5), not supported when both rank them above chance.")
+
+
+HINTS = {("train",): "`train:`", ("neurons",): "`neurons:`", ("ablation",): "`neurons:` and `ablation:`",
+         ("bon", "rl"): "`policy:`, `pm_halves:` and `bon:` or `rl:`"}
+"""What to enable for a claim, keyed by the config sections any of which produces its evidence."""
+
+
+def _not_run(paper: str, claim: str, enable: tuple[str, ...], run_dir: Path, expects: str) -> Finding:
+    """A claim whose evidence is absent: its stage was not configured (any of `enable`), or its file is missing."""
+    if any(configured(read_config(run_dir), k) for k in enable):
+        why = f"Enabled in the config, but `{expects}` is not in the run directory."
+    else:
+        why = f"Not run in this study (enable {HINTS[enable]} in the config)."
+    return Finding(paper, claim, "not run", why, "")
+
+
+def _ci(d: dict, key: str = "ci95") -> str:
+    return f"[{d[key][0]:+.3f}, {d[key][1]:+.3f}]"
+
+
+def mixed_worse(run_dir: Path) -> Finding:
+    claim = "mixed RMs do worse than single-objective ones"
+    if not (run_dir / "tension.json").exists() or not read_json(run_dir / "tension.json")["interference"]:
+        return _not_run(TANWAR, claim, ("train",), run_dir, "tension.json")
+    inter = read_json(run_dir / "tension.json")["interference"]
+    parts = [f"{ts} test {d['mixed_minus_best_single']:+.3f} {_ci(d)} (best single: {d['best_single']} RM)"
+             for ts, d in ((t, inter[t]) for t in ordered_tests(inter))]
+    if any(d["ci95"][1] < 0 for d in inter.values()):
+        verdict = "supported"
+    elif all(d["mixed_minus_best_single"] >= 0 for d in inter.values()) or any(d["ci95"][0] > 0 for d in inter.values()):
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive"
+    return Finding(TANWAR, claim, verdict, "Accuracy of the mixed RM minus the best single-objective RM [95% CI]: "
+                   + "; ".join(parts) + ".", "tension.json",
+                   "; ".join(f"{ts} {d['mixed_minus_best_single']:+.3f} {_ci(d)}" for ts, d in inter.items()))
+
+
+NEURON_CLAIMS = {  # claims.py name -> (claim, files it needs, config sections that produce them)
+    "identified": ("activation scores identify each objective's MLP neurons", "ablation.csv", ("ablation",)),
+    "shared": ("many neurons are shared between the objectives", "neurons/overlap.json", ("neurons",)),
+    "influence": ("shared neurons have outsized influence", "neurons/influence.json", ("ablation",)),
+    "cross_effect": ("ablating one objective's neurons also hurts the other", "ablation.csv", ("ablation",)),
+}
+
+
+def neuron_findings(run_dir: Path) -> list[Finding]:
+    from rmtension.neurons.claims import paper_claims
+    from rmtension.neurons.report import claim_settings
+
+    claims = {}
+    if (run_dir / "neurons" / "overlap.json").exists() or (run_dir / "ablation.csv").exists():
+        st = claim_settings(run_dir)
+        claims = {c.name: c for c in paper_claims(run_dir, p=st["p"], scorer=st["scorer"], mode="zero",
+                                                  alpha=st["alpha"], rm_objective=st["rm"])}
+    out = []
+    for name, (claim, needs, enable) in NEURON_CLAIMS.items():
+        c = claims.get(name)
+        if c is None or not (run_dir / needs).exists():
+            out.append(_not_run(TANWAR, claim, enable, run_dir, needs))
+            continue
+        head, _, rest = c.sentence.partition(f": {c.verdict}. ")
+        evidence = rest if rest else c.sentence
+        if rest and "(" in head:  # keep the setting stated in the head, e.g. "(top 5%, accuracy change)"
+            evidence = "At " + head[head.index("(") + 1:head.rindex(")")] + ": " + rest
+        out.append(Finding(TANWAR, claim, c.verdict, evidence, needs, _neuron_key(c)))
+    return out
+
+
+def _neuron_key(c) -> str:
+    n = c.numbers
+    if c.name == "shared" and n:
+        return f"Jaccard {n['jaccard']:.3f} vs {n['jaccard_random']:.3f} by chance, p {p_phrase(n['p_value'])}"
+    if c.name in ("identified", "cross_effect"):
+        return "; ".join(f"{k} {e['delta_vs_random']:+.3f} vs random (p {p_phrase(e['p_value'])})" for k, e in n.items() if e)
+    if c.name == "influence" and n.get("comparisons"):
+        return "; ".join(f"vs {x['other']} on {x['test_set']} {x['diff']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}]"
+                         for x in n["comparisons"])
+    return ""
+
+
+def calibrated(run_dir: Path) -> Finding:
+    claim = "preference models are well calibrated"
+    if not (run_dir / "tension.json").exists():
+        return _not_run(BAI, claim, ("train",), run_dir, "tension.json")
+    cal = read_json(run_dir / "tension.json")["calibration"]
+    cis = calibration_cis(run_dir)
+    cells = [(rm, ts) for rm, by in cal.items() for ts in ordered_tests(by) if ts == rm or rm == "mixed"]
+    cells = [(rm, ts, cal[rm][ts]["ece"], cis.get((rm, ts), [float("nan")] * 2)) for rm, ts in cells]
+    if all(ci[1] <= ECE_WELL_CALIBRATED for *_, ci in cells):
+        verdict = "supported"
+    elif any(ci[0] > ECE_WELL_CALIBRATED for *_, ci in cells):
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive"
+    parts = [f"{rm} RM on {ts} {ece:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" for rm, ts, ece, ci in cells]
+    return Finding(BAI, claim, verdict, f"Expected calibration error [95% CI] against the {ECE_WELL_CALIBRATED} bar: "
+                   + "; ".join(parts) + ".", "tension.json, eval/", "; ".join(parts))
+
+
+def _optimisation(run_dir: Path) -> tuple[dict | None, dict | None]:
+    bon = read_json(run_dir / "bon_fit.json")["objectives"] if (run_dir / "bon_fit.json").exists() else None
+    rl = read_json(run_dir / "rl.json") if (run_dir / "rl.json").exists() else None
+    return bon, rl
+
+
+def sqrt_kl(run_dir: Path) -> Finding:
+    from rmtension.optimise_report import R2_OBSERVED
+
+    claim = "reward grows about linearly in sqrt(KL)"
+    bon, rl = _optimisation(run_dir)
+    fits = [(f"best-of-n {o}", f["sqrt_kl"]["reward_train_pm"]) for o, f in (bon or {}).items()]
+    fits += [(f"RL {o}", s["sqrt_kl"]["reward_train_pm"]) for o, s in (rl or {}).items() if "reward_train_pm" in s["sqrt_kl"]]
+    if not fits:
+        return _not_run(BAI, claim, ("bon", "rl"), run_dir, "bon_fit.json")
+    seen = [f["slope"] > 0 and f["r2"] >= R2_OBSERVED for _, f in fits]
+    verdict = "supported" if all(seen) else "inconclusive" if any(seen) else "not supported"
+    parts = [f"{w} slope {f['slope']:+.3f}, R² {f['r2']:.3f}" for w, f in fits]
+    return Finding(BAI, claim, verdict, "pm_train reward ≈ a + b·sqrt(KL), fitted per curve: " + "; ".join(parts) + ".",
+                   "bon_fit.json" + (", rl.json" if rl else ""), "; ".join(parts))
+
+
+def train_test_gap(run_dir: Path) -> Finding:
+    import math
+
+    claim = "the training PM rates the policy above a held-out PM"
+    bon, rl = _optimisation(run_dir)
+    rows = []  # (where, gap, lo, hi); lo = hi = nan where there is no interval
+    for o, f in (bon or {}).items():
+        g = f["gap"]
+        rows.append((f"best-of-{g['n'][-1]} {o}", g["gap"][-1], g["ci_low"][-1], g["ci_high"][-1]))
+    for o, s in (rl or {}).items():
+        se = s["final_gap_se"]
+        rows.append((f"RL {o}", s["final_gap"], s["final_gap"] - 2 * se, s["final_gap"] + 2 * se))
+    if not rows:
+        return _not_run(BAI, claim, ("bon", "rl"), run_dir, "bon_fit.json")
+    seen = [lo > 0 for _, _, lo, _ in rows]  # False for nan
+    verdict = ("supported" if all(seen) else "inconclusive" if any(seen) or any(g > 0 for _, g, _, _ in rows)
+               else "not supported")
+    parts = [f"{w} {g:+.3f} " + (f"[{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else "(one step: no interval)")
+             for w, g, lo, hi in rows]
+    return Finding(BAI, claim, verdict, "pm_train − pm_test reward of the optimised policy (z) [CI; RL: ± 2 SE]: "
+                   + "; ".join(parts) + ".", "bon_fit.json" + (", rl.json" if rl else ""), "; ".join(parts))
+
+
+def tradeoff(run_dir: Path) -> Finding:
+    claim = "helpfulness and harmlessness trade off"
+    if not (run_dir / "tension.json").exists():
+        return _not_run(BAI, claim, ("train",), run_dir, "tension.json")
+    acc = read_json(run_dir / "tension.json")["accuracy"]
+    cross = [(a, b, acc[a][b]) for a, b in (("helpful", "harmless"), ("harmless", "helpful")) if b in acc.get(a, {})]
+    below = [d["ci95"][1] < 0.5 for *_, d in cross]
+    verdict = ("supported" if any(below) else "not supported" if cross and all(d["ci95"][0] > 0.5 for *_, d in cross)
+               else "inconclusive")
+    parts = [f"the {a} RM ranks {b} test pairs correctly {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
+             for a, b, d in cross]
+    evidence = "Accuracy across objectives (0.5 = chance): " + "; ".join(parts) + "."
+    source = "tension.json"
+    if (run_dir / "frontier.csv").exists():
+        f = pd.read_csv(run_dir / "frontier.csv")
+        w = f[f["kind"] == "weighted"].sort_values("w")
+        if len(w) >= 2:
+            lo, hi = w.iloc[0], w.iloc[-1]
+            evidence += (f" Best-of-{int(hi['n'])} selecting for helpfulness alone reaches helpful z {hi['helpful']:+.2f} "
+                         f"and harmless z {hi['harmless']:+.2f}; for harmlessness alone, {lo['helpful']:+.2f} and "
+                         f"{lo['harmless']:+.2f}.")
+            source += ", frontier.csv"
+    return Finding(BAI, claim, verdict, evidence, source, "; ".join(
+        f"{a} RM on {b} {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]" for a, b, d in cross))
+
+
+def findings(run_dir: str | Path) -> list[Finding]:
+    run_dir = Path(run_dir)
+    return [mixed_worse(run_dir), *neuron_findings(run_dir), calibrated(run_dir), sqrt_kl(run_dir),
+            train_test_gap(run_dir), tradeoff(run_dir)]
+
+
+def section_summary(run_dir: Path) -> Section:
+    fs = findings(run_dir)
+    s = Section("Summary of findings", "summary")
+    counts = {v: sum(f.verdict == v for f in fs) for v in ("supported", "not supported", "inconclusive", "not run")}
+    s.paragraphs.append(f"{len(fs)} claims of {TANWAR} and {BAI}: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".")
+    s.paragraphs += [f.sentence() for f in fs]
+    s.tables.append(("Claims, verdicts and where their numbers come from", pd.DataFrame(
+        [{"paper": f.paper, "claim": f.claim, "verdict": f.verdict, "numbers": f.key, "source": f.source} for f in fs])))
+    if (run_dir / "neurons" / "overlap.json").exists():
+        from rmtension.neurons.report import claim_settings
+
+        st = claim_settings(run_dir)
+        s.paragraphs.append(f"The neuron claims are tested at top-{st['p']:g}% by `{st['scorer']}` with zero ablation in "
+                            f"the {st['rm']} RM (seeds averaged), at significance level {st['alpha']:g}.")
+    s.paragraphs.append("Criteria. " + CRITERIA)
+    return s
