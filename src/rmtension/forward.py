@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rmtension import dist
 from rmtension.encode import EncodedPairs, batches, collate_pairs
 from rmtension.scoring import autocast
 from rmtension.trunk import TrunkCache, cut_trunk
@@ -18,10 +19,17 @@ class PairForward:
 
     Use as a context manager: with a cache, the model is cut to its top K blocks inside the block
     and restored on exit.
+
+    `runner`: what training forwards call, normally the model wrapped for data parallelism
+    (`Accelerator.prepare`), whose backward syncs gradients. The cut is made on `model`, inside
+    the wrapper, so the wrapped forward runs the top blocks and DDP syncs the same trainable
+    parameters it was built with. None: `model` itself. `score` always calls `model`.
     """
 
-    def __init__(self, model: nn.Module, pad_id: int, bf16: bool, cache: TrunkCache | None = None):
+    def __init__(self, model: nn.Module, pad_id: int, bf16: bool, cache: TrunkCache | None = None,
+                 runner: nn.Module | None = None):
         self.model, self.pad_id, self.bf16, self.cache = model, pad_id, bf16, cache
+        self.runner = model if runner is None else runner
         self.device = next(model.parameters()).device
         self._ctx = None
         self._inputs = None
@@ -38,7 +46,10 @@ class PairForward:
             self._ctx = self._inputs = None
 
     def __call__(self, enc: EncodedPairs, idx: Sequence[int]) -> torch.Tensor:
-        """[2B] float32 rewards: chosen rows first, then rejected."""
+        """[2B] float32 rewards from `runner`: chosen rows first, then rejected."""
+        return self._rewards(self.runner, enc, idx)
+
+    def _rewards(self, module: nn.Module, enc: EncodedPairs, idx: Sequence[int]) -> torch.Tensor:
         if self.cache is None:
             batch = collate_pairs(enc, idx, self.pad_id)
         else:
@@ -47,17 +58,23 @@ class PairForward:
                 stand_in.value = states.to(self.device)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with autocast(self.bf16, self.device):
-            return self.model(**batch).logits.squeeze(-1).float()
+            return module(**batch).logits.squeeze(-1).float()
 
     @torch.no_grad()
     def score(self, enc: EncodedPairs, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """Rewards of chosen and rejected, each [N], in `enc` order (eval mode)."""
+        """Rewards of chosen and rejected, each [N], in `enc` order (eval mode), on every process.
+
+        Each process scores its shard of the length-sorted batches, so every pair sees the same
+        batch (and padding) as in a single-process run; the rows are gathered back in order.
+        """
         was_training = self.model.training
         self.model.eval()
-        r_c = np.zeros(len(enc))
-        r_r = np.zeros(len(enc))
-        for idx in batches(enc.lengths(), batch_size, None, group_by_length=True):
-            r = self(enc, idx).cpu().numpy()
-            r_c[idx], r_r[idx] = r[: len(idx)], r[len(idx) :]
+        mine: list[int] = []
+        rows = [torch.zeros(0, 2, dtype=torch.float64)]
+        for idx in dist.shard(batches(enc.lengths(), batch_size, None, group_by_length=True)):
+            r = self._rewards(self.model, enc, idx).double().cpu()  # [2B]
+            rows.append(torch.stack([r[: len(idx)], r[len(idx) :]], dim=1))  # [B, 2]: chosen, rejected
+            mine += idx
         self.model.train(was_training)
-        return r_c, r_r
+        both = dist.gather_rows(mine, torch.cat(rows), len(enc)).numpy()  # [N, 2]
+        return both[:, 0].copy(), both[:, 1].copy()

@@ -19,6 +19,11 @@ def stop_requested() -> bool:
     return _STOP.is_set()
 
 
+def request() -> None:
+    """Ask for a stop at the next safe point, as Ctrl-C does (used when another process was interrupted)."""
+    _STOP.set()
+
+
 def check(where: str) -> None:
     """Raise `Interrupted` at a safe point if Ctrl-C was pressed."""
     if _STOP.is_set():

@@ -3,6 +3,7 @@
 Every file is written to a temporary name in the same folder and renamed into place, so a
 killed process leaves either the old file or the new one, never half of one. A stage counts
 as complete only when its manifest lists the config hash and a content hash of each output.
+Under `accelerate launch` only the main process writes; the others wait until the file is in place.
 """
 
 from __future__ import annotations
@@ -20,13 +21,24 @@ from typing import Any
 
 import torch
 
+from rmtension import dist
 from rmtension.errors import ArtifactError
 
 MANIFESTS = "manifests"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically.
+
+    Under several processes (`accelerate launch`) only the main one writes and every process
+    returns once the file is in place, so call it from every process (`rmtension.dist.main_only`).
+    """
     path = Path(path)
+    dist.main_only(_write_atomically, path, data)
+    return path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -38,7 +50,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -169,7 +180,7 @@ def stage_complete(run_dir: str | Path, stage: str, config_hash: str, verify: bo
         f = run_dir / rel
         if not f.is_file() or sha256_file(f) != digest:
             what = "is missing" if not f.is_file() else "differs from what was written (truncated or edited)"
-            print(f"[rmtension] {stage}: {rel} {what}; recomputing the stage", file=sys.stderr, flush=True)
+            dist.print_main(f"[rmtension] {stage}: {rel} {what}; recomputing the stage", file=sys.stderr, flush=True)
             return False
     return True
 

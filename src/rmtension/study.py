@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rmtension import interrupt
+from rmtension import dist, interrupt
 from rmtension.config import OBJECTIVES, StudyConfig, config_hash, dump_config, resolve_data_path
 from rmtension.context import StudyContext
 from rmtension.encode import EncodedPairs, encode_pairs
@@ -38,18 +38,20 @@ class Prepared:
 
 
 def log(msg: str) -> None:
-    print(f"[rmtension] {msg}", flush=True)
+    dist.print_main(f"[rmtension] {msg}", flush=True)
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's device (its own GPU under `accelerate launch`)."""
+    return dist.device()
 
 
 def stage_data(run_dir: Path, cfg: StudyConfig):
     from rmtension.data import build_dataset
 
     root = resolve_data_path(cfg.data)
-    bundle = build_dataset(cfg.data, root)
+    with dist.main_first():  # one hub download, which the other processes then read from the cache
+        bundle = build_dataset(cfg.data, root)
     h = config_hash(cfg.data, root)
     if not stage_complete(run_dir, "data", h):
         write_json(run_dir / "data" / "summary.json", bundle.summary)
@@ -63,7 +65,8 @@ def prepare(run_dir: Path, cfg: StudyConfig) -> Prepared:
 
     t0 = time.perf_counter()
     bundle, _ = stage_data(run_dir, cfg)
-    backbone = resolve_backbone(cfg.model.backbone, cfg.model.cache_dir)
+    with dist.main_first():  # one dequantisation into the shared cache
+        backbone = resolve_backbone(cfg.model.backbone, cfg.model.cache_dir)
     tok = load_tokenizer(backbone, cfg.model.max_length, cfg.model.trust_remote_code)
     enc = lambda pairs: encode_pairs(pairs, tok, cfg.model.max_length)  # noqa: E731
     train = {o: enc(bundle.splits[o]["train"]) for o in OBJECTIVES}
@@ -223,12 +226,12 @@ def extra_stages(cfg: StudyConfig) -> list[tuple[str, Callable[[Prepared], objec
 def print_summary(run_dir: Path, table: dict, timings: dict) -> None:
     log("tension table (accuracy, mean over seeds [95% CI]):")
     tests = sorted({t for by in table["accuracy"].values() for t in by})
-    print("  " + "RM".ljust(10) + "".join(t.ljust(26) for t in tests))
+    dist.print_main("  " + "RM".ljust(10) + "".join(t.ljust(26) for t in tests))
     for rm, by in table["accuracy"].items():
         cells = [f"{by[t]['mean']:.3f} [{by[t]['ci95'][0]:.3f}, {by[t]['ci95'][1]:.3f}]".ljust(26) for t in tests]
-        print("  " + rm.ljust(10) + "".join(cells))
+        dist.print_main("  " + rm.ljust(10) + "".join(cells))
     for t, d in table["interference"].items():
-        print(f"  interference on {t}: {d['mixed_minus_best_single']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
+        dist.print_main(f"  interference on {t}: {d['mixed_minus_best_single']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
     log(f"done in {timings.get('total_s', 0):.0f}s; run directory: {run_dir}")
     report = run_dir / "report.html"
     if report.exists():

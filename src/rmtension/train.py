@@ -3,10 +3,17 @@
 Chosen and rejected go through one forward pass; batches are grouped by length and padded
 dynamically; with frozen lower layers the trunk comes from a shared `TrunkCache`. The model is
 selected on the validation split only.
+
+Under `accelerate launch` the same loop runs in every process: the model and optimiser go through
+`Accelerator.prepare` (DDP), each process takes its shard of every global batch, and the loss is
+weighted so that the synced gradient, the loss curve and the validation accuracy equal a
+single-process run's with the same `batch_size` (to float rounding; models with dropout draw
+different masks). Only the main process writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rmtension import interrupt
+from rmtension import dist, interrupt
 from rmtension.arch import base_model, find_arch, get_path
 from rmtension.config import TrainConfig
 from rmtension.encode import EncodedPairs, batches
@@ -28,6 +35,7 @@ from rmtension.errors import ArtifactError, TrainingDiverged
 from rmtension.forward import PairForward
 from rmtension.losses import bradley_terry_loss, split_rewards
 from rmtension.runio import load_tensors, load_torch_state, read_json, save_tensors, save_torch_state, write_json
+from rmtension.tracking import MetricsLog
 from rmtension.trunk import TrunkCache, parse_scope
 
 
@@ -117,6 +125,7 @@ class Checkpoint:
         save_torch_state(self.dir / "optim.pt", {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "torch_rng_per_process": dist.stack_across(torch.get_rng_state()),  # [W, S]: each process's dropout RNG
         })
         write_json(self.dir / "state.json", state)  # written last: it marks the checkpoint complete
 
@@ -127,7 +136,9 @@ class Checkpoint:
         extra = load_torch_state(self.dir / "optim.pt")
         optimizer.load_state_dict(extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
-        torch.set_rng_state(extra["torch_rng"])
+        per_process = extra.get("torch_rng_per_process")
+        same_world = per_process is not None and len(per_process) == dist.world_size()
+        torch.set_rng_state(per_process[dist.rank()] if same_world else extra["torch_rng"])
         return state, best
 
 
@@ -149,8 +160,9 @@ def train_reward_model(
 ) -> TrainResult:
     """Train with the Bradley-Terry loss, keep the best checkpoint on `val`, save an HF folder to `out_dir`.
 
-    `model` must already carry the seeded head initialisation. With `cache`, `model`'s frozen
-    trunk must be the one the cache was computed from.
+    `model` must already carry the seeded head initialisation and sit on `dist.device()`. With
+    `cache`, `model`'s frozen trunk must be the one the cache was computed from. Writes
+    `metrics.json` and, step by step, `metrics.jsonl` (plus `cfg.trackers`).
     """
     from tqdm.auto import tqdm
 
@@ -159,7 +171,6 @@ def train_reward_model(
     k = set_trainable(model, cfg.trainable)
     if cache is not None and cache.k != k:
         raise ValueError(f"trunk cache cut at top {cache.k} blocks, but trainable={cfg.trainable}")
-    pad_id = tokenizer.pad_token_id
     named = trainable_params(model)
     params = list(named.values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -167,19 +178,26 @@ def train_reward_model(
     total_steps = max(1, math.ceil(cfg.epochs * n_batches / cfg.grad_accum))
     warmup = int(cfg.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, warmup, total_steps, cfg.schedule))
+    # Under several processes `runner` is the DDP-wrapped model (its backward averages gradients over
+    # processes); the scheduler stays on the plain optimiser, so it steps once per optimiser step.
+    acc = dist.accelerator(cfg.trackers, out_dir / "tracking")
+    runner, optimizer = acc.prepare(model, optimizer)
 
     torch.manual_seed(seed)
     state = {"step": 0, "loss": [], "val": [], "best_step": -1, "best_val_accuracy": -1.0, "seconds": 0.0,
              "pairs_seen": 0, "tokens_seen": 0}
     best = _trainable_state(named)
     ckpt = Checkpoint(out_dir)
-    if resume and ckpt.exists():
+    resuming = resume and ckpt.exists()
+    if resuming:
         state, best = ckpt.load(named, optimizer, scheduler)
+    log = MetricsLog(out_dir, acc, cfg.trackers, f"{out_dir.parent.name}/{out_dir.name}",
+                     {**cfg.model_dump(mode="json"), "seed": seed}, state["step"] if resuming else None)
     lengths = train.lengths()
     model.train()
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {out_dir.parent.name}/{out_dir.name}",
-               disable=not progress, leave=False)
-    with PairForward(model, pad_id, cfg.bf16, cache) as fwd:
+               disable=not progress or not dist.is_main(), leave=False)
+    with PairForward(model, tokenizer.pad_token_id, cfg.bf16, cache, runner=runner) as fwd:
         order_epoch, order = -1, []
         t0 = time.perf_counter()
         while state["step"] < total_steps:
@@ -192,29 +210,28 @@ def train_reward_model(
                     order = batches(lengths, cfg.batch_size, np.random.default_rng([seed, epoch]), cfg.length_grouping)
                     order_epoch = epoch
                 idx = order[b]
-                r_c, r_r = split_rewards(fwd(train, idx))
-                loss = bradley_terry_loss(r_c, r_r, cfg.margin, cfg.center_rewards_coef)
-                if not torch.isfinite(loss) or not torch.isfinite(r_c).all() or not torch.isfinite(r_r).all():
-                    raise TrainingDiverged(
-                        f"step {state['step']}: non-finite loss or reward (loss={loss.item()}); "
-                        f"the last good checkpoint in {ckpt.dir} is kept")
-                (loss / cfg.grad_accum).backward()
-                losses.append(loss.item())
+                sync = micro == cfg.grad_accum - 1  # DDP averages gradients once per optimiser step
+                losses.append(_pair_step(fwd, acc, runner, train, idx, cfg, sync, f"step {state['step']}", ckpt.dir))
                 state["pairs_seen"] += len(idx)
                 state["tokens_seen"] += int(sum(len(train.chosen[i]) + len(train.rejected[i]) for i in idx))
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            acc.clip_grad_norm_(params, cfg.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             state["step"] += 1
             state["loss"].append([state["step"], float(np.mean(losses))])
+            row = {"step": state["step"], "loss": float(np.mean(losses)), "lr": lr}
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
             if state["step"] % cfg.eval_every == 0 or state["step"] == total_steps:
-                acc = _accuracy(*fwd.score(val))
-                state["val"].append([state["step"], acc])
-                if acc > state["best_val_accuracy"]:
-                    state["best_val_accuracy"], state["best_step"] = acc, state["step"]
+                row["val_accuracy"] = val_acc = _accuracy(*fwd.score(val))
+                state["val"].append([state["step"], val_acc])
+                if val_acc > state["best_val_accuracy"]:
+                    state["best_val_accuracy"], state["best_step"] = val_acc, state["step"]
                     best = _trainable_state(named)
+            log.log(row)
+            if dist.any_across(interrupt.stop_requested()):
+                interrupt.request()  # every process stops at the same step
             stopping = interrupt.stop_requested() and state["step"] < total_steps
             if (state["step"] % cfg.checkpoint_every == 0 and state["step"] < total_steps) or stopping:
                 state["seconds"] += time.perf_counter() - t0
@@ -223,11 +240,37 @@ def train_reward_model(
                 interrupt.check(f"during training of {out_dir} at step {state['step']} (checkpoint saved)")
         state["seconds"] += time.perf_counter() - t0
     bar.close()
+    log.close()
     _load_trainable(named, best)
     metrics = _metrics(state, len(train), len(val), total_steps, cfg, k)
-    _save_final(model, tokenizer, out_dir, metrics)
-    shutil.rmtree(ckpt.dir, ignore_errors=True)
+    dist.main_only(_save_hf_folder, model, tokenizer, out_dir)
+    write_json(out_dir / "metrics.json", metrics)
+    dist.main_only(shutil.rmtree, ckpt.dir, ignore_errors=True)
     return TrainResult(out_dir, state["best_step"], state["best_val_accuracy"], metrics)
+
+
+def _pair_step(fwd: PairForward, acc, runner: nn.Module, train: EncodedPairs, idx: list[int], cfg: TrainConfig,
+               sync: bool, where: str, ckpt_dir: Path) -> float:
+    """Forward and backward of one global batch `idx` (one micro-batch), split over processes.
+
+    Each process takes its shard of the pairs (`dist.shard`). Its mean loss is weighted by
+    n_local * W / n before backward, so the gradient DDP averages over the W processes equals the
+    gradient of the mean loss over all n pairs, also when shards differ in size. Returns that mean
+    loss (the same on every process). A non-finite loss on any process stops every process.
+    """
+    mine = dist.shard(idx)
+    weight = len(mine) * dist.world_size() / len(idx)
+    # More processes than pairs: run one pair at weight 0, since DDP needs a backward from every process.
+    r_c, r_r = split_rewards(fwd(train, mine or idx[:1]))
+    loss = bradley_terry_loss(r_c, r_r, cfg.margin, cfg.center_rewards_coef)
+    finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(r_c).all()) and bool(torch.isfinite(r_r).all())
+    total, bad = dist.sum_across(torch.tensor([loss.item() * len(mine), float(not finite)], dtype=torch.float64)).tolist()
+    if bad:
+        raise TrainingDiverged(f"{where}: non-finite loss or reward (loss={total / len(idx)}); "
+                               f"the last good checkpoint in {ckpt_dir} is kept")
+    with contextlib.nullcontext() if sync else acc.no_sync(runner):
+        acc.backward(loss * (weight / cfg.grad_accum))
+    return total / len(idx)
 
 
 def _metrics(state: dict, n_train: int, n_val: int, total_steps: int, cfg: TrainConfig, k: int) -> dict:
@@ -241,7 +284,7 @@ def _metrics(state: dict, n_train: int, n_val: int, total_steps: int, cfg: Train
     }
 
 
-def _save_final(model: nn.Module, tokenizer, out_dir: Path, metrics: dict) -> None:
+def _save_hf_folder(model: nn.Module, tokenizer, out_dir: Path) -> None:
     """Write the HF folder to a temporary folder, then rename every file into place."""
     tmp = out_dir / f".final{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -250,7 +293,6 @@ def _save_final(model: nn.Module, tokenizer, out_dir: Path, metrics: dict) -> No
     for f in tmp.iterdir():
         os.replace(f, out_dir / f.name)
     tmp.rmdir()
-    write_json(out_dir / "metrics.json", metrics)
 
 
 def read_metrics(rm_dir: str | Path) -> dict:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from rmtension import dist
 from rmtension.arch import base_model, find_arch, get_path
 from rmtension.encode import EncodedPairs, collate, collate_pairs
 from rmtension.scoring import autocast
@@ -97,7 +98,7 @@ def compute_trunk(model: nn.Module, seqs: Sequence[Sequence[int]], k: int, pad_i
     device = next(model.parameters()).device
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None, unit="batch", leave=False):
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None or not dist.is_main(), unit="batch", leave=False):
             idx = order[start : start + batch_size]
             batch = collate([seqs[i] for i in idx], pad_id)
             with autocast(bf16, device):

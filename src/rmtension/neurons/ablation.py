@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rmtension.encode import EncodedPairs, iter_batches
+from rmtension import dist
+from rmtension.encode import EncodedPairs, batches, collate_pairs
 from rmtension.neurons.hooks import ablate, capture_block_inputs, neuron_shape
 from rmtension.scoring import autocast
 from rmtension.trunk import cut_trunk
@@ -50,7 +51,8 @@ def run_conditions(model: nn.Module, enc: EncodedPairs, pad_id: int, conditions:
     """Margins r_chosen - r_rejected [P] (in `enc` order) of the clean model and under each condition.
 
     `resume` starts each condition at its first ablated layer from the clean residual stream
-    (identical results, fewer FLOPs); without it every condition runs the whole model.
+    (identical results, fewer FLOPs); without it every condition runs the whole model. Each
+    process runs its shard of the batches; the margins are gathered back in `enc` order.
     """
     shape = neuron_shape(model)
     for key, c in conditions.items():
@@ -75,15 +77,22 @@ def run_conditions(model: nn.Module, enc: EncodedPairs, pad_id: int, conditions:
     model.eval()
     clean = np.zeros(len(enc))
     margins = {fp: np.zeros(len(enc)) for fp in unique}
+    mine: list[int] = []
     try:
-        for idx, batch in iter_batches(enc, batch_size, pad_id):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for idx in dist.shard(batches(enc.lengths(), batch_size, None, group_by_length=True)):
+            mine += idx
+            batch = {k: v.to(device) for k, v in collate_pairs(enc, idx, pad_id).items()}
             with capture_block_inputs(model, starts) as states:
                 clean[idx] = _margins(model, batch, bf16)
             for start, fps in sorted(groups.items()):
                 _run_group(model, batch, start, states.get(start), [(fp, unique[fp]) for fp in fps], margins, idx, bf16)
     finally:
         model.train(was_training)
+    fps = list(margins)
+    local = torch.from_numpy(np.stack([clean[mine]] + [margins[fp][mine] for fp in fps], axis=1))  # [n, 1 + F]
+    both = dist.gather_rows(mine, local, len(enc)).numpy()  # [P, 1 + F]
+    clean = both[:, 0].copy()
+    margins = {fp: both[:, 1 + j].copy() for j, fp in enumerate(fps)}
     return clean, {key: clean.copy() if fp is None else margins[fp] for key, fp in alias.items()}
 
 

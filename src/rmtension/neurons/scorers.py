@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from rmtension import dist
 from rmtension.arch import neuron_hook_name
-from rmtension.encode import EncodedPairs, iter_batches
+from rmtension.encode import EncodedPairs, batches, collate_pairs
 from rmtension.neurons.hooks import frozen, neuron_hooks, neuron_shape
 from rmtension.scoring import autocast
 
@@ -102,6 +103,13 @@ class NeuronSums:
         """Fold activations and margin gradients [2B, T, N] of one layer into the attribution sums."""
         self.attr[layer] += attribution_sums(real_tokens(acts, mask), real_tokens(grads, mask)).double().cpu()
 
+    def add_across_processes(self) -> None:
+        """Replace every running sum by its sum over processes (each one scored its own shard)."""
+        sums = dist.sum_across(torch.stack([self.act, self.act_chosen, self.fire, self.sq_change, self.attr]))  # [5, L, N]
+        self.act, self.act_chosen, self.fire, self.sq_change, self.attr = sums.unbind(0)
+        counts = dist.sum_across(torch.tensor([self.tokens, self.chosen_tokens, float(self.pairs)], dtype=torch.float64))
+        self.tokens, self.chosen_tokens, self.pairs = float(counts[0]), float(counts[1]), int(counts[2])
+
     def finalize(self, scorers: Sequence[str] = SCORERS) -> dict[str, torch.Tensor]:
         """Scores [L, N] float32 from the sums."""
         tokens = max(self.tokens, 1.0)
@@ -143,7 +151,8 @@ def score_neurons(
 
     Each batch runs the base backbone once (only for `rms_change`) and then every model, so
     several reward models share the base forward. Models must share the architecture and the
-    tokenizer. Returns model name -> NeuronScores.
+    tokenizer. Returns model name -> NeuronScores (the same on every process: each scores its
+    shard of the length-sorted batches and the running sums are added before the division).
     """
     unknown = set(scorers) - set(SCORERS)
     if unknown:
@@ -161,8 +170,8 @@ def score_neurons(
     for m, _ in modes:
         m.eval()
     try:
-        for _, batch in iter_batches(enc, batch_size, pad_id):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for idx in dist.shard(batches(enc.lengths(), batch_size, None, group_by_length=True)):
+            batch = {k: v.to(device) for k, v in collate_pairs(enc, idx, pad_id).items()}
             mask = batch["attention_mask"]
             base_acts = _base_activations(base, batch, bf16, shape[0]) if NEEDS_BASE & set(scorers) else None
             for name, model in models.items():
@@ -171,6 +180,8 @@ def score_neurons(
     finally:
         for m, was in modes:
             m.train(was)
+    for s in sums.values():
+        s.add_across_processes()
     return {name: NeuronScores(s.finalize(scorers), s.pairs, int(s.tokens)) for name, s in sums.items()}
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rmtension import interrupt
+from rmtension import dist, interrupt
 from rmtension.config import StudyConfig, config_hash
 from rmtension.context import StudyContext
 from rmtension.errors import ArtifactError, ConfigError
@@ -49,11 +49,12 @@ DATA_OBJECTIVES = ("helpful", "harmless")
 
 
 def log(msg: str) -> None:
-    print(f"[rmtension] {msg}", flush=True)
+    dist.print_main(f"[rmtension] {msg}", flush=True)
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's device (its own GPU under `accelerate launch`)."""
+    return dist.device()
 
 
 def p_key(p: float) -> str:
@@ -193,7 +194,7 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[
              for name, t in tensors.items()]
     for stale in (ctx.run_dir / NEURONS).glob("*/scores.safetensors"):  # RMs no longer analysed
         if stale.parent.name not in tensors:
-            stale.unlink()
+            dist.main_only(stale.unlink, missing_ok=True)
     log(f"neurons: scored in {time.perf_counter() - t0:.0f}s")
     return paths
 

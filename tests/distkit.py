@@ -1,0 +1,74 @@
+"""What the two-process test runs, once under `accelerate launch` and once as a plain process.
+
+    python tests/distkit.py WORK OUT_JSON
+
+WORK holds `model/` and `base/` (tiny Llama HF folders, written by the test). The script trains
+two tiny reward models (full fine-tuning with gradient accumulation, and the top block over a
+cached trunk), evaluates one, scores every neuron of a fixed model and runs an ablation, then the
+main process writes everything to OUT_JSON. The code is the library's, called the same way in
+both runs: nothing here depends on the number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from rmtension import dist  # noqa: E402
+from rmtension.config import TrainConfig  # noqa: E402
+from rmtension.forward import PairForward  # noqa: E402
+from rmtension.models import load_reward_model, load_tokenizer  # noqa: E402
+from rmtension.neurons.ablation import Condition, run_conditions  # noqa: E402
+from rmtension.neurons.scorers import SCORERS, score_neurons  # noqa: E402
+from rmtension.train import set_trainable, train_reward_model  # noqa: E402
+from rmtension.trunk import TrunkCache, trunk_fingerprint  # noqa: E402
+from test_train import synthetic  # noqa: E402
+
+
+def train_one(work: Path, tok, train, val, name: str, **kw) -> dict:
+    cfg = TrainConfig(seeds=[0], epochs=2, batch_size=6, lr=4e-4, eval_every=2, checkpoint_every=4, bf16=False, **kw)
+    torch.manual_seed(0)
+    model = load_reward_model(str(work / "model"), tok).to(dist.device())
+    cache = None
+    if cfg.trainable != "all":
+        k = set_trainable(model, cfg.trainable)
+        cache = TrunkCache(k, trunk_fingerprint(model, k))
+        for enc in (train, val):
+            cache.add(model, enc, tok.pad_token_id, bf16=False)
+    res = train_reward_model(model, tok, train, val, cfg, seed=0, out_dir=work / "out" / name, cache=cache,
+                             progress=False)
+    r_c, r_r = PairForward(model, tok.pad_token_id, False).score(val, batch_size=4)
+    return {"loss": res.metrics["loss"], "val_accuracy": res.metrics["val_accuracy"], "best_step": res.best_step,
+            "eval": [r_c.tolist(), r_r.tolist()]}
+
+
+def main(work: Path, out: Path) -> None:
+    tok = load_tokenizer(str(work / "model"), 64)
+    train = synthetic(tok, 41, "train")  # 41 pairs in batches of 6: the last global batch is ragged
+    val = synthetic(tok, 15, "val", seed=1)
+    result = {"world_size": dist.world_size(), "distributed_type": str(dist.state().distributed_type),
+              "full": train_one(work, tok, train, val, "full", grad_accum=2),
+              "top1": train_one(work, tok, train, val, "top1", trainable="top:1")}
+
+    fixed = load_reward_model(str(work / "model"), tok).to(dist.device())
+    base = load_reward_model(str(work / "base"), tok).to(dist.device())
+    scores = score_neurons({"fixed": fixed}, val, tok.pad_token_id, base, SCORERS, batch_size=4, bf16=False)["fixed"]
+    result["scores"] = {k: v.tolist() for k, v in scores.scores.items()}
+    result["n_pairs"], result["n_tokens"] = scores.n_pairs, scores.n_tokens
+
+    mask = torch.zeros(scores.scores["mean_act"].shape, dtype=torch.bool)
+    mask[1, :8] = True
+    clean, margins = run_conditions(fixed, val, tok.pad_token_id, {"l1": Condition(mask)}, batch_size=4, bf16=False)
+    result["ablation"] = [clean.tolist(), margins["l1"].tolist()]
+    if dist.is_main():
+        out.write_text(json.dumps(result))
+    dist.barrier()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))

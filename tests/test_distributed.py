@@ -1,0 +1,94 @@
+"""Two CPU processes (`accelerate launch`, gloo) give the results of one process.
+
+tests/distkit.py trains two tiny reward models (full fine-tuning with gradient accumulation, and
+the top block over a cached trunk, both with a ragged last batch), evaluates, scores every neuron
+and runs an ablation. It runs once under `accelerate launch` with configs/accelerate/ddp_cpu.yaml
+and once as a plain process; the loss curves and validation accuracies must agree within 1e-5,
+the neuron scores within 1e-6, and the per-pair results must come back in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tiny import save_tiny
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).with_name("distkit.py")
+# Two processes on CPU, one thread each, no GPU, no network.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
+       "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd: list[str], out: Path) -> dict:
+    proc = subprocess.run(cmd, env=ENV, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("dist")
+    single, launched = base / "single", base / "launched"
+    for work in (single, launched):
+        save_tiny(work / "model", "llama", seed=0)
+        save_tiny(work / "base", "llama", seed=1)
+    one = run([sys.executable, str(SCRIPT), str(single), str(single / "result.json")], single / "result.json")
+    two = run([sys.executable, "-m", "accelerate.commands.launch",
+               "--config_file", str(REPO / "configs/accelerate/ddp_cpu.yaml"), "--main_process_port", str(free_port()),
+               str(SCRIPT), str(launched), str(launched / "result.json")], launched / "result.json")
+    return one, two, launched
+
+
+def test_the_launch_ran_two_cpu_processes(runs):
+    one, two, _ = runs
+    assert one["world_size"] == 1
+    assert two["world_size"] == 2 and two["distributed_type"].endswith("MULTI_CPU")
+
+
+@pytest.mark.parametrize("model", ["full", "top1"])
+def test_training_matches_the_single_process_run(runs, model):
+    one, two, _ = runs
+    a, b = one[model], two[model]
+    assert [s for s, _ in a["loss"]] == [s for s, _ in b["loss"]] and len(a["loss"]) > 3
+    np.testing.assert_allclose([v for _, v in b["loss"]], [v for _, v in a["loss"]], atol=1e-5, rtol=0)
+    assert [s for s, _ in a["val_accuracy"]] == [s for s, _ in b["val_accuracy"]]
+    np.testing.assert_allclose([v for _, v in b["val_accuracy"]], [v for _, v in a["val_accuracy"]], atol=1e-5, rtol=0)
+    assert a["best_step"] == b["best_step"]
+    # evaluation gathers every pair's rewards back in the original order
+    np.testing.assert_allclose(b["eval"], a["eval"], atol=1e-5, rtol=0)
+
+
+def test_neuron_scores_match_the_single_process_pass(runs):
+    one, two, _ = runs
+    assert (one["n_pairs"], one["n_tokens"]) == (two["n_pairs"], two["n_tokens"]) == (15, one["n_tokens"])
+    assert set(one["scores"]) == set(two["scores"]) and len(one["scores"]) == 5
+    for name in one["scores"]:
+        np.testing.assert_allclose(two["scores"][name], one["scores"][name], atol=1e-6, rtol=0, err_msg=name)
+    np.testing.assert_allclose(two["ablation"], one["ablation"], atol=1e-6, rtol=0)
+    assert not np.allclose(one["ablation"][0], one["ablation"][1])  # the ablation did something
+
+
+def test_only_the_main_process_wrote_the_outputs(runs):
+    _, _, launched = runs
+    out = launched / "out" / "full"
+    assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
+    assert not (out / "checkpoint").exists()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines]
+    assert steps == list(range(1, len(steps) + 1))  # one line per step: no process wrote twice
+    assert not list(out.glob(".*"))  # no temporary files left behind
