@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import yaml
@@ -64,10 +66,13 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
                                                           "random:harmless_top"}
     assert {"shared", "helpful_only", "random:shared"} <= set(frame[frame["p"] == 5]["neuron_set"])
     report = (out / "report.md").read_text()
-    for title in ("Neuron claims", "Shared neurons: overlap", "Ablating the neuron sets", "Ablation across top-p",
-                  "Cross-effects"):
+    for title in ("## Summary of findings", "## Neurons\n\n### Shared neurons: overlap", "## Ablations\n\n### Ablating the neuron sets",
+                  "### Ablation across top-p", "### Cross-effects"):
         assert title in report, title
-    assert report.count("Shared neurons: ") >= 2 and "hypergeometric p" in report
+    for claim in ("identify each objective's MLP neurons", "many neurons are shared", "shared neurons have outsized",
+                  "also hurts the other"):
+        assert re.search(re.escape(claim) + r"[^:]*: \*\*(supported|not supported|inconclusive)\*\*", report), claim
+    assert "hypergeometric p" in report
     for fig in ("neuron_overlap", "ablation_heatmap_zero", "ablation_sweep"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -150,7 +151,10 @@ def test_report_sections_state_the_verdicts_with_numbers(study):
     md = (out / "report.md").read_text()
     for title in ("Best-of-n against a learned judge", "RL against pm_train", "Helpful-harmless frontier",
                   "What over-optimisation looks like"):
-        assert f"## {title}" in md
+        assert f"### {title}" in md
+    assert "## Best-of-n and RL\n\n### Best-of-n against a learned judge" in md
+    for claim in ("reward grows about linearly in sqrt(KL)", "the training PM rates the policy above a held-out PM"):
+        assert re.search(re.escape(claim) + r": \*\*(supported|not supported|inconclusive)\*\*", md), claim
     assert md.count("the sqrt(KL) relation was") >= 3 + 2  # best-of-n per objective, RL per objective
     assert md.count("the train/test gap was") >= 3 + 2
     assert "R² = " in md and "upper bound" in md
