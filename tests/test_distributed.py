@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -92,3 +93,66 @@ def test_only_the_main_process_wrote_the_outputs(runs):
     steps = [json.loads(line)["step"] for line in lines]
     assert steps == list(range(1, len(steps) + 1))  # one line per step: no process wrote twice
     assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+# ---- the whole study under `accelerate launch -m rmtension` ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    """The same tiny study (Llama: no dropout, so both runs draw the same numbers) run plainly and launched."""
+    import yaml
+
+    from studykit import write_hh
+
+    base = tmp_path_factory.mktemp("dist_study")
+    write_hh(base / "hh", "helpful-base", 60, "yes", "no", 0)
+    write_hh(base / "hh", "harmless-base", 60, "sorry", "sure", 2)
+    cfg = {"name": "tiny",
+           "data": {"path": str(base / "hh"), "max_train_pairs": 20, "hub": False,
+                    "subsets": {"helpful": ["helpful-base"], "harmless": ["harmless-base"]}},
+           "model": {"backbone": str(save_tiny(base / "model", "llama")), "max_length": 48},
+           "train": {"seeds": [0], "epochs": 1, "batch_size": 8, "lr": 1e-3, "trainable": "top:1", "bf16": False,
+                     "eval_every": 2, "checkpoint_every": 2},
+           "eval": {"bootstrap": 200},
+           "neurons": {"max_pairs": 10, "ps": [5, 20], "scorers": ["mean_act", "rms_change"], "rms": ["mixed", "helpful"],
+                       "batch_size": 4, "bf16": False},
+           "ablation": {"max_test_pairs": 10, "random_draws": 1, "bootstrap": 100, "bf16": False, "batch_size": 4},
+           "report": {"enabled": False}}
+    (base / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    study = ["-m", "rmtension", "study", "--config", str(base / "cfg.yaml"), "--out"]
+    runs = {}
+    for name, launcher in (("one", [sys.executable]),
+                           ("two", [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                                    str(REPO / "configs/accelerate/ddp_cpu.yaml"), "--main_process_port", str(free_port())])):
+        proc = subprocess.run(launcher + study + [str(base / name)], env=ENV, cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        runs[name] = (base / name, proc.stdout)
+    return runs
+
+
+def test_a_launched_study_writes_the_same_results(studies):
+    import pandas as pd
+
+    from rmtension.runio import load_tensors
+
+    (one, log1), (two, log2) = studies["one"], studies["two"]
+    files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())  # noqa: E731
+    assert files(one) == files(two)
+    for csv in sorted(one.glob("eval/*/*/*.csv")):
+        a, b = pd.read_csv(csv), pd.read_csv(two / csv.relative_to(one))
+        assert list(a.pair_id) == list(b.pair_id)
+        np.testing.assert_allclose(b[["r_chosen", "r_rejected"]], a[["r_chosen", "r_rejected"]], atol=1e-5, rtol=0)
+    for path in sorted(one.glob("neurons/*/scores.safetensors")):
+        a, b = load_tensors(path), load_tensors(two / path.relative_to(one))
+        assert set(a) == set(b)
+        for k in a:
+            np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), atol=1e-6, rtol=0, err_msg=k)
+    a, b = pd.read_csv(one / "ablation.csv"), pd.read_csv(two / "ablation.csv")
+    assert a.shape == b.shape and a.shape[0] > 10
+    np.testing.assert_allclose(b.select_dtypes("number"), a.select_dtypes("number"), atol=1e-5, rtol=0)
+    # the main process alone speaks: the same log lines (timings aside) as the plain run, none repeated
+    lines = lambda log: sorted(re.sub(r"[0-9.]+", "#", x.replace("/two", "/one")) for x in log.splitlines()  # noqa: E731
+                               if x.startswith("[rmtension]"))
+    assert lines(log2) == lines(log1) and len(lines(log1)) > 10
