@@ -31,9 +31,11 @@ def study(
     from rmtension.config import load_config
     from rmtension.study import run_study
 
+    from rmtension import dist
+
     cfg = load_config(config, overrides or [])
     if not resume and out and Path(out).exists():
-        shutil.rmtree(out)
+        dist.main_only(shutil.rmtree, out)  # once, before any process writes there
     run_study(cfg, out)
 
 
