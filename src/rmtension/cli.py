@@ -28,10 +28,9 @@ def study(
     import shutil
     from pathlib import Path
 
+    from rmtension import dist
     from rmtension.config import load_config
     from rmtension.study import run_study
-
-    from rmtension import dist
 
     cfg = load_config(config, overrides or [])
     if not resume and out and Path(out).exists():
