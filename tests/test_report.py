@@ -202,6 +202,19 @@ def test_calibration_ci_comes_from_the_per_pair_scores(tmp_path):
     assert cis[("helpful", "helpful")][1] < 1e-6 and cis[("harmless", "helpful")][0] > 0.999
 
 
+def test_vectorised_ece_bootstrap_equals_calibration_on_each_resample():
+    from rmtension.report_core import ece_replicates
+    from rmtension.stats import calibration
+
+    rng = np.random.default_rng(3)
+    margins = rng.normal(0.4, 2.0, size=(3, 157))
+    idx = rng.integers(0, 157, size=(25, 157))
+    expected = [calibration(margins[:, i].ravel(), 7)["ece"] for i in idx]
+    np.testing.assert_allclose(ece_replicates(margins, 7, idx), expected, rtol=0, atol=1e-12)
+    whole = ece_replicates(margins, 7, np.arange(157)[None])[0]
+    assert whole == pytest.approx(calibration(margins.ravel(), 7)["ece"], abs=1e-12)
+
+
 def test_compare_puts_runs_side_by_side(tiny_runs, tmp_path, capsys):
     from rmtension.findings import findings
 
