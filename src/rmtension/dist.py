@@ -55,6 +55,24 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
     return Accelerator(cpu=_use_cpu(), log_with=list(log_with) or None, project_dir=project_dir)
 
 
+def require_replicated(acc) -> None:
+    """Refuse to train under DeepSpeed or FSDP, with a one-line reason.
+
+    The trainer keeps full copies of the trainable weights on every process (the best validation
+    weights, the saved model) and saves the optimiser state from the main process alone (exact
+    resume). That holds under DDP and with one process; ZeRO-2 shards the optimiser state, and
+    ZeRO-3 and FSDP shard the weights too.
+    """
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        from rmtension.errors import ConfigError
+
+        raise ConfigError(f"train: {acc.distributed_type.value} shards the weights or optimiser state, and training "
+                          "does not support that yet (it keeps full copies for best-model selection and exact "
+                          "resume); launch with configs/accelerate/ddp_gpu.yaml")
+
+
 def device() -> torch.device:
     """This process's device: its GPU when launched on GPUs, else the CPU."""
     return torch.device(state().device)

@@ -181,6 +181,7 @@ def train_reward_model(
     # Under several processes `runner` is the DDP-wrapped model (its backward averages gradients over
     # processes); the scheduler stays on the plain optimiser, so it steps once per optimiser step.
     acc = dist.accelerator(cfg.trackers, out_dir / "tracking")
+    dist.require_replicated(acc)
     runner, optimizer = acc.prepare(model, optimizer)
 
     torch.manual_seed(seed)
