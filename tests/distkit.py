@@ -2,9 +2,10 @@
 
     python tests/distkit.py WORK OUT_JSON
 
-WORK holds `model/` and `base/` (tiny Llama HF folders, written by the test). The script trains
-two tiny reward models (full fine-tuning with gradient accumulation, and the top block over a
-cached trunk), evaluates one, scores every neuron of a fixed model and runs an ablation, then the
+WORK holds `model/`, `base/` and `dropout/` (tiny Llama HF folders, the last with attention
+dropout, written by the test). The script trains two tiny reward models (full fine-tuning with
+gradient accumulation, and the top block over a cached trunk), evaluates each, checks that a run
+with dropout resumes exactly, scores every neuron of a fixed model and runs an ablation, then the
 main process writes everything to OUT_JSON. The code is the library's, called the same way in
 both runs: nothing here depends on the number of processes.
 """
@@ -19,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from rmtension import dist  # noqa: E402
+from rmtension import dist, interrupt  # noqa: E402
 from rmtension.config import TrainConfig  # noqa: E402
 from rmtension.forward import PairForward  # noqa: E402
 from rmtension.models import load_reward_model, load_tokenizer  # noqa: E402
@@ -30,10 +31,10 @@ from rmtension.trunk import TrunkCache, trunk_fingerprint  # noqa: E402
 from test_train import synthetic  # noqa: E402
 
 
-def train_one(work: Path, tok, train, val, name: str, **kw) -> dict:
+def train_one(work: Path, tok, train, val, name: str, model_dir: str = "model", **kw) -> dict:
     cfg = TrainConfig(seeds=[0], epochs=2, batch_size=6, lr=4e-4, eval_every=2, checkpoint_every=4, bf16=False, **kw)
     torch.manual_seed(0)
-    model = load_reward_model(str(work / "model"), tok).to(dist.device())
+    model = load_reward_model(str(work / model_dir), tok).to(dist.device())
     cache = None
     if cfg.trainable != "all":
         k = set_trainable(model, cfg.trainable)
@@ -47,13 +48,30 @@ def train_one(work: Path, tok, train, val, name: str, **kw) -> dict:
             "eval": [r_c.tolist(), r_r.tolist()]}
 
 
+def resumes_exactly(work: Path, tok, train, val) -> bool:
+    """With dropout, a run stopped after its first step and resumed equals an uninterrupted one
+    (each process gets its own RNG state back from the checkpoint)."""
+    ref = train_one(work, tok, train, val, "dropout", model_dir="dropout")
+    interrupt.request()
+    try:
+        train_one(work, tok, train, val, "dropout-resumed", model_dir="dropout")
+        return False  # it should have stopped
+    except interrupt.Interrupted:
+        pass
+    finally:
+        interrupt._STOP.clear()
+    resumed = train_one(work, tok, train, val, "dropout-resumed", model_dir="dropout")
+    return resumed == ref and len(ref["loss"]) > 3
+
+
 def main(work: Path, out: Path) -> None:
     tok = load_tokenizer(str(work / "model"), 64)
     train = synthetic(tok, 41, "train")  # 41 pairs in batches of 6: the last global batch is ragged
     val = synthetic(tok, 15, "val", seed=1)
     result = {"world_size": dist.world_size(), "distributed_type": str(dist.state().distributed_type),
               "full": train_one(work, tok, train, val, "full", grad_accum=2),
-              "top1": train_one(work, tok, train, val, "top1", trainable="top:1")}
+              "top1": train_one(work, tok, train, val, "top1", trainable="top:1"),
+              "resumes_exactly": resumes_exactly(work, tok, train, val)}
 
     fixed = load_reward_model(str(work / "model"), tok).to(dist.device())
     base = load_reward_model(str(work / "base"), tok).to(dist.device())

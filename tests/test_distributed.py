@@ -19,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from tiny import save_tiny
+from transformers import AutoModelForSequenceClassification
+
+from tiny import save_tiny, tiny_config, tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).with_name("distkit.py")
@@ -48,6 +51,12 @@ def runs(tmp_path_factory):
     for work in (single, launched):
         save_tiny(work / "model", "llama", seed=0)
         save_tiny(work / "base", "llama", seed=1)
+        config = tiny_config("llama")
+        config.attention_dropout = 0.2
+        torch.manual_seed(0)
+        dropout = AutoModelForSequenceClassification.from_config(config)
+        dropout.save_pretrained(work / "dropout")
+        tiny_tokenizer("llama").save_pretrained(work / "dropout")
     one = run([sys.executable, str(SCRIPT), str(single), str(single / "result.json")], single / "result.json")
     two = run([sys.executable, "-m", "accelerate.commands.launch",
                "--config_file", str(REPO / "configs/accelerate/ddp_cpu.yaml"), "--main_process_port", str(free_port()),
@@ -72,6 +81,11 @@ def test_training_matches_the_single_process_run(runs, model):
     assert a["best_step"] == b["best_step"]
     # evaluation gathers every pair's rewards back in the original order
     np.testing.assert_allclose(b["eval"], a["eval"], atol=1e-5, rtol=0)
+
+
+def test_an_interrupted_run_with_dropout_resumes_exactly_on_each_process(runs):
+    one, two, _ = runs
+    assert one["resumes_exactly"] and two["resumes_exactly"]
 
 
 def test_neuron_scores_match_the_single_process_pass(runs):

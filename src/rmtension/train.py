@@ -138,7 +138,8 @@ class Checkpoint:
         scheduler.load_state_dict(extra["scheduler"])
         per_process = extra.get("torch_rng_per_process")
         same_world = per_process is not None and len(per_process) == dist.world_size()
-        torch.set_rng_state(per_process[dist.rank()] if same_world else extra["torch_rng"])
+        # clone: a row of the stacked states is a view, and set_rng_state crashes on views with an offset
+        torch.set_rng_state((per_process[dist.rank()] if same_world else extra["torch_rng"]).clone())
         return state, best
 
 
