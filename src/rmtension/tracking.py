@@ -42,7 +42,7 @@ def _hparams(config: dict) -> dict:
 
 
 class MetricsLog:
-    """Append-only metrics of one training run.
+    """Append-only metrics of one training run; a context manager that closes the trackers on exit.
 
     `accelerator`: an `accelerate.Accelerator` created with `log_with` = `trackers` (or none) and
     `project_dir` = `<out_dir>/tracking`. `resume_step`: the checkpoint's step when resuming, else None.
@@ -57,6 +57,12 @@ class MetricsLog:
         if trackers:
             init = {"wandb": {"name": run_name, "dir": str(Path(out_dir) / "tracking")}}
             accelerator.init_trackers(PROJECT, config=_hparams(config), init_kwargs=init)
+
+    def __enter__(self) -> "MetricsLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def log(self, row: dict) -> None:
         """Record one step's values (`step` plus numbers)."""

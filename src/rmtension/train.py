@@ -174,11 +174,9 @@ def train_reward_model(
         raise ValueError(f"trunk cache cut at top {cache.k} blocks, but trainable={cfg.trainable}")
     named = trainable_params(model)
     params = list(named.values())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_batches = math.ceil(len(train) / cfg.batch_size)
     total_steps = max(1, math.ceil(cfg.epochs * n_batches / cfg.grad_accum))
-    warmup = int(cfg.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, warmup, total_steps, cfg.schedule))
+    optimizer, scheduler = _optimiser(params, cfg, total_steps)
     # Under several processes `runner` is the DDP-wrapped model (its backward averages gradients over
     # processes); the scheduler stays on the plain optimiser, so it steps once per optimiser step.
     acc = dist.accelerator(cfg.trackers, out_dir / "tracking")
@@ -199,7 +197,7 @@ def train_reward_model(
     model.train()
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {out_dir.parent.name}/{out_dir.name}",
                disable=not progress or not dist.is_main(), leave=False)
-    with PairForward(model, tokenizer.pad_token_id, cfg.bf16, cache, runner=runner) as fwd:
+    with log, PairForward(model, tokenizer.pad_token_id, cfg.bf16, cache, runner=runner) as fwd:
         order_epoch, order = -1, []
         t0 = time.perf_counter()
         while state["step"] < total_steps:
@@ -242,13 +240,20 @@ def train_reward_model(
                 interrupt.check(f"during training of {out_dir} at step {state['step']} (checkpoint saved)")
         state["seconds"] += time.perf_counter() - t0
     bar.close()
-    log.close()
     _load_trainable(named, best)
     metrics = _metrics(state, len(train), len(val), total_steps, cfg, k)
     dist.main_only(_save_hf_folder, model, tokenizer, out_dir)
     write_json(out_dir / "metrics.json", metrics)
     dist.main_only(shutil.rmtree, ckpt.dir, ignore_errors=True)
     return TrainResult(out_dir, state["best_step"], state["best_val_accuracy"], metrics)
+
+
+def _optimiser(params: list[nn.Parameter], cfg: TrainConfig, total_steps: int):
+    """AdamW and its warmup-then-decay schedule (`lr_lambda`), stepped once per optimiser step."""
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, warmup, total_steps, cfg.schedule))
+    return optimizer, scheduler
 
 
 def _pair_step(fwd: PairForward, acc, runner: nn.Module, train: EncodedPairs, idx: list[int], cfg: TrainConfig,
