@@ -3,9 +3,9 @@
     python tests/distkit.py WORK OUT_JSON
 
 WORK holds `model/`, `base/` and `dropout/` (tiny Llama HF folders, the last with attention
-dropout, written by the test). The script trains two tiny reward models (full fine-tuning with
-gradient accumulation, and the top block over a cached trunk), evaluates each, checks that a run
-with dropout resumes exactly, scores every neuron of a fixed model and runs an ablation, then the
+dropout) and `bert/` (a tiny BERT without dropout), written by the test. The script trains three
+tiny reward models (full fine-tuning with gradient accumulation, and the top block over a cached
+trunk for Llama and BERT), evaluates each, checks that a run with dropout resumes exactly, scores every neuron of a fixed model and runs an ablation, then the
 main process writes everything to OUT_JSON. The code is the library's, called the same way in
 both runs: nothing here depends on the number of processes.
 """
@@ -72,6 +72,9 @@ def main(work: Path, out: Path) -> None:
               "full": train_one(work, tok, train, val, "full", grad_accum=2),
               "top1": train_one(work, tok, train, val, "top1", trainable="top:1"),
               "resumes_exactly": resumes_exactly(work, tok, train, val)}
+    btok = load_tokenizer(str(work / "bert"), 64)  # BERT's buffers live in the embeddings the trunk cache replaces
+    result["bert_top1"] = train_one(work, btok, synthetic(btok, 41, "train"), synthetic(btok, 15, "val", seed=1),
+                                    "bert_top1", model_dir="bert", trainable="top:1")
 
     fixed = load_reward_model(str(work / "model"), tok).to(dist.device())
     base = load_reward_model(str(work / "base"), tok).to(dist.device())

@@ -57,6 +57,11 @@ def runs(tmp_path_factory):
         dropout = AutoModelForSequenceClassification.from_config(config)
         dropout.save_pretrained(work / "dropout")
         tiny_tokenizer("llama").save_pretrained(work / "dropout")
+        bert = tiny_config("bert")
+        bert.hidden_dropout_prob = bert.attention_probs_dropout_prob = 0.0
+        torch.manual_seed(0)
+        AutoModelForSequenceClassification.from_config(bert).save_pretrained(work / "bert")
+        tiny_tokenizer("bert").save_pretrained(work / "bert")
     one = run([sys.executable, str(SCRIPT), str(single), str(single / "result.json")], single / "result.json")
     two = run([sys.executable, "-m", "accelerate.commands.launch",
                "--config_file", str(REPO / "configs/accelerate/ddp_cpu.yaml"), "--main_process_port", str(free_port()),
@@ -70,7 +75,7 @@ def test_the_launch_ran_two_cpu_processes(runs):
     assert two["world_size"] == 2 and two["distributed_type"].endswith("MULTI_CPU")
 
 
-@pytest.mark.parametrize("model", ["full", "top1"])
+@pytest.mark.parametrize("model", ["full", "top1", "bert_top1"])
 def test_training_matches_the_single_process_run(runs, model):
     one, two, _ = runs
     a, b = one[model], two[model]
@@ -80,7 +85,12 @@ def test_training_matches_the_single_process_run(runs, model):
     np.testing.assert_allclose([v for _, v in b["val_accuracy"]], [v for _, v in a["val_accuracy"]], atol=1e-5, rtol=0)
     assert a["best_step"] == b["best_step"]
     # evaluation gathers every pair's rewards back in the original order
-    np.testing.assert_allclose(b["eval"], a["eval"], atol=1e-5, rtol=0)
+    margin = lambda rewards: np.subtract(*rewards)  # noqa: E731
+    np.testing.assert_allclose(margin(b["eval"]), margin(a["eval"]), atol=1e-5, rtol=0)
+    if model != "bert_top1":
+        # BERT's score head has a bias, which the pairwise loss gives no gradient: AdamW turns its
+        # rounding-level gradient into steps of size lr, so BERT's rewards (not margins) drift by a constant.
+        np.testing.assert_allclose(b["eval"], a["eval"], atol=1e-5, rtol=0)
 
 
 def test_an_interrupted_run_with_dropout_resumes_exactly_on_each_process(runs):

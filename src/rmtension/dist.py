@@ -49,10 +49,15 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
     """A fresh `accelerate.Accelerator` over the shared process state, with these trackers.
 
     One per training run: trackers belong to an Accelerator, and a study trains many models.
+    DDP does not broadcast buffers before each forward: the backbones' buffers are constants
+    (position ids, rotary frequencies), and over a trunk cache the embeddings that hold them are
+    swapped out, which leaves DDP an empty buffer list it cannot broadcast.
     """
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
-    return Accelerator(cpu=_use_cpu(), log_with=list(log_with) or None, project_dir=project_dir)
+    return Accelerator(cpu=_use_cpu(), log_with=list(log_with) or None, project_dir=project_dir,
+                       kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
 
 
 def require_replicated(acc) -> None:
