@@ -1,10 +1,11 @@
 """Two CPU processes (`accelerate launch`, gloo) give the results of one process.
 
-tests/distkit.py trains two tiny reward models (full fine-tuning with gradient accumulation, and
-the top block over a cached trunk, both with a ragged last batch), evaluates, scores every neuron
-and runs an ablation. It runs once under `accelerate launch` with configs/accelerate/ddp_cpu.yaml
-and once as a plain process; the loss curves and validation accuracies must agree within 1e-5,
-the neuron scores within 1e-6, and the per-pair results must come back in the same order.
+tests/distkit.py trains tiny reward models (full fine-tuning with gradient accumulation, and the
+top block over a cached trunk for Llama and BERT, all with a ragged last batch), evaluates them,
+resumes an interrupted run with dropout, scores every neuron and runs an ablation. It runs once
+under `accelerate launch` with configs/accelerate/ddp_cpu.yaml and once as a plain process; the
+loss curves and validation accuracies must agree within 1e-5, the neuron scores within 1e-6, and
+the per-pair results must come back in the same order. Then a whole tiny study runs both ways.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ SCRIPT = Path(__file__).with_name("distkit.py")
 # Two processes on CPU, one thread each, no GPU, no network.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
        "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+if Path("/sys/class/net/lo").exists():  # gloo over loopback, also where the host name does not resolve
+    ENV.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
 
 def free_port() -> int:

@@ -78,6 +78,20 @@ def require_replicated(acc) -> None:
                           "resume); launch with configs/accelerate/ddp_gpu.yaml")
 
 
+def prepare(acc, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    """`acc.prepare(model, optimizer)` after `require_replicated`: the model DDP-wrapped under several processes.
+
+    torch 2.13 marks DDP's `broadcast_buffers` as deprecated in favour of `forward_sync_buffers`,
+    which accelerate cannot pass yet; the warning is silenced here, where it is expected.
+    """
+    import warnings
+
+    require_replicated(acc)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.* is deprecated", category=FutureWarning)
+        return acc.prepare(model, optimizer)
+
+
 def device() -> torch.device:
     """This process's device: its GPU when launched on GPUs, else the CPU."""
     return torch.device(state().device)

@@ -180,8 +180,7 @@ def train_reward_model(
     # Under several processes `runner` is the DDP-wrapped model (its backward averages gradients over
     # processes); the scheduler stays on the plain optimiser, so it steps once per optimiser step.
     acc = dist.accelerator(cfg.trackers, out_dir / "tracking")
-    dist.require_replicated(acc)
-    runner, optimizer = acc.prepare(model, optimizer)
+    runner, optimizer = dist.prepare(acc, model, optimizer)
 
     torch.manual_seed(seed)
     state = {"step": 0, "loss": [], "val": [], "best_step": -1, "best_val_accuracy": -1.0, "seconds": 0.0,
