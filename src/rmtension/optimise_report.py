@@ -127,7 +127,7 @@ def section_rl(run_dir: Path):
     s.figures.append(("RL curves: reward under each judge against sqrt(KL), and KL over the steps.", save(fig, run_dir, "rl")))
     last = frame.groupby("objective", sort=False).tail(1)
     s.tables.append(("Last step per objective", last[["objective", "step", "kl", "reward_train_pm", "reward_test_pm",
-                                                      "reward_other_objective", "step_s"]].round(3)))
+                                                      "reward_other_objective"]].round(3)))
     return s
 
 

@@ -191,9 +191,11 @@ def stage_rl_objective(prep, objective: str) -> None:
     frame["objective"], frame["sqrt_kl"] = objective, np.sqrt(frame["kl"].clip(lower=0))
     frame["normalisation"] = "bon samples" if stats else "first batch"
     first = ["objective", "step", "kl", "sqrt_kl", "reward_train_pm", "reward_test_pm", "reward_other_objective"]
-    frame = frame[first + [c for c in frame.columns if c not in first]]
-    write_csv(inside(ctx.run_dir, "rl", f"{objective}.csv"), frame)
-    write_manifest(ctx.run_dir, stage, h, [inside(ctx.run_dir, "rl", f"{objective}.csv")])
+    timing = ["sample_s", "score_s", "step_s"]  # wall clock: kept apart so the results are deterministic on CPU
+    frame = frame[first + [c for c in frame.columns if c not in first and c not in timing]]
+    outputs = [write_csv(inside(ctx.run_dir, "rl", f"{objective}.csv"), frame),
+               write_csv(inside(ctx.run_dir, "rl", f"{objective}_timing.csv"), pd.DataFrame(rows)[["step", *timing]])]
+    write_manifest(ctx.run_dir, stage, h, outputs)
 
 
 def rl_summary(frame: pd.DataFrame) -> dict:

@@ -1,0 +1,93 @@
+"""SIGKILL a real `rmtension study --config configs/smoke.yaml` at seeded random points.
+
+The reference is the session's uninterrupted smoke study (the `smoke_run` fixture). The kill points are files of that
+run, drawn with a fixed seed, one from each third of its timeline (so data/training,
+scoring/ablation and sampling/RL are each hit), plus a random delay after the file appears so
+the kill can land mid-write. After every kill the same command is run again; after the last
+one it runs to the end, and every result file must equal the reference's byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+SEED = 20261201
+SMOKE = REPO / "configs" / "smoke.yaml"
+# Result files that must be identical; each must exist in the reference run.
+RESULTS = ["tension.json", "ablation.csv", "bon.csv", "frontier.csv", "rl.csv", "rl.json", "bon_fit.json",
+           "neurons/sets.json", "neurons/overlap.json", "data/splits.json"]
+# Files that are rewritten by later stages or carry wall-clock numbers are never kill points.
+NOT_MARKERS = ("report", "figures/", "tables/", "metrics", "config.yaml", "provenance", "_timing.csv")
+
+pytestmark = [pytest.mark.real,
+              pytest.mark.skipif(not os.environ.get("RMTENSION_DATA"), reason="needs RMTENSION_DATA")]
+
+
+def command(out: Path) -> list[str]:
+    return [sys.executable, "-m", "rmtension.cli", "study", "--config", str(SMOKE), "--out", str(out)]
+
+
+def run_to_end(out: Path) -> None:
+    proc = subprocess.run(command(out), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def kill_when(out: Path, marker: str, delay: float, timeout: float = 600) -> None:
+    """Start the study, wait for `marker` (a path under `out`), wait `delay` seconds, SIGKILL it."""
+    proc = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while not (out / marker).exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the study ended before {marker} appeared: {proc.stderr.read()[-3000:]}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError(f"{marker} never appeared")
+        time.sleep(0.01)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the study had already ended when it was to be killed at {marker}"
+
+
+def timeline(run_dir: Path) -> list[str]:
+    """Files of a finished run, oldest first, without those that are rewritten or timed."""
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    files.sort(key=lambda p: p.stat().st_mtime_ns)
+    rel = [str(p.relative_to(run_dir)) for p in files]
+    return [r for r in rel if not any(bad in r for bad in NOT_MARKERS)]
+
+
+def kill_points(run_dir: Path, rng: random.Random) -> list[tuple[str, float]]:
+    files = timeline(run_dir)
+    thirds = [files[i * len(files) // 3:(i + 1) * len(files) // 3] for i in range(3)]
+    return [(rng.choice(third), rng.uniform(0.0, 0.5)) for third in thirds]
+
+
+def test_smoke_study_killed_at_seeded_random_points_resumes_to_identical_results(tmp_path, smoke_run):
+    reference = smoke_run
+    for name in RESULTS:
+        assert (reference / name).is_file(), f"the smoke study no longer writes {name}"
+
+    killed = tmp_path / "killed"
+    points = kill_points(reference, random.Random(SEED))
+    assert len({p for p, _ in points}) == 3
+    for marker, delay in points:
+        kill_when(killed, marker, delay)
+    run_to_end(killed)
+
+    for name in RESULTS:
+        assert (killed / name).read_bytes() == (reference / name).read_bytes(), f"{name} differs after kills at {points}"
+    evals = sorted(str(p.relative_to(reference)) for p in (reference / "eval").rglob("*.csv"))
+    assert evals and evals == sorted(str(p.relative_to(killed)) for p in (killed / "eval").rglob("*.csv"))
+    for name in evals:
+        assert (killed / name).read_bytes() == (reference / name).read_bytes(), name
