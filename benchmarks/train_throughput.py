@@ -82,9 +82,10 @@ def run_ours(path: str, tok, train: EncodedPairs, val: EncodedPairs, trainable: 
         cache = None
         if trainable != "all":
             cache = TrunkCache(k, trunk_fingerprint(model, k))
-            for enc in (train, val):  # training validates on val, through the same cache
-                cache.add(model, enc, tok.pad_token_id, 32, True)
-        train_reward_model(model, tok, train, val, cfg, 0, out, cache=cache, progress=False)
+            cache.add(model, train, tok.pad_token_id, 32, True)
+        # Like TRL's run (eval_strategy="no"), no validation inside the timed call: the final model is
+        # kept, and both are scored on `val` afterwards, outside the timer.
+        train_reward_model(model, tok, train, None, cfg, 0, out, cache=cache, progress=False)
         seconds = time.perf_counter() - t0
     model.eval()
     return len(train) / seconds, accuracy(model, tok, val)

@@ -54,6 +54,19 @@ def test_training_lowers_loss_changes_params_and_saves_a_loadable_model(tmp_path
         assert key in res.metrics
 
 
+def test_without_validation_the_final_model_is_kept(tmp_path, data):
+    tok, tr, va = data
+    # With validation only at the last step, the kept model is the final one: the same weights as no validation.
+    ref = tiny_reward_model("llama")
+    train_reward_model(ref, tok, tr, va, cfg(eval_every=10_000), seed=0, out_dir=tmp_path / "a", progress=False)
+    model = tiny_reward_model("llama")
+    res = train_reward_model(model, tok, tr, None, cfg(eval_every=1), seed=0, out_dir=tmp_path / "b", progress=False)
+    assert res.best_val_accuracy is None and res.best_step == res.metrics["steps"] == 12
+    assert res.metrics["val_accuracy"] == [] and res.metrics["n_val"] == 0
+    for (n, p), (_, q) in zip(ref.named_parameters(), model.named_parameters()):
+        assert torch.equal(p, q), n
+
+
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, data):
     tok, tr, va = data
     full = tiny_reward_model("llama")

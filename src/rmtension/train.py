@@ -43,7 +43,7 @@ from rmtension.trunk import TrunkCache, parse_scope
 class TrainResult:
     out_dir: Path
     best_step: int
-    best_val_accuracy: float
+    best_val_accuracy: float | None  # None when trained without validation
     metrics: dict = field(repr=False)
 
 
@@ -151,7 +151,7 @@ def train_reward_model(
     model: nn.Module,
     tokenizer,
     train: EncodedPairs,
-    val: EncodedPairs,
+    val: EncodedPairs | None,
     cfg: TrainConfig,
     seed: int,
     out_dir: str | Path,
@@ -160,6 +160,8 @@ def train_reward_model(
     progress: bool = True,
 ) -> TrainResult:
     """Train with the Bradley-Terry loss, keep the best checkpoint on `val`, save an HF folder to `out_dir`.
+
+    With `val=None` there is no validation and the final model is kept.
 
     `model` must already carry the seeded head initialisation and sit on `dist.device()`. With
     `cache`, `model`'s frozen trunk must be the one the cache was computed from. Writes
@@ -222,7 +224,7 @@ def train_reward_model(
             row = {"step": state["step"], "loss": float(np.mean(losses)), "lr": lr}
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
-            if state["step"] % cfg.eval_every == 0 or state["step"] == total_steps:
+            if val is not None and (state["step"] % cfg.eval_every == 0 or state["step"] == total_steps):
                 row["val_accuracy"] = val_acc = _accuracy(*fwd.score(val))
                 state["val"].append([state["step"], val_acc])
                 if val_acc > state["best_val_accuracy"]:
@@ -239,8 +241,10 @@ def train_reward_model(
                 interrupt.check(f"during training of {out_dir} at step {state['step']} (checkpoint saved)")
         state["seconds"] += time.perf_counter() - t0
     bar.close()
+    if val is None:
+        best, state["best_step"], state["best_val_accuracy"] = _trainable_state(named), state["step"], None
     _load_trainable(named, best)
-    metrics = _metrics(state, len(train), len(val), total_steps, cfg, k)
+    metrics = _metrics(state, len(train), 0 if val is None else len(val), total_steps, cfg, k)
     dist.main_only(_save_hf_folder, model, tokenizer, out_dir)
     write_json(out_dir / "metrics.json", metrics)
     dist.main_only(shutil.rmtree, ckpt.dir, ignore_errors=True)
