@@ -6,7 +6,7 @@ one epoch, batch 16, the same learning rate, in this one process, one after the 
 the very same token ids (truncated from the left; TRL would otherwise drop long pairs), and
 both are scored on the same validation pairs by the same code.
 
-Runs:
+Runs (dropout off in both: TRL's default `disable_dropout=True`, rmtension's `disable_dropout`):
   1. full fine-tuning: TRL (its defaults: fp32, random batches) vs rmtension (bf16 autocast,
      length-grouped batches);
   2. `top:2`: TRL with the same lower layers frozen vs rmtension with the frozen trunk cached
@@ -15,7 +15,8 @@ Runs:
     python benchmarks/train_throughput.py [--data PATH/hh-rlhf] [--pairs 512] [--val 256]
 
 Wall time of the training call is what is timed (TRL's includes its data preparation,
-rmtension's its end-of-training validation and save).
+rmtension's the trunk-cache build and the save). Neither validates inside the timed call (TRL runs
+with eval_strategy="no"); both final models are scored on the validation pairs afterwards.
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def run_trl(path: str, tok, train: EncodedPairs, val: EncodedPairs, trainable: s
 
 def run_ours(path: str, tok, train: EncodedPairs, val: EncodedPairs, trainable: str) -> tuple[float, float]:
     model, k = fresh_model(path, tok, trainable)
+    # disable_dropout: TRL's RewardConfig turns dropout off by default; the same here.
     cfg = TrainConfig(epochs=1, batch_size=BATCH, lr=LR, trainable=trainable, bf16=True, eval_every=10_000,
-                      checkpoint_every=10_000, seeds=[0])
+                      checkpoint_every=10_000, seeds=[0], disable_dropout=True)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         cache = None

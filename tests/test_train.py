@@ -67,6 +67,29 @@ def test_without_validation_the_final_model_is_kept(tmp_path, data):
         assert torch.equal(p, q), n
 
 
+def test_disable_dropout_trains_like_a_model_without_dropout(tmp_path):
+    from transformers import AutoModelForSequenceClassification as Auto
+
+    from tiny import tiny_config
+
+    tok = tiny_tokenizer("bert")
+    tr, va = synthetic(tok, 24, "train"), synthetic(tok, 8, "val", seed=1)
+    no_dropout = tiny_config("bert")
+    no_dropout.hidden_dropout_prob = no_dropout.attention_probs_dropout_prob = 0.0
+    torch.manual_seed(0)
+    plain = Auto.from_config(no_dropout)
+    losses = {}
+    for name, disable in (("with", False), ("disabled", True)):
+        model = tiny_reward_model("bert")  # the same seed, so the same weights; dropout 0.1 in its config
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), plain.parameters()))
+        res = train_reward_model(model, tok, tr, va, cfg(disable_dropout=disable), seed=0, out_dir=tmp_path / name,
+                                 progress=False)
+        losses[name] = [l for _, l in res.metrics["loss"]]
+    res = train_reward_model(plain, tok, tr, va, cfg(), seed=0, out_dir=tmp_path / "plain", progress=False)
+    np.testing.assert_allclose(losses["disabled"], [l for _, l in res.metrics["loss"]], rtol=0, atol=1e-6)
+    assert not np.allclose(losses["with"], losses["disabled"], rtol=0, atol=1e-6)
+
+
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, data):
     tok, tr, va = data
     full = tiny_reward_model("llama")

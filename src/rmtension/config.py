@@ -111,6 +111,8 @@ class TrainConfig(Strict):
     """Optimiser steps between resumable checkpoints."""
     length_grouping: bool = True
     """Group batches by length to cut padding."""
+    disable_dropout: bool = False
+    """Set every `nn.Dropout` of the model to p = 0 while training (TRL's `RewardConfig.disable_dropout`)."""
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     """Also send the training metrics to these accelerate trackers (`metrics.jsonl` is always
     written); each must be installed. Does not change results, so not part of the training hash."""

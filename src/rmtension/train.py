@@ -47,6 +47,14 @@ class TrainResult:
     metrics: dict = field(repr=False)
 
 
+def disable_dropout(model: nn.Module) -> int:
+    """Set p = 0 on every `nn.Dropout` of `model`; returns how many there were."""
+    drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    for m in drops:
+        m.p = 0.0
+    return len(drops)
+
+
 def set_trainable(model: nn.Module, scope: str) -> int:
     """Freeze everything outside `scope`; returns K, the number of trainable top blocks."""
     spec = find_arch(model)
@@ -172,6 +180,8 @@ def train_reward_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     k = set_trainable(model, cfg.trainable)
+    if cfg.disable_dropout:
+        disable_dropout(model)
     if cache is not None and cache.k != k:
         raise ValueError(f"trunk cache cut at top {cache.k} blocks, but trainable={cfg.trainable}")
     named = trainable_params(model)
