@@ -6,6 +6,9 @@ one epoch, batch 16, the same learning rate, in this one process, one after the 
 the very same token ids (truncated from the left; TRL would otherwise drop long pairs), and
 both are scored on the same validation pairs by the same code.
 
+TRL runs at its RewardConfig defaults, which include gradient checkpointing; `--trl-no-checkpointing`
+turns that off (a memory saving that costs TRL a second forward pass).
+
 Runs (dropout off in both: TRL's default `disable_dropout=True`, rmtension's `disable_dropout`):
   1. full fine-tuning: TRL (its defaults: fp32, random batches) vs rmtension (bf16 autocast,
      length-grouped batches);
@@ -55,7 +58,8 @@ def fresh_model(path: str, tok, trainable: str):
     return model, k
 
 
-def run_trl(path: str, tok, train: EncodedPairs, val: EncodedPairs, trainable: str) -> tuple[float, float]:
+def run_trl(path: str, tok, train: EncodedPairs, val: EncodedPairs, trainable: str,
+            checkpointing: bool = True) -> tuple[float, float]:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
@@ -65,7 +69,7 @@ def run_trl(path: str, tok, train: EncodedPairs, val: EncodedPairs, trainable: s
         args = RewardConfig(output_dir=out, use_cpu=True, per_device_train_batch_size=BATCH, num_train_epochs=1,
                             learning_rate=LR, max_length=256, report_to="none", save_strategy="no",
                             eval_strategy="no", logging_steps=10, disable_tqdm=True, seed=0, bf16=False,
-                            dataloader_num_workers=0)
+                            dataloader_num_workers=0, gradient_checkpointing=checkpointing)
         trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
         t0 = time.perf_counter()
         trainer.train()
@@ -99,6 +103,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=512)
     ap.add_argument("--val", type=int, default=256)
     ap.add_argument("--only", choices=["full", "top2"], default=None)
+    ap.add_argument("--trl-no-checkpointing", action="store_true",
+                    help="run TRL without gradient checkpointing (its RewardConfig turns it on by default)")
     args = ap.parse_args()
     if not args.data or not Path(args.data).is_dir():
         raise SystemExit("error: pass --data PATH/hh-rlhf or set RMTENSION_DATA")
@@ -108,12 +114,13 @@ def main() -> None:
     train = encode_pairs(bundle.splits["helpful"]["train"][: args.pairs], tok, 256)
     val = encode_pairs(bundle.splits["helpful"]["val"][: args.val], tok, 256)
     print(f"MiniLM, {len(train)} HH helpful train pairs, {len(val)} val pairs, max length 256, 1 epoch, "
-          f"batch {BATCH}, lr {LR}, {torch.get_num_threads()} threads")
+          f"batch {BATCH}, lr {LR}, {torch.get_num_threads()} threads, "
+          f"TRL gradient checkpointing {'off' if args.trl_no_checkpointing else 'on (its default)'}")
     runs = [("full", "all"), ("top2", "top:2")]
     for name, trainable in runs:
         if args.only and args.only != name:
             continue
-        trl_ps, trl_acc = run_trl(path, tok, train, val, trainable)
+        trl_ps, trl_acc = run_trl(path, tok, train, val, trainable, not args.trl_no_checkpointing)
         our_ps, our_acc = run_ours(path, tok, train, val, trainable)
         label = "full fine-tuning" if name == "full" else "top:2 (TRL: same layers frozen; rmtension: trunk cached)"
         print(f"\n{label}")
