@@ -206,8 +206,8 @@ def read_scores(run_dir: Path) -> dict[str, tuple[dict[str, torch.Tensor], dict[
     out = {}
     for path in sorted((Path(run_dir) / NEURONS).glob("*/scores.safetensors")):
         try:
-            with safe_open(str(path), "pt") as f:
-                out[path.parent.name] = ({k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {}))
+            with safe_open(str(path), "pt") as f:  # metadata comes back in no fixed order: sorted, for stable outputs
+                out[path.parent.name] = ({k: f.get_tensor(k) for k in f.keys()}, dict(sorted((f.metadata() or {}).items())))
         except Exception as e:  # safetensors raises its own types on truncation
             raise ArtifactError(f"{path}: corrupted safetensors ({e})") from None
     if not out:
