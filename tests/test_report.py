@@ -228,6 +228,10 @@ def test_compare_puts_runs_side_by_side(tiny_runs, tmp_path, capsys):
     runs = pd.read_csv(out / "tables" / "runs_0.csv").set_index("run")
     assert runs.loc["matched", "mixed"] == "matched" and runs.loc["ratio", "mixed"] == "ratio (0.25)"
     assert list(runs["seeds"]) == [2, 1]
+    diff = pd.read_csv(out / "tables" / "runs_1.csv", dtype=str).set_index("key")
+    assert (diff.loc["data.mixed_mode", "matched"], diff.loc["data.mixed_mode", "ratio"]) == ("matched", "ratio")
+    assert diff.loc["data.mixed_ratio", "ratio"] == "0.25" and len(diff.loc["train.seeds"].unique()) == 2
+    assert "name" not in diff.index and "model.backbone" not in diff.index  # equal keys are left out
     acc = pd.read_csv(out / "tables" / "accuracy_0.csv")
     assert list(acc.columns) == ["RM", "test set", "matched", "ratio"] and len(acc) == 6
     for label, run in (("matched", a), ("ratio", b)):

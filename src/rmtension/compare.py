@@ -51,11 +51,38 @@ def _setting(run_dir: Path) -> dict:
             "seeds": len(train.get("seeds", [])), "analyses": ", ".join(stages) or "none"}
 
 
+def flatten(cfg: dict, prefix: str = "") -> dict[str, object]:
+    """Nested config -> {"train.lr": 2e-4, ...}; a section that is absent or null reads as None."""
+    out: dict[str, object] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(runs: dict[str, Path]) -> pd.DataFrame:
+    """One row per config key whose value differs between the runs (run names excluded), one column per run."""
+    flat = {label: flatten(read_config(d)) for label, d in runs.items()}
+    keys = sorted({k for f in flat.values() for k in f} - {"name"})
+    rows = [{"key": k, **{label: f.get(k, "(absent)") for label, f in flat.items()}} for k in keys
+            if len({repr(f.get(k, "(absent)")) for f in flat.values()}) > 1]
+    return pd.DataFrame(rows, columns=["key", *runs]).astype(str)
+
+
 def section_runs(runs: dict[str, Path]) -> Section:
     s = Section("Runs", "runs")
-    s.paragraphs.append("The runs compared, with the settings that most often differ between them. Source: each run's "
-                        "`config.yaml`; the full configs are in each run's own report.")
+    s.paragraphs.append("The runs compared, with the settings that most often differ between them, then every "
+                        "config key whose value differs. Source: each run's `config.yaml`; the full configs are "
+                        "in each run's own report.")
     s.tables.append(("Runs and settings", pd.DataFrame([{"run": label, **_setting(d)} for label, d in runs.items()])))
+    diff = config_differences(runs)
+    if len(diff):
+        s.tables.append(("Config keys that differ between the runs", diff))
+    else:
+        s.paragraphs.append("The runs' resolved configs are identical apart from their names.")
     return s
 
 
