@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 import numpy as np
 import pandas as pd
-import yaml
 
 from rmtension.figures import CHANCE_COLOUR, COLUMN_WIDTH, DIVERGING_CMAP, DOUBLE_WIDTH, PALETTE, new_figure, save
 from rmtension.neurons.claims import fmt_p
+from rmtension.report_core import ordered_tests, read_config
 from rmtension.report_section import Section
 from rmtension.runio import read_json
 
@@ -32,10 +32,7 @@ def claim_settings(run_dir: Path) -> dict:
     """The claim settings saved in config.yaml (defaults where the run has no such section)."""
     from rmtension.neurons.config import AblationConfig, NeuronsConfig
 
-    try:
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        raw = {}
+    raw = read_config(run_dir)
     n = NeuronsConfig.model_validate(raw.get("neurons") or {})
     a = AblationConfig.model_validate(raw.get("ablation") or {})
     return {"p": a.claim_p, "scorer": a.scorers[0], "alpha": a.alpha, "rm": n.primary_rm, "ci": a.ci}
@@ -46,11 +43,6 @@ def _main_rows(frame: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, str]:
     rows = frame[frame["scorer"] == settings["scorer"]]
     mine = rows[rows["rm"].str.startswith(settings["rm"] + "-")]
     return (mine, f"the {settings['rm']} RM") if not mine.empty else (rows, "all ablated RMs")
-
-
-def _test_order(tests) -> list[str]:
-    """helpful, harmless, then any other test set (e.g. RMB) by name."""
-    return sorted(tests, key=lambda t: ({"helpful": 0, "harmless": 1}.get(t, 2), t))
 
 
 def _nearest(values, p: float) -> float:
@@ -173,7 +165,7 @@ def section_ablation(run_dir: Path) -> Section | None:
 
 def _heatmap(run_dir: Path, grid: pd.DataFrame, name: str) -> Path:
     sets = [x for x in SETS if x in set(grid["neuron_set"])]
-    tests = _test_order(grid["test_set"].unique())
+    tests = ordered_tests(grid["test_set"].unique())
     val = np.full((len(sets), len(tests)), np.nan)
     pv = np.full_like(val, np.nan)
     for r in grid.itertuples():
@@ -207,7 +199,7 @@ def section_sweep(run_dir: Path) -> Section | None:
         f"Accuracy change of {who} against the unablated model as the ablated set grows (scorer `{st['scorer']}`, "
         f"{rows['mode'].iloc[0]} ablation). Shaded: the matched random control, from the lowest to the highest "
         "of its draws and its bootstrap CI. Source: `ablation.csv`.")
-    tests = _test_order(rows["test_set"].unique())
+    tests = ordered_tests(rows["test_set"].unique())
     fig, axes = new_figure(DOUBLE_WIDTH if len(tests) > 1 else COLUMN_WIDTH, 2.5, ncols=len(tests), sharey=True, squeeze=False)
     for ax, test in zip(axes[0], tests):
         for name in ("helpful_top", "harmless_top"):
