@@ -230,10 +230,11 @@ def train_reward_model(
             optimizer.step()
             scheduler.step()
             state["step"] += 1
-            state["loss"].append([state["step"], float(np.mean(losses))])
-            row = {"step": state["step"], "loss": float(np.mean(losses)), "lr": lr}
+            mean_loss = float(np.mean(losses))
+            state["loss"].append([state["step"], mean_loss])
+            row = {"step": state["step"], "loss": mean_loss, "lr": lr}
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+            bar.set_postfix(loss=f"{mean_loss:.3f}")
             if val is not None and (state["step"] % cfg.eval_every == 0 or state["step"] == total_steps):
                 row["val_accuracy"] = val_acc = _accuracy(*fwd.score(val))
                 state["val"].append([state["step"], val_acc])
@@ -251,9 +252,10 @@ def train_reward_model(
                 interrupt.check(f"during training of {out_dir} at step {state['step']} (checkpoint saved)")
         state["seconds"] += time.perf_counter() - t0
     bar.close()
-    if val is None:
-        best, state["best_step"], state["best_val_accuracy"] = _trainable_state(named), state["step"], None
-    _load_trainable(named, best)
+    if val is None:  # the final weights, already in place, are the ones kept
+        state["best_step"], state["best_val_accuracy"] = state["step"], None
+    else:
+        _load_trainable(named, best)
     metrics = _metrics(state, len(train), 0 if val is None else len(val), total_steps, cfg, k)
     dist.main_only(_save_hf_folder, model, tokenizer, out_dir)
     write_json(out_dir / "metrics.json", metrics)
