@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +48,21 @@ def tiny_study(base: Path, **train) -> Path:
     path = base / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def start_and_wait(command: list[str], out: Path, until: str, env: dict | None = None,
+                   timeout: float = 300) -> subprocess.Popen:
+    """Start a study subprocess and return it once `until` (a glob under its run directory `out`) exists.
+
+    Its stderr is piped (read it with `communicate`); its stdout is discarded.
+    """
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while not list(out.glob(until)):
+        if proc.poll() is not None:
+            raise AssertionError(f"the study ended before {until} appeared: {proc.stderr.read()[-3000:]}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError(f"{until} never appeared")
+        time.sleep(0.01)
+    return proc

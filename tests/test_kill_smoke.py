@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from studykit import start_and_wait
 
 SEED = 20261201
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -42,17 +43,9 @@ def run_to_end(out: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def kill_when(out: Path, marker: str, delay: float, timeout: float = 600) -> None:
+def kill_when(out: Path, marker: str, delay: float) -> None:
     """Start the study, wait for `marker` (a path under `out`), wait `delay` seconds, SIGKILL it."""
-    proc = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    t0 = time.monotonic()
-    while not (out / marker).exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"the study ended before {marker} appeared: {proc.stderr.read()[-3000:]}")
-        if time.monotonic() - t0 > timeout:
-            proc.kill()
-            raise AssertionError(f"{marker} never appeared")
-        time.sleep(0.01)
+    proc = start_and_wait(command(out), out, marker, timeout=600)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

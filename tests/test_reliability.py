@@ -10,11 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+import studykit
 from studykit import tiny_study
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -30,18 +30,9 @@ def finish(cfg: Path, out: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def start_and_wait(cfg: Path, out: Path, until: str, timeout: float = 300) -> subprocess.Popen:
+def start_and_wait(cfg: Path, out: Path, until: str) -> subprocess.Popen:
     """Start a study and return once `until` (a glob under `out`) exists."""
-    proc = subprocess.Popen(cmd(cfg, out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    t0 = time.monotonic()
-    while not list(out.glob(until)):
-        if proc.poll() is not None:
-            raise AssertionError(f"study ended before {until} appeared: {proc.stderr.read()[-2000:]}")
-        if time.monotonic() - t0 > timeout:
-            proc.kill()
-            raise AssertionError(f"{until} never appeared")
-        time.sleep(0.02)
-    return proc
+    return studykit.start_and_wait(cmd(cfg, out), out, until, env=ENV)
 
 
 def results(out: Path) -> dict:
