@@ -7,7 +7,7 @@ dropout) and `bert/` (a tiny BERT without dropout), written by the test. The scr
 tiny reward models (full fine-tuning with gradient accumulation, and the top block over a cached
 trunk for Llama and BERT), evaluates each, checks that a run with dropout resumes exactly, scores every neuron of a fixed model and runs an ablation, then the
 main process writes everything to OUT_JSON. The code is the library's, called the same way in
-both runs: nothing here depends on the number of processes.
+both runs: nothing here depends on the number of processes or on the launch config (DDP or FSDP).
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ def train_one(work: Path, tok, train, val, name: str, model_dir: str = "model", 
             cache.add(model, enc, tok.pad_token_id, bf16=False)
     res = train_reward_model(model, tok, train, val, cfg, seed=0, out_dir=work / "out" / name, cache=cache,
                              progress=False)
+    # scored straight after training: under FSDP the model is still sharded, every forward a collective
     r_c, r_r = PairForward(model, tok.pad_token_id, False).score(val, batch_size=4)
     return {"loss": res.metrics["loss"], "val_accuracy": res.metrics["val_accuracy"], "best_step": res.best_step,
-            "eval": [r_c.tolist(), r_r.tolist()]}
+            "eval": [r_c.tolist(), r_r.tolist()], "sharded": dist.is_sharded(model)}
 
 
 def resumes_exactly(work: Path, tok, train, val) -> bool:

@@ -54,8 +54,40 @@ def test_main_only_runs_once_and_nested_calls_do_not_wait():
     assert calls == ["outer", "inner"]
 
 
-@pytest.mark.parametrize("kind", [DistributedType.DEEPSPEED, DistributedType.FSDP])
-def test_training_refuses_sharded_backends_with_a_reason(kind):
-    with pytest.raises(ConfigError, match="ddp_gpu.yaml"):
-        dist.require_replicated(SimpleNamespace(distributed_type=kind))
-    dist.require_replicated(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU))
+def test_training_refuses_deepspeed_with_a_reason_and_takes_the_others():
+    with pytest.raises(ConfigError, match="fsdp.yaml"):
+        dist.require_supported(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))
+    for kind in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.FSDP):
+        dist.require_supported(SimpleNamespace(distributed_type=kind))
+
+
+def test_whole_tensors_pass_through_unsharded():
+    """Without FSDP nothing is sharded: gathering and re-sharding return the very same tensors."""
+    model = torch.nn.Linear(3, 2)
+    assert not dist.is_sharded(model)
+    state = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2, 3)}}, "param_groups": [{"lr": 0.1}]}
+    out = dist.full_tensors(state)
+    assert out["state"][0]["exp_avg"] is state["state"][0]["exp_avg"] and out["param_groups"] == [{"lr": 0.1}]
+    t = torch.zeros(2, 3)
+    assert dist.like_param(t, model.weight) is t
+    whole = dist.gathered_state_dict(model)
+    assert set(whole) == {"weight", "bias"} and torch.equal(whole["weight"], model.weight)
+
+
+@pytest.mark.parametrize(("family", "blocks"), [("bert", ["BertLayer"]), ("llama", ["LlamaDecoderLayer"]),
+                                                ("gpt2", ["GPT2Block"])])
+def test_fsdp_wraps_every_block_but_one_holding_the_input_embedding(family, blocks, monkeypatch):
+    """BERT lists BertEmbeddings among its blocks; accelerate shards the input embedding on its own too."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tiny import tiny_config
+
+    monkeypatch.delenv("FSDP_TRANSFORMER_CLS_TO_WRAP", raising=False)
+    model = AutoModelForSequenceClassification.from_config(tiny_config(family))
+    plugin = SimpleNamespace(transformer_cls_names_to_wrap=None)
+    dist._fsdp_wrap_classes(plugin, model)
+    assert plugin.transformer_cls_names_to_wrap == blocks
+    monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "BertEmbeddings,BertSelfAttention")
+    dist._fsdp_wrap_classes(plugin, model)
+    assert plugin.transformer_cls_names_to_wrap == (["BertSelfAttention"] if family == "bert"
+                                                     else ["BertEmbeddings", "BertSelfAttention"])

@@ -45,6 +45,11 @@ def state():
     return PartialState(cpu=_use_cpu())
 
 
+def _fsdp_requested() -> bool:
+    """`accelerate launch` with an FSDP config sets ACCELERATE_USE_FSDP=true in every process."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").strip().lower() == "true"
+
+
 def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | None = None):
     """A fresh `accelerate.Accelerator` over the shared process state, with these trackers.
 
@@ -52,44 +57,135 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
     DDP does not broadcast buffers before each forward: the backbones' buffers are constants
     (position ids, rotary frequencies), and over a trunk cache the embeddings that hold them are
     swapped out, which leaves DDP an empty buffer list it cannot broadcast.
+
+    FSDP on CPU processes: accelerate turns an FSDP launch into FSDP only on accelerators, and
+    leaves CPU processes replicated. PyTorch's FSDP 2 shards over gloo as well, so here the
+    accelerator is switched to FSDP with the plugin accelerate read from the launch config: the
+    CPU run takes the same sharded path as a GPU run (configs/accelerate/fsdp_cpu.yaml, and the
+    two-process test).
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType, FullyShardedDataParallelPlugin
 
-    return Accelerator(cpu=_use_cpu(), log_with=list(log_with) or None, project_dir=project_dir,
-                       kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+    acc = Accelerator(cpu=_use_cpu(), log_with=list(log_with) or None, project_dir=project_dir,
+                      kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+    if _fsdp_requested() and acc.distributed_type == DistributedType.MULTI_CPU:
+        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+        acc.state.distributed_type = DistributedType.FSDP
+    return acc
 
 
-def require_replicated(acc) -> None:
-    """Refuse to train under DeepSpeed or FSDP, with a one-line reason.
+def require_supported(acc) -> None:
+    """Refuse to train under DeepSpeed, with a one-line reason (DDP, FSDP and one process are supported).
 
-    The trainer keeps full copies of the trainable weights on every process (the best validation
-    weights, the saved model) and saves the optimiser state from the main process alone (exact
-    resume). That holds under DDP and with one process; ZeRO-2 shards the optimiser state, and
-    ZeRO-3 and FSDP shard the weights too.
+    Under FSDP the trainer keeps its best weights as shards on each process and gathers full
+    tensors only to write a checkpoint or the final model. DeepSpeed wraps the model and the
+    optimiser in its own engine, which owns the backward, the clipping and the checkpoints; the
+    trainer does not drive that engine, and DeepSpeed is not installed where rmtension is tested.
     """
     from accelerate.utils import DistributedType
 
-    if acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+    if acc.distributed_type == DistributedType.DEEPSPEED:
         from rmtension.errors import ConfigError
 
-        raise ConfigError(f"train: {acc.distributed_type.value} shards the weights or optimiser state, and training "
-                          "does not support that yet (it keeps full copies for best-model selection and exact "
-                          "resume); launch with configs/accelerate/ddp_gpu.yaml")
+        raise ConfigError("train: DeepSpeed is not supported by the trainer; launch with "
+                          "configs/accelerate/fsdp.yaml (weights, gradients and optimiser state sharded) "
+                          "or configs/accelerate/ddp_gpu.yaml")
 
 
 def prepare(acc, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
-    """`acc.prepare(model, optimizer)` after `require_replicated`: the model DDP-wrapped under several processes.
+    """`acc.prepare(model, optimizer)` after `require_supported`.
 
-    torch 2.13 marks DDP's `broadcast_buffers` as deprecated in favour of `forward_sync_buffers`,
-    which accelerate cannot pass yet; the warning is silenced here, where it is expected.
+    Under several processes the model comes back DDP-wrapped, or sharded in place by FSDP 2 (its
+    parameters become DTensors, and the optimiser is pointed at them). torch 2.13 marks DDP's
+    `broadcast_buffers` as deprecated in favour of `forward_sync_buffers`, which accelerate cannot
+    pass yet; the warning is silenced here, where it is expected.
     """
     import warnings
 
-    require_replicated(acc)
+    require_supported(acc)
+    if acc.distributed_type.value == "FSDP":
+        _fsdp_wrap_classes(acc.state.fsdp_plugin, model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.* is deprecated", category=FutureWarning)
         return acc.prepare(model, optimizer)
+
+
+def _fsdp_wrap_classes(plugin, model: torch.nn.Module) -> None:
+    """Shard each block of `model` as one unit, except blocks that hold the input embedding.
+
+    The blocks are the config's `fsdp_transformer_layer_cls_to_wrap`, else the model's
+    `_no_split_modules`. accelerate then shards the input embedding as a unit of its own, which
+    fails when a block already holds it (BERT lists `BertEmbeddings`); such a block is left to
+    the root unit. Set per model, since one process may train several backbones.
+    """
+    asked = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "").strip()
+    names = asked.split(",") if asked else list(getattr(model, "_no_split_modules", None) or [])
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    holders = {type(m).__name__ for m in model.modules() if emb is not None and m is not emb
+               and any(c is emb for c in m.modules())}
+    plugin.transformer_cls_names_to_wrap = [n.strip() for n in names if n.strip() not in holders]
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True when FSDP holds `model`'s weights as shards (every forward is then a collective)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a shard (a collective: every process must call it), else `t` itself."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def full_tensors(tree):
+    """`tree` (nested dicts and lists, e.g. an optimiser state dict) with every shard made whole."""
+    if isinstance(tree, dict):
+        return {k: full_tensors(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(full_tensors(v) for v in tree)
+    return full_tensor(tree) if isinstance(tree, torch.Tensor) else tree
+
+
+def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """`model.state_dict()` with whole tensors on the main process (None elsewhere); a collective.
+
+    One tensor is gathered at a time and the other processes drop theirs at once, so only the
+    main process ever holds the whole model.
+    """
+    out = {}
+    for name, t in model.state_dict().items():
+        whole = full_tensor(t).detach()
+        if is_main():
+            out[name] = whole.cpu()
+    return out if is_main() else None
+
+
+def like_param(t: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """Whole tensor `t` laid out like `param`: this process's shard of it when `param` is sharded.
+
+    Every process holds the same `t` (read from the same file), so each cuts its own shard
+    without communicating.
+    """
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(param, DTensor) and not isinstance(t, DTensor):
+        return distribute_tensor(t.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
+    return t
+
+
+def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """After `load_state_dict` of a whole-tensor state: cut each sharded parameter's state to its shard."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch optimiser
+    for group in inner.param_groups:
+        for p in group["params"]:
+            st = inner.state.get(p, {})
+            for key, value in st.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.dim() > 0:
+                    st[key] = like_param(value, p)
 
 
 def device() -> torch.device:

@@ -66,12 +66,21 @@ class PairForward:
 
         Each process scores its shard of the length-sorted batches, so every pair sees the same
         batch (and padding) as in a single-process run; the rows are gathered back in order.
+        With sharded weights (FSDP) every forward is a collective, so a process with fewer
+        batches runs its first batch again, unrecorded, until all have run the same number.
         """
         was_training = self.model.training
         self.model.eval()
+        plan = batches(enc.lengths(), batch_size, None, group_by_length=True)
+        own = dist.shard(plan)
+        rounds = -(-len(plan) // dist.world_size()) if dist.is_sharded(self.model) else len(own)
         mine: list[int] = []
         rows = [torch.zeros(0, 2, dtype=torch.float64)]
-        for idx in dist.shard(batches(enc.lengths(), batch_size, None, group_by_length=True)):
+        for j in range(rounds):
+            if j >= len(own):
+                self._rewards(self.model, enc, plan[0])
+                continue
+            idx = own[j]
             r = self._rewards(self.model, enc, idx).double().cpu()  # [2B]
             rows.append(torch.stack([r[: len(idx)], r[len(idx) :]], dim=1))  # [B, 2]: chosen, rejected
             mine += idx

@@ -103,12 +103,13 @@ def _trainable_state(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]
 
 
 def _load_trainable(params: dict[str, nn.Parameter], state: dict[str, torch.Tensor]) -> None:
+    """Copy `state` (whole tensors, or shards laid out like the parameters) into `params`."""
     if set(state) != set(params):
         raise ArtifactError(f"checkpoint holds parameters {sorted(set(state) ^ set(params))[:3]}... that this model's "
                             "trainable set does not match")
     with torch.no_grad():
         for n, t in state.items():
-            params[n].copy_(t)
+            params[n].copy_(dist.like_param(t, params[n]))
 
 
 def _peak_memory_mb() -> float:
@@ -118,7 +119,12 @@ def _peak_memory_mb() -> float:
 
 
 class Checkpoint:
-    """`<out>/checkpoint/`: trainable params, best params, optimiser, scheduler, RNG and loop state."""
+    """`<out>/checkpoint/`: trainable params, best params, optimiser, scheduler, RNG and loop state.
+
+    Always whole tensors: under FSDP every process gathers the shards before the main process
+    writes, and each cuts its own shard again on load, so a checkpoint resumes under any
+    number of processes and with or without sharding.
+    """
 
     def __init__(self, out_dir: Path):
         self.dir = out_dir / "checkpoint"
@@ -128,10 +134,10 @@ class Checkpoint:
 
     def save(self, params: dict[str, nn.Parameter], best, optimizer, scheduler, state: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.dir / "trainable.safetensors", _trainable_state(params))
-        save_tensors(self.dir / "best.safetensors", best)
+        save_tensors(self.dir / "trainable.safetensors", dist.full_tensors(_trainable_state(params)))
+        save_tensors(self.dir / "best.safetensors", dist.full_tensors(best))
         save_torch_state(self.dir / "optim.pt", {
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "optimizer": dist.full_tensors(optimizer.state_dict()), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "torch_rng_per_process": dist.stack_across(torch.get_rng_state()),  # [W, S]: each process's dropout RNG
         })
@@ -143,6 +149,7 @@ class Checkpoint:
         best = load_tensors(self.dir / "best.safetensors")
         extra = load_torch_state(self.dir / "optim.pt")
         optimizer.load_state_dict(extra["optimizer"])
+        dist.shard_optimizer_state(optimizer)
         scheduler.load_state_dict(extra["scheduler"])
         per_process = extra.get("torch_rng_per_process")
         same_world = per_process is not None and len(per_process) == dist.world_size()
@@ -190,9 +197,13 @@ def train_reward_model(
     total_steps = max(1, math.ceil(cfg.epochs * n_batches / cfg.grad_accum))
     optimizer, scheduler = _optimiser(params, cfg, total_steps)
     # Under several processes `runner` is the DDP-wrapped model (its backward averages gradients over
-    # processes); the scheduler stays on the plain optimiser, so it steps once per optimiser step.
+    # processes), or under FSDP the model itself, sharded in place: its parameters are new objects,
+    # so they are looked up again. The scheduler stays on the plain optimiser, so it steps once per
+    # optimiser step.
     acc = dist.accelerator(cfg.trackers, out_dir / "tracking")
     runner, optimizer = dist.prepare(acc, model, optimizer)
+    named = trainable_params(model)
+    params = list(named.values())
 
     torch.manual_seed(seed)
     state = {"step": 0, "loss": [], "val": [], "best_step": -1, "best_val_accuracy": -1.0, "seconds": 0.0,
@@ -257,7 +268,9 @@ def train_reward_model(
     else:
         _load_trainable(named, best)
     metrics = _metrics(state, len(train), 0 if val is None else len(val), total_steps, cfg, k)
-    dist.main_only(_save_hf_folder, model, tokenizer, out_dir)
+    # under FSDP the whole weights are gathered (a collective) and only the main process keeps them
+    full = dist.gathered_state_dict(model) if dist.is_sharded(model) else None
+    dist.main_only(_save_hf_folder, model, tokenizer, out_dir, full)
     write_json(out_dir / "metrics.json", metrics)
     dist.main_only(shutil.rmtree, ckpt.dir, ignore_errors=True)
     return TrainResult(out_dir, state["best_step"], state["best_val_accuracy"], metrics)
@@ -306,11 +319,11 @@ def _metrics(state: dict, n_train: int, n_val: int, total_steps: int, cfg: Train
     }
 
 
-def _save_hf_folder(model: nn.Module, tokenizer, out_dir: Path) -> None:
-    """Write the HF folder to a temporary folder, then rename every file into place."""
+def _save_hf_folder(model: nn.Module, tokenizer, out_dir: Path, state_dict: dict | None = None) -> None:
+    """Write the HF folder (with `state_dict` as the weights, if given) to a temporary folder, then rename every file into place."""
     tmp = out_dir / f".final{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     for f in tmp.iterdir():
         os.replace(f, out_dir / f.name)
