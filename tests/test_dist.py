@@ -54,9 +54,13 @@ def test_main_only_runs_once_and_nested_calls_do_not_wait():
     assert calls == ["outer", "inner"]
 
 
-def test_training_refuses_deepspeed_with_a_reason_and_takes_the_others():
+def test_training_refuses_zero3_with_a_reason_and_takes_the_others():
+    deepspeed = lambda stage: SimpleNamespace(distributed_type=DistributedType.DEEPSPEED,  # noqa: E731
+                                              state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage)))
     with pytest.raises(ConfigError, match="fsdp.yaml"):
-        dist.require_supported(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))
+        dist.require_supported(deepspeed(3))
+    for stage in (1, 2):
+        dist.require_supported(deepspeed(stage))
     for kind in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.FSDP):
         dist.require_supported(SimpleNamespace(distributed_type=kind))
 

@@ -3,8 +3,10 @@
 tests/distkit.py trains tiny reward models (full fine-tuning with gradient accumulation, and the
 top block over a cached trunk for Llama and BERT, all with a ragged last batch), evaluates them,
 resumes an interrupted run with dropout, scores every neuron and runs an ablation. It runs as a
-plain process and under `accelerate launch` with configs/accelerate/ddp_cpu.yaml (DDP) and with
-configs/accelerate/fsdp_cpu.yaml (FSDP 2: weights, gradients and optimiser state sharded); the
+plain process and under `accelerate launch` with configs/accelerate/ddp_cpu.yaml (DDP),
+fsdp_cpu.yaml (FSDP 2: weights, gradients and optimiser state sharded) and deepspeed_zero2_cpu.yaml
+(DeepSpeed ZeRO-2: optimiser state and gradients sharded, its engine stepping at the end of each
+accumulation and writing the optimiser state into the checkpoints); the
 loss curves and validation accuracies must agree within 1e-5, the saved weights within 1e-5, the
 neuron scores within 1e-6, and the per-pair results must come back in the same order. Then a
 whole tiny study runs all three ways.
@@ -72,7 +74,10 @@ def single(tmp_path_factory):
     return run([sys.executable, str(SCRIPT), str(work), str(work / "result.json")], work / "result.json"), work
 
 
-@pytest.fixture(scope="module", params=["ddp_cpu", "fsdp_cpu"])
+LAUNCH_CONFIGS = ["ddp_cpu", "fsdp_cpu", "deepspeed_zero2_cpu"]
+
+
+@pytest.fixture(scope="module", params=LAUNCH_CONFIGS)
 def runs(request, single, tmp_path_factory):
     """(single-process result, the result launched with configs/accelerate/<param>.yaml, its work dir, its config)."""
     launched = tmp_path_factory.mktemp(f"dist_{request.param}")
@@ -87,7 +92,9 @@ def test_the_launch_ran_two_cpu_processes(runs):
     one, two, _, config = runs
     assert one["world_size"] == 1
     assert two["world_size"] == 2 and two["distributed_type"].endswith("MULTI_CPU")
-    # FSDP shards the weights (DTensor shards in each process); DDP and one process keep whole copies
+    # FSDP shards the weights (DTensor shards in each process); DDP, ZeRO-2 and one process keep whole copies
+    assert two["trained_under"].endswith({"ddp_cpu": "MULTI_CPU", "fsdp_cpu": "FSDP", "deepspeed_zero2_cpu": "DEEPSPEED"}[config])
+    assert one["trained_under"].endswith(".NO")
     sharded = config.startswith("fsdp")
     assert [two[m]["sharded"] for m in ("full", "top1", "bert_top1")] == [sharded] * 3
     assert not any(one[m]["sharded"] for m in ("full", "top1", "bert_top1"))
@@ -161,7 +168,7 @@ def test_only_the_main_process_wrote_the_outputs(runs):
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
-    """The same tiny study (Llama: no dropout, so all runs draw the same numbers) run plainly, under DDP and under FSDP."""
+    """The same tiny study (Llama: no dropout, so all runs draw the same numbers) run plainly and under each launch config."""
     import yaml
 
     from studykit import write_hh
@@ -185,7 +192,7 @@ def studies(tmp_path_factory):
     runs = {}
     launch = lambda config: [sys.executable, "-m", "accelerate.commands.launch", "--config_file",  # noqa: E731
                              str(REPO / f"configs/accelerate/{config}.yaml"), "--main_process_port", str(free_port())]
-    for name, launcher in (("one", [sys.executable]), ("ddp_cpu", launch("ddp_cpu")), ("fsdp_cpu", launch("fsdp_cpu"))):
+    for name, launcher in [("one", [sys.executable])] + [(c, launch(c)) for c in LAUNCH_CONFIGS]:
         proc = subprocess.run(launcher + study + [str(base / name)], env=ENV, cwd=REPO, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -193,7 +200,7 @@ def studies(tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("config", ["ddp_cpu", "fsdp_cpu"])
+@pytest.mark.parametrize("config", LAUNCH_CONFIGS)
 def test_a_launched_study_writes_the_same_results(studies, config):
     import pandas as pd
 

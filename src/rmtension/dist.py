@@ -13,6 +13,10 @@ Conventions, relied on by training, evaluation, neuron scoring and ablation:
   with `sum_across` before any division.
 - Only the main process writes files (`main_only`; `rmtension.runio` uses it for every write) and
   the others wait at a barrier until the file is in place, so every process may read it next.
+- Training may shard the weights (FSDP 2: parameters become DTensor shards). Whole tensors are
+  gathered only to be written (`full_tensors`, `gathered_state_dict`) and cut again on load
+  (`like_param`, `shard_optimizer_state`); while a model is sharded (`is_sharded`) every forward
+  is a collective, so processes run the same number of them.
 
 On a machine without a GPU, or with `ACCELERATE_USE_CPU=true`, processes run on the CPU and talk
 through gloo: accelerate's own `--cpu` flag starts several processes only through mpirun, so the
@@ -62,7 +66,9 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
     leaves CPU processes replicated. PyTorch's FSDP 2 shards over gloo as well, so here the
     accelerator is switched to FSDP with the plugin accelerate read from the launch config: the
     CPU run takes the same sharded path as a GPU run (configs/accelerate/fsdp_cpu.yaml, and the
-    two-process test).
+    two-process test). DeepSpeed likewise: accelerate keeps CPU processes off DeepSpeed, which
+    runs on the CPU over gloo, so its communication joins the process group and the accelerator is
+    switched to DeepSpeed with the plugin read from the config (deepspeed_zero2_cpu.yaml).
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, DistributedType, FullyShardedDataParallelPlugin
@@ -71,41 +77,73 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
                       kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     if _fsdp_requested() and acc.distributed_type == DistributedType.MULTI_CPU:
         acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
-        acc.state.distributed_type = DistributedType.FSDP
+        _switch(acc, DistributedType.FSDP)
+    if _deepspeed_requested() and acc.distributed_type == DistributedType.MULTI_CPU:
+        import deepspeed
+        from accelerate.utils import DeepSpeedPlugin
+
+        deepspeed.comm.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)  # joins the gloo group
+        plugin = DeepSpeedPlugin()
+        plugin.set_mixed_precision("no")
+        plugin.select(_from_accelerator_state=True)
+        acc.state.deepspeed_plugins = plugin
+        _switch(acc, DistributedType.DEEPSPEED)
     return acc
 
 
-def require_supported(acc) -> None:
-    """Refuse to train under DeepSpeed, with a one-line reason (DDP, FSDP and one process are supported).
+def _switch(acc, kind) -> None:
+    # on both states: every AcceleratorState() copies the process state's type over its own
+    state().distributed_type = kind
+    acc.state.distributed_type = kind
 
-    Under FSDP the trainer keeps its best weights as shards on each process and gathers full
-    tensors only to write a checkpoint or the final model. DeepSpeed wraps the model and the
-    optimiser in its own engine, which owns the backward, the clipping and the checkpoints; the
-    trainer does not drive that engine, and DeepSpeed is not installed where rmtension is tested.
+
+def _deepspeed_requested() -> bool:
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").strip().lower() == "true"
+
+
+def require_supported(acc) -> None:
+    """Refuse DeepSpeed ZeRO-3 with a one-line reason (one process, DDP, FSDP and ZeRO-1/2 are supported).
+
+    Under FSDP the trainer keeps its best weights as shards on each process and gathers whole
+    tensors only to write a checkpoint or the final model. Under ZeRO-1/2 every process keeps the
+    whole weights and DeepSpeed's engine shards the optimiser state (and the gradients), stepping
+    at the end of each accumulation; its own checkpoints hold the optimiser state. ZeRO-3 shards
+    the weights behind DeepSpeed's own hooks, which the trainer does not drive.
     """
     from accelerate.utils import DistributedType
 
-    if acc.distributed_type == DistributedType.DEEPSPEED:
+    if acc.distributed_type == DistributedType.DEEPSPEED and acc.state.deepspeed_plugin.zero_stage == 3:
         from rmtension.errors import ConfigError
 
-        raise ConfigError("train: DeepSpeed is not supported by the trainer; launch with "
-                          "configs/accelerate/fsdp.yaml (weights, gradients and optimiser state sharded) "
-                          "or configs/accelerate/ddp_gpu.yaml")
+        raise ConfigError("train: DeepSpeed ZeRO-3 is not supported by the trainer; for sharded weights launch with "
+                          "configs/accelerate/fsdp.yaml (FSDP 2), or use configs/accelerate/deepspeed_zero2.yaml")
 
 
-def prepare(acc, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+def prepare(acc, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_accum: int = 1,
+            max_grad_norm: float = 1.0, batch_size: int = 1):
     """`acc.prepare(model, optimizer)` after `require_supported`.
 
-    Under several processes the model comes back DDP-wrapped, or sharded in place by FSDP 2 (its
-    parameters become DTensors, and the optimiser is pointed at them). torch 2.13 marks DDP's
-    `broadcast_buffers` as deprecated in favour of `forward_sync_buffers`, which accelerate cannot
-    pass yet; the warning is silenced here, where it is expected.
+    Under several processes the model comes back DDP-wrapped, sharded in place by FSDP 2 (its
+    parameters become DTensors, and the optimiser is pointed at them), or inside DeepSpeed's
+    engine. The engine takes accumulation and clipping from the training config (`grad_accum`,
+    `max_grad_norm`), whatever the DeepSpeed config says; its batch sizes are bookkeeping only,
+    since the trainer splits each global batch of `batch_size` pairs itself. torch 2.13 marks
+    DDP's `broadcast_buffers` as deprecated in favour of `forward_sync_buffers`, which accelerate
+    cannot pass yet; the warning is silenced here, where it is expected.
     """
     import warnings
 
+    from accelerate.utils import DistributedType
+
     require_supported(acc)
-    if acc.distributed_type.value == "FSDP":
+    if acc.distributed_type == DistributedType.FSDP:
         _fsdp_wrap_classes(acc.state.fsdp_plugin, model)
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        ds = acc.state.deepspeed_plugin.deepspeed_config
+        ds["gradient_accumulation_steps"] = grad_accum
+        ds["gradient_clipping"] = max_grad_norm
+        ds["train_micro_batch_size_per_gpu"] = max(1, batch_size // acc.num_processes)
+        ds["train_batch_size"] = ds["train_micro_batch_size_per_gpu"] * grad_accum * acc.num_processes
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.* is deprecated", category=FutureWarning)
         return acc.prepare(model, optimizer)

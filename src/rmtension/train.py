@@ -5,7 +5,8 @@ dynamically; with frozen lower layers the trunk comes from a shared `TrunkCache`
 selected on the validation split only.
 
 Under `accelerate launch` the same loop runs in every process: the model and optimiser go through
-`Accelerator.prepare` (DDP), each process takes its shard of every global batch, and the loss is
+`Accelerator.prepare` (DDP, or FSDP 2 with sharded weights, gradients and optimiser state; the
+checkpoint always holds whole tensors), each process takes its shard of every global batch, and the loss is
 weighted so that the synced gradient, the loss curve and the validation accuracy equal a
 single-process run's with the same `batch_size` (to float rounding; models with dropout draw
 different masks). Only the main process writes.
@@ -121,13 +122,15 @@ def _peak_memory_mb() -> float:
 class Checkpoint:
     """`<out>/checkpoint/`: trainable params, best params, optimiser, scheduler, RNG and loop state.
 
-    Always whole tensors: under FSDP every process gathers the shards before the main process
-    writes, and each cuts its own shard again on load, so a checkpoint resumes under any
-    number of processes and with or without sharding.
+    Whole tensors: under FSDP every process gathers the shards before the main process writes,
+    and each cuts its own shard again on load, so such a checkpoint resumes under any number of
+    processes. Under DeepSpeed (`engine`) the engine writes its own partitioned optimiser state,
+    one file per process, under `deepspeed/<tag>`, and resumes under the same number of processes.
     """
 
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, engine=None):
         self.dir = out_dir / "checkpoint"
+        self.engine = engine
 
     def exists(self) -> bool:
         return (self.dir / "state.json").exists()
@@ -136,26 +139,47 @@ class Checkpoint:
         self.dir.mkdir(parents=True, exist_ok=True)
         save_tensors(self.dir / "trainable.safetensors", dist.full_tensors(_trainable_state(params)))
         save_tensors(self.dir / "best.safetensors", dist.full_tensors(best))
-        save_torch_state(self.dir / "optim.pt", {
-            "optimizer": dist.full_tensors(optimizer.state_dict()), "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "torch_rng_per_process": dist.stack_across(torch.get_rng_state()),  # [W, S]: each process's dropout RNG
-        })
+        extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "torch_rng_per_process": dist.stack_across(torch.get_rng_state())}  # [W, S]: each process's dropout RNG
+        if self.engine is None:
+            extra["optimizer"] = dist.full_tensors(optimizer.state_dict())
+        else:  # a new tag per checkpoint: state.json names the one that is complete
+            state = {**state, "deepspeed_tag": f"step{state['step']}", "world_size": dist.world_size()}
+            self.engine.save_checkpoint(str(self.dir / "deepspeed"), tag=state["deepspeed_tag"], save_latest=False,
+                                        exclude_frozen_parameters=True)
+            dist.barrier()
+        save_torch_state(self.dir / "optim.pt", extra)
         write_json(self.dir / "state.json", state)  # written last: it marks the checkpoint complete
+        if self.engine is not None:
+            dist.main_only(_remove_other_tags, self.dir / "deepspeed", state["deepspeed_tag"])
 
     def load(self, params: dict[str, nn.Parameter], optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor]]:
         state = read_json(self.dir / "state.json")
         _load_trainable(params, load_tensors(self.dir / "trainable.safetensors"))
         best = load_tensors(self.dir / "best.safetensors")
         extra = load_torch_state(self.dir / "optim.pt")
-        optimizer.load_state_dict(extra["optimizer"])
-        dist.shard_optimizer_state(optimizer)
+        if self.engine is None:
+            optimizer.load_state_dict(extra["optimizer"])
+            dist.shard_optimizer_state(optimizer)
+        else:
+            tag, world = state.pop("deepspeed_tag", None), state.pop("world_size", None)
+            if tag is None or world != dist.world_size():
+                raise ArtifactError(f"{self.dir}: this checkpoint was written by {world or 'no'} DeepSpeed processes; "
+                                    f"resume it under DeepSpeed with {world} processes")
+            self.engine.load_checkpoint(str(self.dir / "deepspeed"), tag=tag, load_module_strict=False,
+                                        load_optimizer_states=True, load_lr_scheduler_states=False)
         scheduler.load_state_dict(extra["scheduler"])
         per_process = extra.get("torch_rng_per_process")
         same_world = per_process is not None and len(per_process) == dist.world_size()
         # clone: a row of the stacked states is a view, and set_rng_state crashes on views with an offset
         torch.set_rng_state((per_process[dist.rank()] if same_world else extra["torch_rng"]).clone())
         return state, best
+
+
+def _remove_other_tags(folder: Path, keep: str) -> None:
+    for old in folder.iterdir():
+        if old.is_dir() and old.name != keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _accuracy(r_c: np.ndarray, r_r: np.ndarray) -> float:
@@ -201,7 +225,7 @@ def train_reward_model(
     # so they are looked up again. The scheduler stays on the plain optimiser, so it steps once per
     # optimiser step.
     acc = dist.accelerator(cfg.trackers, out_dir / "tracking")
-    runner, optimizer = dist.prepare(acc, model, optimizer)
+    runner, optimizer = dist.prepare(acc, model, optimizer, cfg.grad_accum, cfg.max_grad_norm, cfg.batch_size)
     named = trainable_params(model)
     params = list(named.values())
 
@@ -209,7 +233,7 @@ def train_reward_model(
     state = {"step": 0, "loss": [], "val": [], "best_step": -1, "best_val_accuracy": -1.0, "seconds": 0.0,
              "pairs_seen": 0, "tokens_seen": 0}
     best = _trainable_state(named)
-    ckpt = Checkpoint(out_dir)
+    ckpt = Checkpoint(out_dir, runner if acc.distributed_type.value == "DEEPSPEED" else None)
     resuming = resume and ckpt.exists()
     if resuming:
         state, best = ckpt.load(named, optimizer, scheduler)
@@ -303,8 +327,13 @@ def _pair_step(fwd: PairForward, acc, runner: nn.Module, train: EncodedPairs, id
     if bad:
         raise TrainingDiverged(f"{where}: non-finite loss or reward (loss={total / len(idx)}); "
                                f"the last good checkpoint in {ckpt_dir} is kept")
-    with contextlib.nullcontext() if sync else acc.no_sync(runner):
-        acc.backward(loss * (weight / cfg.grad_accum))
+    if acc.distributed_type.value == "DEEPSPEED":
+        # the engine divides by grad_accum itself and steps where accelerate's count of micro-batches says
+        with acc.accumulate(runner):
+            acc.backward(loss * weight)
+    else:
+        with contextlib.nullcontext() if sync else acc.no_sync(runner):
+            acc.backward(loss * (weight / cfg.grad_accum))
     return total / len(idx)
 
 
