@@ -9,10 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from accelerate.utils import DistributedType
 
 from rmtension import dist
-from rmtension.errors import ConfigError
 
 
 def test_shards_are_disjoint_strided_and_cover_everything():
@@ -54,17 +52,6 @@ def test_main_only_runs_once_and_nested_calls_do_not_wait():
     assert calls == ["outer", "inner"]
 
 
-def test_training_refuses_zero3_with_a_reason_and_takes_the_others():
-    deepspeed = lambda stage: SimpleNamespace(distributed_type=DistributedType.DEEPSPEED,  # noqa: E731
-                                              state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage)))
-    with pytest.raises(ConfigError, match="fsdp.yaml"):
-        dist.require_supported(deepspeed(3))
-    for stage in (1, 2):
-        dist.require_supported(deepspeed(stage))
-    for kind in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.FSDP):
-        dist.require_supported(SimpleNamespace(distributed_type=kind))
-
-
 def test_whole_tensors_pass_through_unsharded():
     """Without FSDP nothing is sharded: gathering and re-sharding return the very same tensors."""
     model = torch.nn.Linear(3, 2)
@@ -74,8 +61,13 @@ def test_whole_tensors_pass_through_unsharded():
     assert out["state"][0]["exp_avg"] is state["state"][0]["exp_avg"] and out["param_groups"] == [{"lr": 0.1}]
     t = torch.zeros(2, 3)
     assert dist.like_param(t, model.weight) is t
+    part = dist.local_part(model.weight)
+    assert torch.equal(part, model.weight) and part.data_ptr() != model.weight.data_ptr()  # a copy
+    assert torch.equal(dist.local_part(model.weight, t), t) and torch.equal(dist.whole_of(model.weight, part), part)
+    dist.set_param(model.weight, t)
+    assert torch.equal(model.weight, t)
     whole = dist.gathered_state_dict(model)
-    assert set(whole) == {"weight", "bias"} and torch.equal(whole["weight"], model.weight)
+    assert set(whole) == {"weight", "bias"} and torch.equal(whole["weight"], t)
 
 
 @pytest.mark.parametrize(("family", "blocks"), [("bert", ["BertLayer"]), ("llama", ["LlamaDecoderLayer"]),

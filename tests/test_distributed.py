@@ -6,7 +6,8 @@ resumes an interrupted run with dropout, scores every neuron and runs an ablatio
 plain process and under `accelerate launch` with configs/accelerate/ddp_cpu.yaml (DDP),
 fsdp_cpu.yaml (FSDP 2: weights, gradients and optimiser state sharded) and deepspeed_zero2_cpu.yaml
 (DeepSpeed ZeRO-2: optimiser state and gradients sharded, its engine stepping at the end of each
-accumulation and writing the optimiser state into the checkpoints); the
+accumulation and writing the optimiser state into the checkpoints) and deepspeed_zero3_cpu.yaml
+(ZeRO-3: the weights partitioned too); the
 loss curves and validation accuracies must agree within 1e-5, the saved weights within 1e-5, the
 neuron scores within 1e-6, and the per-pair results must come back in the same order. Then a
 whole tiny study runs all three ways.
@@ -74,7 +75,7 @@ def single(tmp_path_factory):
     return run([sys.executable, str(SCRIPT), str(work), str(work / "result.json")], work / "result.json"), work
 
 
-LAUNCH_CONFIGS = ["ddp_cpu", "fsdp_cpu", "deepspeed_zero2_cpu"]
+LAUNCH_CONFIGS = ["ddp_cpu", "fsdp_cpu", "deepspeed_zero2_cpu", "deepspeed_zero3_cpu"]
 
 
 @pytest.fixture(scope="module", params=LAUNCH_CONFIGS)
@@ -92,10 +93,11 @@ def test_the_launch_ran_two_cpu_processes(runs):
     one, two, _, config = runs
     assert one["world_size"] == 1
     assert two["world_size"] == 2 and two["distributed_type"].endswith("MULTI_CPU")
-    # FSDP shards the weights (DTensor shards in each process); DDP, ZeRO-2 and one process keep whole copies
-    assert two["trained_under"].endswith({"ddp_cpu": "MULTI_CPU", "fsdp_cpu": "FSDP", "deepspeed_zero2_cpu": "DEEPSPEED"}[config])
-    assert one["trained_under"].endswith(".NO")
-    sharded = config.startswith("fsdp")
+    engine = {"ddp_cpu": "MULTI_CPU", "fsdp_cpu": "FSDP", "deepspeed_zero2_cpu": "DEEPSPEED",
+              "deepspeed_zero3_cpu": "DEEPSPEED"}
+    assert two["trained_under"].endswith(engine[config]) and one["trained_under"].endswith(".NO")
+    # FSDP and ZeRO-3 shard the weights; DDP, ZeRO-2 and one process keep whole copies in each process
+    sharded = config in ("fsdp_cpu", "deepspeed_zero3_cpu")
     assert [two[m]["sharded"] for m in ("full", "top1", "bert_top1")] == [sharded] * 3
     assert not any(one[m]["sharded"] for m in ("full", "top1", "bert_top1"))
 

@@ -88,6 +88,13 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
         plugin.select(_from_accelerator_state=True)
         acc.state.deepspeed_plugins = plugin
         _switch(acc, DistributedType.DEEPSPEED)
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        # accelerate's DeepSpeed plugin tells transformers that ZeRO-3 is on, after which every
+        # from_pretrained partitions the model it loads; the stages that load models (evaluation,
+        # scoring, ablation) work on whole models, and only the trainer's engine partitions.
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
     return acc
 
 
@@ -101,41 +108,23 @@ def _deepspeed_requested() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").strip().lower() == "true"
 
 
-def require_supported(acc) -> None:
-    """Refuse DeepSpeed ZeRO-3 with a one-line reason (one process, DDP, FSDP and ZeRO-1/2 are supported).
-
-    Under FSDP the trainer keeps its best weights as shards on each process and gathers whole
-    tensors only to write a checkpoint or the final model. Under ZeRO-1/2 every process keeps the
-    whole weights and DeepSpeed's engine shards the optimiser state (and the gradients), stepping
-    at the end of each accumulation; its own checkpoints hold the optimiser state. ZeRO-3 shards
-    the weights behind DeepSpeed's own hooks, which the trainer does not drive.
-    """
-    from accelerate.utils import DistributedType
-
-    if acc.distributed_type == DistributedType.DEEPSPEED and acc.state.deepspeed_plugin.zero_stage == 3:
-        from rmtension.errors import ConfigError
-
-        raise ConfigError("train: DeepSpeed ZeRO-3 is not supported by the trainer; for sharded weights launch with "
-                          "configs/accelerate/fsdp.yaml (FSDP 2), or use configs/accelerate/deepspeed_zero2.yaml")
-
-
 def prepare(acc, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_accum: int = 1,
             max_grad_norm: float = 1.0, batch_size: int = 1):
-    """`acc.prepare(model, optimizer)` after `require_supported`.
+    """`acc.prepare(model, optimizer)`, with the settings each engine needs.
 
     Under several processes the model comes back DDP-wrapped, sharded in place by FSDP 2 (its
     parameters become DTensors, and the optimiser is pointed at them), or inside DeepSpeed's
-    engine. The engine takes accumulation and clipping from the training config (`grad_accum`,
-    `max_grad_norm`), whatever the DeepSpeed config says; its batch sizes are bookkeeping only,
-    since the trainer splits each global batch of `batch_size` pairs itself. torch 2.13 marks
-    DDP's `broadcast_buffers` as deprecated in favour of `forward_sync_buffers`, which accelerate
-    cannot pass yet; the warning is silenced here, where it is expected.
+    engine (under ZeRO-3 its parameters become flat partitions, `p.ds_tensor`). The engine takes
+    accumulation and clipping from the training config (`grad_accum`, `max_grad_norm`), whatever
+    the DeepSpeed config says; its batch sizes are bookkeeping only, since the trainer splits each
+    global batch of `batch_size` pairs itself. torch 2.13 marks DDP's `broadcast_buffers` as
+    deprecated in favour of `forward_sync_buffers`, which accelerate cannot pass yet; the warning
+    is silenced here, where it is expected.
     """
     import warnings
 
     from accelerate.utils import DistributedType
 
-    require_supported(acc)
     if acc.distributed_type == DistributedType.FSDP:
         _fsdp_wrap_classes(acc.state.fsdp_plugin, model)
     if acc.distributed_type == DistributedType.DEEPSPEED:
@@ -165,27 +154,70 @@ def _fsdp_wrap_classes(plugin, model: torch.nn.Module) -> None:
     plugin.transformer_cls_names_to_wrap = [n.strip() for n in names if n.strip() not in holders]
 
 
+def _zero3(p: torch.Tensor) -> bool:
+    """A parameter partitioned by DeepSpeed ZeRO-3 (its values live in the flat `p.ds_tensor`)."""
+    return hasattr(p, "ds_tensor")
+
+
 def is_sharded(model: torch.nn.Module) -> bool:
-    """True when FSDP holds `model`'s weights as shards (every forward is then a collective)."""
+    """True when FSDP or ZeRO-3 holds `model`'s weights as shards (every forward is then a collective)."""
     from torch.distributed.tensor import DTensor
 
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    return any(isinstance(p, DTensor) or _zero3(p) for p in model.parameters())
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor of a shard (a collective: every process must call it), else `t` itself."""
+    """The whole tensor of an FSDP shard (a collective: every process must call it), else `t` itself."""
     from torch.distributed.tensor import DTensor
 
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
 def full_tensors(tree):
-    """`tree` (nested dicts and lists, e.g. an optimiser state dict) with every shard made whole."""
+    """`tree` (nested dicts and lists, e.g. an optimiser state dict) with every FSDP shard made whole."""
     if isinstance(tree, dict):
         return {k: full_tensors(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
         return type(tree)(full_tensors(v) for v in tree)
     return full_tensor(tree) if isinstance(tree, torch.Tensor) else tree
+
+
+def local_part(param: torch.Tensor, whole: torch.Tensor | None = None) -> torch.Tensor:
+    """A copy of this process's part of `param`'s value, or of `whole` laid out like `param`.
+
+    The part is the DTensor shard under FSDP, the flat partition under ZeRO-3 (elements
+    [r*P, (r+1)*P) of the flattened tensor, zero-padded: DeepSpeed's layout), and the whole
+    tensor otherwise. Every process holds the same `whole`, so each cuts its own part without
+    communicating.
+    """
+    if whole is None:
+        return (param.ds_tensor if _zero3(param) else param).detach().clone()
+    if _zero3(param):
+        size = param.ds_tensor.numel()
+        flat = whole.detach().reshape(-1)[rank() * size: (rank() + 1) * size]
+        return torch.cat([flat, flat.new_zeros(size - len(flat))]).to(param.ds_tensor.device, param.ds_tensor.dtype)
+    return like_param(whole.detach(), param).clone()
+
+
+def whole_of(param: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+    """The whole tensor from every process's `part` of `param` (as `local_part` gives); a collective when sharded."""
+    if _zero3(param):
+        return stack_across(part).reshape(-1)[: param.ds_numel].view(param.ds_shape).clone()
+    return full_tensor(part)
+
+
+def set_param(param: torch.Tensor, part: torch.Tensor) -> None:
+    """Write this process's `part` (as `local_part` gives) into `param`; a collective under ZeRO-3."""
+    with torch.no_grad():
+        if _zero3(param):
+            import deepspeed
+
+            value = whole_of(param, part)
+            # gathered, written alike on every process, re-partitioned from the main one on exit
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
+                param.data.copy_(value)
+        else:
+            param.copy_(part)
 
 
 def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
@@ -195,19 +227,15 @@ def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | Non
     main process ever holds the whole model.
     """
     out = {}
-    for name, t in model.state_dict().items():
-        whole = full_tensor(t).detach()
+    for name, t in model.state_dict(keep_vars=True).items():
+        whole = whole_of(t, local_part(t)).detach()
         if is_main():
             out[name] = whole.cpu()
     return out if is_main() else None
 
 
 def like_param(t: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-    """Whole tensor `t` laid out like `param`: this process's shard of it when `param` is sharded.
-
-    Every process holds the same `t` (read from the same file), so each cuts its own shard
-    without communicating.
-    """
+    """Whole tensor `t` laid out like `param`: this process's FSDP shard of it when `param` is a DTensor."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
     if isinstance(param, DTensor) and not isinstance(t, DTensor):

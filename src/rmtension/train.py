@@ -100,17 +100,28 @@ def trainable_params(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def _trainable_state(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in params.items()}
+    """A copy of this process's part of every trainable parameter (its shard under FSDP or ZeRO-3)."""
+    return {n: dist.local_part(p) for n, p in params.items()}
 
 
-def _load_trainable(params: dict[str, nn.Parameter], state: dict[str, torch.Tensor]) -> None:
-    """Copy `state` (whole tensors, or shards laid out like the parameters) into `params`."""
-    if set(state) != set(params):
-        raise ArtifactError(f"checkpoint holds parameters {sorted(set(state) ^ set(params))[:3]}... that this model's "
+def _whole_state(params: dict[str, nn.Parameter], parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Whole tensors from every process's `parts` (a collective when sharded)."""
+    return {n: dist.whole_of(params[n], t) for n, t in parts.items()}
+
+
+def _parts_of(params: dict[str, nn.Parameter], whole: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """This process's parts of whole tensors read from a checkpoint."""
+    if set(whole) != set(params):
+        raise ArtifactError(f"checkpoint holds parameters {sorted(set(whole) ^ set(params))[:3]}... that this model's "
                             "trainable set does not match")
-    with torch.no_grad():
-        for n, t in state.items():
-            params[n].copy_(dist.like_param(t, params[n]))
+    # in the parameters' order, the same on every process (a file's tensors come back in any order)
+    return {n: dist.local_part(p, whole[n]) for n, p in params.items()}
+
+
+def _load_trainable(params: dict[str, nn.Parameter], parts: dict[str, torch.Tensor]) -> None:
+    """Copy `parts` (as `_trainable_state` gives) into `params`."""
+    for n, t in parts.items():
+        dist.set_param(params[n], t)
 
 
 def _peak_memory_mb() -> float:
@@ -122,8 +133,8 @@ def _peak_memory_mb() -> float:
 class Checkpoint:
     """`<out>/checkpoint/`: trainable params, best params, optimiser, scheduler, RNG and loop state.
 
-    Whole tensors: under FSDP every process gathers the shards before the main process writes,
-    and each cuts its own shard again on load, so such a checkpoint resumes under any number of
+    Whole tensors: under FSDP or ZeRO-3 every process gathers the shards before the main process
+    writes, and each cuts its own shard again on load, so the weights resume under any number of
     processes. Under DeepSpeed (`engine`) the engine writes its own partitioned optimiser state,
     one file per process, under `deepspeed/<tag>`, and resumes under the same number of processes.
     """
@@ -137,8 +148,8 @@ class Checkpoint:
 
     def save(self, params: dict[str, nn.Parameter], best, optimizer, scheduler, state: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.dir / "trainable.safetensors", dist.full_tensors(_trainable_state(params)))
-        save_tensors(self.dir / "best.safetensors", dist.full_tensors(best))
+        save_tensors(self.dir / "trainable.safetensors", _whole_state(params, _trainable_state(params)))
+        save_tensors(self.dir / "best.safetensors", _whole_state(params, best))
         extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                  "torch_rng_per_process": dist.stack_across(torch.get_rng_state())}  # [W, S]: each process's dropout RNG
         if self.engine is None:
@@ -155,8 +166,8 @@ class Checkpoint:
 
     def load(self, params: dict[str, nn.Parameter], optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor]]:
         state = read_json(self.dir / "state.json")
-        _load_trainable(params, load_tensors(self.dir / "trainable.safetensors"))
-        best = load_tensors(self.dir / "best.safetensors")
+        _load_trainable(params, _parts_of(params, load_tensors(self.dir / "trainable.safetensors")))
+        best = _parts_of(params, load_tensors(self.dir / "best.safetensors"))
         extra = load_torch_state(self.dir / "optim.pt")
         if self.engine is None:
             optimizer.load_state_dict(extra["optimizer"])
