@@ -13,10 +13,11 @@ Conventions, relied on by training, evaluation, neuron scoring and ablation:
   with `sum_across` before any division.
 - Only the main process writes files (`main_only`; `rmtension.runio` uses it for every write) and
   the others wait at a barrier until the file is in place, so every process may read it next.
-- Training may shard the weights (FSDP 2: parameters become DTensor shards). Whole tensors are
-  gathered only to be written (`full_tensors`, `gathered_state_dict`) and cut again on load
-  (`like_param`, `shard_optimizer_state`); while a model is sharded (`is_sharded`) every forward
-  is a collective, so processes run the same number of them.
+- Training may shard the weights (FSDP 2: parameters become DTensor shards; DeepSpeed ZeRO-3:
+  flat partitions). The trainer holds this process's part of each parameter (`local_part`);
+  whole tensors are gathered only to be written (`whole_of`, `full_tensors`,
+  `gathered_state_dict`) and cut again on load (`local_part`, `shard_optimizer_state`); while a
+  model is sharded (`is_sharded`) every forward is a collective, so processes run the same number.
 
 On a machine without a GPU, or with `ACCELERATE_USE_CPU=true`, processes run on the CPU and talk
 through gloo: accelerate's own `--cpu` flag starts several processes only through mpirun, so the

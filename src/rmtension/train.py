@@ -5,11 +5,11 @@ dynamically; with frozen lower layers the trunk comes from a shared `TrunkCache`
 selected on the validation split only.
 
 Under `accelerate launch` the same loop runs in every process: the model and optimiser go through
-`Accelerator.prepare` (DDP, or FSDP 2 with sharded weights, gradients and optimiser state; the
-checkpoint always holds whole tensors), each process takes its shard of every global batch, and the loss is
-weighted so that the synced gradient, the loss curve and the validation accuracy equal a
-single-process run's with the same `batch_size` (to float rounding; models with dropout draw
-different masks). Only the main process writes.
+`Accelerator.prepare` (DDP; FSDP 2 or DeepSpeed ZeRO-3 with sharded weights; DeepSpeed ZeRO-2),
+each process takes its shard of every global batch, and the loss is weighted so that the synced
+gradient, the loss curve and the validation accuracy equal a single-process run's with the same
+`batch_size` (to float rounding; models with dropout draw different masks). Only the main
+process writes.
 """
 
 from __future__ import annotations
