@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -110,6 +112,35 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, data):
     assert res.metrics["loss"] == train_reward_model.__globals__["read_metrics"](tmp_path / "full")["loss"]
 
 
+def test_a_checkpoint_killed_half_written_is_ignored_and_a_mismatched_launch_is_refused(tmp_path, data):
+    """state.json names the last complete step folder: a half-written newer folder is never read."""
+    from rmtension.errors import ArtifactError
+
+    tok, tr, va = data
+    full = tiny_reward_model("llama")
+    train_reward_model(full, tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "full", progress=False)
+    interrupt._STOP.set()
+    try:
+        with pytest.raises(interrupt.Interrupted):
+            train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "r",
+                               progress=False)
+    finally:
+        interrupt._STOP.clear()
+    ckpt = tmp_path / "r" / "checkpoint"
+    (ckpt / "step2").mkdir()
+    (ckpt / "step2" / "trainable.safetensors").write_bytes(b"killed half way")
+    state = json.loads((ckpt / "state.json").read_text())
+    (ckpt / "state.json").write_text(json.dumps({**state, "deepspeed_processes": 2}))
+    with pytest.raises(ArtifactError, match="written under DeepSpeed with 2 processes; resume it under the same"):
+        train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "r",
+                           progress=False)
+    (ckpt / "state.json").write_text(json.dumps(state))
+    fresh = tiny_reward_model("llama")
+    train_reward_model(fresh, tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "r", progress=False)
+    for (n, p), (_, q) in zip(full.named_parameters(), fresh.named_parameters()):
+        assert torch.equal(p, q), n
+
+
 @pytest.mark.parametrize("family", ["bert", "llama"])
 def test_cached_trunk_training_keeps_the_trunk_and_resumes_exactly(tmp_path, family):
     """With trainable=top:1 over a trunk cache: the frozen blocks are untouched, the saved model
@@ -169,7 +200,10 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, 
     with pytest.raises(TrainingDiverged, match="step 4"):
         train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(checkpoint_every=3), seed=0,
                            out_dir=tmp_path / "rm", progress=False)
-    assert (tmp_path / "rm" / "checkpoint" / "trainable.safetensors").exists()
+    ckpt = tmp_path / "rm" / "checkpoint"
+    assert json.loads((ckpt / "state.json").read_text())["folder"] == "step3"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["state.json", "step3"]
+    assert (ckpt / "step3" / "trainable.safetensors").exists() and (ckpt / "step3" / "optim.pt").exists()
 
 
 @pytest.mark.parametrize("family", FAMILIES)

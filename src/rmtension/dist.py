@@ -109,6 +109,13 @@ def _deepspeed_requested() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").strip().lower() == "true"
 
 
+def uses_deepspeed(acc) -> bool:
+    """True when `acc` trains through DeepSpeed's engine (which steps, clips and checkpoints itself)."""
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type == DistributedType.DEEPSPEED
+
+
 def prepare(acc, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_accum: int = 1,
             max_grad_norm: float = 1.0, batch_size: int = 1):
     """`acc.prepare(model, optimizer)`, with the settings each engine needs.

@@ -133,10 +133,15 @@ def _peak_memory_mb() -> float:
 class Checkpoint:
     """`<out>/checkpoint/`: trainable params, best params, optimiser, scheduler, RNG and loop state.
 
+    Each checkpoint goes into a new folder `step<N>/`; `state.json`, written last, names the
+    folder that is complete, and older folders are removed only after it. A run killed while
+    writing resumes from the previous checkpoint, never from a mix of two.
+
     Whole tensors: under FSDP or ZeRO-3 every process gathers the shards before the main process
     writes, and each cuts its own shard again on load, so the weights resume under any number of
-    processes. Under DeepSpeed (`engine`) the engine writes its own partitioned optimiser state,
-    one file per process, under `deepspeed/<tag>`, and resumes under the same number of processes.
+    processes. Under DeepSpeed (`engine`) the engine writes its own partitioned optimiser state
+    (one file per process, in `step<N>/deepspeed/`; DeepSpeed loads them with pickle, so resume
+    only checkpoints you wrote), and they resume under the same number of processes.
     """
 
     def __init__(self, out_dir: Path, engine=None):
@@ -147,37 +152,39 @@ class Checkpoint:
         return (self.dir / "state.json").exists()
 
     def save(self, params: dict[str, nn.Parameter], best, optimizer, scheduler, state: dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.dir / "trainable.safetensors", _whole_state(params, _trainable_state(params)))
-        save_tensors(self.dir / "best.safetensors", _whole_state(params, best))
+        step = self.dir / f"step{state['step']}"
+        step.mkdir(parents=True, exist_ok=True)
+        save_tensors(step / "trainable.safetensors", _whole_state(params, _trainable_state(params)))
+        save_tensors(step / "best.safetensors", _whole_state(params, best))
         extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                  "torch_rng_per_process": dist.stack_across(torch.get_rng_state())}  # [W, S]: each process's dropout RNG
         if self.engine is None:
             extra["optimizer"] = dist.full_tensors(optimizer.state_dict())
-        else:  # a new tag per checkpoint: state.json names the one that is complete
-            state = {**state, "deepspeed_tag": f"step{state['step']}", "world_size": dist.world_size()}
-            self.engine.save_checkpoint(str(self.dir / "deepspeed"), tag=state["deepspeed_tag"], save_latest=False,
+        else:
+            self.engine.save_checkpoint(str(step / "deepspeed"), tag="engine", save_latest=False,
                                         exclude_frozen_parameters=True)
             dist.barrier()
-        save_torch_state(self.dir / "optim.pt", extra)
-        write_json(self.dir / "state.json", state)  # written last: it marks the checkpoint complete
-        if self.engine is not None:
-            dist.main_only(_remove_other_tags, self.dir / "deepspeed", state["deepspeed_tag"])
+        save_torch_state(step / "optim.pt", extra)
+        # written last: it marks the checkpoint complete
+        write_json(self.dir / "state.json", {**state, "folder": step.name, "deepspeed_processes":
+                                             None if self.engine is None else dist.world_size()})
+        dist.main_only(_remove_other_steps, self.dir, step.name)
 
     def load(self, params: dict[str, nn.Parameter], optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor]]:
         state = read_json(self.dir / "state.json")
-        _load_trainable(params, _parts_of(params, load_tensors(self.dir / "trainable.safetensors")))
-        best = _parts_of(params, load_tensors(self.dir / "best.safetensors"))
-        extra = load_torch_state(self.dir / "optim.pt")
+        step, ds_world = self.dir / state.pop("folder"), state.pop("deepspeed_processes")
+        if ds_world != (None if self.engine is None else dist.world_size()):
+            written = f"under DeepSpeed with {ds_world} processes" if ds_world else "without DeepSpeed"
+            raise ArtifactError(f"{step}: this checkpoint was written {written}; resume it under the same launch "
+                                f"config, or delete {self.dir} to train this model again from the start")
+        _load_trainable(params, _parts_of(params, load_tensors(step / "trainable.safetensors")))
+        best = _parts_of(params, load_tensors(step / "best.safetensors"))
+        extra = load_torch_state(step / "optim.pt")
         if self.engine is None:
             optimizer.load_state_dict(extra["optimizer"])
             dist.shard_optimizer_state(optimizer)
         else:
-            tag, world = state.pop("deepspeed_tag", None), state.pop("world_size", None)
-            if tag is None or world != dist.world_size():
-                raise ArtifactError(f"{self.dir}: this checkpoint was written by {world or 'no'} DeepSpeed processes; "
-                                    f"resume it under DeepSpeed with {world} processes")
-            self.engine.load_checkpoint(str(self.dir / "deepspeed"), tag=tag, load_module_strict=False,
+            self.engine.load_checkpoint(str(step / "deepspeed"), tag="engine", load_module_strict=False,
                                         load_optimizer_states=True, load_lr_scheduler_states=False)
         scheduler.load_state_dict(extra["scheduler"])
         per_process = extra.get("torch_rng_per_process")
@@ -187,8 +194,8 @@ class Checkpoint:
         return state, best
 
 
-def _remove_other_tags(folder: Path, keep: str) -> None:
-    for old in folder.iterdir():
+def _remove_other_steps(folder: Path, keep: str) -> None:
+    for old in folder.glob("step*"):
         if old.is_dir() and old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -244,7 +251,7 @@ def train_reward_model(
     state = {"step": 0, "loss": [], "val": [], "best_step": -1, "best_val_accuracy": -1.0, "seconds": 0.0,
              "pairs_seen": 0, "tokens_seen": 0}
     best = _trainable_state(named)
-    ckpt = Checkpoint(out_dir, runner if acc.distributed_type.value == "DEEPSPEED" else None)
+    ckpt = Checkpoint(out_dir, runner if dist.uses_deepspeed(acc) else None)
     resuming = resume and ckpt.exists()
     if resuming:
         state, best = ckpt.load(named, optimizer, scheduler)
@@ -303,7 +310,7 @@ def train_reward_model(
     else:
         _load_trainable(named, best)
     metrics = _metrics(state, len(train), 0 if val is None else len(val), total_steps, cfg, k)
-    # under FSDP the whole weights are gathered (a collective) and only the main process keeps them
+    # sharded (FSDP, ZeRO-3): the whole weights are gathered (a collective) and only the main process keeps them
     full = dist.gathered_state_dict(model) if dist.is_sharded(model) else None
     dist.main_only(_save_hf_folder, model, tokenizer, out_dir, full)
     write_json(out_dir / "metrics.json", metrics)
@@ -338,7 +345,7 @@ def _pair_step(fwd: PairForward, acc, runner: nn.Module, train: EncodedPairs, id
     if bad:
         raise TrainingDiverged(f"{where}: non-finite loss or reward (loss={total / len(idx)}); "
                                f"the last good checkpoint in {ckpt_dir} is kept")
-    if acc.distributed_type.value == "DEEPSPEED":
+    if dist.uses_deepspeed(acc):
         # the engine divides by grad_accum itself and steps where accelerate's count of micro-batches says
         with acc.accumulate(runner):
             acc.backward(loss * weight)
@@ -360,7 +367,7 @@ def _metrics(state: dict, n_train: int, n_val: int, total_steps: int, cfg: Train
 
 
 def _save_hf_folder(model: nn.Module, tokenizer, out_dir: Path, state_dict: dict | None = None) -> None:
-    """Write the HF folder (with `state_dict` as the weights, if given) to a temporary folder, then rename every file into place."""
+    """Write the HF folder (`state_dict` as its weights, if given) to a temporary folder, then move each file into place."""
     tmp = out_dir / f".final{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
