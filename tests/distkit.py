@@ -3,7 +3,8 @@
     python tests/distkit.py WORK OUT_JSON
 
 WORK holds `model/`, `base/` and `dropout/` (tiny Llama HF folders, the last with attention
-dropout) and `bert/` (a tiny BERT without dropout), written by the test. The script trains three
+dropout), `bert/` (a tiny BERT without dropout) and `backbone/` (a tiny Llama causal LM, which
+has no score head), written by the test. The script trains three
 tiny reward models (full fine-tuning with gradient accumulation, and the top block over a cached
 trunk for Llama and BERT), evaluates each, checks that a run with dropout resumes exactly, scores every neuron of a fixed model and runs an ablation, then the
 main process writes everything to OUT_JSON. The code is the library's, called the same way in
@@ -78,6 +79,9 @@ def main(work: Path, out: Path) -> None:
                                     "bert_top1", model_dir="bert", trainable="top:1")
 
     result["trained_under"] = str(dist.state().distributed_type)  # the launch config's engine, once training set it up
+    torch.manual_seed(5)  # a backbone without a score head: the head is new, drawn alike in every process
+    fresh = load_reward_model(str(work / "backbone"), tok).to(dist.device())
+    result["fresh_head"] = dist.stack_across(fresh.score.weight.detach().sum().reshape(1)).reshape(-1).tolist()
     fixed = load_reward_model(str(work / "model"), tok).to(dist.device())
     base = load_reward_model(str(work / "base"), tok).to(dist.device())
     scores = score_neurons({"fixed": fixed}, val, tok.pad_token_id, base, SCORERS, batch_size=4, bf16=False)["fixed"]

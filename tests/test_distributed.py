@@ -66,6 +66,7 @@ def _write_models(work: Path) -> None:
     torch.manual_seed(0)
     AutoModelForSequenceClassification.from_config(bert).save_pretrained(work / "bert")
     tiny_tokenizer("bert").save_pretrained(work / "bert")
+    save_tiny(work / "backbone", "llama", causal=True)  # no score head: loading it as an RM initialises one
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +101,12 @@ def test_the_launch_ran_two_cpu_processes(runs):
     sharded = config in ("fsdp_cpu", "deepspeed_zero3_cpu")
     assert [two[m]["sharded"] for m in ("full", "top1", "bert_top1")] == [sharded] * 3
     assert not any(one[m]["sharded"] for m in ("full", "top1", "bert_top1"))
+
+
+def test_every_process_loads_a_backbone_whole_with_the_seeded_new_head(runs):
+    """Under FSDP, transformers would leave the new head on the meta device outside the first process."""
+    one, two, _, _ = runs
+    assert len(two["fresh_head"]) == 2 and two["fresh_head"] == one["fresh_head"] * 2
 
 
 def test_the_saved_models_match_the_single_process_ones(runs, single):

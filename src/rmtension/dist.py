@@ -44,9 +44,16 @@ def _use_cpu() -> bool:
 
 
 def state():
-    """The process-wide `accelerate.PartialState` (created on first use; joins the process group when launched)."""
+    """The process-wide `accelerate.PartialState` (created on first use; joins the process group when launched).
+
+    Under an FSDP launch, transformers' CPU-RAM-efficient loading is turned off: with it, every
+    process but the first loads new weights (a backbone's fresh score head) on the meta device,
+    expecting FSDP to broadcast them, while rmtension's stages load whole models in every process.
+    """
     from accelerate import PartialState
 
+    if _fsdp_requested():
+        os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
     return PartialState(cpu=_use_cpu())
 
 
