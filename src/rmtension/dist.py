@@ -76,7 +76,7 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
     CPU run takes the same sharded path as a GPU run (configs/accelerate/fsdp_cpu.yaml, and the
     two-process test). DeepSpeed likewise: accelerate keeps CPU processes off DeepSpeed, which
     runs on the CPU over gloo, so its communication joins the process group and the accelerator is
-    switched to DeepSpeed with the plugin read from the config (deepspeed_zero2_cpu.yaml).
+    switched to DeepSpeed with the plugin read from the config (deepspeed_zero{2,3}_cpu.yaml).
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, DistributedType, FullyShardedDataParallelPlugin
