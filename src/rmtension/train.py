@@ -172,7 +172,10 @@ class Checkpoint:
 
     def load(self, params: dict[str, nn.Parameter], optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor]]:
         state = read_json(self.dir / "state.json")
-        step, ds_world = self.dir / state.pop("folder"), state.pop("deepspeed_processes")
+        if "folder" not in state:
+            raise ArtifactError(f"{self.dir}: a checkpoint in an older layout (no step folder named in state.json); "
+                                f"delete {self.dir} to train this model again from the start")
+        step, ds_world = self.dir / state.pop("folder"), state.pop("deepspeed_processes", None)
         if ds_world != (None if self.engine is None else dist.world_size()):
             written = f"under DeepSpeed with {ds_world} processes" if ds_world else "without DeepSpeed"
             raise ArtifactError(f"{step}: this checkpoint was written {written}; resume it under the same launch "
