@@ -130,8 +130,12 @@ def test_a_checkpoint_killed_half_written_is_ignored_and_a_mismatched_launch_is_
     (ckpt / "step2").mkdir()
     (ckpt / "step2" / "trainable.safetensors").write_bytes(b"killed half way")
     state = json.loads((ckpt / "state.json").read_text())
-    (ckpt / "state.json").write_text(json.dumps({**state, "deepspeed_processes": 2}))
-    with pytest.raises(ArtifactError, match="written under DeepSpeed with 2 processes; resume it under the same"):
+    (ckpt / "state.json").write_text(json.dumps({**state, "deepspeed": "DeepSpeed ZeRO-2 with 2 processes"}))
+    with pytest.raises(ArtifactError, match="written under DeepSpeed ZeRO-2 with 2 processes; resume it under the"):
+        train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "r",
+                           progress=False)
+    (ckpt / "state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "folder"}))
+    with pytest.raises(ArtifactError, match="older layout"):
         train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "r",
                            progress=False)
     (ckpt / "state.json").write_text(json.dumps(state))

@@ -15,9 +15,10 @@ Conventions, relied on by training, evaluation, neuron scoring and ablation:
   the others wait at a barrier until the file is in place, so every process may read it next.
 - Training may shard the weights (FSDP 2: parameters become DTensor shards; DeepSpeed ZeRO-3:
   flat partitions). The trainer holds this process's part of each parameter (`local_part`);
-  whole tensors are gathered only to be written (`whole_of`, `full_tensors`,
-  `gathered_state_dict`) and cut again on load (`local_part`, `shard_optimizer_state`); while a
-  model is sharded (`is_sharded`) every forward is a collective, so processes run the same number.
+  whole tensors are gathered one at a time onto the main process to be written (`whole_on_main`,
+  `full_tensors_on_main`, `gathered_state_dict`) and cut again on load (`local_part`,
+  `cut_optimizer_state`; ZeRO-3's `set_param` gathers the one parameter it writes); while a model
+  is sharded (`is_sharded`) every forward is a collective, so processes run the same number.
 
 On a machine without a GPU, or with `ACCELERATE_USE_CPU=true`, processes run on the CPU and talk
 through gloo: accelerate's own `--cpu` flag starts several processes only through mpirun, so the
@@ -44,22 +45,23 @@ def _use_cpu() -> bool:
 
 
 def state():
-    """The process-wide `accelerate.PartialState` (created on first use; joins the process group when launched).
-
-    Under an FSDP launch, transformers' CPU-RAM-efficient loading is turned off: with it, every
-    process but the first loads new weights (a backbone's fresh score head) on the meta device,
-    expecting FSDP to broadcast them, while rmtension's stages load whole models in every process.
-    """
+    """The process-wide `accelerate.PartialState` (created on first use; joins the process group when launched)."""
     from accelerate import PartialState
 
-    if _fsdp_requested():
-        os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
     return PartialState(cpu=_use_cpu())
 
 
 def _fsdp_requested() -> bool:
     """`accelerate launch` with an FSDP config sets ACCELERATE_USE_FSDP=true in every process."""
     return os.environ.get("ACCELERATE_USE_FSDP", "").strip().lower() == "true"
+
+
+# Under an FSDP launch with CPU-RAM-efficient loading on (the config's
+# fsdp_cpu_ram_efficient_loading), transformers loads new weights (a backbone's fresh score head)
+# on the meta device in every process but the first, expecting FSDP to broadcast them; rmtension's
+# stages load whole models in every process, so it is turned off before any model is loaded.
+if _fsdp_requested():
+    os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
 
 
 def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | None = None):
@@ -188,15 +190,6 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def full_tensors(tree):
-    """`tree` (nested dicts and lists, e.g. an optimiser state dict) with every FSDP shard made whole."""
-    if isinstance(tree, dict):
-        return {k: full_tensors(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(full_tensors(v) for v in tree)
-    return full_tensor(tree) if isinstance(tree, torch.Tensor) else tree
-
-
 def local_part(param: torch.Tensor, whole: torch.Tensor | None = None) -> torch.Tensor:
     """A copy of this process's part of `param`'s value, or of `whole` laid out like `param`.
 
@@ -235,17 +228,40 @@ def set_param(param: torch.Tensor, part: torch.Tensor) -> None:
             param.copy_(part)
 
 
-def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
-    """`model.state_dict()` with whole tensors on the main process (None elsewhere); a collective.
+def whole_on_main(parts: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor] | None:
+    """{name: whole tensor} on the main process's CPU from {name: (param, part)}; None elsewhere.
 
-    One tensor is gathered at a time and the other processes drop theirs at once, so only the
-    main process ever holds the whole model.
+    A collective when sharded. One tensor is gathered at a time and the other processes drop
+    theirs at once, so only the main process ever holds the whole set, and only in CPU memory.
     """
     out = {}
-    for name, t in model.state_dict(keep_vars=True).items():
-        whole = whole_of(t, local_part(t)).detach()
+    for name, (param, part) in parts.items():
+        whole = whole_of(param, part).detach()
         if is_main():
             out[name] = whole.cpu()
+    return out if is_main() else None
+
+
+def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """`model.state_dict()` with whole tensors on the main process's CPU (None elsewhere); a collective."""
+    return whole_on_main({name: (t, local_part(t)) for name, t in model.state_dict(keep_vars=True).items()})
+
+
+def full_tensors_on_main(tree):
+    """`tree` (nested dicts and lists, e.g. an optimiser state dict) with every FSDP shard made whole,
+    on the main process's CPU; None elsewhere. A collective, one tensor at a time."""
+    def whole(t):
+        t = full_tensor(t)
+        return t.detach().cpu() if is_main() else None
+
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return type(x)(walk(v) for v in x)
+        return whole(x) if isinstance(x, torch.Tensor) else x
+
+    out = walk(tree)
     return out if is_main() else None
 
 
@@ -258,15 +274,17 @@ def like_param(t: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """After `load_state_dict` of a whole-tensor state: cut each sharded parameter's state to its shard."""
+def cut_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> dict:
+    """A whole-tensor optimiser state dict (as `full_tensors_on_main` wrote it) cut to this process's
+    shards of the sharded parameters, before `optimizer.load_state_dict`, one tensor at a time."""
     inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch optimiser
-    for group in inner.param_groups:
-        for p in group["params"]:
-            st = inner.state.get(p, {})
+    for saved, group in zip(state["param_groups"], inner.param_groups):
+        for index, p in zip(saved["params"], group["params"]):
+            st = state["state"].get(index, {})
             for key, value in st.items():
                 if isinstance(value, torch.Tensor) and value.shape == p.shape and value.dim() > 0:
                     st[key] = like_param(value, p)
+    return state
 
 
 def device() -> torch.device:

@@ -104,9 +104,9 @@ def _trainable_state(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]
     return {n: dist.local_part(p) for n, p in params.items()}
 
 
-def _whole_state(params: dict[str, nn.Parameter], parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Whole tensors from every process's `parts` (a collective when sharded)."""
-    return {n: dist.whole_of(params[n], t) for n, t in parts.items()}
+def _whole_state(params: dict[str, nn.Parameter], parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """Whole tensors from every process's `parts`, on the main process's CPU (None elsewhere); a collective."""
+    return dist.whole_on_main({n: (params[n], t) for n, t in parts.items()})
 
 
 def _parts_of(params: dict[str, nn.Parameter], whole: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -137,11 +137,12 @@ class Checkpoint:
     folder that is complete, and older folders are removed only after it. A run killed while
     writing resumes from the previous checkpoint, never from a mix of two.
 
-    Whole tensors: under FSDP or ZeRO-3 every process gathers the shards before the main process
-    writes, and each cuts its own shard again on load, so the weights resume under any number of
-    processes. Under DeepSpeed (`engine`) the engine writes its own partitioned optimiser state
-    (one file per process, in `step<N>/deepspeed/`; DeepSpeed loads them with pickle, so resume
-    only checkpoints you wrote), and they resume under the same number of processes.
+    Whole tensors, gathered one at a time onto the main process's CPU to be written and cut again
+    into each process's shard on load: without DeepSpeed a checkpoint resumes under any launch.
+    Under DeepSpeed (`engine`) the engine also writes its own partitioned optimiser state (one
+    file per process, in `step<N>/deepspeed/`; DeepSpeed loads them with pickle, so resume only
+    checkpoints you wrote), and the checkpoint resumes under the same ZeRO stage and number of
+    processes only.
     """
 
     def __init__(self, out_dir: Path, engine=None):
@@ -153,48 +154,56 @@ class Checkpoint:
 
     def save(self, params: dict[str, nn.Parameter], best, optimizer, scheduler, state: dict) -> None:
         step = self.dir / f"step{state['step']}"
-        step.mkdir(parents=True, exist_ok=True)
-        save_tensors(step / "trainable.safetensors", _whole_state(params, _trainable_state(params)))
-        save_tensors(step / "best.safetensors", _whole_state(params, best))
+        dist.main_only(step.mkdir, parents=True, exist_ok=True)
+        dist.main_only(save_tensors, step / "trainable.safetensors", _whole_state(params, _trainable_state(params)))
+        dist.main_only(save_tensors, step / "best.safetensors", _whole_state(params, best))
         extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                  "torch_rng_per_process": dist.stack_across(torch.get_rng_state())}  # [W, S]: each process's dropout RNG
         if self.engine is None:
-            extra["optimizer"] = dist.full_tensors(optimizer.state_dict())
+            extra["optimizer"] = dist.full_tensors_on_main(optimizer.state_dict())
         else:
             self.engine.save_checkpoint(str(step / "deepspeed"), tag="engine", save_latest=False,
                                         exclude_frozen_parameters=True)
             dist.barrier()
-        save_torch_state(step / "optim.pt", extra)
+        dist.main_only(save_torch_state, step / "optim.pt", extra)
         # written last: it marks the checkpoint complete
-        write_json(self.dir / "state.json", {**state, "folder": step.name, "deepspeed_processes":
-                                             None if self.engine is None else dist.world_size()})
+        write_json(self.dir / "state.json", {**state, "folder": step.name, "deepspeed": self._launch()})
         dist.main_only(_remove_other_steps, self.dir, step.name)
+
+    def _launch(self) -> str | None:
+        if self.engine is None:
+            return None
+        return f"DeepSpeed ZeRO-{self.engine.zero_optimization_stage()} with {dist.world_size()} processes"
 
     def load(self, params: dict[str, nn.Parameter], optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor]]:
         state = read_json(self.dir / "state.json")
         if "folder" not in state:
             raise ArtifactError(f"{self.dir}: a checkpoint in an older layout (no step folder named in state.json); "
                                 f"delete {self.dir} to train this model again from the start")
-        step, ds_world = self.dir / state.pop("folder"), state.pop("deepspeed_processes", None)
-        if ds_world != (None if self.engine is None else dist.world_size()):
-            written = f"under DeepSpeed with {ds_world} processes" if ds_world else "without DeepSpeed"
-            raise ArtifactError(f"{step}: this checkpoint was written {written}; resume it under the same launch "
-                                f"config, or delete {self.dir} to train this model again from the start")
+        step, launch = self.dir / state.pop("folder"), state.pop("deepspeed", None)
+        if launch != self._launch():
+            raise ArtifactError(f"{step}: this checkpoint was written {'under ' + launch if launch else 'without DeepSpeed'}"
+                                f"; resume it under the same launch config, or delete {self.dir} to train this model "
+                                "again from the start")
         _load_trainable(params, _parts_of(params, load_tensors(step / "trainable.safetensors")))
         best = _parts_of(params, load_tensors(step / "best.safetensors"))
         extra = load_torch_state(step / "optim.pt")
         if self.engine is None:
-            optimizer.load_state_dict(extra["optimizer"])
-            dist.shard_optimizer_state(optimizer)
-        else:
-            self.engine.load_checkpoint(str(step / "deepspeed"), tag="engine", load_module_strict=False,
-                                        load_optimizer_states=True, load_lr_scheduler_states=False)
+            optimizer.load_state_dict(dist.cut_optimizer_state(optimizer, extra["optimizer"]))
+        else:  # the weights came from trainable.safetensors: the engine's module copy (saved cut to the top
+            # blocks over a trunk cache, under renumbered names) is not loaded
+            self.engine.load_checkpoint(str(step / "deepspeed"), tag="engine", load_optimizer_states=True,
+                                        load_lr_scheduler_states=False, custom_load_fn=_keep_module)
         scheduler.load_state_dict(extra["scheduler"])
         per_process = extra.get("torch_rng_per_process")
         same_world = per_process is not None and len(per_process) == dist.world_size()
         # clone: a row of the stacked states is a view, and set_rng_state crashes on views with an offset
         torch.set_rng_state((per_process[dist.rank()] if same_world else extra["torch_rng"]).clone())
         return state, best
+
+
+def _keep_module(src, dst) -> None:
+    """DeepSpeed's module loader, replaced: the module's weights are already in place."""
 
 
 def _remove_other_steps(folder: Path, keep: str) -> None:
