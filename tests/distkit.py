@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from rmtension import dist, interrupt  # noqa: E402
+from rmtension import dist, interrupt, shards  # noqa: E402
 from rmtension.config import TrainConfig  # noqa: E402
 from rmtension.forward import PairForward  # noqa: E402
 from rmtension.models import load_reward_model, load_tokenizer  # noqa: E402
@@ -47,7 +47,7 @@ def train_one(work: Path, tok, train, val, name: str, model_dir: str = "model", 
     # scored straight after training: under FSDP the model is still sharded, every forward a collective
     r_c, r_r = PairForward(model, tok.pad_token_id, False).score(val, batch_size=4)
     return {"loss": res.metrics["loss"], "val_accuracy": res.metrics["val_accuracy"], "best_step": res.best_step,
-            "eval": [r_c.tolist(), r_r.tolist()], "sharded": dist.is_sharded(model)}
+            "eval": [r_c.tolist(), r_r.tolist()], "sharded": shards.is_sharded(model)}
 
 
 def resumes_exactly(work: Path, tok, train, val, **kw) -> bool:

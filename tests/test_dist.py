@@ -52,24 +52,6 @@ def test_main_only_runs_once_and_nested_calls_do_not_wait():
     assert calls == ["outer", "inner"]
 
 
-def test_whole_tensors_pass_through_unsharded():
-    """Without FSDP or ZeRO-3 nothing is sharded: gathering and cutting give back the same values."""
-    model = torch.nn.Linear(3, 2)
-    assert not dist.is_sharded(model)
-    state = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2, 3)}}, "param_groups": [{"lr": 0.1}]}
-    out = dist.full_tensors_on_main(state)
-    assert torch.equal(out["state"][0]["exp_avg"], state["state"][0]["exp_avg"]) and out["param_groups"] == [{"lr": 0.1}]
-    t = torch.zeros(2, 3)
-    assert dist.like_param(t, model.weight) is t
-    part = dist.local_part(model.weight)
-    assert torch.equal(part, model.weight) and part.data_ptr() != model.weight.data_ptr()  # a copy
-    assert torch.equal(dist.local_part(model.weight, t), t) and torch.equal(dist.whole_of(model.weight, part), part)
-    dist.set_param(model.weight, t)
-    assert torch.equal(model.weight, t)
-    whole = dist.gathered_state_dict(model)
-    assert set(whole) == {"weight", "bias"} and torch.equal(whole["weight"], t)
-
-
 @pytest.mark.parametrize(("family", "blocks"), [("bert", ["BertLayer"]), ("llama", ["LlamaDecoderLayer"]),
                                                 ("gpt2", ["GPT2Block"])])
 def test_fsdp_wraps_every_block_but_one_holding_the_input_embedding(family, blocks, monkeypatch):

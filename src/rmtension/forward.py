@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rmtension import dist
+from rmtension import dist, shards
 from rmtension.encode import EncodedPairs, batches, collate_pairs
 from rmtension.scoring import autocast
 from rmtension.trunk import TrunkCache, cut_trunk
@@ -73,7 +73,7 @@ class PairForward:
         self.model.eval()
         plan = batches(enc.lengths(), batch_size, None, group_by_length=True)
         own = dist.shard(plan)
-        rounds = -(-len(plan) // dist.world_size()) if dist.is_sharded(self.model) else len(own)
+        rounds = -(-len(plan) // dist.world_size()) if shards.is_sharded(self.model) else len(own)
         mine: list[int] = []
         rows = [torch.zeros(0, 2, dtype=torch.float64)]
         for j in range(rounds):

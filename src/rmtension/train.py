@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rmtension import dist, interrupt
+from rmtension import dist, interrupt, shards
 from rmtension.arch import base_model, find_arch, get_path
 from rmtension.config import TrainConfig
 from rmtension.encode import EncodedPairs, batches
@@ -101,12 +101,12 @@ def trainable_params(model: nn.Module) -> dict[str, nn.Parameter]:
 
 def _trainable_state(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
     """A copy of this process's part of every trainable parameter (its shard under FSDP or ZeRO-3)."""
-    return {n: dist.local_part(p) for n, p in params.items()}
+    return {n: shards.local_part(p) for n, p in params.items()}
 
 
 def _whole_state(params: dict[str, nn.Parameter], parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """Whole tensors from every process's `parts`, on the main process's CPU (None elsewhere); a collective."""
-    return dist.whole_on_main({n: (params[n], t) for n, t in parts.items()})
+    return shards.whole_on_main({n: (params[n], t) for n, t in parts.items()})
 
 
 def _parts_of(params: dict[str, nn.Parameter], whole: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -115,13 +115,13 @@ def _parts_of(params: dict[str, nn.Parameter], whole: dict[str, torch.Tensor]) -
         raise ArtifactError(f"checkpoint holds parameters {sorted(set(whole) ^ set(params))[:3]}... that this model's "
                             "trainable set does not match")
     # in the parameters' order, the same on every process (a file's tensors come back in any order)
-    return {n: dist.local_part(p, whole[n]) for n, p in params.items()}
+    return {n: shards.local_part(p, whole[n]) for n, p in params.items()}
 
 
 def _load_trainable(params: dict[str, nn.Parameter], parts: dict[str, torch.Tensor]) -> None:
     """Copy `parts` (as `_trainable_state` gives) into `params`."""
     for n, t in parts.items():
-        dist.set_param(params[n], t)
+        shards.set_param(params[n], t)
 
 
 def _peak_memory_mb() -> float:
@@ -160,7 +160,7 @@ class Checkpoint:
         extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                  "torch_rng_per_process": dist.stack_across(torch.get_rng_state())}  # [W, S]: each process's dropout RNG
         if self.engine is None:
-            extra["optimizer"] = dist.full_tensors_on_main(optimizer.state_dict())
+            extra["optimizer"] = shards.full_tensors_on_main(optimizer.state_dict())
         else:
             self.engine.save_checkpoint(str(step / "deepspeed"), tag="engine", save_latest=False,
                                         exclude_frozen_parameters=True)
@@ -189,7 +189,7 @@ class Checkpoint:
         best = _parts_of(params, load_tensors(step / "best.safetensors"))
         extra = load_torch_state(step / "optim.pt")
         if self.engine is None:
-            optimizer.load_state_dict(dist.cut_optimizer_state(optimizer, extra["optimizer"]))
+            optimizer.load_state_dict(shards.cut_optimizer_state(optimizer, extra["optimizer"]))
         else:  # the weights came from trainable.safetensors: the engine's module copy (saved cut to the top
             # blocks over a trunk cache, under renumbered names) is not loaded
             self.engine.load_checkpoint(str(step / "deepspeed"), tag="engine", load_optimizer_states=True,
@@ -323,7 +323,7 @@ def train_reward_model(
         _load_trainable(named, best)
     metrics = _metrics(state, len(train), 0 if val is None else len(val), total_steps, cfg, k)
     # sharded (FSDP, ZeRO-3): the whole weights are gathered (a collective) and only the main process keeps them
-    full = dist.gathered_state_dict(model) if dist.is_sharded(model) else None
+    full = shards.gathered_state_dict(model) if shards.is_sharded(model) else None
     dist.main_only(_save_hf_folder, model, tokenizer, out_dir, full)
     write_json(out_dir / "metrics.json", metrics)
     dist.main_only(shutil.rmtree, ckpt.dir, ignore_errors=True)
