@@ -7,11 +7,10 @@ import json
 
 import pytest
 
-from rmtension import interrupt
 from rmtension.config import load_config
 from rmtension.errors import ConfigError
 from rmtension.train import train_reward_model
-from test_train import cfg, synthetic
+from test_train import cfg, stop_after_first_step, synthetic
 from tiny import tiny_reward_model, tiny_tokenizer
 
 
@@ -58,13 +57,7 @@ def test_tensorboard_gets_the_same_scalars(tmp_path, data):
 def test_resumed_run_writes_the_same_metrics_jsonl(tmp_path, data):
     tok, tr, va = data
     train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "full", progress=False)
-    interrupt._STOP.set()  # stop after the first step, with a checkpoint
-    try:
-        with pytest.raises(interrupt.Interrupted):
-            train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "resumed",
-                               progress=False)
-    finally:
-        interrupt._STOP.clear()
+    stop_after_first_step(tok, tr, va, tmp_path / "resumed")
     with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:  # lines past the checkpoint, one cut off by a kill
         f.write(json.dumps({"step": 2, "loss": 9.0, "lr": 0.0}) + "\n" + '{"step": 3, "lo')
     train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "resumed",

@@ -38,6 +38,17 @@ def data():
     return tok, synthetic(tok, 48, "train"), synthetic(tok, 16, "val", seed=1)
 
 
+def stop_after_first_step(tok, tr, va, out_dir) -> None:
+    """Train a tiny Llama RM (cfg(), seed 3) as if Ctrl-C arrived: it stops after its first optimiser
+    step, with a checkpoint in `out_dir`."""
+    interrupt._STOP.set()
+    try:
+        with pytest.raises(interrupt.Interrupted, match="step 1"):
+            train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=out_dir, progress=False)
+    finally:
+        interrupt._STOP.clear()
+
+
 def test_training_lowers_loss_changes_params_and_saves_a_loadable_model(tmp_path, data):
     tok, tr, va = data
     model = tiny_reward_model("llama")
@@ -97,13 +108,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, data):
     full = tiny_reward_model("llama")
     train_reward_model(full, tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "full", progress=False)
 
-    stopped = tiny_reward_model("llama")
-    interrupt._STOP.set()  # as if Ctrl-C arrived: stop after the first optimiser step
-    try:
-        with pytest.raises(interrupt.Interrupted, match="step 1"):
-            train_reward_model(stopped, tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "resumed", progress=False)
-    finally:
-        interrupt._STOP.clear()
+    stop_after_first_step(tok, tr, va, tmp_path / "resumed")
     assert (tmp_path / "resumed" / "checkpoint" / "state.json").exists()
     fresh = tiny_reward_model("llama")  # a new process would start from the base weights again
     res = train_reward_model(fresh, tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "resumed", progress=False)
@@ -119,13 +124,7 @@ def test_a_checkpoint_killed_half_written_is_ignored_and_a_mismatched_launch_is_
     tok, tr, va = data
     full = tiny_reward_model("llama")
     train_reward_model(full, tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "full", progress=False)
-    interrupt._STOP.set()
-    try:
-        with pytest.raises(interrupt.Interrupted):
-            train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "r",
-                               progress=False)
-    finally:
-        interrupt._STOP.clear()
+    stop_after_first_step(tok, tr, va, tmp_path / "r")
     ckpt = tmp_path / "r" / "checkpoint"
     (ckpt / "step2").mkdir()
     (ckpt / "step2" / "trainable.safetensors").write_bytes(b"killed half way")
