@@ -47,9 +47,13 @@ def state():
     return PartialState(cpu=_use_cpu())
 
 
+def _launched_with(flag: str) -> bool:
+    """`accelerate launch` sets ACCELERATE_USE_FSDP / ACCELERATE_USE_DEEPSPEED=true in every process."""
+    return os.environ.get(flag, "").strip().lower() == "true"
+
+
 def _fsdp_requested() -> bool:
-    """`accelerate launch` with an FSDP config sets ACCELERATE_USE_FSDP=true in every process."""
-    return os.environ.get("ACCELERATE_USE_FSDP", "").strip().lower() == "true"
+    return _launched_with("ACCELERATE_USE_FSDP")
 
 
 # Under an FSDP launch with CPU-RAM-efficient loading on (the config's
@@ -111,7 +115,7 @@ def _switch(acc, kind) -> None:
 
 
 def _deepspeed_requested() -> bool:
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").strip().lower() == "true"
+    return _launched_with("ACCELERATE_USE_DEEPSPEED")
 
 
 def uses_deepspeed(acc) -> bool:

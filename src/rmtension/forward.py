@@ -66,7 +66,7 @@ class PairForward:
 
         Each process scores its shard of the length-sorted batches, so every pair sees the same
         batch (and padding) as in a single-process run; the rows are gathered back in order.
-        With sharded weights (FSDP) every forward is a collective, so a process with fewer
+        With sharded weights (FSDP, ZeRO-3) every forward is a collective, so a process with fewer
         batches runs its first batch again, unrecorded, until all have run the same number.
         """
         was_training = self.model.training

@@ -11,6 +11,8 @@ must run the same number of them. Without sharding every function here is an ide
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from rmtension.dist import is_main, rank, stack_across
@@ -73,38 +75,38 @@ def set_param(param: torch.Tensor, part: torch.Tensor) -> None:
             param.copy_(part)
 
 
-def whole_on_main(parts: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor] | None:
-    """{name: whole tensor} on the main process's CPU from {name: (param, part)}; None elsewhere.
+def _kept_on_main(whole: torch.Tensor) -> torch.Tensor | None:
+    """`whole` moved to the main process's CPU; dropped (None) on the other processes."""
+    return whole.detach().cpu() if is_main() else None
+
+
+def whole_on_main(items: Iterable[tuple[str, torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor] | None:
+    """{name: whole tensor} on the main process's CPU from (name, param, part) items; None elsewhere.
 
     A collective when sharded. One tensor is gathered at a time and the other processes drop
     theirs at once, so only the main process ever holds the whole set, and only in CPU memory.
     """
-    out = {}
-    for name, (param, part) in parts.items():
-        whole = whole_of(param, part).detach()
-        if is_main():
-            out[name] = whole.cpu()
+    out = {name: _kept_on_main(whole_of(param, part)) for name, param, part in items}
     return out if is_main() else None
 
 
 def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
-    """`model.state_dict()` with whole tensors on the main process's CPU (None elsewhere); a collective."""
-    return whole_on_main({name: (t, local_part(t)) for name, t in model.state_dict(keep_vars=True).items()})
+    """`model.state_dict()` with whole tensors on the main process's CPU (None elsewhere); a collective.
+
+    Each tensor's local part is copied only while it is being gathered.
+    """
+    return whole_on_main((name, t, local_part(t)) for name, t in model.state_dict(keep_vars=True).items())
 
 
 def full_tensors_on_main(tree):
     """`tree` (nested dicts and lists, e.g. an optimiser state dict) with every FSDP shard made whole,
     on the main process's CPU; None elsewhere. A collective, one tensor at a time."""
-    def whole(t):
-        t = full_tensor(t)
-        return t.detach().cpu() if is_main() else None
-
     def walk(x):
         if isinstance(x, dict):
             return {k: walk(v) for k, v in x.items()}
         if isinstance(x, (list, tuple)):
             return type(x)(walk(v) for v in x)
-        return whole(x) if isinstance(x, torch.Tensor) else x
+        return _kept_on_main(full_tensor(x)) if isinstance(x, torch.Tensor) else x
 
     out = walk(tree)
     return out if is_main() else None

@@ -106,7 +106,7 @@ def _trainable_state(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]
 
 def _whole_state(params: dict[str, nn.Parameter], parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """Whole tensors from every process's `parts`, on the main process's CPU (None elsewhere); a collective."""
-    return shards.whole_on_main({n: (params[n], t) for n, t in parts.items()})
+    return shards.whole_on_main((n, params[n], t) for n, t in parts.items())
 
 
 def _parts_of(params: dict[str, nn.Parameter], whole: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
