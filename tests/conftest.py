@@ -8,6 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from requires import missing  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,7 +30,7 @@ def shared_data_dir() -> Path | None:
 def shared_data() -> Path:
     d = shared_data_dir()
     if d is None:
-        pytest.skip("shared data (RMTENSION_DATA or ../shared/data) not available")
+        missing("shared data (RMTENSION_DATA or ../shared/data) not available")
     return d
 
 
@@ -45,7 +47,7 @@ def smoke_run(tmp_path_factory) -> Path:
     with the report's browser screenshot, as an artifact), else a temporary folder; it starts fresh.
     """
     if not os.environ.get("RMTENSION_DATA"):
-        pytest.skip("the smoke study needs RMTENSION_DATA (HH-RLHF in the official layout)")
+        missing("the smoke study needs RMTENSION_DATA (HH-RLHF in the official layout)")
     from rmtension.cli import main
 
     out = Path(os.environ.get("RMTENSION_SMOKE_DIR") or tmp_path_factory.mktemp("smoke") / "smoke")

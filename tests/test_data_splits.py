@@ -222,3 +222,14 @@ def test_real_default_split(hh_root, shared_data):
     assert s["test_sets"]["rmb-helpful"] == 306 and s["test_sets"]["rmb-harmless"] == 316
     again = build_dataset(DataConfig(rmb_path=str(shared_data / "rmb-sample")), str(hh_root))
     assert again.manifest() == bundle.manifest()
+
+
+def test_take_is_pinned_across_machines():
+    # golden values: a change of hash, salt or ordering would change every carved split and cap
+    from rmtension.data.splits import unit_hash
+    from rmtension.data.types import Pair, Turn
+
+    pairs = [Pair(f"p{i}", (Turn("user", "q"),), "a", "b", "s", "f", i) for i in range(10)]
+    assert [p.pair_id for p in take(pairs, 4, 7, "train")] == ["p0", "p2", "p7", "p8"]
+    assert take(list(reversed(pairs)), 4, 7, "train") == take(pairs, 4, 7, "train")[::-1]
+    assert unit_hash(0, "x", "p1") == pytest.approx(0.07025979026994132, abs=1e-15)

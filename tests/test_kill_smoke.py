@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from requires import missing
 from studykit import start_and_wait
 
 SEED = 20261201
@@ -30,8 +31,13 @@ RESULTS = ["tension.json", "ablation.csv", "bon.csv", "frontier.csv", "rl.csv", 
 # Files that are rewritten by later stages or carry wall-clock numbers are never kill points.
 NOT_MARKERS = ("report", "figures/", "tables/", "metrics", "config.yaml", "provenance", "_timing.csv")
 
-pytestmark = [pytest.mark.real,
-              pytest.mark.skipif(not os.environ.get("RMTENSION_DATA"), reason="needs RMTENSION_DATA")]
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(autouse=True)
+def _needs_data():
+    if not os.environ.get("RMTENSION_DATA"):
+        missing("needs RMTENSION_DATA (HH-RLHF in the official layout)")
 
 
 def command(out: Path) -> list[str]:

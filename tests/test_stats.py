@@ -4,7 +4,7 @@ import pytest
 
 from rmtension.config import EvalConfig
 from rmtension.evaluate import tension_table
-from rmtension.stats import bootstrap_ci, calibration, correct
+from rmtension.stats import calibration, correct
 
 
 def test_correct_counts_ties_as_half():
@@ -28,14 +28,6 @@ def test_calibration_detects_overconfidence_by_hand():
     cal = calibration(margins, bins=10)
     assert cal["ece"] == pytest.approx(0.25, abs=1e-9)
     assert {p["bin"] for p in cal["points"]} == {2, 7}
-
-
-def test_bootstrap_ci_covers_mean_and_shrinks_with_n():
-    rng = np.random.default_rng(0)
-    small = bootstrap_ci(rng.random(50) < 0.7, 1000, rng)
-    large = bootstrap_ci(rng.random(5000) < 0.7, 1000, rng)
-    assert small[0] < 0.7 < small[1] and large[0] < 0.7 < large[1]
-    assert (large[1] - large[0]) < (small[1] - small[0]) / 5
 
 
 def _frames(acc_by_seed, n=400, seed=0):

@@ -3,7 +3,9 @@ caching, and the CLI's one-line errors."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -15,6 +17,23 @@ from studykit import tiny_study
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("study")
     return base, tiny_study(base)
+
+
+def network_references(html: str) -> list[str]:
+    """Everything in `html` that would make a browser fetch from elsewhere: a remote src/href/action,
+    a remote CSS url() or @import, a srcset entry."""
+    remote = r"(?:https?:)?//"
+    patterns = [rf"(?:src|href|action|srcset|poster|data)\s*=\s*[\"']?\s*{remote}[^\"'\s>]*",
+                rf"url\(\s*[\"']?\s*{remote}[^)]*\)", r"@import\b[^;]*"]
+    return [m.group(0) for p in patterns for m in re.finditer(p, html, flags=re.IGNORECASE)]
+
+
+def test_network_references_finds_every_kind_of_remote_fetch():
+    page = ('<a href="#sec">x</a><img src="data:image/png;base64,AA"> see https://arxiv.org/abs/1 in text'
+            '<img src="https://x.org/a.png"><link href=//cdn.net/s.css><style>b{background:url("http://y/z")}'
+            '@import "q.css";</style>')
+    assert network_references(page) == ['src="https://x.org/a.png', "href=//cdn.net/s.css",
+                                        'url("http://y/z")', '@import "q.css"']
 
 
 def run(*argv) -> int:
@@ -57,7 +76,8 @@ def test_study_writes_the_run_directory_contract_and_skips_completed_stages(setu
     assert table["accuracy"]["helpful"]["helpful"]["mean"] > 0.7
     assert table["accuracy"]["harmless"]["harmless"]["mean"] > 0.7
     html = (out / "report.html").read_text()
-    assert "<img" in html and "http" not in html.split("<body>")[1].split("href")[0]
+    assert "<img" in html
+    assert network_references(html) == []
 
     # a second run reuses every stage: trained models are not touched
     stamp = {p: p.stat().st_mtime_ns for p in (out / "rm").rglob("model.safetensors")}
@@ -111,9 +131,20 @@ def test_missing_data_folder_is_a_clear_error(setup, capsys, tmp_path):
 
 def test_data_summary_command(setup, capsys):
     base, _ = setup
-    assert run("data", "summary", "--data", base / "hh") == 0
+    # expected counts from the files themselves, one row per line
+    lines = {}
+    for f in sorted((base / "hh").glob("*/test.jsonl.gz")):
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            lines[f.parent.name] = sum(1 for line in fh if line.strip())
+    assert run("data", "summary", "--data", base / "hh", "--no-tokens", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {d["subset"]: d["pairs"] for d in report["per_file"].values()} == lines
+    for subset, by_split in report["splits"].items():
+        assert sum(by_split.values()) == lines[subset]
+    assert run("data", "summary", "--data", base / "hh", "--no-tokens") == 0
     out = capsys.readouterr().out
-    assert "harmless-base" in out and "80" in out
+    for subset, n in lines.items():  # the table shows each subset's count on its own row
+        assert any(subset in row and str(n) in row.split() for row in out.splitlines()), (subset, out)
 
 
 @pytest.mark.real

@@ -4,4 +4,5 @@ import sys
 
 from rmtension.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # `import rmtension.__main__` alone runs nothing
+    sys.exit(main())

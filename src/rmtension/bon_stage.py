@@ -64,7 +64,7 @@ def prompts_from_json(rows: list[dict]) -> list[dict]:
 def judge_paths(prep) -> dict[str, object]:
     """Judge name -> HF folder: every PM half, and the study RM (first seed) of each objective."""
     from rmtension.config import OBJECTIVES
-    from rmtension.optimise_stage import pm_dir
+    from rmtension.pm_halves import pm_dir
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     paths = {}
@@ -79,7 +79,7 @@ def judge_paths(prep) -> dict[str, object]:
 def judge_hashes(prep) -> dict[str, str]:
     """What each judge's weights depend on (the study RMs' train hash, the PM halves' hash)."""
     from rmtension.config import OBJECTIVES
-    from rmtension.optimise_stage import pm_hash
+    from rmtension.pm_halves import pm_hash
     from rmtension.study import _train_hash
 
     cfg = prep.ctx.cfg

@@ -13,22 +13,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from rmtension.errors import ConfigError
+from rmtension.neurons.config import AblationConfig, NeuronsConfig
+from rmtension.optimise_config import BonConfig, PMHalvesConfig, PolicyConfig, RLConfig
+from rmtension.strict import OBJECTIVES, Strict
 
-OBJECTIVES = ("helpful", "harmless", "mixed")
+__all__ = ["OBJECTIVES", "Strict", "StudyConfig", "load_config"]
 
 DEFAULT_SUBSETS: dict[str, list[str]] = {
     "helpful": ["helpful-base", "helpful-online", "helpful-rejection-sampled"],
     "harmless": ["harmless-base"],
 }
-
-
-class Strict(BaseModel):
-    """Base: unknown keys are errors; field docstrings are the documentation."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
 
 class DataConfig(Strict):
@@ -138,12 +135,8 @@ class EvalConfig(Strict):
 
 class ReportConfig(Strict):
     enabled: bool = True
-    html: bool = True
-
-
-# Stage configs of the analyses live next to their code; they only need `Strict` from above.
-from rmtension.neurons.config import AblationConfig, NeuronsConfig  # noqa: E402
-from rmtension.optimise_config import BonConfig, PMHalvesConfig, PolicyConfig, RLConfig  # noqa: E402
+    """Write `report.md`, `report.html`, `figures/` and `tables/` at the end of the study
+    (`rmtension report RUN_DIR` rebuilds them from the run directory at any time)."""
 
 
 class StudyConfig(Strict):

@@ -12,23 +12,13 @@ import numpy as np
 import pandas as pd
 
 from rmtension.config import EvalConfig
-from rmtension.stats import bootstrap_ci, calibration, correct, interval, seed_pair_bootstrap
+from rmtension.stats import calibration, correct, interval, seed_pair_bootstrap
 
 RMS = ("helpful", "harmless", "mixed")
 
 
 def scores_frame(pair_ids: list[str], subsets: list[str], r_c: np.ndarray, r_r: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"pair_id": pair_ids, "subset": subsets, "r_chosen": r_c, "r_rejected": r_r})
-
-
-def accuracy_summary(frame: pd.DataFrame, cfg: EvalConfig, rng: np.random.Generator) -> dict:
-    """Accuracy with a bootstrap CI, mean margin, per-subset accuracy, calibration: one RM, one seed, one test set."""
-    c = correct(frame.r_chosen.to_numpy(), frame.r_rejected.to_numpy())
-    margin = (frame.r_chosen - frame.r_rejected).to_numpy()
-    lo, hi = bootstrap_ci(c, cfg.bootstrap, rng, cfg.ci)
-    per_subset = {s: float(correct(g.r_chosen.to_numpy(), g.r_rejected.to_numpy()).mean()) for s, g in frame.groupby("subset")}
-    return {"accuracy": float(c.mean()), "ci95": [lo, hi], "n": int(len(c)), "mean_margin": float(margin.mean()),
-            "per_subset": per_subset, "calibration": calibration(margin, cfg.ece_bins)}
 
 
 def tension_table(scores: dict[str, dict[str, list[pd.DataFrame]]], cfg: EvalConfig, seed: int = 0) -> dict:

@@ -9,16 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-OBJECTIVES = ("helpful", "harmless", "mixed")
-
-
-class Strict(BaseModel):
-    """`rmtension.config.Strict`, restated: config.py imports this module while it loads, so importing
-    config from here would break whenever this module is imported first."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+from rmtension.strict import OBJECTIVES, Strict
 
 
 class PolicyConfig(Strict):

@@ -183,7 +183,3 @@ def stage_complete(run_dir: str | Path, stage: str, config_hash: str, verify: bo
             dist.print_main(f"[rmtension] {stage}: {rel} {what}; recomputing the stage", file=sys.stderr, flush=True)
             return False
     return True
-
-
-def invalidate(run_dir: str | Path, stage: str) -> None:
-    (Path(run_dir) / MANIFESTS / f"{safe_name(stage)}.json").unlink(missing_ok=True)

@@ -10,15 +10,6 @@ def correct(r_chosen: np.ndarray, r_rejected: np.ndarray) -> np.ndarray:
     return (r_chosen > r_rejected) + 0.5 * (r_chosen == r_rejected)
 
 
-def bootstrap_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of `values` [N]."""
-    n = len(values)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    means = values[idx].mean(axis=1)
-    a = (1 - level) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
-
-
 def seed_pair_bootstrap(per_seed: np.ndarray, n_boot: int, rng: np.random.Generator, pair_idx: np.ndarray | None = None) -> np.ndarray:
     """Two-level bootstrap replicates of the seed-averaged accuracy.
 

@@ -209,7 +209,7 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None) -> Path:
     return run_dir
 
 
-STAGE_MODULES = ("rmtension.neurons.stage", "rmtension.optimise_stage")
+STAGE_MODULES = ("rmtension.neurons.stages", "rmtension.optimise_stage")
 """Modules whose `study_stages(cfg)` return the analyses that run after the tension table."""
 
 

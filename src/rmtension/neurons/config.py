@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from rmtension.config import Strict
+from rmtension.strict import Strict
 
 Scorer = Literal["mean_act", "fire_rate", "rms_change", "attribution", "contrast"]
 SetName = Literal["helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only"]

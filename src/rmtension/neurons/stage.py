@@ -18,7 +18,7 @@ Outputs (under the run directory):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from rmtension import dist, interrupt
-from rmtension.config import StudyConfig, config_hash
+from rmtension.config import config_hash
 from rmtension.context import StudyContext
 from rmtension.errors import ArtifactError, ConfigError
 from rmtension.neurons.config import NeuronsConfig
@@ -110,26 +110,6 @@ def rm_fingerprint(run_dir: Path, objective: str, seed: int) -> str:
 def neurons_hash(ctx: StudyContext, cfg: NeuronsConfig) -> str:
     rms = find_rms(ctx, cfg.rms, cfg.max_seeds)
     return config_hash(cfg, ctx.cfg.data, ctx.cfg.model, [rm_fingerprint(ctx.run_dir, r.objective, r.seed) for r in rms])
-
-
-def study_stages(cfg: StudyConfig) -> list[tuple[str, Callable]]:
-    """The `neurons` and `ablation` stages of `rmtension study`, in order; an absent or disabled section is left out.
-
-    Each is `(name, fn(prep))` with `prep` a `rmtension.study.Prepared`; both skip when their manifest matches.
-    """
-    from rmtension.neurons.ablation_stage import run_ablation
-
-    ncfg, acfg = cfg.neurons, cfg.ablation
-    stages: list[tuple[str, Callable]] = []
-    on = ncfg is not None and ncfg.enabled
-    if on:
-        stages.append(("neurons", lambda prep: run_neuron_scoring(prep.ctx, ncfg, tokenizer=prep.tokenizer)))
-    if acfg is not None and acfg.enabled:
-        if not on:
-            raise ConfigError("ablation: needs the neuron sets; add a `neurons:` section (with enabled: true)")
-        check_ablation_config(ncfg, acfg)
-        stages.append(("ablation", lambda prep: run_ablation(prep.ctx, acfg, tokenizer=prep.tokenizer)))
-    return stages
 
 
 def check_ablation_config(ncfg: NeuronsConfig, acfg) -> None:
