@@ -58,8 +58,12 @@ def naive_mean_act(model, seqs: list[list[int]], pad_id: int, width: int, batch_
     total = torch.zeros(L, N, dtype=torch.float64)
     tokens = 0.0
     store: dict[int, torch.Tensor] = {}
-    handles = [mlp_out(model, i).register_forward_pre_hook(
-        lambda m, args, i=i: store.__setitem__(i, args[0].detach().cpu().clone())) for i in range(L)]
+    handles = [
+        mlp_out(model, i).register_forward_pre_hook(
+            lambda m, args, i=i: store.__setitem__(i, args[0].detach().cpu().clone())
+        )
+        for i in range(L)
+    ]
     try:
         for start in range(0, len(seqs), batch_size):
             chunk = seqs[start : start + batch_size]
@@ -83,12 +87,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=256)
     ap.add_argument("--data", type=Path, default=default_data(), help="hh-rlhf root (official layout)")
-    ap.add_argument("--backbone", default="minilm", help="registry name or HF folder (default: the packaged MiniLM)")
-    ap.add_argument("--max-length", type=int, default=512, help="MiniLM has 512 positions (the paper pads to 1024)")
+    ap.add_argument(
+        "--backbone", default="minilm", help="registry name or HF folder (default: the packaged MiniLM)"
+    )
+    ap.add_argument(
+        "--max-length", type=int, default=512, help="MiniLM has 512 positions (the paper pads to 1024)"
+    )
     ap.add_argument("--naive-batch", type=int, default=16)
-    ap.add_argument("--batch", type=int, default=8, help="pairs per batch of the streaming scorer (8 pads less than 16)")
-    ap.add_argument("--repeat", type=int, default=1, help="time each method this many times (alternately); keep the best")
-    ap.add_argument("--all-scorers", action="store_true", help="also time all five scorers (adds a backward and a base pass)")
+    ap.add_argument(
+        "--batch", type=int, default=8, help="pairs per batch of the streaming scorer (8 pads less than 16)"
+    )
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="time each method this many times (alternately); keep the best"
+    )
+    ap.add_argument(
+        "--all-scorers",
+        action="store_true",
+        help="also time all five scorers (adds a backward and a base pass)",
+    )
     args = ap.parse_args(argv)
 
     path = resolve_backbone(args.backbone)
@@ -100,13 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     n = len(enc)
     lengths = [len(s) for s in enc.chosen + enc.rejected]
     padded = sum(2 * len(b) * int(enc.lengths()[b].max()) for b in batches(enc.lengths(), args.batch, None))
-    print(f"model: {args.backbone} ({n_layers(model)} x {n_neurons(model)} neurons), {n} HH pairs, max_length "
-          f"{args.max_length}, mean tokens {np.mean(lengths):.0f}, torch threads {torch.get_num_threads()}")
-    print(f"tokens per pass: real {sum(lengths)}, ours (length-grouped batches) {padded}, "
-          f"naive (padded) {2 * n * args.max_length}")
+    print(
+        f"model: {args.backbone} ({n_layers(model)} x {n_neurons(model)} neurons), {n} HH pairs, max_length "
+        f"{args.max_length}, mean tokens {np.mean(lengths):.0f}, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"tokens per pass: real {sum(lengths)}, ours (length-grouped batches) {padded}, "
+        f"naive (padded) {2 * n * args.max_length}"
+    )
 
     def run_ours():
-        return score_neurons({"rm": model}, enc, tok.pad_token_id, scorers=FORWARD_SCORERS, batch_size=args.batch, bf16=True)
+        return score_neurons(
+            {"rm": model}, enc, tok.pad_token_id, scorers=FORWARD_SCORERS, batch_size=args.batch, bf16=True
+        )
 
     def run_naive():
         c = naive_mean_act(model, enc.chosen, tok.pad_token_id, args.max_length, args.naive_batch)

@@ -47,9 +47,16 @@ def time_generate(model, prompts, pad_id, stop, new_tokens, greedy, batch_size):
     for i in range(0, len(prompts), batch_size):
         ids, mask = left_pad(prompts[i : i + batch_size], pad_id)
         with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=not greedy,
-                                 top_k=0 if not greedy else None, pad_token_id=pad_id, eos_token_id=stop)
-        for row in out[:, ids.shape[1]:].tolist():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                do_sample=not greedy,
+                top_k=0 if not greedy else None,
+                pad_token_id=pad_id,
+                eos_token_id=stop,
+            )
+        for row in out[:, ids.shape[1] :].tolist():
             cut = next((j for j, t in enumerate(row) if t in stop), len(row) - 1)
             n_tok += cut + 1
     return n_tok, time.perf_counter() - t0
@@ -57,8 +64,17 @@ def time_generate(model, prompts, pad_id, stop, new_tokens, greedy, batch_size):
 
 def time_ours(model, prompts, pad_id, stop, new_tokens, greedy, batch_size):
     t0 = time.perf_counter()
-    s = sample(model, prompts, n=1, max_new_tokens=new_tokens, temperature=0 if greedy else 1.0,
-               batch_size=batch_size, stop_ids=stop, pad_id=pad_id, seed=0)
+    s = sample(
+        model,
+        prompts,
+        n=1,
+        max_new_tokens=new_tokens,
+        temperature=0 if greedy else 1.0,
+        batch_size=batch_size,
+        stop_ids=stop,
+        pad_id=pad_id,
+        seed=0,
+    )
     return s.n_tokens(), time.perf_counter() - t0, s
 
 
@@ -70,7 +86,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--max-prompt-tokens", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--greedy", action="store_true", help="greedy decoding (identical outputs, same token counts)")
+    ap.add_argument(
+        "--greedy", action="store_true", help="greedy decoding (identical outputs, same token counts)"
+    )
     ap.add_argument("--skip-bf16-generate", action="store_true")
     args = ap.parse_args()
 
@@ -79,13 +97,20 @@ def main() -> None:
     contexts = hh_contexts(Path(args.data) / args.subset / "test.jsonl.gz", args.prompts)
     prompts = [build_prompt_ids(tok, c, args.max_prompt_tokens) for c in contexts]
     lengths = sorted(len(p) for p in prompts)
-    print(f"{len(prompts)} prompts, {lengths[0]}-{lengths[-1]} tokens (median {lengths[len(lengths) // 2]}), "
-          f"{args.new_tokens} new tokens, {'greedy' if args.greedy else 'sampling T=1'}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{len(prompts)} prompts, {lengths[0]}-{lengths[-1]} tokens (median {lengths[len(lengths) // 2]}), "
+        f"{args.new_tokens} new tokens, {'greedy' if args.greedy else 'sampling T=1'}, "
+        f"{torch.get_num_threads()} threads"
+    )
     fp32 = load_policy(path, "fp32")
     stop = stop_token_ids(tok, fp32)
-    run = dict(pad_id=tok.pad_token_id, stop=stop, new_tokens=args.new_tokens, greedy=args.greedy,
-               batch_size=args.batch_size)
+    run = dict(
+        pad_id=tok.pad_token_id,
+        stop=stop,
+        new_tokens=args.new_tokens,
+        greedy=args.greedy,
+        batch_size=args.batch_size,
+    )
     time_generate(fp32, prompts[:2], **{**run, "new_tokens": 2})  # warm-up
     n_g, t_g = time_generate(fp32, prompts, **run)
     print(f"generate fp32 (default):  {n_g:5d} tokens in {t_g:6.1f}s = {n_g / t_g:6.1f} tokens/s")
@@ -96,8 +121,10 @@ def main() -> None:
         print(f"generate bf16 weights:    {n_gb:5d} tokens in {t_gb:6.1f}s = {n_gb / t_gb:6.1f} tokens/s")
         results["generate_bf16"] = n_gb / t_gb
     n_o, t_o, s = time_ours(bf16, prompts, **run)
-    print(f"rmtension.policy.sample:  {n_o:5d} tokens in {t_o:6.1f}s = {n_o / t_o:6.1f} tokens/s "
-          f"({int(s.finished.sum())}/{len(s)} rows stopped at end-of-turn)")
+    print(
+        f"rmtension.policy.sample:  {n_o:5d} tokens in {t_o:6.1f}s = {n_o / t_o:6.1f} tokens/s "
+        f"({int(s.finished.sum())}/{len(s)} rows stopped at end-of-turn)"
+    )
     results["ours_bf16"] = n_o / t_o
     print(f"ratio vs generate (default fp32): {results['ours_bf16'] / results['generate_fp32']:.2f}x")
     if "generate_bf16" in results:

@@ -58,18 +58,32 @@ def fresh_model(path: str, tok, trainable: str):
     return model, k
 
 
-def run_trl(path: str, tok, train: EncodedPairs, val: EncodedPairs, trainable: str,
-            checkpointing: bool = True) -> tuple[float, float]:
+def run_trl(
+    path: str, tok, train: EncodedPairs, val: EncodedPairs, trainable: str, checkpointing: bool = True
+) -> tuple[float, float]:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
     model, _ = fresh_model(path, tok, trainable)
     ds = Dataset.from_dict({"chosen_ids": train.chosen, "rejected_ids": train.rejected})
     with tempfile.TemporaryDirectory() as out:
-        args = RewardConfig(output_dir=out, use_cpu=True, per_device_train_batch_size=BATCH, num_train_epochs=1,
-                            learning_rate=LR, max_length=256, report_to="none", save_strategy="no",
-                            eval_strategy="no", logging_steps=10, disable_tqdm=True, seed=0, bf16=False,
-                            dataloader_num_workers=0, gradient_checkpointing=checkpointing)
+        args = RewardConfig(
+            output_dir=out,
+            use_cpu=True,
+            per_device_train_batch_size=BATCH,
+            num_train_epochs=1,
+            learning_rate=LR,
+            max_length=256,
+            report_to="none",
+            save_strategy="no",
+            eval_strategy="no",
+            logging_steps=10,
+            disable_tqdm=True,
+            seed=0,
+            bf16=False,
+            dataloader_num_workers=0,
+            gradient_checkpointing=checkpointing,
+        )
         trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
         t0 = time.perf_counter()
         trainer.train()
@@ -81,8 +95,17 @@ def run_trl(path: str, tok, train: EncodedPairs, val: EncodedPairs, trainable: s
 def run_ours(path: str, tok, train: EncodedPairs, val: EncodedPairs, trainable: str) -> tuple[float, float]:
     model, k = fresh_model(path, tok, trainable)
     # disable_dropout: TRL's RewardConfig turns dropout off by default; the same here.
-    cfg = TrainConfig(epochs=1, batch_size=BATCH, lr=LR, trainable=trainable, bf16=True, eval_every=10_000,
-                      checkpoint_every=10_000, seeds=[0], disable_dropout=True)
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=BATCH,
+        lr=LR,
+        trainable=trainable,
+        bf16=True,
+        eval_every=10_000,
+        checkpoint_every=10_000,
+        seeds=[0],
+        disable_dropout=True,
+    )
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         cache = None
@@ -103,8 +126,11 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=512)
     ap.add_argument("--val", type=int, default=256)
     ap.add_argument("--only", choices=["full", "top2"], default=None)
-    ap.add_argument("--trl-no-checkpointing", action="store_true",
-                    help="run TRL without gradient checkpointing (its RewardConfig turns it on by default)")
+    ap.add_argument(
+        "--trl-no-checkpointing",
+        action="store_true",
+        help="run TRL without gradient checkpointing (its RewardConfig turns it on by default)",
+    )
     args = ap.parse_args()
     if not args.data or not Path(args.data).is_dir():
         raise SystemExit("error: pass --data PATH/hh-rlhf or set RMTENSION_DATA")
@@ -113,20 +139,28 @@ def main() -> None:
     tok = load_tokenizer(path, 256)
     train = encode_pairs(bundle.splits["helpful"]["train"][: args.pairs], tok, 256)
     val = encode_pairs(bundle.splits["helpful"]["val"][: args.val], tok, 256)
-    print(f"MiniLM, {len(train)} HH helpful train pairs, {len(val)} val pairs, max length 256, 1 epoch, "
-          f"batch {BATCH}, lr {LR}, {torch.get_num_threads()} threads, "
-          f"TRL gradient checkpointing {'off' if args.trl_no_checkpointing else 'on (its default)'}")
+    print(
+        f"MiniLM, {len(train)} HH helpful train pairs, {len(val)} val pairs, max length 256, 1 epoch, "
+        f"batch {BATCH}, lr {LR}, {torch.get_num_threads()} threads, "
+        f"TRL gradient checkpointing {'off' if args.trl_no_checkpointing else 'on (its default)'}"
+    )
     runs = [("full", "all"), ("top2", "top:2")]
     for name, trainable in runs:
         if args.only and args.only != name:
             continue
         trl_ps, trl_acc = run_trl(path, tok, train, val, trainable, not args.trl_no_checkpointing)
         our_ps, our_acc = run_ours(path, tok, train, val, trainable)
-        label = "full fine-tuning" if name == "full" else "top:2 (TRL: same layers frozen; rmtension: trunk cached)"
+        label = (
+            "full fine-tuning"
+            if name == "full"
+            else "top:2 (TRL: same layers frozen; rmtension: trunk cached)"
+        )
         print(f"\n{label}")
         print(f"  TRL RewardTrainer   {trl_ps:7.2f} pairs/s   val accuracy {trl_acc:.3f}")
         print(f"  rmtension           {our_ps:7.2f} pairs/s   val accuracy {our_acc:.3f}")
-        print(f"  throughput ratio    {our_ps / trl_ps:7.2f}x   accuracy difference {100 * (our_acc - trl_acc):+.1f} points")
+        print(
+            f"  throughput ratio    {our_ps / trl_ps:7.2f}x   accuracy difference {100 * (our_acc - trl_acc):+.1f} points"
+        )
 
 
 if __name__ == "__main__":

@@ -17,14 +17,29 @@ from pathlib import Path
 
 def chromium_paths() -> tuple[str | None, str | None]:
     """(browser, driver) executables, or None where absent."""
-    browser = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and os.access(p, os.X_OK)), None)
-    driver = next((p for p in (shutil.which("chromedriver"), "/usr/bin/chromedriver") if p and os.access(p, os.X_OK)), None)
+    browser = next(
+        (p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and os.access(p, os.X_OK)), None
+    )
+    driver = next(
+        (p for p in (shutil.which("chromedriver"), "/usr/bin/chromedriver") if p and os.access(p, os.X_OK)),
+        None,
+    )
     return browser, driver
 
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1280,900", "--hide-scrollbars")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+    "--hide-scrollbars",
+)
 
 
 @dataclass
@@ -63,24 +78,40 @@ def open_page(html_file: Path) -> PageCheck:
     try:
         driver.set_page_load_timeout(60)
         driver.get(Path(html_file).resolve().as_uri())
-        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
-            "return document.readyState === 'complete' && [...document.images].every(i => i.complete)"))
+        WebDriverWait(driver, 30).until(
+            lambda d: d.execute_script(
+                "return document.readyState === 'complete' && [...document.images].every(i => i.complete)"
+            )
+        )
         out = PageCheck()
-        out.sections = [tuple(x) for x in driver.execute_script(
-            "return [...document.querySelectorAll('body > section')]"
-            ".map(s => [s.id, (s.querySelector('h2') || {}).textContent || ''])")]
+        out.sections = [
+            tuple(x)
+            for x in driver.execute_script(
+                "return [...document.querySelectorAll('body > section')]"
+                ".map(s => [s.id, (s.querySelector('h2') || {}).textContent || ''])"
+            )
+        ]
         out.images = driver.execute_script(
-            "return [...document.images].map(i => ({alt: i.alt, complete: i.complete, naturalWidth: i.naturalWidth}))")
+            "return [...document.images].map(i => ({alt: i.alt, complete: i.complete, naturalWidth: i.naturalWidth}))"
+        )
         out.requests = driver.execute_script(
-            "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'))")
+            "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'))"
+        )
         metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
         size = metrics.get("cssContentSize") or metrics["contentSize"]
         out.page_height = int(size["height"])
-        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+        shot = driver.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+            },
+        )
         out.screenshot = base64.b64decode(shot["data"])
-        out.console = [{"level": e.get("level"), "message": e.get("message")} for e in driver.get_log("browser")]
+        out.console = [
+            {"level": e.get("level"), "message": e.get("message")} for e in driver.get_log("browser")
+        ]
         return out
     finally:
         driver.quit()

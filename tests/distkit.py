@@ -33,7 +33,9 @@ from test_train import synthetic  # noqa: E402
 
 
 def train_one(work: Path, tok, train, val, name: str, model_dir: str = "model", **kw) -> dict:
-    cfg = TrainConfig(seeds=[0], epochs=2, batch_size=6, lr=4e-4, eval_every=2, checkpoint_every=4, bf16=False, **kw)
+    cfg = TrainConfig(
+        seeds=[0], epochs=2, batch_size=6, lr=4e-4, eval_every=2, checkpoint_every=4, bf16=False, **kw
+    )
     torch.manual_seed(0)
     model = load_reward_model(str(work / model_dir), tok).to(dist.device())
     cache = None
@@ -42,12 +44,18 @@ def train_one(work: Path, tok, train, val, name: str, model_dir: str = "model", 
         cache = TrunkCache(k, trunk_fingerprint(model, k))
         for enc in (train, val):
             cache.add(model, enc, tok.pad_token_id, bf16=False)
-    res = train_reward_model(model, tok, train, val, cfg, seed=0, out_dir=work / "out" / name, cache=cache,
-                             progress=False)
+    res = train_reward_model(
+        model, tok, train, val, cfg, seed=0, out_dir=work / "out" / name, cache=cache, progress=False
+    )
     # scored straight after training: under FSDP the model is still sharded, every forward a collective
     r_c, r_r = PairForward(model, tok.pad_token_id, False).score(val, batch_size=4)
-    return {"loss": res.metrics["loss"], "val_accuracy": res.metrics["val_accuracy"], "best_step": res.best_step,
-            "eval": [r_c.tolist(), r_r.tolist()], "sharded": shards.is_sharded(model)}
+    return {
+        "loss": res.metrics["loss"],
+        "val_accuracy": res.metrics["val_accuracy"],
+        "best_step": res.best_step,
+        "eval": [r_c.tolist(), r_r.tolist()],
+        "sharded": shards.is_sharded(model),
+    }
 
 
 def resumes_exactly(work: Path, tok, train, val, **kw) -> bool:
@@ -71,29 +79,49 @@ def main(work: Path, out: Path) -> None:
     tok = load_tokenizer(str(work / "model"), 64)
     train = synthetic(tok, 41, "train")  # 41 pairs in batches of 6: the last global batch is ragged
     val = synthetic(tok, 15, "val", seed=1)
-    result = {"world_size": dist.world_size(), "distributed_type": str(dist.state().distributed_type),
-              "full": train_one(work, tok, train, val, "full", grad_accum=2),
-              "top1": train_one(work, tok, train, val, "top1", trainable="top:1"),
-              "resumes_exactly": resumes_exactly(work, tok, train, val),
-              # over a trunk cache: the engine's checkpoint holds the model cut to its top block
-              "resumes_exactly_top1": resumes_exactly(work, tok, train, val, trainable="top:1")}
-    btok = load_tokenizer(str(work / "bert"), 64)  # BERT's buffers live in the embeddings the trunk cache replaces
-    result["bert_top1"] = train_one(work, btok, synthetic(btok, 41, "train"), synthetic(btok, 15, "val", seed=1),
-                                    "bert_top1", model_dir="bert", trainable="top:1")
+    result = {
+        "world_size": dist.world_size(),
+        "distributed_type": str(dist.state().distributed_type),
+        "full": train_one(work, tok, train, val, "full", grad_accum=2),
+        "top1": train_one(work, tok, train, val, "top1", trainable="top:1"),
+        "resumes_exactly": resumes_exactly(work, tok, train, val),
+        # over a trunk cache: the engine's checkpoint holds the model cut to its top block
+        "resumes_exactly_top1": resumes_exactly(work, tok, train, val, trainable="top:1"),
+    }
+    btok = load_tokenizer(
+        str(work / "bert"), 64
+    )  # BERT's buffers live in the embeddings the trunk cache replaces
+    result["bert_top1"] = train_one(
+        work,
+        btok,
+        synthetic(btok, 41, "train"),
+        synthetic(btok, 15, "val", seed=1),
+        "bert_top1",
+        model_dir="bert",
+        trainable="top:1",
+    )
 
-    result["trained_under"] = str(dist.state().distributed_type)  # the launch config's engine, once training set it up
+    result["trained_under"] = str(
+        dist.state().distributed_type
+    )  # the launch config's engine, once training set it up
     torch.manual_seed(5)  # a backbone without a score head: the head is new, drawn alike in every process
     fresh = load_reward_model(str(work / "backbone"), tok).to(dist.device())
-    result["fresh_head"] = dist.stack_across(fresh.score.weight.detach().sum().reshape(1)).reshape(-1).tolist()
+    result["fresh_head"] = (
+        dist.stack_across(fresh.score.weight.detach().sum().reshape(1)).reshape(-1).tolist()
+    )
     fixed = load_reward_model(str(work / "model"), tok).to(dist.device())
     base = load_reward_model(str(work / "base"), tok).to(dist.device())
-    scores = score_neurons({"fixed": fixed}, val, tok.pad_token_id, base, SCORERS, batch_size=4, bf16=False)["fixed"]
+    scores = score_neurons({"fixed": fixed}, val, tok.pad_token_id, base, SCORERS, batch_size=4, bf16=False)[
+        "fixed"
+    ]
     result["scores"] = {k: v.tolist() for k, v in scores.scores.items()}
     result["n_pairs"], result["n_tokens"] = scores.n_pairs, scores.n_tokens
 
     mask = torch.zeros(scores.scores["mean_act"].shape, dtype=torch.bool)
     mask[1, :8] = True
-    clean, margins = run_conditions(fixed, val, tok.pad_token_id, {"l1": Condition(mask)}, batch_size=4, bf16=False)
+    clean, margins = run_conditions(
+        fixed, val, tok.pad_token_id, {"l1": Condition(mask)}, batch_size=4, bf16=False
+    )
     result["ablation"] = [clean.tolist(), margins["l1"].tolist()]
     if dist.is_main():
         out.write_text(json.dumps(result))

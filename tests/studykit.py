@@ -38,11 +38,24 @@ def tiny_study(base: Path, **train) -> Path:
     model = save_tiny(base / "model", "bert")
     cfg = {
         "name": "tiny",
-        "data": {"path": str(data), "max_train_pairs": 40, "hub": False,
-                 "subsets": {"helpful": ["helpful-base", "helpful-online"], "harmless": ["harmless-base"]}},
+        "data": {
+            "path": str(data),
+            "max_train_pairs": 40,
+            "hub": False,
+            "subsets": {"helpful": ["helpful-base", "helpful-online"], "harmless": ["harmless-base"]},
+        },
         "model": {"backbone": str(model), "max_length": 64},
-        "train": {"seeds": [0, 1], "epochs": 3, "batch_size": 8, "lr": 3e-3, "trainable": "top:1", "bf16": False,
-                  "eval_every": 2, "checkpoint_every": 2, **train},
+        "train": {
+            "seeds": [0, 1],
+            "epochs": 3,
+            "batch_size": 8,
+            "lr": 3e-3,
+            "trainable": "top:1",
+            "bf16": False,
+            "eval_every": 2,
+            "checkpoint_every": 2,
+            **train,
+        },
         "eval": {"bootstrap": 200},
     }
     path = base / "cfg.yaml"
@@ -50,8 +63,9 @@ def tiny_study(base: Path, **train) -> Path:
     return path
 
 
-def start_and_wait(command: list[str], out: Path, until: str, env: dict | None = None,
-                   timeout: float = 300) -> subprocess.Popen:
+def start_and_wait(
+    command: list[str], out: Path, until: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.Popen:
     """Start a study subprocess and return it once `until` (a glob under its run directory `out`) exists.
 
     Its stderr is piped (read it with `communicate`); its stdout is discarded.

@@ -21,7 +21,13 @@ from rmtension.neurons.ablation import Condition, run_conditions
 from rmtension.neurons.claims import fmt_p, paper_claims
 from rmtension.neurons.config import AblationConfig, NeuronsConfig
 from rmtension.neurons.hooks import ablate, neuron_shape
-from rmtension.neurons.influence import compare_matched, correctness, drop_per_neuron, mcnemar_exact, resample_index
+from rmtension.neurons.influence import (
+    compare_matched,
+    correctness,
+    drop_per_neuron,
+    mcnemar_exact,
+    resample_index,
+)
 from rmtension.runio import load_tensors, read_json, stage_complete
 from rmtension.scoring import score_pairs
 
@@ -32,7 +38,9 @@ def _enc(n: int = 7) -> EncodedPairs:
     g = torch.Generator().manual_seed(1)
     ln = lambda: int(torch.randint(2, 12, (1,), generator=g))  # noqa: E731
     tok = lambda k: torch.randint(4, 260, (k,), generator=g).tolist()  # noqa: E731
-    return EncodedPairs([f"p{i}" for i in range(n)], [tok(ln()) for _ in range(n)], [tok(ln()) for _ in range(n)], 0, 0)
+    return EncodedPairs(
+        [f"p{i}" for i in range(n)], [tok(ln()) for _ in range(n)], [tok(ln()) for _ in range(n)], 0, 0
+    )
 
 
 def _conditions(model) -> dict[str, Condition]:
@@ -44,9 +52,14 @@ def _conditions(model) -> dict[str, Condition]:
     only_last = torch.zeros(L, N, dtype=torch.bool)
     only_last[-1, :5] = True
     values = torch.randn(L, N, generator=g)
-    return {"from0": Condition(from_0), "from1": Condition(from_1), "last_mean": Condition(only_last, values),
-            "from1_mean": Condition(from_1, values), "empty": Condition(torch.zeros(L, N, dtype=torch.bool)),
-            "dup": Condition(from_1.clone())}
+    return {
+        "from0": Condition(from_0),
+        "from1": Condition(from_1),
+        "last_mean": Condition(only_last, values),
+        "from1_mean": Condition(from_1, values),
+        "empty": Condition(torch.zeros(L, N, dtype=torch.bool)),
+        "dup": Condition(from_1.clone()),
+    }
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -109,8 +122,15 @@ def test_drop_and_matched_comparison_by_hand():
 
 def _pair(obj: str, i: int, split: str) -> Pair:
     q = f"{obj} question {i} {split}"
-    return Pair(f"{obj}/{split}/{i}", (Turn("user", q),), f"good answer {i}" * (1 + i % 3), f"bad {i}",
-                f"{obj}-base", "test", i + 1)
+    return Pair(
+        f"{obj}/{split}/{i}",
+        (Turn("user", q),),
+        f"good answer {i}" * (1 + i % 3),
+        f"bad {i}",
+        f"{obj}-base",
+        "test",
+        i + 1,
+    )
 
 
 def _make_run(tmp: Path, family: str = "bert") -> tuple[Path, StudyConfig]:
@@ -121,27 +141,48 @@ def _make_run(tmp: Path, family: str = "bert") -> tuple[Path, StudyConfig]:
     data = tmp / "hh"
     for obj in ("helpful", "harmless"):
         for split, n in (("train", 24), ("test", 12)):
-            rows = [{"chosen": f"\n\nHuman: {obj} q{i} {split}\n\nAssistant: fine answer {i}",
-                     "rejected": f"\n\nHuman: {obj} q{i} {split}\n\nAssistant: no"} for i in range(n)]
+            rows = [
+                {
+                    "chosen": f"\n\nHuman: {obj} q{i} {split}\n\nAssistant: fine answer {i}",
+                    "rejected": f"\n\nHuman: {obj} q{i} {split}\n\nAssistant: no",
+                }
+                for i in range(n)
+            ]
             (data / f"{obj}-base").mkdir(parents=True, exist_ok=True)
-            (data / f"{obj}-base" / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    cfg = StudyConfig.model_validate({
-        "data": {"path": str(data), "subsets": {"helpful": ["helpful-base"], "harmless": ["harmless-base"]}},
-        "model": {"backbone": str(base), "max_length": 48}, "train": {"seeds": [0]}})
+            (data / f"{obj}-base" / f"{split}.jsonl").write_text(
+                "\n".join(json.dumps(r) for r in rows) + "\n"
+            )
+    cfg = StudyConfig.model_validate(
+        {
+            "data": {
+                "path": str(data),
+                "subsets": {"helpful": ["helpful-base"], "harmless": ["harmless-base"]},
+            },
+            "model": {"backbone": str(base), "max_length": 48},
+            "train": {"seeds": [0]},
+        }
+    )
     (run / "config.yaml").write_text(dump_config(cfg))
     return run, cfg
 
 
 NEURONS = NeuronsConfig(max_pairs=8, ps=[5, 20], batch_size=4)
-ABLATION = AblationConfig(max_test_pairs=8, random_draws=2, bootstrap=200, batch_size=8, rms=["mixed", "helpful"],
-                          modes=["zero", "mean"])
+ABLATION = AblationConfig(
+    max_test_pairs=8,
+    random_draws=2,
+    bootstrap=200,
+    batch_size=8,
+    rms=["mixed", "helpful"],
+    modes=["zero", "mean"],
+)
 
 
 def test_stages_write_the_documented_outputs(tmp_path):
     run, cfg = _make_run(tmp_path)
     bundle = SimpleNamespace(
         splits={o: {"train": [_pair(o, i, "train") for i in range(10)]} for o in ("helpful", "harmless")},
-        test_sets={o: [_pair(o, i, "test") for i in range(9)] for o in ("helpful", "harmless")})
+        test_sets={o: [_pair(o, i, "test") for i in range(9)] for o in ("helpful", "harmless")},
+    )
     ctx = StudyContext(run_dir=run, cfg=cfg, bundle=bundle, backbone_path=cfg.model.backbone)
     from rmtension.neurons import run_ablation, run_neuron_scoring
 
@@ -157,12 +198,25 @@ def test_stages_write_the_documented_outputs(tmp_path):
     sets = read_json(run / "neurons" / "sets.json")
     assert set(sets["sets"]) == {"mixed-seed0", "helpful-seed0", "harmless-seed0"}
     assert "mean_act_vs_attribution" in read_json(run / "neurons" / "scorer_agreement.json")
-    assert stage_complete(run, "neurons", __import__("rmtension.neurons.stage", fromlist=["x"]).neurons_hash(ctx, NEURONS))
+    assert stage_complete(
+        run, "neurons", __import__("rmtension.neurons.stage", fromlist=["x"]).neurons_hash(ctx, NEURONS)
+    )
 
     run_ablation(ctx, ABLATION)
     frame = pd.read_csv(run / "ablation.csv")
-    assert list(frame.columns[:11]) == ["rm", "neuron_set", "scorer", "p", "mode", "test_set", "accuracy",
-                                        "delta_vs_base", "delta_vs_random", "n_neurons", "p_value"]
+    assert list(frame.columns[:11]) == [
+        "rm",
+        "neuron_set",
+        "scorer",
+        "p",
+        "mode",
+        "test_set",
+        "accuracy",
+        "delta_vs_base",
+        "delta_vs_random",
+        "n_neurons",
+        "p_value",
+    ]
     assert set(frame["rm"]) == {"mixed-seed0", "helpful-seed0"}
     main = frame[frame["neuron_set"] == "helpful_top"]
     assert len(main) == 2 * 2 * 2 * 2  # rms x p x mode x test set
@@ -189,14 +243,34 @@ def test_cli_smoke(tmp_path):
     app.add_typer(neurons_app, name="neurons")
     app.command("ablate")(ablate)
     runner = CliRunner()
-    small = ["--set", "neurons.max_pairs=6", "--set", "neurons.ps=[10]", "--set", "neurons.rms=[mixed]",
-             "--set", "neurons.scorers=[mean_act,attribution]"]
-    for args in (["neurons", "score", str(run), *small],
-                 ["neurons", "select", str(run), *small, "--set", "neurons.per_layer=true"],
-                 ["neurons", "overlap", str(run), *small, "--set", "neurons.per_layer=true"],
-                 ["ablate", str(run), "--set", "ablation.max_test_pairs=6", "--set", "ablation.modes=[zero]",
-                  "--set", "ablation.random_draws=1", "--set", "ablation.bootstrap=100"],
-                 ["neurons", "claims", str(run)]):
+    small = [
+        "--set",
+        "neurons.max_pairs=6",
+        "--set",
+        "neurons.ps=[10]",
+        "--set",
+        "neurons.rms=[mixed]",
+        "--set",
+        "neurons.scorers=[mean_act,attribution]",
+    ]
+    for args in (
+        ["neurons", "score", str(run), *small],
+        ["neurons", "select", str(run), *small, "--set", "neurons.per_layer=true"],
+        ["neurons", "overlap", str(run), *small, "--set", "neurons.per_layer=true"],
+        [
+            "ablate",
+            str(run),
+            "--set",
+            "ablation.max_test_pairs=6",
+            "--set",
+            "ablation.modes=[zero]",
+            "--set",
+            "ablation.random_draws=1",
+            "--set",
+            "ablation.bootstrap=100",
+        ],
+        ["neurons", "claims", str(run)],
+    ):
         res = runner.invoke(app, args)
         assert res.exit_code == 0, (args, res.output, res.exception)
     assert "Shared neurons" in res.output
@@ -211,20 +285,68 @@ def test_cli_smoke(tmp_path):
 
 def _write_results(run: Path, *, shared_p: float, own: float, cross: float, matched_ci: list[float]) -> None:
     (run / "neurons").mkdir(parents=True)
-    (run / "neurons" / "overlap.json").write_text(json.dumps({"mean_act": {"5": {
-        "jaccard": 0.3, "jaccard_random": 0.03, "p_value": shared_p, "n_shared": 40, "n_helpful": 92,
-        "n_harmless": 92, "rm": "mixed"}}}))
+    (run / "neurons" / "overlap.json").write_text(
+        json.dumps(
+            {
+                "mean_act": {
+                    "5": {
+                        "jaccard": 0.3,
+                        "jaccard_random": 0.03,
+                        "p_value": shared_p,
+                        "n_shared": 40,
+                        "n_helpful": 92,
+                        "n_harmless": 92,
+                        "rm": "mixed",
+                    }
+                }
+            }
+        )
+    )
     rows = []
-    for s, t, d in (("helpful_top", "helpful", own), ("harmless_top", "harmless", own),
-                    ("helpful_top", "harmless", cross), ("harmless_top", "helpful", cross)):
-        rows.append({"rm": "mixed-seed0", "neuron_set": s, "scorer": "mean_act", "p": 5.0, "mode": "zero",
-                     "test_set": t, "accuracy": 0.6 + d, "delta_vs_base": d, "delta_vs_random": d, "n_neurons": 92,
-                     "p_value": 0.001 if d < -0.05 else 0.5})
+    for s, t, d in (
+        ("helpful_top", "helpful", own),
+        ("harmless_top", "harmless", own),
+        ("helpful_top", "harmless", cross),
+        ("harmless_top", "helpful", cross),
+    ):
+        rows.append(
+            {
+                "rm": "mixed-seed0",
+                "neuron_set": s,
+                "scorer": "mean_act",
+                "p": 5.0,
+                "mode": "zero",
+                "test_set": t,
+                "accuracy": 0.6 + d,
+                "delta_vs_base": d,
+                "delta_vs_random": d,
+                "n_neurons": 92,
+                "p_value": 0.001 if d < -0.05 else 0.5,
+            }
+        )
     pd.DataFrame(rows).to_csv(run / "ablation.csv", index=False)
-    comp = {"own": True, "other": "helpful_only", "test_set": "helpful",
-            "matched": {"diff": sum(matched_ci) / 2, "ci": matched_ci, "p_value": 0.01}}
-    (run / "neurons" / "influence.json").write_text(json.dumps({"ci": 0.95, "records": [
-        {"rm": "mixed-seed0", "scorer": "mean_act", "p": 5.0, "mode": "zero", "comparisons": [comp]}]}))
+    comp = {
+        "own": True,
+        "other": "helpful_only",
+        "test_set": "helpful",
+        "matched": {"diff": sum(matched_ci) / 2, "ci": matched_ci, "p_value": 0.01},
+    }
+    (run / "neurons" / "influence.json").write_text(
+        json.dumps(
+            {
+                "ci": 0.95,
+                "records": [
+                    {
+                        "rm": "mixed-seed0",
+                        "scorer": "mean_act",
+                        "p": 5.0,
+                        "mode": "zero",
+                        "comparisons": [comp],
+                    }
+                ],
+            }
+        )
+    )
 
 
 def test_claims_verdicts(tmp_path):
@@ -234,12 +356,20 @@ def test_claims_verdicts(tmp_path):
     assert "40 neurons are in both the top 5% helpful (92)" in claims[1].sentence
     assert "Jaccard 0.300 vs 0.030 expected by chance, hypergeometric p = 1e-09." in claims[1].sentence
     assert (fmt_p(0.0), fmt_p(0.0312), fmt_p(float("nan"))) == ("< 1e-300", "0.031", "n/a")
-    assert verdicts == {"identified": "supported", "shared": "supported", "influence": "supported",
-                        "cross_effect": "supported"}
+    assert verdicts == {
+        "identified": "supported",
+        "shared": "supported",
+        "influence": "supported",
+        "cross_effect": "supported",
+    }
     _write_results(tmp_path / "b", shared_p=0.4, own=-0.1, cross=0.01, matched_ci=[-0.02, 0.03])
     verdicts = {c.name: c.verdict for c in paper_claims(tmp_path / "b")}
-    assert verdicts == {"identified": "supported", "shared": "inconclusive", "influence": "inconclusive",
-                        "cross_effect": "not supported"}
+    assert verdicts == {
+        "identified": "supported",
+        "shared": "inconclusive",
+        "influence": "inconclusive",
+        "cross_effect": "not supported",
+    }
     _write_results(tmp_path / "c", shared_p=0.4, own=0.0, cross=0.0, matched_ci=[-0.05, -0.01])
     verdicts = {c.name: c.verdict for c in paper_claims(tmp_path / "c")}
     assert verdicts["identified"] == "not supported" and verdicts["influence"] == "not supported"

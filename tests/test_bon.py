@@ -22,7 +22,9 @@ def brute_force(selector: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     """[P] mean over every n-subset of the value of the subset's argmax (ties: larger index wins)."""
     out = []
     for sel, val in zip(selector, values):
-        picks = [val[max((sel[j], j) for j in subset)[1]] for subset in itertools.combinations(range(len(sel)), n)]
+        picks = [
+            val[max((sel[j], j) for j in subset)[1]] for subset in itertools.combinations(range(len(sel)), n)
+        ]
         out.append(np.mean(picks))
     return np.array(out)
 
@@ -34,7 +36,9 @@ def test_unbiased_estimator_equals_enumeration_over_subsets(seed):
     selector = rng.normal(size=(p, big_n))
     values = rng.normal(size=(p, big_n))
     for n in range(1, big_n + 1):
-        np.testing.assert_allclose(bon_expectation(selector, values, n), brute_force(selector, values, n), atol=1e-12)
+        np.testing.assert_allclose(
+            bon_expectation(selector, values, n), brute_force(selector, values, n), atol=1e-12
+        )
 
 
 def test_estimator_with_ties_matches_enumeration():
@@ -42,13 +46,17 @@ def test_estimator_with_ties_matches_enumeration():
     selector = rng.integers(0, 3, size=(4, 6)).astype(float)  # many ties
     values = rng.normal(size=(4, 6))
     for n in range(1, 7):
-        np.testing.assert_allclose(bon_expectation(selector, values, n), brute_force(selector, values, n), atol=1e-12)
+        np.testing.assert_allclose(
+            bon_expectation(selector, values, n), brute_force(selector, values, n), atol=1e-12
+        )
 
 
 def test_estimator_end_points():
     rng = np.random.default_rng(0)
     selector, values = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
-    np.testing.assert_allclose(bon_expectation(selector, values, 1), values.mean(axis=1))  # n=1: a random sample
+    np.testing.assert_allclose(
+        bon_expectation(selector, values, 1), values.mean(axis=1)
+    )  # n=1: a random sample
     best = values[np.arange(5), selector.argmax(axis=1)]
     np.testing.assert_allclose(bon_expectation(selector, values, 8), best)  # n=N: the overall best
     # the selector judged by itself rises with n

@@ -17,17 +17,36 @@ BAD = Path(__file__).parent / "data" / "bad"
 # file, strict message after "<path>:", lenient (pairs, skipped), drops in both modes
 CASES = [
     ("malformed_json.jsonl", "2: malformed JSON: Expecting value (column 57)", 2, {"malformed_json": 1}),
-    ("truncated.jsonl.gz", "14: compressed stream is truncated or corrupt (Compressed file ended before the "
-     "end-of-stream marker was reached); rows after line 13 are lost", 13, {"truncated_file": 1}),
+    (
+        "truncated.jsonl.gz",
+        "14: compressed stream is truncated or corrupt (Compressed file ended before the "
+        "end-of-stream marker was reached); rows after line 13 are lost",
+        13,
+        {"truncated_file": 1},
+    ),
     ("missing_key.jsonl", "2: row has no key 'rejected' (keys: chosen, rejectd)", 2, {"missing_key": 1}),
     ("wrong_type.jsonl", "2: row key 'chosen' must be a string, got number", 2, {"wrong_type": 1}),
     ("not_object.jsonl", "2: row must be a JSON object, got array", 2, {"wrong_type": 1}),
     ("empty_string.jsonl", "2: row key 'rejected' is an empty string", 2, {"empty_string": 1}),
     ("no_assistant.jsonl", "2: 'chosen': no Assistant turn", 2, {"no_assistant_turn": 1}),
-    ("two_human.jsonl", "2: 'chosen': two Human turns in a row (turns 1 and 2)", 2, {"consecutive_human_turns": 1}),
-    ("text_before_human.jsonl", "2: 'chosen': text before the first Human turn: 'Preamble.'", 2,
-     {"text_before_first_human": 1}),
-    ("invalid_utf8.jsonl", "2: invalid UTF-8 at byte 27 of the line (b'\\xe9?\\\\n')", 2, {"invalid_utf8": 1}),
+    (
+        "two_human.jsonl",
+        "2: 'chosen': two Human turns in a row (turns 1 and 2)",
+        2,
+        {"consecutive_human_turns": 1},
+    ),
+    (
+        "text_before_human.jsonl",
+        "2: 'chosen': text before the first Human turn: 'Preamble.'",
+        2,
+        {"text_before_first_human": 1},
+    ),
+    (
+        "invalid_utf8.jsonl",
+        "2: invalid UTF-8 at byte 27 of the line (b'\\xe9?\\\\n')",
+        2,
+        {"invalid_utf8": 1},
+    ),
     ("empty.jsonl", " empty file (no rows)", 0, {"empty_file": 1}),
 ]
 
@@ -43,12 +62,15 @@ def test_bad_file_strict_message_and_lenient_count(name, message, n_pairs, skipp
     assert len(r.pairs) == n_pairs and r.skipped == skipped and r.drops == {}
 
 
-@pytest.mark.parametrize("name, drops, n_pairs", [
-    ("context_mismatch.jsonl", {"context_mismatch": 1}, 2),
-    ("identical.jsonl", {"identical_replies": 1}, 2),
-    ("duplicates.jsonl", {"duplicate": 1}, 3),
-    ("bom.jsonl", {}, 2),
-])
+@pytest.mark.parametrize(
+    "name, drops, n_pairs",
+    [
+        ("context_mismatch.jsonl", {"context_mismatch": 1}, 2),
+        ("identical.jsonl", {"identical_replies": 1}, 2),
+        ("duplicates.jsonl", {"duplicate": 1}, 3),
+        ("bom.jsonl", {}, 2),
+    ],
+)
 def test_drops_are_counted_not_errors(name, drops, n_pairs):
     for lenient in (False, True):
         r = load_file(BAD / name, lenient=lenient)
@@ -63,7 +85,10 @@ def test_rmb_missing_reject():
     path = BAD / "rmb" / "Harmlessness" / "missing_reject.json"
     with pytest.raises(DataError) as e:
         load_rmb(BAD / "rmb")
-    assert str(e.value) == f"{path}:2: array element 2: row has no key 'reject' (keys: chosen, conversation_input, pair_uid)"
+    assert (
+        str(e.value)
+        == f"{path}:2: array element 2: row has no key 'reject' (keys: chosen, conversation_input, pair_uid)"
+    )
     r = load_rmb(BAD / "rmb", lenient=True)
     assert len(r.pairs) == 1 and r.skipped == {"missing_key": 1} and r.pairs[0].subset == "rmb-harmless"
 
@@ -72,7 +97,10 @@ def test_jsonl_completion_with_two_messages():
     path = BAD / "jsonl_two_replies.jsonl"
     with pytest.raises(DataError) as e:
         load_file(path, fmt="jsonl")
-    assert str(e.value) == f"{path}:2: 'chosen' must hold exactly one assistant message, got [assistant, assistant]"
+    assert (
+        str(e.value)
+        == f"{path}:2: 'chosen' must hold exactly one assistant message, got [assistant, assistant]"
+    )
     assert load_file(path, fmt="jsonl", lenient=True).skipped == {"turn_order": 1}
 
 
@@ -85,8 +113,10 @@ def test_five_megabyte_message(tmp_path):
     path.write_text(json.dumps(ok) + "\n" + json.dumps(big) + "\n", encoding="utf-8")
     with pytest.raises(DataError) as e:
         load_file(path)
-    assert str(e.value) == (f"{path}:2: the chosen reply has 5,000,000 characters, over the limit of 1,000,000 "
-                            "(max_message_chars)")
+    assert str(e.value) == (
+        f"{path}:2: the chosen reply has 5,000,000 characters, over the limit of 1,000,000 "
+        "(max_message_chars)"
+    )
     assert load_file(path, lenient=True).skipped == {"message_too_long": 1}
     assert len(load_file(path, max_message_chars=6_000_000).pairs) == 2
 
@@ -95,8 +125,10 @@ def test_directory_without_the_expected_subsets():
     root = BAD / "wrong_layout"
     with pytest.raises(DataError) as e:
         load_pairs(root, subsets=["helpful-base", "harmless-base"])
-    assert str(e.value) == (f"{root}: missing subset folders: helpful-base, harmless-base "
-                            "(expected: helpful-base, harmless-base; found: other-subset)")
+    assert str(e.value) == (
+        f"{root}: missing subset folders: helpful-base, harmless-base "
+        "(expected: helpful-base, harmless-base; found: other-subset)"
+    )
     with pytest.raises(DataError, match="found: other-subset"):
         build_dataset(DataConfig(), str(root))
 

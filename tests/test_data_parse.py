@@ -12,7 +12,16 @@ import pytest
 
 from rmtension.cli import main
 from rmtension.data import (
-    FORMATS, LoadResult, Turn, get_format, load_file, load_hub, load_pairs, load_rmb, parse_transcript, render_transcript,
+    FORMATS,
+    LoadResult,
+    Turn,
+    get_format,
+    load_file,
+    load_hub,
+    load_pairs,
+    load_rmb,
+    parse_transcript,
+    render_transcript,
 )
 from rmtension.data.reader import RowError
 from rmtension.data.types import TranscriptError
@@ -29,7 +38,10 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 
 def hh_row(prompt: str, good: str = "good", bad: str = "bad") -> dict:
-    return {"chosen": f"\n\nHuman: {prompt}\n\nAssistant: {good}", "rejected": f"\n\nHuman: {prompt}\n\nAssistant: {bad}"}
+    return {
+        "chosen": f"\n\nHuman: {prompt}\n\nAssistant: {good}",
+        "rejected": f"\n\nHuman: {prompt}\n\nAssistant: {bad}",
+    }
 
 
 # --- transcripts ---------------------------------------------------------------------------------
@@ -46,13 +58,16 @@ def test_parse_transcript_accepts_missing_leading_newlines_and_inline_roles():
     assert turns == (Turn(U, "a Human: not a turn"), Turn(A, "b"))
 
 
-@pytest.mark.parametrize("text, kind", [
-    ("\n\nHuman: only a question", "no_assistant_turn"),
-    ("\n\nHuman: a\n\nHuman: b\n\nAssistant: c", "consecutive_human_turns"),
-    ("intro\n\nHuman: a\n\nAssistant: b", "text_before_first_human"),
-    ("\n\nAssistant: a\n\nHuman: b\n\nAssistant: c", "starts_with_assistant"),
-    ("", "no_turns"),
-])
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        ("\n\nHuman: only a question", "no_assistant_turn"),
+        ("\n\nHuman: a\n\nHuman: b\n\nAssistant: c", "consecutive_human_turns"),
+        ("intro\n\nHuman: a\n\nAssistant: b", "text_before_first_human"),
+        ("\n\nAssistant: a\n\nHuman: b\n\nAssistant: c", "starts_with_assistant"),
+        ("", "no_turns"),
+    ],
+)
 def test_parse_transcript_rejects(text, kind):
     with pytest.raises(TranscriptError) as e:
         parse_transcript(text)
@@ -64,12 +79,22 @@ def test_parse_transcript_rejects(text, kind):
 
 def test_hh_row_consecutive_assistants_kept_and_trailing_human_folded():
     parse = get_format("hh").parse_row
-    p = parse({"chosen": "\n\nHuman: q\n\nAssistant: a1\n\nAssistant: a2", "rejected": "\n\nHuman: q\n\nAssistant: a1\n\nAssistant: b",
-               "id": 7})
+    p = parse(
+        {
+            "chosen": "\n\nHuman: q\n\nAssistant: a1\n\nAssistant: a2",
+            "rejected": "\n\nHuman: q\n\nAssistant: a1\n\nAssistant: b",
+            "id": 7,
+        }
+    )
     assert p.context == (Turn(U, "q"), Turn(A, "a1")) and (p.chosen, p.rejected) == ("a2", "b")
     assert p.metadata == {"id": 7} and "consecutive_assistant_turns" in p.flags
     # A model that wrote a fake Human turn: the turn stays in its (rejected) reply, not in the context.
-    p = parse({"chosen": "\n\nHuman: q\n\nAssistant: fine", "rejected": "\n\nHuman: q\n\nAssistant: r\n\nHuman: fake"})
+    p = parse(
+        {
+            "chosen": "\n\nHuman: q\n\nAssistant: fine",
+            "rejected": "\n\nHuman: q\n\nAssistant: r\n\nHuman: fake",
+        }
+    )
     assert p.rejected_context == p.context == (Turn(U, "q"),)
     assert p.rejected == "r\n\nHuman: fake" and p.flags == ("trailing_human_turn",)
     assert render_transcript(p.context, p.rejected) == "\n\nHuman: q\n\nAssistant: r\n\nHuman: fake"
@@ -96,14 +121,20 @@ def test_load_pairs_layout_and_duplicates_prefer_test(tmp_path):
     assert list(out) == ["train", "test"]
     assert [p.pair_id for p in out["test"].pairs] == ["harmless-base/test/1", "helpful-base/test/1"]
     # The train copy of a test pair is the one dropped: the official test set stays whole.
-    assert [p.pair_id for p in out["train"].pairs] == ["helpful-base/train/1"] and out["train"].drops == {"duplicate": 1}
+    assert [p.pair_id for p in out["train"].pairs] == ["helpful-base/train/1"] and out["train"].drops == {
+        "duplicate": 1
+    }
 
 
 def test_merge_adds_counts():
     a = LoadResult(drops={"duplicate": 1}, files=["x"])
     b = LoadResult(drops={"duplicate": 2, "context_mismatch": 1}, skipped={"malformed_json": 1}, files=["y"])
     m = a.merge(b)
-    assert m.drops == {"duplicate": 3, "context_mismatch": 1} and m.skipped == {"malformed_json": 1} and m.files == ["x", "y"]
+    assert (
+        m.drops == {"duplicate": 3, "context_mismatch": 1}
+        and m.skipped == {"malformed_json": 1}
+        and m.files == ["x", "y"]
+    )
 
 
 # --- jsonl (TRL) format --------------------------------------------------------------------------
@@ -114,11 +145,20 @@ def test_jsonl_four_shapes(tmp_path):
     rows = [
         {"prompt": "plain question", "chosen": "yes", "rejected": "no", "score": 1},
         {"prompt": "\n\nHuman: q2\n\nAssistant:", "chosen": " good", "rejected": " bad"},
-        {"prompt": conv, "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]},
-        {"chosen": conv + [{"role": "assistant", "content": "c"}], "rejected": conv + [{"role": "assistant", "content": "d"}]},
+        {
+            "prompt": conv,
+            "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}],
+        },
+        {
+            "chosen": conv + [{"role": "assistant", "content": "c"}],
+            "rejected": conv + [{"role": "assistant", "content": "d"}],
+        },
         {"chosen": "\n\nHuman: q5\n\nAssistant: e", "rejected": "\n\nHuman: q5\n\nAssistant: f"},
-        {"chosen": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
-         "rejected": [{"role": "user", "content": "X"}, {"role": "assistant", "content": "z"}]},
+        {
+            "chosen": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+            "rejected": [{"role": "user", "content": "X"}, {"role": "assistant", "content": "z"}],
+        },
     ]
     r = load_file(write_jsonl(tmp_path / "mine" / "train.jsonl", rows), fmt="jsonl", split="train")
     p1, p2, p3, p4, p5 = r.pairs
@@ -130,16 +170,40 @@ def test_jsonl_four_shapes(tmp_path):
     assert r.drops == {"context_mismatch": 1}
 
 
-@pytest.mark.parametrize("row, needle", [
-    ({"prompt": "q", "chosen": "a", "rejected": ["b"]}, "both be strings or both be message arrays"),
-    ({"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "robot", "content": "a"}], "rejected": []},
-     "role 'robot'"),
-    ({"prompt": "q", "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]},
-     "'prompt' must be a message array"),
-    ({"chosen": [{"role": "user", "content": "q"}], "rejected": [{"role": "user", "content": "q"}]}, "ending in an assistant"),
-    ({"prompt": [{"role": "system", "content": "s"}], "chosen": [{"role": "assistant", "content": "a"}],
-      "rejected": [{"role": "assistant", "content": "b"}]}, "no user turn"),
-])
+@pytest.mark.parametrize(
+    "row, needle",
+    [
+        ({"prompt": "q", "chosen": "a", "rejected": ["b"]}, "both be strings or both be message arrays"),
+        (
+            {
+                "prompt": [{"role": "user", "content": "q"}],
+                "chosen": [{"role": "robot", "content": "a"}],
+                "rejected": [],
+            },
+            "role 'robot'",
+        ),
+        (
+            {
+                "prompt": "q",
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            },
+            "'prompt' must be a message array",
+        ),
+        (
+            {"chosen": [{"role": "user", "content": "q"}], "rejected": [{"role": "user", "content": "q"}]},
+            "ending in an assistant",
+        ),
+        (
+            {
+                "prompt": [{"role": "system", "content": "s"}],
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            },
+            "no user turn",
+        ),
+    ],
+)
 def test_jsonl_errors_name_the_problem(tmp_path, row, needle):
     f = write_jsonl(tmp_path / "s" / "test.jsonl", [row])
     with pytest.raises(DataError, match=needle):
@@ -172,7 +236,11 @@ def test_hub_failure_is_one_clear_error_even_when_lenient():
     with pytest.raises(DataError) as e:
         load_hub(["helpful-base"], lenient=True, loader=offline)
     msg = str(e.value)
-    assert "cannot load Anthropic/hh-rlhf data_dir=helpful-base" in msg and "RMTENSION_DATA" in msg and "\n" not in msg
+    assert (
+        "cannot load Anthropic/hh-rlhf data_dir=helpful-base" in msg
+        and "RMTENSION_DATA" in msg
+        and "\n" not in msg
+    )
 
 
 # --- real data -----------------------------------------------------------------------------------
@@ -215,10 +283,15 @@ def test_real_context_differs_pairs_are_the_dropped_ones(hh_root):
 @pytest.mark.real
 def test_real_train_sample_keeps_extra_fields(shared_data):
     for subset in HH_SUBSETS:
-        r = load_file(shared_data / "hh-rlhf-train-sample" / subset / "train_docta_100.jsonl.gz", split="train")
+        r = load_file(
+            shared_data / "hh-rlhf-train-sample" / subset / "train_docta_100.jsonl.gz", split="train"
+        )
         assert len(r.pairs) + sum(r.drops.values()) == 100 and r.skipped == {}
         meta = r.pairs[0].metadata
-        assert set(meta) == {"suggest_chosen_rejected", "suggest_confidence"} and r.pairs[0].pair_id == f"{subset}/train/1"
+        assert (
+            set(meta) == {"suggest_chosen_rejected", "suggest_confidence"}
+            and r.pairs[0].pair_id == f"{subset}/train/1"
+        )
 
 
 @pytest.mark.real
@@ -241,8 +314,24 @@ def test_cli_summary_with_tokens(tmp_path, capsys):
 
     tiny_tokenizer().save_pretrained(tmp_path / "tok")
     data = tmp_path / "data"
-    write_jsonl(data / "helpful-base" / "test.jsonl", [hh_row(f"question {i}", "x" * (10 * i)) for i in range(20)])
-    assert main(["data", "summary", "--data", str(data), "--backbone", str(tmp_path / "tok"), "--max-length", "64"]) == 0
+    write_jsonl(
+        data / "helpful-base" / "test.jsonl", [hh_row(f"question {i}", "x" * (10 * i)) for i in range(20)]
+    )
+    assert (
+        main(
+            [
+                "data",
+                "summary",
+                "--data",
+                str(data),
+                "--backbone",
+                str(tmp_path / "tok"),
+                "--max-length",
+                "64",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "helpful-base" in out and "pairs > 64" in out and "carved" in out
     assert main(["data", "summary", "--data", str(data), "--backbone", str(tmp_path / "tok"), "--json"]) == 0
@@ -272,9 +361,23 @@ def test_cli_summary_real_data(hh_root, capsys, monkeypatch):
 
 @pytest.mark.real
 def test_cli_subprocess(shared_data):
-    out = subprocess.run([sys.executable, "-m", "rmtension.cli", "data", "summary", "--data",
-                          str(shared_data / "rmb-sample"), "--format", "rmb", "--no-tokens"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rmtension.cli",
+            "data",
+            "summary",
+            "--data",
+            str(shared_data / "rmb-sample"),
+            "--format",
+            "rmb",
+            "--no-tokens",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "rmb-harmless" in out.stdout and "identical_replies=1" in out.stdout
 

@@ -14,13 +14,20 @@ from rmtension.data import Turn, get_format, load_file, parse_transcript, render
 from rmtension.data.formats import LoadResult
 from rmtension.errors import DataError
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 MARKERS = ("\n\nHuman:", "\n\nAssistant:")
 
 # Message text, biased towards the characters that matter to the parser: newlines, colons, role names.
-pieces = st.sampled_from(["\n", "\n\n", " ", ":", "Human", "Assistant", "Human: ", "x", "é", "\r", "\t", "{", '"'])
-content = st.lists(st.one_of(pieces, st.text(max_size=5)), max_size=8).map("".join).filter(
-    lambda s: not any(m in s for m in MARKERS))
+pieces = st.sampled_from(
+    ["\n", "\n\n", " ", ":", "Human", "Assistant", "Human: ", "x", "é", "\r", "\t", "{", '"']
+)
+content = (
+    st.lists(st.one_of(pieces, st.text(max_size=5)), max_size=8)
+    .map("".join)
+    .filter(lambda s: not any(m in s for m in MARKERS))
+)
 
 
 @st.composite
@@ -62,26 +69,42 @@ json_values = st.recursive(
 )
 # Transcripts: mostly well-formed (so pairs do come out), some spliced from random markers and text.
 valid_transcripts = st.builds(render_transcript, conversations(end_with_user=True), content)
-transcripts = st.one_of(valid_transcripts, st.lists(
-    st.one_of(st.sampled_from(["\n\nHuman: ", "\n\nAssistant: ", "Human: "]), content), max_size=6).map("".join))
+transcripts = st.one_of(
+    valid_transcripts,
+    st.lists(
+        st.one_of(st.sampled_from(["\n\nHuman: ", "\n\nAssistant: ", "Human: "]), content), max_size=6
+    ).map("".join),
+)
 roles = st.sampled_from(["user", "assistant", "system", "robot"])
-message = st.one_of(st.fixed_dictionaries({"role": roles, "content": content}),
-                    st.fixed_dictionaries({"role": roles, "content": json_values}), json_values)
-messages = st.one_of(st.lists(message, max_size=4), json_values,
-                     conversations().map(lambda ts: [{"role": t.role, "content": t.content} for t in ts]))
+message = st.one_of(
+    st.fixed_dictionaries({"role": roles, "content": content}),
+    st.fixed_dictionaries({"role": roles, "content": json_values}),
+    json_values,
+)
+messages = st.one_of(
+    st.lists(message, max_size=4),
+    json_values,
+    conversations().map(lambda ts: [{"role": t.role, "content": t.content} for t in ts]),
+)
 reply = st.one_of(content, st.builds(lambda c: [{"role": "assistant", "content": c}], content), messages)
 answer = st.one_of(st.fixed_dictionaries({"answer": content, "llm_name": st.text(max_size=4)}), json_values)
 
 
 def with_noise(core: st.SearchStrategy) -> st.SearchStrategy:
     """A row of the format, sometimes with an extra key or (one time in four) a key removed."""
+
     def mutate(row, extra, drop):
         row = dict(row)
         if drop < len(row):
             row.pop(sorted(row)[drop])
         return row | extra
-    return st.builds(mutate, core, st.dictionaries(st.sampled_from(["extra", "id"]), json_values, max_size=1),
-                     st.integers(0, 11))
+
+    return st.builds(
+        mutate,
+        core,
+        st.dictionaries(st.sampled_from(["extra", "id"]), json_values, max_size=1),
+        st.integers(0, 11),
+    )
 
 
 def as_messages(turns) -> list[dict]:
@@ -89,20 +112,61 @@ def as_messages(turns) -> list[dict]:
 
 
 prompts = conversations(end_with_user=True)
-hh_pair = st.builds(lambda ctx, a, b: {"chosen": render_transcript(ctx, a), "rejected": render_transcript(ctx, b)},
-                    prompts, content, content)
-trl_pair = st.builds(lambda ctx, a, b: {"prompt": as_messages(ctx), "chosen": [{"role": "assistant", "content": a}],
-                                        "rejected": [{"role": "assistant", "content": b}]}, prompts, content, content)
-rmb_pair = st.builds(lambda ctx, a, b: {"conversation_input": as_messages(ctx), "chosen": {"answer": a},
-                                        "reject": {"answer": b}}, prompts, content, content)
+hh_pair = st.builds(
+    lambda ctx, a, b: {"chosen": render_transcript(ctx, a), "rejected": render_transcript(ctx, b)},
+    prompts,
+    content,
+    content,
+)
+trl_pair = st.builds(
+    lambda ctx, a, b: {
+        "prompt": as_messages(ctx),
+        "chosen": [{"role": "assistant", "content": a}],
+        "rejected": [{"role": "assistant", "content": b}],
+    },
+    prompts,
+    content,
+    content,
+)
+rmb_pair = st.builds(
+    lambda ctx, a, b: {
+        "conversation_input": as_messages(ctx),
+        "chosen": {"answer": a},
+        "reject": {"answer": b},
+    },
+    prompts,
+    content,
+    content,
+)
 ROWS = {
-    "hh": with_noise(st.one_of(hh_pair, st.fixed_dictionaries({"chosen": transcripts, "rejected": transcripts}))),
-    "jsonl": with_noise(st.one_of(
-        hh_pair, trl_pair,
-        st.fixed_dictionaries({"prompt": st.one_of(content, transcripts, messages), "chosen": reply, "rejected": reply}),
-        st.fixed_dictionaries({"chosen": st.one_of(transcripts, messages), "rejected": st.one_of(transcripts, messages)}))),
-    "rmb": with_noise(st.one_of(rmb_pair, st.fixed_dictionaries(
-        {"pair_uid": st.text(max_size=3), "conversation_input": messages, "chosen": answer, "reject": answer}))),
+    "hh": with_noise(
+        st.one_of(hh_pair, st.fixed_dictionaries({"chosen": transcripts, "rejected": transcripts}))
+    ),
+    "jsonl": with_noise(
+        st.one_of(
+            hh_pair,
+            trl_pair,
+            st.fixed_dictionaries(
+                {"prompt": st.one_of(content, transcripts, messages), "chosen": reply, "rejected": reply}
+            ),
+            st.fixed_dictionaries(
+                {"chosen": st.one_of(transcripts, messages), "rejected": st.one_of(transcripts, messages)}
+            ),
+        )
+    ),
+    "rmb": with_noise(
+        st.one_of(
+            rmb_pair,
+            st.fixed_dictionaries(
+                {
+                    "pair_uid": st.text(max_size=3),
+                    "conversation_input": messages,
+                    "chosen": answer,
+                    "reject": answer,
+                }
+            ),
+        )
+    ),
 }
 
 

@@ -17,17 +17,25 @@ SUBSETS = {"helpful": ["helpful-base", "helpful-online"], "harmless": ["harmless
 
 
 def hh_row(prompt: str, i: object) -> dict:
-    return {"chosen": f"\n\nHuman: {prompt}\n\nAssistant: good {i}", "rejected": f"\n\nHuman: {prompt}\n\nAssistant: bad {i}"}
+    return {
+        "chosen": f"\n\nHuman: {prompt}\n\nAssistant: good {i}",
+        "rejected": f"\n\nHuman: {prompt}\n\nAssistant: bad {i}",
+    }
 
 
-def write_layout(root: Path, sizes: dict[str, int], files=("test",), n_prompts: int | None = None, offset: int = 0) -> Path:
+def write_layout(
+    root: Path, sizes: dict[str, int], files=("test",), n_prompts: int | None = None, offset: int = 0
+) -> Path:
     """`<root>/<subset>/<file>.jsonl` with `sizes[subset]` rows per file.
 
     Prompts repeat across rows and subsets (`n_prompts` distinct ones), so grouping matters.
     """
     for subset, n in sizes.items():
         for split in files:
-            rows = [hh_row(f"prompt {offset + (i * 7) % (n_prompts or n)}", f"{subset}-{split}-{i}") for i in range(n)]
+            rows = [
+                hh_row(f"prompt {offset + (i * 7) % (n_prompts or n)}", f"{subset}-{split}-{i}")
+                for i in range(n)
+            ]
             path = root / subset / f"{split}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -36,7 +44,9 @@ def write_layout(root: Path, sizes: dict[str, int], files=("test",), n_prompts: 
 
 @pytest.fixture
 def carved_root(tmp_path) -> Path:
-    return write_layout(tmp_path, {"helpful-base": 300, "helpful-online": 200, "harmless-base": 240}, n_prompts=150)
+    return write_layout(
+        tmp_path, {"helpful-base": 300, "helpful-online": 200, "harmless-base": 240}, n_prompts=150
+    )
 
 
 def cfg(**kw) -> DataConfig:
@@ -70,7 +80,10 @@ def test_no_prompt_in_two_splits_across_objectives(carved_root):
 
 def test_carved_fractions_are_close(carved_root):
     bundle = build_dataset(cfg(split=(0.6, 0.2, 0.2)), str(carved_root))
-    n = {s: len(bundle.splits["helpful"][s]) + len(bundle.splits["harmless"][s]) for s in ("train", "val", "test")}
+    n = {
+        s: len(bundle.splits["helpful"][s]) + len(bundle.splits["harmless"][s])
+        for s in ("train", "val", "test")
+    }
     total = sum(n.values())
     assert total == 740 and abs(n["train"] / total - 0.6) < 0.12 and abs(n["test"] / total - 0.2) < 0.1
     assert set(bundle.summary["split_mode"].values()) == {"carved"}
@@ -101,7 +114,10 @@ def test_caps_give_every_objective_n_training_pairs(carved_root):
         assert [len(bundle.splits[o]["train"]) for o in ("helpful", "harmless", "mixed")] == [40, 40, 40]
         assert len(bundle.splits["helpful"]["val"]) == 10 and len(bundle.test_sets["harmless"]) == 10
         # Mixed val is the union of the two single-objective val sets; mixed has no test split.
-        assert bundle.splits["mixed"]["val"] == bundle.splits["helpful"]["val"] + bundle.splits["harmless"]["val"]
+        assert (
+            bundle.splits["mixed"]["val"]
+            == bundle.splits["helpful"]["val"] + bundle.splits["harmless"]["val"]
+        )
         assert "test" not in bundle.splits["mixed"] and set(bundle.test_sets) == {"helpful", "harmless"}
 
 
@@ -113,7 +129,9 @@ def test_val_cap_limits_validation_only(carved_root):
     # The test sets keep the larger cap, and the capped validation set is a prefix-nested draw of the same pool.
     assert [len(val_only.test_sets[o]) for o in ("helpful", "harmless")] == [12, 12]
     assert val_only.test_sets == both.test_sets
-    assert {p.pair_id for p in val_only.splits["helpful"]["val"]} <= {p.pair_id for p in both.splits["helpful"]["val"]}
+    assert {p.pair_id for p in val_only.splits["helpful"]["val"]} <= {
+        p.pair_id for p in both.splits["helpful"]["val"]
+    }
     # A val cap above the eval cap changes nothing.
     assert build_dataset(cfg(max_eval_pairs=12, max_val_pairs=50), str(carved_root)).splits == both.splits
 
@@ -136,10 +154,14 @@ def test_mixed_sizes_by_hand():
 
 
 def test_official_splits_keep_test_and_carve_val_from_train(tmp_path):
-    root = write_layout(tmp_path, {"helpful-base": 200, "helpful-online": 50, "harmless-base": 150}, files=("train", "test"))
+    root = write_layout(
+        tmp_path, {"helpful-base": 200, "helpful-online": 50, "harmless-base": 150}, files=("train", "test")
+    )
     bundle = build_dataset(cfg(), str(root))
     assert set(bundle.summary["split_mode"].values()) == {"official"}
-    assert all(p.pair_id.split("/")[1] == "test" for p in bundle.test_sets["helpful"] + bundle.test_sets["harmless"])
+    assert all(
+        p.pair_id.split("/")[1] == "test" for p in bundle.test_sets["helpful"] + bundle.test_sets["harmless"]
+    )
     assert len(bundle.test_sets["harmless"]) == 150
     train_val = bundle.splits["harmless"]["train"] + bundle.splits["harmless"]["val"]
     assert all(p.pair_id.split("/")[1] == "train" for p in train_val) and len(train_val) == 150
@@ -150,10 +172,19 @@ def test_official_splits_keep_test_and_carve_val_from_train(tmp_path):
 
 def test_official_and_carved_subsets_together_do_not_leak(tmp_path):
     write_layout(tmp_path, {"helpful-base": 120}, files=("train", "test"), n_prompts=60)
-    write_layout(tmp_path, {"helpful-online": 100, "harmless-base": 120}, n_prompts=60, offset=30)  # half the prompts shared
+    write_layout(
+        tmp_path, {"helpful-online": 100, "harmless-base": 120}, n_prompts=60, offset=30
+    )  # half the prompts shared
     bundle = build_dataset(cfg(), str(tmp_path))
-    assert bundle.summary["split_mode"] == {"harmless-base": "carved", "helpful-base": "official", "helpful-online": "carved"}
-    carved = {s: {p.group_key for p in ps if p.subset != "helpful-base"} for s, ps in bundle.splits["helpful"].items()}
+    assert bundle.summary["split_mode"] == {
+        "harmless-base": "carved",
+        "helpful-base": "official",
+        "helpful-online": "carved",
+    }
+    carved = {
+        s: {p.group_key for p in ps if p.subset != "helpful-base"}
+        for s, ps in bundle.splits["helpful"].items()
+    }
     carved_h = {s: {p.group_key for p in ps} for s, ps in bundle.splits["harmless"].items()}
     official_test = {p.group_key for p in bundle.test_sets["helpful"] if p.subset == "helpful-base"}
     assert carved["train"] and carved_h["train"] and carved["test"] & official_test
@@ -166,8 +197,9 @@ def test_split_pairs_is_independent_of_input_order(carved_root):
     pairs = load_pairs(carved_root)["test"].pairs
     a = split_pairs({"test": pairs}, (0.7, 0.1, 0.2), 0)
     b = split_pairs({"test": pairs[::-1]}, (0.7, 0.1, 0.2), 0)
-    assert {s: sorted(p.pair_id for p in ps) for s, ps in a.pairs.items()} == \
-        {s: sorted(p.pair_id for p in ps) for s, ps in b.pairs.items()}
+    assert {s: sorted(p.pair_id for p in ps) for s, ps in a.pairs.items()} == {
+        s: sorted(p.pair_id for p in ps) for s, ps in b.pairs.items()
+    }
     assert take(pairs, 5, 0) == take(pairs, 5, 0) and len(take(pairs, None, 0)) == len(pairs)
 
 
@@ -203,10 +235,15 @@ def test_hub_path_when_no_root(monkeypatch):
     def fake(name, data_dir, split):
         return [hh_row(f"{data_dir} {split} prompt {i}", i) for i in range(30)]
 
-    monkeypatch.setattr(objectives, "load_hub", lambda subsets, lenient: load_hub(subsets, lenient=lenient, loader=fake))
+    monkeypatch.setattr(
+        objectives, "load_hub", lambda subsets, lenient: load_hub(subsets, lenient=lenient, loader=fake)
+    )
     bundle = build_dataset(cfg(), None)
     assert set(bundle.summary["split_mode"].values()) == {"official"}
-    assert bundle.summary["source"] == "hf://datasets/Anthropic/hh-rlhf" and len(bundle.test_sets["harmless"]) == 30
+    assert (
+        bundle.summary["source"] == "hf://datasets/Anthropic/hh-rlhf"
+        and len(bundle.test_sets["harmless"]) == 30
+    )
 
 
 @pytest.mark.real

@@ -52,8 +52,9 @@ def test_main_only_runs_once_and_nested_calls_do_not_wait():
     assert calls == ["outer", "inner"]
 
 
-@pytest.mark.parametrize(("family", "blocks"), [("bert", ["BertLayer"]), ("llama", ["LlamaDecoderLayer"]),
-                                                ("gpt2", ["GPT2Block"])])
+@pytest.mark.parametrize(
+    ("family", "blocks"), [("bert", ["BertLayer"]), ("llama", ["LlamaDecoderLayer"]), ("gpt2", ["GPT2Block"])]
+)
 def test_fsdp_wraps_every_block_but_one_holding_the_input_embedding(family, blocks, monkeypatch):
     """BERT lists BertEmbeddings among its blocks; accelerate shards the input embedding on its own too."""
     from transformers import AutoModelForSequenceClassification
@@ -67,5 +68,6 @@ def test_fsdp_wraps_every_block_but_one_holding_the_input_embedding(family, bloc
     assert plugin.transformer_cls_names_to_wrap == blocks
     monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "BertEmbeddings,BertSelfAttention")
     dist._fsdp_wrap_classes(plugin, model)
-    assert plugin.transformer_cls_names_to_wrap == (["BertSelfAttention"] if family == "bert"
-                                                     else ["BertEmbeddings", "BertSelfAttention"])
+    assert plugin.transformer_cls_names_to_wrap == (
+        ["BertSelfAttention"] if family == "bert" else ["BertEmbeddings", "BertSelfAttention"]
+    )

@@ -34,8 +34,16 @@ from tiny import save_tiny, tiny_config, tiny_tokenizer
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).with_name("distkit.py")
 # Two processes on CPU, one thread each, no GPU, no network.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
-       "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "ACCELERATE_USE_CPU": "true",
+    "CUDA_VISIBLE_DEVICES": "",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "PYTHONUNBUFFERED": "1",
+}
 if Path("/sys/class/net/lo").exists():  # gloo over loopback, also where the host name does not resolve
     ENV.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
@@ -73,7 +81,9 @@ def _write_models(work: Path) -> None:
 def single(tmp_path_factory):
     work = tmp_path_factory.mktemp("dist_single")
     _write_models(work)
-    return run([sys.executable, str(SCRIPT), str(work), str(work / "result.json")], work / "result.json"), work
+    return run(
+        [sys.executable, str(SCRIPT), str(work), str(work / "result.json")], work / "result.json"
+    ), work
 
 
 LAUNCH_CONFIGS = ["ddp_cpu", "fsdp_cpu", "deepspeed_zero2_cpu", "deepspeed_zero3_cpu"]
@@ -86,10 +96,22 @@ def runs(request, single, tmp_path_factory):
     _write_models(launched)
     # CPU-RAM-efficient loading asked for, as a config may: rmtension must turn it off
     extra = ["--fsdp_cpu_ram_efficient_loading", "true"] if request.param == "fsdp_cpu" else []
-    two = run([sys.executable, "-m", "accelerate.commands.launch",
-               "--config_file", str(REPO / f"configs/accelerate/{request.param}.yaml"), "--main_process_port",
-               str(free_port()), *extra, str(SCRIPT), str(launched), str(launched / "result.json")],
-              launched / "result.json")
+    two = run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(REPO / f"configs/accelerate/{request.param}.yaml"),
+            "--main_process_port",
+            str(free_port()),
+            *extra,
+            str(SCRIPT),
+            str(launched),
+            str(launched / "result.json"),
+        ],
+        launched / "result.json",
+    )
     return single[0], two, launched, request.param
 
 
@@ -97,8 +119,12 @@ def test_the_launch_ran_two_cpu_processes(runs):
     one, two, _, config = runs
     assert one["world_size"] == 1
     assert two["world_size"] == 2 and two["distributed_type"].endswith("MULTI_CPU")
-    engine = {"ddp_cpu": "MULTI_CPU", "fsdp_cpu": "FSDP", "deepspeed_zero2_cpu": "DEEPSPEED",
-              "deepspeed_zero3_cpu": "DEEPSPEED"}
+    engine = {
+        "ddp_cpu": "MULTI_CPU",
+        "fsdp_cpu": "FSDP",
+        "deepspeed_zero2_cpu": "DEEPSPEED",
+        "deepspeed_zero3_cpu": "DEEPSPEED",
+    }
     assert two["trained_under"].endswith(engine[config]) and one["trained_under"].endswith(".NO")
     # FSDP and ZeRO-3 shard the weights; DDP, ZeRO-2 and one process keep whole copies in each process
     sharded = config in ("fsdp_cpu", "deepspeed_zero3_cpu")
@@ -138,7 +164,9 @@ def test_training_matches_the_single_process_run(runs, model):
     assert [s for s, _ in a["loss"]] == [s for s, _ in b["loss"]] and len(a["loss"]) > 3
     np.testing.assert_allclose([v for _, v in b["loss"]], [v for _, v in a["loss"]], atol=1e-5, rtol=0)
     assert [s for s, _ in a["val_accuracy"]] == [s for s, _ in b["val_accuracy"]]
-    np.testing.assert_allclose([v for _, v in b["val_accuracy"]], [v for _, v in a["val_accuracy"]], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        [v for _, v in b["val_accuracy"]], [v for _, v in a["val_accuracy"]], atol=1e-5, rtol=0
+    )
     assert a["best_step"] == b["best_step"]
     # evaluation gathers every pair's rewards back in the original order
     margin = lambda rewards: np.subtract(*rewards)  # noqa: E731
@@ -189,25 +217,64 @@ def studies(tmp_path_factory):
     base = tmp_path_factory.mktemp("dist_study")
     write_hh(base / "hh", "helpful-base", 60, "yes", "no", 0)
     write_hh(base / "hh", "harmless-base", 60, "sorry", "sure", 2)
-    cfg = {"name": "tiny",
-           "data": {"path": str(base / "hh"), "max_train_pairs": 20, "hub": False,
-                    "subsets": {"helpful": ["helpful-base"], "harmless": ["harmless-base"]}},
-           "model": {"backbone": str(save_tiny(base / "model", "llama")), "max_length": 48},
-           "train": {"seeds": [0], "epochs": 1, "batch_size": 8, "lr": 1e-3, "trainable": "top:1", "bf16": False,
-                     "eval_every": 2, "checkpoint_every": 2},
-           "eval": {"bootstrap": 200},
-           "neurons": {"max_pairs": 10, "ps": [5, 20], "scorers": ["mean_act", "rms_change"], "rms": ["mixed", "helpful"],
-                       "batch_size": 4, "bf16": False},
-           "ablation": {"max_test_pairs": 10, "random_draws": 1, "bootstrap": 100, "bf16": False, "batch_size": 4},
-           "report": {"enabled": False}}
+    cfg = {
+        "name": "tiny",
+        "data": {
+            "path": str(base / "hh"),
+            "max_train_pairs": 20,
+            "hub": False,
+            "subsets": {"helpful": ["helpful-base"], "harmless": ["harmless-base"]},
+        },
+        "model": {"backbone": str(save_tiny(base / "model", "llama")), "max_length": 48},
+        "train": {
+            "seeds": [0],
+            "epochs": 1,
+            "batch_size": 8,
+            "lr": 1e-3,
+            "trainable": "top:1",
+            "bf16": False,
+            "eval_every": 2,
+            "checkpoint_every": 2,
+        },
+        "eval": {"bootstrap": 200},
+        "neurons": {
+            "max_pairs": 10,
+            "ps": [5, 20],
+            "scorers": ["mean_act", "rms_change"],
+            "rms": ["mixed", "helpful"],
+            "batch_size": 4,
+            "bf16": False,
+        },
+        "ablation": {
+            "max_test_pairs": 10,
+            "random_draws": 1,
+            "bootstrap": 100,
+            "bf16": False,
+            "batch_size": 4,
+        },
+        "report": {"enabled": False},
+    }
     (base / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     study = ["-m", "rmtension", "study", "--config", str(base / "cfg.yaml"), "--out"]
     runs = {}
-    launch = lambda config: [sys.executable, "-m", "accelerate.commands.launch", "--config_file",  # noqa: E731
-                             str(REPO / f"configs/accelerate/{config}.yaml"), "--main_process_port", str(free_port())]
+    launch = lambda config: [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",  # noqa: E731
+        str(REPO / f"configs/accelerate/{config}.yaml"),
+        "--main_process_port",
+        str(free_port()),
+    ]
     for name, launcher in [("one", [sys.executable])] + [(c, launch(c)) for c in LAUNCH_CONFIGS]:
-        proc = subprocess.run(launcher + study + [str(base / name)], env=ENV, cwd=REPO, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            launcher + study + [str(base / name)],
+            env=ENV,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         runs[name] = (base / name, proc.stdout)
     return runs
@@ -225,7 +292,9 @@ def test_a_launched_study_writes_the_same_results(studies, config):
     for csv in sorted(one.glob("eval/*/*/*.csv")):
         a, b = pd.read_csv(csv), pd.read_csv(two / csv.relative_to(one))
         assert list(a.pair_id) == list(b.pair_id)
-        np.testing.assert_allclose(b[["r_chosen", "r_rejected"]], a[["r_chosen", "r_rejected"]], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(
+            b[["r_chosen", "r_rejected"]], a[["r_chosen", "r_rejected"]], atol=1e-5, rtol=0
+        )
     for path in sorted(one.glob("neurons/*/scores.safetensors")):
         a, b = load_tensors(path), load_tensors(two / path.relative_to(one))
         assert set(a) == set(b)
@@ -235,6 +304,9 @@ def test_a_launched_study_writes_the_same_results(studies, config):
     assert a.shape == b.shape and a.shape[0] > 10
     np.testing.assert_allclose(b.select_dtypes("number"), a.select_dtypes("number"), atol=1e-5, rtol=0)
     # the main process alone speaks: the same log lines (timings aside) as the plain run, none repeated
-    lines = lambda log: sorted(re.sub(r"[0-9.]+", "#", x.replace(f"/{config}", "/one")) for x in log.splitlines()  # noqa: E731
-                               if x.startswith("[rmtension]"))
+    lines = lambda log: sorted(
+        re.sub(r"[0-9.]+", "#", x.replace(f"/{config}", "/one"))
+        for x in log.splitlines()  # noqa: E731
+        if x.startswith("[rmtension]")
+    )
     assert lines(log2) == lines(log1) and len(lines(log1)) > 10

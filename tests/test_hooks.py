@@ -87,7 +87,9 @@ def test_mean_ablation_equals_bias_shift(family):
     batch = _batch()
     with ablate(model, mask, values):
         hooked = _logits(model, batch)
-    torch.testing.assert_close(hooked, _logits(_zero_columns(model, mask, values), batch), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        hooked, _logits(_zero_columns(model, mask, values), batch), atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -97,7 +99,12 @@ def test_model_unchanged_after_context(family):
     before = _logits(model, batch)
     params = {k: v.clone() for k, v in model.state_dict().items()}
     flags = {k: p.requires_grad for k, p in model.named_parameters()}
-    with ablate(model, _some_neurons(model)), capture(model) as acts, capture_block_inputs(model, [1]), frozen(model):
+    with (
+        ablate(model, _some_neurons(model)),
+        capture(model) as acts,
+        capture_block_inputs(model, [1]),
+        frozen(model),
+    ):
         _logits(model, batch)
         assert _all_hooks(model) > 0
     assert acts and _all_hooks(model) == 0
@@ -124,12 +131,21 @@ def _reference_activations(model, family: str, batch) -> list[torch.Tensor]:
             handles.append(block.intermediate.register_forward_hook(lambda m, a, o: out.append(o)))
         elif family == "llama":
             mlp = block.mlp
-            handles.append(mlp.register_forward_hook(
-                lambda m, a, o: out.append(m.act_fn(m.gate_proj(a[0])) * m.up_proj(a[0]))))
+            handles.append(
+                mlp.register_forward_hook(
+                    lambda m, a, o: out.append(m.act_fn(m.gate_proj(a[0])) * m.up_proj(a[0]))
+                )
+            )
         elif family == "gpt2":
-            handles.append(block.mlp.c_fc.register_forward_hook(lambda m, a, o, blk=block: out.append(blk.mlp.act(o))))
+            handles.append(
+                block.mlp.c_fc.register_forward_hook(lambda m, a, o, blk=block: out.append(blk.mlp.act(o)))
+            )
         else:
-            handles.append(block.mlp.dense_h_to_4h.register_forward_hook(lambda m, a, o, blk=block: out.append(blk.mlp.act(o))))
+            handles.append(
+                block.mlp.dense_h_to_4h.register_forward_hook(
+                    lambda m, a, o, blk=block: out.append(blk.mlp.act(o))
+                )
+            )
     try:
         _logits(model, batch)
     finally:

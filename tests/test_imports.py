@@ -82,7 +82,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_find_cycle_finds_a_planted_cycle_and_nothing_in_a_tree():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    src = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import p.q\ndef f():\n    from p import r\n"
+    src = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import p.q\ndef f():\n    from p import r\n"
+    )
     assert imported_modules(src, {"p", "p.q", "p.r"}) == {"p.r"}
 
 
@@ -98,5 +100,7 @@ def test_the_import_graph_has_no_cycles():
 
 @pytest.mark.parametrize("module", module_names())
 def test_every_module_imports_alone_in_a_fresh_interpreter(module):
-    res = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr[-2000:]

@@ -26,8 +26,18 @@ from studykit import start_and_wait
 SEED = 20261201
 SMOKE = REPO / "configs" / "smoke.yaml"
 # Result files that must be identical; each must exist in the reference run.
-RESULTS = ["tension.json", "ablation.csv", "bon.csv", "frontier.csv", "rl.csv", "rl.json", "bon_fit.json",
-           "neurons/sets.json", "neurons/overlap.json", "data/splits.json"]
+RESULTS = [
+    "tension.json",
+    "ablation.csv",
+    "bon.csv",
+    "frontier.csv",
+    "rl.csv",
+    "rl.json",
+    "bon_fit.json",
+    "neurons/sets.json",
+    "neurons/overlap.json",
+    "data/splits.json",
+]
 # Files that are rewritten by later stages or carry wall-clock numbers are never kill points.
 NOT_MARKERS = ("report", "figures/", "tables/", "metrics", "config.yaml", "provenance", "_timing.csv")
 
@@ -55,7 +65,9 @@ def kill_when(out: Path, marker: str, delay: float) -> None:
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"the study had already ended when it was to be killed at {marker}"
+    assert proc.returncode == -signal.SIGKILL, (
+        f"the study had already ended when it was to be killed at {marker}"
+    )
 
 
 def timeline(run_dir: Path) -> list[str]:
@@ -68,7 +80,7 @@ def timeline(run_dir: Path) -> list[str]:
 
 def kill_points(run_dir: Path, rng: random.Random) -> list[tuple[str, float]]:
     files = timeline(run_dir)
-    thirds = [files[i * len(files) // 3:(i + 1) * len(files) // 3] for i in range(3)]
+    thirds = [files[i * len(files) // 3 : (i + 1) * len(files) // 3] for i in range(3)]
     return [(rng.choice(third), rng.uniform(0.0, 0.5)) for third in thirds]
 
 
@@ -85,7 +97,9 @@ def test_smoke_study_killed_at_seeded_random_points_resumes_to_identical_results
     run_to_end(killed)
 
     for name in RESULTS:
-        assert (killed / name).read_bytes() == (reference / name).read_bytes(), f"{name} differs after kills at {points}"
+        assert (killed / name).read_bytes() == (reference / name).read_bytes(), (
+            f"{name} differs after kills at {points}"
+        )
     evals = sorted(str(p.relative_to(reference)) for p in (reference / "eval").rglob("*.csv"))
     assert evals and evals == sorted(str(p.relative_to(killed)) for p in (killed / "eval").rglob("*.csv"))
     for name in evals:

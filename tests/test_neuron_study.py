@@ -16,6 +16,7 @@ from rmtension.errors import ConfigError
 from rmtension.neurons.stages import study_stages
 from rmtension.runio import load_tensors, read_json
 
+
 def test_study_stages_follow_the_config():
     assert study_stages(StudyConfig()) == []
     both = StudyConfig.model_validate({"neurons": {}, "ablation": {}})
@@ -23,10 +24,18 @@ def test_study_stages_follow_the_config():
     assert [name for name, _ in study_stages(StudyConfig.model_validate({"neurons": {}}))] == ["neurons"]
     off = {"neurons": {"enabled": False}}
     assert study_stages(StudyConfig.model_validate(off)) == []
-    bad = [({**off, "ablation": {}}, "needs the neuron sets"),
-           ({"neurons": {"ps": [5]}, "ablation": {"ps": [10]}}, "ablation.ps"),
-           ({"neurons": {"rms": ["helpful"]}, "ablation": {"rms": ["mixed"]}}, "ablation.rms"),
-           ({"neurons": {"scorers": ["fire_rate"]}, "ablation": {"scorers": ["fire_rate"], "modes": ["mean"]}}, "mean_act")]
+    bad = [
+        ({**off, "ablation": {}}, "needs the neuron sets"),
+        ({"neurons": {"ps": [5]}, "ablation": {"ps": [10]}}, "ablation.ps"),
+        ({"neurons": {"rms": ["helpful"]}, "ablation": {"rms": ["mixed"]}}, "ablation.rms"),
+        (
+            {
+                "neurons": {"scorers": ["fire_rate"]},
+                "ablation": {"scorers": ["fire_rate"], "modes": ["mean"]},
+            },
+            "mean_act",
+        ),
+    ]
     for raw, message in bad:
         with pytest.raises(ConfigError, match=message):
             study_stages(StudyConfig.model_validate(raw))
@@ -38,40 +47,94 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
     write_hh(data, "harmless-base", 50, "sorry", "sure", 2)
     cfg = {
         "name": "tiny",
-        "data": {"path": str(data), "max_train_pairs": 24, "hub": False,
-                 "subsets": {"helpful": ["helpful-base"], "harmless": ["harmless-base"]}},
+        "data": {
+            "path": str(data),
+            "max_train_pairs": 24,
+            "hub": False,
+            "subsets": {"helpful": ["helpful-base"], "harmless": ["harmless-base"]},
+        },
         "model": {"backbone": str(save_tiny(tmp_path / "model", "bert")), "max_length": 48},
-        "train": {"seeds": [0], "epochs": 1, "batch_size": 8, "lr": 3e-3, "trainable": "top:1", "bf16": False,
-                  "eval_every": 2, "checkpoint_every": 2},
+        "train": {
+            "seeds": [0],
+            "epochs": 1,
+            "batch_size": 8,
+            "lr": 3e-3,
+            "trainable": "top:1",
+            "bf16": False,
+            "eval_every": 2,
+            "checkpoint_every": 2,
+        },
         "eval": {"bootstrap": 200},
-        "neurons": {"max_pairs": 8, "ps": [5, 20], "scorers": ["mean_act", "attribution"], "rms": ["mixed", "helpful"],
-                    "batch_size": 4, "bf16": False},
-        "ablation": {"max_test_pairs": 8, "random_draws": 2, "bootstrap": 100, "bf16": False,
-                     "sweep_sets": ["helpful_top", "harmless_top"]},
+        "neurons": {
+            "max_pairs": 8,
+            "ps": [5, 20],
+            "scorers": ["mean_act", "attribution"],
+            "rms": ["mixed", "helpful"],
+            "batch_size": 4,
+            "bf16": False,
+        },
+        "ablation": {
+            "max_test_pairs": 8,
+            "random_draws": 2,
+            "bootstrap": 100,
+            "bf16": False,
+            "sweep_sets": ["helpful_top", "harmless_top"],
+        },
     }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
     assert main(["study", "--config", str(path), "--out", str(out)]) == 0
     scores = load_tensors(out / "neurons" / "mixed-seed0" / "scores.safetensors")
-    assert set(scores) == {"mean_act/helpful", "mean_act/harmless", "attribution/helpful", "attribution/harmless"}
+    assert set(scores) == {
+        "mean_act/helpful",
+        "mean_act/harmless",
+        "attribution/helpful",
+        "attribution/harmless",
+    }
     assert set(read_json(out / "neurons" / "sets.json")["sets"]) == {"mixed-seed0", "helpful-seed0"}
     assert set(read_json(out / "neurons" / "overlap.json")["attribution"]) == {"5", "20"}
     frame = pd.read_csv(out / "ablation.csv")
-    assert list(frame.columns[:11]) == ["rm", "neuron_set", "scorer", "p", "mode", "test_set", "accuracy",
-                                        "delta_vs_base", "delta_vs_random", "n_neurons", "p_value"]
+    assert list(frame.columns[:11]) == [
+        "rm",
+        "neuron_set",
+        "scorer",
+        "p",
+        "mode",
+        "test_set",
+        "accuracy",
+        "delta_vs_base",
+        "delta_vs_random",
+        "n_neurons",
+        "p_value",
+    ]
     assert set(frame["rm"]) == {"mixed-seed0"} and set(frame["p"]) == {0.0, 5.0, 20.0}
     # the sweep (p = 20) ablates only the sweep sets; the claims' p = 5 ablates every set
-    assert set(frame[frame["p"] == 20]["neuron_set"]) == {"helpful_top", "harmless_top", "random:helpful_top",
-                                                          "random:harmless_top"}
+    assert set(frame[frame["p"] == 20]["neuron_set"]) == {
+        "helpful_top",
+        "harmless_top",
+        "random:helpful_top",
+        "random:harmless_top",
+    }
     assert {"shared", "helpful_only", "random:shared"} <= set(frame[frame["p"] == 5]["neuron_set"])
     report = (out / "report.md").read_text()
-    for title in ("## Summary of findings", "## Neurons\n\n### Shared neurons: overlap", "## Ablations\n\n### Ablating the neuron sets",
-                  "### Ablation across top-p", "### Cross-effects"):
+    for title in (
+        "## Summary of findings",
+        "## Neurons\n\n### Shared neurons: overlap",
+        "## Ablations\n\n### Ablating the neuron sets",
+        "### Ablation across top-p",
+        "### Cross-effects",
+    ):
         assert title in report, title
-    for claim in ("identify each objective's MLP neurons", "many neurons are shared", "shared neurons have outsized",
-                  "also hurts the other"):
-        assert re.search(re.escape(claim) + r"[^:]*: \*\*(supported|not supported|inconclusive)\*\*", report), claim
+    for claim in (
+        "identify each objective's MLP neurons",
+        "many neurons are shared",
+        "shared neurons have outsized",
+        "also hurts the other",
+    ):
+        assert re.search(
+            re.escape(claim) + r"[^:]*: \*\*(supported|not supported|inconclusive)\*\*", report
+        ), claim
     assert "hypergeometric p" in report
     for fig in ("neuron_overlap", "ablation_heatmap_zero", "ablation_sweep"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
@@ -90,4 +153,6 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
     # User errors are one line, no traceback.
     assert main(["ablate", str(out), "--set", "ablation.ps=[7]"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ablation.ps") and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (
+        err.startswith("error: ablation.ps") and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    )

@@ -15,6 +15,7 @@ from rmtension.optimise_stage import split_halves
 from studykit import write_hh
 from tiny import save_tiny
 
+
 def test_split_halves_keeps_prompt_groups_together_and_balances_sizes():
     keys = [f"g{i % 7}" for i in range(40)] + [f"solo{i}" for i in range(9)]
     a, b = split_halves(keys, seed=3)
@@ -35,18 +36,45 @@ def study(tmp_path_factory):
     write_hh(data, "harmless-base", 80, "sorry", "sure", 2)
     cfg = {
         "name": "tiny-optimise",
-        "data": {"path": str(data), "max_train_pairs": 40, "hub": False,
-                 "subsets": {"helpful": ["helpful-base", "helpful-online"], "harmless": ["harmless-base"]}},
+        "data": {
+            "path": str(data),
+            "max_train_pairs": 40,
+            "hub": False,
+            "subsets": {"helpful": ["helpful-base", "helpful-online"], "harmless": ["harmless-base"]},
+        },
         "model": {"backbone": str(save_tiny(base / "rm", "bert")), "max_length": 64},
-        "train": {"seeds": [0], "epochs": 1, "batch_size": 8, "lr": 1e-3, "trainable": "top:1", "bf16": False,
-                  "eval_every": 2, "checkpoint_every": 2},
+        "train": {
+            "seeds": [0],
+            "epochs": 1,
+            "batch_size": 8,
+            "lr": 1e-3,
+            "trainable": "top:1",
+            "bf16": False,
+            "eval_every": 2,
+            "checkpoint_every": 2,
+        },
         "eval": {"bootstrap": 200},
-        "policy": {"backbone": str(save_tiny(base / "policy", "llama", causal=True)), "precision": "fp32",
-                   "max_new_tokens": 6, "max_prompt_tokens": 48, "batch_size": 8},
+        "policy": {
+            "backbone": str(save_tiny(base / "policy", "llama", causal=True)),
+            "precision": "fp32",
+            "max_new_tokens": 6,
+            "max_prompt_tokens": 48,
+            "batch_size": 8,
+        },
         "pm_halves": {},
         "bon": {"n_prompts": 4, "n_samples": 6, "bootstrap": 100, "n_example_prompts": 2, "n_examples": 2},
-        "rl": {"objectives": ["helpful", "mixed"], "steps": 2, "prompts_per_step": 2, "k": 2, "max_new_tokens": 5,
-               "max_prompt_tokens": 48, "n_prompts": 4, "lr": 1e-3, "trainable": "top:1", "bf16": False},
+        "rl": {
+            "objectives": ["helpful", "mixed"],
+            "steps": 2,
+            "prompts_per_step": 2,
+            "k": 2,
+            "max_new_tokens": 5,
+            "max_prompt_tokens": 48,
+            "n_prompts": 4,
+            "lr": 1e-3,
+            "trainable": "top:1",
+            "bf16": False,
+        },
         "report": {"enabled": False},
     }
     path = base / "cfg.yaml"
@@ -67,12 +95,22 @@ def test_stages_write_the_issue_outputs(study):
     samples = pd.read_parquet(out / "bon" / "samples.parquet")
     assert len(samples) == 4 * 6
     judges = {f"pm_{h}_{o}" for h in ("train", "test") for o in ("helpful", "harmless", "mixed")} | {
-        "rm_helpful", "rm_harmless", "rm_mixed"}
+        "rm_helpful",
+        "rm_harmless",
+        "rm_mixed",
+    }
     assert judges <= set(samples.columns) and {"prompt_id", "response"} <= set(samples.columns)
     assert samples[sorted(judges)].notna().all().all()
     table = pd.read_csv(out / "bon.csv")
-    assert list(table.columns[:7]) == ["objective", "n", "kl_bound", "sqrt_kl", "reward_train_pm", "reward_test_pm",
-                                       "reward_other_objective"]
+    assert list(table.columns[:7]) == [
+        "objective",
+        "n",
+        "kl_bound",
+        "sqrt_kl",
+        "reward_train_pm",
+        "reward_test_pm",
+        "reward_other_objective",
+    ]
     assert sorted(table["n"].unique()) == [1, 2, 4, 6]
     first = table[table["n"] == 1]
     np.testing.assert_allclose(first["reward_train_pm"], 0, atol=1e-9)  # z-units: n = 1 is the sample mean
@@ -99,7 +137,10 @@ def test_stages_write_the_issue_outputs(study):
 
 def test_a_second_run_skips_every_optimisation_stage(study, capsys):
     out, path = study
-    before = {p: p.stat().st_mtime_ns for p in [out / "bon" / "samples.parquet", out / "rl.csv", out / "pm" / "helpful" / "halves.json"]}
+    before = {
+        p: p.stat().st_mtime_ns
+        for p in [out / "bon" / "samples.parquet", out / "rl.csv", out / "pm" / "helpful" / "halves.json"]
+    }
     capsys.readouterr()
     assert main(["study", "--config", str(path), "--out", str(out)]) == 0
     log = capsys.readouterr().out
@@ -136,7 +177,9 @@ def test_judge_panel_shared_trunk_matches_each_judge_run_in_full(tmp_path):
     assert panel.shared
     got = panel.score_texts(texts)
     for name, m in models.items():
-        np.testing.assert_allclose(got[name], score_texts(m, tok, texts, 48, batch_size=4, bf16=False), atol=1e-5)
+        np.testing.assert_allclose(
+            got[name], score_texts(m, tok, texts, 48, batch_size=4, bf16=False), atol=1e-5
+        )
     assert not np.allclose(got["j0"], got["j1"])
     full = JudgePanel(paths, tok, 48, "all", bf16=False, batch_size=3)
     assert not full.shared
@@ -149,11 +192,18 @@ def test_report_sections_state_the_verdicts_with_numbers(study):
     out, _ = study
     write_report(out)
     md = (out / "report.md").read_text()
-    for title in ("Best-of-n against a learned judge", "RL against pm_train", "Helpful-harmless frontier",
-                  "What over-optimisation looks like"):
+    for title in (
+        "Best-of-n against a learned judge",
+        "RL against pm_train",
+        "Helpful-harmless frontier",
+        "What over-optimisation looks like",
+    ):
         assert f"### {title}" in md
     assert "## Best-of-n and RL\n\n### Best-of-n against a learned judge" in md
-    for claim in ("reward grows about linearly in sqrt(KL)", "the training PM rates the policy above a held-out PM"):
+    for claim in (
+        "reward grows about linearly in sqrt(KL)",
+        "the training PM rates the policy above a held-out PM",
+    ):
         assert re.search(re.escape(claim) + r": \*\*(supported|not supported|inconclusive)\*\*", md), claim
     assert md.count("the sqrt(KL) relation was") >= 3 + 2  # best-of-n per objective, RL per objective
     assert md.count("the train/test gap was") >= 3 + 2
@@ -170,8 +220,25 @@ def test_cli_policy_sample_bon_and_rl(study, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(run, out)
     jsonl = tmp_path / "s.jsonl"
-    assert main(["policy", "sample", "--config", str(path), "--prompt", "hello there", "--prompt", "why?", "--n", "3",
-                 "--out", str(jsonl)]) == 0
+    assert (
+        main(
+            [
+                "policy",
+                "sample",
+                "--config",
+                str(path),
+                "--prompt",
+                "hello there",
+                "--prompt",
+                "why?",
+                "--n",
+                "3",
+                "--out",
+                str(jsonl),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert len(rows) == 6 and {r["prompt"] for r in rows} == {"hello there", "why?"}
     capsys.readouterr()
@@ -181,8 +248,21 @@ def test_cli_policy_sample_bon_and_rl(study, tmp_path, capsys):
     log = capsys.readouterr().out
     assert "training pm_" not in log and "sampling 4 responses" in log and "R²" in log
     assert sorted(pd.read_csv(out / "bon.csv")["n"].unique()) == [1, 2, 4]
-    assert main(["rl", "--config", str(path), "--out", str(out), "bon.n_samples=4", "rl.steps=1",
-                 "rl.objectives=[harmless]"]) == 0
+    assert (
+        main(
+            [
+                "rl",
+                "--config",
+                str(path),
+                "--out",
+                str(out),
+                "bon.n_samples=4",
+                "rl.steps=1",
+                "rl.objectives=[harmless]",
+            ]
+        )
+        == 0
+    )
     assert list(pd.read_csv(out / "rl.csv")["objective"]) == ["harmless"]
     assert "sampling" not in capsys.readouterr().out  # `rl` reuses the best-of-n samples of the same config
     assert main(["policy", "sample", "--config", str(path), "--prompt", " "]) == 2
@@ -195,7 +275,9 @@ def test_select_prompts_takes_equal_shares_of_distinct_user_ending_contexts():
     from rmtension.data.types import Pair, Turn
 
     def pairs(tag, n):
-        out = [Pair(f"{tag}/{i}", (Turn("user", f"{tag} q{i % 5}"),), "a", "b", tag, "f", i) for i in range(n)]
+        out = [
+            Pair(f"{tag}/{i}", (Turn("user", f"{tag} q{i % 5}"),), "a", "b", tag, "f", i) for i in range(n)
+        ]
         out.append(Pair(f"{tag}/x", (Turn("user", "u"), Turn("assistant", "a")), "a", "b", tag, "f", 99))
         return out
 

@@ -17,17 +17,29 @@ from rmtension.policy import (
 from requires import missing
 from tiny import tiny_causal_lm, tiny_tokenizer
 
-PROMPTS = [[5, 9, 44, 71, 100, 3 + 9], [8, 150], [77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87], [200, 201, 30], [61]]
+PROMPTS = [
+    [5, 9, 44, 71, 100, 3 + 9],
+    [8, 150],
+    [77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87],
+    [200, 201, 30],
+    [61],
+]
 
 
 def generate_greedy(model, prompts, new_tokens, stop, pad_id=0):
     """transformers' own greedy decode of one left-padded batch, cut after the first stop token."""
     ids, mask = left_pad(prompts, pad_id)
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
-                             pad_token_id=pad_id, eos_token_id=stop)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=pad_id,
+            eos_token_id=stop,
+        )
     rows = []
-    for row in out[:, ids.shape[1]:].tolist():
+    for row in out[:, ids.shape[1] :].tolist():
         cut = next((j + 1 for j, t in enumerate(row) if t in stop), len(row))
         rows.append(row[:cut])
     return rows
@@ -47,7 +59,9 @@ def test_greedy_equals_generate_token_for_token_in_fp32(batch_size):
     model = tiny_causal_lm("llama", layers=2, hidden=64, mlp=128).float()
     stop = early_stops(model, 24)
     expected = generate_greedy(model, PROMPTS, 24, stop)
-    got = sample(model, PROMPTS, n=1, max_new_tokens=24, temperature=0, batch_size=batch_size, stop_ids=stop, pad_id=0)
+    got = sample(
+        model, PROMPTS, n=1, max_new_tokens=24, temperature=0, batch_size=batch_size, stop_ids=stop, pad_id=0
+    )
     assert got.tokens == expected
     assert 0 < got.finished.sum() < len(PROMPTS)
     assert list(got.prompt_index) == list(range(len(PROMPTS)))
@@ -59,7 +73,9 @@ def test_greedy_with_n_samples_repeats_each_prompt_and_survives_row_dropping():
     model = tiny_causal_lm("llama", layers=2, hidden=64, mlp=128)
     stop = early_stops(model, 30)  # rows end at different steps, so finished rows are dropped mid-batch
     single = sample(model, PROMPTS, n=1, max_new_tokens=30, temperature=0, stop_ids=stop, pad_id=0)
-    many = sample(model, PROMPTS, n=3, max_new_tokens=30, temperature=0, batch_size=4, stop_ids=stop, pad_id=0)
+    many = sample(
+        model, PROMPTS, n=3, max_new_tokens=30, temperature=0, batch_size=4, stop_ids=stop, pad_id=0
+    )
     assert len(many) == 3 * len(PROMPTS)
     assert list(many.prompt_index) == [p for p in range(len(PROMPTS)) for _ in range(3)]
     assert list(many.sample_index) == [0, 1, 2] * len(PROMPTS)
@@ -131,14 +147,19 @@ def test_prompt_building_drops_whole_turns_from_the_front():
 
 def test_decode_cuts_transcript_replies_at_the_next_human_turn():
     tok = tiny_tokenizer("llama")
-    ids = [tok("Sure, here it is.\n\nHuman: more")["input_ids"], tok(" plain ")["input_ids"] + [tok.eos_token_id]]
+    ids = [
+        tok("Sure, here it is.\n\nHuman: more")["input_ids"],
+        tok(" plain ")["input_ids"] + [tok.eos_token_id],
+    ]
     assert decode_responses(tok, ids) == ["Sure, here it is.", "plain"]
 
 
 def test_chat_template_prompt_and_end_of_turn_stop():
     tok = tiny_tokenizer("llama")
-    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     ids = build_prompt_ids(tok, [Turn("user", "hi")], 100)
     assert tok.decode(ids).endswith("<|im_start|>assistant\n")
@@ -155,10 +176,22 @@ def test_smollm2_greedy_equals_generate_in_fp32():
     from rmtension.policy import open_policy
 
     policy = open_policy(PolicyConfig(), precision="fp32")
-    contexts = [[Turn("user", "What is the capital of France?")],
-                [Turn("user", "Give me a tip for sleeping better."), Turn("assistant", "Keep a routine."),
-                 Turn("user", "Another one?")]]
+    contexts = [
+        [Turn("user", "What is the capital of France?")],
+        [
+            Turn("user", "Give me a tip for sleeping better."),
+            Turn("assistant", "Keep a routine."),
+            Turn("user", "Another one?"),
+        ],
+    ]
     prompts = [build_prompt_ids(policy.tokenizer, c, 128) for c in contexts]
     expected = generate_greedy(policy.model, prompts, 12, policy.stop_ids, policy.pad_id)
-    got = sample(policy.model, prompts, max_new_tokens=12, temperature=0, stop_ids=policy.stop_ids, pad_id=policy.pad_id)
+    got = sample(
+        policy.model,
+        prompts,
+        max_new_tokens=12,
+        temperature=0,
+        stop_ids=policy.stop_ids,
+        pad_id=policy.pad_id,
+    )
     assert got.tokens == expected

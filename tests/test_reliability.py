@@ -48,12 +48,15 @@ def study(tmp_path_factory):
     return base, cfg, results(reference)
 
 
-@pytest.mark.parametrize("point", [
-    "data/splits.json",                        # data stage written, nothing trained
-    "rm/helpful/seed0/checkpoint/state.json",  # mid-training, after a checkpoint
-    "manifests/train_harmless_seed0.json",     # between two trainings
-    "eval/helpful/seed0/*.csv",                # during evaluation
-])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "data/splits.json",  # data stage written, nothing trained
+        "rm/helpful/seed0/checkpoint/state.json",  # mid-training, after a checkpoint
+        "manifests/train_harmless_seed0.json",  # between two trainings
+        "eval/helpful/seed0/*.csv",  # during evaluation
+    ],
+)
 def test_sigkill_then_rerun_gives_identical_results(study, point):
     base, cfg, reference = study
     out = base / f"killed-{abs(hash(point))}"

@@ -28,8 +28,21 @@ def tiny_runs(tmp_path_factory):
     cfg = tiny_study(base)
     a, b = base / "matched", base / "ratio"
     assert main(["study", "--config", str(cfg), "--out", str(a)]) == 0
-    assert main(["study", "--config", str(cfg), "--out", str(b), "data.mixed_mode=ratio", "data.mixed_ratio=0.25",
-                 "train.seeds=[0]"]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "--config",
+                str(cfg),
+                "--out",
+                str(b),
+                "data.mixed_mode=ratio",
+                "data.mixed_ratio=0.25",
+                "train.seeds=[0]",
+            ]
+        )
+        == 0
+    )
     return a, b
 
 
@@ -42,9 +55,11 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
     html, md = (run / "report.html").read_text(), (run / "report.md").read_text()
     assert _top_sections(html) == TOP
     assert re.findall(r"^## (.+)$", md, flags=re.M) == [t for _, t in TOP]
-    for needle in ("Not run in this study (enable `neurons:` in the config).",
-                   "Not run in this study (enable `neurons:` and `ablation:` in the config).",
-                   "Not run in this study (enable `policy:`, `pm_halves:` and `bon:` or `rl:` in the config)."):
+    for needle in (
+        "Not run in this study (enable `neurons:` in the config).",
+        "Not run in this study (enable `neurons:` and `ablation:` in the config).",
+        "Not run in this study (enable `policy:`, `pm_halves:` and `bon:` or `rl:` in the config).",
+    ):
         assert needle in md
     # self-contained: no external reference at all
     assert not re.search(r'(src|href)="(?!data:|#)', html)
@@ -52,13 +67,19 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
     summary = md.split("## Data")[0]
     t = json.loads((run / "tension.json").read_text())
     sentences = [line for line in summary.splitlines() if line.startswith(("Tanwar", "Bai"))]
-    assert len(sentences) == 9 and all(re.search(r": \*\*(supported|not supported|inconclusive|not run)\*\*\. ", s)
-                                       for s in sentences)
+    assert len(sentences) == 9 and all(
+        re.search(r": \*\*(supported|not supported|inconclusive|not run)\*\*\. ", s) for s in sentences
+    )
     assert sum("**not run**" in s for s in sentences) == 6  # four neuron claims, sqrt(KL), train/test gap
     worse = next(s for s in sentences if "mixed RMs do worse" in s)
     for ts, d in t["interference"].items():
-        assert f"{ts} test {d['mixed_minus_best_single']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" in worse
-    counts = re.search(r"(\d+) supported, (\d+) not supported, (\d+) inconclusive, (\d+) not run", summary).groups()
+        assert (
+            f"{ts} test {d['mixed_minus_best_single']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            in worse
+        )
+    counts = re.search(
+        r"(\d+) supported, (\d+) not supported, (\d+) inconclusive, (\d+) not run", summary
+    ).groups()
     assert sum(map(int, counts)) == 9 and counts[3] == "6"
 
 
@@ -72,7 +93,9 @@ def test_every_table_is_a_csv_and_every_figure_a_paper_sized_png_and_pdf(tiny_ru
     acc = pd.read_csv(run / "tables" / "tension_0.csv").set_index("RM")
     for rm, by in t["accuracy"].items():
         for ts, d in by.items():
-            assert acc.loc[rm, ts] == f"{d['mean']:.3f} ± {d['sd']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
+            assert (
+                acc.loc[rm, ts] == f"{d['mean']:.3f} ± {d['sd']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
+            )
 
     index = json.loads((run / "figures" / "index.json").read_text())
     pngs = sorted((run / "figures").glob("*.png"))
@@ -93,8 +116,11 @@ def test_rebuilding_the_report_is_byte_identical_and_prunes_stale_outputs(tiny_r
     (run / "figures" / "old_figure.png").write_bytes(b"x")
     (run / "figures" / "old_figure.pdf").write_bytes(b"x")
     (run / "tables" / "old_9.csv").write_text("a\n1\n")
-    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (run / "figures").glob("*.p*")
-              if p.stem != "old_figure"}
+    before = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (run / "figures").glob("*.p*")
+        if p.stem != "old_figure"
+    }
     assert main(["report", str(run)]) == 0
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (run / "figures").glob("*.p*")}
     assert after == before
@@ -125,27 +151,47 @@ def _write_run(root: Path, interference: dict, cross: tuple[list, list], config:
 
     root.mkdir(parents=True)
     cell = lambda m, lo, hi: {"mean": m, "sd": 0.0, "ci95": [lo, hi], "n": 100, "per_seed": [m]}  # noqa: E731
-    acc = {"helpful": {"helpful": cell(0.7, 0.65, 0.75), "harmless": cell(0.5, *cross[0])},
-           "harmless": {"helpful": cell(0.5, *cross[1]), "harmless": cell(0.7, 0.65, 0.75)},
-           "mixed": {"helpful": cell(0.6, 0.55, 0.65), "harmless": cell(0.6, 0.55, 0.65)}}
+    acc = {
+        "helpful": {"helpful": cell(0.7, 0.65, 0.75), "harmless": cell(0.5, *cross[0])},
+        "harmless": {"helpful": cell(0.5, *cross[1]), "harmless": cell(0.7, 0.65, 0.75)},
+        "mixed": {"helpful": cell(0.6, 0.55, 0.65), "harmless": cell(0.6, 0.55, 0.65)},
+    }
     cal = {rm: {ts: {"ece": 0.02, "points": []} for ts in by} for rm, by in acc.items()}
-    inter = {ts: {"mixed_minus_best_single": d, "ci95": [lo, hi], "best_single": "helpful"}
-             for ts, (d, lo, hi) in interference.items()}
-    (root / "tension.json").write_text(json.dumps({"accuracy": acc, "interference": inter, "calibration": cal,
-                                                   "method": {"ci": "test"}}))
+    inter = {
+        ts: {"mixed_minus_best_single": d, "ci95": [lo, hi], "best_single": "helpful"}
+        for ts, (d, lo, hi) in interference.items()
+    }
+    (root / "tension.json").write_text(
+        json.dumps({"accuracy": acc, "interference": inter, "calibration": cal, "method": {"ci": "test"}})
+    )
     if config is not None:
         (root / "config.yaml").write_text(yaml.safe_dump(config))
     return root
 
 
-@pytest.mark.parametrize("interference, cross, worse, tradeoff", [
-    ({"helpful": (-0.09, -0.13, -0.05), "harmless": (-0.05, -0.10, 0.01)}, ([0.35, 0.45], [0.45, 0.55]),
-     "supported", "supported"),
-    ({"helpful": (-0.02, -0.06, 0.02), "harmless": (0.01, -0.03, 0.05)}, ([0.45, 0.55], [0.40, 0.6]),
-     "inconclusive", "inconclusive"),
-    ({"helpful": (0.03, 0.01, 0.05), "harmless": (-0.01, -0.04, 0.02)}, ([0.52, 0.6], [0.51, 0.58]),
-     "not supported", "not supported"),
-])
+@pytest.mark.parametrize(
+    "interference, cross, worse, tradeoff",
+    [
+        (
+            {"helpful": (-0.09, -0.13, -0.05), "harmless": (-0.05, -0.10, 0.01)},
+            ([0.35, 0.45], [0.45, 0.55]),
+            "supported",
+            "supported",
+        ),
+        (
+            {"helpful": (-0.02, -0.06, 0.02), "harmless": (0.01, -0.03, 0.05)},
+            ([0.45, 0.55], [0.40, 0.6]),
+            "inconclusive",
+            "inconclusive",
+        ),
+        (
+            {"helpful": (0.03, 0.01, 0.05), "harmless": (-0.01, -0.04, 0.02)},
+            ([0.52, 0.6], [0.51, 0.58]),
+            "not supported",
+            "not supported",
+        ),
+    ],
+)
 def test_verdicts_of_the_tension_claims_follow_their_criteria(tmp_path, interference, cross, worse, tradeoff):
     from rmtension.findings import mixed_worse, tradeoff as trade
 
@@ -158,27 +204,54 @@ def test_verdicts_of_the_tension_claims_follow_their_criteria(tmp_path, interfer
 def test_optimisation_claims_read_the_fits_and_say_when_they_did_not_run(tmp_path):
     from rmtension.findings import findings, sqrt_kl, train_test_gap
 
-    run = _write_run(tmp_path / "r", {"helpful": (-0.1, -0.2, -0.05)}, ([0.4, 0.45], [0.4, 0.45]),
-                     config={"name": "x", "train": {"seeds": [0]}})
+    run = _write_run(
+        tmp_path / "r",
+        {"helpful": (-0.1, -0.2, -0.05)},
+        ([0.4, 0.45], [0.4, 0.45]),
+        config={"name": "x", "train": {"seeds": [0]}},
+    )
     fs = {f.claim: f for f in findings(run)}
     assert fs["reward grows about linearly in sqrt(KL)"].evidence == (
-        "Not run in this study (enable `policy:`, `pm_halves:` and `bon:` or `rl:` in the config).")
+        "Not run in this study (enable `policy:`, `pm_halves:` and `bon:` or `rl:` in the config)."
+    )
     assert fs["many neurons are shared between the objectives"].verdict == "not run"
 
     (run / "config.yaml").write_text("name: x\nbon: {n_samples: 4}\n")
     assert "Enabled in the config, but `bon_fit.json`" in sqrt_kl(run).evidence
 
-    gap = lambda g, lo, hi: {"n": [1, 8], "gap": [0, g], "ci_low": [0, lo], "ci_high": [0, hi], "onset_n": None,  # noqa: E731
-                             "level": 0.95}
-    fit = lambda slope, r2: {"sqrt_kl": {"reward_train_pm": {"intercept": 0.0, "slope": slope, "r2": r2}},  # noqa: E731
-                             "n_max": 8}
-    (run / "bon_fit.json").write_text(json.dumps({"objectives": {
-        "helpful": {**fit(0.8, 0.97), "gap": gap(0.4, 0.1, 0.7)},
-        "harmless": {**fit(0.5, 0.95), "gap": gap(0.2, 0.05, 0.4)}}}))
+    gap = lambda g, lo, hi: {
+        "n": [1, 8],
+        "gap": [0, g],
+        "ci_low": [0, lo],
+        "ci_high": [0, hi],
+        "onset_n": None,  # noqa: E731
+        "level": 0.95,
+    }
+    fit = lambda slope, r2: {
+        "sqrt_kl": {"reward_train_pm": {"intercept": 0.0, "slope": slope, "r2": r2}},  # noqa: E731
+        "n_max": 8,
+    }
+    (run / "bon_fit.json").write_text(
+        json.dumps(
+            {
+                "objectives": {
+                    "helpful": {**fit(0.8, 0.97), "gap": gap(0.4, 0.1, 0.7)},
+                    "harmless": {**fit(0.5, 0.95), "gap": gap(0.2, 0.05, 0.4)},
+                }
+            }
+        )
+    )
     assert sqrt_kl(run).verdict == "supported" and train_test_gap(run).verdict == "supported"
     assert "best-of-8 helpful +0.400 [+0.100, +0.700]" in train_test_gap(run).evidence
-    rl = {"helpful": {"sqrt_kl": {"reward_train_pm": {"intercept": 0, "slope": -0.2, "r2": 0.5}},
-                      "final_kl": 0.1, "final_gap": -0.3, "final_gap_se": float("nan"), "steps": 1}}
+    rl = {
+        "helpful": {
+            "sqrt_kl": {"reward_train_pm": {"intercept": 0, "slope": -0.2, "r2": 0.5}},
+            "final_kl": 0.1,
+            "final_gap": -0.3,
+            "final_gap_se": float("nan"),
+            "steps": 1,
+        }
+    }
     (run / "rl.json").write_text(json.dumps(rl))  # NaN, as rl_summary writes for a one-step window
     s, g = sqrt_kl(run), train_test_gap(run)
     assert s.verdict == "inconclusive" and "RL helpful slope -0.200, R² 0.500" in s.evidence
@@ -194,8 +267,9 @@ def test_calibration_ci_comes_from_the_per_pair_scores(tmp_path):
         for seed in (0, 1):
             d = run / "eval" / rm / f"seed{seed}"
             d.mkdir(parents=True)
-            pd.DataFrame({"pair_id": range(n), "subset": "s", "r_chosen": sign * 20.0, "r_rejected": 0.0}).to_csv(
-                d / "helpful.csv", index=False)
+            pd.DataFrame(
+                {"pair_id": range(n), "subset": "s", "r_chosen": sign * 20.0, "r_rejected": 0.0}
+            ).to_csv(d / "helpful.csv", index=False)
     cis = calibration_cis(run)
     assert set(cis) == {("helpful", "helpful"), ("harmless", "helpful")}
     assert cis[("helpful", "helpful")][1] < 1e-6 and cis[("harmless", "helpful")][0] > 0.999
@@ -220,13 +294,22 @@ def test_compare_puts_runs_side_by_side(tiny_runs, tmp_path, capsys):
     assert main(["compare", str(a), str(b), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith("report.html")
     html = (out / "report.html").read_text()
-    assert [s for s, _ in _top_sections(html)] == ["runs", "accuracy", "interference", "calibration", "claims",
-                                                    "provenance"]
+    assert [s for s, _ in _top_sections(html)] == [
+        "runs",
+        "accuracy",
+        "interference",
+        "calibration",
+        "claims",
+        "provenance",
+    ]
     runs = pd.read_csv(out / "tables" / "runs_0.csv").set_index("run")
     assert runs.loc["matched", "mixed"] == "matched" and runs.loc["ratio", "mixed"] == "ratio (0.25)"
     assert list(runs["seeds"]) == [2, 1]
     diff = pd.read_csv(out / "tables" / "runs_1.csv", dtype=str).set_index("key")
-    assert (diff.loc["data.mixed_mode", "matched"], diff.loc["data.mixed_mode", "ratio"]) == ("matched", "ratio")
+    assert (diff.loc["data.mixed_mode", "matched"], diff.loc["data.mixed_mode", "ratio"]) == (
+        "matched",
+        "ratio",
+    )
     assert diff.loc["data.mixed_ratio", "ratio"] == "0.25" and len(diff.loc["train.seeds"].unique()) == 2
     assert "name" not in diff.index and "model.backbone" not in diff.index  # equal keys are left out
     acc = pd.read_csv(out / "tables" / "accuracy_0.csv")
@@ -238,7 +321,9 @@ def test_compare_puts_runs_side_by_side(tiny_runs, tmp_path, capsys):
             assert getattr(row, label) == f"{d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
     claims = pd.read_csv(out / "tables" / "claims_0.csv")
     # the verdicts of run b as its own report states them, read back from its report.md
-    own = re.findall(r": \*\*(supported|not supported|inconclusive|not run)\*\*\. ", (b / "report.md").read_text())
+    own = re.findall(
+        r": \*\*(supported|not supported|inconclusive|not run)\*\*\. ", (b / "report.md").read_text()
+    )
     assert list(claims["ratio"]) == own and len(own) == 9
     with Image.open(out / "figures" / "compare_accuracy.png") as im:
         assert im.size[0] == round(6.9 * 200)
@@ -251,8 +336,11 @@ def test_compare_errors_are_one_line(tiny_runs, tmp_path, capsys):
     half = tmp_path / "half"
     half.mkdir()
     (half / "config.yaml").write_text("name: half\n")
-    for argv, needle in (([str(a), str(half)], "no tension.json"), ([str(a)], "at least two"),
-                         ([str(a), str(a)], "must not be one of the runs")):
+    for argv, needle in (
+        ([str(a), str(half)], "no tension.json"),
+        ([str(a)], "at least two"),
+        ([str(a), str(a)], "must not be one of the runs"),
+    ):
         out = ["--out", str(a)] if "must not" in needle else ["--out", str(tmp_path / "o")]
         assert main(["compare", *argv, *out]) == 2
         err = capsys.readouterr().err

@@ -19,8 +19,10 @@ BROWSER, DRIVER = chromium_paths()
 
 
 @pytest.mark.real
-@pytest.mark.skipif(BROWSER is None or DRIVER is None,
-                    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+@pytest.mark.skipif(
+    BROWSER is None or DRIVER is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
 def test_smoke_report_renders_in_headless_chromium(smoke_run):
     page = open_page(smoke_run / "report.html")
     shot = smoke_run / "report-screenshot.png"
@@ -31,8 +33,17 @@ def test_smoke_report_renders_in_headless_chromium(smoke_run):
     assert page.sections == expected
     figures = json.loads((smoke_run / "figures" / "index.json").read_text())
     # the smoke config runs every stage, so every part has its figures
-    for name in ("tension", "calibration", "training", "neuron_overlap", "ablation_heatmap_zero", "ablation_sweep",
-                 "bon", "rl", "frontier"):
+    for name in (
+        "tension",
+        "calibration",
+        "training",
+        "neuron_overlap",
+        "ablation_heatmap_zero",
+        "ablation_sweep",
+        "bon",
+        "rl",
+        "frontier",
+    ):
         assert name in figures, name
     assert len(page.images) == len(figures)
     for img in page.images:

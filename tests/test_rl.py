@@ -38,7 +38,9 @@ def test_rloo_advantages_and_kl_by_hand():
     ref = torch.tensor([[-1.5, -2.0, -1.0], [-1.0, -1.0, -1.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
     assert kl_per_sequence(logp, ref, mask).tolist() == [0.5, 1.0]
-    assert rloo_loss(logp, mask, torch.tensor([1.0, -2.0])).item() == pytest.approx(-(1.0 * -3.0 + -2.0 * -1.0) / 2)
+    assert rloo_loss(logp, mask, torch.tensor([1.0, -2.0])).item() == pytest.approx(
+        -(1.0 * -3.0 + -2.0 * -1.0) / 2
+    )
     # exact KL over a two-token vocabulary: KL([.5, .5] || [.25, .75]) per unmasked position
     q = torch.tensor([0.5, 0.5]).log().expand(1, 2, 2)
     r = torch.tensor([0.25, 0.75]).log().expand(1, 2, 2)
@@ -91,8 +93,19 @@ def test_one_rl_step_lowers_the_loss_and_moves_kl_off_zero(scope):
         ref_logp, ref_full = response_logprobs(policy, batch, False, trunk, top, full=True)
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-2)
-    out = rl_update(policy, opt, batch, rewards, ref_logp, kl_coef=0.05, max_grad_norm=1.0, bf16=False,
-                    trunk=trunk, top=top, ref_full=ref_full)
+    out = rl_update(
+        policy,
+        opt,
+        batch,
+        rewards,
+        ref_logp,
+        kl_coef=0.05,
+        max_grad_norm=1.0,
+        bf16=False,
+        trunk=trunk,
+        top=top,
+        ref_full=ref_full,
+    )
     assert out["kl"] == 0.0 and out["kl_sample"] == 0.0  # the policy still equals the reference when scored
     changed = {n for n, p in policy.named_parameters() if not torch.equal(before[n], p)}
     assert changed == set(names)

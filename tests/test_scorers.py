@@ -22,19 +22,29 @@ from rmtension.neurons.scorers import (
 
 # 2 pairs -> 4 rows (chosen 0-1, rejected 2-3), T = 3, N = 2. Padded positions hold 100 so any
 # leak of padding into a score is obvious.
-ACTS = torch.tensor([
-    [[1.0, -1.0], [3.0, 0.0], [100.0, 100.0]],    # chosen 0, 2 real tokens
-    [[2.0, 2.0], [100.0, 100.0], [100.0, 100.0]],  # chosen 1, 1 real token
-    [[0.0, 4.0], [-2.0, 1.0], [5.0, -3.0]],       # rejected 0, 3 real tokens
-    [[-1.0, 0.5], [100.0, 100.0], [100.0, 100.0]],  # rejected 1, 1 real token
-])
+ACTS = torch.tensor(
+    [
+        [[1.0, -1.0], [3.0, 0.0], [100.0, 100.0]],  # chosen 0, 2 real tokens
+        [[2.0, 2.0], [100.0, 100.0], [100.0, 100.0]],  # chosen 1, 1 real token
+        [[0.0, 4.0], [-2.0, 1.0], [5.0, -3.0]],  # rejected 0, 3 real tokens
+        [[-1.0, 0.5], [100.0, 100.0], [100.0, 100.0]],  # rejected 1, 1 real token
+    ]
+)
 MASK = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]])
 
 
 def test_real_tokens_and_fire_counts_ignore_padding():
     real = real_tokens(ACTS, MASK)
     assert real.dtype == torch.float32
-    assert real.tolist() == [[1.0, -1.0], [3.0, 0.0], [2.0, 2.0], [0.0, 4.0], [-2.0, 1.0], [5.0, -3.0], [-1.0, 0.5]]
+    assert real.tolist() == [
+        [1.0, -1.0],
+        [3.0, 0.0],
+        [2.0, 2.0],
+        [0.0, 4.0],
+        [-2.0, 1.0],
+        [5.0, -3.0],
+        [-1.0, 0.5],
+    ]
     # activations > 0 over the 7 real tokens: neuron 0 -> 1, 3, 2, 5 ; neuron 1 -> 2, 4, 1, 0.5
     assert fire_counts(real).tolist() == [4, 4]
 
@@ -85,8 +95,13 @@ def _pairs() -> EncodedPairs:
     g = torch.Generator().manual_seed(0)
     lengths = [(9, 4), (3, 7), (6, 6), (2, 10), (5, 3)]
     tok = lambda n: (torch.randint(4, 260, (n,), generator=g)).tolist()  # noqa: E731  (no pad id 0 inside)
-    return EncodedPairs([f"p{i}" for i in range(len(lengths))], [tok(a) for a, _ in lengths],
-                        [tok(b) for _, b in lengths], 0, 0)
+    return EncodedPairs(
+        [f"p{i}" for i in range(len(lengths))],
+        [tok(a) for a, _ in lengths],
+        [tok(b) for _, b in lengths],
+        0,
+        0,
+    )
 
 
 def _slow_scores(model, base, enc: EncodedPairs) -> dict[str, torch.Tensor]:
@@ -137,8 +152,9 @@ def test_streaming_scores_match_slow_computation(family):
         torch.testing.assert_close(got.scores[name], expected[name], atol=2e-5, rtol=1e-4, msg=name)
     assert all(p.requires_grad for p in model.parameters()), "parameters must be unfrozen afterwards"
     # Forward-only scorers stop each forward after the last layer's activations: same values.
-    quick = score_neurons({"rm": model}, enc, pad_id=0, scorers=["mean_act", "fire_rate", "contrast"], batch_size=3,
-                          bf16=False)["rm"]
+    quick = score_neurons(
+        {"rm": model}, enc, pad_id=0, scorers=["mean_act", "fire_rate", "contrast"], batch_size=3, bf16=False
+    )["rm"]
     for name in quick.scores:
         torch.testing.assert_close(quick.scores[name], expected[name], atol=2e-5, rtol=1e-4, msg=name)
     assert sum(len(m._forward_pre_hooks) for m in model.modules()) == 0

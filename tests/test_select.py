@@ -80,7 +80,6 @@ def test_random_controls_match_per_layer_counts_and_are_seeded():
     assert all(torch.equal(a, b) for a, b in zip(draws, again))
 
 
-
 def test_stable_seed_is_pinned_across_machines_and_processes():
     # golden values: the first 4 bytes, little-endian, of sha256 of the "/"-joined parts; a change of
     # hash or of joining would move every random control of every study
@@ -128,7 +127,9 @@ def test_jaccard_by_hand():
 def test_hypergeom_matches_scipy(k, M, n, N):
     assert hypergeom_p(k, M, n, N) == pytest.approx(stats.hypergeom.sf(k - 1, M, n, N))
     # brute force for the small cases: P(X >= k) summed from the pmf
-    assert hypergeom_p(k, M, n, N) == pytest.approx(sum(stats.hypergeom.pmf(j, M, n, N) for j in range(k, min(n, N) + 1)))
+    assert hypergeom_p(k, M, n, N) == pytest.approx(
+        sum(stats.hypergeom.pmf(j, M, n, N) for j in range(k, min(n, N) + 1))
+    )
 
 
 def test_hypergeom_against_counting_and_fisher():
@@ -180,7 +181,9 @@ def test_expected_jaccard_by_simulation():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 12), st.integers(0, 12), st.integers(0, 12)), min_size=1, max_size=4))
+@given(
+    st.lists(st.tuples(st.integers(1, 12), st.integers(0, 12), st.integers(0, 12)), min_size=1, max_size=4)
+)
 def test_intersection_null_is_a_distribution(strata):
     sizes = [m for m, _, _ in strata]
     n_a = [min(a, m) for m, a, _ in strata]

@@ -15,14 +15,21 @@ def test_whole_tensors_pass_through_unsharded():
     """Without FSDP or ZeRO-3 nothing is sharded: gathering and cutting give back the same values."""
     model = torch.nn.Linear(3, 2)
     assert not shards.is_sharded(model)
-    state = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2, 3)}}, "param_groups": [{"lr": 0.1}]}
+    state = {
+        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2, 3)}},
+        "param_groups": [{"lr": 0.1}],
+    }
     out = shards.full_tensors_on_main(state)
-    assert torch.equal(out["state"][0]["exp_avg"], state["state"][0]["exp_avg"]) and out["param_groups"] == [{"lr": 0.1}]
+    assert torch.equal(out["state"][0]["exp_avg"], state["state"][0]["exp_avg"]) and out["param_groups"] == [
+        {"lr": 0.1}
+    ]
     t = torch.zeros(2, 3)
     assert shards.like_param(t, model.weight) is t
     part = shards.local_part(model.weight)
     assert torch.equal(part, model.weight) and part.data_ptr() != model.weight.data_ptr()  # a copy
-    assert torch.equal(shards.local_part(model.weight, t), t) and torch.equal(shards.whole_of(model.weight, part), part)
+    assert torch.equal(shards.local_part(model.weight, t), t) and torch.equal(
+        shards.whole_of(model.weight, part), part
+    )
     shards.set_param(model.weight, t)
     assert torch.equal(model.weight, t)
     whole = shards.gathered_state_dict(model)

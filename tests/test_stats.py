@@ -35,15 +35,25 @@ def _frames(acc_by_seed, n=400, seed=0):
     out = []
     for acc in acc_by_seed:
         won = rng.random(n) < acc
-        out.append(pd.DataFrame({"pair_id": [f"p{i}" for i in range(n)], "subset": "s",
-                                 "r_chosen": np.where(won, 1.0, 0.0), "r_rejected": np.where(won, 0.0, 1.0)}))
+        out.append(
+            pd.DataFrame(
+                {
+                    "pair_id": [f"p{i}" for i in range(n)],
+                    "subset": "s",
+                    "r_chosen": np.where(won, 1.0, 0.0),
+                    "r_rejected": np.where(won, 0.0, 1.0),
+                }
+            )
+        )
     return out
 
 
 def test_tension_table_reports_negative_interference_when_mixed_is_worse():
-    scores = {"helpful": {"helpful": _frames([0.8, 0.8], seed=1)},
-              "harmless": {"helpful": _frames([0.6, 0.6], seed=2)},
-              "mixed": {"helpful": _frames([0.6, 0.6], seed=3)}}
+    scores = {
+        "helpful": {"helpful": _frames([0.8, 0.8], seed=1)},
+        "harmless": {"helpful": _frames([0.6, 0.6], seed=2)},
+        "mixed": {"helpful": _frames([0.6, 0.6], seed=3)},
+    }
     t = tension_table(scores, EvalConfig(bootstrap=500))
     inter = t["interference"]["helpful"]
     assert inter["best_single"] == "helpful"

@@ -13,6 +13,7 @@ import pytest
 from rmtension.cli import main
 from studykit import tiny_study
 
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("study")
@@ -23,17 +24,26 @@ def network_references(html: str) -> list[str]:
     """Everything in `html` that would make a browser fetch from elsewhere: a remote src/href/action,
     a remote CSS url() or @import, a srcset entry."""
     remote = r"(?:https?:)?//"
-    patterns = [rf"(?:src|href|action|srcset|poster|data)\s*=\s*[\"']?\s*{remote}[^\"'\s>]*",
-                rf"url\(\s*[\"']?\s*{remote}[^)]*\)", r"@import\b[^;]*"]
+    patterns = [
+        rf"(?:src|href|action|srcset|poster|data)\s*=\s*[\"']?\s*{remote}[^\"'\s>]*",
+        rf"url\(\s*[\"']?\s*{remote}[^)]*\)",
+        r"@import\b[^;]*",
+    ]
     return [m.group(0) for p in patterns for m in re.finditer(p, html, flags=re.IGNORECASE)]
 
 
 def test_network_references_finds_every_kind_of_remote_fetch():
-    page = ('<a href="#sec">x</a><img src="data:image/png;base64,AA"> see https://arxiv.org/abs/1 in text'
-            '<img src="https://x.org/a.png"><link href=//cdn.net/s.css><style>b{background:url("http://y/z")}'
-            '@import "q.css";</style>')
-    assert network_references(page) == ['src="https://x.org/a.png', "href=//cdn.net/s.css",
-                                        'url("http://y/z")', '@import "q.css"']
+    page = (
+        '<a href="#sec">x</a><img src="data:image/png;base64,AA"> see https://arxiv.org/abs/1 in text'
+        '<img src="https://x.org/a.png"><link href=//cdn.net/s.css><style>b{background:url("http://y/z")}'
+        '@import "q.css";</style>'
+    )
+    assert network_references(page) == [
+        'src="https://x.org/a.png',
+        "href=//cdn.net/s.css",
+        'url("http://y/z")',
+        '@import "q.css"',
+    ]
 
 
 def run(*argv) -> int:
@@ -44,7 +54,14 @@ def test_study_writes_the_run_directory_contract_and_skips_completed_stages(setu
     base, cfg = setup
     out = base / "run"
     assert run("study", "--config", cfg, "--out", out) == 0
-    for rel in ["config.yaml", "data/summary.json", "data/splits.json", "tension.json", "report.md", "report.html"]:
+    for rel in [
+        "config.yaml",
+        "data/summary.json",
+        "data/splits.json",
+        "tension.json",
+        "report.md",
+        "report.html",
+    ]:
         assert (out / rel).is_file(), rel
     splits = json.loads((out / "data/splits.json").read_text())
     test_ids = {t: set(v) for t, v in splits["test_sets"].items()}
@@ -63,7 +80,11 @@ def test_study_writes_the_run_directory_contract_and_skips_completed_stages(setu
         for cell in by.values():
             assert len(cell["per_seed"]) == 2 and cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
     for t, ids in test_ids.items():
-        assert table["accuracy"]["mixed"][t]["n"] == len(ids) == len(pd.read_csv(out / "eval/mixed/seed1" / f"{t}.csv"))
+        assert (
+            table["accuracy"]["mixed"][t]["n"]
+            == len(ids)
+            == len(pd.read_csv(out / "eval/mixed/seed1" / f"{t}.csv"))
+        )
     sub = table["accuracy"]["helpful"]["helpful"]["per_subset"]
     assert set(sub) == {"helpful-base", "helpful-online"}
     assert sum(d["n"] for d in sub.values()) == table["accuracy"]["helpful"]["helpful"]["n"]
@@ -107,12 +128,15 @@ def test_report_command_rebuilds_from_files(setup, tmp_path):
     assert "tension" in (out / "report.md").read_text().lower()
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["study", "--config", "nope.yaml"], "nope.yaml"),
-    (["study", "--config", "{cfg}", "train.lrr=1"], "train.lrr: unknown key"),
-    (["study", "--config", "{cfg}", "train.trainable=some"], "train.trainable"),
-    (["report", "{base}"], "not a run directory"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["study", "--config", "nope.yaml"], "nope.yaml"),
+        (["study", "--config", "{cfg}", "train.lrr=1"], "train.lrr: unknown key"),
+        (["study", "--config", "{cfg}", "train.trainable=some"], "train.trainable"),
+        (["report", "{base}"], "not a run directory"),
+    ],
+)
 def test_cli_errors_are_one_line_without_traceback(setup, capsys, argv, needle):
     base, cfg = setup
     argv = [a.format(cfg=cfg, base=base) for a in argv]
@@ -138,9 +162,12 @@ def test_data_summary_command(setup, capsys):
             lines[f.parent.name] = sum(1 for line in fh if line.strip())
     assert run("data", "summary", "--data", base / "hh", "--no-tokens", "--json") == 0
     report = json.loads(capsys.readouterr().out)
-    assert {d["subset"]: d["pairs"] for d in report["per_file"].values()} == lines
-    for subset, by_split in report["splits"].items():
-        assert sum(by_split.values()) == lines[subset]
+    per_file = {d["subset"]: d for d in report["per_file"].values()}
+    for subset, n_lines in lines.items():  # every line is a pair, a counted drop or a counted skip
+        d = per_file[subset]
+        assert d["pairs"] + sum(d["drops"].values()) + sum(d["skipped"].values()) == n_lines
+        assert sum(report["splits"][subset].values()) == d["pairs"]
+    lines = {subset: d["pairs"] for subset, d in per_file.items()}
     assert run("data", "summary", "--data", base / "hh", "--no-tokens") == 0
     out = capsys.readouterr().out
     for subset, n in lines.items():  # the table shows each subset's count on its own row

@@ -26,12 +26,22 @@ def rows(out):
 
 def test_metrics_jsonl_has_one_line_per_step_with_loss_lr_and_val_accuracy(tmp_path, data):
     tok, tr, va = data
-    res = train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(eval_every=3, warmup_ratio=0.5), seed=0,
-                             out_dir=tmp_path / "rm", progress=False)
+    res = train_reward_model(
+        tiny_reward_model("llama"),
+        tok,
+        tr,
+        va,
+        cfg(eval_every=3, warmup_ratio=0.5),
+        seed=0,
+        out_dir=tmp_path / "rm",
+        progress=False,
+    )
     got = rows(tmp_path / "rm")
     assert [r["step"] for r in got] == [s for s, _ in res.metrics["loss"]] == list(range(1, 11))
     assert [r["loss"] for r in got] == [v for _, v in res.metrics["loss"]]
-    assert {r["step"]: r["val_accuracy"] for r in got if "val_accuracy" in r} == dict(res.metrics["val_accuracy"])
+    assert {r["step"]: r["val_accuracy"] for r in got if "val_accuracy" in r} == dict(
+        res.metrics["val_accuracy"]
+    )
     assert [r["step"] for r in got if "val_accuracy" in r] == [3, 6, 9, 10]
     # lr of each step: warmup over 5 steps to 3e-3, then linear decay
     assert got[0]["lr"] == pytest.approx(3e-3 / 5) and got[4]["lr"] == pytest.approx(3e-3)
@@ -43,8 +53,16 @@ def test_tensorboard_gets_the_same_scalars(tmp_path, data):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tok, tr, va = data
-    train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(epochs=1, trackers=["tensorboard"]), seed=0,
-                       out_dir=tmp_path / "rm", progress=False)
+    train_reward_model(
+        tiny_reward_model("llama"),
+        tok,
+        tr,
+        va,
+        cfg(epochs=1, trackers=["tensorboard"]),
+        seed=0,
+        out_dir=tmp_path / "rm",
+        progress=False,
+    )
     events = list((tmp_path / "rm" / "tracking").rglob("events.out.tfevents.*"))
     assert events
     acc = EventAccumulator(str(events[0].parent))
@@ -56,12 +74,17 @@ def test_tensorboard_gets_the_same_scalars(tmp_path, data):
 
 def test_resumed_run_writes_the_same_metrics_jsonl(tmp_path, data):
     tok, tr, va = data
-    train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "full", progress=False)
+    train_reward_model(
+        tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "full", progress=False
+    )
     stop_after_first_step(tok, tr, va, tmp_path / "resumed")
-    with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:  # lines past the checkpoint, one cut off by a kill
+    with open(
+        tmp_path / "resumed" / "metrics.jsonl", "a"
+    ) as f:  # lines past the checkpoint, one cut off by a kill
         f.write(json.dumps({"step": 2, "loss": 9.0, "lr": 0.0}) + "\n" + '{"step": 3, "lo')
-    train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "resumed",
-                       progress=False)
+    train_reward_model(
+        tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "resumed", progress=False
+    )
     assert rows(tmp_path / "resumed") == rows(tmp_path / "full")
 
 

@@ -27,7 +27,9 @@ def synthetic(tok, n, tag, seed=0):
 
 
 def cfg(**kw):
-    base = dict(epochs=2, batch_size=8, lr=3e-3, eval_every=2, checkpoint_every=3, bf16=False, trainable="all")
+    base = dict(
+        epochs=2, batch_size=8, lr=3e-3, eval_every=2, checkpoint_every=3, bf16=False, trainable="all"
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -44,7 +46,9 @@ def stop_after_first_step(tok, tr, va, out_dir) -> None:
     interrupt._STOP.set()
     try:
         with pytest.raises(interrupt.Interrupted, match="step 1"):
-            train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=out_dir, progress=False)
+            train_reward_model(
+                tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=out_dir, progress=False
+            )
     finally:
         interrupt._STOP.clear()
 
@@ -53,7 +57,9 @@ def test_training_lowers_loss_changes_params_and_saves_a_loadable_model(tmp_path
     tok, tr, va = data
     model = tiny_reward_model("llama")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    res = train_reward_model(model, tok, tr, va, cfg(epochs=4), seed=0, out_dir=tmp_path / "rm", progress=False)
+    res = train_reward_model(
+        model, tok, tr, va, cfg(epochs=4), seed=0, out_dir=tmp_path / "rm", progress=False
+    )
     losses = [l for _, l in res.metrics["loss"]]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
@@ -71,9 +77,13 @@ def test_without_validation_the_final_model_is_kept(tmp_path, data):
     tok, tr, va = data
     # With validation only at the last step, the kept model is the final one: the same weights as no validation.
     ref = tiny_reward_model("llama")
-    train_reward_model(ref, tok, tr, va, cfg(eval_every=10_000), seed=0, out_dir=tmp_path / "a", progress=False)
+    train_reward_model(
+        ref, tok, tr, va, cfg(eval_every=10_000), seed=0, out_dir=tmp_path / "a", progress=False
+    )
     model = tiny_reward_model("llama")
-    res = train_reward_model(model, tok, tr, None, cfg(eval_every=1), seed=0, out_dir=tmp_path / "b", progress=False)
+    res = train_reward_model(
+        model, tok, tr, None, cfg(eval_every=1), seed=0, out_dir=tmp_path / "b", progress=False
+    )
     assert res.best_val_accuracy is None and res.best_step == res.metrics["steps"] == 12
     assert res.metrics["val_accuracy"] == [] and res.metrics["n_val"] == 0
     for (n, p), (_, q) in zip(ref.named_parameters(), model.named_parameters()):
@@ -95,8 +105,9 @@ def test_disable_dropout_trains_like_a_model_without_dropout(tmp_path):
     for name, disable in (("with", False), ("disabled", True)):
         model = tiny_reward_model("bert")  # the same seed, so the same weights; dropout 0.1 in its config
         assert all(torch.equal(p, q) for p, q in zip(model.parameters(), plain.parameters()))
-        res = train_reward_model(model, tok, tr, va, cfg(disable_dropout=disable), seed=0, out_dir=tmp_path / name,
-                                 progress=False)
+        res = train_reward_model(
+            model, tok, tr, va, cfg(disable_dropout=disable), seed=0, out_dir=tmp_path / name, progress=False
+        )
         losses[name] = [l for _, l in res.metrics["loss"]]
     res = train_reward_model(plain, tok, tr, va, cfg(), seed=0, out_dir=tmp_path / "plain", progress=False)
     np.testing.assert_allclose(losses["disabled"], [l for _, l in res.metrics["loss"]], rtol=0, atol=1e-6)
@@ -130,13 +141,17 @@ def test_a_checkpoint_killed_half_written_is_ignored_and_a_mismatched_launch_is_
     (ckpt / "step2" / "trainable.safetensors").write_bytes(b"killed half way")
     state = json.loads((ckpt / "state.json").read_text())
     (ckpt / "state.json").write_text(json.dumps({**state, "deepspeed": "DeepSpeed ZeRO-2 with 2 processes"}))
-    with pytest.raises(ArtifactError, match="written under DeepSpeed ZeRO-2 with 2 processes; resume it under the"):
-        train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "r",
-                           progress=False)
+    with pytest.raises(
+        ArtifactError, match="written under DeepSpeed ZeRO-2 with 2 processes; resume it under the"
+    ):
+        train_reward_model(
+            tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "r", progress=False
+        )
     (ckpt / "state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "folder"}))
     with pytest.raises(ArtifactError, match="older layout"):
-        train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "r",
-                           progress=False)
+        train_reward_model(
+            tiny_reward_model("llama"), tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "r", progress=False
+        )
     (ckpt / "state.json").write_text(json.dumps(state))
     fresh = tiny_reward_model("llama")
     train_reward_model(fresh, tok, tr, va, cfg(), seed=3, out_dir=tmp_path / "r", progress=False)
@@ -160,8 +175,17 @@ def test_cached_trunk_training_keeps_the_trunk_and_resumes_exactly(tmp_path, fam
         if stop:
             interrupt._STOP.set()
         try:
-            res = train_reward_model(model, tok, tr, va, cfg(trainable="top:1", epochs=3), seed=1, out_dir=out,
-                                     cache=cache, progress=False)
+            res = train_reward_model(
+                model,
+                tok,
+                tr,
+                va,
+                cfg(trainable="top:1", epochs=3),
+                seed=1,
+                out_dir=out,
+                cache=cache,
+                progress=False,
+            )
         finally:
             interrupt._STOP.clear()
         return model, res
@@ -201,8 +225,16 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, 
 
     monkeypatch.setattr(train_mod, "bradley_terry_loss", flaky)
     with pytest.raises(TrainingDiverged, match="step 4"):
-        train_reward_model(tiny_reward_model("llama"), tok, tr, va, cfg(checkpoint_every=3), seed=0,
-                           out_dir=tmp_path / "rm", progress=False)
+        train_reward_model(
+            tiny_reward_model("llama"),
+            tok,
+            tr,
+            va,
+            cfg(checkpoint_every=3),
+            seed=0,
+            out_dir=tmp_path / "rm",
+            progress=False,
+        )
     ckpt = tmp_path / "rm" / "checkpoint"
     assert json.loads((ckpt / "state.json").read_text())["folder"] == "step3"
     assert sorted(p.name for p in ckpt.iterdir()) == ["state.json", "step3"]
@@ -234,7 +266,9 @@ def test_trainable_scopes_freeze_the_right_parameters():
     assert set_trainable(model, "top:1") == 1
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any(n.startswith("model.layers.2.") for n in trainable)
-    assert not any(n.startswith(("model.layers.0.", "model.layers.1.", "model.embed_tokens")) for n in trainable)
+    assert not any(
+        n.startswith(("model.layers.0.", "model.layers.1.", "model.embed_tokens")) for n in trainable
+    )
     with pytest.raises(ValueError, match="only 3 layers"):
         set_trainable(model, "top:4")
 

@@ -43,16 +43,35 @@ def tiny_tokenizer(family: str = "llama", pad: bool = True) -> PreTrainedTokeniz
 def tiny_config(family: str, vocab_size: int = 260, layers: int = 2, hidden: int = 32, mlp: int = 64):
     common = dict(vocab_size=vocab_size, num_labels=1, pad_token_id=0, eos_token_id=1, bos_token_id=1)
     if family == "bert":
-        return BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                          intermediate_size=mlp, max_position_embeddings=512, **common)
+        return BertConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=mlp,
+            max_position_embeddings=512,
+            **common,
+        )
     if family == "llama":
-        return LlamaConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
-                           intermediate_size=mlp, max_position_embeddings=512, **common)
+        return LlamaConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=mlp,
+            max_position_embeddings=512,
+            **common,
+        )
     if family == "gpt2":
         return GPT2Config(n_embd=hidden, n_layer=layers, n_head=2, n_inner=mlp, n_positions=512, **common)
     if family == "gpt_neox":
-        return GPTNeoXConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                             intermediate_size=mlp, max_position_embeddings=512, **common)
+        return GPTNeoXConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=mlp,
+            max_position_embeddings=512,
+            **common,
+        )
     raise ValueError(family)
 
 

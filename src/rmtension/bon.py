@@ -121,12 +121,23 @@ def gao_fit(kl: np.ndarray, reward: np.ndarray) -> dict[str, float]:
     design = np.stack([d, -(d**2)], axis=1)
     (alpha, beta), *_ = np.linalg.lstsq(design, y, rcond=None)
     peak_kl = (alpha / (2 * beta)) ** 2 if beta > 0 and alpha > 0 else float("inf")
-    return {"alpha": float(alpha), "beta": float(beta), "r2": _r2(y, design @ np.array([alpha, beta])),
-            "peak_kl": float(peak_kl), "peak_n": n_for_kl(peak_kl) if math.isfinite(peak_kl) else float("inf")}
+    return {
+        "alpha": float(alpha),
+        "beta": float(beta),
+        "r2": _r2(y, design @ np.array([alpha, beta])),
+        "peak_kl": float(peak_kl),
+        "peak_n": n_for_kl(peak_kl) if math.isfinite(peak_kl) else float("inf"),
+    }
 
 
-def gap_onset(train: np.ndarray, test: np.ndarray, ns: Sequence[int], n_boot: int, rng: np.random.Generator,
-              level: float = 0.95) -> dict:
+def gap_onset(
+    train: np.ndarray,
+    test: np.ndarray,
+    ns: Sequence[int],
+    n_boot: int,
+    rng: np.random.Generator,
+    level: float = 0.95,
+) -> dict:
     """Where the train-PM / test-PM gap opens, with a percentile bootstrap over prompts.
 
     train, test: [len(ns), P] per-prompt best-of-n rewards (z-units) under the selecting PM and
@@ -139,12 +150,19 @@ def gap_onset(train: np.ndarray, test: np.ndarray, ns: Sequence[int], n_boot: in
     a = (1 - level) / 2
     lo, hi = np.quantile(reps, a, axis=1), np.quantile(reps, 1 - a, axis=1)
     onset = next((int(n) for n, low in zip(ns, lo) if low > 0), None)
-    return {"n": list(map(int, ns)), "gap": gap.mean(axis=1).tolist(), "ci_low": lo.tolist(), "ci_high": hi.tolist(),
-            "onset_n": onset, "level": level}
+    return {
+        "n": list(map(int, ns)),
+        "gap": gap.mean(axis=1).tolist(),
+        "ci_low": lo.tolist(),
+        "ci_high": hi.tolist(),
+        "onset_n": onset,
+        "level": level,
+    }
 
 
-def frontier(select_a: np.ndarray, select_b: np.ndarray, evals: dict[str, np.ndarray], weights: Sequence[float],
-             n: int) -> list[dict]:
+def frontier(
+    select_a: np.ndarray, select_b: np.ndarray, evals: dict[str, np.ndarray], weights: Sequence[float], n: int
+) -> list[dict]:
     """Best-of-n under the scalarised selector w * a + (1 - w) * b, for each w.
 
     select_a, select_b: [P, N] z-scored selector rewards (helpful and harmless PMs; z-scoring puts
@@ -156,5 +174,11 @@ def frontier(select_a: np.ndarray, select_b: np.ndarray, evals: dict[str, np.nda
     rows = []
     for w in weights:
         sel = w * select_a + (1 - w) * select_b
-        rows.append({"w": float(w), "n": int(n), **{k: float(bon_expectation(sel, v, n).mean()) for k, v in evals.items()}})
+        rows.append(
+            {
+                "w": float(w),
+                "n": int(n),
+                **{k: float(bon_expectation(sel, v, n).mean()) for k, v in evals.items()},
+            }
+        )
     return rows

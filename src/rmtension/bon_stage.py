@@ -91,12 +91,18 @@ def judge_hashes(prep) -> dict[str, str]:
 
 def sample_hash(cfg) -> str:
     b = cfg.bon
-    return config_hash(cfg.data, cfg.policy, {"n_prompts": b.n_prompts, "n_samples": b.n_samples,
-                                              "prompt_objectives": b.prompt_objectives}, "bon/sample")
+    return config_hash(
+        cfg.data,
+        cfg.policy,
+        {"n_prompts": b.n_prompts, "n_samples": b.n_samples, "prompt_objectives": b.prompt_objectives},
+        "bon/sample",
+    )
 
 
 def score_hash(prep) -> str:
-    return config_hash(sample_hash(prep.ctx.cfg), judge_hashes(prep), prep.ctx.cfg.model.max_length, "bon/score")
+    return config_hash(
+        sample_hash(prep.ctx.cfg), judge_hashes(prep), prep.ctx.cfg.model.max_length, "bon/score"
+    )
 
 
 def stage_bon_sample(prep) -> None:
@@ -112,28 +118,53 @@ def stage_bon_sample(prep) -> None:
     if len(prompts) < min(2, b.n_prompts) or len(prompts) < b.n_prompts // 2:
         from rmtension.errors import ConfigError
 
-        raise ConfigError(f"bon.n_prompts={b.n_prompts}: the test splits of {b.prompt_objectives} hold only "
-                          f"{len(prompts)} distinct conversations that end in a user turn")
+        raise ConfigError(
+            f"bon.n_prompts={b.n_prompts}: the test splits of {b.prompt_objectives} hold only "
+            f"{len(prompts)} distinct conversations that end in a user turn"
+        )
     policy = open_policy(pc, cfg.model.cache_dir, device=str(device()))
     ids = [build_prompt_ids(policy.tokenizer, p["context"], pc.max_prompt_tokens) for p in prompts]
     log(f"best-of-n: sampling {b.n_samples} responses for each of {len(prompts)} prompts ({pc.backbone})")
     t0 = time.perf_counter()
-    drawn = sample(policy.model, ids, n=b.n_samples, max_new_tokens=pc.max_new_tokens, temperature=pc.temperature,
-                   top_k=pc.top_k, top_p=pc.top_p, batch_size=pc.batch_size, stop_ids=policy.stop_ids,
-                   pad_id=policy.pad_id, seed=pc.seed)
+    drawn = sample(
+        policy.model,
+        ids,
+        n=b.n_samples,
+        max_new_tokens=pc.max_new_tokens,
+        temperature=pc.temperature,
+        top_k=pc.top_k,
+        top_p=pc.top_p,
+        batch_size=pc.batch_size,
+        stop_ids=policy.stop_ids,
+        pad_id=policy.pad_id,
+        seed=pc.seed,
+    )
     secs = time.perf_counter() - t0
-    log(f"  {drawn.n_tokens()} tokens in {secs:.0f}s ({drawn.n_tokens() / secs:.0f} tokens/s), "
-        f"{drawn.finished.mean():.0%} stopped at end-of-turn")
-    frame = pd.DataFrame({
-        "prompt_id": [prompts[i]["prompt_id"] for i in drawn.prompt_index],
-        "objective": [prompts[i]["objective"] for i in drawn.prompt_index],
-        "prompt": drawn.prompt_index, "sample": drawn.sample_index,
-        "response": decode_responses(policy.tokenizer, drawn.tokens),
-        "n_tokens": [len(t) for t in drawn.tokens], "finished": drawn.finished,
-    })
+    log(
+        f"  {drawn.n_tokens()} tokens in {secs:.0f}s ({drawn.n_tokens() / secs:.0f} tokens/s), "
+        f"{drawn.finished.mean():.0%} stopped at end-of-turn"
+    )
+    frame = pd.DataFrame(
+        {
+            "prompt_id": [prompts[i]["prompt_id"] for i in drawn.prompt_index],
+            "objective": [prompts[i]["objective"] for i in drawn.prompt_index],
+            "prompt": drawn.prompt_index,
+            "sample": drawn.sample_index,
+            "response": decode_responses(policy.tokenizer, drawn.tokens),
+            "n_tokens": [len(t) for t in drawn.tokens],
+            "finished": drawn.finished,
+        }
+    )
     _write_parquet(frame, ctx.run_dir / "bon" / "generations.parquet")
-    write_json(ctx.run_dir / "bon" / "prompts.json", {"prompts": prompts_to_json(prompts), "prompt_tokens": list(map(len, ids)),
-                                                    "sampling_s": secs, "tokens_per_s": drawn.n_tokens() / secs})
+    write_json(
+        ctx.run_dir / "bon" / "prompts.json",
+        {
+            "prompts": prompts_to_json(prompts),
+            "prompt_tokens": list(map(len, ids)),
+            "sampling_s": secs,
+            "tokens_per_s": drawn.n_tokens() / secs,
+        },
+    )
     write_manifest(ctx.run_dir, "bon/sample", h, ["bon/generations.parquet", "bon/prompts.json"])
 
 
@@ -147,12 +178,21 @@ def stage_bon_score(prep) -> None:
         return
     frame = pd.read_parquet(ctx.run_dir / "bon" / "generations.parquet")
     prompts = prompts_from_json(read_json(ctx.run_dir / "bon" / "prompts.json")["prompts"])
-    panel = JudgePanel(judge_paths(prep), prep.tokenizer, cfg.model.max_length, cfg.train.trainable, cfg.train.bf16,
-                       cfg.bon.score_batch_size, device())
+    panel = JudgePanel(
+        judge_paths(prep),
+        prep.tokenizer,
+        cfg.model.max_length,
+        cfg.train.trainable,
+        cfg.train.bf16,
+        cfg.bon.score_batch_size,
+        device(),
+    )
     t0 = time.perf_counter()
     scores = panel.score([prompts[i]["context"] for i in frame["prompt"]], list(frame["response"]))
-    log(f"best-of-n: scored {len(frame)} responses with {len(scores)} judges in {time.perf_counter() - t0:.0f}s"
-        f"{' (one shared trunk pass)' if panel.shared else ''}")
+    log(
+        f"best-of-n: scored {len(frame)} responses with {len(scores)} judges in {time.perf_counter() - t0:.0f}s"
+        f"{' (one shared trunk pass)' if panel.shared else ''}"
+    )
     for name, values in scores.items():
         frame[name] = values
     _write_parquet(frame, ctx.run_dir / "bon" / "samples.parquet")
@@ -180,28 +220,44 @@ def z_matrices(frame: pd.DataFrame, judges: Sequence[str]) -> dict[str, np.ndarr
     return {j: bon.zscore(score_matrix(frame, j))[0] for j in judges}
 
 
-def bon_curves(z: dict[str, np.ndarray], objectives: Sequence[str], ns: Sequence[int]) -> tuple[pd.DataFrame, dict]:
+def bon_curves(
+    z: dict[str, np.ndarray], objectives: Sequence[str], ns: Sequence[int]
+) -> tuple[pd.DataFrame, dict]:
     """bon.csv rows for each objective and n, and the per-prompt train/test curves [len(ns), P] for the gap."""
     rows, per_prompt = [], {}
     kl = bon.kl_bon(np.asarray(ns, dtype=float))
     nan = np.full_like(z[f"pm_train_{objectives[0]}"], np.nan)
     for o in objectives:
         sel = z[f"pm_train_{o}"]
-        judged = {"reward_train_pm": sel, "reward_test_pm": z[f"pm_test_{o}"],
-                  "reward_other_objective": z[f"rm_{OTHER[o]}"] if o in OTHER else nan,
-                  "reward_helpful_rm": z["rm_helpful"], "reward_harmless_rm": z["rm_harmless"]}
+        judged = {
+            "reward_train_pm": sel,
+            "reward_test_pm": z[f"pm_test_{o}"],
+            "reward_other_objective": z[f"rm_{OTHER[o]}"] if o in OTHER else nan,
+            "reward_helpful_rm": z["rm_helpful"],
+            "reward_harmless_rm": z["rm_harmless"],
+        }
         curves = {k: bon.bon_curve(sel, v, ns) for k, v in judged.items()}  # [len(ns), P] each
         per_prompt[o] = curves
         for i, n in enumerate(ns):
-            rows.append({"objective": o, "n": int(n), "kl_bound": float(kl[i]), "sqrt_kl": float(np.sqrt(kl[i])),
-                         **{k: float(c[i].mean()) for k, c in curves.items()}})
+            rows.append(
+                {
+                    "objective": o,
+                    "n": int(n),
+                    "kl_bound": float(kl[i]),
+                    "sqrt_kl": float(np.sqrt(kl[i])),
+                    **{k: float(c[i].mean()) for k, c in curves.items()},
+                }
+            )
     return pd.DataFrame(rows), per_prompt
 
 
 def bon_fits(table: pd.DataFrame, per_prompt: dict, ns: Sequence[int], cfg) -> dict:
     """sqrt(KL) fits of every curve, the Gao et al. fit of the pm_test curve, and the train/test gap onset."""
-    out = {"kl": "KL_bon = log n - (n - 1)/n, an upper bound on KL(best-of-n || policy) (Beirami et al. 2024)",
-           "units": "z-scores of each judge over all samples", "objectives": {}}
+    out = {
+        "kl": "KL_bon = log n - (n - 1)/n, an upper bound on KL(best-of-n || policy) (Beirami et al. 2024)",
+        "units": "z-scores of each judge over all samples",
+        "objectives": {},
+    }
     for o, curves in per_prompt.items():
         t = table[table["objective"] == o]
         fits = {k: bon.sqrt_kl_fit(t["kl_bound"], t[k]) for k in curves if np.isfinite(t[k]).all()}
@@ -210,8 +266,11 @@ def bon_fits(table: pd.DataFrame, per_prompt: dict, ns: Sequence[int], cfg) -> d
             "sqrt_kl": fits,
             "gao_test_pm": bon.gao_fit(t["kl_bound"], t["reward_test_pm"]),
             "gao_train_pm": bon.gao_fit(t["kl_bound"], t["reward_train_pm"]),
-            "gap": bon.gap_onset(curves["reward_train_pm"], curves["reward_test_pm"], ns, cfg.bon.bootstrap, rng, cfg.bon.ci),
-            "n_max": int(ns[-1]), "kl_max": float(bon.kl_bon(ns[-1])),
+            "gap": bon.gap_onset(
+                curves["reward_train_pm"], curves["reward_test_pm"], ns, cfg.bon.bootstrap, rng, cfg.bon.ci
+            ),
+            "n_max": int(ns[-1]),
+            "kl_max": float(bon.kl_bon(ns[-1])),
         }
     return out
 
@@ -223,17 +282,35 @@ def frontier_table(z: dict[str, np.ndarray], weights: Sequence[float], n: int) -
     judge alone (w = 1 and w = 0 are the helpful and harmless RMs). Both are read by the study RMs.
     """
     evals = {"helpful": z["rm_helpful"], "harmless": z["rm_harmless"]}
-    rows = [{"kind": "weighted", "selector": f"w={r['w']:.2f}", **r}
-            for r in bon.frontier(z["rm_helpful"], z["rm_harmless"], evals, weights, n)]
+    rows = [
+        {"kind": "weighted", "selector": f"w={r['w']:.2f}", **r}
+        for r in bon.frontier(z["rm_helpful"], z["rm_harmless"], evals, weights, n)
+    ]
     for judge in sorted(z):
-        rows.append({"kind": "judge", "selector": judge, "w": np.nan, "n": int(n),
-                     **{k: float(bon.bon_expectation(z[judge], v, n).mean()) for k, v in evals.items()}})
-    rows.append({"kind": "judge", "selector": "none (n=1)", "w": np.nan, "n": 1,
-                 **{k: float(v.mean()) for k, v in evals.items()}})
+        rows.append(
+            {
+                "kind": "judge",
+                "selector": judge,
+                "w": np.nan,
+                "n": int(n),
+                **{k: float(bon.bon_expectation(z[judge], v, n).mean()) for k, v in evals.items()},
+            }
+        )
+    rows.append(
+        {
+            "kind": "judge",
+            "selector": "none (n=1)",
+            "w": np.nan,
+            "n": 1,
+            **{k: float(v.mean()) for k, v in evals.items()},
+        }
+    )
     return pd.DataFrame(rows)
 
 
-def examples(frame: pd.DataFrame, z: dict[str, np.ndarray], objectives: Sequence[str], n_prompts: int, k: int) -> list[dict]:
+def examples(
+    frame: pd.DataFrame, z: dict[str, np.ndarray], objectives: Sequence[str], n_prompts: int, k: int
+) -> list[dict]:
     """For a few prompts: k responses at n = 1 (the first k draws, i.i.d.) and, per pm_train, its k
     top-ranked of N (the first is the best-of-N pick), with z-scores under pm_train and pm_test."""
     n_p = int(frame["prompt"].max()) + 1
@@ -244,10 +321,18 @@ def examples(frame: pd.DataFrame, z: dict[str, np.ndarray], objectives: Sequence
         responses = rows["response"].tolist()
 
         def show(j: int) -> dict:
-            return {"response": responses[j], **{f"z_{name}": round(float(z[name][p, j]), 3) for name in sorted(z)}}
+            return {
+                "response": responses[j],
+                **{f"z_{name}": round(float(z[name][p, j]), 3) for name in sorted(z)},
+            }
 
-        item = {"prompt_id": rows["prompt_id"].iloc[0], "objective": rows["objective"].iloc[0], "prompt": int(p),
-                "n1": [show(j) for j in range(min(k, len(responses)))], "best_of_N": {}}
+        item = {
+            "prompt_id": rows["prompt_id"].iloc[0],
+            "objective": rows["objective"].iloc[0],
+            "prompt": int(p),
+            "n1": [show(j) for j in range(min(k, len(responses)))],
+            "best_of_N": {},
+        }
         for o in objectives:
             order = np.argsort(-z[f"pm_train_{o}"][p], kind="stable")[:k]
             item["best_of_N"][o] = [show(int(j)) for j in order]
@@ -273,7 +358,10 @@ def stage_bon_analysis(prep) -> None:
         item["context"] = prompts[item["prompt"]]["context"]
     write_csv(ctx.run_dir / "bon.csv", table)
     write_json(ctx.run_dir / "bon_fit.json", fits)
-    write_csv(ctx.run_dir / "frontier.csv", frontier_table(z, np.linspace(0, 1, b.frontier_weights), b.frontier_n or b.n_samples))
+    write_csv(
+        ctx.run_dir / "frontier.csv",
+        frontier_table(z, np.linspace(0, 1, b.frontier_weights), b.frontier_n or b.n_samples),
+    )
     write_json(ctx.run_dir / "bon" / "examples.json", {"n_samples": b.n_samples, "prompts": ex})
     write_manifest(ctx.run_dir, "bon", h, ["bon.csv", "bon_fit.json", "frontier.csv", "bon/examples.json"])
 

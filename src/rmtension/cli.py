@@ -21,8 +21,12 @@ app = typer.Typer(
 def study(
     config: str = typer.Option("configs/default.yaml", "--config", "-c", help="Study config (YAML)."),
     out: str = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name>)."),
-    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. train.lr=1e-4 train.seeds=[0,1]"),
-    resume: bool = typer.Option(True, "--resume/--fresh", help="Reuse completed stages and checkpoints (default)."),
+    overrides: list[str] = typer.Argument(
+        None, help="key=value overrides, e.g. train.lr=1e-4 train.seeds=[0,1]"
+    ),
+    resume: bool = typer.Option(
+        True, "--resume/--fresh", help="Reuse completed stages and checkpoints (default)."
+    ),
 ) -> None:
     """Run the whole study: data, training (3 objectives x seeds), evaluation, analyses, report."""
     import shutil
@@ -53,7 +57,9 @@ def report(run_dir: str = typer.Argument(..., help="A run directory written by `
 
 @app.command()
 def compare(
-    run_dirs: list[str] = typer.Argument(..., help="Two or more run directories written by `rmtension study`."),
+    run_dirs: list[str] = typer.Argument(
+        ..., help="Two or more run directories written by `rmtension study`."
+    ),
     out: str = typer.Option("runs/compare", "--out", "-o", help="Folder for the comparison report."),
 ) -> None:
     """Put several runs side by side in one report (e.g. MiniLM vs SmolLM2, or different mix ratios)."""
@@ -67,7 +73,9 @@ def _mount() -> None:
     from rmtension.data.cli import app as data_app
 
     app.add_typer(data_app, name="data", help="Inspect preference data.")
-    __import__("rmtension.neurons.cli", fromlist=["mount"]).mount(app)  # `neurons score|select|overlap|claims`, `ablate`
+    __import__("rmtension.neurons.cli", fromlist=["mount"]).mount(
+        app
+    )  # `neurons score|select|overlap|claims`, `ablate`
     app.add_typer(__import__("rmtension.optimise_cli", fromlist=["app"]).app)  # `policy sample`, `bon`, `rl`
 
 

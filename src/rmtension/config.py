@@ -34,7 +34,9 @@ class DataConfig(Strict):
     None: the RMTENSION_DATA variable, then the hub (`Anthropic/hh-rlhf`)."""
     format: Literal["hh", "rmb", "jsonl"] = "hh"
     """Row format, chosen from the format registry."""
-    subsets: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_SUBSETS.items()})
+    subsets: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_SUBSETS.items()}
+    )
     """Subsets that make up each single objective."""
     mixed_mode: Literal["union", "matched", "ratio"] = "matched"
     """union: all pairs of both; matched: as many training pairs as each single objective, half

@@ -81,10 +81,18 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
     switched to DeepSpeed with the plugin read from the config (deepspeed_zero{2,3}_cpu.yaml).
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, DistributedType, FullyShardedDataParallelPlugin
+    from accelerate.utils import (
+        DistributedDataParallelKwargs,
+        DistributedType,
+        FullyShardedDataParallelPlugin,
+    )
 
-    acc = Accelerator(cpu=_use_cpu(), log_with=list(log_with) or None, project_dir=project_dir,
-                      kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+    acc = Accelerator(
+        cpu=_use_cpu(),
+        log_with=list(log_with) or None,
+        project_dir=project_dir,
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
     if _fsdp_requested() and acc.distributed_type == DistributedType.MULTI_CPU:
         acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
         _switch(acc, DistributedType.FSDP)
@@ -125,8 +133,14 @@ def uses_deepspeed(acc) -> bool:
     return acc.distributed_type == DistributedType.DEEPSPEED
 
 
-def prepare(acc, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_accum: int = 1,
-            max_grad_norm: float = 1.0, batch_size: int = 1):
+def prepare(
+    acc,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    grad_accum: int = 1,
+    max_grad_norm: float = 1.0,
+    batch_size: int = 1,
+):
     """`acc.prepare(model, optimizer)`, with the settings each engine needs.
 
     Under several processes the model comes back DDP-wrapped, sharded in place by FSDP 2 (its
@@ -151,7 +165,9 @@ def prepare(acc, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_
         ds["train_micro_batch_size_per_gpu"] = max(1, batch_size // acc.num_processes)
         ds["train_batch_size"] = ds["train_micro_batch_size_per_gpu"] * grad_accum * acc.num_processes
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*broadcast_buffers.* is deprecated", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*broadcast_buffers.* is deprecated", category=FutureWarning
+        )
         return acc.prepare(model, optimizer)
 
 
@@ -166,8 +182,11 @@ def _fsdp_wrap_classes(plugin, model: torch.nn.Module) -> None:
     asked = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "").strip()
     names = asked.split(",") if asked else list(getattr(model, "_no_split_modules", None) or [])
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    holders = {type(m).__name__ for m in model.modules() if emb is not None and m is not emb
-               and any(c is emb for c in m.modules())}
+    holders = {
+        type(m).__name__
+        for m in model.modules()
+        if emb is not None and m is not emb and any(c is emb for c in m.modules())
+    }
     plugin.transformer_cls_names_to_wrap = [n.strip() for n in names if n.strip() not in holders]
 
 

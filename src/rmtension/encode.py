@@ -38,8 +38,11 @@ class EncodedPairs:
     def subset(self, idx: Sequence[int]) -> "EncodedPairs":
         idx = list(idx)
         return EncodedPairs(
-            [self.pair_ids[i] for i in idx], [self.chosen[i] for i in idx], [self.rejected[i] for i in idx],
-            self.n_truncated, self.n_indistinguishable,
+            [self.pair_ids[i] for i in idx],
+            [self.chosen[i] for i in idx],
+            [self.rejected[i] for i in idx],
+            self.n_truncated,
+            self.n_indistinguishable,
         )
 
 
@@ -96,7 +99,9 @@ def collate_pairs(enc: EncodedPairs, idx: Sequence[int], pad_id: int) -> dict[st
     return collate([enc.chosen[i] for i in idx] + [enc.rejected[i] for i in idx], pad_id)
 
 
-def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, group_by_length: bool = True) -> list[list[int]]:
+def batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, group_by_length: bool = True
+) -> list[list[int]]:
     """Indices in batches. With `group_by_length`, sort within mega-batches of 50 batches, then
     shuffle the batch order, so padding is small but the order is still random."""
     n = len(lengths)
@@ -111,7 +116,9 @@ def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | Non
     return out
 
 
-def iter_batches(enc: EncodedPairs, batch_size: int, pad_id: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+def iter_batches(
+    enc: EncodedPairs, batch_size: int, pad_id: int
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """Deterministic length-sorted batches for evaluation and scoring: (pair indices, batch)."""
     for idx in batches(enc.lengths(), batch_size, None, group_by_length=True):
         yield idx, collate_pairs(enc, idx, pad_id)

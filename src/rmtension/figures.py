@@ -32,18 +32,31 @@ DOUBLE_WIDTH = 6.9
 WIDTHS = (COLUMN_WIDTH, DOUBLE_WIDTH)
 DPI = 200
 MIN_FONT_PT = 7.0
-plt.rcParams.update({
-    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
-    "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
-    "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": DPI, "pdf.fonttype": 42,
-    "svg.hashsalt": "rmtension", "image.cmap": "cividis",
-})
+plt.rcParams.update(
+    {
+        "font.size": 8,
+        "axes.titlesize": 8,
+        "axes.labelsize": 8,
+        "legend.fontsize": 7,
+        "xtick.labelsize": 7,
+        "ytick.labelsize": 7,
+        "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "savefig.dpi": DPI,
+        "pdf.fonttype": 42,
+        "svg.hashsalt": "rmtension",
+        "image.cmap": "cividis",
+    }
+)
 
 
 def new_figure(width: float = COLUMN_WIDTH, height: float = 2.4, **subplots):
     """`plt.subplots` at a paper width (`COLUMN_WIDTH` or `DOUBLE_WIDTH`) with constrained layout."""
     if width not in WIDTHS:
-        raise ValueError(f"figure width {width} in: use COLUMN_WIDTH ({COLUMN_WIDTH}) or DOUBLE_WIDTH ({DOUBLE_WIDTH})")
+        raise ValueError(
+            f"figure width {width} in: use COLUMN_WIDTH ({COLUMN_WIDTH}) or DOUBLE_WIDTH ({DOUBLE_WIDTH})"
+        )
     return plt.subplots(figsize=(width, height), constrained_layout=True, **subplots)
 
 
@@ -67,7 +80,9 @@ def save(fig, run_dir: Path, name: str) -> Path:
     width, height = (float(x) for x in fig.get_size_inches())
     if round(width, 2) not in WIDTHS:
         plt.close(fig)
-        raise ValueError(f"figure {name}: width {width:.2f} in is neither one column ({COLUMN_WIDTH}) nor two ({DOUBLE_WIDTH})")
+        raise ValueError(
+            f"figure {name}: width {width:.2f} in is neither one column ({COLUMN_WIDTH}) nor two ({DOUBLE_WIDTH})"
+        )
     smallest = enforce_min_font(fig)
     # No timestamps in the files: the same figure gives the same bytes.
     meta = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None, "Producer": None}}
@@ -78,8 +93,14 @@ def save(fig, run_dir: Path, name: str) -> Path:
     plt.close(fig)
     index_path = out / "index.json"
     index = _read_index(index_path)
-    index[name] = {"png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf", "width_in": round(width, 2),
-                   "height_in": round(height, 2), "dpi": DPI, "min_font_pt": smallest}
+    index[name] = {
+        "png": f"figures/{name}.png",
+        "pdf": f"figures/{name}.pdf",
+        "width_in": round(width, 2),
+        "height_in": round(height, 2),
+        "dpi": DPI,
+        "min_font_pt": smallest,
+    }
     write_json(index_path, dict(sorted(index.items())))
     return out / f"{name}.png"
 

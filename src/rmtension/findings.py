@@ -57,11 +57,16 @@ CRITERIA = (
     "fit has a positive slope and R² ≥ 0.9. Train/test gap: a curve counts when its CI (best-of-n, at the largest n) "
     "or mean − 2 SE over the last quarter of the steps (RL) lies above 0. Several curves: supported when all count, "
     "not supported when none does. Trade-off: supported when a single-objective RM ranks the other objective's test "
-    "pairs below chance (CI below 0.5), not supported when both rank them above chance.")
+    "pairs below chance (CI below 0.5), not supported when both rank them above chance."
+)
 
 
-HINTS = {("train",): "`train:`", ("neurons",): "`neurons:`", ("ablation",): "`neurons:` and `ablation:`",
-         ("bon", "rl"): "`policy:`, `pm_halves:` and `bon:` or `rl:`"}
+HINTS = {
+    ("train",): "`train:`",
+    ("neurons",): "`neurons:`",
+    ("ablation",): "`neurons:` and `ablation:`",
+    ("bon", "rl"): "`policy:`, `pm_halves:` and `bon:` or `rl:`",
+}
 """What to enable for a claim, keyed by the config sections any of which produces its evidence."""
 
 
@@ -83,17 +88,26 @@ def mixed_worse(run_dir: Path) -> Finding:
     if not (run_dir / "tension.json").exists() or not read_json(run_dir / "tension.json")["interference"]:
         return _not_run(TANWAR, claim, ("train",), run_dir, "tension.json")
     inter = read_json(run_dir / "tension.json")["interference"]
-    parts = [f"{ts} test {d['mixed_minus_best_single']:+.3f} {_ci(d)} (best single: {d['best_single']} RM)"
-             for ts, d in ((t, inter[t]) for t in ordered_tests(inter))]
+    parts = [
+        f"{ts} test {d['mixed_minus_best_single']:+.3f} {_ci(d)} (best single: {d['best_single']} RM)"
+        for ts, d in ((t, inter[t]) for t in ordered_tests(inter))
+    ]
     if any(d["ci95"][1] < 0 for d in inter.values()):
         verdict = "supported"
-    elif all(d["mixed_minus_best_single"] >= 0 for d in inter.values()) or any(d["ci95"][0] > 0 for d in inter.values()):
+    elif all(d["mixed_minus_best_single"] >= 0 for d in inter.values()) or any(
+        d["ci95"][0] > 0 for d in inter.values()
+    ):
         verdict = "not supported"
     else:
         verdict = "inconclusive"
-    return Finding(TANWAR, claim, verdict, "Accuracy of the mixed RM minus the best single-objective RM [95% CI]: "
-                   + "; ".join(parts) + ".", "tension.json",
-                   "; ".join(f"{ts} {d['mixed_minus_best_single']:+.3f} {_ci(d)}" for ts, d in inter.items()))
+    return Finding(
+        TANWAR,
+        claim,
+        verdict,
+        "Accuracy of the mixed RM minus the best single-objective RM [95% CI]: " + "; ".join(parts) + ".",
+        "tension.json",
+        "; ".join(f"{ts} {d['mixed_minus_best_single']:+.3f} {_ci(d)}" for ts, d in inter.items()),
+    )
 
 
 NEURON_CLAIMS = {  # claims.py name -> (claim, files it needs, config sections that produce them)
@@ -111,8 +125,12 @@ def neuron_findings(run_dir: Path) -> list[Finding]:
     claims = {}
     if (run_dir / "neurons" / "overlap.json").exists() or (run_dir / "ablation.csv").exists():
         st = claim_settings(run_dir)
-        claims = {c.name: c for c in paper_claims(run_dir, p=st["p"], scorer=st["scorer"], mode="zero",
-                                                  alpha=st["alpha"], rm_objective=st["rm"])}
+        claims = {
+            c.name: c
+            for c in paper_claims(
+                run_dir, p=st["p"], scorer=st["scorer"], mode="zero", alpha=st["alpha"], rm_objective=st["rm"]
+            )
+        }
     out = []
     for name, (claim, needs, enable) in NEURON_CLAIMS.items():
         c = claims.get(name)
@@ -122,7 +140,7 @@ def neuron_findings(run_dir: Path) -> list[Finding]:
         head, _, rest = c.sentence.partition(f": {c.verdict}. ")
         evidence = rest if rest else c.sentence
         if rest and "(" in head:  # keep the setting stated in the head, e.g. "(top 5%, accuracy change)"
-            evidence = "At " + head[head.index("(") + 1:head.rindex(")")] + ": " + rest
+            evidence = "At " + head[head.index("(") + 1 : head.rindex(")")] + ": " + rest
         out.append(Finding(TANWAR, claim, c.verdict, evidence, needs, _neuron_key(c)))
     return out
 
@@ -130,12 +148,20 @@ def neuron_findings(run_dir: Path) -> list[Finding]:
 def _neuron_key(c) -> str:
     n = c.numbers
     if c.name == "shared" and n:
-        return f"Jaccard {n['jaccard']:.3f} vs {n['jaccard_random']:.3f} by chance, p {p_phrase(n['p_value'])}"
+        return (
+            f"Jaccard {n['jaccard']:.3f} vs {n['jaccard_random']:.3f} by chance, p {p_phrase(n['p_value'])}"
+        )
     if c.name in ("identified", "cross_effect"):
-        return "; ".join(f"{k} {e['delta_vs_random']:+.3f} vs random (p {p_phrase(e['p_value'])})" for k, e in n.items() if e)
+        return "; ".join(
+            f"{k} {e['delta_vs_random']:+.3f} vs random (p {p_phrase(e['p_value'])})"
+            for k, e in n.items()
+            if e
+        )
     if c.name == "influence" and n.get("comparisons"):
-        return "; ".join(f"vs {x['other']} on {x['test_set']} {x['diff']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}]"
-                         for x in n["comparisons"])
+        return "; ".join(
+            f"vs {x['other']} on {x['test_set']} {x['diff']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}]"
+            for x in n["comparisons"]
+        )
     return ""
 
 
@@ -154,8 +180,16 @@ def calibrated(run_dir: Path) -> Finding:
     else:
         verdict = "inconclusive"
     parts = [f"{rm} RM on {ts} {ece:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" for rm, ts, ece, ci in cells]
-    return Finding(BAI, claim, verdict, f"Expected calibration error [95% CI] against the {ECE_WELL_CALIBRATED} bar: "
-                   + "; ".join(parts) + ".", "tension.json, eval/", "; ".join(parts))
+    return Finding(
+        BAI,
+        claim,
+        verdict,
+        f"Expected calibration error [95% CI] against the {ECE_WELL_CALIBRATED} bar: "
+        + "; ".join(parts)
+        + ".",
+        "tension.json, eval/",
+        "; ".join(parts),
+    )
 
 
 def _optimisation(run_dir: Path) -> tuple[dict | None, dict | None]:
@@ -170,14 +204,24 @@ def sqrt_kl(run_dir: Path) -> Finding:
     claim = "reward grows about linearly in sqrt(KL)"
     bon, rl = _optimisation(run_dir)
     fits = [(f"best-of-n {o}", f["sqrt_kl"]["reward_train_pm"]) for o, f in (bon or {}).items()]
-    fits += [(f"RL {o}", s["sqrt_kl"]["reward_train_pm"]) for o, s in (rl or {}).items() if "reward_train_pm" in s["sqrt_kl"]]
+    fits += [
+        (f"RL {o}", s["sqrt_kl"]["reward_train_pm"])
+        for o, s in (rl or {}).items()
+        if "reward_train_pm" in s["sqrt_kl"]
+    ]
     if not fits:
         return _not_run(BAI, claim, ("bon", "rl"), run_dir, "bon_fit.json")
     seen = [f["slope"] > 0 and f["r2"] >= R2_OBSERVED for _, f in fits]
     verdict = "supported" if all(seen) else "inconclusive" if any(seen) else "not supported"
     parts = [f"{w} slope {f['slope']:+.3f}, R² {f['r2']:.3f}" for w, f in fits]
-    return Finding(BAI, claim, verdict, "pm_train reward ≈ a + b·sqrt(KL), fitted per curve: " + "; ".join(parts) + ".",
-                   "bon_fit.json" + (", rl.json" if rl else ""), "; ".join(parts))
+    return Finding(
+        BAI,
+        claim,
+        verdict,
+        "pm_train reward ≈ a + b·sqrt(KL), fitted per curve: " + "; ".join(parts) + ".",
+        "bon_fit.json" + (", rl.json" if rl else ""),
+        "; ".join(parts),
+    )
 
 
 def train_test_gap(run_dir: Path) -> Finding:
@@ -195,12 +239,25 @@ def train_test_gap(run_dir: Path) -> Finding:
     if not rows:
         return _not_run(BAI, claim, ("bon", "rl"), run_dir, "bon_fit.json")
     seen = [lo > 0 for _, _, lo, _ in rows]  # False for nan
-    verdict = ("supported" if all(seen) else "inconclusive" if any(seen) or any(g > 0 for _, g, _, _ in rows)
-               else "not supported")
-    parts = [f"{w} {g:+.3f} " + (f"[{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else "(one step: no interval)")
-             for w, g, lo, hi in rows]
-    return Finding(BAI, claim, verdict, "pm_train − pm_test reward of the optimised policy (z) [CI; RL: ± 2 SE]: "
-                   + "; ".join(parts) + ".", "bon_fit.json" + (", rl.json" if rl else ""), "; ".join(parts))
+    verdict = (
+        "supported"
+        if all(seen)
+        else "inconclusive"
+        if any(seen) or any(g > 0 for _, g, _, _ in rows)
+        else "not supported"
+    )
+    parts = [
+        f"{w} {g:+.3f} " + (f"[{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else "(one step: no interval)")
+        for w, g, lo, hi in rows
+    ]
+    return Finding(
+        BAI,
+        claim,
+        verdict,
+        "pm_train − pm_test reward of the optimised policy (z) [CI; RL: ± 2 SE]: " + "; ".join(parts) + ".",
+        "bon_fit.json" + (", rl.json" if rl else ""),
+        "; ".join(parts),
+    )
 
 
 def tradeoff(run_dir: Path) -> Finding:
@@ -208,12 +265,23 @@ def tradeoff(run_dir: Path) -> Finding:
     if not (run_dir / "tension.json").exists():
         return _not_run(BAI, claim, ("train",), run_dir, "tension.json")
     acc = read_json(run_dir / "tension.json")["accuracy"]
-    cross = [(a, b, acc[a][b]) for a, b in (("helpful", "harmless"), ("harmless", "helpful")) if b in acc.get(a, {})]
+    cross = [
+        (a, b, acc[a][b])
+        for a, b in (("helpful", "harmless"), ("harmless", "helpful"))
+        if b in acc.get(a, {})
+    ]
     below = [d["ci95"][1] < 0.5 for *_, d in cross]
-    verdict = ("supported" if any(below) else "not supported" if cross and all(d["ci95"][0] > 0.5 for *_, d in cross)
-               else "inconclusive")
-    parts = [f"the {a} RM ranks {b} test pairs correctly {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
-             for a, b, d in cross]
+    verdict = (
+        "supported"
+        if any(below)
+        else "not supported"
+        if cross and all(d["ci95"][0] > 0.5 for *_, d in cross)
+        else "inconclusive"
+    )
+    parts = [
+        f"the {a} RM ranks {b} test pairs correctly {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
+        for a, b, d in cross
+    ]
     evidence = "Accuracy across objectives (0.5 = chance): " + "; ".join(parts) + "."
     source = "tension.json"
     if (run_dir / "frontier.csv").exists():
@@ -221,33 +289,70 @@ def tradeoff(run_dir: Path) -> Finding:
         w = f[f["kind"] == "weighted"].sort_values("w")
         if len(w) >= 2:
             lo, hi = w.iloc[0], w.iloc[-1]
-            evidence += (f" Best-of-{int(hi['n'])} selecting for helpfulness alone reaches helpful z {hi['helpful']:+.2f} "
-                         f"and harmless z {hi['harmless']:+.2f}; for harmlessness alone, {lo['helpful']:+.2f} and "
-                         f"{lo['harmless']:+.2f}.")
+            evidence += (
+                f" Best-of-{int(hi['n'])} selecting for helpfulness alone reaches helpful z {hi['helpful']:+.2f} "
+                f"and harmless z {hi['harmless']:+.2f}; for harmlessness alone, {lo['helpful']:+.2f} and "
+                f"{lo['harmless']:+.2f}."
+            )
             source += ", frontier.csv"
-    return Finding(BAI, claim, verdict, evidence, source, "; ".join(
-        f"{a} RM on {b} {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]" for a, b, d in cross))
+    return Finding(
+        BAI,
+        claim,
+        verdict,
+        evidence,
+        source,
+        "; ".join(
+            f"{a} RM on {b} {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]" for a, b, d in cross
+        ),
+    )
 
 
 def findings(run_dir: str | Path) -> list[Finding]:
     run_dir = Path(run_dir)
-    return [mixed_worse(run_dir), *neuron_findings(run_dir), calibrated(run_dir), sqrt_kl(run_dir),
-            train_test_gap(run_dir), tradeoff(run_dir)]
+    return [
+        mixed_worse(run_dir),
+        *neuron_findings(run_dir),
+        calibrated(run_dir),
+        sqrt_kl(run_dir),
+        train_test_gap(run_dir),
+        tradeoff(run_dir),
+    ]
 
 
 def section_summary(run_dir: Path) -> Section:
     fs = findings(run_dir)
     s = Section("Summary of findings", "summary")
-    counts = {v: sum(f.verdict == v for f in fs) for v in ("supported", "not supported", "inconclusive", "not run")}
-    s.paragraphs.append(f"{len(fs)} claims of {TANWAR} and {BAI}: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".")
+    counts = {
+        v: sum(f.verdict == v for f in fs) for v in ("supported", "not supported", "inconclusive", "not run")
+    }
+    s.paragraphs.append(
+        f"{len(fs)} claims of {TANWAR} and {BAI}: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."
+    )
     s.paragraphs += [f.sentence() for f in fs]
-    s.tables.append(("Claims, verdicts and where their numbers come from", pd.DataFrame(
-        [{"paper": f.paper, "claim": f.claim, "verdict": f.verdict, "numbers": f.key, "source": f.source} for f in fs])))
+    s.tables.append(
+        (
+            "Claims, verdicts and where their numbers come from",
+            pd.DataFrame(
+                [
+                    {
+                        "paper": f.paper,
+                        "claim": f.claim,
+                        "verdict": f.verdict,
+                        "numbers": f.key,
+                        "source": f.source,
+                    }
+                    for f in fs
+                ]
+            ),
+        )
+    )
     if (run_dir / "neurons" / "overlap.json").exists():
         from rmtension.neurons.report import claim_settings
 
         st = claim_settings(run_dir)
-        s.paragraphs.append(f"The neuron claims are tested at top-{st['p']:g}% by `{st['scorer']}` with zero ablation in "
-                            f"the {st['rm']} RM (seeds averaged), at significance level {st['alpha']:g}.")
+        s.paragraphs.append(
+            f"The neuron claims are tested at top-{st['p']:g}% by `{st['scorer']}` with zero ablation in "
+            f"the {st['rm']} RM (seeds averaged), at significance level {st['alpha']:g}."
+        )
     s.paragraphs.append("Criteria. " + CRITERIA)
     return s

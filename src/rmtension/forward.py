@@ -26,8 +26,14 @@ class PairForward:
     parameters it was built with. None: `model` itself. `score` always calls `model`.
     """
 
-    def __init__(self, model: nn.Module, pad_id: int, bf16: bool, cache: TrunkCache | None = None,
-                 runner: nn.Module | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        pad_id: int,
+        bf16: bool,
+        cache: TrunkCache | None = None,
+        runner: nn.Module | None = None,
+    ):
         self.model, self.pad_id, self.bf16, self.cache = model, pad_id, bf16, cache
         self.runner = model if runner is None else runner
         self.device = next(model.parameters()).device

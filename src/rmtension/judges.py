@@ -23,15 +23,25 @@ from rmtension.trunk import compute_trunk, cut_trunk, parse_scope, trunk_fingerp
 class JudgePanel:
     """Named reward models scoring (context, response) transcripts in the HH format every RM reads."""
 
-    def __init__(self, paths: Mapping[str, str | Path], tokenizer, max_length: int, trainable: str, bf16: bool = True,
-                 batch_size: int = 32, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        paths: Mapping[str, str | Path],
+        tokenizer,
+        max_length: int,
+        trainable: str,
+        bf16: bool = True,
+        batch_size: int = 32,
+        device: torch.device | str = "cpu",
+    ):
         from rmtension.models import load_reward_model
 
         if not paths:
             raise ValueError("a judge panel needs at least one reward model")
         self.tokenizer, self.max_length, self.bf16, self.batch_size = tokenizer, max_length, bf16, batch_size
         self.device = torch.device(device)
-        self.models = {name: load_reward_model(str(p), tokenizer).to(self.device).eval() for name, p in paths.items()}
+        self.models = {
+            name: load_reward_model(str(p), tokenizer).to(self.device).eval() for name, p in paths.items()
+        }
         first = next(iter(self.models.values()))
         from rmtension.arch import n_layers
 

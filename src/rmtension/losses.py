@@ -7,7 +7,10 @@ import torch.nn.functional as F
 
 
 def bradley_terry_loss(
-    r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: float | torch.Tensor = 0.0, center_coef: float = 0.0
+    r_chosen: torch.Tensor,
+    r_rejected: torch.Tensor,
+    margin: float | torch.Tensor = 0.0,
+    center_coef: float = 0.0,
 ) -> torch.Tensor:
     """Bradley-Terry loss, mean over pairs.
 

@@ -97,7 +97,9 @@ def load_reward_model(path: str, tokenizer=None, trust_remote_code: bool = False
             path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code
         )
     except OSError as e:
-        raise RmtensionError(f"cannot load a safetensors model from {path}: {str(e).splitlines()[0]}") from None
+        raise RmtensionError(
+            f"cannot load a safetensors model from {path}: {str(e).splitlines()[0]}"
+        ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     if tokenizer is not None:
@@ -111,6 +113,10 @@ def load_causal_lm(path: str, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
+        return AutoModelForCausalLM.from_pretrained(
+            path, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
     except OSError as e:
-        raise RmtensionError(f"cannot load a safetensors causal LM from {path}: {str(e).splitlines()[0]}") from None
+        raise RmtensionError(
+            f"cannot load a safetensors causal LM from {path}: {str(e).splitlines()[0]}"
+        ) from None

@@ -72,8 +72,10 @@ def bon_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVE
     fits = json.loads((run_dir / "bon_fit.json").read_text())["objectives"]
     for o, f in fits.items():
         fit, gap = f["sqrt_kl"]["reward_train_pm"], f["gap"]
-        log(f"{o}: pm_train ≈ {fit['intercept']:+.3f} {fit['slope']:+.3f}·sqrt(KL) (R² {fit['r2']:.3f}); "
-            f"train − test gap at n={gap['n'][-1]}: {gap['gap'][-1]:+.3f} [{gap['ci_low'][-1]:+.3f}, {gap['ci_high'][-1]:+.3f}]")
+        log(
+            f"{o}: pm_train ≈ {fit['intercept']:+.3f} {fit['slope']:+.3f}·sqrt(KL) (R² {fit['r2']:.3f}); "
+            f"train − test gap at n={gap['n'][-1]}: {gap['gap'][-1]:+.3f} [{gap['ci_low'][-1]:+.3f}, {gap['ci_high'][-1]:+.3f}]"
+        )
     log(f"outputs: {run_dir / 'bon.csv'}, {run_dir / 'bon_fit.json'}, {run_dir / 'frontier.csv'}")
 
 
@@ -85,16 +87,25 @@ def rl_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVER
     cfg = _config(config, overrides, ("policy", "pm_halves", "rl"))
     run_dir = run_stages(cfg, out, ("pm_halves", "bon", "rl"))
     for o, sm in json.loads((run_dir / "rl.json").read_text()).items():
-        log(f"{o}: final KL {sm['final_kl']:.3f}, train − test gap {sm['final_gap']:+.3f} ± {2 * sm['final_gap_se']:.3f}")
+        log(
+            f"{o}: final KL {sm['final_kl']:.3f}, train − test gap {sm['final_gap']:+.3f} ± {2 * sm['final_gap_se']:.3f}"
+        )
     log(f"outputs: {run_dir / 'rl.csv'}, {run_dir / 'rl.json'}")
 
 
 @policy_app.command("sample")
 def policy_sample(
     config: str = CONFIG,
-    prompt: list[str] = typer.Option(None, "--prompt", "-p", help="A user message to answer (repeatable). "
-                                     "Without it, held-out HH prompts are drawn from the config's data."),
-    n_prompts: int = typer.Option(3, "--n-prompts", min=1, help="Held-out prompts to draw when no --prompt is given."),
+    prompt: list[str] = typer.Option(
+        None,
+        "--prompt",
+        "-p",
+        help="A user message to answer (repeatable). "
+        "Without it, held-out HH prompts are drawn from the config's data.",
+    ),
+    n_prompts: int = typer.Option(
+        3, "--n-prompts", min=1, help="Held-out prompts to draw when no --prompt is given."
+    ),
     n: int = typer.Option(2, "--n", min=1, help="Responses per prompt."),
     out: str = typer.Option(None, "--out", "-o", help="Write JSONL here instead of printing."),
     overrides: list[str] = OVERRIDES,
@@ -110,7 +121,10 @@ def policy_sample(
     if prompt:
         if any(not p.strip() for p in prompt):
             raise ConfigError("--prompt: an empty message cannot be answered")
-        prompts = [{"prompt_id": f"cli/{i}", "objective": None, "context": (Turn("user", p),)} for i, p in enumerate(prompt)]
+        prompts = [
+            {"prompt_id": f"cli/{i}", "objective": None, "context": (Turn("user", p),)}
+            for i, p in enumerate(prompt)
+        ]
     else:
         from rmtension.config import resolve_data_path
         from rmtension.data import build_dataset
@@ -119,12 +133,30 @@ def policy_sample(
         prompts = select_prompts(bundle.test_sets, ["helpful", "harmless"], n_prompts, pc.seed)
     policy = open_policy(pc, cfg.model.cache_dir)
     ids = [build_prompt_ids(policy.tokenizer, p["context"], pc.max_prompt_tokens) for p in prompts]
-    drawn = sample(policy.model, ids, n=n, max_new_tokens=pc.max_new_tokens, temperature=pc.temperature, top_k=pc.top_k,
-                   top_p=pc.top_p, batch_size=pc.batch_size, stop_ids=policy.stop_ids, pad_id=policy.pad_id, seed=pc.seed)
+    drawn = sample(
+        policy.model,
+        ids,
+        n=n,
+        max_new_tokens=pc.max_new_tokens,
+        temperature=pc.temperature,
+        top_k=pc.top_k,
+        top_p=pc.top_p,
+        batch_size=pc.batch_size,
+        stop_ids=policy.stop_ids,
+        pad_id=policy.pad_id,
+        seed=pc.seed,
+    )
     texts = decode_responses(policy.tokenizer, drawn.tokens)
-    rows = [{"prompt_id": prompts[p]["prompt_id"], "sample": int(j), "prompt": prompts[p]["context"][-1].content,
-             "response": t, "finished": bool(f)}
-            for p, j, t, f in zip(drawn.prompt_index, drawn.sample_index, texts, drawn.finished)]
+    rows = [
+        {
+            "prompt_id": prompts[p]["prompt_id"],
+            "sample": int(j),
+            "prompt": prompts[p]["context"][-1].content,
+            "response": t,
+            "finished": bool(f),
+        }
+        for p, j, t, f in zip(drawn.prompt_index, drawn.sample_index, texts, drawn.finished)
+    ]
     if out:
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         print(out)
@@ -132,4 +164,6 @@ def policy_sample(
     for r in rows:
         if r["sample"] == 0:
             sys.stdout.write(f"\n=== {r['prompt_id']}: {r['prompt'][:300]}\n")
-        sys.stdout.write(f"--- sample {r['sample']}{'' if r['finished'] else ' (cut at max_new_tokens)'}:\n{r['response']}\n")
+        sys.stdout.write(
+            f"--- sample {r['sample']}{'' if r['finished'] else ' (cut at max_new_tokens)'}:\n{r['response']}\n"
+        )

@@ -38,7 +38,9 @@ class PolicyConfig(Strict):
 
 
 class PMHalvesConfig(Strict):
-    objectives: list[Literal["helpful", "harmless", "mixed"]] = Field(default_factory=lambda: list(OBJECTIVES))
+    objectives: list[Literal["helpful", "harmless", "mixed"]] = Field(
+        default_factory=lambda: list(OBJECTIVES)
+    )
     """Objectives that get a pm_train / pm_test pair."""
     seed: int = 0
     """Seed of the split into halves and of the two trainings."""
@@ -51,7 +53,9 @@ class BonConfig(Strict):
     """Prompts sampled once and reused for every n."""
     n_samples: int = Field(64, ge=2)
     """N responses per prompt; curves cover n = 1, 2, 4, ..., N."""
-    prompt_objectives: list[Literal["helpful", "harmless"]] = Field(default_factory=lambda: ["helpful", "harmless"], min_length=1)
+    prompt_objectives: list[Literal["helpful", "harmless"]] = Field(
+        default_factory=lambda: ["helpful", "harmless"], min_length=1
+    )
     """Prompts come in equal shares from the test split of each of these objectives (one shared pool,
     so every PM and the frontier judge the same samples). RL draws its prompts from the same splits."""
     frontier_weights: int = Field(11, ge=2)
@@ -77,7 +81,9 @@ class BonConfig(Strict):
 
 
 class RLConfig(Strict):
-    objectives: list[Literal["helpful", "harmless", "mixed"]] = Field(default_factory=lambda: ["helpful", "harmless"])
+    objectives: list[Literal["helpful", "harmless", "mixed"]] = Field(
+        default_factory=lambda: ["helpful", "harmless"]
+    )
     """One RL run per objective, optimising that objective's pm_train."""
     steps: int = Field(40, ge=1)
     """Policy-gradient steps per objective."""

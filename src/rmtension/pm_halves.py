@@ -28,8 +28,15 @@ def pm_dir(run_dir: Path, objective: str, half: str) -> Path:
 def pm_hash(cfg, objective: str, half: str) -> str:
     from rmtension.study import train_settings
 
-    return config_hash(cfg.data, cfg.model, train_settings(cfg.train),
-                       cfg.pm_halves.model_copy(update={"objectives": []}), objective, half, "pm")
+    return config_hash(
+        cfg.data,
+        cfg.model,
+        train_settings(cfg.train),
+        cfg.pm_halves.model_copy(update={"objectives": []}),
+        objective,
+        half,
+        "pm",
+    )
 
 
 def split_halves(group_keys: Sequence[str], seed: int, cap: int | None = None) -> tuple[list[int], list[int]]:
@@ -67,24 +74,48 @@ def stage_pm_halves(prep) -> None:
         pairs, enc = ctx.bundle.splits[objective]["train"], prep.train[objective]
         if [p.pair_id for p in pairs] != enc.pair_ids:
             raise RuntimeError(f"encoded training pairs of {objective} are out of step with the data bundle")
-        halves = split_halves([p.group_key for p in pairs], cfg.pm_halves.seed, cfg.pm_halves.max_pairs_per_half)
+        halves = split_halves(
+            [p.group_key for p in pairs], cfg.pm_halves.seed, cfg.pm_halves.max_pairs_per_half
+        )
         cache = _trunk_cache(prep)
         record = {"objective": objective, "seed": cfg.pm_halves.seed, "halves": {}}
         for half, idx in zip(HALVES, halves):
             torch.manual_seed(cfg.pm_halves.seed)  # the score head's initialisation, as in stage_train
-            model = load_reward_model(ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(device())
+            model = load_reward_model(ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(
+                device()
+            )
             log(f"training pm_{half} for {objective} on half {'AB'[HALVES.index(half)]}: {len(idx)} pairs")
-            res = train_reward_model(model, prep.tokenizer, enc.subset(idx), prep.val[objective], cfg.train,
-                                     cfg.pm_halves.seed, pm_dir(ctx.run_dir, objective, half), cache=cache)
+            res = train_reward_model(
+                model,
+                prep.tokenizer,
+                enc.subset(idx),
+                prep.val[objective],
+                cfg.train,
+                cfg.pm_halves.seed,
+                pm_dir(ctx.run_dir, objective, half),
+                cache=cache,
+            )
             acc = {}
             with PairForward(model, prep.tokenizer.pad_token_id, cfg.train.bf16, cache) as fwd:
                 for test, t_enc in prep.tests.items():
                     r_c, r_r = fwd.score(t_enc, cfg.eval.batch_size)
                     acc[test] = float(np.mean((r_c > r_r) + 0.5 * (r_c == r_r)))
-            record["halves"][half] = {"n_pairs": len(idx), "pair_ids": [enc.pair_ids[i] for i in idx],
-                                      "best_val_accuracy": res.best_val_accuracy, "test_accuracy": acc}
-            log(f"  val {res.best_val_accuracy:.3f}; test " + ", ".join(f"{t} {a:.3f}" for t, a in acc.items()))
+            record["halves"][half] = {
+                "n_pairs": len(idx),
+                "pair_ids": [enc.pair_ids[i] for i in idx],
+                "best_val_accuracy": res.best_val_accuracy,
+                "test_accuracy": acc,
+            }
+            log(
+                f"  val {res.best_val_accuracy:.3f}; test "
+                + ", ".join(f"{t} {a:.3f}" for t, a in acc.items())
+            )
             interrupt.check(f"after training pm_{half} of {objective}")
         write_json(inside(ctx.run_dir, "pm", objective, "halves.json"), record)
-        write_manifest(ctx.run_dir, stage, h, [pm_dir(ctx.run_dir, objective, hf) for hf in HALVES] +
-                       [inside(ctx.run_dir, "pm", objective, "halves.json")])
+        write_manifest(
+            ctx.run_dir,
+            stage,
+            h,
+            [pm_dir(ctx.run_dir, objective, hf) for hf in HALVES]
+            + [inside(ctx.run_dir, "pm", objective, "halves.json")],
+        )

@@ -71,7 +71,9 @@ class Policy:
     path: str
 
 
-def open_policy(cfg, cache_dir: str | None = None, precision: str | None = None, device: str = "cpu") -> Policy:
+def open_policy(
+    cfg, cache_dir: str | None = None, precision: str | None = None, device: str = "cpu"
+) -> Policy:
     """The policy of a `PolicyConfig`: registry name or HF path, in `precision` (default: the config's)."""
     from rmtension.models import load_tokenizer, resolve_backbone
 
@@ -91,7 +93,9 @@ def _prompt_ids(tokenizer, context: Sequence[Turn]) -> list[int]:
         messages = [{"role": t.role, "content": t.content} for t in context]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer(render_transcript(tuple(context)) + "\n\nAssistant:", add_special_tokens=True)["input_ids"]
+    return tokenizer(render_transcript(tuple(context)) + "\n\nAssistant:", add_special_tokens=True)[
+        "input_ids"
+    ]
 
 
 def build_prompt_ids(tokenizer, context: Sequence[Turn], max_prompt_tokens: int) -> list[int]:
@@ -152,7 +156,9 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
-def next_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+def next_tokens(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """[B, V] logits -> [B] token ids. temperature 0 is greedy (first maximum, as in generate).
 
     Draws by inverting the CDF with one uniform per row (float64 cumsum), which picks token i with
@@ -180,8 +186,8 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
         if len(s):
-            ids[i, width - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
-            mask[i, width - len(s):] = 1
+            ids[i, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s) :] = 1
     return ids, mask
 
 
@@ -202,9 +208,19 @@ def _accepts(model, name: str) -> bool:
 
 
 @torch.inference_mode()
-def _decode_batch(model, prompts: list[list[int]], rows: list[tuple[int, int]], *, max_new_tokens: int,
-                  temperature: float, top_k: int, top_p: float, stop: torch.Tensor, pad_id: int,
-                  generator: torch.Generator | None) -> tuple[list[list[int]], list[bool]]:
+def _decode_batch(
+    model,
+    prompts: list[list[int]],
+    rows: list[tuple[int, int]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    stop: torch.Tensor,
+    pad_id: int,
+    generator: torch.Generator | None,
+) -> tuple[list[list[int]], list[bool]]:
     """Generate for one batch of rows; each distinct prompt is prefilled once."""
     from transformers import DynamicCache
 
@@ -214,8 +230,14 @@ def _decode_batch(model, prompts: list[list[int]], rows: list[tuple[int, int]], 
     ids, mask = ids.to(device), mask.to(device)
     cache = DynamicCache(config=model.config)
     extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), past_key_values=cache,
-                use_cache=True, **extra)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions(mask),
+        past_key_values=cache,
+        use_cache=True,
+        **extra,
+    )
     expand = torch.tensor([uniq.index(p) for p, _ in rows], device=device)
     cache = out.past_key_values
     if len(uniq) != len(rows) or not torch.equal(expand, torch.arange(len(rows), device=device)):
@@ -243,15 +265,32 @@ def _decode_batch(model, prompts: list[list[int]], rows: list[tuple[int, int]], 
             alive, tok, mask, pos, done = alive[keep], tok[keep], mask[keep], pos[keep], done[keep]
         mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
         pos = pos + 1
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], past_key_values=cache,
-                    use_cache=True)
+        out = model(
+            input_ids=tok[:, None],
+            attention_mask=mask,
+            position_ids=pos[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        )
         logits, cache = out.logits[:, -1], out.past_key_values
     return tokens, finished
 
 
-def sample(model, prompts: Sequence[Sequence[int]], *, n: int = 1, max_new_tokens: int = 64, temperature: float = 1.0,
-           top_k: int = 0, top_p: float = 1.0, batch_size: int = 32, stop_ids: Sequence[int] = (), pad_id: int = 0,
-           seed: int | None = 0, progress=None) -> Sampled:
+def sample(
+    model,
+    prompts: Sequence[Sequence[int]],
+    *,
+    n: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    batch_size: int = 32,
+    stop_ids: Sequence[int] = (),
+    pad_id: int = 0,
+    seed: int | None = 0,
+    progress=None,
+) -> Sampled:
     """Draw `n` responses for each prompt (token-id lists, already chat-formatted).
 
     Rows come back grouped by prompt in prompt order. `seed` makes the draws reproducible for a
@@ -269,8 +308,18 @@ def sample(model, prompts: Sequence[Sequence[int]], *, n: int = 1, max_new_token
     by_row: dict[tuple[int, int], tuple[list[int], bool]] = {}
     plan = plan_rows([len(p) for p in prompts], n, batch_size)
     for rows in plan:
-        toks, fin = _decode_batch(model, prompts, rows, max_new_tokens=max_new_tokens, temperature=temperature,
-                                  top_k=top_k, top_p=top_p, stop=stop, pad_id=pad_id, generator=gen)
+        toks, fin = _decode_batch(
+            model,
+            prompts,
+            rows,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop=stop,
+            pad_id=pad_id,
+            generator=gen,
+        )
         by_row.update({r: (t, f) for r, t, f in zip(rows, toks, fin)})
         if progress is not None:
             progress(len(by_row), len(prompts) * n)

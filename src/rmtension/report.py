@@ -41,17 +41,44 @@ PARTS: tuple[Part, ...] = (
     Part("summary", "Summary of findings", ("rmtension.findings:section_summary",)),
     Part("data", "Data", ("rmtension.report_core:section_data",), expects="data/summary.json"),
     Part("tension", "Tension table", ("rmtension.report_core:section_tension",), expects="tension.json"),
-    Part("calibration", "Calibration", ("rmtension.report_core:section_calibration",), expects="tension.json"),
-    Part("training", "Training curves", ("rmtension.report_core:section_training",),
-         expects="rm/<objective>/seed<k>/metrics.json"),
-    Part("neurons", "Neurons", ("rmtension.neurons.report:section_overlap",), ("neurons",), "`neurons:`",
-         "neurons/overlap.json"),
-    Part("ablations", "Ablations", tuple(f"rmtension.neurons.report:{f}" for f in
-                                         ("section_ablation", "section_sweep", "section_cross")),
-         ("ablation",), "`neurons:` and `ablation:`", "ablation.csv"),
-    Part("optimisation", "Best-of-n and RL", tuple(f"rmtension.optimise_report:{f}" for f in
-                                                   ("section_bon", "section_rl", "section_frontier", "section_examples")),
-         ("bon", "rl"), "`policy:`, `pm_halves:` and `bon:` or `rl:`", "bon.csv, bon_fit.json or rl.csv"),
+    Part(
+        "calibration", "Calibration", ("rmtension.report_core:section_calibration",), expects="tension.json"
+    ),
+    Part(
+        "training",
+        "Training curves",
+        ("rmtension.report_core:section_training",),
+        expects="rm/<objective>/seed<k>/metrics.json",
+    ),
+    Part(
+        "neurons",
+        "Neurons",
+        ("rmtension.neurons.report:section_overlap",),
+        ("neurons",),
+        "`neurons:`",
+        "neurons/overlap.json",
+    ),
+    Part(
+        "ablations",
+        "Ablations",
+        tuple(
+            f"rmtension.neurons.report:{f}" for f in ("section_ablation", "section_sweep", "section_cross")
+        ),
+        ("ablation",),
+        "`neurons:` and `ablation:`",
+        "ablation.csv",
+    ),
+    Part(
+        "optimisation",
+        "Best-of-n and RL",
+        tuple(
+            f"rmtension.optimise_report:{f}"
+            for f in ("section_bon", "section_rl", "section_frontier", "section_examples")
+        ),
+        ("bon", "rl"),
+        "`policy:`, `pm_halves:` and `bon:` or `rl:`",
+        "bon.csv, bon_fit.json or rl.csv",
+    ),
 )
 """Every part before provenance, in report order."""
 
@@ -90,7 +117,9 @@ SECTION_ANCHORS = tuple(p.anchor for p in PARTS) + ("provenance",)
 def write_report(run_dir: str | Path) -> Path:
     """Write report.md, report.html, tables/*.csv and figures/* from the files in `run_dir`; returns the HTML path."""
     run_dir = Path(run_dir)
-    (run_dir / "figures" / "index.json").unlink(missing_ok=True)  # `save` re-lists the figures this build makes
+    (run_dir / "figures" / "index.json").unlink(
+        missing_ok=True
+    )  # `save` re-lists the figures this build makes
     sections = build_sections(run_dir)
     made = {p.stem for s in _walk(sections) for _, p in s.figures}
     prune_figures(run_dir, made)

@@ -67,14 +67,32 @@ def section_data(run_dir: Path) -> Section | None:
         + (f" (ratio {d['mixed_ratio']:g})" if d.get("mixed_mode") == "ratio" else "")
         + f", split {tuple(d.get('split_fractions', []))} with seed {d.get('split_seed', '?')}; prompt groups found in two "
         f"splits: {d.get('groups_in_two_splits', '?')}. Sources: `data/summary.json`, pair ids per split in "
-        "`data/splits.json`, truncation in `data/truncation.json`.")
+        "`data/splits.json`, truncation in `data/truncation.json`."
+    )
     if d.get("counts_per_subset"):
-        s.tables.append(("Pairs per subset and split, after drops", pd.DataFrame(
-            [{"subset": k, "split from": d.get("split_mode", {}).get(k, ""), **v} for k, v in d["counts_per_subset"].items()])))
+        s.tables.append(
+            (
+                "Pairs per subset and split, after drops",
+                pd.DataFrame(
+                    [
+                        {"subset": k, "split from": d.get("split_mode", {}).get(k, ""), **v}
+                        for k, v in d["counts_per_subset"].items()
+                    ]
+                ),
+            )
+        )
     if d.get("objectives"):
-        s.tables.append(("Pairs used per objective (after the `max_*_pairs` caps)", pd.DataFrame(
-            [{"objective": k, **{split: v.get(split, "") for split in ("train", "val", "test")}}
-             for k, v in d["objectives"].items()])))
+        s.tables.append(
+            (
+                "Pairs used per objective (after the `max_*_pairs` caps)",
+                pd.DataFrame(
+                    [
+                        {"objective": k, **{split: v.get(split, "") for split in ("train", "val", "test")}}
+                        for k, v in d["objectives"].items()
+                    ]
+                ),
+            )
+        )
     drops = [{"kind": "dropped", "reason": k, "pairs": v} for k, v in d.get("drops", {}).items()]
     drops += [{"kind": "skipped (lenient)", "reason": k, "pairs": v} for k, v in d.get("skipped", {}).items()]
     drops += [{"kind": "kept, flagged", "reason": k, "pairs": v} for k, v in d.get("flags", {}).items()]
@@ -83,8 +101,12 @@ def section_data(run_dir: Path) -> Section | None:
     trunc = run_dir / "data" / "truncation.json"
     if trunc.exists():
         t = read_json(trunc)
-        s.tables.append((f"Left truncation at {t['max_length']} tokens (source: `data/truncation.json`)",
-                         pd.DataFrame([{"set": k, **v} for k, v in t["sets"].items()])))
+        s.tables.append(
+            (
+                f"Left truncation at {t['max_length']} tokens (source: `data/truncation.json`)",
+                pd.DataFrame([{"set": k, **v} for k, v in t["sets"].items()]),
+            )
+        )
     return s
 
 
@@ -95,18 +117,45 @@ def section_tension(run_dir: Path) -> Section | None:
     t = read_json(path)
     tests = ordered_tests({ts for by in t["accuracy"].values() for ts in by})
     s = Section("Tension table", "tension")
-    s.paragraphs.append("Pairwise accuracy, mean ± sd over seeds [95% CI from a bootstrap over test pairs and seeds]. "
-                        f"Source: `tension.json`. Method: {t['method']['ci']}.")
-    rows = [{"RM": rm, **{ts: fmt_acc(by[ts]) for ts in tests if ts in by}} for rm, by in t["accuracy"].items()]
+    s.paragraphs.append(
+        "Pairwise accuracy, mean ± sd over seeds [95% CI from a bootstrap over test pairs and seeds]. "
+        f"Source: `tension.json`. Method: {t['method']['ci']}."
+    )
+    rows = [
+        {"RM": rm, **{ts: fmt_acc(by[ts]) for ts in tests if ts in by}} for rm, by in t["accuracy"].items()
+    ]
     s.tables.append(("Accuracy of each RM on each test set", pd.DataFrame(rows)))
-    inter = [{"test set": ts, "mixed − best single": f"{d['mixed_minus_best_single']:+.3f}",
-              "95% CI": f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]", "best single RM": d["best_single"],
-              "verdict": interference_verdict(d)} for ts, d in t["interference"].items()]
+    inter = [
+        {
+            "test set": ts,
+            "mixed − best single": f"{d['mixed_minus_best_single']:+.3f}",
+            "95% CI": f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]",
+            "best single RM": d["best_single"],
+            "verdict": interference_verdict(d),
+        }
+        for ts, d in t["interference"].items()
+    ]
     if inter:
-        s.tables.append(("Interference = accuracy(mixed) − max(accuracy(helpful RM), accuracy(harmless RM))", pd.DataFrame(inter)))
-    sub_rows = [{"RM": rm, "test set": ts, "subset": sub, "pairs": d["n"], "accuracy": f"{d['accuracy']:.3f}",
-                 "mean margin (whole test set)": f"{by[ts]['mean_margin']:+.3f}"}
-                for rm, by in t["accuracy"].items() for ts in tests if ts in by for sub, d in by[ts].get("per_subset", {}).items()]
+        s.tables.append(
+            (
+                "Interference = accuracy(mixed) − max(accuracy(helpful RM), accuracy(harmless RM))",
+                pd.DataFrame(inter),
+            )
+        )
+    sub_rows = [
+        {
+            "RM": rm,
+            "test set": ts,
+            "subset": sub,
+            "pairs": d["n"],
+            "accuracy": f"{d['accuracy']:.3f}",
+            "mean margin (whole test set)": f"{by[ts]['mean_margin']:+.3f}",
+        }
+        for rm, by in t["accuracy"].items()
+        for ts in tests
+        if ts in by
+        for sub, d in by[ts].get("per_subset", {}).items()
+    ]
     if sub_rows:
         s.tables.append(("Per-subset accuracy, mean over seeds", pd.DataFrame(sub_rows)))
     fig, ax = new_figure(COLUMN_WIDTH, 2.4)
@@ -114,16 +163,31 @@ def section_tension(run_dir: Path) -> Section | None:
     for i, (rm, by) in enumerate(t["accuracy"].items()):
         mine = [ts for ts in tests if ts in by]
         xs = [tests.index(ts) + i * width for ts in mine]
-        err = [[by[ts]["mean"] - by[ts]["ci95"][0] for ts in mine], [by[ts]["ci95"][1] - by[ts]["mean"] for ts in mine]]
-        ax.bar(xs, [by[ts]["mean"] for ts in mine], width, yerr=err, label=f"{rm} RM", color=RM_COLOURS.get(rm), capsize=2)
+        err = [
+            [by[ts]["mean"] - by[ts]["ci95"][0] for ts in mine],
+            [by[ts]["ci95"][1] - by[ts]["mean"] for ts in mine],
+        ]
+        ax.bar(
+            xs,
+            [by[ts]["mean"] for ts in mine],
+            width,
+            yerr=err,
+            label=f"{rm} RM",
+            color=RM_COLOURS.get(rm),
+            capsize=2,
+        )
     ax.axhline(0.5, color=CHANCE_COLOUR, lw=0.8, ls="--")
-    ax.set_xticks([j + width * (len(t["accuracy"]) - 1) / 2 for j in range(len(tests))], [f"{ts} test" for ts in tests])
+    ax.set_xticks(
+        [j + width * (len(t["accuracy"]) - 1) / 2 for j in range(len(tests))], [f"{ts} test" for ts in tests]
+    )
     ax.set_ylabel("pairwise accuracy")
     top = max(by[ts]["ci95"][1] for by in t["accuracy"].values() for ts in by)
     low = min(by[ts]["ci95"][0] for by in t["accuracy"].values() for ts in by)
     ax.set_ylim(min(0.4, low - 0.02), max(0.8, top + 0.1))
     ax.legend(frameon=False, ncols=3, loc="upper center")
-    s.figures.append(("Accuracy with 95% CIs; dashed line: chance. Source: `tension.json`.", save(fig, run_dir, "tension")))
+    s.figures.append(
+        ("Accuracy with 95% CIs; dashed line: chance. Source: `tension.json`.", save(fig, run_dir, "tension"))
+    )
     return s
 
 
@@ -157,7 +221,11 @@ def ece_replicates(margins: np.ndarray, bins: int, pair_idx: np.ndarray) -> np.n
 @lru_cache(maxsize=8)
 def _calibration_cis(run_dir: str, _key: tuple) -> dict[tuple[str, str], list[float]]:
     ev = read_config(Path(run_dir)).get("eval") or {}
-    bins, level, n_boot = int(ev.get("ece_bins", 10)), float(ev.get("ci", 0.95)), int(ev.get("bootstrap", 2000))
+    bins, level, n_boot = (
+        int(ev.get("ece_bins", 10)),
+        float(ev.get("ci", 0.95)),
+        int(ev.get("bootstrap", 2000)),
+    )
     out = {}
     for rm_dir in sorted((Path(run_dir) / "eval").glob("*")):
         for test in sorted({p.stem for p in rm_dir.glob("seed*/*.csv")}):
@@ -177,9 +245,11 @@ def section_calibration(run_dir: Path) -> Section | None:
     cal = read_json(path)["calibration"]
     cis = calibration_cis(run_dir)
     s = Section("Calibration", "calibration")
-    s.paragraphs.append("Bai et al. (2022) report well-calibrated preference models. Predicted P(chosen preferred) = "
-                        "sigmoid(r_chosen − r_rejected), pooled over seeds; ECE over equal-width bins. Source: `tension.json`; "
-                        "the ECE's 95% CI is a percentile bootstrap over test pairs of `eval/<rm>/seed<k>/<test>.csv`.")
+    s.paragraphs.append(
+        "Bai et al. (2022) report well-calibrated preference models. Predicted P(chosen preferred) = "
+        "sigmoid(r_chosen − r_rejected), pooled over seeds; ECE over equal-width bins. Source: `tension.json`; "
+        "the ECE's 95% CI is a percentile bootstrap over test pairs of `eval/<rm>/seed<k>/<test>.csv`."
+    )
     rows = []
     for rm, by in cal.items():
         row = {"RM": rm}
@@ -195,14 +265,25 @@ def section_calibration(run_dir: Path) -> Section | None:
             if ts != rm and rm != "mixed":
                 continue
             pts = d["points"]
-            ax.plot([p["predicted"] for p in pts], [p["observed"] for p in pts], marker="o" if ts == "helpful" else "s",
-                    ms=2.5, lw=1, color=RM_COLOURS.get(rm), ls="-" if ts == "helpful" else ":",
-                    label=f"{rm} RM, {ts} test (ECE {d['ece']:.3f})")
+            ax.plot(
+                [p["predicted"] for p in pts],
+                [p["observed"] for p in pts],
+                marker="o" if ts == "helpful" else "s",
+                ms=2.5,
+                lw=1,
+                color=RM_COLOURS.get(rm),
+                ls="-" if ts == "helpful" else ":",
+                label=f"{rm} RM, {ts} test (ECE {d['ece']:.3f})",
+            )
     ax.set_xlabel("predicted P(chosen preferred)")
     ax.set_ylabel("observed frequency")
     ax.legend(frameon=False, loc="upper left")
-    s.figures.append(("Reliability diagram (own-objective test sets; the mixed RM on both). Source: `tension.json`.",
-                      save(fig, run_dir, "calibration")))
+    s.figures.append(
+        (
+            "Reliability diagram (own-objective test sets; the mixed RM on both). Source: `tension.json`.",
+            save(fig, run_dir, "calibration"),
+        )
+    )
     return s
 
 
@@ -218,11 +299,34 @@ def section_training(run_dir: Path) -> Section | None:
         rm, seed = path.parent.parent.name, path.parent.name
         c = RM_COLOURS.get(rm)
         loss = m["loss"]
-        ax1.plot([x for x, _ in loss], pd.Series([y for _, y in loss]).rolling(10, min_periods=1).mean(), color=c, lw=0.8, alpha=0.8)
-        ax2.plot([x for x, _ in m["val_accuracy"]], [y for _, y in m["val_accuracy"]], color=c, lw=0.8, marker=".", ms=2)
-        rows.append({"RM": rm, "seed": seed, "train pairs": m["n_train"], "steps": m["steps"], "best step": m["best_step"],
-                     "best val acc": f"{m['best_val_accuracy']:.3f}", "pairs/s": f"{m['pairs_per_s']:.1f}",
-                     "tokens/s": f"{m['tokens_per_s']:.0f}", "peak MB": f"{m['peak_memory_mb']:.0f}"})
+        ax1.plot(
+            [x for x, _ in loss],
+            pd.Series([y for _, y in loss]).rolling(10, min_periods=1).mean(),
+            color=c,
+            lw=0.8,
+            alpha=0.8,
+        )
+        ax2.plot(
+            [x for x, _ in m["val_accuracy"]],
+            [y for _, y in m["val_accuracy"]],
+            color=c,
+            lw=0.8,
+            marker=".",
+            ms=2,
+        )
+        rows.append(
+            {
+                "RM": rm,
+                "seed": seed,
+                "train pairs": m["n_train"],
+                "steps": m["steps"],
+                "best step": m["best_step"],
+                "best val acc": f"{m['best_val_accuracy']:.3f}",
+                "pairs/s": f"{m['pairs_per_s']:.1f}",
+                "tokens/s": f"{m['tokens_per_s']:.0f}",
+                "peak MB": f"{m['peak_memory_mb']:.0f}",
+            }
+        )
     ax1.set_xlabel("optimiser step")
     ax1.set_ylabel("BT loss (rolling mean)")
     ax2.set_xlabel("optimiser step")
@@ -230,47 +334,99 @@ def section_training(run_dir: Path) -> Section | None:
     for rm, c in RM_COLOURS.items():
         ax2.plot([], [], color=c, label=f"{rm} RM")
     ax2.legend(frameon=False)
-    s.figures.append(("Training loss and validation accuracy per RM and seed. Source: `rm/<objective>/seed<k>/metrics.json`.",
-                      save(fig, run_dir, "training")))
-    s.tables.append(("Per-run training metrics (source: `rm/<objective>/seed<k>/metrics.json`)", pd.DataFrame(rows)))
-    s.paragraphs.append("The model is selected on the validation split only; test sets are never used for selection.")
+    s.figures.append(
+        (
+            "Training loss and validation accuracy per RM and seed. Source: `rm/<objective>/seed<k>/metrics.json`.",
+            save(fig, run_dir, "training"),
+        )
+    )
+    s.tables.append(
+        ("Per-run training metrics (source: `rm/<objective>/seed<k>/metrics.json`)", pd.DataFrame(rows))
+    )
+    s.paragraphs.append(
+        "The model is selected on the validation split only; test sets are never used for selection."
+    )
     return s
 
 
 def git_revision() -> str:
     try:
         here = Path(__file__).resolve().parent
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
-        return rev.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "") if rev.returncode == 0 else "unknown"
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return (
+            rev.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
+            if rev.returncode == 0
+            else "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
 def versions_table() -> pd.DataFrame:
     versions = {}
-    for pkg in ("rmtension", "torch", "transformers", "accelerate", "safetensors", "datasets", "numpy", "pandas", "scipy",
-                "matplotlib", "trl"):
+    for pkg in (
+        "rmtension",
+        "torch",
+        "transformers",
+        "accelerate",
+        "safetensors",
+        "datasets",
+        "numpy",
+        "pandas",
+        "scipy",
+        "matplotlib",
+        "trl",
+    ):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
-    return pd.DataFrame([{"package": k, "version": v} for k, v in versions.items()] +
-                        [{"package": "python", "version": platform.python_version()},
-                         {"package": "git revision", "version": git_revision()}])
+    return pd.DataFrame(
+        [{"package": k, "version": v} for k, v in versions.items()]
+        + [
+            {"package": "python", "version": platform.python_version()},
+            {"package": "git revision", "version": git_revision()},
+        ]
+    )
 
 
 def section_provenance(run_dir: Path) -> Section:
     s = Section("Provenance", "provenance")
-    s.paragraphs.append("Every number above names the run-directory file it was read from; every table is also in "
-                        "`tables/` as CSV and every figure in `figures/` as PNG and PDF (`figures/index.json` lists them).")
+    s.paragraphs.append(
+        "Every number above names the run-directory file it was read from; every table is also in "
+        "`tables/` as CSV and every figure in `figures/` as PNG and PDF (`figures/index.json` lists them)."
+    )
     s.tables.append(("Versions", versions_table()))
     cfg = run_dir / "config.yaml"
     if cfg.exists():
-        s.paragraphs.append("Resolved config (`config.yaml`); rerun with `rmtension study --config config.yaml --out RUN_DIR`:")
+        s.paragraphs.append(
+            "Resolved config (`config.yaml`); rerun with `rmtension study --config config.yaml --out RUN_DIR`:"
+        )
         s.paragraphs.append("<pre>" + html.escape(cfg.read_text()) + "</pre>")
     manifests = sorted((run_dir / "manifests").glob("*.json"))
     if manifests:
-        s.tables.append(("Stage manifests (config hash per stage)", pd.DataFrame(
-            [{"stage": m.stem, "config hash": read_json(m)["config_hash"], "files": len(read_json(m)["files"])} for m in manifests])))
+        s.tables.append(
+            (
+                "Stage manifests (config hash per stage)",
+                pd.DataFrame(
+                    [
+                        {
+                            "stage": m.stem,
+                            "config hash": read_json(m)["config_hash"],
+                            "files": len(read_json(m)["files"]),
+                        }
+                        for m in manifests
+                    ]
+                ),
+            )
+        )
     return s

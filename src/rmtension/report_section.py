@@ -52,9 +52,11 @@ def write_document(out_dir: Path, title: str, sections: list[Section]) -> Path:
         _render(s, out_dir, 2, md, body, written)
     _prune(out_dir / "tables", "*.csv", written)
     atomic_write_text(out_dir / "report.md", "\n".join(md) + "\n")
-    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            '<link rel="icon" href="data:,">'  # no favicon request: the page makes no request at all
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav>{''.join(body)}</body></html>")
+    page = (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        '<link rel="icon" href="data:,">'  # no favicon request: the page makes no request at all
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav>{''.join(body)}</body></html>"
+    )
     return atomic_write_text(out_dir / "report.html", page)
 
 
@@ -77,8 +79,10 @@ def _render(s: Section, out_dir: Path, level: int, md: list[str], body: list[str
     for caption, png in s.figures:
         rel = png.relative_to(out_dir).as_posix()
         md += [f"![{caption}]({rel})", "", f"*{caption}* (`{rel}`, PDF beside it)", ""]
-        body.append(f'<figure><img src="{inline_png(png)}" alt="{html.escape(caption)}"><figcaption>{inline_md(caption)} '
-                    f"(<code>{html.escape(rel)}</code>, PDF beside it)</figcaption></figure>")
+        body.append(
+            f'<figure><img src="{inline_png(png)}" alt="{html.escape(caption)}"><figcaption>{inline_md(caption)} '
+            f"(<code>{html.escape(rel)}</code>, PDF beside it)</figcaption></figure>"
+        )
     for sub in s.subsections:
         _render(sub, out_dir, level + 1, md, body, written)
     body.append("</section>")

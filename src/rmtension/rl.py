@@ -131,18 +131,28 @@ def trunk_states(trunk_model: nn.Module, batch: PackedBatch, k: int, group: int)
             rows = slice(start, min(b, start + group))
             g = rows.stop - rows.start
             prompt_mask = batch.attention_mask[rows, :lp]
-            if not bool((batch.input_ids[rows, :lp] == batch.input_ids[start, :lp]).all()) or \
-                    not bool((prompt_mask == prompt_mask[0]).all()):
+            if not bool((batch.input_ids[rows, :lp] == batch.input_ids[start, :lp]).all()) or not bool(
+                (prompt_mask == prompt_mask[0]).all()
+            ):
                 raise ValueError(f"rows {rows.start}..{rows.stop - 1} do not share one prompt")
             lo = lp - int(prompt_mask[0].sum())
             cache = DynamicCache(config=trunk_model.config)
             n_p = lp - lo
-            h_prompt = run(input_ids=batch.input_ids[start : start + 1, lo:lp],
-                           position_ids=torch.arange(n_p, device=dev)[None], past_key_values=cache, use_cache=True)
+            h_prompt = run(
+                input_ids=batch.input_ids[start : start + 1, lo:lp],
+                position_ids=torch.arange(n_p, device=dev)[None],
+                past_key_values=cache,
+                use_cache=True,
+            )
             cache.batch_repeat_interleave(g)
             mask = torch.cat([prompt_mask[:, lo:], batch.attention_mask[rows, lp:]], dim=1)
-            h_resp = run(input_ids=batch.input_ids[rows, lp:], attention_mask=mask,
-                         position_ids=(n_p + torch.arange(t, device=dev))[None].expand(g, -1), past_key_values=cache, use_cache=True)
+            h_resp = run(
+                input_ids=batch.input_ids[rows, lp:],
+                attention_mask=mask,
+                position_ids=(n_p + torch.arange(t, device=dev))[None].expand(g, -1),
+                past_key_values=cache,
+                use_cache=True,
+            )
             if out is None:
                 out = h_prompt.new_zeros(b, width, h_prompt.shape[-1])
             out[rows, lo:lp] = h_prompt
@@ -169,8 +179,14 @@ def swapped(model: nn.Module, params: dict[str, torch.Tensor] | None) -> Iterato
             named[n].data = t
 
 
-def response_logprobs(model: nn.Module, batch: PackedBatch, bf16: bool, trunk: torch.Tensor | None = None,
-                      k: int = 0, full: bool = False):
+def response_logprobs(
+    model: nn.Module,
+    batch: PackedBatch,
+    bf16: bool,
+    trunk: torch.Tensor | None = None,
+    k: int = 0,
+    full: bool = False,
+):
     """[B, T] log pi(y_t | prompt, y_<t) of the response tokens; with `full`, also the detached
     [B, T, V] log-probs over the vocabulary at each response position (for `kl_exact`).
 
@@ -181,8 +197,13 @@ def response_logprobs(model: nn.Module, batch: PackedBatch, bf16: bool, trunk: t
 
     t = batch.response_ids.shape[1]
     pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos, use_cache=False,
-                  logits_to_keep=t + 1)
+    kwargs = dict(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=pos,
+        use_cache=False,
+        logits_to_keep=t + 1,
+    )
     with contextlib.ExitStack() as stack:
         if trunk is not None:
             for stand_in in stack.enter_context(cut_trunk(model, k)):
@@ -233,9 +254,19 @@ def sync_sampler(sampler: nn.Module, policy: nn.Module, names: Sequence[str]) ->
         dst[n].copy_(src[n])
 
 
-def rl_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: PackedBatch, rewards: torch.Tensor,
-              ref_logp: torch.Tensor, kl_coef: float, max_grad_norm: float, bf16: bool,
-              trunk: torch.Tensor | None = None, top: int = 0, ref_full: torch.Tensor | None = None) -> dict:
+def rl_update(
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: PackedBatch,
+    rewards: torch.Tensor,
+    ref_logp: torch.Tensor,
+    kl_coef: float,
+    max_grad_norm: float,
+    bf16: bool,
+    trunk: torch.Tensor | None = None,
+    top: int = 0,
+    ref_full: torch.Tensor | None = None,
+) -> dict:
     """One RLOO step. rewards: [P, k] judge rewards in batch order (prompt-major); ref_logp [B, T];
     ref_full: optional [B, T, V] reference log-probs, for the exact KL that is logged.
 
@@ -252,10 +283,17 @@ def rl_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Packed
     loss = rloo_loss(logp, batch.response_mask, adv)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_([q for q in policy.parameters() if q.requires_grad], max_grad_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        [q for q in policy.parameters() if q.requires_grad], max_grad_norm
+    )
     optimizer.step()
-    return {"loss": float(loss.detach()), "kl": float(exact.mean()), "kl_sample": float(kl.mean()), "advantages": adv,
-            "grad_norm": float(grad_norm)}
+    return {
+        "loss": float(loss.detach()),
+        "kl": float(exact.mean()),
+        "kl_sample": float(kl.mean()),
+        "advantages": adv,
+        "grad_norm": float(grad_norm),
+    }
 
 
 ScoreFn = Callable[[list[int], list[list[int]]], dict[str, np.ndarray]]
@@ -265,8 +303,16 @@ Each judge is logged as `reward_<name>` (`reward_train_pm`, `reward_test_pm`, ..
 TRAIN_JUDGE = "train_pm"
 
 
-def run_rloo(policy: nn.Module, prompts: Sequence[Sequence[int]], score: ScoreFn, cfg: RLConfig, pcfg: PolicyConfig,
-             stop_ids: Sequence[int], pad_id: int, on_step: Callable[[dict], None] | None = None) -> list[dict]:
+def run_rloo(
+    policy: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    score: ScoreFn,
+    cfg: RLConfig,
+    pcfg: PolicyConfig,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    on_step: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Optimise `policy` (fp32, in place) for `cfg.steps`; returns one log row per step.
 
     Each step samples k responses for P prompts from the current policy (a bf16 copy when
@@ -281,15 +327,29 @@ def run_rloo(policy: nn.Module, prompts: Sequence[Sequence[int]], score: ScoreFn
     shared_trunk = top < n_layers(policy)
     ref = snapshot(policy, names)
     sampler = copy.deepcopy(policy).to(torch.bfloat16).eval() if pcfg.precision == "bf16" else policy
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0
+    )
     order = np.random.default_rng(cfg.seed).permutation(len(prompts))
     rows = []
     for step in range(cfg.steps):
         t0 = time.perf_counter()
-        idx = [int(order[(step * cfg.prompts_per_step + i) % len(order)]) for i in range(cfg.prompts_per_step)]
-        drawn: Sampled = sample(sampler, [prompts[i] for i in idx], n=cfg.k, max_new_tokens=cfg.max_new_tokens,
-                                temperature=pcfg.temperature, top_k=pcfg.top_k, top_p=pcfg.top_p,
-                                batch_size=pcfg.batch_size, stop_ids=stop_ids, pad_id=pad_id, seed=cfg.seed * 100003 + step)
+        idx = [
+            int(order[(step * cfg.prompts_per_step + i) % len(order)]) for i in range(cfg.prompts_per_step)
+        ]
+        drawn: Sampled = sample(
+            sampler,
+            [prompts[i] for i in idx],
+            n=cfg.k,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=pcfg.temperature,
+            top_k=pcfg.top_k,
+            top_p=pcfg.top_p,
+            batch_size=pcfg.batch_size,
+            stop_ids=stop_ids,
+            pad_id=pad_id,
+            seed=cfg.seed * 100003 + step,
+        )
         t_sample = time.perf_counter() - t0
         prompt_idx = [idx[i] for i in drawn.prompt_index]
         scores = score(prompt_idx, drawn.tokens)
@@ -300,15 +360,37 @@ def run_rloo(policy: nn.Module, prompts: Sequence[Sequence[int]], score: ScoreFn
         trunk = trunk_states(sampler, batch, top, cfg.k) if shared_trunk else None
         with torch.no_grad(), swapped(policy, ref):
             ref_logp, ref_full = response_logprobs(policy, batch, cfg.bf16, trunk, top, full=True)
-        rewards = torch.as_tensor(scores[TRAIN_JUDGE], dtype=torch.float32, device=batch.input_ids.device).view(cfg.prompts_per_step, cfg.k)
-        out = rl_update(policy, optimizer, batch, rewards, ref_logp, cfg.kl_coef, cfg.max_grad_norm, cfg.bf16, trunk, top,
-                        ref_full)
+        rewards = torch.as_tensor(
+            scores[TRAIN_JUDGE], dtype=torch.float32, device=batch.input_ids.device
+        ).view(cfg.prompts_per_step, cfg.k)
+        out = rl_update(
+            policy,
+            optimizer,
+            batch,
+            rewards,
+            ref_logp,
+            cfg.kl_coef,
+            cfg.max_grad_norm,
+            cfg.bf16,
+            trunk,
+            top,
+            ref_full,
+        )
         del ref_full
         if sampler is not policy:
             sync_sampler(sampler, policy, names)
-        row = {"step": step, "kl": out["kl"], "kl_sample": out["kl_sample"], **{f"reward_{k}": float(np.mean(v)) for k, v in scores.items()},
-               "loss": out["loss"], "grad_norm": out["grad_norm"], "response_tokens": float(np.mean([len(t) for t in drawn.tokens])),
-               "sample_s": t_sample, "score_s": t_score, "step_s": time.perf_counter() - t0}
+        row = {
+            "step": step,
+            "kl": out["kl"],
+            "kl_sample": out["kl_sample"],
+            **{f"reward_{k}": float(np.mean(v)) for k, v in scores.items()},
+            "loss": out["loss"],
+            "grad_norm": out["grad_norm"],
+            "response_tokens": float(np.mean([len(t) for t in drawn.tokens])),
+            "sample_s": t_sample,
+            "score_s": t_score,
+            "step_s": time.perf_counter() - t0,
+        }
         if not np.isfinite(row["loss"]):
             from rmtension.errors import TrainingDiverged
 

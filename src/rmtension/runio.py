@@ -83,7 +83,9 @@ def write_csv(path: str | Path, frame: Any) -> Path:
     return atomic_write_text(path, frame.to_csv(index=False))
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+def save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Path:
     """safetensors, written atomically."""
     from safetensors.torch import save
 
@@ -117,7 +119,9 @@ def load_torch_state(path: str | Path) -> Any:
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing") from None
     except Exception as e:
-        raise ArtifactError(f"{path}: refused or corrupted checkpoint state ({type(e).__name__}: {str(e)[:200]})") from None
+        raise ArtifactError(
+            f"{path}: refused or corrupted checkpoint state ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
 
 
 def sha256_file(path: str | Path) -> str:
@@ -156,7 +160,10 @@ def write_manifest(run_dir: str | Path, stage: str, config_hash: str, outputs: I
         for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
             if f.is_file() and not f.name.startswith("."):
                 files[str(f.relative_to(run_dir))] = sha256_file(f)
-    return write_json(run_dir / MANIFESTS / f"{safe_name(stage)}.json", {"stage": stage, "config_hash": config_hash, "files": files})
+    return write_json(
+        run_dir / MANIFESTS / f"{safe_name(stage)}.json",
+        {"stage": stage, "config_hash": config_hash, "files": files},
+    )
 
 
 def stage_complete(run_dir: str | Path, stage: str, config_hash: str, verify: bool = True) -> bool:
@@ -180,6 +187,8 @@ def stage_complete(run_dir: str | Path, stage: str, config_hash: str, verify: bo
         f = run_dir / rel
         if not f.is_file() or sha256_file(f) != digest:
             what = "is missing" if not f.is_file() else "differs from what was written (truncated or edited)"
-            dist.print_main(f"[rmtension] {stage}: {rel} {what}; recomputing the stage", file=sys.stderr, flush=True)
+            dist.print_main(
+                f"[rmtension] {stage}: {rel} {what}; recomputing the stage", file=sys.stderr, flush=True
+            )
             return False
     return True

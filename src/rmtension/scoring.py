@@ -24,7 +24,9 @@ def rewards(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_pairs(model, enc: EncodedPairs, pad_id: int, batch_size: int = 32, bf16: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def score_pairs(
+    model, enc: EncodedPairs, pad_id: int, batch_size: int = 32, bf16: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Rewards of chosen and rejected, each [N], in the order of `enc`."""
     device = next(model.parameters()).device
     was_training = model.training
@@ -40,7 +42,9 @@ def score_pairs(model, enc: EncodedPairs, pad_id: int, batch_size: int = 32, bf1
 
 
 @torch.no_grad()
-def score_texts(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 32, bf16: bool = True) -> np.ndarray:
+def score_texts(
+    model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 32, bf16: bool = True
+) -> np.ndarray:
     """[N] rewards of full transcripts (left-truncated to `max_length`)."""
     ids, _ = encode_texts(texts, tokenizer, max_length)
     device = next(model.parameters()).device

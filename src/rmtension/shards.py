@@ -49,8 +49,10 @@ def local_part(param: torch.Tensor, whole: torch.Tensor | None = None) -> torch.
         return (param.ds_tensor if _zero3(param) else param).detach().clone()
     if _zero3(param):
         size = param.ds_tensor.numel()
-        flat = whole.detach().reshape(-1)[rank() * size: (rank() + 1) * size]
-        return torch.cat([flat, flat.new_zeros(size - len(flat))]).to(param.ds_tensor.device, param.ds_tensor.dtype)
+        flat = whole.detach().reshape(-1)[rank() * size : (rank() + 1) * size]
+        return torch.cat([flat, flat.new_zeros(size - len(flat))]).to(
+            param.ds_tensor.device, param.ds_tensor.dtype
+        )
     return like_param(whole.detach(), param).clone()
 
 
@@ -101,6 +103,7 @@ def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | Non
 def full_tensors_on_main(tree):
     """`tree` (nested dicts and lists, e.g. an optimiser state dict) with every FSDP shard made whole,
     on the main process's CPU; None elsewhere. A collective, one tensor at a time."""
+
     def walk(x):
         if isinstance(x, dict):
             return {k: walk(v) for k, v in x.items()}

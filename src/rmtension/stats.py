@@ -10,7 +10,9 @@ def correct(r_chosen: np.ndarray, r_rejected: np.ndarray) -> np.ndarray:
     return (r_chosen > r_rejected) + 0.5 * (r_chosen == r_rejected)
 
 
-def seed_pair_bootstrap(per_seed: np.ndarray, n_boot: int, rng: np.random.Generator, pair_idx: np.ndarray | None = None) -> np.ndarray:
+def seed_pair_bootstrap(
+    per_seed: np.ndarray, n_boot: int, rng: np.random.Generator, pair_idx: np.ndarray | None = None
+) -> np.ndarray:
     """Two-level bootstrap replicates of the seed-averaged accuracy.
 
     per_seed: [S, N] correctness per seed and test pair. Each replicate resamples seeds with

@@ -76,8 +76,17 @@ def prepare(run_dir: Path, cfg: StudyConfig) -> Prepared:
     ctx = StudyContext(run_dir=run_dir, cfg=cfg, bundle=bundle, backbone_path=backbone)
     prep = Prepared(ctx, tok, train, val, tests, subsets)
     prep.timings["prepare_s"] = time.perf_counter() - t0
-    trunc = {name: {"pairs": len(e), "truncated": e.n_truncated, "difference_outside_window": e.n_indistinguishable}
-             for name, e in {**{f"train/{o}": train[o] for o in OBJECTIVES}, **{f"test/{t}": e for t, e in tests.items()}}.items()}
+    trunc = {
+        name: {
+            "pairs": len(e),
+            "truncated": e.n_truncated,
+            "difference_outside_window": e.n_indistinguishable,
+        }
+        for name, e in {
+            **{f"train/{o}": train[o] for o in OBJECTIVES},
+            **{f"test/{t}": e for t, e in tests.items()},
+        }.items()
+    }
     write_json(run_dir / "data" / "truncation.json", {"max_length": cfg.model.max_length, "sets": trunc})
     return prep
 
@@ -101,15 +110,22 @@ def _trunk_cache(prep: Prepared):
     if prep.cache is not None or cfg.train.trainable == "all" or not cfg.train.cache_trunk:
         return prep.cache
     t0 = time.perf_counter()
-    model = load_reward_model(prep.ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(device())
+    model = load_reward_model(prep.ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(
+        device()
+    )
     k = set_trainable(model, cfg.train.trainable)
     cache = TrunkCache(k, trunk_fingerprint(model, k))
-    sets = {**{f"train/{o}": e for o, e in prep.train.items()}, **{f"val/{o}": e for o, e in prep.val.items()},
-            **{f"test/{t}": e for t, e in prep.tests.items()}}
+    sets = {
+        **{f"train/{o}": e for o, e in prep.train.items()},
+        **{f"val/{o}": e for o, e in prep.val.items()},
+        **{f"test/{t}": e for t, e in prep.tests.items()},
+    }
     unique = len({pid for e in sets.values() for pid in e.pair_ids})
     log(f"caching the frozen trunk for {unique} pairs (top {k} blocks train)")
     for name, enc in sets.items():
-        cache.add(model, enc, prep.tokenizer.pad_token_id, cfg.eval.batch_size, cfg.train.bf16, desc=f"trunk {name}")
+        cache.add(
+            model, enc, prep.tokenizer.pad_token_id, cfg.eval.batch_size, cfg.train.bf16, desc=f"trunk {name}"
+        )
         interrupt.check("while caching the trunk")
     prep.cache = cache
     prep.timings["trunk_cache_s"] = time.perf_counter() - t0
@@ -129,15 +145,27 @@ def stage_train(prep: Prepared) -> None:
                 continue
             cache = _trunk_cache(prep)
             torch.manual_seed(seed)  # seeds the score head's initialisation
-            model = load_reward_model(ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(device())
+            model = load_reward_model(ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(
+                device()
+            )
             if cache is not None and trunk_fingerprint(model, cache.k) != cache.fingerprint:
                 raise RuntimeError("backbone trunk differs from the cached trunk")
             out = ctx.rm_dir(objective, seed)
             log(f"training {objective} RM, seed {seed}: {len(prep.train[objective])} pairs")
-            res = train_reward_model(model, prep.tokenizer, prep.train[objective], prep.val[objective], cfg.train,
-                                     seed, out, cache=cache)
-            log(f"  best val accuracy {res.best_val_accuracy:.3f} at step {res.best_step}, "
-                f"{res.metrics['pairs_per_s']:.1f} pairs/s")
+            res = train_reward_model(
+                model,
+                prep.tokenizer,
+                prep.train[objective],
+                prep.val[objective],
+                cfg.train,
+                seed,
+                out,
+                cache=cache,
+            )
+            log(
+                f"  best val accuracy {res.best_val_accuracy:.3f} at step {res.best_step}, "
+                f"{res.metrics['pairs_per_s']:.1f} pairs/s"
+            )
             write_manifest(ctx.run_dir, stage, h, [out])
             interrupt.check("after training " + stage)
 
@@ -176,8 +204,13 @@ def stage_tension(prep: Prepared) -> dict:
     from rmtension.evaluate import read_scores, tension_table
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
-    scores = {rm: {t: [read_scores(inside(ctx.run_dir, "eval", rm, f"seed{s}", f"{t}.csv")) for s in cfg.train.seeds]
-                   for t in prep.tests} for rm in OBJECTIVES}
+    scores = {
+        rm: {
+            t: [read_scores(inside(ctx.run_dir, "eval", rm, f"seed{s}", f"{t}.csv")) for s in cfg.train.seeds]
+            for t in prep.tests
+        }
+        for rm in OBJECTIVES
+    }
     table = tension_table(scores, cfg.eval, seed=cfg.data.split_seed)
     write_json(ctx.run_dir / "tension.json", table)
     write_manifest(ctx.run_dir, "tension", config_hash(cfg, "tension"), ["tension.json"])
@@ -228,10 +261,14 @@ def print_summary(run_dir: Path, table: dict, timings: dict) -> None:
     tests = sorted({t for by in table["accuracy"].values() for t in by})
     dist.print_main("  " + "RM".ljust(10) + "".join(t.ljust(26) for t in tests))
     for rm, by in table["accuracy"].items():
-        cells = [f"{by[t]['mean']:.3f} [{by[t]['ci95'][0]:.3f}, {by[t]['ci95'][1]:.3f}]".ljust(26) for t in tests]
+        cells = [
+            f"{by[t]['mean']:.3f} [{by[t]['ci95'][0]:.3f}, {by[t]['ci95'][1]:.3f}]".ljust(26) for t in tests
+        ]
         dist.print_main("  " + rm.ljust(10) + "".join(cells))
     for t, d in table["interference"].items():
-        dist.print_main(f"  interference on {t}: {d['mixed_minus_best_single']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
+        dist.print_main(
+            f"  interference on {t}: {d['mixed_minus_best_single']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        )
     log(f"done in {timings.get('total_s', 0):.0f}s; run directory: {run_dir}")
     report = run_dir / "report.html"
     if report.exists():

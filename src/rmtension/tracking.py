@@ -48,8 +48,15 @@ class MetricsLog:
     `project_dir` = `<out_dir>/tracking`. `resume_step`: the checkpoint's step when resuming, else None.
     """
 
-    def __init__(self, out_dir: Path, accelerator, trackers: list[str], run_name: str, config: dict,
-                 resume_step: int | None):
+    def __init__(
+        self,
+        out_dir: Path,
+        accelerator,
+        trackers: list[str],
+        run_name: str,
+        config: dict,
+        resume_step: int | None,
+    ):
         self.path = Path(out_dir) / "metrics.jsonl"
         kept = read_rows(self.path, resume_step) if resume_step is not None else []
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))

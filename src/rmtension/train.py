@@ -35,7 +35,14 @@ from rmtension.encode import EncodedPairs, batches
 from rmtension.errors import ArtifactError, TrainingDiverged
 from rmtension.forward import PairForward
 from rmtension.losses import bradley_terry_loss, split_rewards
-from rmtension.runio import load_tensors, load_torch_state, read_json, save_tensors, save_torch_state, write_json
+from rmtension.runio import (
+    load_tensors,
+    load_torch_state,
+    read_json,
+    save_tensors,
+    save_torch_state,
+    write_json,
+)
 from rmtension.tracking import MetricsLog
 from rmtension.trunk import TrunkCache, parse_scope
 
@@ -104,7 +111,9 @@ def _trainable_state(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]
     return {n: shards.local_part(p) for n, p in params.items()}
 
 
-def _whole_state(params: dict[str, nn.Parameter], parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+def _whole_state(
+    params: dict[str, nn.Parameter], parts: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor] | None:
     """Whole tensors from every process's `parts`, on the main process's CPU (None elsewhere); a collective."""
     return shards.whole_on_main((n, params[n], t) for n, t in parts.items())
 
@@ -112,8 +121,10 @@ def _whole_state(params: dict[str, nn.Parameter], parts: dict[str, torch.Tensor]
 def _parts_of(params: dict[str, nn.Parameter], whole: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """This process's parts of whole tensors read from a checkpoint."""
     if set(whole) != set(params):
-        raise ArtifactError(f"checkpoint holds parameters {sorted(set(whole) ^ set(params))[:3]}... that this model's "
-                            "trainable set does not match")
+        raise ArtifactError(
+            f"checkpoint holds parameters {sorted(set(whole) ^ set(params))[:3]}... that this model's "
+            "trainable set does not match"
+        )
     # in the parameters' order, the same on every process (a file's tensors come back in any order)
     return {n: shards.local_part(p, whole[n]) for n, p in params.items()}
 
@@ -155,15 +166,21 @@ class Checkpoint:
     def save(self, params: dict[str, nn.Parameter], best, optimizer, scheduler, state: dict) -> None:
         step = self.dir / f"step{state['step']}"
         dist.main_only(step.mkdir, parents=True, exist_ok=True)
-        dist.main_only(save_tensors, step / "trainable.safetensors", _whole_state(params, _trainable_state(params)))
+        dist.main_only(
+            save_tensors, step / "trainable.safetensors", _whole_state(params, _trainable_state(params))
+        )
         dist.main_only(save_tensors, step / "best.safetensors", _whole_state(params, best))
-        extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "torch_rng_per_process": dist.stack_across(torch.get_rng_state())}  # [W, S]: each process's dropout RNG
+        extra = {
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "torch_rng_per_process": dist.stack_across(torch.get_rng_state()),
+        }  # [W, S]: each process's dropout RNG
         if self.engine is None:
             extra["optimizer"] = shards.full_tensors_on_main(optimizer.state_dict())
         else:
-            self.engine.save_checkpoint(str(step / "deepspeed"), tag="engine", save_latest=False,
-                                        exclude_frozen_parameters=True)
+            self.engine.save_checkpoint(
+                str(step / "deepspeed"), tag="engine", save_latest=False, exclude_frozen_parameters=True
+            )
             dist.barrier()
         dist.main_only(save_torch_state, step / "optim.pt", extra)
         # written last: it marks the checkpoint complete
@@ -175,16 +192,22 @@ class Checkpoint:
             return None
         return f"DeepSpeed ZeRO-{self.engine.zero_optimization_stage()} with {dist.world_size()} processes"
 
-    def load(self, params: dict[str, nn.Parameter], optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor]]:
+    def load(
+        self, params: dict[str, nn.Parameter], optimizer, scheduler
+    ) -> tuple[dict, dict[str, torch.Tensor]]:
         state = read_json(self.dir / "state.json")
         if "folder" not in state:
-            raise ArtifactError(f"{self.dir}: a checkpoint in an older layout (no step folder named in state.json); "
-                                f"delete {self.dir} to train this model again from the start")
+            raise ArtifactError(
+                f"{self.dir}: a checkpoint in an older layout (no step folder named in state.json); "
+                f"delete {self.dir} to train this model again from the start"
+            )
         step, launch = self.dir / state.pop("folder"), state.pop("deepspeed", None)
         if launch != self._launch():
-            raise ArtifactError(f"{step}: this checkpoint was written {'under ' + launch if launch else 'without DeepSpeed'}"
-                                f"; resume it under the same launch config, or delete {self.dir} to train this model "
-                                "again from the start")
+            raise ArtifactError(
+                f"{step}: this checkpoint was written {'under ' + launch if launch else 'without DeepSpeed'}"
+                f"; resume it under the same launch config, or delete {self.dir} to train this model "
+                "again from the start"
+            )
         _load_trainable(params, _parts_of(params, load_tensors(step / "trainable.safetensors")))
         best = _parts_of(params, load_tensors(step / "best.safetensors"))
         extra = load_torch_state(step / "optim.pt")
@@ -192,8 +215,13 @@ class Checkpoint:
             optimizer.load_state_dict(shards.cut_optimizer_state(optimizer, extra["optimizer"]))
         else:  # the weights came from trainable.safetensors: the engine's module copy (saved cut to the top
             # blocks over a trunk cache, under renumbered names) is not loaded
-            self.engine.load_checkpoint(str(step / "deepspeed"), tag="engine", load_optimizer_states=True,
-                                        load_lr_scheduler_states=False, custom_load_fn=_keep_module)
+            self.engine.load_checkpoint(
+                str(step / "deepspeed"),
+                tag="engine",
+                load_optimizer_states=True,
+                load_lr_scheduler_states=False,
+                custom_load_fn=_keep_module,
+            )
         scheduler.load_state_dict(extra["scheduler"])
         per_process = extra.get("torch_rng_per_process")
         same_world = per_process is not None and len(per_process) == dist.world_size()
@@ -260,19 +288,38 @@ def train_reward_model(
     params = list(named.values())
 
     torch.manual_seed(seed)
-    state = {"step": 0, "loss": [], "val": [], "best_step": -1, "best_val_accuracy": -1.0, "seconds": 0.0,
-             "pairs_seen": 0, "tokens_seen": 0}
+    state = {
+        "step": 0,
+        "loss": [],
+        "val": [],
+        "best_step": -1,
+        "best_val_accuracy": -1.0,
+        "seconds": 0.0,
+        "pairs_seen": 0,
+        "tokens_seen": 0,
+    }
     best = _trainable_state(named)
     ckpt = Checkpoint(out_dir, runner if dist.uses_deepspeed(acc) else None)
     resuming = resume and ckpt.exists()
     if resuming:
         state, best = ckpt.load(named, optimizer, scheduler)
-    log = MetricsLog(out_dir, acc, cfg.trackers, f"{out_dir.parent.name}/{out_dir.name}",
-                     {**cfg.model_dump(mode="json"), "seed": seed}, state["step"] if resuming else None)
+    log = MetricsLog(
+        out_dir,
+        acc,
+        cfg.trackers,
+        f"{out_dir.parent.name}/{out_dir.name}",
+        {**cfg.model_dump(mode="json"), "seed": seed},
+        state["step"] if resuming else None,
+    )
     lengths = train.lengths()
     model.train()
-    bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {out_dir.parent.name}/{out_dir.name}",
-               disable=not progress or not dist.is_main(), leave=False)
+    bar = tqdm(
+        total=total_steps,
+        initial=state["step"],
+        desc=f"train {out_dir.parent.name}/{out_dir.name}",
+        disable=not progress or not dist.is_main(),
+        leave=False,
+    )
     with log, PairForward(model, tokenizer.pad_token_id, cfg.bf16, cache, runner=runner) as fwd:
         order_epoch, order = -1, []
         t0 = time.perf_counter()
@@ -283,11 +330,15 @@ def train_reward_model(
                 m = state["step"] * cfg.grad_accum + micro
                 epoch, b = divmod(m, n_batches)
                 if epoch != order_epoch:  # the data order is a pure function of (seed, epoch)
-                    order = batches(lengths, cfg.batch_size, np.random.default_rng([seed, epoch]), cfg.length_grouping)
+                    order = batches(
+                        lengths, cfg.batch_size, np.random.default_rng([seed, epoch]), cfg.length_grouping
+                    )
                     order_epoch = epoch
                 idx = order[b]
                 sync = micro == cfg.grad_accum - 1  # DDP averages gradients once per optimiser step
-                losses.append(_pair_step(fwd, acc, runner, train, idx, cfg, sync, f"step {state['step']}", ckpt.dir))
+                losses.append(
+                    _pair_step(fwd, acc, runner, train, idx, cfg, sync, f"step {state['step']}", ckpt.dir)
+                )
                 state["pairs_seen"] += len(idx)
                 state["tokens_seen"] += int(sum(len(train.chosen[i]) + len(train.rejected[i]) for i in idx))
             acc.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -334,12 +385,23 @@ def _optimiser(params: list[nn.Parameter], cfg: TrainConfig, total_steps: int):
     """AdamW and its warmup-then-decay schedule (`lr_lambda`), stepped once per optimiser step."""
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, warmup, total_steps, cfg.schedule))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, warmup, total_steps, cfg.schedule)
+    )
     return optimizer, scheduler
 
 
-def _pair_step(fwd: PairForward, acc, runner: nn.Module, train: EncodedPairs, idx: list[int], cfg: TrainConfig,
-               sync: bool, where: str, ckpt_dir: Path) -> float:
+def _pair_step(
+    fwd: PairForward,
+    acc,
+    runner: nn.Module,
+    train: EncodedPairs,
+    idx: list[int],
+    cfg: TrainConfig,
+    sync: bool,
+    where: str,
+    ckpt_dir: Path,
+) -> float:
     """Forward and backward of one global batch `idx` (one micro-batch), split over processes.
 
     Each process takes its shard of the pairs (`dist.shard`). Its mean loss is weighted by
@@ -352,11 +414,17 @@ def _pair_step(fwd: PairForward, acc, runner: nn.Module, train: EncodedPairs, id
     # More processes than pairs: run one pair at weight 0, since DDP needs a backward from every process.
     r_c, r_r = split_rewards(fwd(train, mine or idx[:1]))
     loss = bradley_terry_loss(r_c, r_r, cfg.margin, cfg.center_rewards_coef)
-    finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(r_c).all()) and bool(torch.isfinite(r_r).all())
-    total, bad = dist.sum_across(torch.tensor([loss.item() * len(mine), float(not finite)], dtype=torch.float64)).tolist()
+    finite = (
+        bool(torch.isfinite(loss)) and bool(torch.isfinite(r_c).all()) and bool(torch.isfinite(r_r).all())
+    )
+    total, bad = dist.sum_across(
+        torch.tensor([loss.item() * len(mine), float(not finite)], dtype=torch.float64)
+    ).tolist()
     if bad:
-        raise TrainingDiverged(f"{where}: non-finite loss or reward (loss={total / len(idx)}); "
-                               f"the last good checkpoint in {ckpt_dir} is kept")
+        raise TrainingDiverged(
+            f"{where}: non-finite loss or reward (loss={total / len(idx)}); "
+            f"the last good checkpoint in {ckpt_dir} is kept"
+        )
     if dist.uses_deepspeed(acc):
         # the engine divides by grad_accum itself and steps where accelerate's count of micro-batches says
         with acc.accumulate(runner):
@@ -370,11 +438,19 @@ def _pair_step(fwd: PairForward, acc, runner: nn.Module, train: EncodedPairs, id
 def _metrics(state: dict, n_train: int, n_val: int, total_steps: int, cfg: TrainConfig, k: int) -> dict:
     secs = max(state["seconds"], 1e-9)
     return {
-        "n_train": n_train, "n_val": n_val, "steps": total_steps, "trainable": cfg.trainable, "trainable_top_blocks": k,
-        "loss": state["loss"], "val_accuracy": state["val"],
-        "best_step": state["best_step"], "best_val_accuracy": state["best_val_accuracy"],
-        "seconds": state["seconds"], "pairs_per_s": state["pairs_seen"] / secs,
-        "tokens_per_s": state["tokens_seen"] / secs, "peak_memory_mb": _peak_memory_mb(),
+        "n_train": n_train,
+        "n_val": n_val,
+        "steps": total_steps,
+        "trainable": cfg.trainable,
+        "trainable_top_blocks": k,
+        "loss": state["loss"],
+        "val_accuracy": state["val"],
+        "best_step": state["best_step"],
+        "best_val_accuracy": state["best_val_accuracy"],
+        "seconds": state["seconds"],
+        "pairs_per_s": state["pairs_seen"] / secs,
+        "tokens_per_s": state["tokens_seen"] / secs,
+        "peak_memory_mb": _peak_memory_mb(),
     }
 
 

@@ -68,8 +68,15 @@ def trunk_fingerprint(model: nn.Module, k: int) -> str:
 
 
 @torch.no_grad()
-def compute_trunk(model: nn.Module, seqs: Sequence[Sequence[int]], k: int, pad_id: int, batch_size: int = 32, bf16: bool = True,
-                  desc: str | None = None) -> list[torch.Tensor]:
+def compute_trunk(
+    model: nn.Module,
+    seqs: Sequence[Sequence[int]],
+    k: int,
+    pad_id: int,
+    batch_size: int = 32,
+    bf16: bool = True,
+    desc: str | None = None,
+) -> list[torch.Tensor]:
     """Input of block L-k (or the last block's output when k == 0) for each sequence: list of [T_i, H].
 
     `desc`: show a progress bar with this label.
@@ -89,8 +96,11 @@ def compute_trunk(model: nn.Module, seqs: Sequence[Sequence[int]], k: int, pad_i
         captured["h"] = output[0] if isinstance(output, tuple) else output
         raise _Stop
 
-    handle = (layers[cut].register_forward_pre_hook(pre_hook, with_kwargs=True) if cut < len(layers)
-              else layers[-1].register_forward_hook(post_hook))
+    handle = (
+        layers[cut].register_forward_pre_hook(pre_hook, with_kwargs=True)
+        if cut < len(layers)
+        else layers[-1].register_forward_hook(post_hook)
+    )
     was_training = model.training
     model.eval()
     out: list[torch.Tensor | None] = [None] * len(seqs)
@@ -98,7 +108,13 @@ def compute_trunk(model: nn.Module, seqs: Sequence[Sequence[int]], k: int, pad_i
     device = next(model.parameters()).device
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None or not dist.is_main(), unit="batch", leave=False):
+        for start in tqdm(
+            range(0, len(order), batch_size),
+            desc=desc,
+            disable=desc is None or not dist.is_main(),
+            unit="batch",
+            leave=False,
+        ):
             idx = order[start : start + batch_size]
             batch = collate([seqs[i] for i in idx], pad_id)
             with autocast(bf16, device):
@@ -123,8 +139,15 @@ class TrunkCache:
         self.fingerprint = fingerprint
         self.states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def add(self, model: nn.Module, enc: EncodedPairs, pad_id: int, batch_size: int = 32, bf16: bool = True,
-            desc: str | None = None) -> None:
+    def add(
+        self,
+        model: nn.Module,
+        enc: EncodedPairs,
+        pad_id: int,
+        batch_size: int = 32,
+        bf16: bool = True,
+        desc: str | None = None,
+    ) -> None:
         todo = [i for i, pid in enumerate(enc.pair_ids) if pid not in self.states]
         if not todo:
             return
@@ -134,13 +157,17 @@ class TrunkCache:
         for j, pid in enumerate(sub.pair_ids):
             self.states[pid] = (states[j], states[n + j])
 
-    def batch(self, enc: EncodedPairs, idx: Sequence[int], pad_id: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def batch(
+        self, enc: EncodedPairs, idx: Sequence[int], pad_id: int
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Token batch (for masks and pooling) and padded states [2B, T, H], chosen rows first."""
         tokens = collate_pairs(enc, idx, pad_id)
         seqs = [self.states[enc.pair_ids[i]][0] for i in idx] + [self.states[enc.pair_ids[i]][1] for i in idx]
         lengths = [len(enc.chosen[i]) for i in idx] + [len(enc.rejected[i]) for i in idx]
         if any(s.shape[0] != n for s, n in zip(seqs, lengths)):
-            raise ValueError("trunk cache does not match these token ids (pair ids reused for different pairs?)")
+            raise ValueError(
+                "trunk cache does not match these token ids (pair ids reused for different pairs?)"
+            )
         width = tokens["input_ids"].shape[1]
         states = torch.zeros(len(seqs), width, seqs[0].shape[-1], dtype=seqs[0].dtype)
         for row, s in enumerate(seqs):

@@ -21,7 +21,9 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     cells = [headers] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     numeric = [all(isinstance(r[i], (int, float)) for r in rows) for i in range(len(headers))]
-    fmt = lambda r: "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)).rstrip()  # noqa: E731
+    fmt = lambda r: "  ".join(
+        c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)
+    ).rstrip()  # noqa: E731
     return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells[1:]])
 
 
@@ -36,9 +38,13 @@ def _group() -> None:
 
 @app.command()
 def summary(
-    data: str = typer.Option(None, "--data", envvar="RMTENSION_DATA", help="Data folder (official layout) or RMB folder."),
+    data: str = typer.Option(
+        None, "--data", envvar="RMTENSION_DATA", help="Data folder (official layout) or RMB folder."
+    ),
     fmt: str = typer.Option("hh", "--format", help=f"Row format: {', '.join(FORMATS)}."),
-    lenient: bool = typer.Option(False, "--lenient", help="Skip and count malformed rows instead of stopping."),
+    lenient: bool = typer.Option(
+        False, "--lenient", help="Skip and count malformed rows instead of stopping."
+    ),
     backbone: str = typer.Option("minilm", "--backbone", help="Tokenizer: registry name or HF path."),
     max_length: int = typer.Option(256, "--max-length", help="Count pairs longer than this many tokens."),
     no_tokens: bool = typer.Option(False, "--no-tokens", help="Skip token-length statistics."),
@@ -51,8 +57,13 @@ def summary(
     cfg = DataConfig()  # the default split fractions and seed
     loaded = load_pairs(data, fmt=fmt, lenient=lenient)
     split = split_pairs({s: r.pairs for s, r in loaded.items()}, cfg.split, cfg.split_seed)
-    report: dict[str, Any] = {"data": data, "format": fmt, **load_account(loaded), "split_mode": split.mode,
-                              "splits": _split_counts(split)}
+    report: dict[str, Any] = {
+        "data": data,
+        "format": fmt,
+        **load_account(loaded),
+        "split_mode": split.mode,
+        "splits": _split_counts(split),
+    }
     if not no_tokens:
         from rmtension.models import load_tokenizer, resolve_backbone
 
@@ -73,18 +84,46 @@ def _split_counts(split) -> dict[str, dict[str, int]]:
 
 def render(report: dict[str, Any]) -> str:
     """The report as aligned text blocks."""
-    files = [[f, c["subset"], c["pairs"], _reasons(c["drops"]), _reasons(c["skipped"])] for f, c in report["per_file"].items()]
-    blocks = [f"data: {report['data']} (format {report['format']})",
-              table(["file", "subset", "pairs", "dropped", "skipped"], files),
-              f"drops by reason: {_reasons(report['drops'])}",
-              f"skipped by reason: {_reasons(report['skipped'])}",
-              f"flags on kept pairs: {_reasons(report['flags'])}"]
-    rows = [[s, report["split_mode"][s], c["train"], c["val"], c["test"]] for s, c in report["splits"].items()]
+    files = [
+        [f, c["subset"], c["pairs"], _reasons(c["drops"]), _reasons(c["skipped"])]
+        for f, c in report["per_file"].items()
+    ]
+    blocks = [
+        f"data: {report['data']} (format {report['format']})",
+        table(["file", "subset", "pairs", "dropped", "skipped"], files),
+        f"drops by reason: {_reasons(report['drops'])}",
+        f"skipped by reason: {_reasons(report['skipped'])}",
+        f"flags on kept pairs: {_reasons(report['flags'])}",
+    ]
+    rows = [
+        [s, report["split_mode"][s], c["train"], c["val"], c["test"]] for s, c in report["splits"].items()
+    ]
     blocks.append(table(["subset", "split mode", "train", "val", "test"], rows))
     if "tokens" in report:
         stats = lambda t: [t["p50"], t["p90"], t["p99"], t["max"]]  # noqa: E731
-        rows = [[s, t["pairs"], *stats(t["chosen"]), *stats(t["rejected"]), t["truncated"]] for s, t in report["tokens"].items()]
-        blocks.append(f"token lengths of rendered transcripts ({report['tokens_backbone']}, special tokens included):")
-        blocks.append(table(["subset", "pairs", "chosen p50", "p90", "p99", "max", "rejected p50", "p90", "p99", "max",
-                             f"pairs > {report['tokens_max_length']}"], rows))
+        rows = [
+            [s, t["pairs"], *stats(t["chosen"]), *stats(t["rejected"]), t["truncated"]]
+            for s, t in report["tokens"].items()
+        ]
+        blocks.append(
+            f"token lengths of rendered transcripts ({report['tokens_backbone']}, special tokens included):"
+        )
+        blocks.append(
+            table(
+                [
+                    "subset",
+                    "pairs",
+                    "chosen p50",
+                    "p90",
+                    "p99",
+                    "max",
+                    "rejected p50",
+                    "p90",
+                    "p99",
+                    "max",
+                    f"pairs > {report['tokens_max_length']}",
+                ],
+                rows,
+            )
+        )
     return "\n\n".join(blocks)

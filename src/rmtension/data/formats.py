@@ -73,8 +73,14 @@ class LoadResult:
     def merge(self, other: "LoadResult") -> "LoadResult":
         """A new result holding both (counts added)."""
         add = lambda a, b: dict(Counter(a) + Counter(b))  # noqa: E731
-        return LoadResult(self.pairs + other.pairs, add(self.drops, other.drops), add(self.skipped, other.skipped),
-                          self.files + other.files, add(self.flags, other.flags), {**self.per_file, **other.per_file})
+        return LoadResult(
+            self.pairs + other.pairs,
+            add(self.drops, other.drops),
+            add(self.skipped, other.skipped),
+            self.files + other.files,
+            add(self.flags, other.flags),
+            {**self.per_file, **other.per_file},
+        )
 
 
 class _Loader:
@@ -84,7 +90,9 @@ class _Loader:
         self.fmt, self.lenient, self.max_chars = fmt, lenient, max_message_chars
         self.seen: set[tuple] = set()
 
-    def add(self, records: Iterable[Record], result: LoadResult, *, source: str, subset: str, id_prefix: str) -> None:
+    def add(
+        self, records: Iterable[Record], result: LoadResult, *, source: str, subset: str, id_prefix: str
+    ) -> None:
         """Parse `records` from `source` into `result`; `pair_id` is `f"{id_prefix}/{line}"`."""
         result.files.append(source)
         # In a JSON array "line" is the element number; say so, or `S6.json:2` reads as a text line.
@@ -109,13 +117,27 @@ class _Loader:
                 continue
             row_flags = parsed.flags + (("empty_reply",) if not (parsed.chosen and parsed.rejected) else ())
             flags.update(row_flags)
-            result.pairs.append(Pair(f"{id_prefix}/{line}", parsed.context, parsed.chosen, parsed.rejected,
-                                     subset, source, line or 0, parsed.metadata))
+            result.pairs.append(
+                Pair(
+                    f"{id_prefix}/{line}",
+                    parsed.context,
+                    parsed.chosen,
+                    parsed.rejected,
+                    subset,
+                    source,
+                    line or 0,
+                    parsed.metadata,
+                )
+            )
         result.drops = dict(Counter(result.drops) + drops)
         result.skipped = dict(Counter(result.skipped) + skipped)
         result.flags = dict(flags)
-        result.per_file[source] = {"subset": subset, "pairs": len(result.pairs) - n_before,
-                                   "drops": dict(drops), "skipped": dict(skipped)}
+        result.per_file[source] = {
+            "subset": subset,
+            "pairs": len(result.pairs) - n_before,
+            "drops": dict(drops),
+            "skipped": dict(skipped),
+        }
 
     def _check(self, parsed: ParsedRow) -> None:
         """Rules every format shares: bounded message size, and a user turn to group by."""
@@ -124,8 +146,11 @@ class _Loader:
         for where, i, text in messages:
             if len(text) > self.max_chars:
                 turn = f"turn {i} of the context" if i else f"the {where} reply"
-                raise RowError("message_too_long", f"{turn} has {len(text):,} characters, over the limit of "
-                               f"{self.max_chars:,} (max_message_chars)")
+                raise RowError(
+                    "message_too_long",
+                    f"{turn} has {len(text):,} characters, over the limit of "
+                    f"{self.max_chars:,} (max_message_chars)",
+                )
         if not any(t.role == "user" for t in parsed.context):
             # Splits group pairs by their first user turn; without one, every such row would share a group.
             raise RowError("no_user_turn", "the context has no user turn")
@@ -142,8 +167,15 @@ class _Loader:
         return None
 
 
-def load_file(path: str | Path, *, fmt: str = "hh", subset: str | None = None, split: str = "test",
-              lenient: bool = False, max_message_chars: int = MAX_MESSAGE_CHARS) -> LoadResult:
+def load_file(
+    path: str | Path,
+    *,
+    fmt: str = "hh",
+    subset: str | None = None,
+    split: str = "test",
+    lenient: bool = False,
+    max_message_chars: int = MAX_MESSAGE_CHARS,
+) -> LoadResult:
     """One file of any format, e.g. a sample that does not follow the official layout.
 
     `subset` defaults to the file's folder name; pair ids are `f"{subset}/{split}/{line}"`.
@@ -154,12 +186,19 @@ def load_file(path: str | Path, *, fmt: str = "hh", subset: str | None = None, s
     subset = subset or path.parent.name
     result = LoadResult()
     _Loader(get_format(fmt), lenient, max_message_chars).add(
-        iter_records(path), result, source=str(path), subset=subset, id_prefix=f"{subset}/{split}")
+        iter_records(path), result, source=str(path), subset=subset, id_prefix=f"{subset}/{split}"
+    )
     return result
 
 
-def load_pairs(root: str | Path, *, fmt: str = "hh", subsets: Iterable[str] | None = None, lenient: bool = False,
-               max_message_chars: int = MAX_MESSAGE_CHARS) -> dict[str, LoadResult]:
+def load_pairs(
+    root: str | Path,
+    *,
+    fmt: str = "hh",
+    subsets: Iterable[str] | None = None,
+    lenient: bool = False,
+    max_message_chars: int = MAX_MESSAGE_CHARS,
+) -> dict[str, LoadResult]:
     """Every file under `root`, keyed by the split found ("train", "test").
 
     `hh`/`jsonl`: `root` is a folder in the official layout `<root>/<subset>/{train,test}.jsonl[.gz]`;
@@ -180,20 +219,28 @@ def load_pairs(root: str | Path, *, fmt: str = "hh", subsets: Iterable[str] | No
     return {s: out[s] for s in sorted(out, key=SPLITS.index)}
 
 
-def load_rmb(path: str | Path, *, lenient: bool = False, max_message_chars: int = MAX_MESSAGE_CHARS) -> LoadResult:
+def load_rmb(
+    path: str | Path, *, lenient: bool = False, max_message_chars: int = MAX_MESSAGE_CHARS
+) -> LoadResult:
     """RMB pairwise pairs (subsets `rmb-helpful`, `rmb-harmless`) from a folder or one file."""
     return load_pairs(path, fmt="rmb", lenient=lenient, max_message_chars=max_message_chars)["test"]
 
 
-def load_hub(subsets: Iterable[str], *, lenient: bool = False, max_message_chars: int = MAX_MESSAGE_CHARS,
-             loader=None) -> dict[str, LoadResult]:
+def load_hub(
+    subsets: Iterable[str], *, lenient: bool = False, max_message_chars: int = MAX_MESSAGE_CHARS, loader=None
+) -> dict[str, LoadResult]:
     """HH-RLHF subsets from the hub (`Anthropic/hh-rlhf`), both official splits, like `load_pairs`."""
     load = _Loader(FORMATS["hh"], lenient, max_message_chars)
     out = {s: LoadResult() for s in READ_ORDER}
     for split in READ_ORDER:
         for subset in subsets:
-            load.add(hh.hub_records(subset, split, loader), out[split], source=hh.hub_source(subset, split),
-                     subset=subset, id_prefix=f"{subset}/{split}")
+            load.add(
+                hh.hub_records(subset, split, loader),
+                out[split],
+                source=hh.hub_source(subset, split),
+                subset=subset,
+                id_prefix=f"{subset}/{split}",
+            )
     return {s: out[s] for s in SPLITS}
 
 
@@ -201,21 +248,33 @@ def _read_rank(split: str) -> int:
     return READ_ORDER.index(split) if split in READ_ORDER else len(READ_ORDER)
 
 
-def discover_layout(root: str | Path, subsets: Iterable[str] | None) -> dict[str, list[tuple[Path, str, str]]]:
+def discover_layout(
+    root: str | Path, subsets: Iterable[str] | None
+) -> dict[str, list[tuple[Path, str, str]]]:
     """split -> [(file, subset, pair-id prefix)] in the official layout; errors list expected and found."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(root, None, "data folder does not exist (expected <root>/<subset>/{train,test}.jsonl[.gz])")
+        raise DataError(
+            root, None, "data folder does not exist (expected <root>/<subset>/{train,test}.jsonl[.gz])"
+        )
     present = sorted(d.name for d in root.iterdir() if d.is_dir())
     wanted = list(subsets) if subsets is not None else [d for d in present if _split_files(root / d)]
     found_text = ", ".join(present) or "no folders"
     if not wanted:
-        raise DataError(root, None, f"no subset folder holds train.jsonl[.gz] or test.jsonl[.gz] "
-                        f"(expected <root>/<subset>/{{train,test}}.jsonl[.gz]; found: {found_text})")
+        raise DataError(
+            root,
+            None,
+            f"no subset folder holds train.jsonl[.gz] or test.jsonl[.gz] "
+            f"(expected <root>/<subset>/{{train,test}}.jsonl[.gz]; found: {found_text})",
+        )
     missing = [s for s in wanted if s not in present]
     if missing:
-        raise DataError(root, None, f"missing subset folders: {', '.join(missing)} "
-                        f"(expected: {', '.join(wanted)}; found: {found_text})")
+        raise DataError(
+            root,
+            None,
+            f"missing subset folders: {', '.join(missing)} "
+            f"(expected: {', '.join(wanted)}; found: {found_text})",
+        )
     found: dict[str, list[tuple[Path, str, str]]] = {}
     for subset in wanted:
         files = _split_files(root / subset)
@@ -231,7 +290,11 @@ def _split_files(folder: Path) -> dict[str, Path]:
     """{split: file} in one subset folder; both `x.jsonl` and `x.jsonl.gz` is ambiguous."""
     out = {}
     for split in SPLITS:
-        hits = [folder / f"{split}{ext}" for ext in (".jsonl", ".jsonl.gz") if (folder / f"{split}{ext}").is_file()]
+        hits = [
+            folder / f"{split}{ext}"
+            for ext in (".jsonl", ".jsonl.gz")
+            if (folder / f"{split}{ext}").is_file()
+        ]
         if len(hits) > 1:
             raise DataError(folder, None, f"both {hits[0].name} and {hits[1].name}: keep one")
         if hits:
@@ -245,8 +308,12 @@ def _rmb_files(root: str | Path, subsets: Iterable[str] | None) -> dict[str, lis
         wanted, have = list(subsets), sorted({s for _, s in files})
         missing = [s for s in wanted if s not in have]
         if missing:
-            raise DataError(root, None, f"missing RMB subsets: {', '.join(missing)} (expected: {', '.join(wanted)}; "
-                            f"found: {', '.join(have)})")
+            raise DataError(
+                root,
+                None,
+                f"missing RMB subsets: {', '.join(missing)} (expected: {', '.join(wanted)}; "
+                f"found: {', '.join(have)})",
+            )
         files = [(p, s) for p, s in files if s in wanted]
     # Several files share a subset, so the id names the file: `rmb-harmless/S6/12`.
     return {"test": [(p, s, f"{s}/{rmb.file_id(p)}") for p, s in files]}

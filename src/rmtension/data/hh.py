@@ -36,7 +36,7 @@ def split_last_reply(turns: tuple[Turn, ...]) -> tuple[tuple[Turn, ...], str, tu
     so they are folded back into the reply text rather than taken as a new prompt.
     """
     last = max(i for i, t in enumerate(turns) if t.role == "assistant")
-    reply = turns[last].content + "".join(HUMAN + t.content for t in turns[last + 1:])
+    reply = turns[last].content + "".join(HUMAN + t.content for t in turns[last + 1 :])
     flags = ["trailing_human_turn"] if last < len(turns) - 1 else []
     if any(a.role == b.role == "assistant" for a, b in zip(turns, turns[1:])):
         flags.append("consecutive_assistant_turns")
@@ -81,8 +81,14 @@ def hub_records(subset: str, split: str, loader=None) -> Iterator[Record]:
         rows = loader(HUB_ID, data_dir=subset, split=split)
     except Exception as e:  # network, auth and missing-config errors all come as different types
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        yield None, RowError("hub_unavailable", f"cannot load {HUB_ID} data_dir={subset} split={split} from the hub "
-                             f"({type(e).__name__}: {first}); set data.path or RMTENSION_DATA to a local copy")
+        yield (
+            None,
+            RowError(
+                "hub_unavailable",
+                f"cannot load {HUB_ID} data_dir={subset} split={split} from the hub "
+                f"({type(e).__name__}: {first}); set data.path or RMTENSION_DATA to a local copy",
+            ),
+        )
         return
     for i, row in enumerate(rows):
         yield i + 1, row

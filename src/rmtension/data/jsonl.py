@@ -34,8 +34,11 @@ def parse_row(row: Any) -> ParsedRow:
     row = require_object(row)
     chosen, rejected = require_key(row, "chosen"), require_key(row, "rejected")
     if type(chosen) is not type(rejected) or not isinstance(chosen, (str, list)):
-        raise RowError("wrong_type", f"'chosen' and 'rejected' must both be strings or both be message arrays, "
-                       f"got {json_type(chosen)} and {json_type(rejected)}")
+        raise RowError(
+            "wrong_type",
+            f"'chosen' and 'rejected' must both be strings or both be message arrays, "
+            f"got {json_type(chosen)} and {json_type(rejected)}",
+        )
     if "prompt" not in row:
         parsed = _implicit_strings(row) if isinstance(chosen, str) else _implicit_messages(chosen, rejected)
     elif isinstance(chosen, str):
@@ -72,7 +75,10 @@ def _drop_space(text: str) -> str:
 
 def _explicit_messages(prompt: Any, chosen: list, rejected: list) -> ParsedRow:
     if not isinstance(prompt, list):
-        raise RowError("wrong_type", f"'prompt' must be a message array when chosen/rejected are, got {json_type(prompt)}")
+        raise RowError(
+            "wrong_type",
+            f"'prompt' must be a message array when chosen/rejected are, got {json_type(prompt)}",
+        )
     context = parse_messages(prompt, "prompt")
     return ParsedRow(context, _one_reply(chosen, "chosen"), _one_reply(rejected, "rejected"))
 

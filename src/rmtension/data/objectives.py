@@ -47,8 +47,10 @@ class DataBundle:
     def manifest(self) -> dict[str, Any]:
         """Pair ids per objective and split, and per test set (JSON-able; `pair_id`s are stable)."""
         return {
-            "splits": {obj: {split: [p.pair_id for p in pairs] for split, pairs in by.items()}
-                       for obj, by in self.splits.items()},
+            "splits": {
+                obj: {split: [p.pair_id for p in pairs] for split, pairs in by.items()}
+                for obj, by in self.splits.items()
+            },
             "test_sets": {name: [p.pair_id for p in pairs] for name, pairs in self.test_sets.items()},
         }
 
@@ -57,7 +59,9 @@ def objective_subsets(cfg: DataConfig) -> dict[str, list[str]]:
     """{"helpful": [...], "harmless": [...]} from the config, checked."""
     missing = [o for o in SINGLE if not cfg.subsets.get(o)]
     if missing:
-        raise ConfigError(f"data.subsets: no subsets for {', '.join(missing)} (need 'helpful' and 'harmless' lists)")
+        raise ConfigError(
+            f"data.subsets: no subsets for {', '.join(missing)} (need 'helpful' and 'harmless' lists)"
+        )
     both = set(cfg.subsets["helpful"]) & set(cfg.subsets["harmless"])
     if both:
         raise ConfigError(f"data.subsets: {', '.join(sorted(both))} listed under both helpful and harmless")
@@ -80,22 +84,38 @@ def mixed_sizes(n_helpful: int, n_harmless: int, mode: str, ratio: float, cap: i
     return n_help, n - n_help
 
 
-def build_objectives(split: SplitResult, cfg: DataConfig) -> tuple[dict[str, dict[str, list[Pair]]], dict[str, list[Pair]]]:
+def build_objectives(
+    split: SplitResult, cfg: DataConfig
+) -> tuple[dict[str, dict[str, list[Pair]]], dict[str, list[Pair]]]:
     """(splits per objective, test sets per objective) from grouped splits, with caps applied."""
     subsets = objective_subsets(cfg)
     seed, cap_train, cap_eval = cfg.split_seed, cfg.max_train_pairs, cfg.max_eval_pairs
     cap_val = min(c for c in (cap_eval, cfg.max_val_pairs, math.inf) if c is not None)
     cap_val = None if cap_val == math.inf else cap_val
-    pool = {o: {s: [p for p in split.pairs[s] if p.subset in subsets[o]] for s in split.pairs} for o in SINGLE}
+    pool = {
+        o: {s: [p for p in split.pairs[s] if p.subset in subsets[o]] for s in split.pairs} for o in SINGLE
+    }
     for o in SINGLE:
         if not pool[o]["train"]:
             raise DataError(",".join(subsets[o]), None, f"objective {o} has no training pairs")
-    splits = {o: {"train": take(pool[o]["train"], cap_train, seed, "train"),
-                  "val": take(pool[o]["val"], cap_val, seed, "val"),
-                  "test": take(pool[o]["test"], cap_eval, seed, "test")} for o in SINGLE}
-    n_help, n_harm = mixed_sizes(len(pool["helpful"]["train"]), len(pool["harmless"]["train"]),
-                                 cfg.mixed_mode, cfg.mixed_ratio, cap_train)
-    mixed_train = _prefix(pool["helpful"]["train"], n_help, seed) + _prefix(pool["harmless"]["train"], n_harm, seed)
+    splits = {
+        o: {
+            "train": take(pool[o]["train"], cap_train, seed, "train"),
+            "val": take(pool[o]["val"], cap_val, seed, "val"),
+            "test": take(pool[o]["test"], cap_eval, seed, "test"),
+        }
+        for o in SINGLE
+    }
+    n_help, n_harm = mixed_sizes(
+        len(pool["helpful"]["train"]),
+        len(pool["harmless"]["train"]),
+        cfg.mixed_mode,
+        cfg.mixed_ratio,
+        cap_train,
+    )
+    mixed_train = _prefix(pool["helpful"]["train"], n_help, seed) + _prefix(
+        pool["harmless"]["train"], n_harm, seed
+    )
     if cfg.mixed_mode == "union":
         mixed_train = take(mixed_train, cap_train, seed, "train")
     splits["mixed"] = {"train": mixed_train, "val": splits["helpful"]["val"] + splits["harmless"]["val"]}
@@ -137,8 +157,9 @@ def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
             pairs = [p for p in rmb.pairs if p.subset == name]
             if pairs:
                 test_sets[name] = take(pairs, cfg.max_eval_pairs, cfg.split_seed, "test")
-    summary = build_summary(cfg, root if root is not None else f"hf://datasets/{HUB_ID}", loaded, split,
-                            splits, test_sets, rmb)
+    summary = build_summary(
+        cfg, root if root is not None else f"hf://datasets/{HUB_ID}", loaded, split, splits, test_sets, rmb
+    )
     # 0 by construction unless the official files themselves share prompts (official_shared_groups).
     summary["groups_in_two_splits"] = len(check_no_leak(splits))
     return DataBundle(splits, test_sets, summary)

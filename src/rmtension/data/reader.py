@@ -20,6 +20,7 @@ from rmtension.data.types import Turn
 
 BOM = b"\xef\xbb\xbf"
 
+
 class RowError(Exception):
     """One row (or file) that cannot be used. `kind` keys the skip counter; `reason` is the message."""
 
@@ -73,15 +74,20 @@ def _iter_jsonl(path: str | Path) -> Iterator[Record]:
         with _open(path) as f:
             for line_no, raw in enumerate(f, 1):
                 if line_no == 1 and raw.startswith(BOM):
-                    raw = raw[len(BOM):]  # Windows editors write a BOM; it is not part of the data
+                    raw = raw[len(BOM) :]  # Windows editors write a BOM; it is not part of the data
                 if not raw.strip():
                     continue  # blank lines hold no row
                 n_rows += 1
                 yield line_no, decode_json_line(raw)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         # gzip raises only when it reaches the damage; the rows before it were yielded already.
-        yield line_no + 1, RowError("truncated_file", f"compressed stream is truncated or corrupt ({e}); "
-                                    f"rows after line {line_no} are lost")
+        yield (
+            line_no + 1,
+            RowError(
+                "truncated_file",
+                f"compressed stream is truncated or corrupt ({e}); rows after line {line_no} are lost",
+            ),
+        )
         return
     except OSError as e:
         yield None, RowError("unreadable_file", f"cannot read file ({e.strerror or e})")
@@ -96,7 +102,10 @@ def decode_json_line(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return RowError("invalid_utf8", f"invalid UTF-8 at byte {e.start + 1} of the line ({raw[e.start:e.start + 4]!r})")
+        return RowError(
+            "invalid_utf8",
+            f"invalid UTF-8 at byte {e.start + 1} of the line ({raw[e.start : e.start + 4]!r})",
+        )
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -116,13 +125,19 @@ def _iter_json_array(path: str | Path) -> Iterator[Record]:
     except OSError as e:
         yield None, RowError("unreadable_file", f"cannot read file ({e.strerror or e})")
         return
-    data = data[len(BOM):] if data.startswith(BOM) else data
+    data = data[len(BOM) :] if data.startswith(BOM) else data
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        yield line, RowError("invalid_utf8", f"invalid UTF-8 at byte {e.start + 1} of the file "
-                                   f"({data[e.start:e.start + 4]!r}); the file cannot be read")
+        yield (
+            line,
+            RowError(
+                "invalid_utf8",
+                f"invalid UTF-8 at byte {e.start + 1} of the file "
+                f"({data[e.start : e.start + 4]!r}); the file cannot be read",
+            ),
+        )
         return
     if not text.strip():
         yield None, RowError("empty_file", "empty file (no rows)")
@@ -130,7 +145,12 @@ def _iter_json_array(path: str | Path) -> Iterator[Record]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        yield e.lineno, RowError("malformed_json", f"malformed JSON: {e.msg} (column {e.colno}); the file cannot be read")
+        yield (
+            e.lineno,
+            RowError(
+                "malformed_json", f"malformed JSON: {e.msg} (column {e.colno}); the file cannot be read"
+            ),
+        )
         return
     except (ValueError, RecursionError) as e:
         yield None, RowError("malformed_json", f"malformed JSON ({type(e).__name__}: {str(e)[:80]})")

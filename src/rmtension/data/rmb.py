@@ -23,8 +23,12 @@ def subset_of(path: Path) -> str:
     """`rmb-helpful` / `rmb-harmless` from the folder names in the path."""
     found = {SUBSET_FOLDERS[p] for p in path.parts if p in SUBSET_FOLDERS}
     if len(found) != 1:
-        raise DataError(path, None, f"cannot tell the RMB subset: the path needs exactly one folder named "
-                        f"{' or '.join(SUBSET_FOLDERS)}")
+        raise DataError(
+            path,
+            None,
+            f"cannot tell the RMB subset: the path needs exactly one folder named "
+            f"{' or '.join(SUBSET_FOLDERS)}",
+        )
     return found.pop()
 
 
@@ -48,8 +52,12 @@ def discover(root: str | Path) -> list[tuple[Path, str]]:
     # RMB's Best-of-N files share the folder names but not the row format; only pairwise rows load.
     files = sorted(p for p in root.rglob("*.json") if "BoN_set" not in p.parts)
     if not files:
-        raise DataError(root, None, "no .json files under the RMB folder (expected Pairwise_set/Helpfulness/**.json, "
-                        "Pairwise_set/Harmlessness/**.json)")
+        raise DataError(
+            root,
+            None,
+            "no .json files under the RMB folder (expected Pairwise_set/Helpfulness/**.json, "
+            "Pairwise_set/Harmlessness/**.json)",
+        )
     return [(p, subset_of(p)) for p in files]
 
 
@@ -64,7 +72,9 @@ def parse_messages(value: Any, key: str) -> tuple[Turn, ...]:
         msg = require_object(msg, f"{key}[{i}]")
         role = require_str(msg, "role", f"{key}[{i}]")
         if role not in ROLES:
-            raise RowError("unknown_role", f"{key}[{i}] has role {role[:20]!r} (expected one of {', '.join(ROLES)})")
+            raise RowError(
+                "unknown_role", f"{key}[{i}] has role {role[:20]!r} (expected one of {', '.join(ROLES)})"
+            )
         turns.append(Turn(ROLES[role], require_str(msg, "content", f"{key}[{i}]", allow_empty=True)))
     return tuple(turns)
 

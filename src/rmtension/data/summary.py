@@ -38,9 +38,15 @@ def load_account(loaded: dict[str, "LoadResult"]) -> dict[str, Any]:
     }
 
 
-def build_summary(cfg: "DataConfig", source: str, loaded: dict[str, "LoadResult"], split: "SplitResult",
-                  splits: dict[str, dict[str, list[Pair]]], test_sets: dict[str, list[Pair]],
-                  rmb: "LoadResult | None") -> dict[str, Any]:
+def build_summary(
+    cfg: "DataConfig",
+    source: str,
+    loaded: dict[str, "LoadResult"],
+    split: "SplitResult",
+    splits: dict[str, dict[str, list[Pair]]],
+    test_sets: dict[str, list[Pair]],
+    rmb: "LoadResult | None",
+) -> dict[str, Any]:
     """The `DataBundle.summary` written to `data/summary.json`."""
     counts: dict[str, dict[str, int]] = {}
     for name, pairs in split.pairs.items():
@@ -65,8 +71,9 @@ def build_summary(cfg: "DataConfig", source: str, loaded: dict[str, "LoadResult"
         "objectives": {o: {s: len(p) for s, p in by.items()} for o, by in splits.items()},
         "mixed_train_subsets": dict(Counter(p.subset for p in splits["mixed"]["train"])),
         "test_sets": {name: len(p) for name, p in test_sets.items()},
-        "rmb": None if rmb is None else {"files": rmb.files, "pairs": len(rmb.pairs), "drops": rmb.drops,
-                                         "skipped": rmb.skipped},
+        "rmb": None
+        if rmb is None
+        else {"files": rmb.files, "pairs": len(rmb.pairs), "drops": rmb.drops, "skipped": rmb.skipped},
     }
 
 
@@ -88,7 +95,9 @@ def token_lengths(texts: Sequence[str], tokenizer, batch: int = 512) -> list[int
     hf_logging.set_verbosity_error()  # "longer than the maximum sequence length" is what we are measuring
     try:
         for i in range(0, len(texts), batch):
-            ids = tokenizer(list(texts[i : i + batch]), add_special_tokens=True, truncation=False)["input_ids"]
+            ids = tokenizer(list(texts[i : i + batch]), add_special_tokens=True, truncation=False)[
+                "input_ids"
+            ]
             out.extend(len(x) for x in ids)
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -108,7 +117,11 @@ def token_stats(pairs: Sequence[Pair], tokenizer, max_length: int | None = None)
     for subset, group in sorted(by_subset.items()):
         len_c = token_lengths([render_transcript(p.context, p.chosen) for p in group], tokenizer)
         len_r = token_lengths([render_transcript(p.context, p.rejected) for p in group], tokenizer)
-        entry: dict[str, Any] = {"pairs": len(group), "chosen": length_stats(len_c), "rejected": length_stats(len_r)}
+        entry: dict[str, Any] = {
+            "pairs": len(group),
+            "chosen": length_stats(len_c),
+            "rejected": length_stats(len_r),
+        }
         if max_length is not None:
             entry["truncated"] = sum(max(c, r) > max_length for c, r in zip(len_c, len_r))
         out[subset] = entry

@@ -98,15 +98,21 @@ def parse_transcript(text: str) -> tuple[Turn, ...]:
     parts = _MARKER.split(text)  # [before, role1, content1, role2, content2, ...]
     before = parts[0]
     if before.strip():
-        raise TranscriptError("text_before_first_human", f"text before the first Human turn: {_snippet(before)}")
+        raise TranscriptError(
+            "text_before_first_human", f"text before the first Human turn: {_snippet(before)}"
+        )
     turns = tuple(Turn(_ROLES[parts[i]], parts[i + 1]) for i in range(1, len(parts), 2))
     if not turns:
         raise TranscriptError("no_turns", "no '\\n\\nHuman:' / '\\n\\nAssistant:' turns")
     if turns[0].role != "user":
-        raise TranscriptError("starts_with_assistant", "the transcript opens with an Assistant turn, not a Human turn")
+        raise TranscriptError(
+            "starts_with_assistant", "the transcript opens with an Assistant turn, not a Human turn"
+        )
     for i in range(1, len(turns)):
         if turns[i].role == "user" and turns[i - 1].role == "user":
-            raise TranscriptError("consecutive_human_turns", f"two Human turns in a row (turns {i} and {i + 1})")
+            raise TranscriptError(
+                "consecutive_human_turns", f"two Human turns in a row (turns {i} and {i + 1})"
+            )
     if not any(t.role == "assistant" for t in turns):
         raise TranscriptError("no_assistant_turn", "no Assistant turn")
     return turns

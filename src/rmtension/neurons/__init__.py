@@ -39,7 +39,6 @@ _WHERE = {
 }
 
 
-
 def __getattr__(name: str):
     """Import on first use, so `rmtension --help` stays fast."""
     if name in _WHERE:
@@ -48,8 +47,27 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "SCORERS", "SET_NAMES", "AblationConfig", "Claim", "Condition", "NeuronScores", "NeuronsConfig", "ablate", "capture",
-    "compute_overlap", "neuron_hooks", "neuron_sets", "overlap_stats", "paper_claims", "random_controls",
-    "run_ablation", "run_conditions", "run_neuron_scoring", "score_models", "score_neurons", "scorer_agreement",
-    "select_sets", "top_percent",
+    "SCORERS",
+    "SET_NAMES",
+    "AblationConfig",
+    "Claim",
+    "Condition",
+    "NeuronScores",
+    "NeuronsConfig",
+    "ablate",
+    "capture",
+    "compute_overlap",
+    "neuron_hooks",
+    "neuron_sets",
+    "overlap_stats",
+    "paper_claims",
+    "random_controls",
+    "run_ablation",
+    "run_conditions",
+    "run_neuron_scoring",
+    "score_models",
+    "score_neurons",
+    "scorer_agreement",
+    "select_sets",
+    "top_percent",
 ]

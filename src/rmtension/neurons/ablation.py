@@ -46,8 +46,15 @@ class Condition:
 
 
 @torch.no_grad()
-def run_conditions(model: nn.Module, enc: EncodedPairs, pad_id: int, conditions: Mapping[str, Condition],
-                   batch_size: int = 32, bf16: bool = True, resume: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def run_conditions(
+    model: nn.Module,
+    enc: EncodedPairs,
+    pad_id: int,
+    conditions: Mapping[str, Condition],
+    batch_size: int = 32,
+    bf16: bool = True,
+    resume: bool = True,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Margins r_chosen - r_rejected [P] (in `enc` order) of the clean model and under each condition.
 
     `resume` starts each condition at its first ablated layer from the clean residual stream
@@ -85,11 +92,22 @@ def run_conditions(model: nn.Module, enc: EncodedPairs, pad_id: int, conditions:
             with capture_block_inputs(model, starts) as states:
                 clean[idx] = _margins(model, batch, bf16)
             for start, fps in sorted(groups.items()):
-                _run_group(model, batch, start, states.get(start), [(fp, unique[fp]) for fp in fps], margins, idx, bf16)
+                _run_group(
+                    model,
+                    batch,
+                    start,
+                    states.get(start),
+                    [(fp, unique[fp]) for fp in fps],
+                    margins,
+                    idx,
+                    bf16,
+                )
     finally:
         model.train(was_training)
     fps = list(margins)
-    local = torch.from_numpy(np.stack([clean[mine]] + [margins[fp][mine] for fp in fps], axis=1))  # [n, 1 + F]
+    local = torch.from_numpy(
+        np.stack([clean[mine]] + [margins[fp][mine] for fp in fps], axis=1)
+    )  # [n, 1 + F]
     both = dist.gather_rows(mine, local, len(enc)).numpy()  # [P, 1 + F]
     clean = both[:, 0].copy()
     margins = {fp: both[:, 1 + j].copy() for j, fp in enumerate(fps)}
@@ -103,8 +121,16 @@ def _margins(model: nn.Module, batch: dict[str, torch.Tensor], bf16: bool) -> np
     return (r[:b] - r[b:]).double().cpu().numpy()
 
 
-def _run_group(model: nn.Module, batch: dict[str, torch.Tensor], start: int, state: torch.Tensor | None,
-               items: list[tuple[str, Condition]], out: dict[str, np.ndarray], idx: list[int], bf16: bool) -> None:
+def _run_group(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    start: int,
+    state: torch.Tensor | None,
+    items: list[tuple[str, Condition]],
+    out: dict[str, np.ndarray],
+    idx: list[int],
+    bf16: bool,
+) -> None:
     """Run conditions that all begin at layer `start`, from the clean residual `state` [2B, T, H]."""
     if start == 0:
         for fp, c in items:

@@ -19,14 +19,24 @@ from rmtension.context import StudyContext
 from rmtension.errors import ArtifactError, ConfigError
 from rmtension.neurons.config import AblationConfig, NeuronsConfig
 
-app = typer.Typer(help="Score MLP neurons, select objective neuron sets and measure their overlap.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Score MLP neurons, select objective neuron sets and measure their overlap.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 
-RunDir = Annotated[Path, typer.Argument(help="Run directory written by `rmtension study` (holds config.yaml).")]
-Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="Config override key=value (repeatable).")]
+RunDir = Annotated[
+    Path, typer.Argument(help="Run directory written by `rmtension study` (holds config.yaml).")
+]
+Overrides = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Config override key=value (repeatable).")
+]
 
 
-def load_stage_configs(run_dir: Path, overrides: list[str] | None = None) -> tuple[StudyConfig, NeuronsConfig, AblationConfig]:
+def load_stage_configs(
+    run_dir: Path, overrides: list[str] | None = None
+) -> tuple[StudyConfig, NeuronsConfig, AblationConfig]:
     """The study config of a run plus its neuron and ablation sections (defaults where the run had none)."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
@@ -88,8 +98,10 @@ def overlap(run_dir: RunDir, overrides: Overrides = None) -> None:
 
     for scorer, by_p in read_json(a).items():
         for p, o in by_p.items():
-            typer.echo(f"{scorer:12s} p={p_key(float(p)):>4s}%  shared {o['n_shared']:6.0f}  Jaccard {o['jaccard']:.3f} "
-                       f"(chance {o['jaccard_random']:.3f}, p {p_phrase(o['p_value'])})")
+            typer.echo(
+                f"{scorer:12s} p={p_key(float(p)):>4s}%  shared {o['n_shared']:6.0f}  Jaccard {o['jaccard']:.3f} "
+                f"(chance {o['jaccard_random']:.3f}, p {p_phrase(o['p_value'])})"
+            )
     typer.echo(f"wrote {a} and {b}")
 
 
@@ -99,7 +111,9 @@ def claims(run_dir: RunDir, overrides: Overrides = None) -> None:
     from rmtension.neurons.claims import paper_claims
 
     _, ncfg, acfg = load_stage_configs(run_dir, overrides)
-    for c in paper_claims(run_dir, p=acfg.claim_p, scorer=acfg.scorers[0], alpha=acfg.alpha, rm_objective=ncfg.primary_rm):
+    for c in paper_claims(
+        run_dir, p=acfg.claim_p, scorer=acfg.scorers[0], alpha=acfg.alpha, rm_objective=ncfg.primary_rm
+    ):
         typer.echo(c.sentence)
 
 
@@ -113,5 +127,7 @@ def ablate(run_dir: RunDir, overrides: Overrides = None) -> None:
 
 def mount(root: typer.Typer) -> None:
     """Add `neurons score|select|overlap|claims` and `ablate` to the `rmtension` command."""
-    root.add_typer(app, name="neurons", help="Score MLP neurons, select objective neuron sets, measure their overlap.")
+    root.add_typer(
+        app, name="neurons", help="Score MLP neurons, select objective neuron sets, measure their overlap."
+    )
     root.command("ablate")(ablate)

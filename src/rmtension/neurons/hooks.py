@@ -69,7 +69,9 @@ def _pre_hook(fn: HookFn):
 
 
 @contextlib.contextmanager
-def capture(model: nn.Module, layers: Sequence[int] | None = None, detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+def capture(
+    model: nn.Module, layers: Sequence[int] | None = None, detach: bool = True
+) -> Iterator[dict[str, torch.Tensor]]:
     """Record each named layer's activations [B, T, N] of the latest forward into the yielded dict.
 
     With `detach=False` the stored tensors stay in the autograd graph (for gradients w.r.t. them).

@@ -41,18 +41,25 @@ def delta_ci(clean: np.ndarray, ablated: np.ndarray, idx: np.ndarray, level: flo
     return interval(diff[idx].mean(1), level)
 
 
-def drop_per_neuron(clean: np.ndarray, ablated: np.ndarray, n_neurons: int, idx: np.ndarray,
-                    level: float = 0.95) -> dict:
+def drop_per_neuron(
+    clean: np.ndarray, ablated: np.ndarray, n_neurons: int, idx: np.ndarray, level: float = 0.95
+) -> dict:
     """Accuracy drop (clean - ablated, so positive hurts) in total and per ablated neuron, with CIs."""
     diff = correctness(clean) - correctness(ablated)
     reps = diff[idx].mean(1)
     n = max(n_neurons, 1)
-    return {"n_neurons": int(n_neurons), "drop": float(diff.mean()), "drop_ci": interval(reps, level),
-            "drop_per_neuron": float(diff.mean()) / n, "per_neuron_ci": interval(reps / n, level)}
+    return {
+        "n_neurons": int(n_neurons),
+        "drop": float(diff.mean()),
+        "drop_ci": interval(reps, level),
+        "drop_per_neuron": float(diff.mean()) / n,
+        "per_neuron_ci": interval(reps / n, level),
+    }
 
 
-def compare_per_neuron(clean: np.ndarray, a: np.ndarray, n_a: int, b: np.ndarray, n_b: int, idx: np.ndarray,
-                       level: float = 0.95) -> dict:
+def compare_per_neuron(
+    clean: np.ndarray, a: np.ndarray, n_a: int, b: np.ndarray, n_b: int, idx: np.ndarray, level: float = 0.95
+) -> dict:
     """Per-neuron drop of set a minus that of set b, with a paired bootstrap CI, and their ratio."""
     da = (correctness(clean) - correctness(a)) / max(n_a, 1)
     db = (correctness(clean) - correctness(b)) / max(n_b, 1)
@@ -61,9 +68,15 @@ def compare_per_neuron(clean: np.ndarray, a: np.ndarray, n_a: int, b: np.ndarray
     return {"diff": float(da.mean() - db.mean()), "ci": interval(reps, level), "ratio": ratio}
 
 
-def compare_matched(clean: np.ndarray, a: np.ndarray, b: np.ndarray, idx: np.ndarray, level: float = 0.95) -> dict:
+def compare_matched(
+    clean: np.ndarray, a: np.ndarray, b: np.ndarray, idx: np.ndarray, level: float = 0.95
+) -> dict:
     """Drop of set a minus drop of an equally large set b (paired CI) and the exact McNemar p-value."""
     diff = correctness(b) - correctness(a)  # = drop(a) - drop(b); the clean terms cancel
-    return {"diff": float(diff.mean()), "ci": interval(diff[idx].mean(1), level), "p_value": mcnemar_exact(a, b),
-            "drop_a": float((correctness(clean) - correctness(a)).mean()),
-            "drop_b": float((correctness(clean) - correctness(b)).mean())}
+    return {
+        "diff": float(diff.mean()),
+        "ci": interval(diff[idx].mean(1), level),
+        "p_value": mcnemar_exact(a, b),
+        "drop_a": float((correctness(clean) - correctness(a)).mean()),
+        "drop_b": float((correctness(clean) - correctness(b)).mean()),
+    }

@@ -74,7 +74,11 @@ def overlap_stats(a: torch.Tensor, b: torch.Tensor, per_layer: bool = False) -> 
         "n_helpful": n_a,
         "n_harmless": n_b,
         "expected_shared": expected_k,
-        "per_layer": {"shared": per_layer_counts(a & b), "helpful": per_layer_counts(a), "harmless": per_layer_counts(b)},
+        "per_layer": {
+            "shared": per_layer_counts(a & b),
+            "helpful": per_layer_counts(a),
+            "harmless": per_layer_counts(b),
+        },
     }
 
 
@@ -86,8 +90,12 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(stats.spearmanr(a, b).statistic)
 
 
-def scorer_agreement(scores: Mapping[str, torch.Tensor], ps: Sequence[float], per_layer: bool = False,
-                     magnitude: Sequence[str] = ()) -> dict:
+def scorer_agreement(
+    scores: Mapping[str, torch.Tensor],
+    ps: Sequence[float],
+    per_layer: bool = False,
+    magnitude: Sequence[str] = (),
+) -> dict:
     """Do two scorers pick the same neurons? Spearman over all neurons and Jaccard of their top-p sets.
 
     scores: scorer -> [L, N] for one model on one data set.

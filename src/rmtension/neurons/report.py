@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rmtension.figures import CHANCE_COLOUR, COLUMN_WIDTH, DIVERGING_CMAP, DOUBLE_WIDTH, PALETTE, new_figure, save
+from rmtension.figures import (
+    CHANCE_COLOUR,
+    COLUMN_WIDTH,
+    DIVERGING_CMAP,
+    DOUBLE_WIDTH,
+    PALETTE,
+    new_figure,
+    save,
+)
 from rmtension.neurons.claims import fmt_p
 from rmtension.report_core import ordered_tests, read_config
 from rmtension.report_section import Section
@@ -56,30 +64,52 @@ def section_overlap(run_dir: Path) -> Section | None:
     overlap = read_json(path)
     st = claim_settings(run_dir)
     s = Section("Shared neurons: overlap of the helpful and harmless sets", "neuron-overlap")
-    rows = [{"scorer": scorer, "top p (%)": p, "RM": o.get("rm", ""), "n helpful": o["n_helpful"],
-             "n harmless": o["n_harmless"], "n shared": o["n_shared"], "expected shared": f"{o.get('expected_shared', np.nan):.1f}",
-             "Jaccard": f"{o['jaccard']:.3f}", "Jaccard by chance": f"{o['jaccard_random']:.3f}",
-             "hypergeometric p": fmt_p(o["p_value"]),
-             "cross-model Jaccard": f"{o['cross_model']['jaccard']:.3f}" if "cross_model" in o else ""}
-            for scorer, by_p in overlap.items() for p, o in by_p.items()]
+    rows = [
+        {
+            "scorer": scorer,
+            "top p (%)": p,
+            "RM": o.get("rm", ""),
+            "n helpful": o["n_helpful"],
+            "n harmless": o["n_harmless"],
+            "n shared": o["n_shared"],
+            "expected shared": f"{o.get('expected_shared', np.nan):.1f}",
+            "Jaccard": f"{o['jaccard']:.3f}",
+            "Jaccard by chance": f"{o['jaccard_random']:.3f}",
+            "hypergeometric p": fmt_p(o["p_value"]),
+            "cross-model Jaccard": f"{o['cross_model']['jaccard']:.3f}" if "cross_model" in o else "",
+        }
+        for scorer, by_p in overlap.items()
+        for p, o in by_p.items()
+    ]
     s.paragraphs.append(
         "helpful_top and harmless_top are the top-p% neurons of one RM scored on helpful and on harmless training "
         "pairs. Chance: two random sets of the same sizes (hypergeometric null; per layer when the sets were chosen "
         "per layer). Cross-model: the helpful RM's helpful_top against the harmless RM's harmless_top. "
         "mean_act and fire_rate rank neurons by how active they are on any text, so their two sets overlap even "
         "if the objectives use different neurons; contrast and attribution measure how a neuron separates chosen "
-        "from rejected. Source: `neurons/overlap.json`.")
+        "from rejected. Source: `neurons/overlap.json`."
+    )
     s.tables.append(("Overlap per scorer and top-p (source: `neurons/overlap.json`)", pd.DataFrame(rows)))
     scorer = st["scorer"] if st["scorer"] in overlap else next(iter(overlap))
-    s.figures.append((f"Left: Jaccard of helpful_top and harmless_top by `{scorer}` against the chance level "
-                      f"(grey). Right: neurons per layer at top-{_nearest(overlap[scorer], st['p']):g}%. "
-                      "Source: `neurons/overlap.json`.", _overlap_figure(run_dir, overlap[scorer], st["p"])))
+    s.figures.append(
+        (
+            f"Left: Jaccard of helpful_top and harmless_top by `{scorer}` against the chance level "
+            f"(grey). Right: neurons per layer at top-{_nearest(overlap[scorer], st['p']):g}%. "
+            "Source: `neurons/overlap.json`.",
+            _overlap_figure(run_dir, overlap[scorer], st["p"]),
+        )
+    )
     agree = run_dir / "neurons" / "scorer_agreement.json"
     if agree.exists():
         table = _agreement_table(read_json(agree))
         if table is not None:
-            s.tables.append(("Do mean_act and attribution pick the same neurons? Spearman over all neurons and "
-                             "Jaccard of their top-p sets (source: `neurons/scorer_agreement.json`)", table))
+            s.tables.append(
+                (
+                    "Do mean_act and attribution pick the same neurons? Spearman over all neurons and "
+                    "Jaccard of their top-p sets (source: `neurons/scorer_agreement.json`)",
+                    table,
+                )
+            )
     return s
 
 
@@ -90,8 +120,13 @@ def _overlap_figure(run_dir: Path, by_p: dict, p: float) -> Path:
     ax1.bar(x - 0.2, [by_p[k]["jaccard"] for k in keys], 0.4, color=PALETTE[2], label="observed")
     ax1.bar(x + 0.2, [by_p[k]["jaccard_random"] for k in keys], 0.4, color=CHANCE_COLOUR, label="chance")
     for xi, k in zip(x, keys):
-        ax1.annotate(f"p={fmt_p(by_p[k]['p_value'], 1)}".replace("=<", "<"), (xi - 0.2, by_p[k]["jaccard"]),
-                     ha="center", va="bottom", fontsize=7)
+        ax1.annotate(
+            f"p={fmt_p(by_p[k]['p_value'], 1)}".replace("=<", "<"),
+            (xi - 0.2, by_p[k]["jaccard"]),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax1.set_xticks(x, [f"{k}%" for k in keys])
     ax1.set_xlabel("top p")
     ax1.set_ylabel("Jaccard(helpful_top, harmless_top)")
@@ -100,8 +135,16 @@ def _overlap_figure(run_dir: Path, by_p: dict, p: float) -> Path:
     per_layer = by_p[min(keys, key=lambda k: abs(float(k) - p))]["per_layer"]
     layers = np.arange(len(per_layer["helpful"]))
     w = 0.27
-    for i, (name, colour) in enumerate((("helpful", PALETTE[0]), ("harmless", PALETTE[1]), ("shared", PALETTE[2]))):
-        ax2.bar(layers + (i - 1) * w, per_layer[name], w, color=colour, label=name if name == "shared" else f"{name}_top")
+    for i, (name, colour) in enumerate(
+        (("helpful", PALETTE[0]), ("harmless", PALETTE[1]), ("shared", PALETTE[2]))
+    ):
+        ax2.bar(
+            layers + (i - 1) * w,
+            per_layer[name],
+            w,
+            color=colour,
+            label=name if name == "shared" else f"{name}_top",
+        )
     ax2.set_xticks(layers)
     ax2.set_xlabel("layer")
     ax2.set_ylabel("neurons")
@@ -116,8 +159,14 @@ def _agreement_table(agree: dict) -> pd.DataFrame | None:
     rows = []
     for rm, by_obj in pairs.items():
         for obj, a in by_obj.items():
-            rows.append({"RM": rm, "scored on": obj, "Spearman": f"{a['spearman']:.3f}",
-                         **{f"top-{p}% Jaccard": f"{j:.3f}" for p, j in a["top_jaccard"].items()}})
+            rows.append(
+                {
+                    "RM": rm,
+                    "scored on": obj,
+                    "Spearman": f"{a['spearman']:.3f}",
+                    **{f"top-{p}% Jaccard": f"{j:.3f}" for p, j in a["top_jaccard"].items()},
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -144,22 +193,48 @@ def section_ablation(run_dir: Path) -> Section | None:
         f"Accuracy change of {who} when a neuron set is ablated, against the unablated model (delta vs base) and "
         "against random sets with the same number of neurons in every layer (delta vs random; p: exact McNemar test "
         "on per-pair correctness against random draw 0). Seeds are averaged; the p-value is the largest over seeds. "
-        "Source: `ablation.csv`.")
+        "Source: `ablation.csv`."
+    )
     p = _nearest(rows["p"].unique(), st["p"])
     for mode in sorted(rows["mode"].unique()):
         at = rows[(rows["p"] == p) & (rows["mode"] == mode) & rows["neuron_set"].isin(SETS)]
         if at.empty:
             continue
-        grid = at.groupby(["neuron_set", "test_set"]).agg(
-            delta_vs_base=("delta_vs_base", "mean"), delta_vs_random=("delta_vs_random", "mean"),
-            p_value=("p_value", "max"), n_neurons=("n_neurons", "mean")).reset_index()
-        s.figures.append((f"Accuracy change vs random control, top-{p:g}% by `{st['scorer']}`, {mode} ablation "
-                          "(cells: delta vs random, p-value). Source: `ablation.csv`.",
-                          _heatmap(run_dir, grid, f"ablation_heatmap_{mode}")))
-        s.tables.append((f"{mode} ablation at top-{p:g}% (source: `ablation.csv`)", pd.DataFrame([{
-            "set": r.neuron_set, "test set": r.test_set, "neurons": f"{r.n_neurons:.0f}",
-            "delta vs base": f"{r.delta_vs_base:+.3f}", "delta vs random": f"{r.delta_vs_random:+.3f}",
-            "McNemar p": fmt_p(r.p_value)} for r in grid.itertuples()])))
+        grid = (
+            at.groupby(["neuron_set", "test_set"])
+            .agg(
+                delta_vs_base=("delta_vs_base", "mean"),
+                delta_vs_random=("delta_vs_random", "mean"),
+                p_value=("p_value", "max"),
+                n_neurons=("n_neurons", "mean"),
+            )
+            .reset_index()
+        )
+        s.figures.append(
+            (
+                f"Accuracy change vs random control, top-{p:g}% by `{st['scorer']}`, {mode} ablation "
+                "(cells: delta vs random, p-value). Source: `ablation.csv`.",
+                _heatmap(run_dir, grid, f"ablation_heatmap_{mode}"),
+            )
+        )
+        s.tables.append(
+            (
+                f"{mode} ablation at top-{p:g}% (source: `ablation.csv`)",
+                pd.DataFrame(
+                    [
+                        {
+                            "set": r.neuron_set,
+                            "test set": r.test_set,
+                            "neurons": f"{r.n_neurons:.0f}",
+                            "delta vs base": f"{r.delta_vs_base:+.3f}",
+                            "delta vs random": f"{r.delta_vs_random:+.3f}",
+                            "McNemar p": fmt_p(r.p_value),
+                        }
+                        for r in grid.itertuples()
+                    ]
+                ),
+            )
+        )
     return s
 
 
@@ -177,8 +252,15 @@ def _heatmap(run_dir: Path, grid: pd.DataFrame, name: str) -> Path:
     for i in range(len(sets)):
         for j in range(len(tests)):
             if np.isfinite(val[i, j]):
-                ax.text(j, i, f"{val[i, j]:+.3f}\np={fmt_p(pv[i, j], 1)}", ha="center", va="center", fontsize=7,
-                        color="white" if abs(val[i, j]) > 0.6 * lim else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{val[i, j]:+.3f}\np={fmt_p(pv[i, j], 1)}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if abs(val[i, j]) > 0.6 * lim else "black",
+                )
     ax.set_xticks(range(len(tests)), [f"{t} test" for t in tests])
     ax.set_yticks(range(len(sets)), sets)
     fig.colorbar(im, ax=ax, label="accuracy change vs random")
@@ -193,18 +275,33 @@ def section_sweep(run_dir: Path) -> Section | None:
     rows = rows[rows["mode"] == "zero"] if (rows["mode"] == "zero").any() else rows
     if rows.empty or rows["p"].nunique() < 2:
         return None
-    clean = frame[(frame["neuron_set"] == "none") & frame["rm"].isin(set(rows["rm"]))].groupby("test_set")["accuracy"].mean()
+    clean = (
+        frame[(frame["neuron_set"] == "none") & frame["rm"].isin(set(rows["rm"]))]
+        .groupby("test_set")["accuracy"]
+        .mean()
+    )
     s = Section("Ablation across top-p", "neuron-sweep")
     s.paragraphs.append(
         f"Accuracy change of {who} against the unablated model as the ablated set grows (scorer `{st['scorer']}`, "
         f"{rows['mode'].iloc[0]} ablation). Shaded: the matched random control, from the lowest to the highest "
-        "of its draws and its bootstrap CI. Source: `ablation.csv`.")
+        "of its draws and its bootstrap CI. Source: `ablation.csv`."
+    )
     tests = ordered_tests(rows["test_set"].unique())
-    fig, axes = new_figure(DOUBLE_WIDTH if len(tests) > 1 else COLUMN_WIDTH, 2.5, ncols=len(tests), sharey=True, squeeze=False)
+    fig, axes = new_figure(
+        DOUBLE_WIDTH if len(tests) > 1 else COLUMN_WIDTH, 2.5, ncols=len(tests), sharey=True, squeeze=False
+    )
     for ax, test in zip(axes[0], tests):
         for name in ("helpful_top", "harmless_top"):
-            own = rows[(rows["neuron_set"] == name) & (rows["test_set"] == test)].groupby("p").mean(numeric_only=True)
-            rnd = rows[(rows["neuron_set"] == "random:" + name) & (rows["test_set"] == test)].groupby("p").mean(numeric_only=True)
+            own = (
+                rows[(rows["neuron_set"] == name) & (rows["test_set"] == test)]
+                .groupby("p")
+                .mean(numeric_only=True)
+            )
+            rnd = (
+                rows[(rows["neuron_set"] == "random:" + name) & (rows["test_set"] == test)]
+                .groupby("p")
+                .mean(numeric_only=True)
+            )
             if own.empty:
                 continue
             c = SET_COLOURS[name]
@@ -226,8 +323,13 @@ def section_sweep(run_dir: Path) -> Section | None:
         ax.set_title(f"{test} test set")
     axes[0][0].set_ylabel("accuracy change vs unablated")
     axes[0][0].legend(frameon=False)
-    s.figures.append(("Accuracy change against top-p; dotted line and band: matched random controls. "
-                      "Source: `ablation.csv`.", save(fig, run_dir, "ablation_sweep")))
+    s.figures.append(
+        (
+            "Accuracy change against top-p; dotted line and band: matched random controls. "
+            "Source: `ablation.csv`.",
+            save(fig, run_dir, "ablation_sweep"),
+        )
+    )
     return s
 
 
@@ -236,35 +338,69 @@ def section_cross(run_dir: Path) -> Section | None:
     if not cross_path.exists():
         return None
     st = claim_settings(run_dir)
-    records = [r for r in read_json(cross_path) if r["scorer"] == st["scorer"] and r["mode"] == "zero"] or read_json(cross_path)
+    records = [
+        r for r in read_json(cross_path) if r["scorer"] == st["scorer"] and r["mode"] == "zero"
+    ] or read_json(cross_path)
     if not records:
         return None
     p = _nearest({r["p"] for r in records}, st["p"])
     s = Section("Cross-effects and the influence of shared neurons", "neuron-cross")
-    rows = [{"RM": r["rm"], "ablated set": name, "test set": test, "neurons": f"{e['n_neurons']:.0f}",
-             "delta vs base": f"{e['delta_vs_base']:+.3f} [{e['ci_lo']:+.3f}, {e['ci_hi']:+.3f}]",
-             "delta vs random": f"{e['delta_vs_random']:+.3f}", "McNemar p": fmt_p(e["p_value"])}
-            for r in records if r["p"] == p for name, by in r["matrix"].items() for test, e in by.items()]
+    rows = [
+        {
+            "RM": r["rm"],
+            "ablated set": name,
+            "test set": test,
+            "neurons": f"{e['n_neurons']:.0f}",
+            "delta vs base": f"{e['delta_vs_base']:+.3f} [{e['ci_lo']:+.3f}, {e['ci_hi']:+.3f}]",
+            "delta vs random": f"{e['delta_vs_random']:+.3f}",
+            "McNemar p": fmt_p(e["p_value"]),
+        }
+        for r in records
+        if r["p"] == p
+        for name, by in r["matrix"].items()
+        for test, e in by.items()
+    ]
     s.paragraphs.append(
         f"Cross-effect matrix at top-{p:g}% by `{records[0]['scorer']}`, {records[0]['mode']} ablation: ablating "
         "one objective's neurons (rows) and measuring both test sets. Brackets: bootstrap CI of the change vs base. "
-        "Source: `neurons/cross_effect.json`.")
+        "Source: `neurons/cross_effect.json`."
+    )
     s.tables.append(("Cross-effect matrix (source: `neurons/cross_effect.json`)", pd.DataFrame(rows)))
     if infl_path.exists():
         infl = read_json(infl_path)
-        comps = [{"RM": r["rm"], "test set": c["test_set"], "shared vs": c["other"], "own objective": c["own"],
-                  "per-neuron drop, shared minus other": f"{c['per_neuron']['diff']:+.5f} "
-                  f"[{c['per_neuron']['ci'][0]:+.5f}, {c['per_neuron']['ci'][1]:+.5f}]",
-                  "size-matched drop difference": (f"{c['matched']['diff']:+.3f} [{c['matched']['ci'][0]:+.3f}, "
-                                                   f"{c['matched']['ci'][1]:+.3f}], p={fmt_p(c['matched']['p_value'])}")
-                  if "matched" in c else ""}
-                 for r in infl["records"] if r["scorer"] == records[0]["scorer"] and r["mode"] == records[0]["mode"]
-                 and r["p"] == p for c in r["comparisons"]]
+        comps = [
+            {
+                "RM": r["rm"],
+                "test set": c["test_set"],
+                "shared vs": c["other"],
+                "own objective": c["own"],
+                "per-neuron drop, shared minus other": f"{c['per_neuron']['diff']:+.5f} "
+                f"[{c['per_neuron']['ci'][0]:+.5f}, {c['per_neuron']['ci'][1]:+.5f}]",
+                "size-matched drop difference": (
+                    f"{c['matched']['diff']:+.3f} [{c['matched']['ci'][0]:+.3f}, "
+                    f"{c['matched']['ci'][1]:+.3f}], p={fmt_p(c['matched']['p_value'])}"
+                )
+                if "matched" in c
+                else "",
+            }
+            for r in infl["records"]
+            if r["scorer"] == records[0]["scorer"] and r["mode"] == records[0]["mode"] and r["p"] == p
+            for c in r["comparisons"]
+        ]
         if comps:
-            s.tables.append((f"Influence of the shared neurons ({round(100 * infl.get('ci', 0.95))}% paired bootstrap "
-                             "CIs; positive: shared neurons hurt more; source: `neurons/influence.json`)",
-                             pd.DataFrame(comps)))
+            s.tables.append(
+                (
+                    f"Influence of the shared neurons ({round(100 * infl.get('ci', 0.95))}% paired bootstrap "
+                    "CIs; positive: shared neurons hurt more; source: `neurons/influence.json`)",
+                    pd.DataFrame(comps),
+                )
+            )
     return s
 
 
-SECTIONS: list[Callable[[Path], Section | None]] = [section_overlap, section_ablation, section_sweep, section_cross]
+SECTIONS: list[Callable[[Path], Section | None]] = [
+    section_overlap,
+    section_ablation,
+    section_sweep,
+    section_cross,
+]

@@ -88,7 +88,9 @@ class NeuronSums:
         self.chosen_tokens += float(mask[:b].sum())
         self.pairs += b
 
-    def add_layer(self, layer: int, acts: torch.Tensor, mask: torch.Tensor, base: torch.Tensor | None = None) -> None:
+    def add_layer(
+        self, layer: int, acts: torch.Tensor, mask: torch.Tensor, base: torch.Tensor | None = None
+    ) -> None:
         """Fold one layer's activations [2B, T, N] (chosen rows first) into the sums."""
         real = real_tokens(acts, mask)
         n_chosen = int(mask[: mask.shape[0] // 2].sum())
@@ -99,15 +101,21 @@ class NeuronSums:
         if base is not None:
             self.sq_change[layer] += sq_change_sums(real, real_tokens(base, mask)).double().cpu()
 
-    def add_attribution(self, layer: int, acts: torch.Tensor, grads: torch.Tensor, mask: torch.Tensor) -> None:
+    def add_attribution(
+        self, layer: int, acts: torch.Tensor, grads: torch.Tensor, mask: torch.Tensor
+    ) -> None:
         """Fold activations and margin gradients [2B, T, N] of one layer into the attribution sums."""
         self.attr[layer] += attribution_sums(real_tokens(acts, mask), real_tokens(grads, mask)).double().cpu()
 
     def add_across_processes(self) -> None:
         """Replace every running sum by its sum over processes (each one scored its own shard)."""
-        sums = dist.sum_across(torch.stack([self.act, self.act_chosen, self.fire, self.sq_change, self.attr]))  # [5, L, N]
+        sums = dist.sum_across(
+            torch.stack([self.act, self.act_chosen, self.fire, self.sq_change, self.attr])
+        )  # [5, L, N]
         self.act, self.act_chosen, self.fire, self.sq_change, self.attr = sums.unbind(0)
-        counts = dist.sum_across(torch.tensor([self.tokens, self.chosen_tokens, float(self.pairs)], dtype=torch.float64))
+        counts = dist.sum_across(
+            torch.tensor([self.tokens, self.chosen_tokens, float(self.pairs)], dtype=torch.float64)
+        )
         self.tokens, self.chosen_tokens, self.pairs = float(counts[0]), float(counts[1]), int(counts[2])
 
     def finalize(self, scorers: Sequence[str] = SCORERS) -> dict[str, torch.Tensor]:
@@ -119,7 +127,8 @@ class NeuronSums:
             "fire_rate": self.fire / tokens,
             "rms_change": (self.sq_change / tokens).sqrt(),
             "attribution": self.attr / max(self.pairs, 1),
-            "contrast": self.act_chosen / max(self.chosen_tokens, 1.0) - (self.act - self.act_chosen) / rejected,
+            "contrast": self.act_chosen / max(self.chosen_tokens, 1.0)
+            - (self.act - self.act_chosen) / rejected,
         }
         return {s: out[s].float() for s in scorers}
 
@@ -190,7 +199,9 @@ class _StopForward(Exception):
 
 
 @torch.no_grad()
-def _base_activations(base: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, layers: int) -> list[torch.Tensor]:
+def _base_activations(
+    base: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, layers: int
+) -> list[torch.Tensor]:
     device = batch["input_ids"].device
     acts: dict[str, torch.Tensor] = {}
 
@@ -210,8 +221,14 @@ def _base_activations(base: nn.Module, batch: dict[str, torch.Tensor], bf16: boo
     return [acts[neuron_hook_name(i)] for i in range(layers)]
 
 
-def _score_batch(model: nn.Module, batch: dict[str, torch.Tensor], sums: NeuronSums,
-                 base_acts: list[torch.Tensor] | None, with_grad: bool, bf16: bool) -> None:
+def _score_batch(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    sums: NeuronSums,
+    base_acts: list[torch.Tensor] | None,
+    with_grad: bool,
+    bf16: bool,
+) -> None:
     """One forward (plus one backward w.r.t. activations when `with_grad`) of one model on one batch."""
     mask = batch["attention_mask"]
     layers = sums.act.shape[0]

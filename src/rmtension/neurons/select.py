@@ -9,8 +9,13 @@ from collections.abc import Sequence
 import torch
 
 SET_NAMES = ("helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only")
-SET_OBJECTIVE = {"helpful_top": "helpful", "helpful_only": "helpful", "harmless_top": "harmless",
-                 "harmless_only": "harmless", "shared": "both"}
+SET_OBJECTIVE = {
+    "helpful_top": "helpful",
+    "helpful_only": "helpful",
+    "harmless_top": "harmless",
+    "harmless_only": "harmless",
+    "shared": "both",
+}
 """Which objective's scoring data a set comes from (for mean ablation)."""
 
 
@@ -36,7 +41,9 @@ def _top_rows(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(heavy, x > kth, keep)
 
 
-def top_percent(scores: torch.Tensor, p: float, per_layer: bool = False, magnitude: bool = False) -> torch.Tensor:
+def top_percent(
+    scores: torch.Tensor, p: float, per_layer: bool = False, magnitude: bool = False
+) -> torch.Tensor:
     """Top p% of neurons by score (the paper's global-percentile rule, or per layer).
 
     scores [L, N] -> bool [L, N]. A neuron is kept when its score is at least the k-th largest,
@@ -52,12 +59,19 @@ def top_percent(scores: torch.Tensor, p: float, per_layer: bool = False, magnitu
     return (_top_rows(flat, top_count(flat.shape[1], p)) & torch.isfinite(flat)).reshape(x.shape)
 
 
-def neuron_sets(helpful: torch.Tensor, harmless: torch.Tensor, p: float, per_layer: bool = False,
-                magnitude: bool = False) -> dict[str, torch.Tensor]:
+def neuron_sets(
+    helpful: torch.Tensor, harmless: torch.Tensor, p: float, per_layer: bool = False, magnitude: bool = False
+) -> dict[str, torch.Tensor]:
     """The five sets from one model's scores on helpful and on harmless data ([L, N] each)."""
     h = top_percent(helpful, p, per_layer, magnitude)
     s = top_percent(harmless, p, per_layer, magnitude)
-    return {"helpful_top": h, "harmless_top": s, "shared": h & s, "helpful_only": h & ~s, "harmless_only": s & ~h}
+    return {
+        "helpful_top": h,
+        "harmless_top": s,
+        "shared": h & s,
+        "helpful_only": h & ~s,
+        "harmless_only": s & ~h,
+    }
 
 
 def per_layer_counts(mask: torch.Tensor) -> list[int]:
@@ -126,8 +140,11 @@ def pairs_to_mask(pairs: Sequence[Sequence[int]], shape: tuple[int, int]) -> tor
 
 def mask_to_json(mask: torch.Tensor) -> dict:
     """Compact JSON form: count, count per layer and the indices in each non-empty layer."""
-    return {"n": int(mask.sum()), "per_layer": per_layer_counts(mask),
-            "neurons": {str(i): row.nonzero().flatten().tolist() for i, row in enumerate(mask) if row.any()}}
+    return {
+        "n": int(mask.sum()),
+        "per_layer": per_layer_counts(mask),
+        "neurons": {str(i): row.nonzero().flatten().tolist() for i, row in enumerate(mask) if row.any()},
+    }
 
 
 def mask_from_json(d: dict, shape: tuple[int, int]) -> torch.Tensor:

@@ -74,11 +74,17 @@ class RMRef:
 def find_rms(ctx: StudyContext, objectives: Sequence[str], max_seeds: int | None) -> list[RMRef]:
     """Trained RMs of these objectives and the first `max_seeds` seeds that exist in the run."""
     seeds = ctx.seeds[:max_seeds] if max_seeds else ctx.seeds
-    found = [RMRef(f"{o}-seed{s}", o, s, ctx.rm_dir(o, s)) for o in objectives for s in seeds
-             if (ctx.rm_dir(o, s) / "config.json").exists()]
+    found = [
+        RMRef(f"{o}-seed{s}", o, s, ctx.rm_dir(o, s))
+        for o in objectives
+        for s in seeds
+        if (ctx.rm_dir(o, s) / "config.json").exists()
+    ]
     if not found:
-        raise ArtifactError(f"{ctx.run_dir / 'rm'}: no trained reward model for objectives {list(objectives)}, "
-                            f"seeds {seeds}; run the training stage first")
+        raise ArtifactError(
+            f"{ctx.run_dir / 'rm'}: no trained reward model for objectives {list(objectives)}, "
+            f"seeds {seeds}; run the training stage first"
+        )
     return found
 
 
@@ -109,7 +115,9 @@ def rm_fingerprint(run_dir: Path, objective: str, seed: int) -> str:
 
 def neurons_hash(ctx: StudyContext, cfg: NeuronsConfig) -> str:
     rms = find_rms(ctx, cfg.rms, cfg.max_seeds)
-    return config_hash(cfg, ctx.cfg.data, ctx.cfg.model, [rm_fingerprint(ctx.run_dir, r.objective, r.seed) for r in rms])
+    return config_hash(
+        cfg, ctx.cfg.data, ctx.cfg.model, [rm_fingerprint(ctx.run_dir, r.objective, r.seed) for r in rms]
+    )
 
 
 def check_ablation_config(ncfg: NeuronsConfig, acfg) -> None:
@@ -155,8 +163,11 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[
     tok = tokenizer or load_tokenizer(str(rms[0].path), mcfg.max_length, mcfg.trust_remote_code)
     dev = device()
     models = {r.name: load_reward_model(str(r.path), tok, mcfg.trust_remote_code).to(dev) for r in rms}
-    base = (load_reward_model(ctx.backbone_path, tok, mcfg.trust_remote_code).to(dev)
-            if "rms_change" in cfg.scorers else None)
+    base = (
+        load_reward_model(ctx.backbone_path, tok, mcfg.trust_remote_code).to(dev)
+        if "rms_change" in cfg.scorers
+        else None
+    )
     tensors: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in rms}
     meta: dict[str, dict[str, str]] = {r.name: {"objective": r.objective, "seed": str(r.seed)} for r in rms}
     for obj in DATA_OBJECTIVES:
@@ -170,8 +181,10 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[
             tensors[name].update({f"{s}/{obj}": v for s, v in res.scores.items()})
             meta[name].update({f"n_pairs/{obj}": str(res.n_pairs), f"n_tokens/{obj}": str(res.n_tokens)})
         interrupt.check(f"after scoring neurons on {obj} pairs")
-    paths = [save_tensors(inside(ctx.run_dir, NEURONS, name, "scores.safetensors"), t, meta[name])
-             for name, t in tensors.items()]
+    paths = [
+        save_tensors(inside(ctx.run_dir, NEURONS, name, "scores.safetensors"), t, meta[name])
+        for name, t in tensors.items()
+    ]
     for stale in (ctx.run_dir / NEURONS).glob("*/scores.safetensors"):  # RMs no longer analysed
         if stale.parent.name not in tensors:
             dist.main_only(stale.unlink, missing_ok=True)
@@ -186,8 +199,13 @@ def read_scores(run_dir: Path) -> dict[str, tuple[dict[str, torch.Tensor], dict[
     out = {}
     for path in sorted((Path(run_dir) / NEURONS).glob("*/scores.safetensors")):
         try:
-            with safe_open(str(path), "pt") as f:  # metadata comes back in no fixed order: sorted, for stable outputs
-                out[path.parent.name] = ({k: f.get_tensor(k) for k in f.keys()}, dict(sorted((f.metadata() or {}).items())))
+            with safe_open(
+                str(path), "pt"
+            ) as f:  # metadata comes back in no fixed order: sorted, for stable outputs
+                out[path.parent.name] = (
+                    {k: f.get_tensor(k) for k in f.keys()},
+                    dict(sorted((f.metadata() or {}).items())),
+                )
         except Exception as e:  # safetensors raises its own types on truncation
             raise ArtifactError(f"{path}: corrupted safetensors ({e})") from None
     if not out:
@@ -195,31 +213,50 @@ def read_scores(run_dir: Path) -> dict[str, tuple[dict[str, torch.Tensor], dict[
     return out
 
 
-def _scores_for(tensors: dict[str, torch.Tensor], scorer: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _scores_for(
+    tensors: dict[str, torch.Tensor], scorer: str, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         return tensors[f"{scorer}/helpful"], tensors[f"{scorer}/harmless"]
     except KeyError:
-        raise ConfigError(f"neurons.scorers: {where} has no '{scorer}' scores; re-run `rmtension neurons score`") from None
+        raise ConfigError(
+            f"neurons.scorers: {where} has no '{scorer}' scores; re-run `rmtension neurons score`"
+        ) from None
 
 
 def select_sets(run_dir: Path, cfg: NeuronsConfig) -> Path:
     """neurons/sets.json from the saved scores."""
     scores = read_scores(run_dir)
-    doc: dict = {"per_layer": cfg.per_layer, "ps": cfg.ps, "scorers": list(cfg.scorers), "magnitude": list(cfg.magnitude),
-                 "shape": None, "rms": {}, "sets": {}}
+    doc: dict = {
+        "per_layer": cfg.per_layer,
+        "ps": cfg.ps,
+        "scorers": list(cfg.scorers),
+        "magnitude": list(cfg.magnitude),
+        "shape": None,
+        "rms": {},
+        "sets": {},
+    }
     for rm, (tensors, meta) in scores.items():
         if meta.get("objective") not in cfg.rms:
             continue
-        doc["rms"][rm] = {"objective": meta.get("objective"), "seed": int(meta.get("seed", 0)),
-                          **{k: int(v) for k, v in meta.items() if k.startswith("n_")}}
+        doc["rms"][rm] = {
+            "objective": meta.get("objective"),
+            "seed": int(meta.get("seed", 0)),
+            **{k: int(v) for k, v in meta.items() if k.startswith("n_")},
+        }
         doc["sets"][rm] = {}
         for scorer in cfg.scorers:
             helpful, harmless = _scores_for(tensors, scorer, rm)
             doc["shape"] = list(helpful.shape)
             doc["sets"][rm][scorer] = {
-                p_key(p): {name: mask_to_json(m) for name, m in
-                           neuron_sets(helpful, harmless, p, cfg.per_layer, scorer in cfg.magnitude).items()}
-                for p in cfg.ps}
+                p_key(p): {
+                    name: mask_to_json(m)
+                    for name, m in neuron_sets(
+                        helpful, harmless, p, cfg.per_layer, scorer in cfg.magnitude
+                    ).items()
+                }
+                for p in cfg.ps
+            }
     return write_json(Path(run_dir) / NEURONS / "sets.json", doc)
 
 
@@ -231,15 +268,19 @@ def set_mask(doc: dict, rm: str, scorer: str, p: float, name: str) -> torch.Tens
     try:
         entry = doc["sets"][rm][scorer][p_key(p)][name]
     except KeyError:
-        raise ConfigError(f"neurons/sets.json has no set {rm}/{scorer}/p={p_key(p)}/{name}; "
-                          "check ablation.rms/scorers/ps against the neuron stage") from None
+        raise ConfigError(
+            f"neurons/sets.json has no set {rm}/{scorer}/p={p_key(p)}/{name}; "
+            "check ablation.rms/scorers/ps against the neuron stage"
+        ) from None
     return mask_from_json(entry, tuple(doc["shape"]))
 
 
 def _mean_stats(entries: list[dict]) -> dict:
     """Average several RMs' overlap stats; the p-value is the largest (every seed must pass)."""
-    out = {k: float(np.mean([e[k] for e in entries])) for k in ("jaccard", "jaccard_random", "n_shared", "n_helpful",
-                                                               "n_harmless", "expected_shared")}
+    out = {
+        k: float(np.mean([e[k] for e in entries]))
+        for k in ("jaccard", "jaccard_random", "n_shared", "n_helpful", "n_harmless", "expected_shared")
+    }
     out["p_value"] = max(e["p_value"] for e in entries)
     out["per_layer"] = entries[0]["per_layer"]
     return out
@@ -249,23 +290,40 @@ def compute_overlap(run_dir: Path, cfg: NeuronsConfig) -> tuple[Path, Path]:
     """neurons/overlap.json and neurons/scorer_agreement.json from sets.json and the scores."""
     doc = load_sets(run_dir)
     rms = doc["rms"]
-    primary = cfg.primary_rm if any(r["objective"] == cfg.primary_rm for r in rms.values()) \
+    primary = (
+        cfg.primary_rm
+        if any(r["objective"] == cfg.primary_rm for r in rms.values())
         else next(iter(rms.values()))["objective"]
+    )
     overlap: dict = {}
     for scorer in doc["scorers"]:
         overlap[scorer] = {}
         for p in doc["ps"]:
-            masks = {rm: (set_mask(doc, rm, scorer, p, "helpful_top"), set_mask(doc, rm, scorer, p, "harmless_top"))
-                     for rm in rms}
+            masks = {
+                rm: (
+                    set_mask(doc, rm, scorer, p, "helpful_top"),
+                    set_mask(doc, rm, scorer, p, "harmless_top"),
+                )
+                for rm in rms
+            }
             per_rm = {rm: overlap_stats(h, s, doc["per_layer"]) for rm, (h, s) in masks.items()}
             head = [per_rm[rm] for rm, r in rms.items() if r["objective"] == primary]
             entry = {**_mean_stats(head), "rm": primary, "n_rms": len(head), "per_rm": per_rm}
-            cross = [overlap_stats(masks[f"helpful-seed{r['seed']}"][0], masks[f"harmless-seed{r['seed']}"][1],
-                                   doc["per_layer"])
-                     for rm, r in rms.items() if r["objective"] == "helpful" and f"harmless-seed{r['seed']}" in masks]
+            cross = [
+                overlap_stats(
+                    masks[f"helpful-seed{r['seed']}"][0],
+                    masks[f"harmless-seed{r['seed']}"][1],
+                    doc["per_layer"],
+                )
+                for rm, r in rms.items()
+                if r["objective"] == "helpful" and f"harmless-seed{r['seed']}" in masks
+            ]
             if cross:
-                entry["cross_model"] = {**_mean_stats(cross), "n_seeds": len(cross),
-                                        "what": "helpful RM's helpful_top vs harmless RM's harmless_top"}
+                entry["cross_model"] = {
+                    **_mean_stats(cross),
+                    "n_seeds": len(cross),
+                    "what": "helpful RM's helpful_top vs harmless RM's harmless_top",
+                }
             overlap[scorer][p_key(p)] = entry
     a = write_json(Path(run_dir) / NEURONS / "overlap.json", overlap)
     b = write_json(Path(run_dir) / NEURONS / "scorer_agreement.json", _agreement(run_dir, doc, cfg))
@@ -281,7 +339,13 @@ def _agreement(run_dir: Path, doc: dict, cfg: NeuronsConfig) -> dict:
             out["per_rm"][rm][obj] = scorer_agreement(scores, doc["ps"], doc["per_layer"], doc["magnitude"])
     if {"mean_act", "attribution"} <= set(doc["scorers"]):
         out["mean_act_vs_attribution"] = {
-            rm: {obj: {"spearman": a["spearman"]["mean_act"]["attribution"],
-                       "top_jaccard": {p: j["mean_act"]["attribution"] for p, j in a["top_jaccard"].items()}}
-                 for obj, a in by.items()} for rm, by in out["per_rm"].items()}
+            rm: {
+                obj: {
+                    "spearman": a["spearman"]["mean_act"]["attribution"],
+                    "top_jaccard": {p: j["mean_act"]["attribution"] for p, j in a["top_jaccard"].items()},
+                }
+                for obj, a in by.items()
+            }
+            for rm, by in out["per_rm"].items()
+        }
     return out

@@ -26,7 +26,9 @@ def study_stages(cfg: StudyConfig) -> list[tuple[str, Callable]]:
         stages.append(("neurons", lambda prep: run_neuron_scoring(prep.ctx, ncfg, tokenizer=prep.tokenizer)))
     if acfg is not None and acfg.enabled:
         if not on:
-            raise ConfigError("ablation: needs the neuron sets; add a `neurons:` section (with enabled: true)")
+            raise ConfigError(
+                "ablation: needs the neuron sets; add a `neurons:` section (with enabled: true)"
+            )
         check_ablation_config(ncfg, acfg)
         stages.append(("ablation", lambda prep: run_ablation(prep.ctx, acfg, tokenizer=prep.tokenizer)))
     return stages

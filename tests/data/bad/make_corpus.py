@@ -19,7 +19,11 @@ HERE = Path(__file__).parent
 def row(i: int, **extra) -> dict:
     """A valid HH row with a distinct prompt."""
     ctx = f"\n\nHuman: question {i}?"
-    return {"chosen": f"{ctx}\n\nAssistant: good answer {i}", "rejected": f"{ctx}\n\nAssistant: bad answer {i}", **extra}
+    return {
+        "chosen": f"{ctx}\n\nAssistant: good answer {i}",
+        "rejected": f"{ctx}\n\nAssistant: bad answer {i}",
+        **extra,
+    }
 
 
 def line(obj) -> bytes:
@@ -41,29 +45,59 @@ def corpus() -> dict[str, bytes]:
         "wrong_type.jsonl": ok1 + line({"chosen": 5, "rejected": row(2)["rejected"]}) + ok3,
         "not_object.jsonl": ok1 + line(["chosen", "rejected"]) + ok3,
         "empty_string.jsonl": ok1 + line({"chosen": row(2)["chosen"], "rejected": ""}) + ok3,
-        "no_assistant.jsonl": ok1 + line({"chosen": "\n\nHuman: hello?", "rejected": "\n\nHuman: hello?"}) + ok3,
+        "no_assistant.jsonl": ok1
+        + line({"chosen": "\n\nHuman: hello?", "rejected": "\n\nHuman: hello?"})
+        + ok3,
         "two_human.jsonl": ok1 + line(row(2) | {"chosen": "\n\nHuman: a\n\nHuman: b\n\nAssistant: c"}) + ok3,
-        "text_before_human.jsonl": ok1 + line(row(2) | {"chosen": "Preamble.\n\nHuman: a\n\nAssistant: c"}) + ok3,
-        "context_mismatch.jsonl": ok1 + line({"chosen": "\n\nHuman: x\n\nAssistant: y\n\nHuman: z\n\nAssistant: good",
-                                             "rejected": "\n\nHuman: x\n\nAssistant: Y\n\nHuman: z\n\nAssistant: bad"}) + ok3,
+        "text_before_human.jsonl": ok1
+        + line(row(2) | {"chosen": "Preamble.\n\nHuman: a\n\nAssistant: c"})
+        + ok3,
+        "context_mismatch.jsonl": ok1
+        + line(
+            {
+                "chosen": "\n\nHuman: x\n\nAssistant: y\n\nHuman: z\n\nAssistant: good",
+                "rejected": "\n\nHuman: x\n\nAssistant: Y\n\nHuman: z\n\nAssistant: bad",
+            }
+        )
+        + ok3,
         "identical.jsonl": ok1 + line({"chosen": row(2)["chosen"], "rejected": row(2)["chosen"]}) + ok3,
-        "invalid_utf8.jsonl": ok1 + b'{"chosen": "\\n\\nHuman: caf\xe9?\\n\\nAssistant: a", "rejected": "\\n\\nHuman: caf\xe9?\\n\\nAssistant: b"}\n' + ok3,
+        "invalid_utf8.jsonl": ok1
+        + b'{"chosen": "\\n\\nHuman: caf\xe9?\\n\\nAssistant: a", "rejected": "\\n\\nHuman: caf\xe9?\\n\\nAssistant: b"}\n'
+        + ok3,
         "bom.jsonl": b"\xef\xbb\xbf" + ok1 + ok3,
         "duplicates.jsonl": ok1 + line(row(2)) + ok1 + ok3,
         "empty.jsonl": b"",
         "wrong_layout/other-subset/test.jsonl": ok1,
-        "rmb/Harmlessness/missing_reject.json": json.dumps([
-            {"pair_uid": "1", "conversation_input": [{"role": "user", "content": "q1"}],
-             "chosen": {"llm_name": "a", "answer": "good"}, "reject": {"llm_name": "b", "answer": "bad"}},
-            {"pair_uid": "2", "conversation_input": [{"role": "user", "content": "q2"}],
-             "chosen": {"llm_name": "a", "answer": "good"}},
-        ], indent=1).encode("utf-8"),
-        "jsonl_two_replies.jsonl": line({"prompt": [{"role": "user", "content": "q"}],
-                                         "chosen": [{"role": "assistant", "content": "a"}],
-                                         "rejected": [{"role": "assistant", "content": "b"}]})
-        + line({"prompt": [{"role": "user", "content": "q2"}],
+        "rmb/Harmlessness/missing_reject.json": json.dumps(
+            [
+                {
+                    "pair_uid": "1",
+                    "conversation_input": [{"role": "user", "content": "q1"}],
+                    "chosen": {"llm_name": "a", "answer": "good"},
+                    "reject": {"llm_name": "b", "answer": "bad"},
+                },
+                {
+                    "pair_uid": "2",
+                    "conversation_input": [{"role": "user", "content": "q2"}],
+                    "chosen": {"llm_name": "a", "answer": "good"},
+                },
+            ],
+            indent=1,
+        ).encode("utf-8"),
+        "jsonl_two_replies.jsonl": line(
+            {
+                "prompt": [{"role": "user", "content": "q"}],
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            }
+        )
+        + line(
+            {
+                "prompt": [{"role": "user", "content": "q2"}],
                 "chosen": [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "more"}],
-                "rejected": [{"role": "assistant", "content": "b"}]}),
+                "rejected": [{"role": "assistant", "content": "b"}],
+            }
+        ),
     }
     return files
 
