@@ -31,6 +31,8 @@ smoke: setup
 	$(VENV)/bin/rmtension study --config configs/smoke.yaml --out runs/smoke
 
 test: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup
