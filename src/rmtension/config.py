@@ -85,15 +85,21 @@ class TrainConfig(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     """One reward model per objective and seed."""
     epochs: float = Field(1.0, gt=0)
+    """Passes over the training pairs (fractions stop part-way through the last one)."""
     batch_size: int = Field(16, ge=1)
     """Pairs per optimiser step (before accumulation)."""
     grad_accum: int = Field(1, ge=1)
+    """Micro-batches accumulated per optimiser step."""
     lr: float = Field(5e-5, gt=0)
+    """Peak AdamW learning rate, reached after warmup."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    """Share of the optimiser steps spent warming the learning rate up linearly from 0."""
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     """Decay after warmup."""
     max_grad_norm: float = Field(1.0, gt=0)
+    """Gradients are clipped to this global L2 norm before each step."""
     margin: float = Field(0.0, ge=0)
     """Bradley-Terry margin: -log sigmoid(r_c - r_r - margin)."""
     center_rewards_coef: float = Field(0.0, ge=0)
@@ -129,10 +135,13 @@ class TrainConfig(Strict):
 
 class EvalConfig(Strict):
     batch_size: int = Field(32, ge=1)
+    """Pairs per forward pass when scoring test and validation sets."""
     bootstrap: int = Field(2000, ge=100)
     """Bootstrap resamples for every confidence interval."""
     ece_bins: int = Field(10, ge=2)
+    """Equal-width probability bins of the expected calibration error."""
     ci: float = Field(0.95, gt=0.5, lt=1.0)
+    """Level of every confidence interval."""
 
 
 class ReportConfig(Strict):
@@ -143,10 +152,15 @@ class ReportConfig(Strict):
 
 class StudyConfig(Strict):
     name: str = "study"
+    """Name of the study; the run directory defaults to `runs/<name>`."""
     data: DataConfig = Field(default_factory=DataConfig)
+    """Where the pairs come from, how objectives are built and how they are split."""
     model: ModelConfig = Field(default_factory=ModelConfig)
+    """The reward models' backbone and tokenisation."""
     train: TrainConfig = Field(default_factory=TrainConfig)
+    """Reward-model training, shared by every objective and seed."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Scoring of the test sets and the statistics of the tension table."""
     neurons: NeuronsConfig | None = None
     """Neuron scoring, selection and overlap (`rmtension.neurons`); absent: the stage is off."""
     ablation: AblationConfig | None = None
@@ -160,6 +174,7 @@ class StudyConfig(Strict):
     rl: RLConfig | None = None
     """RLOO against pm_train with a KL penalty to the initial policy."""
     report: ReportConfig = Field(default_factory=ReportConfig)
+    """The report written at the end of the study."""
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
