@@ -181,3 +181,28 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
     table = json.loads((out / "tension.json").read_text())
     assert set(table["accuracy"]) == {"helpful", "harmless", "mixed"}
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_help_config_lists_every_key_with_its_docstring(capsys):
+    import typing
+
+    from pydantic import BaseModel
+
+    from rmtension.config import StudyConfig
+
+    assert run("study", "--help-config") == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    expected = []
+
+    def walk(model, prefix):
+        for name, field in model.model_fields.items():
+            expected.append((prefix + name, " ".join(field.description.split())))
+            for t in [field.annotation, *typing.get_args(field.annotation)]:
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    walk(t, f"{prefix}{name}.")
+
+    walk(StudyConfig, "")
+    assert len(lines) == len(expected)
+    for (key, doc), line in zip(expected, lines):
+        assert line.startswith((key + " (", key + ":")) and line.endswith(doc), (key, line)
+    assert any(line.startswith("ablation.") for line in lines)  # optional sections are listed too

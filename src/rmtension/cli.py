@@ -27,15 +27,21 @@ def study(
     resume: bool = typer.Option(
         True, "--resume/--fresh", help="Reuse completed stages and checkpoints (default)."
     ),
+    help_config: bool = typer.Option(
+        False, "--help-config", help="Print every config key with its type, default and meaning, by section."
+    ),
 ) -> None:
     """Run the whole study: data, training (3 objectives x seeds), evaluation, analyses, report."""
     import shutil
     from pathlib import Path
 
     from rmtension import dist
-    from rmtension.config import load_config
+    from rmtension.config import describe_config, load_config
     from rmtension.study import run_study
 
+    if help_config:
+        print("\n".join(describe_config()))
+        return
     cfg = load_config(config, overrides or [])
     if not resume and out and Path(out).exists():
         dist.main_only(shutil.rmtree, out)  # once, before any process writes there

@@ -253,3 +253,32 @@ def resolve_data_path(cfg: DataConfig) -> str | None:
 
 def dump_config(cfg: StudyConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_config(model: type[BaseModel] = StudyConfig, prefix: str = "") -> list[str]:
+    """Every config field as `key (type, default): docstring`, grouped by section, sections in order.
+
+    A section is a field whose type is a config model (or an optional one); its fields follow it,
+    indented, under its dotted key.
+    """
+    import typing
+
+    lines: list[str] = []
+    for name, field in model.model_fields.items():
+        section = next(
+            (
+                t
+                for t in (field.annotation, *typing.get_args(field.annotation))
+                if isinstance(t, type) and issubclass(t, BaseModel)
+            ),
+            None,
+        )
+        doc = " ".join((field.description or "").split())
+        if section is not None:
+            lines.append(f"{prefix}{name}: {doc}")
+            lines += ["  " + line for line in describe_config(section, f"{prefix}{name}.")]
+            continue
+        default = field.get_default(call_default_factory=True)
+        kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        lines.append(f"{prefix}{name} ({kind}, default {default!r}): {doc}")
+    return lines
