@@ -80,3 +80,18 @@ def start_and_wait(
             raise AssertionError(f"{until} never appeared")
         time.sleep(0.01)
     return proc
+
+
+def config_keys(model, prefix: str = "") -> list[tuple[str, str | None]]:
+    """Every field of a pydantic config model as (dotted key, docstring), sections before their fields."""
+    import typing
+
+    from pydantic import BaseModel
+
+    out = []
+    for name, field in model.model_fields.items():
+        out.append((prefix + name, field.description))
+        for t in [field.annotation, *typing.get_args(field.annotation)]:
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                out += config_keys(t, f"{prefix}{name}.")
+    return out

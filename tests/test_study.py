@@ -184,24 +184,12 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
 
 
 def test_help_config_lists_every_key_with_its_docstring(capsys):
-    import typing
-
-    from pydantic import BaseModel
-
     from rmtension.config import StudyConfig
+    from studykit import config_keys
 
     assert run("study", "--help-config") == 0
     lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
-    expected = []
-
-    def walk(model, prefix):
-        for name, field in model.model_fields.items():
-            expected.append((prefix + name, " ".join(field.description.split())))
-            for t in [field.annotation, *typing.get_args(field.annotation)]:
-                if isinstance(t, type) and issubclass(t, BaseModel):
-                    walk(t, f"{prefix}{name}.")
-
-    walk(StudyConfig, "")
+    expected = [(key, " ".join(doc.split())) for key, doc in config_keys(StudyConfig)]
     assert len(lines) == len(expected)
     for (key, doc), line in zip(expected, lines):
         assert line.startswith((key + " (", key + ":")) and line.endswith(doc), (key, line)
