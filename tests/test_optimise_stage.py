@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from rmtension.cli import main
-from rmtension.optimise_stage import split_halves
+from rmtension.pm_halves import split_halves
 from studykit import write_hh
 from tiny import save_tiny
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -261,8 +262,6 @@ def describe_config(model: type[BaseModel] = StudyConfig, prefix: str = "") -> l
     A section is a field whose type is a config model (or an optional one); its fields follow it,
     indented, under its dotted key.
     """
-    import typing
-
     lines: list[str] = []
     for name, field in model.model_fields.items():
         section = next(

@@ -26,7 +26,7 @@ from rmtension.config import config_hash
 from rmtension.errors import ConfigError
 from rmtension.runio import inside, stage_complete, write_csv, write_json, write_manifest
 
-from rmtension.pm_halves import HALVES, pm_dir, pm_hash, split_halves, stage_pm_halves  # noqa: F401
+from rmtension.pm_halves import pm_dir, stage_pm_halves
 
 
 def rl_judges(prep, objective: str) -> dict[str, Path]:
