@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rmtension.arch import mlp_out, n_layers, n_neurons
-from rmtension.encode import batches, encode_pairs
-from rmtension.models import load_reward_model, load_tokenizer, resolve_backbone
+from rmtension.model.arch import mlp_out, n_layers, n_neurons
+from rmtension.model.encode import batches, encode_pairs
+from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
 from rmtension.neurons.scorers import score_neurons
 
 FORWARD_SCORERS = ("mean_act", "fire_rate", "contrast")

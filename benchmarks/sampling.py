@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from rmtension.data.types import Turn
-from rmtension.models import load_tokenizer, resolve_backbone
-from rmtension.policy import build_prompt_ids, left_pad, load_policy, sample, stop_token_ids
+from rmtension.model.backbones import load_tokenizer, resolve_backbone
+from rmtension.optimise.policy import build_prompt_ids, left_pad, load_policy, sample, stop_token_ids
 
 
 def hh_contexts(path: Path, k: int) -> list[tuple[Turn, ...]]:
@@ -122,7 +122,7 @@ def main() -> None:
         results["generate_bf16"] = n_gb / t_gb
     n_o, t_o, s = time_ours(bf16, prompts, **run)
     print(
-        f"rmtension.policy.sample:  {n_o:5d} tokens in {t_o:6.1f}s = {n_o / t_o:6.1f} tokens/s "
+        f"rmtension.optimise.policy.sample:  {n_o:5d} tokens in {t_o:6.1f}s = {n_o / t_o:6.1f} tokens/s "
         f"({int(s.finished.sum())}/{len(s)} rows stopped at end-of-turn)"
     )
     results["ours_bf16"] = n_o / t_o

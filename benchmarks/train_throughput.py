@@ -35,11 +35,11 @@ import torch
 
 from rmtension.config import DataConfig, TrainConfig
 from rmtension.data import build_dataset
-from rmtension.encode import EncodedPairs, encode_pairs
-from rmtension.forward import PairForward
-from rmtension.models import load_reward_model, load_tokenizer, resolve_backbone
-from rmtension.train import set_trainable, train_reward_model
-from rmtension.trunk import TrunkCache, trunk_fingerprint
+from rmtension.model.encode import EncodedPairs, encode_pairs
+from rmtension.model.forward import PairForward
+from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
+from rmtension.rm.train import set_trainable, train_reward_model
+from rmtension.model.trunk import TrunkCache, trunk_fingerprint
 
 LR = 5e-5
 BATCH = 16

@@ -21,14 +21,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from rmtension import dist, interrupt, shards  # noqa: E402
+from rmtension.run import dist, interrupt, shards  # noqa: E402
 from rmtension.config import TrainConfig  # noqa: E402
-from rmtension.forward import PairForward  # noqa: E402
-from rmtension.models import load_reward_model, load_tokenizer  # noqa: E402
+from rmtension.model.forward import PairForward  # noqa: E402
+from rmtension.model.backbones import load_reward_model, load_tokenizer  # noqa: E402
 from rmtension.neurons.ablation import Condition, run_conditions  # noqa: E402
 from rmtension.neurons.scorers import SCORERS, score_neurons  # noqa: E402
-from rmtension.train import set_trainable, train_reward_model  # noqa: E402
-from rmtension.trunk import TrunkCache, trunk_fingerprint  # noqa: E402
+from rmtension.rm.train import set_trainable, train_reward_model  # noqa: E402
+from rmtension.model.trunk import TrunkCache, trunk_fingerprint  # noqa: E402
 from test_train import synthetic  # noqa: E402
 
 

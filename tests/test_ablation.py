@@ -14,9 +14,9 @@ from scipy import stats
 from tiny import FAMILIES, save_tiny, tiny_reward_model
 
 from rmtension.config import StudyConfig, dump_config
-from rmtension.context import StudyContext
+from rmtension.run.context import StudyContext
 from rmtension.data.types import Pair, Turn
-from rmtension.encode import EncodedPairs
+from rmtension.model.encode import EncodedPairs
 from rmtension.neurons.ablation import Condition, run_conditions
 from rmtension.neurons.claims import fmt_p, paper_claims
 from rmtension.neurons.config import AblationConfig, NeuronsConfig
@@ -28,8 +28,8 @@ from rmtension.neurons.influence import (
     mcnemar_exact,
     resample_index,
 )
-from rmtension.runio import load_tensors, read_json, stage_complete
-from rmtension.scoring import score_pairs
+from rmtension.run.runio import load_tensors, read_json, stage_complete
+from rmtension.model.scoring import score_pairs
 
 # ---- the engine ------------------------------------------------------------------------------
 
@@ -184,7 +184,8 @@ def test_stages_write_the_documented_outputs(tmp_path):
         test_sets={o: [_pair(o, i, "test") for i in range(9)] for o in ("helpful", "harmless")},
     )
     ctx = StudyContext(run_dir=run, cfg=cfg, bundle=bundle, backbone_path=cfg.model.backbone)
-    from rmtension.neurons import run_ablation, run_neuron_scoring
+    from rmtension.neurons.ablation_stage import run_ablation
+    from rmtension.neurons.stage import run_neuron_scoring
 
     run_neuron_scoring(ctx, NEURONS)
     scores = load_tensors(run / "neurons" / "mixed-seed0" / "scores.safetensors")

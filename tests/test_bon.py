@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from rmtension.bon import (
+from rmtension.optimise.bon import (
     bon_curve,
     bon_expectation,
     bon_weights,

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rmtension import dist
+from rmtension.run import dist
 
 
 def test_shards_are_disjoint_strided_and_cover_everything():

@@ -145,7 +145,7 @@ def test_the_saved_models_match_the_single_process_ones(runs, single):
     loss), which AdamW scales up to steps of about lr, so their rounding differences grow to ~1e-5;
     the score-head bias is left out and BERT's weights get a wider tolerance.
     """
-    from rmtension.runio import load_tensors
+    from rmtension.run.runio import load_tensors
 
     _, _, launched, _ = runs
     for name, atol in (("full", 1e-5), ("top1", 1e-5), ("bert_top1", 1e-4)):
@@ -284,7 +284,7 @@ def studies(tmp_path_factory):
 def test_a_launched_study_writes_the_same_results(studies, config):
     import pandas as pd
 
-    from rmtension.runio import load_tensors
+    from rmtension.run.runio import load_tensors
 
     (one, log1), (two, log2) = studies["one"], studies[config]
     files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())  # noqa: E731

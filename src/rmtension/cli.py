@@ -35,7 +35,7 @@ def study(
     import shutil
     from pathlib import Path
 
-    from rmtension import dist
+    from rmtension.run import dist
     from rmtension.config import describe_config, load_config
     from rmtension.study import run_study
 
@@ -54,7 +54,7 @@ def report(run_dir: str = typer.Argument(..., help="A run directory written by `
     from pathlib import Path
 
     from rmtension.errors import RmtensionError
-    from rmtension.report import write_report
+    from rmtension.report.document import write_report
 
     if not (Path(run_dir) / "config.yaml").exists():
         raise RmtensionError(f"{run_dir}: not a run directory (no config.yaml)")
@@ -69,7 +69,7 @@ def compare(
     out: str = typer.Option("runs/compare", "--out", "-o", help="Folder for the comparison report."),
 ) -> None:
     """Put several runs side by side in one report (e.g. MiniLM vs SmolLM2, or different mix ratios)."""
-    from rmtension.compare import compare_runs
+    from rmtension.report.compare import compare_runs
 
     print(compare_runs(run_dirs, out))
 
@@ -77,12 +77,12 @@ def compare(
 def _mount() -> None:
     """Sub-command groups live next to the code they drive."""
     from rmtension.data.cli import app as data_app
+    from rmtension.neurons.cli import mount as mount_neurons
+    from rmtension.optimise.cli import app as optimise_app
 
     app.add_typer(data_app, name="data", help="Inspect preference data.")
-    __import__("rmtension.neurons.cli", fromlist=["mount"]).mount(
-        app
-    )  # `neurons score|select|overlap|claims`, `ablate`
-    app.add_typer(__import__("rmtension.optimise_cli", fromlist=["app"]).app)  # `policy sample`, `bon`, `rl`
+    mount_neurons(app)  # `neurons score|select|overlap|claims`, `ablate`
+    app.add_typer(optimise_app)  # `policy sample`, `bon`, `rl`
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,14 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from rmtension.errors import ConfigError
-from rmtension.neurons.config import AblationConfig, NeuronsConfig
-from rmtension.optimise_config import BonConfig, PMHalvesConfig, PolicyConfig, RLConfig
+from rmtension.neurons.config import AblationConfig, NeuronsConfig, check_neuron_sections
+from rmtension.optimise.config import (
+    BonConfig,
+    PMHalvesConfig,
+    PolicyConfig,
+    RLConfig,
+    check_optimise_sections,
+)
 from rmtension.strict import OBJECTIVES, Strict
 
 __all__ = ["OBJECTIVES", "Strict", "StudyConfig", "load_config"]
@@ -177,6 +183,13 @@ class StudyConfig(Strict):
     report: ReportConfig = Field(default_factory=ReportConfig)
     """The report written at the end of the study."""
 
+    @model_validator(mode="after")
+    def _sections_agree(self) -> StudyConfig:
+        """Checks that span sections, run when the config is read, before any work starts."""
+        check_neuron_sections(self.neurons, self.ablation)
+        check_optimise_sections(self)
+        return self
+
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = []
@@ -216,8 +229,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:
-    """Load a study config from YAML plus overrides; every error names the key."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, present: tuple[str, ...] = ()
+) -> StudyConfig:
+    """Load a study config from YAML plus overrides; every error names the key.
+
+    `present`: sections taken at their defaults where the YAML and the overrides leave them out.
+    """
     raw: dict[str, Any] = {}
     source = "config"
     if path is not None:
@@ -235,6 +253,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
     raw = apply_overrides(raw, overrides or [])
+    for name in present:
+        if raw.get(name) is None:
+            raw[name] = {}
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as e:

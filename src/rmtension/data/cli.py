@@ -65,7 +65,7 @@ def summary(
         "splits": _split_counts(split),
     }
     if not no_tokens:
-        from rmtension.models import load_tokenizer, resolve_backbone
+        from rmtension.model.backbones import load_tokenizer, resolve_backbone
 
         tok = load_tokenizer(resolve_backbone(backbone), max_length)
         pairs = [p for r in loaded.values() for p in r.pairs]

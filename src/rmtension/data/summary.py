@@ -108,7 +108,7 @@ def token_stats(pairs: Sequence[Pair], tokenizer, max_length: int | None = None)
     """subset -> {"pairs", "chosen": stats, "rejected": stats, "truncated"} of rendered transcripts.
 
     `truncated` counts pairs where either side is longer than `max_length` (cut from the left
-    when encoded, see `rmtension.encode`).
+    when encoded, see `rmtension.model.encode`).
     """
     by_subset: dict[str, list[Pair]] = {}
     for p in pairs:

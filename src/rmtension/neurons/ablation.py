@@ -2,7 +2,7 @@
 
 Ablating neurons from layer l onwards leaves blocks 0..l-1 untouched, so each batch runs the
 clean model once, keeps the residual stream entering every block that some condition starts
-at, and runs each condition only from its first ablated layer (`rmtension.trunk.cut_trunk`
+at, and runs each condition only from its first ablated layer (`rmtension.model.trunk.cut_trunk`
 feeds the kept states in place of the embeddings). Conditions with no neurons reuse the clean
 result, and identical conditions run once.
 """
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from rmtension import dist
-from rmtension.encode import EncodedPairs, batches, collate_pairs
+from rmtension.run import dist
+from rmtension.model.encode import EncodedPairs, batches, collate_pairs
 from rmtension.neurons.hooks import ablate, capture_block_inputs, neuron_shape
-from rmtension.scoring import autocast
-from rmtension.trunk import cut_trunk
+from rmtension.model.scoring import autocast
+from rmtension.model.trunk import cut_trunk
 
 
 @dataclass(frozen=True)

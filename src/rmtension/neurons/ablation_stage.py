@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rmtension import interrupt
+from rmtension.run import interrupt
 from rmtension.config import config_hash
-from rmtension.context import StudyContext
-from rmtension.encode import EncodedPairs, encode_pairs
+from rmtension.run.context import StudyContext
+from rmtension.model.encode import EncodedPairs, encode_pairs
 from rmtension.errors import ArtifactError, ConfigError
 from rmtension.neurons.ablation import Condition, run_conditions
 from rmtension.neurons.config import AblationConfig
@@ -47,16 +47,15 @@ from rmtension.neurons.influence import (
 from rmtension.neurons.select import SET_OBJECTIVE, random_controls, size_matched, stable_seed
 from rmtension.neurons.stage import (
     NEURONS,
-    device,
     load_sets,
-    log,
     p_key,
     read_scores,
     rm_fingerprint,
     sample_pairs,
     set_mask,
 )
-from rmtension.runio import sha256_file, stage_complete, write_csv, write_json, write_manifest
+from rmtension.run.log import device, log
+from rmtension.run.runio import sha256_file, stage_complete, write_csv, write_json, write_manifest
 
 ABLATION = "ablation"
 COLUMNS = [
@@ -115,7 +114,7 @@ def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False, to
     if not force and stage_complete(run_dir, ABLATION, h):
         log("ablation: up to date")
         return run_dir / "ablation.csv"
-    from rmtension.models import load_reward_model, load_tokenizer
+    from rmtension.model.backbones import load_reward_model, load_tokenizer
 
     t0 = time.perf_counter()
     doc, scores = load_sets(run_dir), read_scores(run_dir)

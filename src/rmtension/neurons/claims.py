@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rmtension.runio import read_json
+from rmtension.run.runio import read_json
 
 
 @dataclass

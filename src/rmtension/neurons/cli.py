@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from rmtension.config import StudyConfig, _format_validation_error, apply_overrides, resolve_data_path
-from rmtension.context import StudyContext
+from rmtension.run.context import StudyContext
 from rmtension.errors import ArtifactError, ConfigError
 from rmtension.neurons.config import AblationConfig, NeuronsConfig
 
@@ -60,7 +60,7 @@ def load_stage_configs(
 def build_context(run_dir: Path, study: StudyConfig) -> StudyContext:
     """Data and backbone of a run, re-derived from its config (splits are seeded, so they match)."""
     from rmtension.data import build_dataset
-    from rmtension.models import resolve_backbone
+    from rmtension.model.backbones import resolve_backbone
 
     bundle = build_dataset(study.data, resolve_data_path(study.data))
     backbone = resolve_backbone(study.model.backbone, study.model.cache_dir)
@@ -94,7 +94,7 @@ def overlap(run_dir: RunDir, overrides: Overrides = None) -> None:
 
     _, ncfg, _ = load_stage_configs(run_dir, overrides)
     a, b = compute_overlap(Path(run_dir), ncfg)
-    from rmtension.runio import read_json
+    from rmtension.run.runio import read_json
 
     for scorer, by_p in read_json(a).items():
         for p, o in by_p.items():

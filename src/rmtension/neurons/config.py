@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from rmtension.errors import ConfigError
 from rmtension.strict import Strict
 
 Scorer = Literal["mean_act", "fire_rate", "rms_change", "attribution", "contrast"]
@@ -106,3 +107,26 @@ class AblationConfig(Strict):
     @classmethod
     def _valid_ps(cls, v: list[float] | None) -> list[float] | None:
         return None if v is None else _check_ps(v)
+
+
+def p_key(p: float) -> str:
+    """JSON key of a percentage: 5.0 -> '5', 0.5 -> '0.5'."""
+    return f"{float(p):g}"
+
+
+def check_neuron_sections(ncfg: NeuronsConfig | None, acfg: AblationConfig | None) -> None:
+    """Reject ablation settings the neuron stage cannot serve, before any work is done."""
+    if acfg is None or not acfg.enabled:
+        return
+    if ncfg is None or not ncfg.enabled:
+        raise ConfigError("ablation: needs the neuron sets; add a `neurons:` section (with enabled: true)")
+    missing = [p for p in acfg.ps or [] if p_key(p) not in {p_key(q) for q in ncfg.ps}]
+    if missing:
+        raise ConfigError(f"ablation.ps: {missing} not among neurons.ps {ncfg.ps}")
+    if acfg.rms is not None and not set(acfg.rms) & set(ncfg.rms):
+        raise ConfigError(f"ablation.rms: none of {acfg.rms} is scored (neurons.rms is {ncfg.rms})")
+    unscored = [s for s in acfg.scorers if s not in ncfg.scorers]
+    if unscored:
+        raise ConfigError(f"ablation.scorers: {unscored} not among neurons.scorers {ncfg.scorers}")
+    if "mean" in acfg.modes and "mean_act" not in ncfg.scorers:
+        raise ConfigError("ablation.modes: 'mean' needs the mean_act scores; add mean_act to neurons.scorers")

@@ -3,7 +3,7 @@
 A neuron is `(layer, index)`: column `index` of the MLP output projection's input at block
 `layer`. That input is the post-nonlinearity activation for BERT/MiniLM, GPT-2 and GPT-NeoX and
 act(gate) * up for gated MLPs (Llama, SmolLM2), so one forward pre-hook on the output projection
-reads or rewrites the neurons of every family in `rmtension.arch`, which finds the projection
+reads or rewrites the neurons of every family in `rmtension.model.arch`, which finds the projection
 from the module structure, never the model's name.
 
 Hooks exist only inside a context manager that removes them on exit, exception or not:
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from rmtension.arch import blocks, mlp_out, n_layers, n_neurons, neuron_hook_name
+from rmtension.model.arch import blocks, mlp_out, n_layers, n_neurons, neuron_hook_name
 
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 """Called with a layer's activations [B, T, N]; returns None (read only) or the replacement [B, T, N]."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from rmtension.stats import correct, interval
+from rmtension.rm.stats import correct, interval
 
 
 def correctness(margins: np.ndarray) -> np.ndarray:

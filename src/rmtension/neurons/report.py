@@ -8,7 +8,7 @@ Each section reads its files and returns None when they are absent, so the repor
 - the cross-effects and the per-neuron influence of the shared neurons.
 
 The paper's four claims, one sentence each, are in the report's summary of findings
-(`rmtension.findings`). `rmtension.report` places `SECTIONS` under its Neurons and Ablations headings.
+(`rmtension.report.findings`). `rmtension.report.document` places `SECTIONS` under its Neurons and Ablations headings.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rmtension.figures import (
+from rmtension.report.figures import (
     CHANCE_COLOUR,
     COLUMN_WIDTH,
     DIVERGING_CMAP,
@@ -28,9 +28,9 @@ from rmtension.figures import (
     save,
 )
 from rmtension.neurons.claims import fmt_p
-from rmtension.report_core import ordered_tests, read_config
-from rmtension.report_section import Section
-from rmtension.runio import read_json
+from rmtension.report.core import ordered_tests, read_config
+from rmtension.report.section import Section
+from rmtension.run.runio import read_json
 
 SETS = ["helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only"]
 SET_COLOURS = dict(zip(SETS, [PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[5], PALETTE[4]]))

@@ -1,7 +1,7 @@
 """Neuron scores from one streaming pass: running sums only, never per-token activations.
 
 Each batch holds B pairs as 2B rows (chosen rows [0, B), rejected rows [B, 2B), right padding;
-see `rmtension.encode.collate_pairs`). For every layer the hook reads the activations
+see `rmtension.model.encode.collate_pairs`). For every layer the hook reads the activations
 [2B, T, N] once and folds them into [N] sums; padding is removed by the attention mask.
 
 Scores, each [layers, neurons] float32 (Tanwar & Atanasova 2026 name the first three
@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from rmtension import dist
-from rmtension.arch import neuron_hook_name
-from rmtension.encode import EncodedPairs, batches, collate_pairs
+from rmtension.run import dist
+from rmtension.model.arch import neuron_hook_name
+from rmtension.model.encode import EncodedPairs, batches, collate_pairs
 from rmtension.neurons.hooks import frozen, neuron_hooks, neuron_shape
-from rmtension.scoring import autocast
+from rmtension.model.scoring import autocast
 
 SCORERS = ("mean_act", "fire_rate", "rms_change", "attribution", "contrast")
 NEEDS_BASE = frozenset({"rms_change"})

@@ -25,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rmtension import dist, interrupt
+from rmtension.run import dist, interrupt
 from rmtension.config import config_hash
-from rmtension.context import StudyContext
+from rmtension.run.context import StudyContext
+from rmtension.run.log import device, log
 from rmtension.errors import ArtifactError, ConfigError
-from rmtension.neurons.config import NeuronsConfig
+from rmtension.neurons.config import NeuronsConfig, p_key
 from rmtension.neurons.overlap import overlap_stats, scorer_agreement
 from rmtension.neurons.select import mask_from_json, mask_to_json, neuron_sets, stable_seed
-from rmtension.runio import (
+from rmtension.run.runio import (
     MANIFESTS,
     inside,
     read_json,
@@ -46,20 +47,6 @@ from rmtension.runio import (
 
 NEURONS = "neurons"
 DATA_OBJECTIVES = ("helpful", "harmless")
-
-
-def log(msg: str) -> None:
-    dist.print_main(f"[rmtension] {msg}", flush=True)
-
-
-def device() -> torch.device:
-    """This process's device (its own GPU under `accelerate launch`)."""
-    return dist.device()
-
-
-def p_key(p: float) -> str:
-    """JSON key of a percentage: 5.0 -> '5', 0.5 -> '0.5'."""
-    return f"{float(p):g}"
 
 
 @dataclass(frozen=True)
@@ -120,20 +107,6 @@ def neurons_hash(ctx: StudyContext, cfg: NeuronsConfig) -> str:
     )
 
 
-def check_ablation_config(ncfg: NeuronsConfig, acfg) -> None:
-    """Reject ablation settings the neuron stage cannot serve, before any work is done."""
-    missing = [p for p in acfg.ps or [] if p_key(p) not in {p_key(q) for q in ncfg.ps}]
-    if missing:
-        raise ConfigError(f"ablation.ps: {missing} not among neurons.ps {ncfg.ps}")
-    if acfg.rms is not None and not set(acfg.rms) & set(ncfg.rms):
-        raise ConfigError(f"ablation.rms: none of {acfg.rms} is scored (neurons.rms is {ncfg.rms})")
-    unscored = [s for s in acfg.scorers if s not in ncfg.scorers]
-    if unscored:
-        raise ConfigError(f"ablation.scorers: {unscored} not among neurons.scorers {ncfg.scorers}")
-    if "mean" in acfg.modes and "mean_act" not in ncfg.scorers:
-        raise ConfigError("ablation.modes: 'mean' needs the mean_act scores; add mean_act to neurons.scorers")
-
-
 def run_neuron_scoring(ctx: StudyContext, cfg: NeuronsConfig, force: bool = False, tokenizer=None) -> Path:
     """Score, select and measure overlap; skipped when its manifest matches. Returns neurons/.
 
@@ -153,8 +126,8 @@ def run_neuron_scoring(ctx: StudyContext, cfg: NeuronsConfig, force: bool = Fals
 
 def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[Path]:
     """Write neurons/<rm>/scores.safetensors for every analysed RM (one streaming pass per objective)."""
-    from rmtension.encode import encode_pairs
-    from rmtension.models import load_reward_model, load_tokenizer
+    from rmtension.model.encode import encode_pairs
+    from rmtension.model.backbones import load_reward_model, load_tokenizer
     from rmtension.neurons.scorers import score_neurons
 
     t0 = time.perf_counter()

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from rmtension.errors import ConfigError
 from rmtension.strict import OBJECTIVES, Strict
 
 
@@ -109,3 +110,20 @@ class RLConfig(Strict):
     """bf16 autocast for the log-prob forward passes (master weights fp32); sampling uses a bf16 copy."""
     seed: int = 0
     """Seed of the prompt order and of the sampler."""
+
+
+def check_optimise_sections(cfg) -> None:
+    """Best-of-n and RL need a policy and the PM halves of every objective they optimise."""
+    for name in ("bon", "rl"):
+        if getattr(cfg, name) is None:
+            continue
+        if cfg.policy is None:
+            raise ConfigError(
+                f"{name}: needs a `policy:` section (e.g. `policy: {{}}` for the default SmolLM2 policy)"
+            )
+        if cfg.pm_halves is None:
+            raise ConfigError(f"{name}: needs a `pm_halves:` section (pm_train / pm_test are its judges)")
+    if cfg.rl is not None:
+        missing = [o for o in cfg.rl.objectives if o not in cfg.pm_halves.objectives]
+        if missing:
+            raise ConfigError(f"rl.objectives: {missing} have no PM halves; add them to pm_halves.objectives")

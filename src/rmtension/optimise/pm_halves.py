@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rmtension import interrupt
+from rmtension.run import interrupt
 from rmtension.config import config_hash
-from rmtension.runio import inside, stage_complete, write_json, write_manifest
+from rmtension.run.runio import inside, stage_complete, write_json, write_manifest
 
 HALVES = ("train", "test")
 
@@ -26,7 +26,7 @@ def pm_dir(run_dir: Path, objective: str, half: str) -> Path:
 
 
 def pm_hash(cfg, objective: str, half: str) -> str:
-    from rmtension.study import train_settings
+    from rmtension.rm.stages import train_settings
 
     return config_hash(
         cfg.data,
@@ -60,10 +60,11 @@ def split_halves(group_keys: Sequence[str], seed: int, cap: int | None = None) -
 
 def stage_pm_halves(prep) -> None:
     """Train pm_train on half A and pm_test on half B of each objective's training pairs (the study's recipe)."""
-    from rmtension.forward import PairForward
-    from rmtension.models import load_reward_model
-    from rmtension.study import _trunk_cache, device, log
-    from rmtension.train import train_reward_model
+    from rmtension.model.forward import PairForward
+    from rmtension.model.backbones import load_reward_model
+    from rmtension.rm.stages import _trunk_cache
+    from rmtension.run.log import device, log
+    from rmtension.rm.train import train_reward_model
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     for objective in cfg.pm_halves.objectives:

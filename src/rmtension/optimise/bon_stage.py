@@ -20,10 +20,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from rmtension import bon
+from rmtension.optimise import bon
 from rmtension.config import config_hash
 from rmtension.data.types import Turn
-from rmtension.runio import read_json, stage_complete, write_csv, write_json, write_manifest
+from rmtension.run.runio import read_json, stage_complete, write_csv, write_json, write_manifest
 
 OTHER = {"helpful": "harmless", "harmless": "helpful"}
 """The other objective's RM judges a single-objective PM's pick; the mixed PM has no other objective."""
@@ -64,7 +64,7 @@ def prompts_from_json(rows: list[dict]) -> list[dict]:
 def judge_paths(prep) -> dict[str, object]:
     """Judge name -> HF folder: every PM half, and the study RM (first seed) of each objective."""
     from rmtension.config import OBJECTIVES
-    from rmtension.pm_halves import pm_dir
+    from rmtension.optimise.pm_halves import pm_dir
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     paths = {}
@@ -79,8 +79,8 @@ def judge_paths(prep) -> dict[str, object]:
 def judge_hashes(prep) -> dict[str, str]:
     """What each judge's weights depend on (the study RMs' train hash, the PM halves' hash)."""
     from rmtension.config import OBJECTIVES
-    from rmtension.pm_halves import pm_hash
-    from rmtension.study import _train_hash
+    from rmtension.optimise.pm_halves import pm_hash
+    from rmtension.rm.stages import _train_hash
 
     cfg = prep.ctx.cfg
     out = {f"rm_{o}": _train_hash(cfg, o, prep.ctx.seeds[0]) for o in OBJECTIVES}
@@ -106,8 +106,8 @@ def score_hash(prep) -> str:
 
 
 def stage_bon_sample(prep) -> None:
-    from rmtension.policy import build_prompt_ids, decode_responses, open_policy, sample
-    from rmtension.study import device, log
+    from rmtension.optimise.policy import build_prompt_ids, decode_responses, open_policy, sample
+    from rmtension.run.log import device, log
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     h = sample_hash(cfg)
@@ -169,8 +169,8 @@ def stage_bon_sample(prep) -> None:
 
 
 def stage_bon_score(prep) -> None:
-    from rmtension.judges import JudgePanel
-    from rmtension.study import device, log
+    from rmtension.optimise.judges import JudgePanel
+    from rmtension.run.log import device, log
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     h = score_hash(prep)
@@ -202,7 +202,7 @@ def stage_bon_score(prep) -> None:
 def _write_parquet(frame: pd.DataFrame, path) -> None:
     import io
 
-    from rmtension.runio import atomic_write_bytes
+    from rmtension.run.runio import atomic_write_bytes
 
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from rmtension.errors import RmtensionError
-from rmtension.figures import CHANCE_COLOUR, COLUMN_WIDTH, DOUBLE_WIDTH, PALETTE, new_figure, save
-from rmtension.report_core import calibration_cis, ordered_tests, read_config, versions_table
-from rmtension.report_section import Section, prune_figures, write_document
-from rmtension.runio import read_json
+from rmtension.report.figures import CHANCE_COLOUR, COLUMN_WIDTH, DOUBLE_WIDTH, PALETTE, new_figure, save
+from rmtension.report.core import calibration_cis, ordered_tests, read_config, versions_table
+from rmtension.report.section import Section, prune_figures, write_document
+from rmtension.run.runio import read_json
 
 RMS = ("helpful", "harmless", "mixed")
 
@@ -249,7 +249,7 @@ def section_calibration(runs: dict[str, Path], tables: dict[str, dict]) -> Secti
 
 
 def section_claims(runs: dict[str, Path]) -> Section:
-    from rmtension.findings import findings
+    from rmtension.report.findings import findings
 
     per_run = {label: findings(d) for label, d in runs.items()}
     first = next(iter(per_run.values()))

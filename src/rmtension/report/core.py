@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from rmtension.figures import CHANCE_COLOUR, COLUMN_WIDTH, DOUBLE_WIDTH, RM_COLOURS, new_figure, save
-from rmtension.report_section import Section
-from rmtension.runio import read_json
+from rmtension.report.figures import CHANCE_COLOUR, COLUMN_WIDTH, DOUBLE_WIDTH, RM_COLOURS, new_figure, save
+from rmtension.report.section import Section
+from rmtension.run.runio import read_json
 
 
 def fmt_acc(d: dict) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from rmtension.encode import EncodedPairs, collate, encode_texts, iter_batches
+from rmtension.model.encode import EncodedPairs, collate, encode_texts, iter_batches
 
 
 def autocast(enabled: bool, device: torch.device | str = "cpu"):

@@ -54,7 +54,7 @@ class Sampled:
 
 def load_policy(path: str, precision: str = "bf16", trust_remote_code: bool = False):
     """A causal LM in eval mode; `bf16` casts the weights (see the module docstring for why not autocast)."""
-    from rmtension.models import load_causal_lm
+    from rmtension.model.backbones import load_causal_lm
 
     model = load_causal_lm(path, trust_remote_code=trust_remote_code).eval()
     return model.to(torch.bfloat16) if precision == "bf16" else model
@@ -75,7 +75,7 @@ def open_policy(
     cfg, cache_dir: str | None = None, precision: str | None = None, device: str = "cpu"
 ) -> Policy:
     """The policy of a `PolicyConfig`: registry name or HF path, in `precision` (default: the config's)."""
-    from rmtension.models import load_tokenizer, resolve_backbone
+    from rmtension.model.backbones import load_tokenizer, resolve_backbone
 
     path = resolve_backbone(cfg.backbone, cache_dir)
     # build_prompt_ids tokenises whole conversations before cutting them: no length limit here.

@@ -11,9 +11,9 @@ Conventions, relied on by training, evaluation, neuron scoring and ablation:
   are sorted by length, so striding gives every process a similar amount of work.
 - Per-item results come back in their original order with `gather_rows`; running sums are added
   with `sum_across` before any division.
-- Only the main process writes files (`main_only`; `rmtension.runio` uses it for every write) and
+- Only the main process writes files (`main_only`; `rmtension.run.runio` uses it for every write) and
   the others wait at a barrier until the file is in place, so every process may read it next.
-- Training may shard the weights (FSDP 2, DeepSpeed ZeRO-3); `rmtension.shards` holds the
+- Training may shard the weights (FSDP 2, DeepSpeed ZeRO-3); `rmtension.run.shards` holds the
   parts of sharded parameters and makes them whole.
 
 On a machine without a GPU, or with `ACCELERATE_USE_CPU=true`, processes run on the CPU and talk

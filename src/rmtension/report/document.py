@@ -5,18 +5,28 @@ data, tension table, calibration, training curves, neurons, ablations, best-of-n
 provenance. A part whose stage was not configured says so in one line ("not run in this study
 (enable `neurons:` in the config)"), so the section list is the same for every run. Every number
 names the file it came from; every table is also `tables/<anchor>_<i>.csv` and every figure
-`figures/<name>.png` and `.pdf` (`rmtension.figures`).
+`figures/<name>.png` and `.pdf` (`rmtension.report.figures`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rmtension.report_core import configured, read_config, section_provenance
-from rmtension.report_section import Section, prune_figures, write_document
+from rmtension.neurons.report import section_ablation, section_cross, section_overlap, section_sweep
+from rmtension.optimise.report import section_bon, section_examples, section_frontier, section_rl
+from rmtension.report.core import (
+    configured,
+    read_config,
+    section_calibration,
+    section_data,
+    section_provenance,
+    section_tension,
+    section_training,
+)
+from rmtension.report.findings import section_summary
+from rmtension.report.section import Section, prune_figures, write_document
 
 __all__ = ["PARTS", "Part", "Section", "build_sections", "write_report"]
 
@@ -27,8 +37,8 @@ class Part:
 
     anchor: str
     title: str
-    builders: tuple[str, ...]
-    """`module:function` names, each `fn(run_dir) -> Section | None`."""
+    builders: tuple[Callable[[Path], Section | None], ...]
+    """Section functions, each `fn(run_dir) -> Section | None`."""
     enable: tuple[str, ...] = ()
     """Config sections any of which runs the stage(s) behind it; empty for the core study."""
     hint: str = ""
@@ -38,32 +48,16 @@ class Part:
 
 
 PARTS: tuple[Part, ...] = (
-    Part("summary", "Summary of findings", ("rmtension.findings:section_summary",)),
-    Part("data", "Data", ("rmtension.report_core:section_data",), expects="data/summary.json"),
-    Part("tension", "Tension table", ("rmtension.report_core:section_tension",), expects="tension.json"),
-    Part(
-        "calibration", "Calibration", ("rmtension.report_core:section_calibration",), expects="tension.json"
-    ),
-    Part(
-        "training",
-        "Training curves",
-        ("rmtension.report_core:section_training",),
-        expects="rm/<objective>/seed<k>/metrics.json",
-    ),
-    Part(
-        "neurons",
-        "Neurons",
-        ("rmtension.neurons.report:section_overlap",),
-        ("neurons",),
-        "`neurons:`",
-        "neurons/overlap.json",
-    ),
+    Part("summary", "Summary of findings", (section_summary,)),
+    Part("data", "Data", (section_data,), expects="data/summary.json"),
+    Part("tension", "Tension table", (section_tension,), expects="tension.json"),
+    Part("calibration", "Calibration", (section_calibration,), expects="tension.json"),
+    Part("training", "Training curves", (section_training,), expects="rm/<objective>/seed<k>/metrics.json"),
+    Part("neurons", "Neurons", (section_overlap,), ("neurons",), "`neurons:`", "neurons/overlap.json"),
     Part(
         "ablations",
         "Ablations",
-        tuple(
-            f"rmtension.neurons.report:{f}" for f in ("section_ablation", "section_sweep", "section_cross")
-        ),
+        (section_ablation, section_sweep, section_cross),
         ("ablation",),
         "`neurons:` and `ablation:`",
         "ablation.csv",
@@ -71,21 +65,13 @@ PARTS: tuple[Part, ...] = (
     Part(
         "optimisation",
         "Best-of-n and RL",
-        tuple(
-            f"rmtension.optimise_report:{f}"
-            for f in ("section_bon", "section_rl", "section_frontier", "section_examples")
-        ),
+        (section_bon, section_rl, section_frontier, section_examples),
         ("bon", "rl"),
         "`policy:`, `pm_halves:` and `bon:` or `rl:`",
         "bon.csv, bon_fit.json or rl.csv",
     ),
 )
 """Every part before provenance, in report order."""
-
-
-def _resolve(name: str) -> Callable[[Path], Section | None]:
-    module, fn = name.split(":")
-    return getattr(importlib.import_module(module), fn)
 
 
 def not_run_sentence(part: Part, config: dict) -> str:
@@ -95,7 +81,7 @@ def not_run_sentence(part: Part, config: dict) -> str:
 
 
 def build_part(part: Part, run_dir: Path, config: dict) -> Section:
-    found = [s for s in (_resolve(b)(run_dir) for b in part.builders) if s is not None]
+    found = [s for s in (build(run_dir) for build in part.builders) if s is not None]
     if len(found) == 1 and found[0].anchor == part.anchor:
         return found[0]
     s = Section(part.title, part.anchor, subsections=found)

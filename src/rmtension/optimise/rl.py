@@ -7,7 +7,7 @@ sequence-level r - beta * KL, with KL = sum_t log pi(y_t) - log pi_ref(y_t) on t
 (Stiennon et al. 2020; Bai et al. 2022, sec. 4.1).
 
 A plain loop rather than TRL 1.16's `RLOOTrainer`: without vLLM that trainer samples through plain
-`model.generate` (the path `rmtension.policy.sample` is several times faster than on CPU), it
+`model.generate` (the path `rmtension.optimise.policy.sample` is several times faster than on CPU), it
 lives inside the 2,000-line Trainer stack, trains every parameter by default, and its reward
 functions all feed the objective, whereas each step here must also log the held-out PM and the
 other objective's RM without optimising them.
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from rmtension.arch import base_model, blocks, find_arch, get_path, n_layers
-from rmtension.optimise_config import PolicyConfig, RLConfig
-from rmtension.policy import Sampled, sample
-from rmtension.scoring import autocast
+from rmtension.model.arch import base_model, blocks, find_arch, get_path, n_layers
+from rmtension.optimise.config import PolicyConfig, RLConfig
+from rmtension.optimise.policy import Sampled, sample
+from rmtension.model.scoring import autocast
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -190,10 +190,10 @@ def response_logprobs(
     """[B, T] log pi(y_t | prompt, y_<t) of the response tokens; with `full`, also the detached
     [B, T, V] log-probs over the vocabulary at each response position (for `kl_exact`).
 
-    With `trunk` ([B, Lp + T, H] from `trunk_states`) only the top `k` blocks run (`rmtension.trunk.cut_trunk`),
+    With `trunk` ([B, Lp + T, H] from `trunk_states`) only the top `k` blocks run (`rmtension.model.trunk.cut_trunk`),
     so the policy and the reference share one pass through the frozen lower blocks.
     """
-    from rmtension.trunk import cut_trunk
+    from rmtension.model.trunk import cut_trunk
 
     t = batch.response_ids.shape[1]
     pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)

@@ -73,7 +73,7 @@ def enforce_min_font(fig, minimum: float = MIN_FONT_PT) -> float:
 
 def save(fig, run_dir: Path, name: str) -> Path:
     """Save `figures/<name>.png` and `.pdf` (deterministic bytes for the same figure); returns the PNG path."""
-    from rmtension.runio import atomic_write_bytes, write_json
+    from rmtension.run.runio import atomic_write_bytes, write_json
 
     out = Path(run_dir) / "figures"
     out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from rmtension import dist
+from rmtension.run import dist
 from rmtension.errors import ArtifactError
 
 MANIFESTS = "manifests"
@@ -31,7 +31,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` atomically.
 
     Under several processes (`accelerate launch`) only the main one writes and every process
-    returns once the file is in place, so call it from every process (`rmtension.dist.main_only`).
+    returns once the file is in place, so call it from every process (`rmtension.run.dist.main_only`).
     """
     path = Path(path)
     dist.main_only(_write_atomically, path, data)

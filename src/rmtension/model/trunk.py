@@ -17,10 +17,10 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from rmtension import dist
-from rmtension.arch import base_model, find_arch, get_path
-from rmtension.encode import EncodedPairs, collate, collate_pairs
-from rmtension.scoring import autocast
+from rmtension.run import dist
+from rmtension.model.arch import base_model, find_arch, get_path
+from rmtension.model.encode import EncodedPairs, collate, collate_pairs
+from rmtension.model.scoring import autocast
 
 
 class _Stop(Exception):

@@ -76,7 +76,7 @@ def resolve_backbone(name: str, cache_dir: str | Path | None = None) -> str:
 def load_tokenizer(path: str, max_length: int, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    from rmtension.encode import prepare_tokenizer
+    from rmtension.model.encode import prepare_tokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from rmtension import dist, shards
-from rmtension.encode import EncodedPairs, batches, collate_pairs
-from rmtension.scoring import autocast
-from rmtension.trunk import TrunkCache, cut_trunk
+from rmtension.run import dist, shards
+from rmtension.model.encode import EncodedPairs, batches, collate_pairs
+from rmtension.model.scoring import autocast
+from rmtension.model.trunk import TrunkCache, cut_trunk
 
 
 class PairForward:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from rmtension.report_core import calibration_cis, configured, ordered_tests, read_config
-from rmtension.report_section import Section
+from rmtension.report.core import calibration_cis, configured, ordered_tests, read_config
+from rmtension.report.section import Section
 from rmtension.neurons.claims import p_phrase
-from rmtension.runio import read_json
+from rmtension.run.runio import read_json
 
 TANWAR = "Tanwar & Atanasova (2026)"
 BAI = "Bai et al. (2022)"
@@ -199,7 +199,7 @@ def _optimisation(run_dir: Path) -> tuple[dict | None, dict | None]:
 
 
 def sqrt_kl(run_dir: Path) -> Finding:
-    from rmtension.optimise_report import R2_OBSERVED
+    from rmtension.optimise.report import R2_OBSERVED
 
     claim = "reward grows about linearly in sqrt(KL)"
     bon, rl = _optimisation(run_dir)

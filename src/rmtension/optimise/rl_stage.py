@@ -1,4 +1,4 @@
-"""Study stages of the optimisation analyses: PM halves, best-of-n (`rmtension.bon_stage`) and RL.
+"""Study stages of the optimisation analyses: PM halves, best-of-n (`rmtension.optimise.bon_stage`) and RL.
 
 Outputs (under the run directory):
     pm/<objective>/{train,test}/    pm_train (half A) and pm_test (half B): HF folders like rm/<objective>/seed<k>
@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rmtension import interrupt
+from rmtension.run import interrupt
 from rmtension.config import config_hash
-from rmtension.errors import ConfigError
-from rmtension.runio import inside, stage_complete, write_csv, write_json, write_manifest
+from rmtension.run.runio import inside, stage_complete, write_csv, write_json, write_manifest
 
-from rmtension.pm_halves import pm_dir, stage_pm_halves
+from rmtension.optimise.pm_halves import pm_dir
 
 
 def rl_judges(prep, objective: str) -> dict[str, Path]:
@@ -42,7 +41,7 @@ def rl_judges(prep, objective: str) -> dict[str, Path]:
 
 def bon_scores_ready(prep) -> bool:
     """True when this run holds the initial policy's scored best-of-n samples (RL's reward scale)."""
-    from rmtension.bon_stage import score_hash
+    from rmtension.optimise.bon_stage import score_hash
 
     return prep.ctx.cfg.bon is not None and stage_complete(prep.ctx.run_dir, "bon/score", score_hash(prep))
 
@@ -69,7 +68,7 @@ def make_scorer(
 
     z-scores use `stats` (the initial policy's best-of-n samples) or, without them, the first batch.
     """
-    from rmtension.bon_stage import OTHER
+    from rmtension.optimise.bon_stage import OTHER
 
     norm = dict(stats) if stats else {}
 
@@ -87,7 +86,7 @@ def make_scorer(
 
 
 def rl_hash(prep, objective: str) -> str:
-    from rmtension.bon_stage import judge_hashes, score_hash
+    from rmtension.optimise.bon_stage import judge_hashes, score_hash
 
     cfg = prep.ctx.cfg
     hashes = judge_hashes(prep)
@@ -108,11 +107,11 @@ def rl_hash(prep, objective: str) -> str:
 
 
 def stage_rl_objective(prep, objective: str) -> None:
-    from rmtension.bon_stage import select_prompts
-    from rmtension.judges import JudgePanel
-    from rmtension.policy import build_prompt_ids, decode_responses, open_policy
-    from rmtension.rl import run_rloo
-    from rmtension.study import device, log
+    from rmtension.optimise.bon_stage import select_prompts
+    from rmtension.optimise.judges import JudgePanel
+    from rmtension.optimise.policy import build_prompt_ids, decode_responses, open_policy
+    from rmtension.optimise.rl import run_rloo
+    from rmtension.run.log import device, log
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     stage, h = f"rl/{objective}", rl_hash(prep, objective)
@@ -181,7 +180,7 @@ def stage_rl_objective(prep, objective: str) -> None:
 
 def rl_summary(frame: pd.DataFrame) -> dict:
     """sqrt(KL) fits of the RL curves and the train/test gap over the last quarter of the steps."""
-    from rmtension.bon import sqrt_kl_fit
+    from rmtension.optimise.bon import sqrt_kl_fit
 
     out = {}
     for objective, t in frame.groupby("objective", sort=False):
@@ -216,35 +215,3 @@ def stage_rl(prep) -> None:
     write_csv(ctx.run_dir / "rl.csv", frame)
     write_json(ctx.run_dir / "rl.json", rl_summary(frame))
     write_manifest(ctx.run_dir, "rl", h, ["rl.csv", "rl.json"])
-
-
-def check_config(cfg) -> None:
-    """Best-of-n and RL need a policy and the PM halves of every objective they optimise."""
-    for name in ("bon", "rl"):
-        if getattr(cfg, name) is None:
-            continue
-        if cfg.policy is None:
-            raise ConfigError(
-                f"{name}: needs a `policy:` section (e.g. `policy: {{}}` for the default SmolLM2 policy)"
-            )
-        if cfg.pm_halves is None:
-            raise ConfigError(f"{name}: needs a `pm_halves:` section (pm_train / pm_test are its judges)")
-    if cfg.rl is not None:
-        missing = [o for o in cfg.rl.objectives if o not in cfg.pm_halves.objectives]
-        if missing:
-            raise ConfigError(f"rl.objectives: {missing} have no PM halves; add them to pm_halves.objectives")
-
-
-def study_stages(cfg) -> list[tuple[str, Callable]]:
-    """(name, fn(prep)) for each optimisation stage whose section is set, in order."""
-    from rmtension.bon_stage import stage_bon
-
-    check_config(cfg)
-    stages: list[tuple[str, Callable]] = []
-    if cfg.pm_halves is not None:
-        stages.append(("pm_halves", stage_pm_halves))
-    if cfg.bon is not None:
-        stages.append(("bon", stage_bon))
-    if cfg.rl is not None:
-        stages.append(("rl", stage_rl))
-    return stages

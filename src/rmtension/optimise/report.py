@@ -15,9 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rmtension.figures import CHANCE_COLOUR, COLUMN_WIDTH, DOUBLE_WIDTH, PALETTE, RM_COLOURS, new_figure, save
-from rmtension.report_section import Section
-from rmtension.runio import read_json
+from rmtension.report.figures import (
+    CHANCE_COLOUR,
+    COLUMN_WIDTH,
+    DOUBLE_WIDTH,
+    PALETTE,
+    RM_COLOURS,
+    new_figure,
+    save,
+)
+from rmtension.report.section import Section
+from rmtension.run.runio import read_json
 
 R2_OBSERVED = 0.9
 """R^2 of reward ~ a + b sqrt(KL) above which the sqrt(KL) relation counts as observed."""

@@ -2,7 +2,7 @@
 
 Every RM of a study starts from the same backbone and trains only its top K blocks, so the lower
 blocks are the same in all of them: a transcript goes through them once, and each judge runs
-only its own top K blocks on the result (`rmtension.trunk.cut_trunk`). When the judges' trunks
+only its own top K blocks on the result (`rmtension.model.trunk.cut_trunk`). When the judges' trunks
 differ (`train.trainable=all`), each judge runs in full.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from rmtension.data.types import Turn, render_transcript
-from rmtension.encode import collate, encode_texts
-from rmtension.scoring import autocast
-from rmtension.trunk import compute_trunk, cut_trunk, parse_scope, trunk_fingerprint
+from rmtension.model.encode import collate, encode_texts
+from rmtension.model.scoring import autocast
+from rmtension.model.trunk import compute_trunk, cut_trunk, parse_scope, trunk_fingerprint
 
 
 class JudgePanel:
@@ -33,7 +33,7 @@ class JudgePanel:
         batch_size: int = 32,
         device: torch.device | str = "cpu",
     ):
-        from rmtension.models import load_reward_model
+        from rmtension.model.backbones import load_reward_model
 
         if not paths:
             raise ValueError("a judge panel needs at least one reward model")
@@ -43,7 +43,7 @@ class JudgePanel:
             name: load_reward_model(str(p), tokenizer).to(self.device).eval() for name, p in paths.items()
         }
         first = next(iter(self.models.values()))
-        from rmtension.arch import n_layers
+        from rmtension.model.arch import n_layers
 
         self.k = parse_scope(trainable, n_layers(first)) if trainable != "all" else n_layers(first)
         prints = {trunk_fingerprint(m, self.k) for m in self.models.values()}

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import torch
 
-from rmtension.dist import is_main, rank, stack_across
+from rmtension.run.dist import is_main, rank, stack_across
 
 
 def _zero3(p: torch.Tensor) -> bool:

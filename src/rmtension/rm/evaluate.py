@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from rmtension.config import EvalConfig
-from rmtension.stats import calibration, correct, interval, seed_pair_bootstrap
+from rmtension.rm.stats import calibration, correct, interval, seed_pair_bootstrap
 
 RMS = ("helpful", "harmless", "mixed")
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rmtension import dist
-from rmtension.runio import atomic_write_text
+from rmtension.run import dist
+from rmtension.run.runio import atomic_write_text
 
 PROJECT = "rmtension"
 """Tracker project: the TensorBoard folder under `tracking/`, the W&B project."""

@@ -27,28 +27,23 @@ OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. bon.n_samples=1
 def _config(config: str, overrides: list[str] | None, sections: tuple[str, ...]):
     """The study config with each of `sections` present (defaults where the YAML leaves it out)."""
     from rmtension.config import load_config
-    from rmtension.optimise_config import BonConfig, PMHalvesConfig, PolicyConfig, RLConfig
 
-    cfg = load_config(config, overrides or [])
-    defaults = {"policy": PolicyConfig, "pm_halves": PMHalvesConfig, "bon": BonConfig, "rl": RLConfig}
-    for name in sections:
-        if getattr(cfg, name) is None:
-            setattr(cfg, name, defaults[name]())
-    return cfg
+    return load_config(config, overrides or [], present=sections)
 
 
 def run_stages(cfg, out: str | None, wanted: tuple[str, ...]) -> Path:
     """Prepare the data, train (or reuse) the study RMs, then run the wanted optimisation stages."""
-    from rmtension import interrupt
+    from rmtension.run import interrupt
     from rmtension.config import dump_config
-    from rmtension.optimise_stage import study_stages
-    from rmtension.runio import atomic_write_text
-    from rmtension.study import log, prepare, stage_train
+    from rmtension.run.runio import atomic_write_text
+    from rmtension.rm.stages import prepare, stage_train
+    from rmtension.run.log import log
+    from rmtension.study import extra_stages
 
     run_dir = Path(out or Path("runs") / cfg.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    stages = [(name, fn) for name, fn in study_stages(cfg) if name in wanted]
+    stages = [(name, fn) for name, fn in extra_stages(cfg) if name in wanted]
     with interrupt.graceful_sigint():
         prep = prepare(run_dir, cfg)
         stage_train(prep)  # the study's RMs are judges too; a complete training stage is skipped
@@ -56,7 +51,7 @@ def run_stages(cfg, out: str | None, wanted: tuple[str, ...]) -> Path:
             interrupt.check(f"before {name}")
             fn(prep)
         if cfg.report.enabled:
-            from rmtension.report import write_report
+            from rmtension.report.document import write_report
 
             log(f"report: {write_report(run_dir)}")
     return run_dir
@@ -65,7 +60,7 @@ def run_stages(cfg, out: str | None, wanted: tuple[str, ...]) -> Path:
 @app.command("bon")
 def bon_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVERRIDES) -> None:
     """Best-of-n: PM halves, N samples per held-out prompt, every judge's scores, curves, fits, frontier."""
-    from rmtension.study import log
+    from rmtension.run.log import log
 
     cfg = _config(config, overrides, ("policy", "pm_halves", "bon"))
     run_dir = run_stages(cfg, out, ("pm_halves", "bon"))
@@ -82,7 +77,7 @@ def bon_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVE
 @app.command("rl")
 def rl_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVERRIDES) -> None:
     """RLOO against pm_train with a KL penalty; logs KL and every judge's reward per step to rl.csv."""
-    from rmtension.study import log
+    from rmtension.run.log import log
 
     cfg = _config(config, overrides, ("policy", "pm_halves", "rl"))
     run_dir = run_stages(cfg, out, ("pm_halves", "bon", "rl"))
@@ -111,10 +106,10 @@ def policy_sample(
     overrides: list[str] = OVERRIDES,
 ) -> None:
     """Sample responses from the policy (`policy:` section) with its chat template and stop at end-of-turn."""
-    from rmtension.bon_stage import select_prompts
+    from rmtension.optimise.bon_stage import select_prompts
     from rmtension.data.types import Turn
-    from rmtension.policy import build_prompt_ids, decode_responses, open_policy, sample
-    from rmtension.runio import atomic_write_text
+    from rmtension.optimise.policy import build_prompt_ids, decode_responses, open_policy, sample
+    from rmtension.run.runio import atomic_write_text
 
     cfg = _config(config, overrides, ("policy",))
     pc = cfg.policy

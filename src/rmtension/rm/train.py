@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from rmtension import dist, interrupt, shards
-from rmtension.arch import base_model, find_arch, get_path
+from rmtension.run import dist, interrupt, shards
+from rmtension.model.arch import base_model, find_arch, get_path
 from rmtension.config import TrainConfig
-from rmtension.encode import EncodedPairs, batches
+from rmtension.model.encode import EncodedPairs, batches
 from rmtension.errors import ArtifactError, TrainingDiverged
-from rmtension.forward import PairForward
-from rmtension.losses import bradley_terry_loss, split_rewards
-from rmtension.runio import (
+from rmtension.model.forward import PairForward
+from rmtension.rm.losses import bradley_terry_loss, split_rewards
+from rmtension.run.runio import (
     load_tensors,
     load_torch_state,
     read_json,
@@ -43,8 +43,8 @@ from rmtension.runio import (
     save_torch_state,
     write_json,
 )
-from rmtension.tracking import MetricsLog
-from rmtension.trunk import TrunkCache, parse_scope
+from rmtension.run.tracking import MetricsLog
+from rmtension.model.trunk import TrunkCache, parse_scope
 
 
 @dataclass

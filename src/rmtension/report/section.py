@@ -1,6 +1,6 @@
 """A report section and the writer of `report.md`, a self-contained `report.html` and `tables/*.csv`.
 
-Used by the study report (`rmtension.report`) and the comparison of runs (`rmtension.compare`).
+Used by the study report (`rmtension.report.document`) and the comparison of runs (`rmtension.report.compare`).
 The HTML has inline CSS and images only (data URIs), so it opens offline and from any folder.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rmtension.figures import inline_png
-from rmtension.runio import atomic_write_text, write_csv
+from rmtension.report.figures import inline_png
+from rmtension.run.runio import atomic_write_text, write_csv
 
 VERDICTS = ("supported", "not supported", "inconclusive", "not run")
 

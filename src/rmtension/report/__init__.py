@@ -1,0 +1,1 @@
+"""The report: the document writer, its sections, the findings, figures and `rmtension compare`."""

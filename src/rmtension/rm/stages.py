@@ -1,0 +1,195 @@
+"""The study's reward-model stages: prepare (data, tokenizer, encodings), train, eval and tension.
+
+prep = prepare(run_dir, cfg)   # data/summary.json, splits.json, truncation.json
+stage_train(prep)              # rm/<objective>/seed<k>/ (HF folder, metrics.json)
+stage_eval(prep)               # eval/<objective>/seed<k>/<test>.csv
+stage_tension(prep)            # tension.json
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from rmtension.config import OBJECTIVES, StudyConfig, config_hash
+from rmtension.data.stage import stage_data
+from rmtension.model.encode import EncodedPairs, encode_pairs
+from rmtension.run import dist, interrupt
+from rmtension.run.context import StudyContext
+from rmtension.run.log import device, log
+from rmtension.run.runio import inside, stage_complete, write_csv, write_json, write_manifest
+
+
+@dataclass
+class Prepared:
+    """Everything later stages share in one process: the context, tokenizer, encodings and trunk cache."""
+
+    ctx: StudyContext
+    tokenizer: object
+    train: dict[str, EncodedPairs]
+    val: dict[str, EncodedPairs]
+    tests: dict[str, EncodedPairs]
+    subsets: dict[str, str]
+    """pair id -> subset, for per-subset breakdowns."""
+    cache: object | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(run_dir: Path, cfg: StudyConfig) -> Prepared:
+    from rmtension.model.backbones import load_tokenizer, resolve_backbone
+
+    t0 = time.perf_counter()
+    bundle, _ = stage_data(run_dir, cfg)
+    with dist.main_first():  # one dequantisation into the shared cache
+        backbone = resolve_backbone(cfg.model.backbone, cfg.model.cache_dir)
+    tok = load_tokenizer(backbone, cfg.model.max_length, cfg.model.trust_remote_code)
+    enc = lambda pairs: encode_pairs(pairs, tok, cfg.model.max_length)  # noqa: E731
+    train = {o: enc(bundle.splits[o]["train"]) for o in OBJECTIVES}
+    val = {o: enc(bundle.splits[o]["val"]) for o in OBJECTIVES}
+    tests = {name: enc(pairs) for name, pairs in bundle.test_sets.items()}
+    subsets = {p.pair_id: p.subset for pairs in bundle.test_sets.values() for p in pairs}
+    ctx = StudyContext(run_dir=run_dir, cfg=cfg, bundle=bundle, backbone_path=backbone)
+    prep = Prepared(ctx, tok, train, val, tests, subsets)
+    prep.timings["prepare_s"] = time.perf_counter() - t0
+    trunc = {
+        name: {
+            "pairs": len(e),
+            "truncated": e.n_truncated,
+            "difference_outside_window": e.n_indistinguishable,
+        }
+        for name, e in {
+            **{f"train/{o}": train[o] for o in OBJECTIVES},
+            **{f"test/{t}": e for t, e in tests.items()},
+        }.items()
+    }
+    write_json(run_dir / "data" / "truncation.json", {"max_length": cfg.model.max_length, "sets": trunc})
+    return prep
+
+
+def train_settings(train) -> dict:
+    """The training settings a reward model's weights depend on: all but the seed list and the trackers."""
+    return {**train.model_dump(mode="json", exclude={"trackers"}), "seeds": []}
+
+
+def _train_hash(cfg: StudyConfig, objective: str, seed: int) -> str:
+    return config_hash(cfg.data, cfg.model, train_settings(cfg.train), objective, str(seed))
+
+
+def _trunk_cache(prep: Prepared):
+    """Build the shared frozen-trunk cache once, over every pair any RM will see."""
+    from rmtension.model.backbones import load_reward_model
+    from rmtension.rm.train import set_trainable
+    from rmtension.model.trunk import TrunkCache, trunk_fingerprint
+
+    cfg = prep.ctx.cfg
+    if prep.cache is not None or cfg.train.trainable == "all" or not cfg.train.cache_trunk:
+        return prep.cache
+    t0 = time.perf_counter()
+    model = load_reward_model(prep.ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(
+        device()
+    )
+    k = set_trainable(model, cfg.train.trainable)
+    cache = TrunkCache(k, trunk_fingerprint(model, k))
+    sets = {
+        **{f"train/{o}": e for o, e in prep.train.items()},
+        **{f"val/{o}": e for o, e in prep.val.items()},
+        **{f"test/{t}": e for t, e in prep.tests.items()},
+    }
+    unique = len({pid for e in sets.values() for pid in e.pair_ids})
+    log(f"caching the frozen trunk for {unique} pairs (top {k} blocks train)")
+    for name, enc in sets.items():
+        cache.add(
+            model, enc, prep.tokenizer.pad_token_id, cfg.eval.batch_size, cfg.train.bf16, desc=f"trunk {name}"
+        )
+        interrupt.check("while caching the trunk")
+    prep.cache = cache
+    prep.timings["trunk_cache_s"] = time.perf_counter() - t0
+    return cache
+
+
+def stage_train(prep: Prepared) -> None:
+    from rmtension.model.backbones import load_reward_model
+    from rmtension.rm.train import train_reward_model
+    from rmtension.model.trunk import trunk_fingerprint
+
+    ctx, cfg = prep.ctx, prep.ctx.cfg
+    for objective in OBJECTIVES:
+        for seed in cfg.train.seeds:
+            stage, h = f"train/{objective}/seed{seed}", _train_hash(cfg, objective, seed)
+            if stage_complete(ctx.run_dir, stage, h):
+                continue
+            cache = _trunk_cache(prep)
+            torch.manual_seed(seed)  # seeds the score head's initialisation
+            model = load_reward_model(ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(
+                device()
+            )
+            if cache is not None and trunk_fingerprint(model, cache.k) != cache.fingerprint:
+                raise RuntimeError("backbone trunk differs from the cached trunk")
+            out = ctx.rm_dir(objective, seed)
+            log(f"training {objective} RM, seed {seed}: {len(prep.train[objective])} pairs")
+            res = train_reward_model(
+                model,
+                prep.tokenizer,
+                prep.train[objective],
+                prep.val[objective],
+                cfg.train,
+                seed,
+                out,
+                cache=cache,
+            )
+            log(
+                f"  best val accuracy {res.best_val_accuracy:.3f} at step {res.best_step}, "
+                f"{res.metrics['pairs_per_s']:.1f} pairs/s"
+            )
+            write_manifest(ctx.run_dir, stage, h, [out])
+            interrupt.check("after training " + stage)
+
+
+def stage_eval(prep: Prepared) -> None:
+    from rmtension.rm.evaluate import scores_frame
+    from rmtension.model.forward import PairForward
+    from rmtension.model.backbones import load_reward_model
+    from rmtension.model.trunk import trunk_fingerprint
+
+    ctx, cfg = prep.ctx, prep.ctx.cfg
+    test_ids = {t: e.pair_ids for t, e in prep.tests.items()}
+    for objective in OBJECTIVES:
+        for seed in cfg.train.seeds:
+            stage = f"eval/{objective}/seed{seed}"
+            h = config_hash(_train_hash(cfg, objective, seed), test_ids)
+            if stage_complete(ctx.run_dir, stage, h):
+                continue
+            model = load_reward_model(str(ctx.rm_dir(objective, seed)), prep.tokenizer).to(device())
+            cache = _trunk_cache(prep)
+            if cache is not None and trunk_fingerprint(model, cache.k) != cache.fingerprint:
+                cache = None  # the saved model's trunk moved (trainable=all): run it in full
+            outputs = []
+            with PairForward(model, prep.tokenizer.pad_token_id, cfg.train.bf16, cache) as fwd:
+                for test, enc in prep.tests.items():
+                    r_c, r_r = fwd.score(enc, cfg.eval.batch_size)
+                    frame = scores_frame(enc.pair_ids, [prep.subsets[p] for p in enc.pair_ids], r_c, r_r)
+                    path = inside(ctx.run_dir, "eval", objective, f"seed{seed}", f"{test}.csv")
+                    write_csv(path, frame)
+                    outputs.append(path)
+            write_manifest(ctx.run_dir, stage, h, outputs)
+            interrupt.check("after evaluating " + stage)
+
+
+def stage_tension(prep: Prepared) -> dict:
+    from rmtension.rm.evaluate import read_scores, tension_table
+
+    ctx, cfg = prep.ctx, prep.ctx.cfg
+    scores = {
+        rm: {
+            t: [read_scores(inside(ctx.run_dir, "eval", rm, f"seed{s}", f"{t}.csv")) for s in cfg.train.seeds]
+            for t in prep.tests
+        }
+        for rm in OBJECTIVES
+    }
+    table = tension_table(scores, cfg.eval, seed=cfg.data.split_seed)
+    write_json(ctx.run_dir / "tension.json", table)
+    write_manifest(ctx.run_dir, "tension", config_hash(cfg, "tension"), ["tension.json"])
+    return table
