@@ -38,7 +38,8 @@ from rmtension.data import build_dataset
 from rmtension.model.encode import EncodedPairs, encode_pairs
 from rmtension.model.forward import PairForward
 from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
-from rmtension.rm.train import set_trainable, train_reward_model
+from rmtension.model.scope import set_trainable
+from rmtension.rm.train import train_reward_model
 from rmtension.model.trunk import TrunkCache, trunk_fingerprint
 
 LR = 5e-5

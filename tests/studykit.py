@@ -29,38 +29,64 @@ def write_hh(root: Path, subset: str, n: int, good: str, bad: str, seed: int) ->
         f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def tiny_study(base: Path, **train) -> Path:
-    """Write data, model and config under `base`; returns the config path."""
+HELPFUL = (("helpful-base", 60), ("helpful-online", 20))
+HARMLESS = (("harmless-base", 80),)
+
+
+def tiny_config(
+    base: Path,
+    family: str = "bert",
+    helpful: tuple[tuple[str, int], ...] = HELPFUL,
+    harmless: tuple[tuple[str, int], ...] = HARMLESS,
+    max_train_pairs: int = 40,
+    max_length: int = 64,
+    train: dict | None = None,
+    **sections,
+) -> dict:
+    """The one tiny study config: synthetic HH subsets (`(name, pairs)`) and a tiny `family` backbone
+    written under `base`, one seed, one epoch; `train` and `sections` (e.g. `neurons={...}`) override.
+
+    Helpful subsets' chosen replies end in "yes", harmless ones' in "sorry", so both are learnable.
+    """
     data = base / "hh"
-    write_hh(data, "helpful-base", 60, "yes", "no", 0)
-    write_hh(data, "helpful-online", 20, "yes", "no", 1)
-    write_hh(data, "harmless-base", 80, "sorry", "sure", 2)
-    model = save_tiny(base / "model", "bert")
+    for seed, (subset, n) in enumerate(helpful):
+        write_hh(data, subset, n, "yes", "no", seed)
+    for seed, (subset, n) in enumerate(harmless, start=2):
+        write_hh(data, subset, n, "sorry", "sure", seed)
     cfg = {
         "name": "tiny",
         "data": {
             "path": str(data),
-            "max_train_pairs": 40,
+            "max_train_pairs": max_train_pairs,
             "hub": False,
-            "subsets": {"helpful": ["helpful-base", "helpful-online"], "harmless": ["harmless-base"]},
+            "subsets": {"helpful": [s for s, _ in helpful], "harmless": [s for s, _ in harmless]},
         },
-        "model": {"backbone": str(model), "max_length": 64},
+        "model": {"backbone": str(save_tiny(base / f"model-{family}", family)), "max_length": max_length},
         "train": {
-            "seeds": [0, 1],
-            "epochs": 3,
+            "seeds": [0],
+            "epochs": 1,
             "batch_size": 8,
             "lr": 3e-3,
             "trainable": "top:1",
             "bf16": False,
             "eval_every": 2,
             "checkpoint_every": 2,
-            **train,
+            **(train or {}),
         },
         "eval": {"bootstrap": 200},
     }
+    return {**cfg, **sections}
+
+
+def write_config(base: Path, cfg: dict) -> Path:
     path = base / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def tiny_study(base: Path, **train) -> Path:
+    """The tiny study with two seeds and three epochs (plus `train` overrides); returns its config path."""
+    return write_config(base, tiny_config(base, train={"seeds": [0, 1], "epochs": 3, **train}))
 
 
 def start_and_wait(

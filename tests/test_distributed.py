@@ -212,32 +212,18 @@ def studies(tmp_path_factory):
     """The same tiny study (Llama: no dropout, so all runs draw the same numbers) run plainly and under each launch config."""
     import yaml
 
-    from studykit import write_hh
+    from studykit import tiny_config
 
     base = tmp_path_factory.mktemp("dist_study")
-    write_hh(base / "hh", "helpful-base", 60, "yes", "no", 0)
-    write_hh(base / "hh", "harmless-base", 60, "sorry", "sure", 2)
-    cfg = {
-        "name": "tiny",
-        "data": {
-            "path": str(base / "hh"),
-            "max_train_pairs": 20,
-            "hub": False,
-            "subsets": {"helpful": ["helpful-base"], "harmless": ["harmless-base"]},
-        },
-        "model": {"backbone": str(save_tiny(base / "model", "llama")), "max_length": 48},
-        "train": {
-            "seeds": [0],
-            "epochs": 1,
-            "batch_size": 8,
-            "lr": 1e-3,
-            "trainable": "top:1",
-            "bf16": False,
-            "eval_every": 2,
-            "checkpoint_every": 2,
-        },
-        "eval": {"bootstrap": 200},
-        "neurons": {
+    cfg = tiny_config(
+        base,
+        "llama",
+        helpful=(("helpful-base", 60),),
+        harmless=(("harmless-base", 60),),
+        max_train_pairs=20,
+        max_length=48,
+        train={"lr": 1e-3},
+        neurons={
             "max_pairs": 10,
             "ps": [5, 20],
             "scorers": ["mean_act", "rms_change"],
@@ -245,15 +231,15 @@ def studies(tmp_path_factory):
             "batch_size": 4,
             "bf16": False,
         },
-        "ablation": {
+        ablation={
             "max_test_pairs": 10,
             "random_draws": 1,
             "bootstrap": 100,
             "bf16": False,
             "batch_size": 4,
         },
-        "report": {"enabled": False},
-    }
+        report={"enabled": False},
+    )
     (base / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     study = ["-m", "rmtension", "study", "--config", str(base / "cfg.yaml"), "--out"]
     runs = {}

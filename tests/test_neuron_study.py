@@ -7,8 +7,7 @@ import re
 import pandas as pd
 import pytest
 import yaml
-from studykit import write_hh
-from tiny import save_tiny
+from studykit import tiny_config
 
 from rmtension.cli import main
 from rmtension.config import StudyConfig
@@ -45,30 +44,13 @@ def test_study_stages_follow_the_config():
 
 
 def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
-    data = tmp_path / "hh"
-    write_hh(data, "helpful-base", 50, "yes", "no", 0)
-    write_hh(data, "harmless-base", 50, "sorry", "sure", 2)
-    cfg = {
-        "name": "tiny",
-        "data": {
-            "path": str(data),
-            "max_train_pairs": 24,
-            "hub": False,
-            "subsets": {"helpful": ["helpful-base"], "harmless": ["harmless-base"]},
-        },
-        "model": {"backbone": str(save_tiny(tmp_path / "model", "bert")), "max_length": 48},
-        "train": {
-            "seeds": [0],
-            "epochs": 1,
-            "batch_size": 8,
-            "lr": 3e-3,
-            "trainable": "top:1",
-            "bf16": False,
-            "eval_every": 2,
-            "checkpoint_every": 2,
-        },
-        "eval": {"bootstrap": 200},
-        "neurons": {
+    cfg = tiny_config(
+        tmp_path,
+        helpful=(("helpful-base", 50),),
+        harmless=(("harmless-base", 50),),
+        max_train_pairs=24,
+        max_length=48,
+        neurons={
             "max_pairs": 8,
             "ps": [5, 20],
             "scorers": ["mean_act", "attribution"],
@@ -76,14 +58,14 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
             "batch_size": 4,
             "bf16": False,
         },
-        "ablation": {
+        ablation={
             "max_test_pairs": 8,
             "random_draws": 2,
             "bootstrap": 100,
             "bf16": False,
             "sweep_sets": ["helpful_top", "harmless_top"],
         },
-    }
+    )
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"

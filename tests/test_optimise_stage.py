@@ -12,7 +12,7 @@ import yaml
 
 from rmtension.cli import main
 from rmtension.optimise.pm_halves import split_halves
-from studykit import write_hh
+from studykit import tiny_config
 from tiny import save_tiny
 
 
@@ -30,40 +30,20 @@ def test_split_halves_keeps_prompt_groups_together_and_balances_sizes():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     base = tmp_path_factory.mktemp("optimise")
-    data = base / "hh"
-    write_hh(data, "helpful-base", 60, "yes", "no", 0)
-    write_hh(data, "helpful-online", 20, "yes", "no", 1)
-    write_hh(data, "harmless-base", 80, "sorry", "sure", 2)
-    cfg = {
-        "name": "tiny-optimise",
-        "data": {
-            "path": str(data),
-            "max_train_pairs": 40,
-            "hub": False,
-            "subsets": {"helpful": ["helpful-base", "helpful-online"], "harmless": ["harmless-base"]},
-        },
-        "model": {"backbone": str(save_tiny(base / "rm", "bert")), "max_length": 64},
-        "train": {
-            "seeds": [0],
-            "epochs": 1,
-            "batch_size": 8,
-            "lr": 1e-3,
-            "trainable": "top:1",
-            "bf16": False,
-            "eval_every": 2,
-            "checkpoint_every": 2,
-        },
-        "eval": {"bootstrap": 200},
-        "policy": {
+    cfg = tiny_config(
+        base,
+        name="tiny-optimise",
+        train={"lr": 1e-3},
+        policy={
             "backbone": str(save_tiny(base / "policy", "llama", causal=True)),
             "precision": "fp32",
             "max_new_tokens": 6,
             "max_prompt_tokens": 48,
             "batch_size": 8,
         },
-        "pm_halves": {},
-        "bon": {"n_prompts": 4, "n_samples": 6, "bootstrap": 100, "n_example_prompts": 2, "n_examples": 2},
-        "rl": {
+        pm_halves={},
+        bon={"n_prompts": 4, "n_samples": 6, "bootstrap": 100, "n_example_prompts": 2, "n_examples": 2},
+        rl={
             "objectives": ["helpful", "mixed"],
             "steps": 2,
             "prompts_per_step": 2,
@@ -75,8 +55,8 @@ def study(tmp_path_factory):
             "trainable": "top:1",
             "bf16": False,
         },
-        "report": {"enabled": False},
-    }
+        report={"enabled": False},
+    )
     path = base / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = base / "run"

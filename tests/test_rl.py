@@ -4,6 +4,7 @@ import torch
 
 from rmtension.optimise.config import PolicyConfig, RLConfig
 from rmtension.optimise.policy import sample
+from rmtension.model.scope import set_trainable
 from rmtension.optimise.rl import (
     TRAIN_JUDGE,
     kl_exact,
@@ -14,7 +15,6 @@ from rmtension.optimise.rl import (
     rloo_advantages,
     rloo_loss,
     run_rloo,
-    set_trainable_policy,
     snapshot,
     swapped,
     trunk_states,
@@ -119,6 +119,19 @@ def test_one_rl_step_lowers_the_loss_and_moves_kl_off_zero(scope):
     # the reference is untouched by the step
     with torch.no_grad(), swapped(policy, ref):
         torch.testing.assert_close(response_logprobs(policy, batch, False, trunk, top), ref_logp)
+
+
+def set_trainable_policy(policy, scope: str) -> list[str]:
+    """What `run_rloo` trains: the scope with the (tied) LM head frozen; the trainable names."""
+    set_trainable(policy, scope, head=False)
+    return [n for n, p in policy.named_parameters() if p.requires_grad]
+
+
+def test_untied_lm_head_stays_frozen_under_top_k_but_a_score_head_trains():
+    policy = tiny_causal_lm("llama", layers=3)
+    policy.lm_head.weight = torch.nn.Parameter(policy.lm_head.weight.detach().clone())  # untie
+    assert "lm_head.weight" not in set_trainable_policy(policy, "top:1")
+    assert set_trainable(policy, "top:1", head=True) == 1 and policy.lm_head.weight.requires_grad
 
 
 def test_trainable_scope_keeps_embeddings_frozen():

@@ -10,7 +10,8 @@ from rmtension.config import TrainConfig
 from rmtension.model.encode import EncodedPairs, encode_texts
 from rmtension.errors import TrainingDiverged
 from rmtension.model.forward import PairForward
-from rmtension.rm.train import lr_lambda, set_trainable, train_reward_model
+from rmtension.model.scope import set_trainable
+from rmtension.rm.train import lr_lambda, train_reward_model
 from rmtension.model.trunk import TrunkCache, trunk_fingerprint
 from tiny import FAMILIES, tiny_reward_model, tiny_tokenizer
 

@@ -78,6 +78,30 @@ def encode_pairs(pairs: Sequence[Pair], tokenizer, max_length: int) -> EncodedPa
     return EncodedPairs([p.pair_id for p in pairs], chosen, rejected, n_trunc, n_same)
 
 
+def pad(
+    seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right", width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token sequences to one width: ids [B, W] (long) and mask [B, W] (long, 1 on tokens).
+
+    `side`: where the padding goes (`right` for scoring, `left` for generation). `width`: at
+    least the longest sequence; default the longest.
+
+    >>> ids, mask = pad([[5, 6], [7]], pad_id=0, side="left")
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6], [0, 7]], [[1, 1], [0, 1]])
+    """
+    width = max((len(s) for s in seqs), default=0) if width is None else width
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if not len(s):
+            continue
+        cols = slice(0, len(s)) if side == "right" else slice(width - len(s), width)
+        ids[i, cols] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
+
+
 def collate(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest sequence.
 
@@ -85,12 +109,7 @@ def collate(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tenso
     >>> b["input_ids"].tolist(), b["attention_mask"].tolist()
     ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
     """
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
+    ids, mask = pad(seqs, pad_id)
     return {"input_ids": ids, "attention_mask": mask}
 
 

@@ -18,13 +18,10 @@ import torch
 from torch import nn
 
 from rmtension.run import dist
-from rmtension.model.arch import base_model, find_arch, get_path
+from rmtension.model.arch import base_model, find_arch, get_path, n_layers
 from rmtension.model.encode import EncodedPairs, collate, collate_pairs
 from rmtension.model.scoring import autocast
-
-
-class _Stop(Exception):
-    """Raised by the capture hook so the frozen forward stops at the cut."""
+from rmtension.model.stop import stop_at
 
 
 class CachedInput(nn.Module):
@@ -38,18 +35,6 @@ class CachedInput(nn.Module):
     def forward(self, *args, **kwargs) -> torch.Tensor:
         assert self.value is not None, "CachedInput used without states"
         return torch.zeros_like(self.value) if self.zeros else self.value
-
-
-def parse_scope(scope: str, n_layers: int) -> int:
-    """Number of trainable top blocks: `all` -> n_layers, `head` -> 0, `top:K` -> K."""
-    if scope == "all":
-        return n_layers
-    if scope == "head":
-        return 0
-    k = int(scope.split(":", 1)[1])
-    if k > n_layers:
-        raise ValueError(f"trainable={scope}: the model has only {n_layers} layers")
-    return k
 
 
 def trunk_fingerprint(model: nn.Module, k: int) -> str:
@@ -83,24 +68,9 @@ def compute_trunk(
     """
     from tqdm.auto import tqdm
 
-    spec = find_arch(model)
-    layers = get_path(base_model(model), spec.layers)
-    cut = len(layers) - k
-    captured: dict[str, torch.Tensor] = {}
-
-    def pre_hook(module, args, kwargs):
-        captured["h"] = args[0] if args else kwargs["hidden_states"]
-        raise _Stop
-
-    def post_hook(module, args, output):
-        captured["h"] = output[0] if isinstance(output, tuple) else output
-        raise _Stop
-
-    handle = (
-        layers[cut].register_forward_pre_hook(pre_hook, with_kwargs=True)
-        if cut < len(layers)
-        else layers[-1].register_forward_hook(post_hook)
-    )
+    n = n_layers(model)
+    cut = n - k
+    stop = stop_at(model, cut) if cut < n else stop_at(model, n - 1, output=True)
     was_training = model.training
     model.eval()
     out: list[torch.Tensor | None] = [None] * len(seqs)
@@ -108,25 +78,22 @@ def compute_trunk(
     device = next(model.parameters()).device
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     try:
-        for start in tqdm(
-            range(0, len(order), batch_size),
-            desc=desc,
-            disable=desc is None or not dist.is_main(),
-            unit="batch",
-            leave=False,
-        ):
-            idx = order[start : start + batch_size]
-            batch = collate([seqs[i] for i in idx], pad_id)
-            with autocast(bf16, device):
-                try:
-                    model(**{kk: v.to(device) for kk, v in batch.items()})
-                except _Stop:
-                    pass
-            h = captured.pop("h").to(store).cpu()
-            for row, i in enumerate(idx):
-                out[i] = h[row, : len(seqs[i])].clone()
+        with stop as run:
+            for start in tqdm(
+                range(0, len(order), batch_size),
+                desc=desc,
+                disable=desc is None or not dist.is_main(),
+                unit="batch",
+                leave=False,
+            ):
+                idx = order[start : start + batch_size]
+                batch = collate([seqs[i] for i in idx], pad_id)
+                with autocast(bf16, device):
+                    h = run(**{kk: v.to(device) for kk, v in batch.items()})
+                h = h.to(store).cpu()
+                for row, i in enumerate(idx):
+                    out[i] = h[row, : len(seqs[i])].clone()
     finally:
-        handle.remove()
         model.train(was_training)
     return out  # type: ignore[return-value]
 

@@ -29,6 +29,7 @@ from rmtension.model.arch import neuron_hook_name
 from rmtension.model.encode import EncodedPairs, batches, collate_pairs
 from rmtension.neurons.hooks import frozen, neuron_hooks, neuron_shape
 from rmtension.model.scoring import autocast
+from rmtension.model.stop import StopForward
 
 SCORERS = ("mean_act", "fire_rate", "rms_change", "attribution", "contrast")
 NEEDS_BASE = frozenset({"rms_change"})
@@ -194,10 +195,6 @@ def score_neurons(
     return {name: NeuronScores(s.finalize(scorers), s.pairs, int(s.tokens)) for name, s in sums.items()}
 
 
-class _StopForward(Exception):
-    """Raised by the last layer's hook when nothing after it is needed (no gradient wanted)."""
-
-
 @torch.no_grad()
 def _base_activations(
     base: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, layers: int
@@ -209,14 +206,14 @@ def _base_activations(
         def fn(a: torch.Tensor) -> None:
             acts[neuron_hook_name(layer)] = a.detach()
             if layer == layers - 1:
-                raise _StopForward
+                raise StopForward
 
         return fn
 
     with neuron_hooks(base, {neuron_hook_name(i): keep(i) for i in range(layers)}), autocast(bf16, device):
         try:
             base(**batch)
-        except _StopForward:
+        except StopForward:
             pass
     return [acts[neuron_hook_name(i)] for i in range(layers)]
 
@@ -239,7 +236,7 @@ def _score_batch(
             sums.add_layer(layer, acts.detach(), mask, None if base_acts is None else base_acts[layer])
             if not with_grad:
                 if layer == layers - 1:  # the rest of the network (last projection, head) is not needed
-                    raise _StopForward
+                    raise StopForward
                 return None
             if not acts.requires_grad:  # first hooked layer under frozen parameters: start the graph here
                 acts = acts.detach().requires_grad_(True)
@@ -253,7 +250,7 @@ def _score_batch(
     with grad_ctx, frozen(model), neuron_hooks(model, fns), autocast(bf16, mask.device):
         try:
             rewards = model(**batch).logits.squeeze(-1).float()
-        except _StopForward:
+        except StopForward:
             return
     if with_grad:
         b = rewards.shape[0] // 2

@@ -17,7 +17,9 @@ import torch
 from rmtension.data.types import Turn, render_transcript
 from rmtension.model.encode import collate, encode_texts
 from rmtension.model.scoring import autocast
-from rmtension.model.trunk import compute_trunk, cut_trunk, parse_scope, trunk_fingerprint
+from rmtension.model.arch import n_layers
+from rmtension.model.scope import parse_scope
+from rmtension.model.trunk import compute_trunk, cut_trunk, trunk_fingerprint
 
 
 class JudgePanel:
@@ -43,9 +45,7 @@ class JudgePanel:
             name: load_reward_model(str(p), tokenizer).to(self.device).eval() for name, p in paths.items()
         }
         first = next(iter(self.models.values()))
-        from rmtension.model.arch import n_layers
-
-        self.k = parse_scope(trainable, n_layers(first)) if trainable != "all" else n_layers(first)
+        self.k = parse_scope(trainable, n_layers(first))
         prints = {trunk_fingerprint(m, self.k) for m in self.models.values()}
         self.shared = self.k < n_layers(first) and len(prints) == 1
         """True when one trunk pass serves every judge."""

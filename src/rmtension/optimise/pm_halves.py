@@ -15,6 +15,7 @@ import torch
 
 from rmtension.run import interrupt
 from rmtension.config import config_hash
+from rmtension.rm.stats import correct
 from rmtension.run.runio import inside, stage_complete, write_json, write_manifest
 
 HALVES = ("train", "test")
@@ -100,7 +101,7 @@ def stage_pm_halves(prep) -> None:
             with PairForward(model, prep.tokenizer.pad_token_id, cfg.train.bf16, cache) as fwd:
                 for test, t_enc in prep.tests.items():
                     r_c, r_r = fwd.score(t_enc, cfg.eval.batch_size)
-                    acc[test] = float(np.mean((r_c > r_r) + 0.5 * (r_c == r_r)))
+                    acc[test] = float(correct(r_c, r_r).mean())
             record["halves"][half] = {
                 "n_pairs": len(idx),
                 "pair_ids": [enc.pair_ids[i] for i in idx],

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from rmtension.data.types import Turn, render_transcript
+from rmtension.model.encode import pad
 
 END_OF_TURN = "<|im_end|>"
 """ChatML end-of-turn marker (SmolLM2, Qwen): a stop token whenever the vocabulary has it."""
@@ -175,20 +176,8 @@ def next_tokens(
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad for generation: ids [B, L] and mask [B, L].
-
-    >>> ids, mask = left_pad([[5, 6], [7]], pad_id=0)
-    >>> ids.tolist(), mask.tolist()
-    ([[5, 6], [0, 7]], [[1, 1], [0, 1]])
-    """
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
-            mask[i, width - len(s) :] = 1
-    return ids, mask
+    """Left-pad for generation: ids [B, L] and mask [B, L] (`rmtension.model.encode.pad`)."""
+    return pad(seqs, pad_id, side="left")
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:

@@ -25,10 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from rmtension.model.arch import base_model, blocks, find_arch, get_path, n_layers
+from rmtension.model.arch import n_layers
 from rmtension.optimise.config import PolicyConfig, RLConfig
 from rmtension.optimise.policy import Sampled, sample
+from rmtension.model.encode import pad
+from rmtension.model.scope import set_trainable
 from rmtension.model.scoring import autocast
+from rmtension.model.stop import stop_at
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -80,20 +83,12 @@ class PackedBatch:
 
 
 def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> PackedBatch:
-    lp = max(len(p) for p in prompts)
-    t = max(1, max(len(r) for r in responses))
-    b = len(prompts)
-    ids = torch.full((b, lp + t), pad_id, dtype=torch.long)
-    mask = torch.zeros((b, lp + t), dtype=torch.long)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
-        ids[i, lp - len(p) : lp] = torch.as_tensor(list(p))
-        ids[i, lp : lp + len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-        mask[i, lp - len(p) : lp + len(r)] = 1
+    """Each prompt left-padded to the longest, then its response right-padded to the longest (at least 1)."""
+    p_ids, p_mask = pad(prompts, pad_id, side="left")
+    r_ids, r_mask = pad(responses, pad_id, side="right", width=max(1, max(len(r) for r in responses)))
+    ids, mask = torch.cat([p_ids, r_ids], dim=1), torch.cat([p_mask, r_mask], dim=1)
+    lp = p_ids.shape[1]
     return PackedBatch(ids, mask, ids[:, lp:], mask[:, lp:].float())
-
-
-class _Stop(Exception):
-    """Raised by the capture hook so the frozen forward stops at the cut."""
 
 
 @torch.no_grad()
@@ -107,26 +102,12 @@ def trunk_states(trunk_model: nn.Module, batch: PackedBatch, k: int, group: int)
     """
     from transformers import DynamicCache
 
-    layers = blocks(trunk_model)
-    captured: dict[str, torch.Tensor] = {}
-
-    def pre_hook(module, args, kwargs):
-        captured["h"] = args[0] if args else kwargs["hidden_states"]
-        raise _Stop
-
-    def run(**kwargs) -> torch.Tensor:
-        try:
-            trunk_model(**kwargs)
-        except _Stop:
-            pass
-        return captured.pop("h").float()
-
     b, width = batch.input_ids.shape
     t = batch.response_ids.shape[1]
     lp, dev = width - t, batch.input_ids.device
-    handle = layers[len(layers) - k].register_forward_pre_hook(pre_hook, with_kwargs=True)
     out = None
-    try:
+    with stop_at(trunk_model, n_layers(trunk_model) - k) as run:
+        stopped = lambda **kw: run(**kw).float()  # noqa: E731
         for start in range(0, b, group):
             rows = slice(start, min(b, start + group))
             g = rows.stop - rows.start
@@ -138,7 +119,7 @@ def trunk_states(trunk_model: nn.Module, batch: PackedBatch, k: int, group: int)
             lo = lp - int(prompt_mask[0].sum())
             cache = DynamicCache(config=trunk_model.config)
             n_p = lp - lo
-            h_prompt = run(
+            h_prompt = stopped(
                 input_ids=batch.input_ids[start : start + 1, lo:lp],
                 position_ids=torch.arange(n_p, device=dev)[None],
                 past_key_values=cache,
@@ -146,7 +127,7 @@ def trunk_states(trunk_model: nn.Module, batch: PackedBatch, k: int, group: int)
             )
             cache.batch_repeat_interleave(g)
             mask = torch.cat([prompt_mask[:, lo:], batch.attention_mask[rows, lp:]], dim=1)
-            h_resp = run(
+            h_resp = stopped(
                 input_ids=batch.input_ids[rows, lp:],
                 attention_mask=mask,
                 position_ids=(n_p + torch.arange(t, device=dev))[None].expand(g, -1),
@@ -157,8 +138,6 @@ def trunk_states(trunk_model: nn.Module, batch: PackedBatch, k: int, group: int)
                 out = h_prompt.new_zeros(b, width, h_prompt.shape[-1])
             out[rows, lo:lp] = h_prompt
             out[rows, lp:] = h_resp
-    finally:
-        handle.remove()
     return out
 
 
@@ -213,31 +192,6 @@ def response_logprobs(
     logz = logits.logsumexp(dim=-1, keepdim=True)
     token = (logits.gather(-1, batch.response_ids.unsqueeze(-1)) - logz).squeeze(-1)
     return (token, (logits - logz).detach()) if full else token
-
-
-def set_trainable_policy(model: nn.Module, scope: str) -> list[str]:
-    """Freeze all but the top K blocks and the final norm (`top:K`), or nothing (`all`); returns trainable names.
-
-    Embeddings (tied to the LM head in SmolLM2) stay frozen under `top:K`, so gradients and
-    activations are kept only for the top of the network.
-    """
-    if scope == "all":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return [n for n, _ in model.named_parameters()]
-    k = int(scope.split(":")[1])
-    for p in model.parameters():
-        p.requires_grad_(False)
-    layers = blocks(model)
-    for block in list(layers)[-k:]:
-        for p in block.parameters():
-            p.requires_grad_(True)
-    spec, base = find_arch(model), base_model(model)
-    skip = {id(p) for path in (spec.layers, *spec.embeddings) for p in get_path(base, path).parameters()}
-    for p in base.parameters():  # what is left in the base model is the final norm
-        if id(p) not in skip:
-            p.requires_grad_(True)
-    return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
 def snapshot(model: nn.Module, names: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -320,10 +274,8 @@ def run_rloo(
     those of the sampled batch, i.e. of the policy before that step's update: `kl` is `kl_exact`
     along the sampled responses, `kl_sample` the sampled log-ratio that the penalty uses.
     """
-    names = set_trainable_policy(policy, cfg.trainable)
-    top = n_layers(policy) if cfg.trainable == "all" else int(cfg.trainable.split(":")[1])
-    if top > n_layers(policy):
-        raise ValueError(f"rl.trainable={cfg.trainable}: the policy has only {n_layers(policy)} blocks")
+    top = set_trainable(policy, cfg.trainable, head=False)  # the LM head is tied to the frozen embeddings
+    names = [n for n, p in policy.named_parameters() if p.requires_grad]
     shared_trunk = top < n_layers(policy)
     ref = snapshot(policy, names)
     sampler = copy.deepcopy(policy).to(torch.bfloat16).eval() if pcfg.precision == "bf16" else policy

@@ -81,7 +81,7 @@ def _train_hash(cfg: StudyConfig, objective: str, seed: int) -> str:
 def _trunk_cache(prep: Prepared):
     """Build the shared frozen-trunk cache once, over every pair any RM will see."""
     from rmtension.model.backbones import load_reward_model
-    from rmtension.rm.train import set_trainable
+    from rmtension.model.scope import set_trainable
     from rmtension.model.trunk import TrunkCache, trunk_fingerprint
 
     cfg = prep.ctx.cfg

@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from rmtension.run import dist, interrupt, shards
-from rmtension.model.arch import base_model, find_arch, get_path
 from rmtension.config import TrainConfig
 from rmtension.model.encode import EncodedPairs, batches
 from rmtension.errors import ArtifactError, TrainingDiverged
@@ -44,7 +43,9 @@ from rmtension.run.runio import (
     write_json,
 )
 from rmtension.run.tracking import MetricsLog
-from rmtension.model.trunk import TrunkCache, parse_scope
+from rmtension.model.scope import set_trainable
+from rmtension.model.trunk import TrunkCache
+from rmtension.rm.stats import correct
 
 
 @dataclass
@@ -61,26 +62,6 @@ def disable_dropout(model: nn.Module) -> int:
     for m in drops:
         m.p = 0.0
     return len(drops)
-
-
-def set_trainable(model: nn.Module, scope: str) -> int:
-    """Freeze everything outside `scope`; returns K, the number of trainable top blocks."""
-    spec = find_arch(model)
-    base = base_model(model)
-    layers = get_path(base, spec.layers)
-    k = parse_scope(scope, len(layers))
-    for p in model.parameters():
-        p.requires_grad_(True)
-    if scope == "all":
-        return k
-    if scope == "head":
-        frozen = [base]
-    else:
-        frozen = [get_path(base, e) for e in spec.embeddings] + list(layers[: len(layers) - k])
-    for m in frozen:
-        for p in m.parameters():
-            p.requires_grad_(False)
-    return k
 
 
 def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -240,10 +221,6 @@ def _remove_other_steps(folder: Path, keep: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _accuracy(r_c: np.ndarray, r_r: np.ndarray) -> float:
-    return float(np.mean((r_c > r_r) + 0.5 * (r_c == r_r)))
-
-
 def train_reward_model(
     model: nn.Module,
     tokenizer,
@@ -352,7 +329,7 @@ def train_reward_model(
             bar.update(1)
             bar.set_postfix(loss=f"{mean_loss:.3f}")
             if val is not None and (state["step"] % cfg.eval_every == 0 or state["step"] == total_steps):
-                row["val_accuracy"] = val_acc = _accuracy(*fwd.score(val))
+                row["val_accuracy"] = val_acc = float(correct(*fwd.score(val)).mean())
                 state["val"].append([state["step"], val_acc])
                 if val_acc > state["best_val_accuracy"]:
                     state["best_val_accuracy"], state["best_step"] = val_acc, state["step"]
