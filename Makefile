@@ -6,6 +6,9 @@ PIP := $(PY) -m pip
 # Local data in the official HH-RLHF layout, if it sits beside the checkout; otherwise $RMTENSION_DATA or the hub.
 RMTENSION_DATA ?= $(shell test -d ../shared/data/hh-rlhf && cd ../shared/data/hh-rlhf && pwd)
 export RMTENSION_DATA
+# XSTest v2 beside it (official layout) adds the should-respond / should-refuse test sets.
+XSTEST ?= $(shell test -d ../shared/data/xstest && cd ../shared/data/xstest && pwd)
+STUDY_ARGS := $(if $(XSTEST),data.xstest_path=$(XSTEST))
 CONFIG ?= configs/default.yaml
 
 .PHONY: setup study test smoke bench clean
@@ -25,10 +28,10 @@ $(VENV)/.installed: pyproject.toml requirements.lock Makefile
 	touch $@
 
 study: setup
-	$(VENV)/bin/rmtension study --config $(CONFIG)
+	$(VENV)/bin/rmtension study --config $(CONFIG) $(STUDY_ARGS)
 
 smoke: setup
-	$(VENV)/bin/rmtension study --config configs/smoke.yaml --out runs/smoke
+	$(VENV)/bin/rmtension study --config configs/smoke.yaml --out runs/smoke $(STUDY_ARGS)
 
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -39,6 +39,14 @@ def hh_root(shared_data: Path) -> Path:
     return shared_data / "hh-rlhf"
 
 
+def xstest_overrides() -> list[str]:
+    """`data.xstest_path=<shared>/xstest` for the real studies (missing XSTest skips, or fails when required)."""
+    d = shared_data_dir()
+    if d is None or not (d / "xstest" / "xstest_prompts.csv").is_file():
+        missing("the smoke study reads XSTest from the shared data folder (xstest/)")
+    return [f"data.xstest_path={d / 'xstest'}"]
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
     """The shipped smoke study (configs/smoke.yaml: MiniLM, real HH-RLHF, every stage), run once per session.
@@ -51,7 +59,8 @@ def smoke_run(tmp_path_factory) -> Path:
     from rmtension.cli import main
 
     out = Path(os.environ.get("RMTENSION_SMOKE_DIR") or tmp_path_factory.mktemp("smoke") / "smoke")
-    rc = main(["study", "--config", str(REPO / "configs" / "smoke.yaml"), "--out", str(out), "--fresh"])
+    argv = ["study", "--config", str(REPO / "configs" / "smoke.yaml"), "--out", str(out), "--fresh"]
+    rc = main(argv + xstest_overrides())
     if rc != 0:
         pytest.fail(f"the smoke study exited with {rc}")
     return out

@@ -211,7 +211,7 @@ def test_jsonl_errors_name_the_problem(tmp_path, row, needle):
 
 
 def test_format_registry():
-    assert set(FORMATS) == {"hh", "rmb", "jsonl"}
+    assert set(FORMATS) == {"hh", "rmb", "jsonl", "xstest"}
     with pytest.raises(DataError, match="unknown data format"):
         get_format("csv")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, xstest_overrides
 from requires import missing
 from studykit import start_and_wait
 
@@ -51,7 +51,8 @@ def _needs_data():
 
 
 def command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "rmtension.cli", "study", "--config", str(SMOKE), "--out", str(out)]
+    cmd = [sys.executable, "-m", "rmtension.cli", "study", "--config", str(SMOKE), "--out", str(out)]
+    return cmd + xstest_overrides()
 
 
 def run_to_end(out: Path) -> None:

@@ -10,7 +10,7 @@ import yaml
 from studykit import tiny_config
 
 from rmtension.cli import main
-from rmtension.config import StudyConfig
+from rmtension.config import StudyConfig, load_config
 from rmtension.errors import ConfigError
 from rmtension.study import extra_stages
 from rmtension.run.runio import load_tensors, read_json
@@ -141,3 +141,23 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
     assert (
         err.startswith("error: ablation.ps") and "Traceback" not in err and len(err.strip().splitlines()) == 1
     )
+
+
+def test_rm_names_come_from_the_registry():
+    from rmtension.rm.registry import REGISTRY, register
+
+    assert set(REGISTRY) >= {"helpful", "harmless", "mixed"}
+    with pytest.raises(ConfigError, match="unknown RM name"):
+        load_config(None, ["neurons.rms=[helpful,nope]"])
+    with pytest.raises(ConfigError, match="unknown RM name"):
+        load_config(None, ["neurons.primary_rm=nope"])
+    register("probe_rm", "mixed", "a test-only name")
+    try:
+        cfg = load_config(
+            None, ["neurons.rms=[probe_rm]", "neurons.primary_rm=probe_rm", "ablation.rms=[probe_rm]"]
+        )
+        assert cfg.neurons.rms == ["probe_rm"] and cfg.ablation.rms == ["probe_rm"]
+        with pytest.raises(ValueError, match="already registered"):
+            register("probe_rm", "helpful", "another meaning")
+    finally:
+        REGISTRY.pop("probe_rm")

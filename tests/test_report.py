@@ -67,10 +67,12 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
     summary = md.split("## Data")[0]
     t = json.loads((run / "tension.json").read_text())
     sentences = [line for line in summary.splitlines() if line.startswith(("Tanwar", "Bai"))]
-    assert len(sentences) == 9 and all(
+    assert len(sentences) == 10 and all(
         re.search(r": \*\*(supported|not supported|inconclusive|not run)\*\*\. ", s) for s in sentences
     )
-    assert sum("**not run**" in s for s in sentences) == 6  # four neuron claims, sqrt(KL), train/test gap
+    # four neuron claims, sqrt(KL), train/test gap, avoidant vs misuse (no XSTest in this run)
+    assert sum("**not run**" in s for s in sentences) == 7
+    assert "set `data.xstest_path` to an XSTest folder" in next(s for s in sentences if "avoidant" in s)
     worse = next(s for s in sentences if "mixed RMs do worse" in s)
     for ts, d in t["interference"].items():
         assert (
@@ -80,7 +82,7 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
     counts = re.search(
         r"(\d+) supported, (\d+) not supported, (\d+) inconclusive, (\d+) not run", summary
     ).groups()
-    assert sum(map(int, counts)) == 9 and counts[3] == "6"
+    assert sum(map(int, counts)) == 10 and counts[3] == "7"
 
 
 def test_every_table_is_a_csv_and_every_figure_a_paper_sized_png_and_pdf(tiny_runs):
@@ -324,7 +326,7 @@ def test_compare_puts_runs_side_by_side(tiny_runs, tmp_path, capsys):
     own = re.findall(
         r": \*\*(supported|not supported|inconclusive|not run)\*\*\. ", (b / "report.md").read_text()
     )
-    assert list(claims["ratio"]) == own and len(own) == 9
+    assert list(claims["ratio"]) == own and len(own) == 10
     with Image.open(out / "figures" / "compare_accuracy.png") as im:
         assert im.size[0] == round(6.9 * 200)
     assert (out / "figures" / "compare_interference.pdf").is_file()

@@ -191,6 +191,24 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
     table = json.loads((out / "tension.json").read_text())
     assert set(table["accuracy"]) == {"helpful", "harmless", "mixed"}
     assert (out / "report.html").stat().st_size > 10_000
+    # XSTest rows (every pair, prompt-level CIs), the length baselines of every test set, the claim
+    sets = {"helpful", "harmless", "xstest-should-respond", "xstest-should-refuse"}
+    assert set(table["accuracy"]["helpful"]) == sets == set(table["baselines"])
+    for ts, b in table["baselines"].items():
+        n = table["accuracy"]["mixed"][ts]["n"]
+        assert b["n"] == n and b["longer"] + b["shorter"] == pytest.approx(1.0)
+        for by in table["accuracy"].values():
+            assert 0 <= by[ts]["length_matched"]["n"] <= n
+    counts = json.loads((out / "data" / "summary.json").read_text())["xstest"]["pairs"]
+    assert table["accuracy"]["helpful"]["xstest-should-respond"]["n"] == counts["xstest-should-respond"] > 0
+    xs = table["xstest"]
+    respond = {rm: table["accuracy"][rm]["xstest-should-respond"]["mean"] for rm in ("helpful", "harmless")}
+    assert xs["avoidant"]["estimate"] == pytest.approx(respond["helpful"] - respond["harmless"])
+    found = {f["id"]: f for f in json.loads((out / "findings.json").read_text())["findings"]}
+    assert found["avoidant_vs_misuse"]["verdict"] in {"supported", "not supported", "inconclusive"}
+    assert "avoidant_misuse" in json.loads((out / "figures" / "index.json").read_text())
+    ablated = pd.read_csv(out / "ablation.csv")
+    assert {"xstest-should-respond", "xstest-should-refuse"} <= set(ablated["test_set"])
 
 
 def test_help_config_lists_every_key_with_its_docstring(capsys):

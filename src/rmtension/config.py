@@ -65,6 +65,9 @@ class DataConfig(Strict):
     """Skip (and count) malformed rows instead of stopping."""
     rmb_path: str | None = None
     """Optional RMB pairwise folder (e.g. `rmb-sample`) evaluated as `rmb-helpful`/`rmb-harmless`."""
+    xstest_path: str | None = None
+    """Optional XSTest v2 folder (official layout) evaluated as `xstest-should-respond` (compliance
+    chosen over refusal on safe prompts) and `xstest-should-refuse` (refusal chosen on unsafe ones)."""
     hub: bool = True
     """Allow loading `Anthropic/hh-rlhf` from the hub when no local path is found."""
 
@@ -157,6 +160,31 @@ class ReportConfig(Strict):
     (`rmtension report RUN_DIR` rebuilds them from the run directory at any time)."""
 
 
+MIN_EFFECT = {
+    "avoidant_vs_misuse": 0.10,
+}
+"""Default smallest effect of interest per claim id, in the claim's units (accuracy: a fraction of pairs).
+
+avoidant_vs_misuse: 0.10 of XSTest pairs, about what the default study's prompt-level CIs (100 and
+129 prompts) can detect with 80% power (`min_detectable_effect` in findings.json)."""
+
+
+class ClaimsConfig(Strict):
+    min_effect: dict[str, float] = Field(default_factory=lambda: dict(MIN_EFFECT))
+    """Smallest effect of interest per claim id (`findings.json`): a claim is "not supported" only when
+    its CI lies inside ±min_effect or wholly on the wrong side. Keys left out keep their defaults."""
+
+    @field_validator("min_effect")
+    @classmethod
+    def _known_claims(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(MIN_EFFECT))
+        if unknown:
+            raise ValueError(f"unknown claim id(s) {unknown}; known: {sorted(MIN_EFFECT)}")
+        if any(x <= 0 for x in v.values()):
+            raise ValueError("every min_effect must be positive")
+        return {**MIN_EFFECT, **v}
+
+
 class StudyConfig(Strict):
     name: str = "study"
     """Name of the study; the run directory defaults to `runs/<name>`."""
@@ -180,6 +208,8 @@ class StudyConfig(Strict):
     """Best-of-n against pm_train, judged by pm_test and the other objective's RM, and the frontier."""
     rl: RLConfig | None = None
     """RLOO against pm_train with a KL penalty to the initial policy."""
+    claims: ClaimsConfig = Field(default_factory=ClaimsConfig)
+    """How the claims' verdicts are decided (smallest effects of interest)."""
     report: ReportConfig = Field(default_factory=ReportConfig)
     """The report written at the end of the study."""
 

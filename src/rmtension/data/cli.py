@@ -8,9 +8,10 @@ from typing import Any
 import typer
 
 from rmtension.config import DataConfig
-from rmtension.data.formats import FORMATS, get_format, load_pairs
+from rmtension.data.formats import FORMATS, get_format, load_pairs, xstest_result
 from rmtension.data.splits import split_pairs
 from rmtension.data.summary import load_account, token_stats
+from rmtension.data.xstest import load_xstest, xstest_account
 from rmtension.errors import RmtensionError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -39,7 +40,10 @@ def _group() -> None:
 @app.command()
 def summary(
     data: str = typer.Option(
-        None, "--data", envvar="RMTENSION_DATA", help="Data folder (official layout) or RMB folder."
+        None,
+        "--data",
+        envvar="RMTENSION_DATA",
+        help="Data folder (official layout), RMB folder or XSTest folder.",
     ),
     fmt: str = typer.Option("hh", "--format", help=f"Row format: {', '.join(FORMATS)}."),
     lenient: bool = typer.Option(
@@ -55,15 +59,25 @@ def summary(
         raise RmtensionError("no data folder: pass --data or set RMTENSION_DATA")
     get_format(fmt)  # an unknown format is a one-line DataError, before anything is read
     cfg = DataConfig()  # the default split fractions and seed
-    loaded = load_pairs(data, fmt=fmt, lenient=lenient)
-    split = split_pairs({s: r.pairs for s, r in loaded.items()}, cfg.split, cfg.split_seed)
-    report: dict[str, Any] = {
-        "data": data,
-        "format": fmt,
-        **load_account(loaded),
-        "split_mode": split.mode,
-        "splits": _split_counts(split),
-    }
+    if fmt == "xstest":  # test sets only: no split; pairs and prompts per set and type instead
+        xs = load_xstest(data, lenient=lenient)
+        loaded = {"test": xstest_result(xs)}
+        report: dict[str, Any] = {
+            "data": data,
+            "format": fmt,
+            **load_account(loaded),
+            "xstest": xstest_account(xs),
+        }
+    else:
+        loaded = load_pairs(data, fmt=fmt, lenient=lenient)
+        split = split_pairs({s: r.pairs for s, r in loaded.items()}, cfg.split, cfg.split_seed)
+        report = {
+            "data": data,
+            "format": fmt,
+            **load_account(loaded),
+            "split_mode": split.mode,
+            "splits": _split_counts(split),
+        }
     if not no_tokens:
         from rmtension.model.backbones import load_tokenizer, resolve_backbone
 
@@ -95,10 +109,17 @@ def render(report: dict[str, Any]) -> str:
         f"skipped by reason: {_reasons(report['skipped'])}",
         f"flags on kept pairs: {_reasons(report['flags'])}",
     ]
-    rows = [
-        [s, report["split_mode"][s], c["train"], c["val"], c["test"]] for s, c in report["splits"].items()
-    ]
-    blocks.append(table(["subset", "split mode", "train", "val", "test"], rows))
+    if "splits" in report:
+        rows = [
+            [s, report["split_mode"][s], c["train"], c["val"], c["test"]] for s, c in report["splits"].items()
+        ]
+        blocks.append(table(["subset", "split mode", "train", "val", "test"], rows))
+    if "xstest" in report:
+        xs = report["xstest"]
+        rows = [[r["set"], r["type"], r["prompts"], r["pairs"]] for r in xs["by_type"]]
+        rows += [[name, "(all)", xs["prompts"][name], xs["pairs"][name]] for name in xs["pairs"]]
+        blocks.append(table(["set", "prompt type", "prompts", "pairs"], rows))
+        blocks.append(f"excluded by reason: {_reasons(xs['excluded'])}")
     if "tokens" in report:
         stats = lambda t: [t["p50"], t["p90"], t["p99"], t["max"]]  # noqa: E731
         rows = [

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rmtension.data import hh, jsonl, rmb
+from rmtension.data import hh, jsonl, rmb, xstest
 from rmtension.data.reader import ParsedRow, Record, RowError, is_json_array, iter_records
 from rmtension.data.types import Pair
 from rmtension.errors import DataError
@@ -35,10 +35,12 @@ class Format:
     """One entry of the registry."""
 
     name: str
-    parse_row: Callable[[Any], ParsedRow]
-    """Decoded JSON value -> `ParsedRow`; raises `RowError` for a malformed row."""
-    layout: Literal["splits", "rmb"]
-    """`splits`: `<root>/<subset>/{train,test}.jsonl[.gz]`; `rmb`: `**/*.json`, subset from the folder."""
+    parse_row: Callable[[Any], ParsedRow] | None
+    """Decoded JSON value -> `ParsedRow`; raises `RowError` for a malformed row. None for `xstest`,
+    whose pairs are built across rows (`rmtension.data.xstest`)."""
+    layout: Literal["splits", "rmb", "xstest"]
+    """`splits`: `<root>/<subset>/{train,test}.jsonl[.gz]`; `rmb`: `**/*.json`, subset from the folder;
+    `xstest`: `xstest_prompts.csv` and `model_completions/*.csv`."""
     doc: str
 
 
@@ -46,6 +48,7 @@ FORMATS: dict[str, Format] = {
     "hh": Format("hh", hh.parse_row, "splits", "Anthropic HH-RLHF transcripts {chosen, rejected}"),
     "jsonl": Format("jsonl", jsonl.parse_row, "splits", "TRL preference rows {prompt?, chosen, rejected}"),
     "rmb": Format("rmb", rmb.parse_row, "rmb", "RMB pairwise JSON arrays"),
+    "xstest": Format("xstest", None, "xstest", "XSTest v2 prompts and human-labelled completions (CSV)"),
 }
 
 
@@ -206,6 +209,8 @@ def load_pairs(
     file; everything is "test". Duplicates are found across all files of the call.
     """
     form = get_format(fmt)
+    if form.layout == "xstest":
+        return {"test": xstest_result(xstest.load_xstest(root, lenient))}
     loader = _Loader(form, lenient, max_message_chars)
     if form.layout == "rmb":
         found = _rmb_files(root, subsets)
@@ -224,6 +229,20 @@ def load_rmb(
 ) -> LoadResult:
     """RMB pairwise pairs (subsets `rmb-helpful`, `rmb-harmless`) from a folder or one file."""
     return load_pairs(path, fmt="rmb", lenient=lenient, max_message_chars=max_message_chars)["test"]
+
+
+def xstest_result(load: xstest.XSTestLoad) -> LoadResult:
+    """An XSTest load as a `LoadResult`: both sets' pairs; exclusions count as drops, by reason."""
+    per_file: dict[str, dict[str, Any]] = {}
+    for pairs in load.pairs.values():
+        for pair in pairs:
+            for side in ("chosen_file", "rejected_file"):
+                c = per_file.setdefault(
+                    pair.metadata[side], {"subset": "xstest", "pairs": 0, "drops": {}, "skipped": {}}
+                )
+                c["pairs"] += side == "chosen_file"
+    pairs = [p for name in xstest.SETS for p in load.pairs[name]]
+    return LoadResult(pairs, dict(load.excluded), dict(load.skipped), list(load.files), {}, per_file)
 
 
 def load_hub(

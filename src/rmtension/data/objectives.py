@@ -24,6 +24,7 @@ from typing import Any
 
 from rmtension.config import DataConfig
 from rmtension.data.formats import load_hub, load_pairs, load_rmb
+from rmtension.data.xstest import load_xstest, xstest_account
 from rmtension.data.hh import HUB_ID
 from rmtension.data.splits import SplitResult, split_pairs, take
 from rmtension.data.summary import build_summary
@@ -40,7 +41,8 @@ class DataBundle:
     splits: dict[str, dict[str, list[Pair]]]
     """objective ("helpful", "harmless", "mixed") -> split ("train", "val", and "test" for the single objectives)."""
     test_sets: dict[str, list[Pair]]
-    """"helpful", "harmless", plus "rmb-helpful" / "rmb-harmless" when `rmb_path` is set."""
+    """"helpful", "harmless", plus "rmb-helpful" / "rmb-harmless" when `rmb_path` is set and
+    "xstest-should-respond" / "xstest-should-refuse" when `xstest_path` is set."""
     summary: dict[str, Any]
     """JSON-able account of the load: counts per subset and split, drops, skips, files, split mode."""
 
@@ -157,9 +159,17 @@ def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
             pairs = [p for p in rmb.pairs if p.subset == name]
             if pairs:
                 test_sets[name] = take(pairs, cfg.max_eval_pairs, cfg.split_seed, "test")
+    xs = None
+    if cfg.xstest_path:
+        xs = load_xstest(cfg.xstest_path, lenient=cfg.lenient)
+        for name, pairs in xs.pairs.items():
+            if pairs:  # every pair: CIs resample prompts, and a cap would cut prompts unevenly
+                test_sets[name] = pairs
     summary = build_summary(
         cfg, root if root is not None else f"hf://datasets/{HUB_ID}", loaded, split, splits, test_sets, rmb
     )
+    if xs is not None:
+        summary["xstest"] = xstest_account(xs)
     # 0 by construction unless the official files themselves share prompts (official_shared_groups).
     summary["groups_in_two_splits"] = len(check_no_leak(splits))
     return DataBundle(splits, test_sets, summary)

@@ -78,6 +78,23 @@ def encode_pairs(pairs: Sequence[Pair], tokenizer, max_length: int) -> EncodedPa
     return EncodedPairs([p.pair_id for p in pairs], chosen, rejected, n_trunc, n_same)
 
 
+def reply_lengths(pairs: Sequence[Pair], enc: EncodedPairs, tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """Reply lengths in tokens of `tokenizer`: ([N, 2] whole replies, [N, 2] the part inside the window).
+
+    Columns are (chosen, rejected). The whole reply is tokenised alone, without special tokens;
+    the part the model sees after left truncation is at most its encoded sequence less the
+    special tokens (`encode_pairs` keeps the end of the transcript, so the reply is cut last).
+    """
+    special = tokenizer.num_special_tokens_to_add(pair=False)
+    texts = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    ids = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"] if texts else []
+    whole = np.array([len(x) for x in ids], dtype=np.int64).reshape(2, -1).T
+    window = np.array(
+        [[len(c) - special, len(r) - special] for c, r in zip(enc.chosen, enc.rejected)], dtype=np.int64
+    ).reshape(-1, 2)
+    return whole, np.minimum(whole, np.maximum(window, 0))
+
+
 def pad(
     seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right", width: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

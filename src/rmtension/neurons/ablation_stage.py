@@ -30,6 +30,7 @@ import torch
 
 from rmtension.run import interrupt
 from rmtension.config import config_hash
+from rmtension.data.xstest import SETS as XSTEST_SETS
 from rmtension.run.context import StudyContext
 from rmtension.model.encode import EncodedPairs, encode_pairs
 from rmtension.errors import ArtifactError, ConfigError
@@ -170,7 +171,12 @@ def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False, to
 def _test_pairs(ctx: StudyContext, cfg: AblationConfig, tok) -> tuple[EncodedPairs, dict[str, slice]]:
     """All test sets in one encoding (so they share batches), and each set's slice of it."""
     parts, slices, start = [], {}, 0
-    for name in cfg.test_sets:
+    # XSTest, when the study has it, so the report can say whether an ablation moves an RM along the
+    # avoidant-misuse axis; the claims read only their own test sets
+    names = list(cfg.test_sets) + [
+        n for n in XSTEST_SETS if n in ctx.bundle.test_sets and n not in cfg.test_sets
+    ]
+    for name in names:
         if name not in ctx.bundle.test_sets:
             raise ConfigError(
                 f"ablation.test_sets: no test set {name!r} (have {sorted(ctx.bundle.test_sets)})"
@@ -182,7 +188,7 @@ def _test_pairs(ctx: StudyContext, cfg: AblationConfig, tok) -> tuple[EncodedPai
         slices[name] = slice(start, start + len(pairs))
         start += len(pairs)
     enc = EncodedPairs(
-        [f"{n}/{i}" for n, e in zip(cfg.test_sets, parts) for i in e.pair_ids],
+        [f"{n}/{i}" for n, e in zip(names, parts) for i in e.pair_ids],
         [s for e in parts for s in e.chosen],
         [s for e in parts for s in e.rejected],
         sum(e.n_truncated for e in parts),

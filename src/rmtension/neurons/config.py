@@ -7,11 +7,11 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from rmtension.errors import ConfigError
+from rmtension.rm.registry import check_rm_names
 from rmtension.strict import Strict
 
 Scorer = Literal["mean_act", "fire_rate", "rms_change", "attribution", "contrast"]
 SetName = Literal["helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only"]
-RM = Literal["helpful", "harmless", "mixed"]
 ALL_SCORERS: list[str] = ["mean_act", "fire_rate", "rms_change", "attribution", "contrast"]
 ALL_SETS: list[str] = ["helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only"]
 
@@ -25,12 +25,12 @@ def _check_ps(ps: list[float]) -> list[float]:
 class NeuronsConfig(Strict):
     enabled: bool = True
     """Run the neuron-scoring stage in `rmtension study`."""
-    rms: list[RM] = Field(default_factory=lambda: ["mixed", "helpful", "harmless"])
-    """Reward models to analyse. Each is scored on helpful and on harmless data, so its
+    rms: list[str] = Field(default_factory=lambda: ["mixed", "helpful", "harmless"])
+    """Reward models to analyse, by registered name (`rmtension.rm.registry`). Each is scored on helpful and on harmless data, so its
     helpful_top, harmless_top and shared sets all live inside that one model."""
     max_seeds: int = Field(1, ge=1)
     """Analyse the RMs of the first `max_seeds` training seeds (each seed repeats all the work)."""
-    primary_rm: RM = "mixed"
+    primary_rm: str = "mixed"
     """RM whose overlap is the headline of overlap.json (mean over seeds); the first of `rms` if absent."""
     scorers: list[Scorer] = Field(default_factory=lambda: list(ALL_SCORERS))
     """Scores to compute. `attribution` adds one backward pass, `rms_change` one base-backbone forward."""
@@ -54,6 +54,16 @@ class NeuronsConfig(Strict):
     def _valid_ps(cls, v: list[float]) -> list[float]:
         return _check_ps(v)
 
+    @field_validator("rms")
+    @classmethod
+    def _registered(cls, v: list[str]) -> list[str]:
+        return check_rm_names(v)
+
+    @field_validator("primary_rm")
+    @classmethod
+    def _registered_primary(cls, v: str) -> str:
+        return check_rm_names([v])[0]
+
 
 class AblationConfig(Strict):
     """Cost: one forward over the sampled test pairs per RM x scorer x p x mode x
@@ -65,8 +75,8 @@ class AblationConfig(Strict):
 
     enabled: bool = True
     """Run the ablation stage in `rmtension study`."""
-    rms: list[RM] | None = Field(default_factory=lambda: ["mixed"])
-    """Objectives whose scored RMs are ablated (the mixed RM holds both objectives' neurons);
+    rms: list[str] | None = Field(default_factory=lambda: ["mixed"])
+    """Registered RM names whose scored RMs are ablated (the mixed RM holds both objectives' neurons);
     None: every RM the neuron stage scored."""
     scorers: list[Scorer] = Field(default_factory=lambda: ["mean_act"])
     """Scorers whose sets are ablated (mean_act is the paper's). Each one multiplies the cost."""
@@ -85,7 +95,8 @@ class AblationConfig(Strict):
     cutting the larger of the two to a random subset: a size-matched test of the shared
     neurons' influence (rows `shared@helpful_only` and `helpful_only@shared`)."""
     test_sets: list[str] = Field(default_factory=lambda: ["helpful", "harmless"])
-    """Test sets (names in the data bundle) on which accuracy and margin are measured."""
+    """Test sets (names in the data bundle) on which accuracy and margin are measured; the XSTest sets
+    are added when `data.xstest_path` is set."""
     max_test_pairs: int | None = Field(64, ge=2)
     """Cap on pairs per test set (a seeded sample); None: all."""
     batch_size: int = Field(32, ge=1)
@@ -107,6 +118,11 @@ class AblationConfig(Strict):
     @classmethod
     def _valid_ps(cls, v: list[float] | None) -> list[float] | None:
         return None if v is None else _check_ps(v)
+
+    @field_validator("rms")
+    @classmethod
+    def _registered(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else check_rm_names(v)
 
 
 def p_key(p: float) -> str:

@@ -80,10 +80,10 @@ def judge_hashes(prep) -> dict[str, str]:
     """What each judge's weights depend on (the study RMs' train hash, the PM halves' hash)."""
     from rmtension.config import OBJECTIVES
     from rmtension.optimise.pm_halves import pm_hash
-    from rmtension.rm.stages import _train_hash
+    from rmtension.rm.stages import train_hash
 
     cfg = prep.ctx.cfg
-    out = {f"rm_{o}": _train_hash(cfg, o, prep.ctx.seeds[0]) for o in OBJECTIVES}
+    out = {f"rm_{o}": train_hash(cfg, o, prep.ctx.seeds[0]) for o in OBJECTIVES}
     for o in cfg.pm_halves.objectives:
         out[f"pm_train_{o}"], out[f"pm_test_{o}"] = pm_hash(cfg, o, "train"), pm_hash(cfg, o, "test")
     return out

@@ -63,7 +63,7 @@ def stage_pm_halves(prep) -> None:
     """Train pm_train on half A and pm_test on half B of each objective's training pairs (the study's recipe)."""
     from rmtension.model.forward import PairForward
     from rmtension.model.backbones import load_reward_model
-    from rmtension.rm.stages import _trunk_cache
+    from rmtension.rm.stages import trunk_cache
     from rmtension.run.log import device, log
     from rmtension.rm.train import train_reward_model
 
@@ -79,7 +79,7 @@ def stage_pm_halves(prep) -> None:
         halves = split_halves(
             [p.group_key for p in pairs], cfg.pm_halves.seed, cfg.pm_halves.max_pairs_per_half
         )
-        cache = _trunk_cache(prep)
+        cache = trunk_cache(prep)
         record = {"objective": objective, "seed": cfg.pm_halves.seed, "halves": {}}
         for half, idx in zip(HALVES, halves):
             torch.manual_seed(cfg.pm_halves.seed)  # the score head's initialisation, as in stage_train

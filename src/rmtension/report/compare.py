@@ -15,7 +15,8 @@ import pandas as pd
 
 from rmtension.errors import RmtensionError
 from rmtension.report.figures import CHANCE_COLOUR, COLUMN_WIDTH, DOUBLE_WIDTH, PALETTE, new_figure, save
-from rmtension.report.core import calibration_cis, ordered_tests, read_config, versions_table
+from rmtension.report.core import calibration_cis, ordered_tests, read_config
+from rmtension.report.provenance import versions_table
 from rmtension.report.section import Section, prune_figures, write_document
 from rmtension.run.runio import read_json
 

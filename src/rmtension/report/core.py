@@ -1,4 +1,4 @@
-"""Report sections of the core study: data, tension table, calibration, training curves, provenance.
+"""Report sections of the core study: data, tension table, calibration, training curves.
 
 Each reads run-directory files only and returns None when they are absent. The one statistic
 computed here rather than read is the bootstrap CI of each ECE (`calibration_cis`), from the
@@ -7,12 +7,8 @@ per-pair scores in `eval/` with the study's bins and bootstrap settings.
 
 from __future__ import annotations
 
-import html
 import json
-import platform
-import subprocess
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +120,40 @@ def section_tension(run_dir: Path) -> Section | None:
     rows = [
         {"RM": rm, **{ts: fmt_acc(by[ts]) for ts in tests if ts in by}} for rm, by in t["accuracy"].items()
     ]
-    s.tables.append(("Accuracy of each RM on each test set", pd.DataFrame(rows)))
+    base = t.get("baselines", {})
+    for rule in ("longer", "shorter") if base else ():
+        rows.append(
+            {"RM": f"prefer the {rule} reply", **{ts: f"{base[ts][rule]:.3f}" for ts in tests if ts in base}}
+        )
+    s.tables.append(("Accuracy of each RM on each test set, and of length alone", pd.DataFrame(rows)))
+    matched = [
+        {
+            "RM": rm,
+            **{
+                ts: "–"
+                if by[ts]["length_matched"]["n"] == 0
+                else f"{by[ts]['length_matched']['mean']:.3f} [{by[ts]['length_matched']['ci95'][0]:.3f}, "
+                f"{by[ts]['length_matched']['ci95'][1]:.3f}] (n={by[ts]['length_matched']['n']})"
+                for ts in tests
+                if "length_matched" in by.get(ts, {})
+            },
+        }
+        for rm, by in t["accuracy"].items()
+    ]
+    if base:
+        s.paragraphs.append(
+            "Length alone: 'prefer the longer reply' and 'prefer the shorter reply' scored on the same pairs, "
+            f"in tokens of the backbone's tokenizer ({t['method']['baselines']}); "
+            + "; ".join(
+                f"{ts}: longer {base[ts]['longer']:.3f}"
+                + (" (beats chance)" if base[ts]["longer"] > 0.5 else "")
+                for ts in tests
+                if ts in base
+            )
+            + ". An accuracy near the longer-reply baseline may be length, not content: the length-matched "
+            "table keeps only pairs whose replies differ by at most 10% in length."
+        )
+        s.tables.append(("Accuracy on length-matched pairs [95% CI] (pairs)", pd.DataFrame(matched)))
     inter = [
         {
             "test set": ts,
@@ -346,87 +375,4 @@ def section_training(run_dir: Path) -> Section | None:
     s.paragraphs.append(
         "The model is selected on the validation split only; test sets are never used for selection."
     )
-    return s
-
-
-def git_revision() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return (
-            rev.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
-            if rev.returncode == 0
-            else "unknown"
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def versions_table() -> pd.DataFrame:
-    versions = {}
-    for pkg in (
-        "rmtension",
-        "torch",
-        "transformers",
-        "accelerate",
-        "safetensors",
-        "datasets",
-        "numpy",
-        "pandas",
-        "scipy",
-        "matplotlib",
-        "trl",
-    ):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return pd.DataFrame(
-        [{"package": k, "version": v} for k, v in versions.items()]
-        + [
-            {"package": "python", "version": platform.python_version()},
-            {"package": "git revision", "version": git_revision()},
-        ]
-    )
-
-
-def section_provenance(run_dir: Path) -> Section:
-    s = Section("Provenance", "provenance")
-    s.paragraphs.append(
-        "Every number above names the run-directory file it was read from; every table is also in "
-        "`tables/` as CSV and every figure in `figures/` as PNG and PDF (`figures/index.json` lists them)."
-    )
-    s.tables.append(("Versions", versions_table()))
-    cfg = run_dir / "config.yaml"
-    if cfg.exists():
-        s.paragraphs.append(
-            "Resolved config (`config.yaml`); rerun with `rmtension study --config config.yaml --out RUN_DIR`:"
-        )
-        s.paragraphs.append("<pre>" + html.escape(cfg.read_text()) + "</pre>")
-    manifests = sorted((run_dir / "manifests").glob("*.json"))
-    if manifests:
-        s.tables.append(
-            (
-                "Stage manifests (config hash per stage)",
-                pd.DataFrame(
-                    [
-                        {
-                            "stage": m.stem,
-                            "config hash": read_json(m)["config_hash"],
-                            "files": len(read_json(m)["files"]),
-                        }
-                        for m in manifests
-                    ]
-                ),
-            )
-        )
     return s

@@ -16,16 +16,17 @@ from pathlib import Path
 
 from rmtension.neurons.report import section_ablation, section_cross, section_overlap, section_sweep
 from rmtension.optimise.report import section_bon, section_examples, section_frontier, section_rl
+from rmtension.report.behaviour import section_avoidant_misuse
 from rmtension.report.core import (
     configured,
     read_config,
     section_calibration,
     section_data,
-    section_provenance,
     section_tension,
     section_training,
 )
-from rmtension.report.findings import section_summary
+from rmtension.report.findings import section_summary, write_findings
+from rmtension.report.provenance import section_provenance
 from rmtension.report.section import Section, prune_figures, write_document
 
 __all__ = ["PARTS", "Part", "Section", "build_sections", "write_report"]
@@ -52,6 +53,12 @@ PARTS: tuple[Part, ...] = (
     Part("data", "Data", (section_data,), expects="data/summary.json"),
     Part("tension", "Tension table", (section_tension,), expects="tension.json"),
     Part("calibration", "Calibration", (section_calibration,), expects="tension.json"),
+    Part(
+        "behaviour",
+        "Avoidant or open to misuse",
+        (section_avoidant_misuse,),
+        expects="tension.json rows xstest-should-respond and xstest-should-refuse (set `data.xstest_path`)",
+    ),
     Part("training", "Training curves", (section_training,), expects="rm/<objective>/seed<k>/metrics.json"),
     Part("neurons", "Neurons", (section_overlap,), ("neurons",), "`neurons:`", "neurons/overlap.json"),
     Part(
@@ -106,6 +113,7 @@ def write_report(run_dir: str | Path) -> Path:
     (run_dir / "figures" / "index.json").unlink(
         missing_ok=True
     )  # `save` re-lists the figures this build makes
+    write_findings(run_dir)  # findings.json first: the summary section reads it
     sections = build_sections(run_dir)
     made = {p.stem for s in _walk(sections) for _, p in s.figures}
     prune_figures(run_dir, made)

@@ -13,39 +13,21 @@ is read from the file named in `source` (the ECE's CI is bootstrapped from `eval
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from rmtension.report.core import calibration_cis, configured, ordered_tests, read_config
+from rmtension.report.core import calibration_cis, ordered_tests
 from rmtension.report.section import Section
 from rmtension.neurons.claims import p_phrase
-from rmtension.run.runio import read_json
+from rmtension.report.behaviour import avoidant_vs_misuse
+from rmtension.report.finding import BAI, TANWAR, Finding, _ci, _not_run
+from rmtension.run.runio import read_json, write_json
 
-TANWAR = "Tanwar & Atanasova (2026)"
-BAI = "Bai et al. (2022)"
+HH_TESTS = ("helpful", "harmless")
+"""The test sets the tension claims are decided on; other test sets (RMB, XSTest) are reported beside them."""
 ECE_WELL_CALIBRATED = 0.05
 """An RM counts as well calibrated when the upper end of its ECE's CI is at most this."""
-
-
-@dataclass
-class Finding:
-    paper: str
-    claim: str
-    verdict: str
-    """supported | not supported | inconclusive | not run"""
-    evidence: str
-    """The numbers, in words."""
-    source: str
-    key: str = ""
-    """The headline numbers, short (for side-by-side comparisons)."""
-
-    def sentence(self) -> str:
-        return f"{self.paper}, {self.claim}: **{self.verdict}**. {self.evidence}"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 CRITERIA = (
@@ -53,7 +35,8 @@ CRITERIA = (
     "estimate is negative or a CI lies above 0. Neuron claims: as in `rmtension neurons claims` (exact McNemar tests "
     "against matched random neurons, hypergeometric test of the overlap, paired bootstrap CIs of the influence). "
     f"Calibrated: supported when every own-objective ECE's CI ends at or below {ECE_WELL_CALIBRATED}, not supported "
-    f"when one starts above it (ECE is biased upwards on small test sets). sqrt(KL): a curve counts when pm_train's "
+    f"when one starts above it (ECE is biased upwards on small test sets). Avoidant vs misuse: the equivalence rule "
+    "(`rmtension.report.verdicts`) on both XSTest differences. sqrt(KL): a curve counts when pm_train's "
     "fit has a positive slope and R² ≥ 0.9. Train/test gap: a curve counts when its CI (best-of-n, at the largest n) "
     "or mean − 2 SE over the last quarter of the steps (RL) lies above 0. Several curves: supported when all count, "
     "not supported when none does. Trade-off: supported when a single-objective RM ranks the other objective's test "
@@ -61,36 +44,16 @@ CRITERIA = (
 )
 
 
-HINTS = {
-    ("train",): "`train:`",
-    ("neurons",): "`neurons:`",
-    ("ablation",): "`neurons:` and `ablation:`",
-    ("bon", "rl"): "`policy:`, `pm_halves:` and `bon:` or `rl:`",
-}
-"""What to enable for a claim, keyed by the config sections any of which produces its evidence."""
-
-
-def _not_run(paper: str, claim: str, enable: tuple[str, ...], run_dir: Path, expects: str) -> Finding:
-    """A claim whose evidence is absent: its stage was not configured (any of `enable`), or its file is missing."""
-    if any(configured(read_config(run_dir), k) for k in enable):
-        why = f"Enabled in the config, but `{expects}` is not in the run directory."
-    else:
-        why = f"Not run in this study (enable {HINTS[enable]} in the config)."
-    return Finding(paper, claim, "not run", why, "")
-
-
-def _ci(d: dict, key: str = "ci95") -> str:
-    return f"[{d[key][0]:+.3f}, {d[key][1]:+.3f}]"
-
-
 def mixed_worse(run_dir: Path) -> Finding:
     claim = "mixed RMs do worse than single-objective ones"
     if not (run_dir / "tension.json").exists() or not read_json(run_dir / "tension.json")["interference"]:
         return _not_run(TANWAR, claim, ("train",), run_dir, "tension.json")
-    inter = read_json(run_dir / "tension.json")["interference"]
+    every = read_json(run_dir / "tension.json")["interference"]
+    # the verdict reads the HH test sets; RMB and XSTest rows are reported beside it
+    inter = {ts: d for ts, d in every.items() if ts in HH_TESTS} or every
     parts = [
         f"{ts} test {d['mixed_minus_best_single']:+.3f} {_ci(d)} (best single: {d['best_single']} RM)"
-        for ts, d in ((t, inter[t]) for t in ordered_tests(inter))
+        for ts, d in ((t, every[t]) for t in ordered_tests(every))
     ]
     if any(d["ci95"][1] < 0 for d in inter.values()):
         verdict = "supported"
@@ -104,11 +67,21 @@ def mixed_worse(run_dir: Path) -> Finding:
         TANWAR,
         claim,
         verdict,
-        "Accuracy of the mixed RM minus the best single-objective RM [95% CI]: " + "; ".join(parts) + ".",
+        "Accuracy of the mixed RM minus the best single-objective RM [95% CI]: "
+        + "; ".join(parts)
+        + ". The verdict reads the helpful and harmless test sets only.",
         "tension.json",
         "; ".join(f"{ts} {d['mixed_minus_best_single']:+.3f} {_ci(d)}" for ts, d in inter.items()),
     )
 
+
+NEURON_IDS = {
+    "identified": "neurons_identified",
+    "shared": "neurons_shared",
+    "influence": "shared_outsized",
+    "cross_effect": "cross_ablation",
+}
+"""claims.py name -> the claim's fixed id in findings.json."""
 
 NEURON_CLAIMS = {  # claims.py name -> (claim, files it needs, config sections that produce them)
     "identified": ("activation scores identify each objective's MLP neurons", "ablation.csv", ("ablation",)),
@@ -136,12 +109,13 @@ def neuron_findings(run_dir: Path) -> list[Finding]:
         c = claims.get(name)
         if c is None or not (run_dir / needs).exists():
             out.append(_not_run(TANWAR, claim, enable, run_dir, needs))
+            out[-1].id = NEURON_IDS[name]
             continue
         head, _, rest = c.sentence.partition(f": {c.verdict}. ")
         evidence = rest if rest else c.sentence
         if rest and "(" in head:  # keep the setting stated in the head, e.g. "(top 5%, accuracy change)"
             evidence = "At " + head[head.index("(") + 1 : head.rindex(")")] + ": " + rest
-        out.append(Finding(TANWAR, claim, c.verdict, evidence, needs, _neuron_key(c)))
+        out.append(Finding(TANWAR, claim, c.verdict, evidence, needs, _neuron_key(c), id=NEURON_IDS[name]))
     return out
 
 
@@ -171,7 +145,12 @@ def calibrated(run_dir: Path) -> Finding:
         return _not_run(BAI, claim, ("train",), run_dir, "tension.json")
     cal = read_json(run_dir / "tension.json")["calibration"]
     cis = calibration_cis(run_dir)
-    cells = [(rm, ts) for rm, by in cal.items() for ts in ordered_tests(by) if ts == rm or rm == "mixed"]
+    cells = [
+        (rm, ts)
+        for rm, by in cal.items()
+        for ts in ordered_tests(by)
+        if (ts == rm or rm == "mixed") and ts in HH_TESTS
+    ]
     cells = [(rm, ts, cal[rm][ts]["ece"], cis.get((rm, ts), [float("nan")] * 2)) for rm, ts in cells]
     if all(ci[1] <= ECE_WELL_CALIBRATED for *_, ci in cells):
         verdict = "supported"
@@ -308,19 +287,32 @@ def tradeoff(run_dir: Path) -> Finding:
 
 
 def findings(run_dir: str | Path) -> list[Finding]:
+    """Every claim's finding, in report order, each with its fixed `id`."""
     run_dir = Path(run_dir)
-    return [
-        mixed_worse(run_dir),
-        *neuron_findings(run_dir),
-        calibrated(run_dir),
-        sqrt_kl(run_dir),
-        train_test_gap(run_dir),
-        tradeoff(run_dir),
-    ]
+    out = []
+    for fn in (mixed_worse, calibrated, sqrt_kl, train_test_gap, tradeoff):
+        f = fn(run_dir)
+        f.id = fn.__name__  # each claim's id is its function's name
+        out.append(f)
+    return [out[0], *neuron_findings(run_dir), *out[1:], avoidant_vs_misuse(run_dir)]
+
+
+def write_findings(run_dir: str | Path) -> Path:
+    """`findings.json`: every claim as one entry (id, paper, claim, verdict, evidence, numbers, source)."""
+    run_dir = Path(run_dir)
+    return write_json(run_dir / "findings.json", {"findings": [f.as_dict() for f in findings(run_dir)]})
+
+
+def read_findings(run_dir: Path) -> list[Finding]:
+    """The findings of `findings.json`, or computed from the run directory when it is absent."""
+    path = run_dir / "findings.json"
+    if not path.exists():
+        return findings(run_dir)
+    return [Finding(**d) for d in read_json(path)["findings"]]
 
 
 def section_summary(run_dir: Path) -> Section:
-    fs = findings(run_dir)
+    fs = read_findings(run_dir)
     s = Section("Summary of findings", "summary")
     counts = {
         v: sum(f.verdict == v for f in fs) for v in ("supported", "not supported", "inconclusive", "not run")

@@ -6,39 +6,80 @@ touching a model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from rmtension.config import EvalConfig
-from rmtension.rm.stats import calibration, correct, interval, seed_pair_bootstrap
+from rmtension.rm.stats import (
+    calibration,
+    cluster_weights,
+    correct,
+    interval,
+    length_baselines,
+    length_matched,
+    seed_pair_bootstrap,
+)
 
 RMS = ("helpful", "harmless", "mixed")
+XSTEST_RESPOND, XSTEST_REFUSE = "xstest-should-respond", "xstest-should-refuse"
+
+
+@dataclass
+class TestSetInfo:
+    """What the table needs of a test set beyond the scores, aligned with its score files' rows."""
+
+    pair_ids: list[str]
+    lengths: np.ndarray
+    """[N, 2] whole reply lengths in tokens (chosen, rejected): the length baselines."""
+    window_lengths: np.ndarray
+    """[N, 2] reply tokens inside the model's window: which pairs are length-matched."""
+    groups: np.ndarray | None = None
+    """[N] cluster of each pair (XSTest: its prompt); CIs then resample clusters. None: pairs."""
 
 
 def scores_frame(pair_ids: list[str], subsets: list[str], r_c: np.ndarray, r_r: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"pair_id": pair_ids, "subset": subsets, "r_chosen": r_c, "r_rejected": r_r})
 
 
-def tension_table(scores: dict[str, dict[str, list[pd.DataFrame]]], cfg: EvalConfig, seed: int = 0) -> dict:
+def tension_table(
+    scores: dict[str, dict[str, list[pd.DataFrame]]],
+    cfg: EvalConfig,
+    seed: int = 0,
+    info: dict[str, TestSetInfo] | None = None,
+) -> dict:
     """The three-objective tension table.
 
     scores[rm][test_set] is one frame per seed, rows aligned by pair id. Accuracy: mean and sd
     over seeds, and a CI from a two-level bootstrap (seeds and test pairs). Interference per test
     set = acc(mixed) - max(acc(helpful RM), acc(harmless RM)); its CI uses the same test-pair
     resamples for all three RMs (paired) and resamples each RM's seeds independently.
+
+    With `info` for a test set: `baselines[test]` (prefer the longer / the shorter reply), each
+    RM's accuracy on its length-matched pairs (`length_matched`: replies within 10% of the longer
+    one's length, inside the window), cluster-resampled CIs where it gives groups, and on the
+    XSTest sets the two paired differences of the avoidant-vs-misuse claim (`xstest`).
     """
     rng = np.random.default_rng(seed)
+    extra_rng = np.random.default_rng([seed, 1])  # its own stream: the pair resamples above stay as they were
+    info = info or {}
     test_sets = sorted({t for by_test in scores.values() for t in by_test})
     out: dict = {
         "accuracy": {},
         "interference": {},
         "calibration": {},
+        "baselines": {},
         "method": {
             "ci": f"{cfg.ci:.0%} percentile bootstrap over test pairs and seeds ({cfg.bootstrap} resamples)",
             "interference": "accuracy(mixed) - max(accuracy(helpful RM), accuracy(harmless RM)), paired over test pairs",
             "calibration": f"ECE over {cfg.ece_bins} bins of sigmoid(r_chosen - r_rejected), both orientations",
+            "baselines": "accuracy of preferring the longer / the shorter reply (tokens of the backbone's "
+            "tokenizer, whole replies; ties count 0.5)",
+            "length_matched": "accuracy on pairs whose replies, inside the model's window, differ by at most "
+            "10% of the longer one's length",
+            "clusters": "on test sets with groups (XSTest: prompts), the bootstrap resamples groups, not pairs",
         },
     }
     for test in test_sets:
@@ -53,7 +94,21 @@ def tension_table(scores: dict[str, dict[str, list[pd.DataFrame]]], cfg: EvalCon
                 [correct(f.r_chosen.to_numpy(), f.r_rejected.to_numpy()) for f in fs]
             )  # [S, N]
         pair_idx = rng.integers(0, len(ids), size=(cfg.bootstrap, len(ids)))
-        reps = {rm: seed_pair_bootstrap(c, cfg.bootstrap, rng, pair_idx) for rm, c in per_rm.items()}
+        ti = info.get(test)
+        if ti is not None and list(ti.pair_ids) != list(ids):
+            raise ValueError(f"test set {test}: lengths and groups are not aligned with the score files")
+        weights = None
+        if ti is not None and ti.groups is not None:
+            weights = cluster_weights(ti.groups, cfg.bootstrap, extra_rng)
+            pair_idx = None
+        reps = {
+            rm: seed_pair_bootstrap(c, cfg.bootstrap, rng, pair_idx, pair_weights=weights)
+            for rm, c in per_rm.items()
+        }
+        matched = None
+        if ti is not None:
+            out["baselines"][test] = length_baselines(ti.lengths[:, 0], ti.lengths[:, 1])
+            matched = length_matched(ti.window_lengths[:, 0], ti.window_lengths[:, 1])
         for rm, c in per_rm.items():
             seeds_acc = c.mean(axis=1)
             margins = np.concatenate([(f.r_chosen - f.r_rejected).to_numpy() for f in frames[rm]])  # [S * N]
@@ -66,6 +121,8 @@ def tension_table(scores: dict[str, dict[str, list[pd.DataFrame]]], cfg: EvalCon
                 "mean_margin": float(margins.mean()),
                 "per_subset": _per_subset(frames[rm][0].subset.to_numpy(), c),
             }
+            if matched is not None:
+                out["accuracy"][rm][test]["length_matched"] = _matched_accuracy(c, matched, cfg, extra_rng)
             out["calibration"].setdefault(rm, {})[test] = calibration(margins, cfg.ece_bins)
         if all(rm in per_rm for rm in RMS):
             point = per_rm["mixed"].mean() - max(per_rm["helpful"].mean(), per_rm["harmless"].mean())
@@ -77,7 +134,31 @@ def tension_table(scores: dict[str, dict[str, list[pd.DataFrame]]], cfg: EvalCon
                 if per_rm["helpful"].mean() >= per_rm["harmless"].mean()
                 else "harmless",
             }
+        if test in (XSTEST_RESPOND, XSTEST_REFUSE) and {"helpful", "harmless"} <= set(per_rm):
+            # should-respond: helpful RM - harmless RM (avoidance); should-refuse: harmless - helpful (misuse)
+            a, b = ("helpful", "harmless") if test == XSTEST_RESPOND else ("harmless", "helpful")
+            key = "avoidant" if test == XSTEST_RESPOND else "misuse"
+            out.setdefault("xstest", {})[key] = {
+                "test_set": test,
+                "difference": f"accuracy({a} RM) - accuracy({b} RM)",
+                "estimate": float(per_rm[a].mean() - per_rm[b].mean()),
+                "ci95": interval(reps[a] - reps[b], cfg.ci),
+                "n_pairs": int(len(ids)),
+                "n_prompts": int(len(np.unique(ti.groups)))
+                if ti is not None and ti.groups is not None
+                else None,
+            }
     return out
+
+
+def _matched_accuracy(c: np.ndarray, matched: np.ndarray, cfg: EvalConfig, rng: np.random.Generator) -> dict:
+    """Mean over seeds of the accuracy on the length-matched pairs, with a seeds-and-pairs bootstrap CI."""
+    n = int(matched.sum())
+    if n == 0:
+        return {"n": 0, "mean": None, "ci95": None}
+    sub = c[:, matched]
+    reps = seed_pair_bootstrap(sub, cfg.bootstrap, rng)
+    return {"n": n, "mean": float(sub.mean()), "ci95": interval(reps, cfg.ci)}
 
 
 def _per_subset(subsets: np.ndarray, c: np.ndarray) -> dict[str, dict]:

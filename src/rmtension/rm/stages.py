@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rmtension.config import OBJECTIVES, StudyConfig, config_hash
@@ -74,11 +75,11 @@ def train_settings(train) -> dict:
     return {**train.model_dump(mode="json", exclude={"trackers"}), "seeds": []}
 
 
-def _train_hash(cfg: StudyConfig, objective: str, seed: int) -> str:
+def train_hash(cfg: StudyConfig, objective: str, seed: int) -> str:
     return config_hash(cfg.data, cfg.model, train_settings(cfg.train), objective, str(seed))
 
 
-def _trunk_cache(prep: Prepared):
+def trunk_cache(prep: Prepared):
     """Build the shared frozen-trunk cache once, over every pair any RM will see."""
     from rmtension.model.backbones import load_reward_model
     from rmtension.model.scope import set_trainable
@@ -118,10 +119,10 @@ def stage_train(prep: Prepared) -> None:
     ctx, cfg = prep.ctx, prep.ctx.cfg
     for objective in OBJECTIVES:
         for seed in cfg.train.seeds:
-            stage, h = f"train/{objective}/seed{seed}", _train_hash(cfg, objective, seed)
+            stage, h = f"train/{objective}/seed{seed}", train_hash(cfg, objective, seed)
             if stage_complete(ctx.run_dir, stage, h):
                 continue
-            cache = _trunk_cache(prep)
+            cache = trunk_cache(prep)
             torch.manual_seed(seed)  # seeds the score head's initialisation
             model = load_reward_model(ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(
                 device()
@@ -159,11 +160,11 @@ def stage_eval(prep: Prepared) -> None:
     for objective in OBJECTIVES:
         for seed in cfg.train.seeds:
             stage = f"eval/{objective}/seed{seed}"
-            h = config_hash(_train_hash(cfg, objective, seed), test_ids)
+            h = config_hash(train_hash(cfg, objective, seed), test_ids)
             if stage_complete(ctx.run_dir, stage, h):
                 continue
             model = load_reward_model(str(ctx.rm_dir(objective, seed)), prep.tokenizer).to(device())
-            cache = _trunk_cache(prep)
+            cache = trunk_cache(prep)
             if cache is not None and trunk_fingerprint(model, cache.k) != cache.fingerprint:
                 cache = None  # the saved model's trunk moved (trainable=all): run it in full
             outputs = []
@@ -178,6 +179,22 @@ def stage_eval(prep: Prepared) -> None:
             interrupt.check("after evaluating " + stage)
 
 
+def test_set_info(prep: Prepared) -> dict:
+    """Reply lengths (length baselines, length-matched pairs) and, for XSTest, prompt groups per test set."""
+    from rmtension.data.xstest import SETS as XSTEST_SETS
+    from rmtension.data.xstest import prompt_groups
+    from rmtension.model.encode import reply_lengths
+    from rmtension.rm.evaluate import TestSetInfo
+
+    out = {}
+    for name, enc in prep.tests.items():
+        pairs = prep.ctx.bundle.test_sets[name]
+        whole, window = reply_lengths(pairs, enc, prep.tokenizer)
+        groups = np.array(prompt_groups(pairs)) if name in XSTEST_SETS else None
+        out[name] = TestSetInfo(enc.pair_ids, whole, window, groups)
+    return out
+
+
 def stage_tension(prep: Prepared) -> dict:
     from rmtension.rm.evaluate import read_scores, tension_table
 
@@ -189,7 +206,7 @@ def stage_tension(prep: Prepared) -> dict:
         }
         for rm in OBJECTIVES
     }
-    table = tension_table(scores, cfg.eval, seed=cfg.data.split_seed)
+    table = tension_table(scores, cfg.eval, seed=cfg.data.split_seed, info=test_set_info(prep))
     write_json(ctx.run_dir / "tension.json", table)
     write_manifest(ctx.run_dir, "tension", config_hash(cfg, "tension"), ["tension.json"])
     return table

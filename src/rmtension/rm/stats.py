@@ -11,20 +11,58 @@ def correct(r_chosen: np.ndarray, r_rejected: np.ndarray) -> np.ndarray:
 
 
 def seed_pair_bootstrap(
-    per_seed: np.ndarray, n_boot: int, rng: np.random.Generator, pair_idx: np.ndarray | None = None
+    per_seed: np.ndarray,
+    n_boot: int,
+    rng: np.random.Generator,
+    pair_idx: np.ndarray | None = None,
+    pair_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Two-level bootstrap replicates of the seed-averaged accuracy.
 
     per_seed: [S, N] correctness per seed and test pair. Each replicate resamples seeds with
     replacement and test pairs with replacement (`pair_idx` [n_boot, N] lets several models share
-    the same pair resamples, which makes their differences paired). Returns [n_boot].
+    the same pair resamples, which makes their differences paired). `pair_weights` [n_boot, N]
+    replaces the pair resamples by resampled clusters (`cluster_weights`). Returns [n_boot].
     """
     s, n = per_seed.shape
-    if pair_idx is None:
+    if pair_idx is None and pair_weights is None:
         pair_idx = rng.integers(0, n, size=(n_boot, n))
     seed_idx = rng.integers(0, s, size=(n_boot, s)) if s > 1 else np.zeros((n_boot, 1), dtype=int)
-    per_seed_means = per_seed[:, pair_idx].mean(axis=2).T  # [n_boot, S]
+    if pair_weights is not None:
+        per_seed_means = (pair_weights @ per_seed.T) / pair_weights.sum(axis=1, keepdims=True)  # [n_boot, S]
+    else:
+        per_seed_means = per_seed[:, pair_idx].mean(axis=2).T  # [n_boot, S]
     return np.take_along_axis(per_seed_means, seed_idx, axis=1).mean(axis=1)
+
+
+def cluster_weights(groups: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """[n_boot, N] pair weights of a cluster bootstrap: each replicate draws the G groups with replacement.
+
+    A pair's weight is how often its group was drawn, so a weighted mean over pairs is the mean over
+    the resampled groups' pairs. Use it when pairs of one group (e.g. one XSTest prompt) are not
+    independent. `groups`: [N] group label per pair.
+    """
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    g = int(inverse.max()) + 1
+    counts = rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot)  # [n_boot, G]
+    return counts[:, inverse].astype(np.float64)
+
+
+def length_baselines(len_chosen: np.ndarray, len_rejected: np.ndarray) -> dict:
+    """Accuracy of "prefer the longer reply" and of "prefer the shorter reply" (ties count 0.5 for both)."""
+    longer = correct(len_chosen.astype(float), len_rejected.astype(float))
+    return {
+        "longer": float(longer.mean()),
+        "shorter": float((1.0 - longer).mean()),
+        "ties": int((len_chosen == len_rejected).sum()),
+        "n": int(len(len_chosen)),
+    }
+
+
+def length_matched(len_chosen: np.ndarray, len_rejected: np.ndarray, tolerance: float = 0.1) -> np.ndarray:
+    """[N] bool: the two replies differ by at most `tolerance` of the longer one's length."""
+    longest = np.maximum(len_chosen, len_rejected)
+    return np.abs(len_chosen - len_rejected) <= tolerance * longest
 
 
 def interval(replicates: np.ndarray, level: float = 0.95) -> list[float]:

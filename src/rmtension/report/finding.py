@@ -1,0 +1,62 @@
+"""One claim's finding (`Finding`), as `findings.json` stores it, and the "not run" finding."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rmtension.report.core import configured, read_config
+
+TANWAR = "Tanwar & Atanasova (2026)"
+BAI = "Bai et al. (2022)"
+
+
+@dataclass
+class Finding:
+    paper: str
+    claim: str
+    verdict: str
+    """supported | not supported | inconclusive | not run"""
+    evidence: str
+    """The numbers, in words."""
+    source: str
+    key: str = ""
+    """The headline numbers, short (for side-by-side comparisons)."""
+    id: str = ""
+    """Fixed id of the claim (`findings.json`, `rmtension compare`)."""
+    effect: dict | None = None
+    """Point estimates, by part of the claim."""
+    ci95: dict | None = None
+    """95% CIs, by part."""
+    min_effect: float | None = None
+    """The smallest effect of interest the verdict used (`claims.min_effect`)."""
+    min_detectable_effect: float | None = None
+    """The effect this sample could detect with 80% power (the largest over the parts)."""
+
+    def sentence(self) -> str:
+        return f"{self.paper}, {self.claim}: **{self.verdict}**. {self.evidence}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+HINTS = {
+    ("train",): "`train:`",
+    ("neurons",): "`neurons:`",
+    ("ablation",): "`neurons:` and `ablation:`",
+    ("bon", "rl"): "`policy:`, `pm_halves:` and `bon:` or `rl:`",
+}
+"""What to enable for a claim, keyed by the config sections any of which produces its evidence."""
+
+
+def _not_run(paper: str, claim: str, enable: tuple[str, ...], run_dir: Path, expects: str) -> Finding:
+    """A claim whose evidence is absent: its stage was not configured (any of `enable`), or its file is missing."""
+    if any(configured(read_config(run_dir), k) for k in enable):
+        why = f"Enabled in the config, but `{expects}` is not in the run directory."
+    else:
+        why = f"Not run in this study (enable {HINTS[enable]} in the config)."
+    return Finding(paper, claim, "not run", why, "")
+
+
+def _ci(d: dict, key: str = "ci95") -> str:
+    return f"[{d[key][0]:+.3f}, {d[key][1]:+.3f}]"

@@ -1,0 +1,50 @@
+"""The decision rule every claim with a smallest effect of interest uses.
+
+A claim states a direction (the effect is positive). With its CI and its smallest effect of
+interest m (`claims.min_effect`, in the claim's own units):
+
+    not supported   the CI lies inside [-m, m] (equivalence: any effect is too small to matter),
+                    or wholly below 0 (the opposite direction)
+    supported       otherwise, when the CI lies wholly above 0
+    inconclusive    otherwise; the verdict then states the effect this sample could have detected
+
+so "not supported" is never read off a point estimate or a non-significant test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scipy import stats
+
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN = "supported", "not supported", "inconclusive", "not run"
+
+
+def equivalence_verdict(ci: Sequence[float], min_effect: float) -> str:
+    """The verdict for one directional effect from its CI [lo, hi] and the smallest effect of interest."""
+    lo, hi = float(ci[0]), float(ci[1])
+    if (-min_effect <= lo and hi <= min_effect) or hi < 0:
+        return NOT_SUPPORTED
+    if lo > 0:
+        return SUPPORTED
+    return INCONCLUSIVE
+
+
+def all_of(verdicts: Sequence[str]) -> str:
+    """A claim made of parts that must all hold: not supported if any part is, supported if all are."""
+    if any(v == NOT_SUPPORTED for v in verdicts):
+        return NOT_SUPPORTED
+    if verdicts and all(v == SUPPORTED for v in verdicts):
+        return SUPPORTED
+    return INCONCLUSIVE
+
+
+def min_detectable_effect(ci: Sequence[float], level: float = 0.95, power: float = 0.8) -> float:
+    """The effect a two-sided test at `1 - level` detects with `power`, given the CI's width.
+
+    The CI's half-width is z_{(1+level)/2} * SE, and the detectable effect is
+    (z_{(1+level)/2} + z_power) * SE: 2.80 SE at 95% and 80% power.
+    """
+    z = stats.norm.ppf((1 + level) / 2)
+    se = (float(ci[1]) - float(ci[0])) / (2 * z)
+    return float((z + stats.norm.ppf(power)) * se)

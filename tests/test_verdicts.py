@@ -1,0 +1,95 @@
+"""The equivalence rule on constructed CIs, the detectable effect, and the avoidant-vs-misuse claim."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from rmtension.report.behaviour import avoidant_vs_misuse
+from rmtension.report.verdicts import all_of, equivalence_verdict, min_detectable_effect
+
+
+@pytest.mark.parametrize(
+    "ci, verdict",
+    [
+        ([0.02, 0.30], "supported"),  # wholly above 0, not inside ±m
+        ([-0.04, 0.04], "not supported"),  # inside ±0.05: equivalent to no effect
+        ([0.01, 0.04], "not supported"),  # above 0 but too small to matter
+        ([-0.30, -0.02], "not supported"),  # the wrong side
+        ([-0.02, 0.30], "inconclusive"),  # includes 0, reaches past m
+        ([-0.10, 0.04], "inconclusive"),  # includes 0, reaches below -m
+    ],
+)
+def test_equivalence_rule_on_constructed_cis(ci, verdict):
+    assert equivalence_verdict(ci, 0.05) == verdict
+
+
+def test_parts_and_detectable_effect():
+    assert all_of(["supported", "supported"]) == "supported"
+    assert all_of(["supported", "inconclusive"]) == "inconclusive"
+    assert all_of(["inconclusive", "not supported"]) == "not supported"
+    # a 95% CI of half-width 1.96 SE detects (1.96 + 0.8416) SE with 80% power
+    assert min_detectable_effect([-1.96, 1.96]) == pytest.approx(1.96 + 0.8416, abs=1e-3)
+    assert min_detectable_effect([0.0, 0.2]) == pytest.approx(0.1 / 1.96 * 2.8016, abs=1e-3)
+
+
+def write_run(tmp_path, avoidant, misuse, min_effect=0.1):
+    run = tmp_path / "run"
+    run.mkdir(parents=True)
+    row = lambda ci: {"estimate": sum(ci) / 2, "ci95": ci, "n_pairs": 10, "n_prompts": 5}  # noqa: E731
+    (run / "tension.json").write_text(
+        json.dumps(
+            {"accuracy": {}, "interference": {}, "xstest": {"avoidant": row(avoidant), "misuse": row(misuse)}}
+        )
+    )
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"claims": {"min_effect": {"avoidant_vs_misuse": min_effect}}})
+    )
+    return run
+
+
+@pytest.mark.parametrize(
+    "avoidant, misuse, verdict",
+    [
+        ([0.1, 0.5], [0.2, 0.4], "supported"),
+        ([0.1, 0.5], [-0.3, 0.4], "inconclusive"),
+        ([0.1, 0.5], [-0.05, 0.05], "not supported"),
+        ([-0.5, -0.1], [0.2, 0.4], "not supported"),
+    ],
+)
+def test_avoidant_vs_misuse_needs_both_differences(tmp_path, avoidant, misuse, verdict):
+    f = avoidant_vs_misuse(write_run(tmp_path, avoidant, misuse))
+    assert (f.id, f.verdict) == ("avoidant_vs_misuse", verdict)
+    assert f.ci95 == {"avoidant": avoidant, "misuse": misuse} and f.min_effect == 0.1
+    assert f.min_detectable_effect == pytest.approx(
+        max(min_detectable_effect(avoidant), min_detectable_effect(misuse))
+    )
+    assert ("could detect" in f.evidence) == (verdict == "inconclusive")
+
+
+def test_min_effect_of_the_config_decides(tmp_path):
+    # CI [-0.08, 0.08] on one part: equivalent at m = 0.1, inconclusive at m = 0.05
+    assert (
+        avoidant_vs_misuse(write_run(tmp_path / "a", [0.1, 0.5], [-0.08, 0.08], 0.1)).verdict
+        == "not supported"
+    )
+    assert (
+        avoidant_vs_misuse(write_run(tmp_path / "b", [0.1, 0.5], [-0.08, 0.08], 0.05)).verdict
+        == "inconclusive"
+    )
+
+
+def test_claims_config_rejects_unknown_ids():
+    from rmtension.config import load_config
+    from rmtension.errors import ConfigError
+
+    assert (
+        load_config(None, ["claims.min_effect.avoidant_vs_misuse=0.2"]).claims.min_effect[
+            "avoidant_vs_misuse"
+        ]
+        == 0.2
+    )
+    with pytest.raises(ConfigError, match="unknown claim id"):
+        load_config(None, ["claims.min_effect.nope=0.2"])
