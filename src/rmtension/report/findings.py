@@ -21,6 +21,7 @@ from rmtension.report.core import calibration_cis, ordered_tests
 from rmtension.report.section import Section
 from rmtension.neurons.claims import p_phrase
 from rmtension.report.behaviour import avoidant_vs_misuse
+from rmtension.report.conflict import conflict_tracks_shared_neurons, pcgrad_reduces_interference
 from rmtension.report.finding import BAI, TANWAR, Finding, _ci, _not_run
 from rmtension.run.runio import read_json, write_json
 
@@ -294,7 +295,8 @@ def findings(run_dir: str | Path) -> list[Finding]:
         f = fn(run_dir)
         f.id = fn.__name__  # each claim's id is its function's name
         out.append(f)
-    return [out[0], *neuron_findings(run_dir), *out[1:], avoidant_vs_misuse(run_dir)]
+    extensions = [pcgrad_reduces_interference(run_dir), conflict_tracks_shared_neurons(run_dir)]
+    return [out[0], *neuron_findings(run_dir), *out[1:], avoidant_vs_misuse(run_dir), *extensions]
 
 
 def write_findings(run_dir: str | Path) -> Path:
@@ -318,7 +320,9 @@ def section_summary(run_dir: Path) -> Section:
         v: sum(f.verdict == v for f in fs) for v in ("supported", "not supported", "inconclusive", "not run")
     }
     s.paragraphs.append(
-        f"{len(fs)} claims of {TANWAR} and {BAI}: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."
+        f"{len(fs)} claims of {TANWAR}, {BAI} and rmtension's own measurements: "
+        + ", ".join(f"{n} {v}" for v, n in counts.items())
+        + "."
     )
     s.paragraphs += [f.sentence() for f in fs]
     s.tables.append(

@@ -134,6 +134,12 @@ def tension_table(
                 if per_rm["helpful"].mean() >= per_rm["harmless"].mean()
                 else "harmless",
             }
+        if {"mixed", "mixed_pcgrad"} <= set(per_rm):  # paired: same pair resamples, seeds resampled per RM
+            out.setdefault("pcgrad", {})[test] = {
+                "difference": "accuracy(mixed_pcgrad) - accuracy(mixed)",
+                "estimate": float(per_rm["mixed_pcgrad"].mean() - per_rm["mixed"].mean()),
+                "ci95": interval(reps["mixed_pcgrad"] - reps["mixed"], cfg.ci),
+            }
         if test in (XSTEST_RESPOND, XSTEST_REFUSE) and {"helpful", "harmless"} <= set(per_rm):
             # should-respond: helpful RM - harmless RM (avoidance); should-refuse: harmless - helpful (misuse)
             a, b = ("helpful", "harmless") if test == XSTEST_RESPOND else ("harmless", "helpful")

@@ -49,3 +49,4 @@ def check_rm_names(names: list[str]) -> list[str]:
 register("helpful", "helpful", "trained on helpfulness pairs only")
 register("harmless", "harmless", "trained on harmlessness pairs only")
 register("mixed", "mixed", "trained on both objectives' pairs (data.mix)")
+register("mixed_pcgrad", "mixed", "the mixed RM's data and seeds, trained with PCGrad (train.pcgrad)")

@@ -19,6 +19,7 @@ from rmtension.config import OBJECTIVES, StudyConfig, config_hash
 from rmtension.data.stage import stage_data
 from rmtension.model.encode import EncodedPairs, encode_pairs
 from rmtension.run import dist, interrupt
+from rmtension.rm.registry import REGISTRY
 from rmtension.run.context import StudyContext
 from rmtension.run.log import device, log
 from rmtension.run.runio import inside, stage_complete, write_csv, write_json, write_manifest
@@ -70,13 +71,43 @@ def prepare(run_dir: Path, cfg: StudyConfig) -> Prepared:
     return prep
 
 
+MIXED_ONLY = ("conflict_every", "pcgrad", "pcgrad_scope")
+"""Training settings that concern only RMs trained on mixed data (conflict measurement, PCGrad)."""
+
+
 def train_settings(train) -> dict:
-    """The training settings a reward model's weights depend on: all but the seed list and the trackers."""
-    return {**train.model_dump(mode="json", exclude={"trackers"}), "seeds": []}
+    """The training settings a single-objective RM's weights depend on: not the seed list, the trackers
+    or the mixed-only settings (so switching conflict measurement on retrains no single-objective RM)."""
+    return {**train.model_dump(mode="json", exclude={"trackers", *MIXED_ONLY}), "seeds": []}
 
 
 def train_hash(cfg: StudyConfig, objective: str, seed: int) -> str:
-    return config_hash(cfg.data, cfg.model, train_settings(cfg.train), objective, str(seed))
+    """Hash of what RM `objective` (a registered name) at `seed` depends on."""
+    parts = [cfg.data, cfg.model, train_settings(cfg.train), objective, str(seed)]
+    if REGISTRY[objective].data == "mixed":
+        extra = {"conflict_every": cfg.train.conflict_every}
+        if objective == "mixed_pcgrad":
+            extra["pcgrad_scope"] = cfg.train.pcgrad_scope
+        if any(v is not None for v in extra.values()):  # off: the hash a mixed RM had before these settings
+            parts.append(extra)
+    return config_hash(*parts)
+
+
+def study_rms(cfg: StudyConfig) -> list[str]:
+    """The RMs the study trains per seed, by registered name: the three objectives, plus `mixed_pcgrad`."""
+    return list(OBJECTIVES) + (["mixed_pcgrad"] if cfg.train.pcgrad else [])
+
+
+def pair_objectives(prep: Prepared, data: str) -> np.ndarray | None:
+    """[N] objective code of each training pair of a mixed RM (`rm.conflict.HELPFUL`/`HARMLESS`); None otherwise."""
+    from rmtension.data.objectives import objective_subsets
+    from rmtension.rm.conflict import HARMLESS, HELPFUL
+
+    if data != "mixed":
+        return None
+    harmless = set(objective_subsets(prep.ctx.cfg.data)["harmless"])
+    pairs = prep.ctx.bundle.splits["mixed"]["train"]
+    return np.array([HARMLESS if p.subset in harmless else HELPFUL for p in pairs], dtype=np.int64)
 
 
 def trunk_cache(prep: Prepared):
@@ -117,7 +148,8 @@ def stage_train(prep: Prepared) -> None:
     from rmtension.model.trunk import trunk_fingerprint
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
-    for objective in OBJECTIVES:
+    for objective in study_rms(cfg):
+        data = REGISTRY[objective].data
         for seed in cfg.train.seeds:
             stage, h = f"train/{objective}/seed{seed}", train_hash(cfg, objective, seed)
             if stage_complete(ctx.run_dir, stage, h):
@@ -130,16 +162,18 @@ def stage_train(prep: Prepared) -> None:
             if cache is not None and trunk_fingerprint(model, cache.k) != cache.fingerprint:
                 raise RuntimeError("backbone trunk differs from the cached trunk")
             out = ctx.rm_dir(objective, seed)
-            log(f"training {objective} RM, seed {seed}: {len(prep.train[objective])} pairs")
+            log(f"training {objective} RM, seed {seed}: {len(prep.train[data])} pairs")
             res = train_reward_model(
                 model,
                 prep.tokenizer,
-                prep.train[objective],
-                prep.val[objective],
+                prep.train[data],
+                prep.val[data],
                 cfg.train,
                 seed,
                 out,
                 cache=cache,
+                objectives=pair_objectives(prep, data),
+                pcgrad=objective == "mixed_pcgrad",
             )
             log(
                 f"  best val accuracy {res.best_val_accuracy:.3f} at step {res.best_step}, "
@@ -157,7 +191,7 @@ def stage_eval(prep: Prepared) -> None:
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     test_ids = {t: e.pair_ids for t, e in prep.tests.items()}
-    for objective in OBJECTIVES:
+    for objective in study_rms(cfg):
         for seed in cfg.train.seeds:
             stage = f"eval/{objective}/seed{seed}"
             h = config_hash(train_hash(cfg, objective, seed), test_ids)
@@ -204,7 +238,7 @@ def stage_tension(prep: Prepared) -> dict:
             t: [read_scores(inside(ctx.run_dir, "eval", rm, f"seed{s}", f"{t}.csv")) for s in cfg.train.seeds]
             for t in prep.tests
         }
-        for rm in OBJECTIVES
+        for rm in study_rms(cfg)
     }
     table = tension_table(scores, cfg.eval, seed=cfg.data.split_seed, info=test_set_info(prep))
     write_json(ctx.run_dir / "tension.json", table)

@@ -24,22 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from rmtension.run import dist, interrupt, shards
 from rmtension.config import TrainConfig
 from rmtension.model.encode import EncodedPairs, batches
-from rmtension.errors import TrainingDiverged
+from rmtension.errors import ConfigError, TrainingDiverged
 from rmtension.model.forward import PairForward
 from rmtension.rm.losses import bradley_terry_loss, split_rewards
-from rmtension.run.runio import (
-    write_json,
-)
+from rmtension.run.runio import write_csv, write_json
 from rmtension.run.tracking import MetricsLog
 from rmtension.model.scope import set_trainable
 from rmtension.model.trunk import TrunkCache
 from rmtension.rm.checkpoint import Checkpoint, load_trainable, save_hf_folder, trainable_state
+from rmtension.rm.conflict import CSV_COLUMNS, block_names, measure, pcgrad_step
 from rmtension.rm.stats import correct
 
 
@@ -99,6 +99,8 @@ def train_reward_model(
     cache: TrunkCache | None = None,
     resume: bool = True,
     progress: bool = True,
+    objectives: np.ndarray | None = None,
+    pcgrad: bool = False,
 ) -> TrainResult:
     """Train with the Bradley-Terry loss, keep the best checkpoint on `val`, save an HF folder to `out_dir`.
 
@@ -107,6 +109,10 @@ def train_reward_model(
     `model` must already carry the seeded head initialisation and sit on `dist.device()`. With
     `cache`, `model`'s frozen trunk must be the one the cache was computed from. Writes
     `metrics.json` and, step by step, `metrics.jsonl` (plus `cfg.trackers`).
+
+    `objectives`: [N] objective code of each training pair (`rm.conflict.HELPFUL`/`HARMLESS`) of a
+    mixed RM; with it, `cfg.conflict_every` measures gradient conflict into `conflict.csv`, and
+    `pcgrad` trains with projected gradients (`rmtension.rm.conflict`).
     """
     from tqdm.auto import tqdm
 
@@ -130,6 +136,14 @@ def train_reward_model(
     runner, optimizer = dist.prepare(acc, model, optimizer, cfg.grad_accum, cfg.max_grad_norm, cfg.batch_size)
     named = trainable_params(model)
     params = list(named.values())
+    conflict_on = objectives is not None and cfg.conflict_every is not None
+    if (conflict_on or pcgrad) and (shards.is_sharded(model) or dist.uses_deepspeed(acc)):
+        raise ConfigError(
+            "train.conflict_every and train.pcgrad run on one process or DDP, not FSDP / DeepSpeed"
+        )
+    if pcgrad and objectives is None:
+        raise ValueError("pcgrad needs the objective of every training pair")
+    blocks_of = block_names(model, list(named)) if conflict_on or pcgrad else []
 
     torch.manual_seed(seed)
     state = {
@@ -141,12 +155,17 @@ def train_reward_model(
         "seconds": 0.0,
         "pairs_seen": 0,
         "tokens_seen": 0,
+        "conflict": [],
+        "conflict_skipped": 0,
+        "conflict_seconds": 0.0,
     }
     best = trainable_state(named)
     ckpt = Checkpoint(out_dir, runner if dist.uses_deepspeed(acc) else None)
     resuming = resume and ckpt.exists()
     if resuming:
+        fresh = dict(state)
         state, best = ckpt.load(named, optimizer, scheduler)
+        state = {**fresh, **state}  # keys added since that checkpoint was written start empty
     log = MetricsLog(
         out_dir,
         acc,
@@ -179,10 +198,28 @@ def train_reward_model(
                     )
                     order_epoch = epoch
                 idx = order[b]
+                if micro == 0 and conflict_on and _measured(state["step"], cfg.conflict_every, total_steps):
+                    t1 = time.perf_counter()
+                    rows = measure(fwd, train, idx, objectives, cfg, params, blocks_of, state["step"] + 1)
+                    state["conflict_seconds"] += time.perf_counter() - t1
+                    if rows is None:
+                        state["conflict_skipped"] += 1
+                    else:
+                        state["conflict"].extend(rows)
                 sync = micro == cfg.grad_accum - 1  # DDP averages gradients once per optimiser step
-                losses.append(
-                    _pair_step(fwd, acc, runner, train, idx, cfg, sync, f"step {state['step']}", ckpt.dir)
-                )
+                if pcgrad:
+                    loss = pcgrad_step(
+                        fwd, train, idx, objectives, cfg, params, blocks_of, 1 / cfg.grad_accum
+                    )
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"step {state['step']}: non-finite loss ({loss}); the last good checkpoint in {ckpt.dir} is kept"
+                        )
+                    losses.append(loss)
+                else:
+                    losses.append(
+                        _pair_step(fwd, acc, runner, train, idx, cfg, sync, f"step {state['step']}", ckpt.dir)
+                    )
                 state["pairs_seen"] += len(idx)
                 state["tokens_seen"] += int(sum(len(train.chosen[i]) + len(train.rejected[i]) for i in idx))
             acc.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -217,12 +254,30 @@ def train_reward_model(
     else:
         load_trainable(named, best)
     metrics = _metrics(state, len(train), 0 if val is None else len(val), total_steps, cfg, k)
+    if conflict_on:
+        frame = pd.DataFrame(state["conflict"], columns=list(CSV_COLUMNS))
+        dist.main_only(write_csv, out_dir / "conflict.csv", frame)
+        metrics["conflict"] = {
+            "every": cfg.conflict_every,
+            "measured_steps": int(frame["step"].nunique()),
+            "skipped_steps": state["conflict_skipped"],
+            "seconds": state["conflict_seconds"],
+            "share_of_training_time": state["conflict_seconds"] / max(state["seconds"], 1e-9),
+            "cost": "two extra forward and backward passes per measured step",
+        }
+    if pcgrad:
+        metrics["pcgrad"] = {"scope": cfg.pcgrad_scope}
     # sharded (FSDP, ZeRO-3): the whole weights are gathered (a collective) and only the main process keeps them
     full = shards.gathered_state_dict(model) if shards.is_sharded(model) else None
     dist.main_only(save_hf_folder, model, tokenizer, out_dir, full)
     write_json(out_dir / "metrics.json", metrics)
     dist.main_only(shutil.rmtree, ckpt.dir, ignore_errors=True)
     return TrainResult(out_dir, state["best_step"], state["best_val_accuracy"], metrics)
+
+
+def _measured(step: int, every: int, total: int) -> bool:
+    """Whether 0-based optimiser step `step` measures conflict: every `every` steps, and the first and last."""
+    return step % every == 0 or step == total - 1
 
 
 def _optimiser(params: list[nn.Parameter], cfg: TrainConfig, total_steps: int):
