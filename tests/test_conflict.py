@@ -24,6 +24,10 @@ def test_cosine_and_projection_on_a_two_parameter_problem():
     assert cos == pytest.approx(-1 / math.sqrt(2)) and na == 1.0 and nb == pytest.approx(math.sqrt(2))
     assert opposite == 0.5  # coordinate 0: 1 * -1 < 0 -> opposite; coordinate 1: 0 * 1 -> not
     assert conflict_stats(torch.tensor([1.0, 2.0]), torch.tensor([-1.0, 3.0]))[3] == 0.5
+    # a coordinate at rounding level (1e-9 of the largest) does not count, whatever its sign
+    assert conflict_stats(torch.tensor([1.0, 1e-9, 2.0]), torch.tensor([-1.0, -1.0, 3.0]))[
+        3
+    ] == pytest.approx(1 / 3)
     # g_a' = g_a - (g_a.g_b / |g_b|^2) g_b = [1, 0] + 0.5 [-1, 1] = [0.5, 0.5];  g_b' = g_b + g_a = [0, 1]
     assert pcgrad(g_a, g_b, 0.5, 0.5).tolist() == pytest.approx([0.25, 0.75])
     # no conflict: the plain weighted sum

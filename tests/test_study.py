@@ -189,8 +189,16 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
     """CI runs the shipped smoke config end to end (a few minutes, shared with the browser test)."""
     out = smoke_run
     table = json.loads((out / "tension.json").read_text())
-    assert set(table["accuracy"]) == {"helpful", "harmless", "mixed"}
+    assert set(table["accuracy"]) == {"helpful", "harmless", "mixed", "mixed_pcgrad"}
     assert (out / "report.html").stat().st_size > 10_000
+    # gradient conflict of both mixed-data RMs, every seed, and PCGrad's difference on every test set
+    conflict = json.loads((out / "conflict.json").read_text())["rms"]
+    assert set(conflict) == {"mixed", "mixed_pcgrad"}
+    for rm in conflict:
+        for seed in (0, 1):
+            rows = pd.read_csv(out / "rm" / rm / f"seed{seed}" / "conflict.csv")
+            assert set(rows["block"]) == set(conflict[rm]["blocks"]) and rows["cosine"].between(-1, 1).all()
+    assert set(table["pcgrad"]) == set(table["baselines"])
     # XSTest rows (every pair, prompt-level CIs), the length baselines of every test set, the claim
     sets = {"helpful", "harmless", "xstest-should-respond", "xstest-should-refuse"}
     assert set(table["accuracy"]["helpful"]) == sets == set(table["baselines"])

@@ -93,3 +93,24 @@ def test_claims_config_rejects_unknown_ids():
     )
     with pytest.raises(ConfigError, match="unknown claim id"):
         load_config(None, ["claims.min_effect.nope=0.2"])
+
+
+def test_length_note_names_the_sets_where_length_beats_chance(tmp_path):
+    from rmtension.report.finding import length_note
+
+    run = tmp_path / "run"
+    run.mkdir()
+    # 0.6 of 400 pairs: z = 0.1 / sqrt(0.25 / 400) = 4 > 1.96; 0.52 of 400: z = 0.8; shorter 0.7 of 100: z = 4
+    base = {
+        "helpful": {"longer": 0.6, "shorter": 0.4, "n": 400},
+        "harmless": {"longer": 0.52, "shorter": 0.48, "n": 400},
+        "xstest-should-refuse": {"longer": 0.3, "shorter": 0.7, "n": 100},
+    }
+    (run / "tension.json").write_text(json.dumps({"baselines": base}))
+    note = length_note(run)
+    assert (
+        "helpful (prefer the longer reply: 0.600)" in note and "harmless" not in note and "xstest" not in note
+    )
+    assert "prefer the shorter reply: 0.700" in length_note(run, ("xstest-should-refuse",))
+    (run / "tension.json").write_text(json.dumps({"baselines": {"helpful": base["harmless"]}}))
+    assert length_note(run) == ""

@@ -170,16 +170,17 @@ class ReportConfig(Strict):
 
 
 MIN_EFFECT = {
-    "avoidant_vs_misuse": 0.10,
+    "avoidant_vs_misuse": 0.25,
     "pcgrad_reduces_interference": 0.07,
     "conflict_tracks_shared_neurons": 0.30,
 }
 """Default smallest effect of interest per claim id, in the claim's units (accuracy: a fraction of pairs).
 
-avoidant_vs_misuse: 0.10 of XSTest pairs, about what the default study's prompt-level CIs (100 and
-129 prompts) can detect with 80% power (`min_detectable_effect` in findings.json).
-pcgrad_reduces_interference: 0.07 of HH test pairs, the size of accuracy contrast between two RMs
-the default study's test sets resolve. conflict_tracks_shared_neurons: a Spearman correlation of 0.3."""
+avoidant_vs_misuse: 0.25 of XSTest pairs. In the default study the should-respond difference's
+prompt-level CI (100 prompts) is about ±0.17 wide, so it detects about 0.24 with 80% power
+(`min_detectable_effect` in findings.json); a smaller default would leave "not supported" unreachable.
+pcgrad_reduces_interference: 0.07 of HH test pairs (the default's paired CIs are about ±0.03, a
+detectable 0.05). conflict_tracks_shared_neurons: a Spearman correlation of 0.3."""
 
 
 class ClaimsConfig(Strict):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rmtension.config import MIN_EFFECT
 from rmtension.report.core import read_config
 from rmtension.report.figures import CHANCE_COLOUR, COLUMN_WIDTH, RM_COLOURS, new_figure, save
 from rmtension.report.section import Section
@@ -30,7 +31,12 @@ def avoidant_vs_misuse(run_dir: Path) -> Finding:
             f.evidence = "Not run in this study (set `data.xstest_path` to an XSTest folder)."
         f.id = "avoidant_vs_misuse"
         return f
-    m = float(read_config(run_dir).get("claims", {}).get("min_effect", {}).get("avoidant_vs_misuse", 0.10))
+    m = float(
+        read_config(run_dir)
+        .get("claims", {})
+        .get("min_effect", {})
+        .get("avoidant_vs_misuse", MIN_EFFECT["avoidant_vs_misuse"])
+    )
     parts = {k: equivalence_verdict(xs[k]["ci95"], m) for k in ("avoidant", "misuse")}
     verdict = all_of(list(parts.values()))
     mde = max(min_detectable_effect(xs[k]["ci95"]) for k in parts)

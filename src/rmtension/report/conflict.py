@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from rmtension.config import MIN_EFFECT
 from rmtension.report.core import read_config
 from rmtension.report.figures import CHANCE_COLOUR, COLUMN_WIDTH, PALETTE, new_figure, save
 from rmtension.report.finding import Finding
@@ -27,8 +28,9 @@ HH = ("helpful", "harmless")
 OURS = "rmtension"
 
 
-def _min_effect(run_dir: Path, claim: str, default: float) -> float:
-    return float(read_config(run_dir).get("claims", {}).get("min_effect", {}).get(claim, default))
+def _min_effect(run_dir: Path, claim: str) -> float:
+    """The run's `claims.min_effect[claim]`, else the default (`rmtension.config.MIN_EFFECT`)."""
+    return float(read_config(run_dir).get("claims", {}).get("min_effect", {}).get(claim, MIN_EFFECT[claim]))
 
 
 def pcgrad_reduces_interference(run_dir: Path) -> Finding:
@@ -39,7 +41,7 @@ def pcgrad_reduces_interference(run_dir: Path) -> Finding:
     if not pc:
         why = "Not run in this study (set `train.pcgrad: true` to train `mixed_pcgrad`)."
         return Finding(OURS, claim, NOT_RUN, why, "", id="pcgrad_reduces_interference")
-    m = _min_effect(run_dir, "pcgrad_reduces_interference", 0.07)
+    m = _min_effect(run_dir, "pcgrad_reduces_interference")
     verdicts = {t: equivalence_verdict(d["ci95"], m) for t, d in pc.items()}
     harmed = any(d["ci95"][1] < 0 for d in pc.values())
     if any(v == SUPPORTED for v in verdicts.values()) and not harmed:
@@ -120,7 +122,7 @@ def conflict_tracks_shared_neurons(run_dir: Path) -> Finding:
     conflict = np.array([-blocks[b]["mean_cosine"] for b in names])
     shared = np.array([share[b] for b in names])
     rho, ci = spearman_ci(conflict, shared)
-    m = _min_effect(run_dir, cid, 0.30)
+    m = _min_effect(run_dir, cid)
     verdict = equivalence_verdict(ci, m)
     evidence = (
         f"Spearman correlation over {len(names)} blocks between conflict (− mean cosine, `conflict.json`) and the "

@@ -60,3 +60,25 @@ def _not_run(paper: str, claim: str, enable: tuple[str, ...], run_dir: Path, exp
 
 def _ci(d: dict, key: str = "ci95") -> str:
     return f"[{d[key][0]:+.3f}, {d[key][1]:+.3f}]"
+
+
+def length_note(run_dir: Path, tests: tuple[str, ...] = ("helpful", "harmless")) -> str:
+    """A sentence naming the test sets on which length alone beats chance (two-sided binomial test at 0.05)."""
+    import math
+
+    from rmtension.run.runio import read_json
+
+    path = run_dir / "tension.json"
+    base = read_json(path).get("baselines", {}) if path.exists() else {}
+    hits = []
+    for ts in tests:
+        b = base.get(ts)
+        if not b or not b["n"]:
+            continue
+        rule = "longer" if b["longer"] >= b["shorter"] else "shorter"
+        z = (b[rule] - 0.5) / math.sqrt(0.25 / b["n"])
+        if z > 1.96:
+            hits.append(f"{ts} (prefer the {rule} reply: {b[rule]:.3f})")
+    if not hits:
+        return ""
+    return " Length alone beats chance on the same pairs: " + "; ".join(hits) + " (`tension.json` baselines)."

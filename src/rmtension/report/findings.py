@@ -22,7 +22,7 @@ from rmtension.report.section import Section
 from rmtension.neurons.claims import p_phrase
 from rmtension.report.behaviour import avoidant_vs_misuse
 from rmtension.report.conflict import conflict_tracks_shared_neurons, pcgrad_reduces_interference
-from rmtension.report.finding import BAI, TANWAR, Finding, _ci, _not_run
+from rmtension.report.finding import BAI, TANWAR, Finding, _ci, _not_run, length_note
 from rmtension.run.runio import read_json, write_json
 
 HH_TESTS = ("helpful", "harmless")
@@ -70,7 +70,8 @@ def mixed_worse(run_dir: Path) -> Finding:
         verdict,
         "Accuracy of the mixed RM minus the best single-objective RM [95% CI]: "
         + "; ".join(parts)
-        + ". The verdict reads the helpful and harmless test sets only.",
+        + ". The verdict reads the helpful and harmless test sets only."
+        + length_note(run_dir),
         "tension.json",
         "; ".join(f"{ts} {d['mixed_minus_best_single']:+.3f} {_ci(d)}" for ts, d in inter.items()),
     )
@@ -166,7 +167,8 @@ def calibrated(run_dir: Path) -> Finding:
         verdict,
         f"Expected calibration error [95% CI] against the {ECE_WELL_CALIBRATED} bar: "
         + "; ".join(parts)
-        + ".",
+        + "."
+        + length_note(run_dir),
         "tension.json, eval/",
         "; ".join(parts),
     )

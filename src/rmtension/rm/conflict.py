@@ -41,15 +41,25 @@ CSV_COLUMNS = (
 """Columns of `rm/<rm>/seed<k>/conflict.csv`, one row per measured step and block."""
 
 
+SIGN_FLOOR = 1e-6
+"""A coordinate counts towards the opposite-sign share only where both gradients exceed this
+fraction of their largest coordinate: the sign of a gradient at rounding level is noise (it can
+differ between one process and several)."""
+
+
 def conflict_stats(g_a: torch.Tensor, g_b: torch.Tensor) -> tuple[float, float, float, float]:
     """(cosine, |g_a|, |g_b|, share of coordinates with opposite signs) of two flat gradients [P].
 
-    The cosine is 0 when either gradient is zero; a coordinate where either is 0 is not opposite.
+    The cosine is 0 when either gradient is zero. A coordinate is opposite when the two signs
+    differ and both magnitudes are above `SIGN_FLOOR` times their gradient's largest one.
     """
     g_a, g_b = g_a.double(), g_b.double()
     na, nb = float(g_a.norm()), float(g_b.norm())
     cos = float(g_a @ g_b) / (na * nb) if na > 0 and nb > 0 else 0.0
-    opposite = float(((g_a * g_b) < 0).double().mean()) if g_a.numel() else 0.0
+    if not g_a.numel():
+        return cos, na, nb, 0.0
+    big = (g_a.abs() > SIGN_FLOOR * g_a.abs().max()) & (g_b.abs() > SIGN_FLOOR * g_b.abs().max())
+    opposite = float((((g_a * g_b) < 0) & big).double().mean())
     return cos, na, nb, opposite
 
 
