@@ -384,3 +384,32 @@ def test_cli_subprocess(shared_data):
 
 def test_row_error_is_one_line():
     assert RowError("x", "a\nb  c").reason == "a b c"
+
+
+def test_an_unreachable_hub_fails_at_once_and_says_what_was_tried(monkeypatch, tmp_path, capsys):
+    import socket
+    import time
+
+    from rmtension.cli import main
+    from rmtension.data import hh
+
+    calls = []
+
+    def refuse(address, timeout=None):
+        calls.append(address)
+        raise OSError("no route")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.delenv("RMTENSION_DATA", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert hh.hub_host() == "huggingface.co" and not hh.reachable("huggingface.co")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("data: {path: null}\n")
+    t0 = time.perf_counter()
+    assert main(["study", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert time.perf_counter() - t0 < 20  # no retries: the datasets client is never called
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tried data.path and $RMTENSION_DATA" in err[0] and "RMTENSION_DATA=" in err[0]
+    assert calls and calls[0] == ("huggingface.co", 443)
+    monkeypatch.setenv("HF_ENDPOINT", "https://mirror.example.org/")
+    assert hh.hub_host() == "mirror.example.org"

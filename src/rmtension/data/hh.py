@@ -19,6 +19,7 @@ official test files (8,552 rows) hold beyond that:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,6 +77,18 @@ def hub_records(subset: str, split: str, loader=None) -> Iterator[Record]:
     subset) becomes one `RowError`, which the caller turns into a `DataError` naming the source.
     """
     if loader is None:
+        host = hub_host()
+        if not reachable(host):  # fail at once, not after the hub client's retries
+            yield (
+                None,
+                RowError(
+                    "hub_unavailable",
+                    f"no local data: tried data.path and $RMTENSION_DATA (both unset), then the hub "
+                    f"({host}, unreachable); set RMTENSION_DATA=/path/to/hh-rlhf (the official layout, "
+                    "`git clone https://github.com/anthropics/hh-rlhf`) or data.path (`--data` for `rmtension data`)",
+                ),
+            )
+            return
         from datasets import load_dataset as loader
     try:
         rows = loader(HUB_ID, data_dir=subset, split=split)
@@ -92,6 +105,24 @@ def hub_records(subset: str, split: str, loader=None) -> Iterator[Record]:
         return
     for i, row in enumerate(rows):
         yield i + 1, row
+
+
+def hub_host() -> str:
+    """The hub's host name (`$HF_ENDPOINT` when set, as huggingface_hub reads it)."""
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+
+
+def reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to `host`:443 opens within `timeout` seconds."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def hub_source(subset: str, split: str) -> str:
