@@ -402,7 +402,18 @@ def test_an_unreachable_hub_fails_at_once_and_says_what_was_tried(monkeypatch, t
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.delenv("RMTENSION_DATA", raising=False)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    assert hh.hub_host() == "huggingface.co" and not hh.reachable("huggingface.co")
+    assert hh.hub_host() == ("huggingface.co", 443) and not hh.reachable("huggingface.co")
+    for k in (
+        "HF_HUB_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+    ):
+        monkeypatch.delenv(k, raising=False)
+    assert hh.direct_connection()
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("data: {path: null}\n")
     t0 = time.perf_counter()
@@ -411,5 +422,7 @@ def test_an_unreachable_hub_fails_at_once_and_says_what_was_tried(monkeypatch, t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tried data.path and $RMTENSION_DATA" in err[0] and "RMTENSION_DATA=" in err[0]
     assert calls and calls[0] == ("huggingface.co", 443)
-    monkeypatch.setenv("HF_ENDPOINT", "https://mirror.example.org/")
-    assert hh.hub_host() == "mirror.example.org"
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example.org:8080/")
+    assert hh.hub_host() == ("mirror.example.org", 8080)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline mode: the local cache answers, nothing is dialled
+    assert not hh.direct_connection()

@@ -280,3 +280,59 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_lambda(10, 4, 10, "linear") == pytest.approx(0.0)
     assert lr_lambda(7, 4, 10, "cosine") == pytest.approx(0.5)
     assert lr_lambda(9, 4, 10, "constant") == 1.0
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, data):
+    tok, tr, va = data
+
+    def run(out, key, lr):
+        interrupt._STOP.set()
+        try:
+            with pytest.raises(interrupt.Interrupted, match="step 1"):
+                train_reward_model(
+                    tiny_reward_model("llama"),
+                    tok,
+                    tr,
+                    va,
+                    cfg(lr=lr),
+                    3,
+                    out,
+                    progress=False,
+                    resume_key=key,
+                )
+        finally:
+            interrupt._STOP.clear()
+        model = tiny_reward_model("llama")
+        res = train_reward_model(model, tok, tr, va, cfg(lr=lr), 3, out, progress=False, resume_key=key)
+        return model, res
+
+    # a checkpoint written under key "a" with lr 1e-2, then the run asked for under key "b" with lr 3e-3
+    stopped = tmp_path / "mixed"
+    interrupt._STOP.set()
+    try:
+        with pytest.raises(interrupt.Interrupted):
+            train_reward_model(
+                tiny_reward_model("llama"),
+                tok,
+                tr,
+                va,
+                cfg(lr=1e-2),
+                3,
+                stopped,
+                progress=False,
+                resume_key="a",
+            )
+    finally:
+        interrupt._STOP.clear()
+    switched = tiny_reward_model("llama")
+    train_reward_model(switched, tok, tr, va, cfg(lr=3e-3), 3, stopped, progress=False, resume_key="b")
+    fresh = tiny_reward_model("llama")
+    train_reward_model(
+        fresh, tok, tr, va, cfg(lr=3e-3), 3, tmp_path / "fresh", progress=False, resume_key="b"
+    )
+    for a, b in zip(switched.parameters(), fresh.parameters()):
+        assert torch.equal(a, b)  # started over, as a run without the stale checkpoint
+    # the same key resumes (to the uninterrupted run's weights)
+    resumed, _ = run(tmp_path / "same", "b", 3e-3)
+    for a, b in zip(resumed.parameters(), fresh.parameters()):
+        assert torch.equal(a, b)

@@ -77,8 +77,8 @@ def hub_records(subset: str, split: str, loader=None) -> Iterator[Record]:
     subset) becomes one `RowError`, which the caller turns into a `DataError` naming the source.
     """
     if loader is None:
-        host = hub_host()
-        if not reachable(host):  # fail at once, not after the hub client's retries
+        host, port = hub_host()
+        if direct_connection() and not reachable(host, port):  # fail at once, not after the client's retries
             yield (
                 None,
                 RowError(
@@ -107,19 +107,32 @@ def hub_records(subset: str, split: str, loader=None) -> Iterator[Record]:
         yield i + 1, row
 
 
-def hub_host() -> str:
-    """The hub's host name (`$HF_ENDPOINT` when set, as huggingface_hub reads it)."""
+def hub_host() -> tuple[str, int]:
+    """The hub's host and port (`$HF_ENDPOINT` when set, as huggingface_hub reads it)."""
     from urllib.parse import urlparse
 
-    return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
 
 
-def reachable(host: str, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to `host`:443 opens within `timeout` seconds."""
+def direct_connection() -> bool:
+    """Whether the hub is reached directly: not in offline mode (the local cache answers) nor through a proxy."""
+    offline = any(
+        os.environ.get(k, "").lower() in ("1", "true", "yes")
+        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+    proxied = any(
+        os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+    )
+    return not offline and not proxied
+
+
+def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to `host`:`port` opens within `timeout` seconds."""
     import socket
 
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError:
         return False
     return True

@@ -44,10 +44,10 @@ def pcgrad_reduces_interference(run_dir: Path) -> Finding:
     m = _min_effect(run_dir, "pcgrad_reduces_interference")
     verdicts = {t: equivalence_verdict(d["ci95"], m) for t, d in pc.items()}
     harmed = any(d["ci95"][1] < 0 for d in pc.values())
-    if any(v == SUPPORTED for v in verdicts.values()) and not harmed:
+    if harmed or all(v == NOT_SUPPORTED for v in verdicts.values()):
+        verdict = NOT_SUPPORTED  # it hurts on some HH test set, or is equivalent to no change on all
+    elif any(v == SUPPORTED for v in verdicts.values()):
         verdict = SUPPORTED
-    elif all(v == NOT_SUPPORTED for v in verdicts.values()):
-        verdict = NOT_SUPPORTED
     else:
         verdict = INCONCLUSIVE
     mde = max(min_detectable_effect(d["ci95"]) for d in pc.values())

@@ -17,6 +17,7 @@ import yaml
 
 from rmtension.report.figures import CHANCE_COLOUR, COLUMN_WIDTH, DOUBLE_WIDTH, RM_COLOURS, new_figure, save
 from rmtension.report.section import Section
+from rmtension.rm.stats import beats_chance
 from rmtension.run.runio import read_json
 
 
@@ -145,12 +146,16 @@ def section_tension(run_dir: Path) -> Section | None:
             "Length alone: 'prefer the longer reply' and 'prefer the shorter reply' scored on the same pairs, "
             f"in tokens of the backbone's tokenizer ({t['method']['baselines']}); "
             + "; ".join(
-                f"{ts}: longer {base[ts]['longer']:.3f}"
-                + (" (beats chance)" if base[ts]["longer"] > 0.5 else "")
+                f"{ts}: longer {base[ts]['longer']:.3f}, shorter {base[ts]['shorter']:.3f}"
+                + (
+                    " (length beats chance)"
+                    if beats_chance(max(base[ts]["longer"], base[ts]["shorter"]), base[ts]["n"])
+                    else ""
+                )
                 for ts in tests
                 if ts in base
             )
-            + ". An accuracy near the longer-reply baseline may be length, not content: the length-matched "
+            + ". An accuracy near a length baseline may be length, not content: the length-matched "
             "table keeps only pairs whose replies differ by at most 10% in length."
         )
         s.tables.append(("Accuracy on length-matched pairs [95% CI] (pairs)", pd.DataFrame(matched)))

@@ -64,8 +64,7 @@ def _ci(d: dict, key: str = "ci95") -> str:
 
 def length_note(run_dir: Path, tests: tuple[str, ...] = ("helpful", "harmless")) -> str:
     """A sentence naming the test sets on which length alone beats chance (two-sided binomial test at 0.05)."""
-    import math
-
+    from rmtension.rm.stats import beats_chance
     from rmtension.run.runio import read_json
 
     path = run_dir / "tension.json"
@@ -76,8 +75,7 @@ def length_note(run_dir: Path, tests: tuple[str, ...] = ("helpful", "harmless"))
         if not b or not b["n"]:
             continue
         rule = "longer" if b["longer"] >= b["shorter"] else "shorter"
-        z = (b[rule] - 0.5) / math.sqrt(0.25 / b["n"])
-        if z > 1.96:
+        if beats_chance(b[rule], b["n"]):
             hits.append(f"{ts} (prefer the {rule} reply: {b[rule]:.3f})")
     if not hits:
         return ""

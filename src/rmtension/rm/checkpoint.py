@@ -102,6 +102,10 @@ class Checkpoint:
         write_json(self.dir / "state.json", {**state, "folder": step.name, "deepspeed": self._launch()})
         dist.main_only(_remove_other_steps, self.dir, step.name)
 
+    def key(self) -> str | None:
+        """The `resume_key` the latest checkpoint was written under (None: none recorded)."""
+        return read_json(self.dir / "state.json").get("resume_key")
+
     def _launch(self) -> str | None:
         if self.engine is None:
             return None

@@ -19,6 +19,7 @@ without conflict the update is the plain gradient.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections.abc import Iterator, Sequence
 
@@ -219,6 +220,8 @@ def pcgrad_step(fwd, train, idx, objectives, cfg, params, blocks_of: Sequence[st
         w_h, w_r = len(helpful) / len(idx), len(harmless) / len(idx)
         combined = pcgrad_update(g_h, g_r, w_h, w_r, blocks_of if cfg.pcgrad_scope == "block" else None)
         loss = w_h * l_h + w_r * l_r
+    if not math.isfinite(loss) or not all(bool(torch.isfinite(g).all()) for g in combined):
+        return float("nan")  # the caller stops training; nothing reaches the optimiser
     for p, g in zip(params, combined):
         p.grad = g * scale if p.grad is None else p.grad + g * scale
     return loss

@@ -63,22 +63,26 @@ def aggregate(
     return out
 
 
-def conflict_rms(run_dir: Path, seeds: list[int]) -> dict[str, dict[int, Path]]:
-    """Mixed-data RMs with a conflict.csv per seed: {rm: {seed: path}}."""
+def conflict_rms(run_dir: Path, rms: list[str], seeds: list[int]) -> dict[str, dict[int, Path]]:
+    """The study's mixed-data RMs (`rms`) with a conflict.csv for every seed: {rm: {seed: path}}."""
     found = {}
-    for name, entry in REGISTRY.items():
+    for name in rms:
         paths = {s: run_dir / "rm" / name / f"seed{s}" / "conflict.csv" for s in seeds}
-        if entry.data == "mixed" and all(p.exists() for p in paths.values()):
+        if REGISTRY[name].data == "mixed" and all(p.exists() for p in paths.values()):
             found[name] = paths
     return found
 
 
 def stage_conflict(prep) -> Path | None:
     """conflict.json from every mixed-data RM's conflict.csv; not written when conflict measurement is off."""
+    from rmtension.rm.stages import study_rms
+
     ctx, cfg = prep.ctx, prep.ctx.cfg
-    if cfg.train.conflict_every is None:
+    if cfg.train.conflict_every is None:  # off: no conflict.json from an earlier configuration either
+        (ctx.run_dir / CONFLICT).unlink(missing_ok=True)
+        (ctx.run_dir / "manifests" / "conflict.json").unlink(missing_ok=True)
         return None
-    found = conflict_rms(ctx.run_dir, ctx.seeds)
+    found = conflict_rms(ctx.run_dir, study_rms(cfg), ctx.seeds)
     doc = {
         "method": "cosine of the helpful and harmless parts' loss gradients per block, every "
         f"{cfg.train.conflict_every} optimiser steps; CI: bootstrap over seeds, then measured steps",

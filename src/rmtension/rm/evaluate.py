@@ -122,7 +122,10 @@ def tension_table(
                 "per_subset": _per_subset(frames[rm][0].subset.to_numpy(), c),
             }
             if matched is not None:
-                out["accuracy"][rm][test]["length_matched"] = _matched_accuracy(c, matched, cfg, extra_rng)
+                groups = None if ti.groups is None else ti.groups[matched]
+                out["accuracy"][rm][test]["length_matched"] = _matched_accuracy(
+                    c, matched, cfg, extra_rng, groups
+                )
             out["calibration"].setdefault(rm, {})[test] = calibration(margins, cfg.ece_bins)
         if all(rm in per_rm for rm in RMS):
             point = per_rm["mixed"].mean() - max(per_rm["helpful"].mean(), per_rm["harmless"].mean())
@@ -157,13 +160,16 @@ def tension_table(
     return out
 
 
-def _matched_accuracy(c: np.ndarray, matched: np.ndarray, cfg: EvalConfig, rng: np.random.Generator) -> dict:
-    """Mean over seeds of the accuracy on the length-matched pairs, with a seeds-and-pairs bootstrap CI."""
+def _matched_accuracy(
+    c: np.ndarray, matched: np.ndarray, cfg: EvalConfig, rng: np.random.Generator, groups: np.ndarray | None
+) -> dict:
+    """Mean over seeds of the accuracy on the length-matched pairs, with a seeds-and-pairs (or -groups) bootstrap CI."""
     n = int(matched.sum())
     if n == 0:
         return {"n": 0, "mean": None, "ci95": None}
     sub = c[:, matched]
-    reps = seed_pair_bootstrap(sub, cfg.bootstrap, rng)
+    weights = None if groups is None else cluster_weights(groups, cfg.bootstrap, rng)
+    reps = seed_pair_bootstrap(sub, cfg.bootstrap, rng, pair_weights=weights)
     return {"n": n, "mean": float(sub.mean()), "ci95": interval(reps, cfg.ci)}
 
 

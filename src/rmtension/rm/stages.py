@@ -174,6 +174,7 @@ def stage_train(prep: Prepared) -> None:
                 cache=cache,
                 objectives=pair_objectives(prep, data),
                 pcgrad=objective == "mixed_pcgrad",
+                resume_key=h,
             )
             log(
                 f"  best val accuracy {res.best_val_accuracy:.3f} at step {res.best_step}, "

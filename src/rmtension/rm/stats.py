@@ -59,6 +59,11 @@ def length_baselines(len_chosen: np.ndarray, len_rejected: np.ndarray) -> dict:
     }
 
 
+def beats_chance(accuracy: float, n: int, z: float = 1.96) -> bool:
+    """Whether an accuracy on n pairs is above 0.5 by a two-sided binomial (normal) test at 0.05."""
+    return n > 0 and (accuracy - 0.5) / (0.25 / n) ** 0.5 > z
+
+
 def length_matched(len_chosen: np.ndarray, len_rejected: np.ndarray, tolerance: float = 0.1) -> np.ndarray:
     """[N] bool: the two replies differ by at most `tolerance` of the longer one's length."""
     longest = np.maximum(len_chosen, len_rejected)

@@ -101,6 +101,7 @@ def train_reward_model(
     progress: bool = True,
     objectives: np.ndarray | None = None,
     pcgrad: bool = False,
+    resume_key: str | None = None,
 ) -> TrainResult:
     """Train with the Bradley-Terry loss, keep the best checkpoint on `val`, save an HF folder to `out_dir`.
 
@@ -112,7 +113,9 @@ def train_reward_model(
 
     `objectives`: [N] objective code of each training pair (`rm.conflict.HELPFUL`/`HARMLESS`) of a
     mixed RM; with it, `cfg.conflict_every` measures gradient conflict into `conflict.csv`, and
-    `pcgrad` trains with projected gradients (`rmtension.rm.conflict`).
+    `pcgrad` trains with projected gradients (`rmtension.rm.conflict`). `resume_key`: what the
+    weights depend on (the study's training hash); a checkpoint written under another key is
+    discarded, not resumed.
     """
     from tqdm.auto import tqdm
 
@@ -162,6 +165,11 @@ def train_reward_model(
     best = trainable_state(named)
     ckpt = Checkpoint(out_dir, runner if dist.uses_deepspeed(acc) else None)
     resuming = resume and ckpt.exists()
+    if resuming and resume_key is not None and ckpt.key() not in (None, resume_key):
+        dist.main_only(shutil.rmtree, ckpt.dir, ignore_errors=True)  # a different configuration's run
+        dist.barrier()
+        resuming = False
+    state["resume_key"] = resume_key
     if resuming:
         fresh = dict(state)
         state, best = ckpt.load(named, optimizer, scheduler)
