@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from rmtension.run import dist, interrupt, shards  # noqa: E402
 from rmtension.config import TrainConfig  # noqa: E402
+from rmtension.errors import ConfigError  # noqa: E402
 from rmtension.model.forward import PairForward  # noqa: E402
 from rmtension.model.backbones import load_reward_model, load_tokenizer  # noqa: E402
 from rmtension.neurons.ablation import Condition, run_conditions  # noqa: E402
@@ -147,9 +148,10 @@ def main(work: Path, out: Path) -> None:
 
     # gradient conflict and PCGrad on a mixed batch: one process and DDP (FSDP / DeepSpeed refuse them)
     engine = str(dist.state().distributed_type)
-    result["conflict"] = (
-        None if engine.endswith(("FSDP", "DEEPSPEED")) else conflict_run(work, tok, train, val)
-    )
+    try:
+        result["conflict"] = conflict_run(work, tok, train, val)
+    except ConfigError as e:  # FSDP and DeepSpeed refuse it before training
+        result["conflict"] = {"refused": str(e), "engine": engine}
     result["trained_under"] = str(
         dist.state().distributed_type
     )  # the launch config's engine, once training set it up
