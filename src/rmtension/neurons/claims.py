@@ -45,15 +45,16 @@ def p_phrase(p: float) -> str:
     return text if text.startswith("<") else "= " + text
 
 
-def _nearest(keys: list[str], p: float) -> str:
-    return min(keys, key=lambda k: abs(float(k) - p))
+def nearest_p(values, p: float):
+    """The element of `values` (percentages, as numbers or JSON keys) closest to `p`."""
+    return min(values, key=lambda q: abs(float(q) - p))
 
 
 def claim_shared(overlap: dict, scorer: str, p: float, alpha: float) -> Claim:
     by_p = overlap.get(scorer, {})
     if not by_p:
         return Claim("shared", "inconclusive", f"No overlap results for scorer {scorer}.")
-    k = _nearest(list(by_p), p)
+    k = nearest_p(list(by_p), p)
     o = by_p[k]
     nums = {
         k2: o[k2] for k2 in ("jaccard", "jaccard_random", "p_value", "n_shared", "n_helpful", "n_harmless")

@@ -27,7 +27,7 @@ from rmtension.report.figures import (
     new_figure,
     save,
 )
-from rmtension.neurons.claims import fmt_p
+from rmtension.neurons.claims import fmt_p, nearest_p
 from rmtension.report.core import ordered_tests, read_config
 from rmtension.report.section import Section
 from rmtension.run.runio import read_json
@@ -51,10 +51,6 @@ def _main_rows(frame: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, str]:
     rows = frame[frame["scorer"] == settings["scorer"]]
     mine = rows[rows["rm"].str.startswith(settings["rm"] + "-")]
     return (mine, f"the {settings['rm']} RM") if not mine.empty else (rows, "all ablated RMs")
-
-
-def _nearest(values, p: float) -> float:
-    return float(min(values, key=lambda q: abs(float(q) - p)))
 
 
 def section_overlap(run_dir: Path) -> Section | None:
@@ -94,7 +90,7 @@ def section_overlap(run_dir: Path) -> Section | None:
     s.figures.append(
         (
             f"Left: Jaccard of helpful_top and harmless_top by `{scorer}` against the chance level "
-            f"(grey). Right: neurons per layer at top-{_nearest(overlap[scorer], st['p']):g}%. "
+            f"(grey). Right: neurons per layer at top-{float(nearest_p(overlap[scorer], st['p'])):g}%. "
             "Source: `neurons/overlap.json`.",
             _overlap_figure(run_dir, overlap[scorer], st["p"]),
         )
@@ -195,7 +191,7 @@ def section_ablation(run_dir: Path) -> Section | None:
         "on per-pair correctness against random draw 0). Seeds are averaged; the p-value is the largest over seeds. "
         "Source: `ablation.csv`."
     )
-    p = _nearest(rows["p"].unique(), st["p"])
+    p = float(nearest_p(rows["p"].unique(), st["p"]))
     for mode in sorted(rows["mode"].unique()):
         at = rows[(rows["p"] == p) & (rows["mode"] == mode) & rows["neuron_set"].isin(SETS)]
         if at.empty:
@@ -343,7 +339,7 @@ def section_cross(run_dir: Path) -> Section | None:
     ] or read_json(cross_path)
     if not records:
         return None
-    p = _nearest({r["p"] for r in records}, st["p"])
+    p = float(nearest_p({r["p"] for r in records}, st["p"]))
     s = Section("Cross-effects and the influence of shared neurons", "neuron-cross")
     rows = [
         {

@@ -11,12 +11,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from rmtension.config import MIN_EFFECT
-from rmtension.report.core import read_config
+from rmtension.neurons.claims import nearest_p
+from rmtension.neurons.report import claim_settings
 from rmtension.report.figures import CHANCE_COLOUR, COLUMN_WIDTH, RM_COLOURS, new_figure, save
 from rmtension.report.section import Section
 from rmtension.report.finding import BAI, Finding, _ci, _not_run
-from rmtension.report.verdicts import INCONCLUSIVE, all_of, equivalence_verdict, min_detectable_effect
+from rmtension.report.verdicts import (
+    INCONCLUSIVE,
+    all_of,
+    claim_min_effect,
+    equivalence_verdict,
+    min_detectable_effect,
+)
 from rmtension.run.runio import read_json
 
 
@@ -31,12 +37,7 @@ def avoidant_vs_misuse(run_dir: Path) -> Finding:
             f.evidence = "Not run in this study (set `data.xstest_path` to an XSTest folder)."
         f.id = "avoidant_vs_misuse"
         return f
-    m = float(
-        read_config(run_dir)
-        .get("claims", {})
-        .get("min_effect", {})
-        .get("avoidant_vs_misuse", MIN_EFFECT["avoidant_vs_misuse"])
-    )
+    m = claim_min_effect(run_dir, "avoidant_vs_misuse")
     parts = {k: equivalence_verdict(xs[k]["ci95"], m) for k in ("avoidant", "misuse")}
     verdict = all_of(list(parts.values()))
     mde = max(min_detectable_effect(xs[k]["ci95"]) for k in parts)
@@ -154,7 +155,7 @@ def _ablation_shift(run_dir: Path) -> tuple[str, pd.DataFrame] | None:
     ]
     if a.empty:
         return None
-    p = a["p"].max() if 5.0 not in set(a["p"]) else 5.0
+    p = float(nearest_p(a["p"].unique(), claim_settings(run_dir)["p"]))  # the claims' p
     a = a[a["p"] == p]
     rows, moves = [], []
     for (rm, nset, scorer, mode), g in a.groupby(["rm", "neuron_set", "scorer", "mode"], sort=False):

@@ -15,22 +15,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from rmtension.config import MIN_EFFECT
-from rmtension.report.core import read_config
+from rmtension.neurons.claims import nearest_p
+from rmtension.neurons.report import claim_settings
 from rmtension.report.figures import CHANCE_COLOUR, COLUMN_WIDTH, PALETTE, new_figure, save
 from rmtension.report.finding import Finding
 from rmtension.report.section import Section
 from rmtension.report.verdicts import INCONCLUSIVE, NOT_RUN, NOT_SUPPORTED, SUPPORTED, equivalence_verdict
-from rmtension.report.verdicts import min_detectable_effect
+from rmtension.report.verdicts import claim_min_effect, min_detectable_effect
 from rmtension.run.runio import read_json
 
 HH = ("helpful", "harmless")
 OURS = "rmtension"
-
-
-def _min_effect(run_dir: Path, claim: str) -> float:
-    """The run's `claims.min_effect[claim]`, else the default (`rmtension.config.MIN_EFFECT`)."""
-    return float(read_config(run_dir).get("claims", {}).get("min_effect", {}).get(claim, MIN_EFFECT[claim]))
 
 
 def pcgrad_reduces_interference(run_dir: Path) -> Finding:
@@ -41,7 +36,7 @@ def pcgrad_reduces_interference(run_dir: Path) -> Finding:
     if not pc:
         why = "Not run in this study (set `train.pcgrad: true` to train `mixed_pcgrad`)."
         return Finding(OURS, claim, NOT_RUN, why, "", id="pcgrad_reduces_interference")
-    m = _min_effect(run_dir, "pcgrad_reduces_interference")
+    m = claim_min_effect(run_dir, "pcgrad_reduces_interference")
     verdicts = {t: equivalence_verdict(d["ci95"], m) for t, d in pc.items()}
     harmed = any(d["ci95"][1] < 0 for d in pc.values())
     if harmed or all(v == NOT_SUPPORTED for v in verdicts.values()):
@@ -76,16 +71,18 @@ def pcgrad_reduces_interference(run_dir: Path) -> Finding:
 
 
 def shared_share(run_dir: Path, rm: str = "mixed") -> dict[str, float] | None:
-    """Share of each block's neurons in the `shared` set (mean_act, top-5% or the smallest p) of the first seed of `rm`."""
+    """Share of each block's neurons in the `shared` set of the first seed of `rm`, by the claims' scorer
+    at the p nearest the claims' (`neurons.report.claim_settings`)."""
     path = run_dir / "neurons" / "sets.json"
     if not path.exists():
         return None
     doc = read_json(path)
+    st = claim_settings(run_dir)
     key = next((k for k in doc["sets"] if k.startswith(f"{rm}-seed")), None)
-    if key is None or "mean_act" not in doc["sets"][key]:
+    if key is None or st["scorer"] not in doc["sets"][key]:
         return None
-    by_p = doc["sets"][key]["mean_act"]
-    p = "5" if "5" in by_p else sorted(by_p, key=float)[0]
+    by_p = doc["sets"][key][st["scorer"]]
+    p = nearest_p(list(by_p), st["p"])
     n = doc["shape"][1]
     return {f"layers.{i}": c / n for i, c in enumerate(by_p[p]["shared"]["per_layer"])}
 
@@ -122,7 +119,7 @@ def conflict_tracks_shared_neurons(run_dir: Path) -> Finding:
     conflict = np.array([-blocks[b]["mean_cosine"] for b in names])
     shared = np.array([share[b] for b in names])
     rho, ci = spearman_ci(conflict, shared)
-    m = _min_effect(run_dir, cid)
+    m = claim_min_effect(run_dir, cid)
     verdict = equivalence_verdict(ci, m)
     evidence = (
         f"Spearman correlation over {len(names)} blocks between conflict (− mean cosine, `conflict.json`) and the "

@@ -14,8 +14,12 @@ so "not supported" is never read off a point estimate or a non-significant test.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from scipy import stats
+
+from rmtension.config import MIN_EFFECT
+from rmtension.report.core import read_config
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN = "supported", "not supported", "inconclusive", "not run"
 
@@ -48,3 +52,8 @@ def min_detectable_effect(ci: Sequence[float], level: float = 0.95, power: float
     z = stats.norm.ppf((1 + level) / 2)
     se = (float(ci[1]) - float(ci[0])) / (2 * z)
     return float((z + stats.norm.ppf(power)) * se)
+
+
+def claim_min_effect(run_dir: Path, claim: str) -> float:
+    """The run's `claims.min_effect[claim]` (its config.yaml), else the default (`rmtension.config.MIN_EFFECT`)."""
+    return float(read_config(run_dir).get("claims", {}).get("min_effect", {}).get(claim, MIN_EFFECT[claim]))

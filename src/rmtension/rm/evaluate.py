@@ -138,26 +138,31 @@ def tension_table(
                 else "harmless",
             }
         if {"mixed", "mixed_pcgrad"} <= set(per_rm):  # paired: same pair resamples, seeds resampled per RM
-            out.setdefault("pcgrad", {})[test] = {
-                "difference": "accuracy(mixed_pcgrad) - accuracy(mixed)",
-                "estimate": float(per_rm["mixed_pcgrad"].mean() - per_rm["mixed"].mean()),
-                "ci95": interval(reps["mixed_pcgrad"] - reps["mixed"], cfg.ci),
-            }
+            out.setdefault("pcgrad", {})[test] = _paired_difference(
+                per_rm, reps, "mixed_pcgrad", "mixed", cfg.ci
+            )
         if test in (XSTEST_RESPOND, XSTEST_REFUSE) and {"helpful", "harmless"} <= set(per_rm):
             # should-respond: helpful RM - harmless RM (avoidance); should-refuse: harmless - helpful (misuse)
             a, b = ("helpful", "harmless") if test == XSTEST_RESPOND else ("harmless", "helpful")
             key = "avoidant" if test == XSTEST_RESPOND else "misuse"
             out.setdefault("xstest", {})[key] = {
                 "test_set": test,
-                "difference": f"accuracy({a} RM) - accuracy({b} RM)",
-                "estimate": float(per_rm[a].mean() - per_rm[b].mean()),
-                "ci95": interval(reps[a] - reps[b], cfg.ci),
+                **_paired_difference(per_rm, reps, a, b, cfg.ci, unit=" RM"),
                 "n_pairs": int(len(ids)),
                 "n_prompts": int(len(np.unique(ti.groups)))
                 if ti is not None and ti.groups is not None
                 else None,
             }
     return out
+
+
+def _paired_difference(per_rm: dict, reps: dict, a: str, b: str, level: float, unit: str = "") -> dict:
+    """accuracy(a) - accuracy(b), mean over seeds, with the CI of the paired replicates (shared pair resamples)."""
+    return {
+        "difference": f"accuracy({a}{unit}) - accuracy({b}{unit})",
+        "estimate": float(per_rm[a].mean() - per_rm[b].mean()),
+        "ci95": interval(reps[a] - reps[b], level),
+    }
 
 
 def _matched_accuracy(
