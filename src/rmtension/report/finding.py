@@ -32,12 +32,21 @@ class Finding:
     """The smallest effect of interest the verdict used (`claims.min_effect`)."""
     min_detectable_effect: float | None = None
     """The effect this sample could detect with 80% power (the largest over the parts)."""
+    test: str = ""
+    """The test that decides the verdict, in words."""
+    null: str = ""
+    """What the effect is compared against (the null or the control), in words."""
+    source_files: list[str] | None = None
+    """Files of the run directory the numbers come from (None: `source` split on commas)."""
 
     def sentence(self) -> str:
         return f"{self.paper}, {self.claim}: **{self.verdict}**. {self.evidence}"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["source_files"] is None:
+            d["source_files"] = [f.strip() for f in self.source.split(",") if f.strip()]
+        return d
 
 
 HINTS = {
