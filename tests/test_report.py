@@ -66,12 +66,22 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
 
     summary = md.split("## Data")[0]
     t = json.loads((run / "tension.json").read_text())
-    sentences = [line for line in summary.splitlines() if line.startswith(("Tanwar", "Bai"))]
-    assert len(sentences) == 10 and all(
+    sentences = [line for line in summary.splitlines() if line.startswith(("Tanwar", "Bai", "rmtension"))]
+    assert all(
         re.search(r": \*\*(supported|not supported|inconclusive|not run)\*\*\. ", s) for s in sentences
     )
-    # four neuron claims, sqrt(KL), train/test gap, avoidant vs misuse (no XSTest in this run)
-    assert sum("**not run**" in s for s in sentences) == 7
+    found = {f["id"]: f for f in json.loads((run / "findings.json").read_text())["findings"]}
+    assert len(sentences) == len(found)
+    # this run trains and evaluates RMs only: every neuron, optimisation, XSTest and conflict claim is not run
+    ran = {"mixed_worse", "negative_transfer", "calibrated", "tradeoff"}
+    not_run = {
+        "neurons_identified", "neurons_shared", "neuron_sets_differ", "shared_outsized", "double_dissociation",
+        "cross_ablation", "sqrt_kl", "train_test_gap", "avoidant_vs_misuse", "pcgrad_reduces_interference",
+        "conflict_tracks_shared_neurons",
+    }  # fmt: skip
+    assert set(found) == ran | not_run
+    assert {i for i, f in found.items() if f["verdict"] == "not run"} == not_run
+    assert sum("**not run**" in s for s in sentences) == len(not_run)
     assert "set `data.xstest_path` to an XSTest folder" in next(s for s in sentences if "avoidant" in s)
     worse = next(s for s in sentences if "mixed RMs do worse" in s)
     for ts, d in t["interference"].items():
@@ -82,8 +92,7 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
     counts = re.search(
         r"(\d+) supported, (\d+) not supported, (\d+) inconclusive, (\d+) not run", summary
     ).groups()
-    # and rmtension's own two (PCGrad, conflict vs shared neurons), not run here either
-    assert sum(map(int, counts)) == 12 and counts[3] == "9"
+    assert sum(map(int, counts)) == len(found) and counts[3] == str(len(not_run))
 
 
 def test_every_table_is_a_csv_and_every_figure_a_paper_sized_png_and_pdf(tiny_runs):
@@ -160,8 +169,17 @@ def _write_run(root: Path, interference: dict, cross: tuple[list, list], config:
         "mixed": {"helpful": cell(0.6, 0.55, 0.65), "harmless": cell(0.6, 0.55, 0.65)},
     }
     cal = {rm: {ts: {"ece": 0.02, "points": []} for ts in by} for rm, by in acc.items()}
+    from scipy import stats
+
+    # two-sided p from the CI by the normal approximation, as a bootstrap p would be
+    p = lambda d, lo, hi: float(2 * stats.norm.sf(abs(d) / ((hi - lo) / 3.92)))  # noqa: E731
     inter = {
-        ts: {"mixed_minus_best_single": d, "ci95": [lo, hi], "best_single": "helpful"}
+        ts: {
+            "mixed_minus_best_single": d,
+            "ci95": [lo, hi],
+            "best_single": "helpful",
+            "p_value": p(d, lo, hi),
+        }
         for ts, (d, lo, hi) in interference.items()
     }
     (root / "tension.json").write_text(
@@ -182,7 +200,7 @@ def _write_run(root: Path, interference: dict, cross: tuple[list, list], config:
             "supported",
         ),
         (
-            {"helpful": (-0.02, -0.06, 0.02), "harmless": (0.01, -0.03, 0.05)},
+            {"helpful": (-0.02, -0.10, 0.06), "harmless": (0.01, -0.03, 0.05)},
             ([0.45, 0.55], [0.40, 0.6]),
             "inconclusive",
             "inconclusive",
@@ -191,6 +209,12 @@ def _write_run(root: Path, interference: dict, cross: tuple[list, list], config:
             {"helpful": (0.03, 0.01, 0.05), "harmless": (-0.01, -0.04, 0.02)},
             ([0.52, 0.6], [0.51, 0.58]),
             "not supported",
+            "not supported",
+        ),
+        (  # significant alone (p 0.03) but not after Holm's correction over the two test sets (0.06)
+            {"helpful": (-0.0428, -0.0820, -0.0036), "harmless": (0.0, -0.1, 0.1)},
+            ([0.52, 0.6], [0.51, 0.58]),
+            "inconclusive",
             "not supported",
         ),
     ],

@@ -62,6 +62,44 @@ def test_tension_table_reports_negative_interference_when_mixed_is_worse():
     assert acc["ci95"][0] < acc["mean"] < acc["ci95"][1] and len(acc["per_seed"]) == 2
 
 
+def test_interference_splits_into_dilution_and_negative_transfer():
+    frames = {
+        "helpful": _frames([0.88, 0.86], seed=1),
+        "harmless": _frames([0.55, 0.57], seed=2),
+        "mixed": _frames([0.56, 0.54], seed=3),
+        "helpful_half": _frames([0.74, 0.72], seed=4),
+    }
+    t = tension_table({rm: {"helpful": f} for rm, f in frames.items()}, EvalConfig(bootstrap=400))
+    d = t["interference"]["helpful"]
+
+    def acc(rm):  # mean over seeds and pairs, by hand
+        return np.mean([(f.r_chosen > f.r_rejected).mean() for f in frames[rm]])
+
+    assert d["best_single"] == "helpful"
+    assert d["mixed_minus_best_single"] == pytest.approx(acc("mixed") - acc("helpful"))
+    assert d["dilution"]["estimate"] == pytest.approx(acc("helpful_half") - acc("helpful"))
+    assert d["negative_transfer"]["estimate"] == pytest.approx(acc("mixed") - acc("helpful_half"))
+    assert d["dilution"]["ci95"][1] < 0 and d["negative_transfer"]["ci95"][1] < 0
+    assert d["p_value"] < 0.01 and 0 < d["negative_transfer"]["p_value"] <= 1
+    # without the control there is no split
+    t2 = tension_table({rm: {"helpful": frames[rm]} for rm in ("helpful", "harmless", "mixed")}, EvalConfig())
+    assert "dilution" not in t2["interference"]["helpful"]
+
+
+def test_best_single_is_chosen_once_not_inside_every_replicate():
+    # three RMs of equal accuracy: a max inside each replicate would push the CI below the point estimate
+    frames = {rm: _frames([0.7, 0.7, 0.7], seed=k) for k, rm in enumerate(("helpful", "harmless", "mixed"))}
+    t = tension_table({rm: {"h": f} for rm, f in frames.items()}, EvalConfig(bootstrap=2000), seed=5)
+    d = t["interference"]["h"]
+    best = d["best_single"]
+    diff = np.mean([(f.r_chosen > f.r_rejected).mean() for f in frames["mixed"]]) - np.mean(
+        [(f.r_chosen > f.r_rejected).mean() for f in frames[best]]
+    )
+    assert d["mixed_minus_best_single"] == pytest.approx(diff)
+    centre = (d["ci95"][0] + d["ci95"][1]) / 2
+    assert abs(centre - diff) < 0.01  # the per-replicate max shifts the centre by about 2x its bias
+
+
 def test_tension_table_rejects_misaligned_scores():
     a, b = _frames([0.7]), _frames([0.7])
     b[0] = b[0].iloc[::-1].reset_index(drop=True)

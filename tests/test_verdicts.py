@@ -114,3 +114,22 @@ def test_length_note_names_the_sets_where_length_beats_chance(tmp_path):
     assert "prefer the shorter reply: 0.700" in length_note(run, ("xstest-should-refuse",))
     (run / "tension.json").write_text(json.dumps({"baselines": {"helpful": base["harmless"]}}))
     assert length_note(run) == ""
+
+
+def test_holm_by_hand():
+    from rmtension.report.verdicts import holm
+
+    # sorted 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04, raised to the running max 0.06)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_any_of_on_constructed_effects():
+    from rmtension.report.verdicts import any_of
+
+    m = 0.07
+    assert any_of({"a": (0.1, [0.05, 0.15], 0.001), "b": (0.0, [-0.2, 0.2], 1.0)}, m) == "supported"
+    # 0.03 alone, 0.06 after Holm over two sets
+    assert any_of({"a": (0.04, [0.004, 0.08], 0.03), "b": (0.0, [-0.2, 0.2], 1.0)}, m) == "inconclusive"
+    assert any_of({"a": (0.01, [-0.03, 0.05], 0.6), "b": (-0.1, [-0.15, -0.05], 0.001)}, m) == "not supported"
+    assert any_of({"a": (0.01, [-0.03, 0.09], 0.6), "b": (-0.1, [-0.15, -0.05], 0.001)}, m) == "inconclusive"

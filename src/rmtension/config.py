@@ -132,6 +132,10 @@ class TrainConfig(Strict):
     """Measure gradient conflict between the objectives every N optimiser steps (and at the first and
     last) while an RM on mixed data trains: `rm/<rm>/seed<k>/conflict.csv`, then `conflict.json`.
     Two extra backward passes per measured step; None: off, at no cost."""
+    controls: bool = True
+    """Also train the dilution controls `helpful_half` and `harmless_half`: each single objective on
+    exactly its share of the mixed RM's training set (n/2 in matched mode), same seeds. They split the
+    interference into dilution, single(n/2) - single(n), and negative transfer, mixed - single(n/2)."""
     pcgrad: bool = False
     """Also train `mixed_pcgrad`: the mixed RM's data and seeds with conflicting gradients projected
     (PCGrad, Yu et al. 2020). One process or DDP (not FSDP / DeepSpeed)."""
@@ -170,11 +174,17 @@ class ReportConfig(Strict):
 
 
 MIN_EFFECT = {
+    "mixed_worse": 0.07,
+    "negative_transfer": 0.07,
     "avoidant_vs_misuse": 0.25,
     "pcgrad_reduces_interference": 0.07,
     "conflict_tracks_shared_neurons": 0.30,
 }
 """Default smallest effect of interest per claim id, in the claim's units (accuracy: a fraction of pairs).
+
+mixed_worse, negative_transfer: 0.07 of HH test pairs, the accuracy loss of the mixed RM that would
+matter (the default study's interference CIs are about ±0.045, a detectable 0.065, so a default
+below that could never give "not supported").
 
 avoidant_vs_misuse: 0.25 of XSTest pairs. In the default study the should-respond difference's
 prompt-level CI (100 prompts) is about ±0.17 wide, so it detects about 0.24 with 80% power

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 OBJECTIVES = ("helpful", "harmless", "mixed")
+CONTROL_DATA = ("helpful_half", "harmless_half")
+"""Training sets of the dilution controls: each single objective's share of the mixed training set."""
 """The objectives a study trains one reward model for, per seed; they also drive the data."""
 
 

@@ -12,6 +12,15 @@ Every subsample is a prefix of one seeded order per objective, so the helpful ha
 subset of the `helpful` training set: the objectives differ in composition, not in luck.
 Mixed val is the union of the helpful and harmless val sets; test sets exist per objective only
 (a mixed model is evaluated on each), so `splits["mixed"]` has no "test".
+
+Two control objectives split the interference in two: `helpful_half` and `harmless_half` train on
+exactly the helpful (harmless) pairs of `mixed`, the mixed RM's in-domain share (n/2 in matched mode),
+with the single objective's val set. single(n/2) - single(n) is dilution; mixed - single(n/2) is
+negative transfer.
+
+A subset name may carry a half selector: `helpful-base@half0` and `helpful-base@half1` are the two
+disjoint halves of `helpful-base`, split by a hash of (split seed, prompt group), so a prompt's
+pairs stay in one half. Two halves of one subset as the two objectives make a placebo study.
 """
 
 from __future__ import annotations
@@ -26,12 +35,37 @@ from rmtension.config import DataConfig
 from rmtension.data.formats import load_hub, load_pairs, load_rmb
 from rmtension.data.xstest import load_xstest, xstest_account
 from rmtension.data.hh import HUB_ID
-from rmtension.data.splits import SplitResult, split_pairs, take
+from rmtension.data.splits import SplitResult, split_pairs, take, unit_hash
 from rmtension.data.summary import build_summary
 from rmtension.data.types import Pair
 from rmtension.errors import ConfigError, DataError
 
 SINGLE = ("helpful", "harmless")
+CONTROLS = {"helpful_half": "helpful", "harmless_half": "harmless"}
+"""Control objective -> the single objective whose share of the mixed training set it learns from."""
+HALVES = ("half0", "half1")
+
+
+def parse_selector(name: str) -> tuple[str, str | None]:
+    """`"helpful-base@half1"` -> ("helpful-base", "half1"); `"helpful-base"` -> ("helpful-base", None)."""
+    subset, at, half = name.partition("@")
+    if not at:
+        return name, None
+    if half not in HALVES or not subset:
+        raise ConfigError(f"data.subsets: {name!r}: a selector is <subset>@half0 or <subset>@half1")
+    return subset, half
+
+
+def half_of(pair: Pair, seed: int) -> str:
+    """The half (`half0` / `half1`) of its subset a pair belongs to: a hash of its prompt group."""
+    return HALVES[unit_hash(seed, "half", pair.group_key) >= 0.5]
+
+
+def selects(selectors: Sequence[str], seed: int):
+    """A predicate on pairs: does one of `selectors` (subset names, with or without a half) take the pair?"""
+    whole = {s for s, h in map(parse_selector, selectors) if h is None}
+    halves = {(s, h) for s, h in map(parse_selector, selectors) if h is not None}
+    return lambda p: p.subset in whole or (p.subset, half_of(p, seed)) in halves
 
 
 @dataclass
@@ -64,10 +98,23 @@ def objective_subsets(cfg: DataConfig) -> dict[str, list[str]]:
         raise ConfigError(
             f"data.subsets: no subsets for {', '.join(missing)} (need 'helpful' and 'harmless' lists)"
         )
-    both = set(cfg.subsets["helpful"]) & set(cfg.subsets["harmless"])
+    parsed = {o: [parse_selector(n) for n in cfg.subsets[o]] for o in SINGLE}
+    both = sorted(
+        f"{a}@{ha}" if ha else a
+        for a, ha in parsed["helpful"]
+        for b, hb in parsed["harmless"]
+        if a == b and (ha is None or hb is None or ha == hb)
+    )
     if both:
-        raise ConfigError(f"data.subsets: {', '.join(sorted(both))} listed under both helpful and harmless")
+        raise ConfigError(
+            f"data.subsets: {', '.join(both)} listed under both helpful and harmless (overlapping)"
+        )
     return {o: list(cfg.subsets[o]) for o in SINGLE}
+
+
+def base_subsets(selectors: Sequence[str]) -> list[str]:
+    """The subsets to load for `selectors`, half selectors removed, in first-seen order."""
+    return list(dict.fromkeys(parse_selector(n)[0] for n in selectors))
 
 
 def mixed_sizes(n_helpful: int, n_harmless: int, mode: str, ratio: float, cap: int | None) -> tuple[int, int]:
@@ -94,9 +141,8 @@ def build_objectives(
     seed, cap_train, cap_eval = cfg.split_seed, cfg.max_train_pairs, cfg.max_eval_pairs
     cap_val = min(c for c in (cap_eval, cfg.max_val_pairs, math.inf) if c is not None)
     cap_val = None if cap_val == math.inf else cap_val
-    pool = {
-        o: {s: [p for p in split.pairs[s] if p.subset in subsets[o]] for s in split.pairs} for o in SINGLE
-    }
+    takes = {o: selects(subsets[o], seed) for o in SINGLE}
+    pool = {o: {s: [p for p in split.pairs[s] if takes[o](p)] for s in split.pairs} for o in SINGLE}
     for o in SINGLE:
         if not pool[o]["train"]:
             raise DataError(",".join(subsets[o]), None, f"objective {o} has no training pairs")
@@ -121,6 +167,15 @@ def build_objectives(
     if cfg.mixed_mode == "union":
         mixed_train = take(mixed_train, cap_train, seed, "train")
     splits["mixed"] = {"train": mixed_train, "val": splits["helpful"]["val"] + splits["harmless"]["val"]}
+    for (
+        control,
+        single,
+    ) in CONTROLS.items():  # the mixed RM's in-domain share, with the single objective's val
+        share = {p.pair_id for p in pool[single]["train"]}
+        splits[control] = {
+            "train": [p for p in mixed_train if p.pair_id in share],
+            "val": splits[single]["val"],
+        }
     return splits, {o: splits[o]["test"] for o in SINGLE}
 
 
@@ -142,7 +197,7 @@ def check_no_leak(splits: dict[str, dict[str, list[Pair]]]) -> list[str]:
 def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
     """Load, split and assemble the objectives. `root` None: `Anthropic/hh-rlhf` from the hub (if `cfg.hub`)."""
     subsets = objective_subsets(cfg)
-    wanted = subsets["helpful"] + subsets["harmless"]
+    wanted = base_subsets(subsets["helpful"] + subsets["harmless"])
     if root is not None:
         loaded = load_pairs(root, fmt=cfg.format, subsets=wanted, lenient=cfg.lenient)
     elif cfg.hub and cfg.format == "hh":

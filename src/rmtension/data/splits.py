@@ -6,7 +6,11 @@ harmless-test. A group's split comes from a hash of (seed, group key) alone, not
 of all groups: adding or removing a subset never moves the other groups.
 
 A subset with both official files keeps the official test set and carves val out of its train
-file; a subset with only one file is carved into train/val/test by `DataConfig.split`.
+file; a subset with only one file is carved into train/val/test by `DataConfig.split`. The
+official files themselves share some prompts (HH-RLHF's train and test files do): an official
+train pair whose group also occurs in an official test file is removed, and counted in
+`SplitResult.dropped` under `train_group_in_official_test` (`data/summary.json`, `split_drops`),
+so that no group is in two splits.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ class SplitResult:
     """subset -> "official" (both files) or "carved" (one file, split by fraction)."""
     official_shared_groups: int
     """Prompt groups found in both an official train and an official test file (a leak of the
-    official split itself, reported rather than repaired)."""
+    official split itself); their train pairs are removed (`dropped`)."""
+    dropped: dict[str, int] | None = None
+    """reason -> pairs removed: `train_group_in_official_test`."""
 
 
 def split_pairs(loaded: dict[str, list[Pair]], fractions: Sequence[float], seed: int) -> SplitResult:
@@ -49,7 +55,8 @@ def split_pairs(loaded: dict[str, list[Pair]], fractions: Sequence[float], seed:
 
     Rules, per pair with group g and bucket b = bucket(hash(seed, g)):
     - official test pairs stay in test; official train pairs go to val when b is val, else train
-      (so val is `fractions[1]` of the official train file);
+      (so val is `fractions[1]` of the official train file), unless their group has official test
+      pairs: then they are removed (`dropped["train_group_in_official_test"]`);
     - carved pairs go to b, except that a group with official test pairs goes to test and a group
       whose official train pairs stayed in train despite b == test goes to train.
     """
@@ -67,8 +74,12 @@ def split_pairs(loaded: dict[str, list[Pair]], fractions: Sequence[float], seed:
     test_groups = {p.group_key for p in loaded.get("test", []) if p.subset in official}
     kept_in_train = {p.group_key for p in loaded.get("train", []) if p.subset in official and b(p) == "test"}
     out: dict[str, list[Pair]] = {s: [] for s in SPLIT_NAMES}
+    dropped = {"train_group_in_official_test": 0}
     for file_split in ("train", "test"):
         for p in loaded.get(file_split, []):
+            if p.subset in official and file_split == "train" and p.group_key in test_groups:
+                dropped["train_group_in_official_test"] += 1
+                continue
             if p.subset in official:
                 dest = "test" if file_split == "test" else ("val" if b(p) == "val" else "train")
             elif p.group_key in test_groups:
@@ -80,7 +91,7 @@ def split_pairs(loaded: dict[str, list[Pair]], fractions: Sequence[float], seed:
             out[dest].append(p)
     train_groups = {p.group_key for p in loaded.get("train", []) if p.subset in official}
     mode = {s: "official" if s in official else "carved" for s in subsets}
-    return SplitResult(out, mode, len(train_groups & test_groups))
+    return SplitResult(out, mode, len(train_groups & test_groups), dropped)
 
 
 def seeded_order(pairs: Iterable[Pair], seed: int, salt: str = "") -> list[Pair]:

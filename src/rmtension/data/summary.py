@@ -62,6 +62,7 @@ def build_summary(
         "split_fractions": list(cfg.split),
         "split_seed": cfg.split_seed,
         "official_shared_groups": split.official_shared_groups,
+        "split_drops": dict(split.dropped or {}),
         "counts_per_subset": dict(sorted(counts.items())),
         "mixed_mode": cfg.mixed_mode,
         "mixed_ratio": cfg.mixed_ratio,

@@ -159,20 +159,25 @@ def section_tension(run_dir: Path) -> Section | None:
             "table keeps only pairs whose replies differ by at most 10% in length."
         )
         s.tables.append(("Accuracy on length-matched pairs [95% CI] (pairs)", pd.DataFrame(matched)))
-    inter = [
-        {
+    inter = []
+    for ts, d in t["interference"].items():
+        row = {
             "test set": ts,
-            "mixed − best single": f"{d['mixed_minus_best_single']:+.3f}",
-            "95% CI": f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]",
+            "mixed − best single": f"{d['mixed_minus_best_single']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]",
             "best single RM": d["best_single"],
-            "verdict": interference_verdict(d),
         }
-        for ts, d in t["interference"].items()
-    ]
+        for key, label in (("dilution", "dilution"), ("negative_transfer", "negative transfer")):
+            if key in d:
+                e = d[key]
+                row[label] = f"{e['estimate']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]"
+        row["verdict"] = interference_verdict(d)
+        inter.append(row)
     if inter:
         s.tables.append(
             (
-                "Interference = accuracy(mixed) − max(accuracy(helpful RM), accuracy(harmless RM))",
+                "Interference = accuracy(mixed) − accuracy(best single RM) [95% CI], split into dilution = "
+                "best single on the mixed RM's share of its data − best single, and negative transfer = "
+                "mixed − best single on that share",
                 pd.DataFrame(inter),
             )
         )

@@ -23,6 +23,7 @@ from rmtension.neurons.claims import p_phrase
 from rmtension.report.behaviour import avoidant_vs_misuse
 from rmtension.report.conflict import conflict_tracks_shared_neurons, pcgrad_reduces_interference
 from rmtension.report.finding import BAI, TANWAR, Finding, _ci, _not_run, length_note
+from rmtension.report.verdicts import any_of, claim_min_effect, holm, min_detectable_effect
 from rmtension.run.runio import read_json, write_json
 
 HH_TESTS = ("helpful", "harmless")
@@ -32,8 +33,9 @@ ECE_WELL_CALIBRATED = 0.05
 
 
 CRITERIA = (
-    "Mixed worse: supported when the interference CI lies below 0 on some test set, not supported when no point "
-    "estimate is negative or a CI lies above 0. Neuron claims: as in `rmtension neurons claims` (exact McNemar tests "
+    "Mixed worse and negative transfer: supported when, on some HH test set, the difference is negative with a "
+    "Holm-adjusted bootstrap p < 0.05 (two test sets); not supported when on every HH test set the CI lies inside "
+    "±min_effect or wholly above 0 (`rmtension.report.verdicts`). Neuron claims: as in `rmtension neurons claims` (exact McNemar tests "
     "against matched random neurons, hypergeometric test of the overlap, paired bootstrap CIs of the influence). "
     f"Calibrated: supported when every own-objective ECE's CI ends at or below {ECE_WELL_CALIBRATED}, not supported "
     f"when one starts above it (ECE is biased upwards on small test sets). Avoidant vs misuse: the equivalence rule "
@@ -45,35 +47,96 @@ CRITERIA = (
 )
 
 
-def mixed_worse(run_dir: Path) -> Finding:
-    claim = "mixed RMs do worse than single-objective ones"
-    if not (run_dir / "tension.json").exists() or not read_json(run_dir / "tension.json")["interference"]:
-        return _not_run(TANWAR, claim, ("train",), run_dir, "tension.json")
-    every = read_json(run_dir / "tension.json")["interference"]
-    # the verdict reads the HH test sets; RMB and XSTest rows are reported beside it
+def _worse(d: dict) -> tuple[float, list[float], float]:
+    """(estimate, CI, p) of "worse" from a difference entry: the sign flipped, so positive means worse."""
+    est = d.get("estimate", d.get("mixed_minus_best_single"))
+    return -est, [-d["ci95"][1], -d["ci95"][0]], d.get("p_value", 1.0)
+
+
+def _interference_finding(run_dir: Path, fid: str, claim: str) -> Finding:
+    """mixed_worse (the total) or negative_transfer (mixed − the best single on the mixed RM's share)."""
+    path = run_dir / "tension.json"
+    every = read_json(path)["interference"] if path.exists() else {}
+    key = "total" if fid == "mixed_worse" else "negative_transfer"
+    every = {ts: d for ts, d in every.items() if key == "total" or key in d}
+    if not every:
+        f = _not_run(TANWAR, claim, ("train",), run_dir, "tension.json")
+        if key != "total" and path.exists():
+            f.evidence = "The dilution controls were not trained (set `train.controls: true`)."
+        f.id = fid
+        return f
+    m = claim_min_effect(run_dir, fid)
+    # the verdict reads the HH test sets, Holm-corrected; RMB and XSTest rows are reported beside it
     inter = {ts: d for ts, d in every.items() if ts in HH_TESTS} or every
-    parts = [
-        f"{ts} test {d['mixed_minus_best_single']:+.3f} {_ci(d)} (best single: {d['best_single']} RM)"
-        for ts, d in ((t, every[t]) for t in ordered_tests(every))
-    ]
-    if any(d["ci95"][1] < 0 for d in inter.values()):
-        verdict = "supported"
-    elif all(d["mixed_minus_best_single"] >= 0 for d in inter.values()) or any(
-        d["ci95"][0] > 0 for d in inter.values()
-    ):
-        verdict = "not supported"
+    parts = {ts: _worse(d if key == "total" else d[key]) for ts, d in inter.items()}
+    verdict = any_of(parts, m)
+    adjusted = dict(zip(parts, holm([p for _, _, p in parts.values()])))
+
+    def text(ts: str, d: dict) -> str:
+        e = d if key == "total" else d[key]
+        est = e.get("estimate", e.get("mixed_minus_best_single"))
+        extra = f", Holm p {adjusted[ts]:.2g}" if ts in adjusted else " (outside the correction)"
+        return f"{ts} test {est:+.3f} {_ci(e)}{extra}"
+
+    if key == "total":
+        head = "Accuracy of the mixed RM minus the best single-objective RM [95% CI]: "
+        split = [
+            f"{ts}: dilution {d['dilution']['estimate']:+.3f} {_ci(d['dilution'])}, negative transfer "
+            f"{d['negative_transfer']['estimate']:+.3f} {_ci(d['negative_transfer'])}"
+            for ts, d in inter.items()
+            if "dilution" in d
+        ]
+        tail = (". Split: " + "; ".join(split)) if split else ""
     else:
-        verdict = "inconclusive"
+        head = (
+            "Accuracy of the mixed RM minus the best single-objective RM trained on the mixed RM's share of "
+            "its objective (same in-domain pairs, so dilution is taken out) [95% CI]: "
+        )
+        tail = ""
+    mde = max(min_detectable_effect(ci) for _, ci, _ in parts.values())
+    evidence = (
+        head
+        + "; ".join(text(ts, d) for ts, d in ((t, every[t]) for t in ordered_tests(every)))
+        + tail
+        + f". Smallest effect of interest {m:.3f}; this study could detect {mde:.3f} (80% power)."
+        + length_note(run_dir)
+    )
     return Finding(
         TANWAR,
         claim,
         verdict,
-        "Accuracy of the mixed RM minus the best single-objective RM [95% CI]: "
-        + "; ".join(parts)
-        + ". The verdict reads the helpful and harmless test sets only."
-        + length_note(run_dir),
+        evidence,
         "tension.json",
-        "; ".join(f"{ts} {d['mixed_minus_best_single']:+.3f} {_ci(d)}" for ts, d in inter.items()),
+        "; ".join(
+            f"{ts} {-parts[ts][0]:+.3f} {_ci(inter[ts] if key == 'total' else inter[ts][key])}"
+            for ts in inter
+        ),
+        id=fid,
+        effect={ts: parts[ts][0] for ts in parts},
+        ci95={ts: parts[ts][1] for ts in parts},
+        min_effect=m,
+        min_detectable_effect=mde,
+        test="accuracy difference on each HH test set, paired two-level bootstrap (seeds and test pairs); "
+        "supported when some Holm-adjusted p < 0.05 in the claimed direction; not supported by the "
+        "equivalence rule on every HH test set",
+        null="no difference (0): "
+        + (
+            "the best single-objective RM"
+            if key == "total"
+            else "the best single-objective RM on the same in-domain pairs"
+        ),
+    )
+
+
+def mixed_worse(run_dir: Path) -> Finding:
+    return _interference_finding(run_dir, "mixed_worse", "mixed RMs do worse than single-objective ones")
+
+
+def negative_transfer(run_dir: Path) -> Finding:
+    return _interference_finding(
+        run_dir,
+        "negative_transfer",
+        "mixing hurts beyond dilution (negative transfer between the objectives)",
     )
 
 
@@ -298,7 +361,14 @@ def findings(run_dir: str | Path) -> list[Finding]:
         f.id = fn.__name__  # each claim's id is its function's name
         out.append(f)
     extensions = [pcgrad_reduces_interference(run_dir), conflict_tracks_shared_neurons(run_dir)]
-    return [out[0], *neuron_findings(run_dir), *out[1:], avoidant_vs_misuse(run_dir), *extensions]
+    return [
+        out[0],
+        negative_transfer(run_dir),
+        *neuron_findings(run_dir),
+        *out[1:],
+        avoidant_vs_misuse(run_dir),
+        *extensions,
+    ]
 
 
 def write_findings(run_dir: str | Path) -> Path:

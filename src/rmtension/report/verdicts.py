@@ -43,6 +43,39 @@ def all_of(verdicts: Sequence[str]) -> str:
     return INCONCLUSIVE
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input's order.
+
+    Sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)).
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        out[i] = running
+    return out
+
+
+def any_of(
+    effects: dict[str, tuple[float, Sequence[float], float]], min_effect: float, alpha: float = 0.05
+) -> str:
+    """A claim that holds when the effect is positive on some of several test sets, Holm-corrected.
+
+    effects[name] = (estimate, ci95, two-sided p). Supported when some Holm-adjusted p < alpha with a
+    positive estimate; not supported when every CI is equivalent to 0 or wholly negative
+    (`equivalence_verdict`); otherwise inconclusive.
+    """
+    names = list(effects)
+    adjusted = holm([effects[n][2] for n in names])
+    if any(adjusted[i] < alpha and effects[n][0] > 0 for i, n in enumerate(names)):
+        return SUPPORTED
+    if names and all(equivalence_verdict(effects[n][1], min_effect) == NOT_SUPPORTED for n in names):
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
 def min_detectable_effect(ci: Sequence[float], level: float = 0.95, power: float = 0.8) -> float:
     """The effect a two-sided test at `1 - level` detects with `power`, given the CI's width.
 

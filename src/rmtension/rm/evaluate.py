@@ -73,7 +73,10 @@ def tension_table(
         "baselines": {},
         "method": {
             "ci": f"{cfg.ci:.0%} percentile bootstrap over test pairs and seeds ({cfg.bootstrap} resamples)",
-            "interference": "accuracy(mixed) - max(accuracy(helpful RM), accuracy(harmless RM)), paired over test pairs",
+            "interference": "accuracy(mixed) - accuracy(best single RM), the best chosen by its point "
+            "estimate, paired over test pairs; dilution = accuracy(best single on the mixed RM's share of its "
+            "objective, `<best>_half`) - accuracy(best single); negative_transfer = accuracy(mixed) - "
+            "accuracy(`<best>_half`); p-values: two-sided bootstrap",
             "calibration": f"ECE over {cfg.ece_bins} bins of sigmoid(r_chosen - r_rejected), both orientations",
             "baselines": "accuracy of preferring the longer / the shorter reply (tokens of the backbone's "
             "tokenizer, whole replies; ties count 0.5)",
@@ -128,15 +131,7 @@ def tension_table(
                 )
             out["calibration"].setdefault(rm, {})[test] = calibration(margins, cfg.ece_bins)
         if all(rm in per_rm for rm in RMS):
-            point = per_rm["mixed"].mean() - max(per_rm["helpful"].mean(), per_rm["harmless"].mean())
-            diff = reps["mixed"] - np.maximum(reps["helpful"], reps["harmless"])
-            out["interference"][test] = {
-                "mixed_minus_best_single": float(point),
-                "ci95": interval(diff, cfg.ci),
-                "best_single": "helpful"
-                if per_rm["helpful"].mean() >= per_rm["harmless"].mean()
-                else "harmless",
-            }
+            out["interference"][test] = interference(per_rm, reps, cfg.ci)
         if {"mixed", "mixed_pcgrad"} <= set(per_rm):  # paired: same pair resamples, seeds resampled per RM
             out.setdefault("pcgrad", {})[test] = _paired_difference(
                 per_rm, reps, "mixed_pcgrad", "mixed", cfg.ci
@@ -154,6 +149,47 @@ def tension_table(
                 else None,
             }
     return out
+
+
+def interference(per_rm: dict[str, np.ndarray], reps: dict[str, np.ndarray], level: float) -> dict:
+    """Interference on one test set, and its split into dilution and negative transfer.
+
+    per_rm[rm]: [S, N] correctness; reps[rm]: [B] two-level bootstrap replicates sharing the pair
+    resamples (paired). The best single RM is chosen once, by its point estimate, and the same RM is
+    used in every replicate (a max inside each replicate biases the difference downwards). With the
+    controls (`<best>_half`, trained on the mixed RM's share of that objective):
+
+        total             = mixed - best single (n pairs)
+        dilution          = best single(n/2) - best single(n)
+        negative_transfer = mixed - best single(n/2)
+
+    so total = dilution + negative_transfer, in the point estimates and in every replicate.
+    """
+    best = "helpful" if per_rm["helpful"].mean() >= per_rm["harmless"].mean() else "harmless"
+    out = {
+        "mixed_minus_best_single": float(per_rm["mixed"].mean() - per_rm[best].mean()),
+        "ci95": interval(reps["mixed"] - reps[best], level),
+        "best_single": best,
+        "p_value": _boot_p(reps["mixed"] - reps[best]),
+    }
+    half = f"{best}_half"
+    if half in per_rm:
+        for key, a, b in (("dilution", half, best), ("negative_transfer", "mixed", half)):
+            d = reps[a] - reps[b]
+            out[key] = {
+                "difference": f"accuracy({a}) - accuracy({b})",
+                "estimate": float(per_rm[a].mean() - per_rm[b].mean()),
+                "ci95": interval(d, level),
+                "p_value": _boot_p(d),
+            }
+    return out
+
+
+def _boot_p(replicates: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of a difference against 0: twice the smaller tail, with +1 in both counts."""
+    r = np.asarray(replicates)
+    tail = min((r <= 0).sum(), (r >= 0).sum())
+    return float(min(1.0, 2 * (tail + 1) / (len(r) + 1)))
 
 
 def _paired_difference(per_rm: dict, reps: dict, a: str, b: str, level: float, unit: str = "") -> dict:

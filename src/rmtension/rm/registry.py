@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rmtension.strict import OBJECTIVES
+from rmtension.strict import CONTROL_DATA, OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,8 @@ REGISTRY: dict[str, RMName] = {}
 
 def register(name: str, data: str, what: str) -> RMName:
     """Add an RM name; registering the same name twice with different meaning is an error."""
-    if data not in OBJECTIVES:
-        raise ValueError(f"RM {name!r}: data must be one of {OBJECTIVES}, got {data!r}")
+    if data not in OBJECTIVES + CONTROL_DATA:
+        raise ValueError(f"RM {name!r}: data must be one of {OBJECTIVES + CONTROL_DATA}, got {data!r}")
     entry = RMName(name, data, what)
     if REGISTRY.get(name, entry) != entry:
         raise ValueError(f"RM name {name!r} is already registered as {REGISTRY[name]}")
@@ -49,4 +49,14 @@ def check_rm_names(names: list[str]) -> list[str]:
 register("helpful", "helpful", "trained on helpfulness pairs only")
 register("harmless", "harmless", "trained on harmlessness pairs only")
 register("mixed", "mixed", "trained on both objectives' pairs (data.mix)")
+register(
+    "helpful_half",
+    "helpful_half",
+    "control: the helpful pairs of the mixed RM's training set (train.controls)",
+)
+register(
+    "harmless_half",
+    "harmless_half",
+    "control: the harmless pairs of the mixed RM's training set (train.controls)",
+)
 register("mixed_pcgrad", "mixed", "the mixed RM's data and seeds, trained with PCGrad (train.pcgrad)")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rmtension.config import OBJECTIVES, StudyConfig, config_hash
+from rmtension.config import StudyConfig, config_hash
 from rmtension.data.stage import stage_data
 from rmtension.model.encode import EncodedPairs, encode_pairs
 from rmtension.run import dist, interrupt
@@ -49,8 +49,8 @@ def prepare(run_dir: Path, cfg: StudyConfig) -> Prepared:
         backbone = resolve_backbone(cfg.model.backbone, cfg.model.cache_dir)
     tok = load_tokenizer(backbone, cfg.model.max_length, cfg.model.trust_remote_code)
     enc = lambda pairs: encode_pairs(pairs, tok, cfg.model.max_length)  # noqa: E731
-    train = {o: enc(bundle.splits[o]["train"]) for o in OBJECTIVES}
-    val = {o: enc(bundle.splits[o]["val"]) for o in OBJECTIVES}
+    train = {o: enc(split["train"]) for o, split in bundle.splits.items()}
+    val = {o: enc(split["val"]) for o, split in bundle.splits.items()}
     tests = {name: enc(pairs) for name, pairs in bundle.test_sets.items()}
     subsets = {p.pair_id: p.subset for pairs in bundle.test_sets.values() for p in pairs}
     ctx = StudyContext(run_dir=run_dir, cfg=cfg, bundle=bundle, backbone_path=backbone)
@@ -63,7 +63,7 @@ def prepare(run_dir: Path, cfg: StudyConfig) -> Prepared:
             "difference_outside_window": e.n_indistinguishable,
         }
         for name, e in {
-            **{f"train/{o}": train[o] for o in OBJECTIVES},
+            **{f"train/{o}": e for o, e in train.items()},
             **{f"test/{t}": e for t, e in tests.items()},
         }.items()
     }
@@ -71,8 +71,9 @@ def prepare(run_dir: Path, cfg: StudyConfig) -> Prepared:
     return prep
 
 
-MIXED_ONLY = ("conflict_every", "pcgrad", "pcgrad_scope")
-"""Training settings that concern only RMs trained on mixed data (conflict measurement, PCGrad)."""
+MIXED_ONLY = ("conflict_every", "pcgrad", "pcgrad_scope", "controls")
+"""Training settings that concern only which extra RMs train (conflict measurement, PCGrad, the dilution
+controls): no single-objective RM's weights depend on them."""
 
 
 def train_settings(train) -> dict:
@@ -94,20 +95,21 @@ def train_hash(cfg: StudyConfig, objective: str, seed: int) -> str:
 
 
 def study_rms(cfg: StudyConfig) -> list[str]:
-    """The RMs the study trains per seed, by registered name: the three objectives, plus `mixed_pcgrad`."""
-    return list(OBJECTIVES) + (["mixed_pcgrad"] if cfg.train.pcgrad else [])
+    """The RMs the study trains per seed, by registered name: the three objectives, the dilution
+    controls (`train.controls`) and `mixed_pcgrad` (`train.pcgrad`)."""
+    controls = ["helpful_half", "harmless_half"] if cfg.train.controls else []
+    return ["helpful", "harmless", "mixed", *controls] + (["mixed_pcgrad"] if cfg.train.pcgrad else [])
 
 
 def pair_objectives(prep: Prepared, data: str) -> np.ndarray | None:
     """[N] objective code of each training pair of a mixed RM (`rm.conflict.HELPFUL`/`HARMLESS`); None otherwise."""
-    from rmtension.data.objectives import objective_subsets
     from rmtension.rm.conflict import HARMLESS, HELPFUL
 
     if data != "mixed":
         return None
-    harmless = set(objective_subsets(prep.ctx.cfg.data)["harmless"])
+    harmless = {p.pair_id for p in prep.ctx.bundle.splits["harmless_half"]["train"]}  # its harmless share
     pairs = prep.ctx.bundle.splits["mixed"]["train"]
-    return np.array([HARMLESS if p.subset in harmless else HELPFUL for p in pairs], dtype=np.int64)
+    return np.array([HARMLESS if p.pair_id in harmless else HELPFUL for p in pairs], dtype=np.int64)
 
 
 def trunk_cache(prep: Prepared):
