@@ -339,3 +339,11 @@ def test_take_is_pinned_across_machines():
     assert [p.pair_id for p in take(pairs, 4, 7, "train")] == ["p0", "p2", "p7", "p8"]
     assert take(list(reversed(pairs)), 4, 7, "train") == take(pairs, 4, 7, "train")[::-1]
     assert unit_hash(0, "x", "p1") == pytest.approx(0.07025979026994132, abs=1e-15)
+
+
+def test_equal_sizes_caps_every_objective_at_the_smaller_one(carved_root):
+    free = build_dataset(cfg(), str(carved_root))
+    n = min(len(free.splits[o]["train"]) for o in ("helpful", "harmless"))
+    assert len(free.splits["helpful"]["train"]) > n  # helpful has more pairs than harmless here
+    eq = build_dataset(cfg(equal_sizes=True), str(carved_root))
+    assert {len(eq.splits[o]["train"]) for o in ("helpful", "harmless", "mixed")} == {n}

@@ -56,6 +56,9 @@ class DataConfig(Strict):
     """Seed of the grouped split and of any subsampling."""
     max_train_pairs: int | None = Field(None, ge=2)
     """Cap on training pairs per objective (the same cap for each, so runs are size-matched)."""
+    equal_sizes: bool = False
+    """Cap every objective at the smaller single objective's training set too, so that the helpful,
+    harmless and mixed RMs train on the same number of pairs whatever the data holds."""
     max_eval_pairs: int | None = Field(None, ge=2)
     """Cap on validation and test pairs per objective."""
     max_val_pairs: int | None = Field(None, ge=2)
@@ -179,6 +182,7 @@ MIN_EFFECT = {
     "avoidant_vs_misuse": 0.25,
     "pcgrad_reduces_interference": 0.07,
     "conflict_tracks_shared_neurons": 0.30,
+    "neuron_sets_differ": 0.10,
 }
 """Default smallest effect of interest per claim id, in the claim's units (accuracy: a fraction of pairs).
 
@@ -190,7 +194,10 @@ avoidant_vs_misuse: 0.25 of XSTest pairs. In the default study the should-respon
 prompt-level CI (100 prompts) is about ±0.17 wide, so it detects about 0.24 with 80% power
 (`min_detectable_effect` in findings.json); a smaller default would leave "not supported" unreachable.
 pcgrad_reduces_interference: 0.07 of HH test pairs (the default's paired CIs are about ±0.03, a
-detectable 0.05). conflict_tracks_shared_neurons: a Spearman correlation of 0.3."""
+detectable 0.05). conflict_tracks_shared_neurons: a Spearman correlation of 0.3.
+neuron_sets_differ: 0.10 Jaccard (of the two objectives' top-p neuron sets), the permutation null's
+mean minus the observed; at top 5% and a Jaccard near 0.6, 0.1 is about 8% of each set's neurons
+swapped for others (`rmtension.neurons.nulls`)."""
 
 
 class ClaimsConfig(Strict):

@@ -146,6 +146,8 @@ def build_objectives(
     for o in SINGLE:
         if not pool[o]["train"]:
             raise DataError(",".join(subsets[o]), None, f"objective {o} has no training pairs")
+    if cfg.equal_sizes:
+        cap_train = min(cap_train or math.inf, *(len(pool[o]["train"]) for o in SINGLE))
     splits = {
         o: {
             "train": take(pool[o]["train"], cap_train, seed, "train"),
