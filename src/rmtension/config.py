@@ -183,6 +183,9 @@ MIN_EFFECT = {
     "pcgrad_reduces_interference": 0.07,
     "conflict_tracks_shared_neurons": 0.30,
     "neuron_sets_differ": 0.10,
+    "sqrt_kl": 0.1,
+    "train_test_gap": 0.1,
+    "tradeoff": 0.05,
 }
 """Default smallest effect of interest per claim id, in the claim's units (accuracy: a fraction of pairs).
 
@@ -197,7 +200,12 @@ pcgrad_reduces_interference: 0.07 of HH test pairs (the default's paired CIs are
 detectable 0.05). conflict_tracks_shared_neurons: a Spearman correlation of 0.3.
 neuron_sets_differ: 0.10 Jaccard (of the two objectives' top-p neuron sets), the permutation null's
 mean minus the observed; at top 5% and a Jaccard near 0.6, 0.1 is about 8% of each set's neurons
-swapped for others (`rmtension.neurons.nulls`)."""
+swapped for others (`rmtension.neurons.nulls`).
+sqrt_kl: a slope of 0.1 within-prompt SD of the held-out reward per unit of sqrt(KL) (nats^1/2);
+best-of-16 spans sqrt(KL_bon) 0 to 1.35, so a flatter curve gains under 0.14 SD. train_test_gap: 0.1
+within-prompt SD of excess over regression to the mean (pm_train's pick at best-of-16 sits about 1.8 SD
+up). tradeoff: 0.05 of pairs, the distance from chance (0.5) of a single-objective RM's accuracy on
+the other objective's test pairs."""
 
 
 class ClaimsConfig(Strict):

@@ -88,13 +88,6 @@ def bon_curve(selector: np.ndarray, values: np.ndarray, ns: Sequence[int]) -> np
     return np.stack([bon_expectation(selector, values, n) for n in ns])
 
 
-def zscore(x: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Standardise over every element: (z, mean, std). std 0 -> 1 so constant scores stay finite."""
-    mean, std = float(np.mean(x)), float(np.std(x))
-    std = std if std > 0 else 1.0
-    return (x - mean) / std, mean, std
-
-
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:
     ss_res = float(np.sum((y - pred) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
@@ -113,50 +106,26 @@ def sqrt_kl_fit(kl: np.ndarray, reward: np.ndarray) -> dict[str, float]:
 def gao_fit(kl: np.ndarray, reward: np.ndarray) -> dict[str, float]:
     """Least squares reward ~ d (alpha - beta d), d = sqrt(KL): Gao et al. (2023)'s best-of-n form.
 
-    The curve peaks at d* = alpha / (2 beta) when beta > 0; `peak_kl` = d*^2 and `peak_n` is the n
-    whose KL bound equals it (inf / nan when the fitted curve never turns down).
+    The curve peaks at `peak_d` d* = alpha / (2 beta) when beta > 0 (and alpha > 0); `peak_kl` = d*^2
+    and `peak_n` is the n whose KL bound equals it (inf when the fitted curve never turns down).
+    `aic` is the Gaussian least-squares AIC (`rmtension.optimise.fits.aic`) with two coefficients.
     """
     d = np.sqrt(np.asarray(kl, dtype=np.float64))
     y = np.asarray(reward, dtype=np.float64)
     design = np.stack([d, -(d**2)], axis=1)
     (alpha, beta), *_ = np.linalg.lstsq(design, y, rcond=None)
-    peak_kl = (alpha / (2 * beta)) ** 2 if beta > 0 and alpha > 0 else float("inf")
+    peak_d = alpha / (2 * beta) if beta > 0 and alpha > 0 else float("inf")
+    pred = design @ np.array([alpha, beta])
+    rss = float(np.sum((y - pred) ** 2))
+    floor = 1e-12 * float(np.sum((y - y.mean()) ** 2)) or 1e-300
     return {
         "alpha": float(alpha),
         "beta": float(beta),
-        "r2": _r2(y, design @ np.array([alpha, beta])),
-        "peak_kl": float(peak_kl),
-        "peak_n": n_for_kl(peak_kl) if math.isfinite(peak_kl) else float("inf"),
-    }
-
-
-def gap_onset(
-    train: np.ndarray,
-    test: np.ndarray,
-    ns: Sequence[int],
-    n_boot: int,
-    rng: np.random.Generator,
-    level: float = 0.95,
-) -> dict:
-    """Where the train-PM / test-PM gap opens, with a percentile bootstrap over prompts.
-
-    train, test: [len(ns), P] per-prompt best-of-n rewards (z-units) under the selecting PM and
-    the held-out PM. The gap is train - test; `onset_n` is the first n whose CI lies above 0.
-    The same prompt resamples are used for every n.
-    """
-    gap = np.asarray(train) - np.asarray(test)  # [M, P]
-    idx = rng.integers(0, gap.shape[1], size=(n_boot, gap.shape[1]))
-    reps = gap[:, idx].mean(axis=2)  # [M, n_boot]
-    a = (1 - level) / 2
-    lo, hi = np.quantile(reps, a, axis=1), np.quantile(reps, 1 - a, axis=1)
-    onset = next((int(n) for n, low in zip(ns, lo) if low > 0), None)
-    return {
-        "n": list(map(int, ns)),
-        "gap": gap.mean(axis=1).tolist(),
-        "ci_low": lo.tolist(),
-        "ci_high": hi.tolist(),
-        "onset_n": onset,
-        "level": level,
+        "r2": _r2(y, pred),
+        "aic": len(y) * math.log(max(rss, floor) / len(y)) + 2 * 3,  # two coefficients and the variance
+        "peak_d": float(peak_d),
+        "peak_kl": float(peak_d**2),
+        "peak_n": n_for_kl(peak_d**2) if math.isfinite(peak_d) else float("inf"),
     }
 
 

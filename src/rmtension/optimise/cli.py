@@ -66,26 +66,32 @@ def bon_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVE
     run_dir = run_stages(cfg, out, ("pm_halves", "bon"))
     fits = json.loads((run_dir / "bon_fit.json").read_text())["objectives"]
     for o, f in fits.items():
-        fit, gap = f["sqrt_kl"]["reward_train_pm"], f["gap"]
+        held, gap = f["curves"][f["heldout_curve"]], f["gap"]
+        fit, ci = held["forms"]["sqrt_kl"], f["slope_ci"][f["heldout_curve"]]
         log(
-            f"{o}: pm_train ≈ {fit['intercept']:+.3f} {fit['slope']:+.3f}·sqrt(KL) (R² {fit['r2']:.3f}); "
-            f"train − test gap at n={gap['n'][-1]}: {gap['gap'][-1]:+.3f} [{gap['ci_low'][-1]:+.3f}, {gap['ci_high'][-1]:+.3f}]"
+            f"{o}: pm_test of pm_train's pick ≈ {fit['intercept']:+.3f} {fit['slope']:+.3f}·sqrt(KL) "
+            f"[{ci[0]:+.3f}, {ci[1]:+.3f}], best form {held['best']} (ΔAIC {held['delta_aic']:.1f}); "
+            f"gap at n={gap['n'][-1]}: {gap['gap'][-1]:+.3f}, beyond regression to the mean "
+            f"{gap['excess'][-1]:+.3f} [{gap['excess_ci_low'][-1]:+.3f}, {gap['excess_ci_high'][-1]:+.3f}]"
         )
     log(f"outputs: {run_dir / 'bon.csv'}, {run_dir / 'bon_fit.json'}, {run_dir / 'frontier.csv'}")
 
 
 @app.command("rl")
 def rl_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVERRIDES) -> None:
-    """RLOO against pm_train with a KL penalty; logs KL and every judge's reward per step to rl.csv."""
+    """RLOO against pm_train with a KL penalty, per seed; held-out evaluations (rl_eval.csv), trend and gap (rl.json)."""
     from rmtension.run.log import log
 
     cfg = _config(config, overrides, ("policy", "pm_halves", "rl"))
     run_dir = run_stages(cfg, out, ("pm_halves", "bon", "rl"))
     for o, sm in json.loads((run_dir / "rl.json").read_text()).items():
+        ci, g = sm["trend_ci95"], sm["gap"]
         log(
-            f"{o}: final KL {sm['final_kl']:.3f}, train − test gap {sm['final_gap']:+.3f} ± {2 * sm['final_gap_se']:.3f}"
+            f"{o}: held-out pm_train trend {sm['trend']:+.3f} per sqrt(KL) [{ci[0]:+.3f}, {ci[1]:+.3f}] "
+            f"({len(sm['seeds'])} seed(s)), final KL {sm['final_kl']:.3f}, train − test gain {g['gap']:+.3f}, "
+            f"beyond regression to the mean {g['excess']:+.3f} [{g['excess_ci_low']:+.3f}, {g['excess_ci_high']:+.3f}]"
         )
-    log(f"outputs: {run_dir / 'rl.csv'}, {run_dir / 'rl.json'}")
+    log(f"outputs: {run_dir / 'rl.csv'}, {run_dir / 'rl_eval.csv'}, {run_dir / 'rl.json'}")
 
 
 @policy_app.command("sample")
@@ -106,7 +112,7 @@ def policy_sample(
     overrides: list[str] = OVERRIDES,
 ) -> None:
     """Sample responses from the policy (`policy:` section) with its chat template and stop at end-of-turn."""
-    from rmtension.optimise.bon_stage import select_prompts
+    from rmtension.optimise.prompts import select_prompts
     from rmtension.data.types import Turn
     from rmtension.optimise.policy import build_prompt_ids, decode_responses, open_policy, sample
     from rmtension.run.runio import atomic_write_text

@@ -14,6 +14,9 @@ from pydantic import Field, model_validator
 from rmtension.errors import ConfigError
 from rmtension.strict import OBJECTIVES, Strict
 
+OTHER = {"helpful": "harmless", "harmless": "helpful"}
+"""The other objective's RM judges a single-objective PM's pick; the mixed PM has no other objective."""
+
 
 class PolicyConfig(Strict):
     backbone: str = "smollm2-135m"
@@ -21,7 +24,8 @@ class PolicyConfig(Strict):
     precision: Literal["bf16", "fp32"] = "bf16"
     """Weights while sampling. bf16 weights, not autocast: autocast re-casts every weight at every decode step."""
     temperature: float = Field(1.0, ge=0.0)
-    """Sampling temperature; 0 is greedy. 1 samples the policy itself, which the KL bound and RL assume."""
+    """Sampling temperature; 0 is greedy. 1 samples the policy itself, which the KL bound assumes; RL
+    requires it (with top_k 0 and top_p 1), a config error otherwise."""
     top_k: int = Field(0, ge=0)
     """Keep only the k most likely tokens; 0 turns the filter off."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -58,15 +62,16 @@ class BonConfig(Strict):
         default_factory=lambda: ["helpful", "harmless"], min_length=1
     )
     """Prompts come in equal shares from the test split of each of these objectives (one shared pool,
-    so every PM and the frontier judge the same samples). RL draws its prompts from the same splits."""
+    so every PM and the frontier judge the same samples), one per prompt group and only from groups no
+    RM or PM trained or validated on. RL draws its prompts from the same splits."""
     frontier_weights: int = Field(11, ge=2)
     """Number of evenly spaced w in [0, 1] for the helpful/harmless frontier."""
     frontier_n: int | None = Field(None, ge=1)
     """n at which the frontier is read (None: N)."""
     bootstrap: int = Field(2000, ge=100)
-    """Bootstrap resamples over prompts for the train/test gap."""
+    """Bootstrap resamples over prompts: the train/test gap and the slopes of the best-of-n curves."""
     ci: float = Field(0.95, gt=0.5, lt=1.0)
-    """Confidence level of the gap's interval."""
+    """Confidence level of the gap's and the slopes' intervals."""
     score_batch_size: int = Field(32, ge=1)
     """Transcripts per reward-model forward."""
     n_example_prompts: int = Field(3, ge=0)
@@ -97,7 +102,8 @@ class RLConfig(Strict):
     max_prompt_tokens: int = Field(192, ge=8)
     """Prompt budget during RL (turns dropped from the front)."""
     n_prompts: int = Field(256, ge=1)
-    """Pool of held-out prompts that steps cycle through."""
+    """Pool of RL training prompts that steps cycle through: test-split groups no RM or PM saw, disjoint
+    from the evaluation prompts (`rl.eval_prompts`)."""
     lr: float = Field(2e-5, gt=0)
     """AdamW learning rate."""
     kl_coef: float = Field(0.05, ge=0)
@@ -108,8 +114,39 @@ class RLConfig(Strict):
     """Gradient clipping."""
     bf16: bool = True
     """bf16 autocast for the log-prob forward passes (master weights fp32); sampling uses a bf16 copy."""
-    seed: int = 0
-    """Seed of the prompt order and of the sampler."""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    """One RL run per objective and seed; a seed sets the prompt order and the sampler. Several seeds
+    give the spread of the RL trend (`rl.json` `by_seed`, `seed_spread`). `rl.seed: k` is a deprecated
+    alias of `rl.seeds: [k]`."""
+    eval_every: int = Field(4, ge=1)
+    """Held-out evaluation every this many policy updates (also before the first and after the last)."""
+    eval_prompts: int = Field(16, ge=2)
+    """Fixed held-out prompts of the evaluation, from prompt groups disjoint from the RL training prompts
+    and from every RM / PM training and validation group."""
+    eval_k: int = Field(4, ge=2)
+    """Completions per held-out prompt at each evaluation (at least 2: the gap is standardised within prompts)."""
+    bootstrap: int = Field(2000, ge=100)
+    """Resamples of the block bootstrap of the RL trend and of the prompt bootstrap of the held-out gap."""
+    block: int | None = Field(None, ge=1)
+    """Block length (evaluations) of the moving-block bootstrap; None: ceil(m^(1/3)) for m evaluations per run."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_alias(cls, data):
+        """`seed: k` (deprecated) -> `seeds: [k]`; both given must agree."""
+        if isinstance(data, dict) and "seed" in data:
+            data = dict(data)
+            seed = data.pop("seed")
+            if "seeds" in data and list(data["seeds"]) != [seed]:
+                raise ValueError(f"rl.seed ({seed}) is a deprecated alias of rl.seeds; give only seeds")
+            data["seeds"] = [seed]
+        return data
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> "RLConfig":
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"rl.seeds must be distinct, got {self.seeds}")
+        return self
 
 
 def check_optimise_sections(cfg) -> None:
@@ -127,3 +164,14 @@ def check_optimise_sections(cfg) -> None:
         missing = [o for o in cfg.rl.objectives if o not in cfg.pm_halves.objectives]
         if missing:
             raise ConfigError(f"rl.objectives: {missing} have no PM halves; add them to pm_halves.objectives")
+        check_rl_sampling(cfg.policy)
+
+
+def check_rl_sampling(pc: PolicyConfig) -> None:
+    """RL samples the policy itself: its KL (sum of log pi - log pi_ref over sampled tokens) is an
+    estimate of KL(pi || pi_ref) only when the tokens are drawn from pi, i.e. temperature 1, no filters."""
+    if pc.temperature != 1.0 or pc.top_k != 0 or pc.top_p != 1.0:
+        raise ConfigError(
+            f"rl: needs policy.temperature=1, policy.top_k=0 and policy.top_p=1 (got {pc.temperature:g}, "
+            f"{pc.top_k}, {pc.top_p:g}): the KL to the initial policy is estimated from samples of the policy itself"
+        )

@@ -1,10 +1,9 @@
 """Report sections of the optimisation stages, built only from `bon.csv`, `bon_fit.json`,
-`frontier.csv`, `bon/examples.json`, `rl.csv` and `rl.json` (nothing is recomputed here).
+`frontier.csv`, `bon/examples.json` (here) and `rl.csv`, `rl_eval.csv`, `rl.json`
+(`rmtension.optimise.report_rl`); nothing is recomputed.
 
-Verdicts: the sqrt(KL) relation counts as observed when the fit of pm_train's curve has a
-positive slope and R^2 >= `R2_OBSERVED`; the train/test gap counts as observed when its bootstrap
-CI at the largest n (best-of-n) or its mean +- 2 SE over the last quarter of the steps (RL) lies
-above zero.
+Each curve's verdict sentence applies the rules of `rmtension.optimise.claims` with the run's
+`claims.min_effect`, as the summary of findings does.
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rmtension.optimise.report_rl import section_rl
+from rmtension.optimise.report_text import CURVES, KL_LABEL, forms_rows, forms_sentence, gao_row, gap_sentence, ci_text
 from rmtension.report.figures import (
     CHANCE_COLOUR,
     COLUMN_WIDTH,
@@ -25,191 +26,84 @@ from rmtension.report.figures import (
     save,
 )
 from rmtension.report.section import Section
+from rmtension.report.verdicts import claim_min_effect
 from rmtension.run.runio import read_json
 
-R2_OBSERVED = 0.9
-"""R^2 of reward ~ a + b sqrt(KL) above which the sqrt(KL) relation counts as observed."""
-CURVES = {
-    "reward_train_pm": ("pm_train (selects)", "-", "o"),
-    "reward_test_pm": ("pm_test (held-out half)", "--", "s"),
-    "reward_other_objective": ("other objective's RM", ":", "^"),
-}
-LABELS = {
-    **{k: v[0] for k, v in CURVES.items()},
-    "reward_helpful_rm": "study helpful RM",
-    "reward_harmless_rm": "study harmless RM",
-}
-KL_LABEL = "sqrt(KL_bon), KL_bon = log n - (n-1)/n (an upper bound)"
-
-
-def sqrt_kl_sentence(where: str, objective: str, fit: dict) -> str:
-    seen = fit["slope"] > 0 and fit["r2"] >= R2_OBSERVED
-    return (
-        f"{where}, {objective}: the sqrt(KL) relation was {'observed' if seen else 'not observed'}: pm_train reward "
-        f"≈ {fit['intercept']:+.3f} {fit['slope']:+.3f}·sqrt(KL) with R² = {fit['r2']:.3f} "
-        f"(criterion: slope > 0 and R² ≥ {R2_OBSERVED})."
-    )
-
-
-def bon_gap_sentence(objective: str, gap: dict) -> str:
-    lo, hi, mean, n = gap["ci_low"][-1], gap["ci_high"][-1], gap["gap"][-1], gap["n"][-1]
-    level = f"{gap['level']:.0%}"
-    if lo > 0:
-        onset = f"; its CI first excludes 0 at n = {gap['onset_n']}" if gap["onset_n"] is not None else ""
-        return (
-            f"Best-of-n, {objective}: the train/test gap was observed: at n = {n} pm_train rates its pick "
-            f"{mean:+.3f} z above pm_test does ({level} CI [{lo:+.3f}, {hi:+.3f}]){onset}."
-        )
-    return (
-        f"Best-of-n, {objective}: the train/test gap was not observed: at n = {n} pm_train − pm_test = "
-        f"{mean:+.3f} z ({level} CI [{lo:+.3f}, {hi:+.3f}])."
-    )
-
+__all__ = ["section_bon", "section_rl", "section_frontier", "section_examples", "SECTIONS"]
 
 def section_bon(run_dir: Path):
     if not (run_dir / "bon.csv").exists() or not (run_dir / "bon_fit.json").exists():
         return None
     table, fits = pd.read_csv(run_dir / "bon.csv"), read_json(run_dir / "bon_fit.json")
     s = Section("Best-of-n against a learned judge", "bon")
+    if any("heldout_curve" not in f for f in fits["objectives"].values()):
+        s.paragraphs.append("`bon_fit.json` predates the held-out analysis: rerun `rmtension bon` to see it.")
+        return s
+    m_slope, m_gap = claim_min_effect(run_dir, "sqrt_kl"), claim_min_effect(run_dir, "train_test_gap")
     s.paragraphs.append(
-        "N responses per held-out prompt are sampled once from the policy; for each n the expected reward of the "
-        "sample that pm_train ranks best among n is computed exactly over all n-subsets (no regeneration). "
-        "pm_train and pm_test are trained with the study's recipe on disjoint, prompt-grouped halves of the "
-        "objective's training pairs (Bai et al. 2022, sec. 4.3). Rewards are z-scores of each judge over all samples. "
-        f"{fits['kl']}. Sources: `bon.csv`, `bon_fit.json`, `bon/samples.parquet`."
+        "N responses per held-out prompt (from prompt groups no RM or PM saw) are sampled once from the policy; for "
+        "each n the expected reward of the sample that pm_train ranks best among n is computed exactly over all "
+        "n-subsets (no regeneration). pm_train and pm_test are trained with the study's recipe on disjoint, "
+        "prompt-grouped halves of the objective's training pairs (Bai et al. 2022, sec. 4.3). Rewards are in "
+        f"within-prompt SD ({fits['units']}). {fits['kl']}. pm_train's own curve is shown but decides nothing: its "
+        "shape follows from its score distribution alone (Gaussian scores give R² = 1.000 against sqrt(KL_bon)); "
+        "the held-out curve, pm_test's reward of pm_train's pick, decides. Forms are compared by AIC "
+        f"({fits['aic']}). Sources: `bon.csv`, `bon_fit.json`, `bon/samples.parquet`."
     )
     objectives = list(dict.fromkeys(table["objective"]))
     fig, axes = new_figure(
-        DOUBLE_WIDTH if len(objectives) > 1 else COLUMN_WIDTH,
-        2.9,
-        ncols=len(objectives),
-        squeeze=False,
-        sharey=True,
+        DOUBLE_WIDTH if len(objectives) > 1 else COLUMN_WIDTH, 2.9, ncols=len(objectives), squeeze=False, sharey=True
     )
-    rows = []
+    form_rows, gao_rows, gap_rows = [], [], []
     for ax, o in zip(axes[0], objectives):
         t, f = table[table["objective"] == o], fits["objectives"][o]
         for col, (label, ls, marker) in CURVES.items():
             if np.isfinite(t[col]).all():
-                ax.plot(
-                    t["sqrt_kl"],
-                    t[col],
-                    ls=ls,
-                    marker=marker,
-                    ms=2.5,
-                    lw=1,
-                    color=RM_COLOURS.get(o),
-                    label=label,
-                )
-        fit = f["sqrt_kl"]["reward_train_pm"]
+                ax.plot(t["sqrt_kl"], t[col], ls=ls, marker=marker, ms=2.5, lw=1, color=RM_COLOURS.get(o), label=label)
+        held = f["curves"][f["heldout_curve"]]
+        fit = held["forms"]["sqrt_kl"]
         d = np.linspace(0, t["sqrt_kl"].max(), 50)
-        ax.plot(
-            d,
-            fit["intercept"] + fit["slope"] * d,
-            color=CHANCE_COLOUR,
-            lw=0.7,
-            label="a + b·sqrt(KL) fit (pm_train)",
-        )
+        ax.plot(d, fit["intercept"] + fit["slope"] * d, color=CHANCE_COLOUR, lw=0.7, label="a + b·sqrt(KL) fit (pm_test)")
         g = f["gao_test_pm"]
-        ax.plot(
-            d,
-            d * (g["alpha"] - g["beta"] * d),
-            color=CHANCE_COLOUR,
-            lw=0.7,
-            ls="--",
-            label="d(α − βd) fit (pm_test)",
-        )
+        ax.plot(d, d * (g["alpha"] - g["beta"] * d), color=CHANCE_COLOUR, lw=0.7, ls="--", label="d(α − βd) fit (pm_test)")
         ax.set_title(f"{o} (n = 1 … {f['n_max']})")
         ax.set_xlabel(KL_LABEL if len(objectives) == 1 else "sqrt(KL_bon) (upper bound)")
-        s.paragraphs.append(sqrt_kl_sentence("Best-of-n", o, fit))
-        s.paragraphs.append(bon_gap_sentence(o, f["gap"]))
-        for col, fit_c in f["sqrt_kl"].items():
-            rows.append(
+        ci = f["slope_ci"][f["heldout_curve"]]
+        s.paragraphs.append(forms_sentence(f"Best-of-n, {o}", held, fit["slope"], ci, m_slope))
+        s.paragraphs.append(gap_sentence(f"Best-of-{f['gap']['n'][-1]}, {o}", f["gap"], m_gap, f["gap_swapped"]))
+        form_rows += forms_rows(o, f["curves"], f["slope_ci"])
+        gao_rows += [gao_row(o, "pm_test (held-out)", g), gao_row(o, "pm_train (selects)", f["gao_train_pm"])]
+        for i, n in enumerate(f["gap"]["n"]):
+            gp, w = f["gap"], f["gap_swapped"]
+            gap_rows.append(
                 {
                     "objective": o,
-                    "curve": LABELS.get(col, col),
-                    "intercept": f"{fit_c['intercept']:+.3f}",
-                    "slope": f"{fit_c['slope']:+.3f}",
-                    "R²": f"{fit_c['r2']:.3f}",
+                    "n": n,
+                    "gap": f"{gp['gap'][i]:+.3f} {ci_text([gp['gap_ci_low'][i], gp['gap_ci_high'][i]])}",
+                    "RTM (1 − ρ̂)·E[z]": f"{gp['rtm'][i]:+.3f}",
+                    "excess": f"{gp['excess'][i]:+.3f} {ci_text([gp['excess_ci_low'][i], gp['excess_ci_high'][i]])}",
+                    "swapped gap": f"{w['gap'][i]:+.3f}",
+                    "swapped excess": f"{w['excess'][i]:+.3f} {ci_text([w['excess_ci_low'][i], w['excess_ci_high'][i]])}",
+                    "ρ̂": f"{gp['rho']:.3f}",
                 }
             )
-        rows.append(
-            {
-                "objective": o,
-                "curve": "pm_test, Gao et al. d(α − βd)",
-                "intercept": "0",
-                "slope": f"α={g['alpha']:+.3f}, β={g['beta']:+.3f}",
-                "R²": f"{g['r2']:.3f}",
-                "peak n": "never" if not np.isfinite(g["peak_n"]) else f"{g['peak_n']:.0f}",
-            }
-        )
-    axes[0][0].set_ylabel("reward of the pick (z)")
+    axes[0][0].set_ylabel("reward of the pick (within-prompt SD)")
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}  # every curve kind, once
     fig.legend(handles.values(), handles.keys(), frameon=False, loc="outside lower center", ncols=3)
     s.figures.append(
         (
-            "Best-of-n: reward of pm_train's pick under pm_train, pm_test and the other objective's RM, "
-            "against sqrt(KL_bon) (an upper bound on the KL, Beirami et al. 2024).",
+            "Best-of-n: reward of pm_train's pick under pm_train, pm_test and the other objective's RM, against "
+            "sqrt(KL_bon) (an upper bound on the KL, Beirami et al. 2024); fits of the held-out (pm_test) curve.",
             save(fig, run_dir, "bon"),
         )
     )
-    s.tables.append(
-        ("Fits of reward against sqrt(KL) (source: `bon_fit.json`)", pd.DataFrame(rows).fillna(""))
-    )
-    return s
-
-
-def section_rl(run_dir: Path):
-    if not (run_dir / "rl.csv").exists():
-        return None
-    frame = pd.read_csv(run_dir / "rl.csv")
-    summary = read_json(run_dir / "rl.json") if (run_dir / "rl.json").exists() else {}
-    s = Section("RL against pm_train", "rl")
-    s.paragraphs.append(
-        "RLOO (Ahmadian et al. 2024) with a KL penalty to the initial policy, optimising pm_train; each step logs the "
-        "sampled batch's KL (sum over tokens of log π − log π_ref) and its reward under pm_train, pm_test and the other "
-        "objective's RM (z-units of the initial policy's samples). Sources: `rl.csv`, `rl.json`."
-    )
-    objectives = list(dict.fromkeys(frame["objective"]))
-    fig, axes = new_figure(DOUBLE_WIDTH, 2.8, ncols=2)
-    for o in objectives:
-        t = frame[frame["objective"] == o]
-        c = RM_COLOURS.get(o)
-        for col, (label, ls, marker) in CURVES.items():
-            if np.isfinite(t[col]).all():
-                axes[0].plot(
-                    t["sqrt_kl"], t[col], ls=ls, marker=marker, ms=2, lw=0.8, color=c, label=f"{o}: {label}"
-                )
-        axes[1].plot(t["step"], t["kl"], color=c, lw=1, label=o)
-        sm = summary.get(o)
-        if sm and "reward_train_pm" in sm["sqrt_kl"]:
-            s.paragraphs.append(sqrt_kl_sentence("RL", o, sm["sqrt_kl"]["reward_train_pm"]))
-            gap, se = sm["final_gap"], sm["final_gap_se"]
-            seen = np.isfinite(se) and gap - 2 * se > 0
-            spread = f"± {2 * se:.3f} z (mean ± 2 SE)" if np.isfinite(se) else "z (one step: no interval)"
-            s.paragraphs.append(
-                f"RL, {o}: the train/test gap was {'observed' if seen else 'not observed'}: over the last quarter of "
-                f"the steps (KL ≈ {sm['final_kl']:.3f}) pm_train − pm_test = {gap:+.3f} {spread}."
-            )
-    axes[0].set_xlabel("sqrt(KL) to the initial policy (sampled batch)")
-    axes[0].set_ylabel("reward (z)")
-    fig.legend(*axes[0].get_legend_handles_labels(), frameon=False, loc="outside lower center", ncols=3)
-    axes[1].set_xlabel("step")
-    axes[1].set_ylabel("KL to the initial policy")
-    axes[1].legend(frameon=False)
-    s.figures.append(
-        (
-            "RL curves: reward under each judge against sqrt(KL), and KL over the steps.",
-            save(fig, run_dir, "rl"),
-        )
-    )
-    last = frame.groupby("objective", sort=False).tail(1)
+    s.tables.append(("Functional forms of each best-of-n curve: AIC (lower fits better) (source: `bon_fit.json`)", pd.DataFrame(form_rows)))
+    s.tables.append(("Gao et al. (2023) d(α − βd) fits, d = sqrt(KL_bon), and the peak d*", pd.DataFrame(gao_rows)))
     s.tables.append(
         (
-            "Last step per objective",
-            last[
-                ["objective", "step", "kl", "reward_train_pm", "reward_test_pm", "reward_other_objective"]
-            ].round(3),
+            "Train/test gap by n, its regression-to-the-mean expectation and the excess [95% CI over prompts]; "
+            "swapped: pm_test selects, pm_train judges",
+            pd.DataFrame(gap_rows),
         )
     )
     return s
@@ -221,35 +115,33 @@ def section_frontier(run_dir: Path):
     f = pd.read_csv(run_dir / "frontier.csv")
     w, judges = f[f["kind"] == "weighted"], f[f["kind"] == "judge"]
     s = Section("Helpful-harmless frontier", "frontier")
+    held = "judged_by" in f
     s.paragraphs.append(
-        f"Best-of-{int(w['n'].iloc[0])} selecting by w·z(helpful RM) + (1 − w)·z(harmless RM) for w in [0, 1], read by the "
-        "study's helpful and harmless RMs (first seed); markers show where selecting by a single judge lands "
-        "(w = 1 and w = 0 are the helpful and harmless RMs themselves). Source: `frontier.csv`."
+        f"Best-of-{int(w['n'].iloc[0])} selecting by w·z(pm_train_helpful) + (1 − w)·z(pm_train_harmless) for w in "
+        "[0, 1], read by the held-out PMs pm_test_helpful and pm_test_harmless (trained on the other halves, so no "
+        "selector judges its own pick); markers show where selecting by a single pm_train or study RM lands. "
+        "Source: `frontier.csv`."
+        if held
+        else "`frontier.csv` predates the held-out frontier (it is read by the selecting RMs): rerun `rmtension bon`."
     )
     fig, ax = new_figure(COLUMN_WIDTH, 3.4)
     ax.plot(w["helpful"], w["harmless"], color="black", lw=1, marker=".", ms=3, label="weighted selector")
-    for i, (_, r) in enumerate(judges.iterrows()):
+    for _, r in judges.iterrows():
         obj = next((o for o in RM_COLOURS if r["selector"].endswith(o)), None)
         marker = "*" if r["selector"].startswith("rm_") else "o" if "pm_train" in r["selector"] else "x"
         ax.scatter(
-            r["helpful"],
-            r["harmless"],
-            s=28,
-            marker=marker,
-            color=RM_COLOURS.get(obj, PALETTE[7]),
-            label=r["selector"],
-            zorder=3,
+            r["helpful"], r["harmless"], s=28, marker=marker, color=RM_COLOURS.get(obj, PALETTE[7]), label=r["selector"], zorder=3
         )
-    ax.set_xlabel("helpful RM reward (z)")
-    ax.set_ylabel("harmless RM reward (z)")
+    ax.set_xlabel("held-out helpful PM reward (z)" if held else "helpful RM reward (z)")
+    ax.set_ylabel("held-out harmless PM reward (z)" if held else "harmless RM reward (z)")
     fig.legend(frameon=False, loc="outside lower center", ncols=2)
     s.figures.append(
         (
-            "The helpful-vs-harmless frontier that best-of-n reaches, with single-judge selections.",
+            "The helpful-vs-harmless frontier that best-of-n reaches, read by the held-out PMs, with single-judge selections.",
             save(fig, run_dir, "frontier"),
         )
     )
-    s.tables.append(("Frontier and single-judge points (z-units)", f.round(3)))
+    s.tables.append(("Frontier and single-judge points (within-prompt z of pm_test)", f.round(3)))
     return s
 
 
@@ -274,12 +166,8 @@ def section_examples(run_dir: Path):
         last_user = next((t["content"] for t in reversed(item["context"]) if t["role"] == "user"), "")
         rows = [{"draw": f"n=1 #{i + 1}", **_row(r)} for i, r in enumerate(item["n1"])]
         for o, picks in item["best_of_N"].items():
-            rows += [
-                {"draw": f"best-of-{n_max} by pm_train_{o} #{i + 1}", **_row(r)} for i, r in enumerate(picks)
-            ]
-        s.tables.append(
-            (f"{item['objective']} prompt {item['prompt_id']}: “{_clip(last_user, 200)}”", pd.DataFrame(rows))
-        )
+            rows += [{"draw": f"best-of-{n_max} by pm_train_{o} #{i + 1}", **_row(r)} for i, r in enumerate(picks)]
+        s.tables.append((f"{item['objective']} prompt {item['prompt_id']}: “{_clip(last_user, 200)}”", pd.DataFrame(rows)))
     return s
 
 

@@ -1,13 +1,20 @@
-"""Study stages of the optimisation analyses: PM halves, best-of-n (`rmtension.optimise.bon_stage`) and RL.
+"""The RL stage: one RLOO run per objective and seed against pm_train, evaluated on held-out prompts.
 
 Outputs (under the run directory):
-    pm/<objective>/{train,test}/    pm_train (half A) and pm_test (half B): HF folders like rm/<objective>/seed<k>
-    pm/<objective>/halves.json      pair ids of each half and each PM's test accuracy
-    bon/samples.parquet, bon.csv, bon_fit.json, frontier.csv, bon/examples.json   (see bon_stage)
-    rl/<objective>.csv, rl.csv      one row per RL step: objective, step, kl (exact, `rl.kl_exact`), sqrt_kl,
-                                    reward_train_pm, reward_test_pm, reward_other_objective, reward_helpful_rm,
-                                    reward_harmless_rm (z-units), kl_sample, loss, timings
-    rl.json                         per objective: sqrt(KL) fits of the RL curves and the final train/test gap
+    rl/<objective>/seed<k>.csv          one row per RL step (training batch): step, kl (exact), sqrt_kl,
+                                        reward_train_pm, reward_test_pm, reward_other_objective,
+                                        reward_helpful_rm, reward_harmless_rm (z-units), kl_sample, loss
+    rl/<objective>/seed<k>_eval.csv     one row per held-out completion at each evaluation: step, prompt,
+                                        sample, kl, every judge's reward (z-units)
+    rl/<objective>/seed<k>_timing.csv   wall clock per step and of the evaluations (kept apart: the
+                                        results are deterministic on CPU)
+    rl/prompts.json                     the training and the evaluation prompts (disjoint prompt groups)
+    rl.csv, rl_eval.csv                 every run's rows, with objective and seed
+    rl.json                             per objective: the held-out trend with its CI, forms, the gap and
+                                        the seeds (`rmtension.optimise.rl_summary`)
+
+Rewards are z-scores of each judge over the initial policy's best-of-n samples (or, without them,
+over the first scored batch: the initial policy's held-out evaluation), the scale RL optimises.
 
 Bai et al. (2022), sec. 4: reward is roughly linear in sqrt(KL), and a PM trained on half the data
 rates the optimised policy above a PM trained on the other half.
@@ -21,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rmtension.run import interrupt
 from rmtension.config import config_hash
-from rmtension.run.runio import inside, stage_complete, write_csv, write_json, write_manifest
-
 from rmtension.optimise.pm_halves import pm_dir
+from rmtension.optimise.prompts import RULE, prompts_to_json, rl_prompts, trained_groups
+from rmtension.run import interrupt
+from rmtension.run.runio import inside, stage_complete, write_csv, write_json, write_manifest
 
 
 def rl_judges(prep, objective: str) -> dict[str, Path]:
@@ -62,15 +69,14 @@ def reference_stats(prep, objective: str) -> dict[str, tuple[float, float]] | No
 
 
 def make_scorer(
-    panel, contexts: Sequence, decode: Callable, objective: str, stats: dict[str, tuple[float, float]] | None
+    panel, contexts: Sequence, decode: Callable, objective: str, norm: dict[str, tuple[float, float]]
 ) -> Callable:
     """The RL score function: z-scored judge rewards, plus `other_objective` (NaN for mixed).
 
-    z-scores use `stats` (the initial policy's best-of-n samples) or, without them, the first batch.
+    z-scores use `norm` (judge -> (mean, sd)); a judge missing from it is added from the first batch
+    scored, in place, so scorers that share one `norm` share one scale.
     """
-    from rmtension.optimise.bon_stage import OTHER
-
-    norm = dict(stats) if stats else {}
+    from rmtension.optimise.config import OTHER
 
     def score(prompt_idx: list[int], tokens: list[list[int]]) -> dict[str, np.ndarray]:
         raw = panel.score([contexts[i] for i in prompt_idx], decode(tokens))
@@ -85,18 +91,43 @@ def make_scorer(
     return score
 
 
-def rl_hash(prep, objective: str) -> str:
+def prompt_sets(prep) -> tuple[list[dict], list[dict]]:
+    """(training, evaluation) prompts of RL: disjoint prompt groups that no RM or PM saw."""
+    ctx, cfg = prep.ctx, prep.ctx.cfg
+    objectives = cfg.bon.prompt_objectives if cfg.bon is not None else ["helpful", "harmless"]
+    train, evaluation = rl_prompts(
+        ctx.bundle.test_sets,
+        objectives,
+        cfg.rl.n_prompts,
+        cfg.rl.eval_prompts,
+        cfg.policy.seed,
+        trained_groups(ctx.bundle.splits),
+    )
+    if len(evaluation) < 2 or not train:
+        from rmtension.errors import ConfigError
+
+        raise ConfigError(
+            f"rl: the test splits of {objectives} hold {len(evaluation)} evaluation and {len(train)} training "
+            "prompt groups unseen in training; need at least 2 and 1 (lower rl.eval_prompts)"
+        )
+    return train, evaluation
+
+
+def rl_hash(prep, objective: str, seed: int) -> str:
     from rmtension.optimise.bon_stage import judge_hashes, score_hash
 
     cfg = prep.ctx.cfg
     hashes = judge_hashes(prep)
     norm = score_hash(prep) if bon_scores_ready(prep) else "first batch"
+    run = cfg.rl.model_copy(update={"objectives": [], "seeds": [], "bootstrap": 0, "block": None})
     return config_hash(
         cfg.data,
         cfg.policy,
-        cfg.rl.model_copy(update={"objectives": []}),
+        run,
         objective,
+        seed,
         norm,
+        RULE,
         hashes[f"pm_train_{objective}"],
         hashes[f"pm_test_{objective}"],
         hashes["rm_helpful"],
@@ -106,22 +137,31 @@ def rl_hash(prep, objective: str) -> str:
     )
 
 
-def stage_rl_objective(prep, objective: str) -> None:
-    from rmtension.optimise.bon_stage import select_prompts
+def run_paths(run_dir: Path, objective: str, seed: int) -> dict[str, Path]:
+    return {kind: inside(run_dir, "rl", objective, f"seed{seed}{kind}.csv") for kind in ("", "_eval", "_timing")}
+
+
+STEP_COLUMNS = ["objective", "seed", "step", "kl", "sqrt_kl", "reward_train_pm", "reward_test_pm", "reward_other_objective"]
+TIMING = ["sample_s", "score_s", "step_s"]
+
+
+def stage_rl_run(prep, objective: str, seed: int) -> None:
+    """One RL run: RLOO against pm_train of `objective` with RL seed `seed`, evaluated on held-out prompts."""
     from rmtension.optimise.judges import JudgePanel
     from rmtension.optimise.policy import build_prompt_ids, decode_responses, open_policy
-    from rmtension.optimise.rl import run_rloo
+    from rmtension.optimise.rl_eval import HeldOut
+    from rmtension.optimise.rl_loop import run_rloo
     from rmtension.run.log import device, log
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
-    stage, h = f"rl/{objective}", rl_hash(prep, objective)
+    stage, h = f"rl/{objective}/seed{seed}", rl_hash(prep, objective, seed)
     if stage_complete(ctx.run_dir, stage, h):
         return
     rl, pc = cfg.rl, cfg.policy
-    objectives = cfg.bon.prompt_objectives if cfg.bon is not None else ["helpful", "harmless"]
-    prompts = select_prompts(ctx.bundle.test_sets, objectives, rl.n_prompts, rl.seed + 1)
+    train, evaluation = prompt_sets(prep)
     policy = open_policy(pc, cfg.model.cache_dir, precision="fp32", device=str(device()))
-    ids = [build_prompt_ids(policy.tokenizer, p["context"], rl.max_prompt_tokens) for p in prompts]
+    ids = [build_prompt_ids(policy.tokenizer, p["context"], rl.max_prompt_tokens) for p in train]
+    eval_ids = [build_prompt_ids(policy.tokenizer, p["context"], rl.max_prompt_tokens) for p in evaluation]
     panel = JudgePanel(
         rl_judges(prep, objective),
         prep.tokenizer,
@@ -132,15 +172,15 @@ def stage_rl_objective(prep, objective: str) -> None:
         device(),
     )
     stats = reference_stats(prep, objective)
-    score = make_scorer(
-        panel,
-        [p["context"] for p in prompts],
-        lambda t: decode_responses(policy.tokenizer, t),
-        objective,
-        stats,
+    norm = dict(stats) if stats else {}
+    decode = lambda t: decode_responses(policy.tokenizer, t)  # noqa: E731
+    score = make_scorer(panel, [p["context"] for p in train], decode, objective, norm)
+    held = HeldOut(
+        eval_ids, make_scorer(panel, [p["context"] for p in evaluation], decode, objective, norm), rl.eval_k, rl.eval_every
     )
     log(
-        f"RL (RLOO) against pm_train of {objective}: {rl.steps} steps x {rl.prompts_per_step} prompts x k={rl.k}"
+        f"RL (RLOO) against pm_train of {objective}, seed {seed}: {rl.steps} steps x {rl.prompts_per_step} prompts "
+        f"x k={rl.k}; held-out evaluation of {len(evaluation)} prompts x {rl.eval_k} every {rl.eval_every} steps"
     )
 
     def on_step(row: dict) -> None:
@@ -150,68 +190,48 @@ def stage_rl_objective(prep, objective: str) -> None:
         )
         interrupt.check(f"during RL on {objective} (no checkpoint: the run restarts)")
 
-    rows = run_rloo(policy.model, ids, score, rl, pc, policy.stop_ids, policy.pad_id, on_step)
-    frame = pd.DataFrame(rows)
-    frame["objective"], frame["sqrt_kl"] = objective, np.sqrt(frame["kl"].clip(lower=0))
+    run = run_rloo(policy.model, ids, score, rl, pc, policy.stop_ids, policy.pad_id, on_step, seed, held)
+    frame = pd.DataFrame(run.steps)
+    frame["objective"], frame["seed"], frame["sqrt_kl"] = objective, seed, np.sqrt(frame["kl"].clip(lower=0))
     frame["normalisation"] = "bon samples" if stats else "first batch"
-    first = [
-        "objective",
-        "step",
-        "kl",
-        "sqrt_kl",
-        "reward_train_pm",
-        "reward_test_pm",
-        "reward_other_objective",
-    ]
-    timing = [
-        "sample_s",
-        "score_s",
-        "step_s",
-    ]  # wall clock: kept apart so the results are deterministic on CPU
-    frame = frame[first + [c for c in frame.columns if c not in first and c not in timing]]
-    outputs = [
-        write_csv(inside(ctx.run_dir, "rl", f"{objective}.csv"), frame),
-        write_csv(
-            inside(ctx.run_dir, "rl", f"{objective}_timing.csv"), pd.DataFrame(rows)[["step", *timing]]
-        ),
-    ]
+    frame = frame[STEP_COLUMNS + [c for c in frame.columns if c not in STEP_COLUMNS and c not in TIMING]]
+    evals = pd.DataFrame(run.evals)
+    evals.insert(0, "seed", seed)
+    evals.insert(0, "objective", objective)
+    last = evals[evals["step"] == rl.steps]
+    log(
+        f"  held-out after {rl.steps} steps: KL {last['kl'].mean():.3f}  r_train {last['reward_train_pm'].mean():+.3f}  "
+        f"r_test {last['reward_test_pm'].mean():+.3f}  (evaluations {run.eval_s:.0f}s)"
+    )
+    timing = pd.DataFrame(run.steps)[["step", *TIMING]]
+    timing["eval_s_total"] = run.eval_s
+    paths = run_paths(ctx.run_dir, objective, seed)
+    outputs = [write_csv(paths[""], frame), write_csv(paths["_eval"], evals), write_csv(paths["_timing"], timing)]
     write_manifest(ctx.run_dir, stage, h, outputs)
 
 
-def rl_summary(frame: pd.DataFrame) -> dict:
-    """sqrt(KL) fits of the RL curves and the train/test gap over the last quarter of the steps."""
-    from rmtension.optimise.bon import sqrt_kl_fit
-
-    out = {}
-    for objective, t in frame.groupby("objective", sort=False):
-        cols = [
-            c
-            for c in ("reward_train_pm", "reward_test_pm", "reward_other_objective")
-            if np.isfinite(t[c]).all()
-        ]
-        tail = t.iloc[-max(1, len(t) // 4) :]
-        gap = tail["reward_train_pm"] - tail["reward_test_pm"]
-        out[objective] = {
-            "sqrt_kl": {c: sqrt_kl_fit(t["kl"].clip(lower=0), t[c]) for c in cols},
-            "final_kl": float(tail["kl"].mean()),
-            "final_gap": float(gap.mean()),
-            "final_gap_se": float(gap.std(ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan"),
-            "steps": int(len(t)),
-        }
-    return out
-
-
 def stage_rl(prep) -> None:
+    from rmtension.optimise.rl_summary import rl_summary
+
     ctx, cfg = prep.ctx, prep.ctx.cfg
-    h = config_hash(*(rl_hash(prep, o) for o in cfg.rl.objectives))
+    rl = cfg.rl
+    runs = [(o, s) for o in rl.objectives for s in rl.seeds]
+    h = config_hash(*(rl_hash(prep, o, s) for o, s in runs), rl.bootstrap, rl.block, "rl summary")
     if stage_complete(ctx.run_dir, "rl", h):
         return
-    for objective in cfg.rl.objectives:
-        stage_rl_objective(prep, objective)
-        interrupt.check(f"after RL on {objective}")
-    frame = pd.concat(
-        [pd.read_csv(inside(ctx.run_dir, "rl", f"{o}.csv")) for o in cfg.rl.objectives], ignore_index=True
-    )
-    write_csv(ctx.run_dir / "rl.csv", frame)
-    write_json(ctx.run_dir / "rl.json", rl_summary(frame))
-    write_manifest(ctx.run_dir, "rl", h, ["rl.csv", "rl.json"])
+    for objective, seed in runs:
+        stage_rl_run(prep, objective, seed)
+        interrupt.check(f"after RL on {objective} (seed {seed})")
+    steps = pd.concat([pd.read_csv(run_paths(ctx.run_dir, o, s)[""]) for o, s in runs], ignore_index=True)
+    evals = pd.concat([pd.read_csv(run_paths(ctx.run_dir, o, s)["_eval"]) for o, s in runs], ignore_index=True)
+    train, evaluation = prompt_sets(prep)
+    outputs = [
+        write_csv(ctx.run_dir / "rl.csv", steps),
+        write_csv(ctx.run_dir / "rl_eval.csv", evals),
+        write_json(
+            inside(ctx.run_dir, "rl", "prompts.json"),
+            {"rule": RULE, "train": prompts_to_json(train), "eval": prompts_to_json(evaluation)},
+        ),
+        write_json(ctx.run_dir / "rl.json", rl_summary(steps, evals, rl.objectives, rl.bootstrap, rl.block, cfg.policy.seed)),
+    ]
+    write_manifest(ctx.run_dir, "rl", h, outputs)

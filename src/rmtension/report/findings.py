@@ -39,11 +39,15 @@ CRITERIA = (
     "against matched random neurons, hypergeometric test of the overlap, paired bootstrap CIs of the influence). "
     f"Calibrated: supported when every own-objective ECE's CI ends at or below {ECE_WELL_CALIBRATED}, not supported "
     f"when one starts above it (ECE is biased upwards on small test sets). Avoidant vs misuse: the equivalence rule "
-    "(`rmtension.report.verdicts`) on both XSTest differences. sqrt(KL): a curve counts when pm_train's "
-    "fit has a positive slope and R² ≥ 0.9. Train/test gap: a curve counts when its CI (best-of-n, at the largest n) "
-    "or mean − 2 SE over the last quarter of the steps (RL) lies above 0. Several curves: supported when all count, "
-    "not supported when none does. Trade-off: supported when a single-objective RM ranks the other objective's test "
-    "pairs below chance (CI below 0.5), not supported when both rank them above chance."
+    "(`rmtension.report.verdicts`) on both XSTest differences. sqrt(KL), per curve (best-of-n: pm_test's reading of "
+    "pm_train's pick, not pm_train's own curve, whose shape follows from its score distribution alone; RL: pm_train's "
+    "reward on held-out prompts): supported when a + b·sqrt(KL) has the lowest Gaussian least-squares AIC, ahead of "
+    "a + b·KL (and a + b·log n) by ΔAIC ≥ 2, and its slope's CI lies above 0; not supported when another form wins "
+    "by ΔAIC ≥ 2 or the slope's CI lies inside ±min_effect or below 0 (`rmtension.optimise.claims`). Train/test gap, "
+    "per curve: the equivalence rule on the CI of the gap's excess over regression to the mean, (1 − ρ̂)·E[z of the "
+    "pick], in within-prompt SD. Both: every curve must hold. Trade-off: the equivalence rule on 0.5 minus each "
+    "single-objective RM's accuracy on the other objective's test pairs; supported when one is, not supported when "
+    "both are."
 )
 
 
@@ -244,112 +248,37 @@ def _optimisation(run_dir: Path) -> tuple[dict | None, dict | None]:
 
 
 def sqrt_kl(run_dir: Path) -> Finding:
-    from rmtension.optimise.report import R2_OBSERVED
+    from rmtension.optimise.claims import sqrt_kl_finding
+    from rmtension.report.verdicts import claim_min_effect
 
     claim = "reward grows about linearly in sqrt(KL)"
     bon, rl = _optimisation(run_dir)
-    fits = [(f"best-of-n {o}", f["sqrt_kl"]["reward_train_pm"]) for o, f in (bon or {}).items()]
-    fits += [
-        (f"RL {o}", s["sqrt_kl"]["reward_train_pm"])
-        for o, s in (rl or {}).items()
-        if "reward_train_pm" in s["sqrt_kl"]
-    ]
-    if not fits:
+    if bon is None and rl is None:
         return _not_run(BAI, claim, ("bon", "rl"), run_dir, "bon_fit.json")
-    seen = [f["slope"] > 0 and f["r2"] >= R2_OBSERVED for _, f in fits]
-    verdict = "supported" if all(seen) else "inconclusive" if any(seen) else "not supported"
-    parts = [f"{w} slope {f['slope']:+.3f}, R² {f['r2']:.3f}" for w, f in fits]
-    return Finding(
-        BAI,
-        claim,
-        verdict,
-        "pm_train reward ≈ a + b·sqrt(KL), fitted per curve: " + "; ".join(parts) + ".",
-        "bon_fit.json" + (", rl.json" if rl else ""),
-        "; ".join(parts),
-    )
+    return sqrt_kl_finding(BAI, claim, bon, rl, claim_min_effect(run_dir, "sqrt_kl"))
 
 
 def train_test_gap(run_dir: Path) -> Finding:
-    import math
+    from rmtension.optimise.claims import gap_finding
+    from rmtension.report.verdicts import claim_min_effect
 
     claim = "the training PM rates the policy above a held-out PM"
     bon, rl = _optimisation(run_dir)
-    rows = []  # (where, gap, lo, hi); lo = hi = nan where there is no interval
-    for o, f in (bon or {}).items():
-        g = f["gap"]
-        rows.append((f"best-of-{g['n'][-1]} {o}", g["gap"][-1], g["ci_low"][-1], g["ci_high"][-1]))
-    for o, s in (rl or {}).items():
-        se = s["final_gap_se"]
-        rows.append((f"RL {o}", s["final_gap"], s["final_gap"] - 2 * se, s["final_gap"] + 2 * se))
-    if not rows:
+    if bon is None and rl is None:
         return _not_run(BAI, claim, ("bon", "rl"), run_dir, "bon_fit.json")
-    seen = [lo > 0 for _, _, lo, _ in rows]  # False for nan
-    verdict = (
-        "supported"
-        if all(seen)
-        else "inconclusive"
-        if any(seen) or any(g > 0 for _, g, _, _ in rows)
-        else "not supported"
-    )
-    parts = [
-        f"{w} {g:+.3f} " + (f"[{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else "(one step: no interval)")
-        for w, g, lo, hi in rows
-    ]
-    return Finding(
-        BAI,
-        claim,
-        verdict,
-        "pm_train − pm_test reward of the optimised policy (z) [CI; RL: ± 2 SE]: " + "; ".join(parts) + ".",
-        "bon_fit.json" + (", rl.json" if rl else ""),
-        "; ".join(parts),
-    )
+    return gap_finding(BAI, claim, bon, rl, claim_min_effect(run_dir, "train_test_gap"))
 
 
 def tradeoff(run_dir: Path) -> Finding:
+    from rmtension.optimise.claims import tradeoff_finding
+    from rmtension.report.verdicts import claim_min_effect
+
     claim = "helpfulness and harmlessness trade off"
     if not (run_dir / "tension.json").exists():
         return _not_run(BAI, claim, ("train",), run_dir, "tension.json")
     acc = read_json(run_dir / "tension.json")["accuracy"]
-    cross = [
-        (a, b, acc[a][b])
-        for a, b in (("helpful", "harmless"), ("harmless", "helpful"))
-        if b in acc.get(a, {})
-    ]
-    below = [d["ci95"][1] < 0.5 for *_, d in cross]
-    verdict = (
-        "supported"
-        if any(below)
-        else "not supported"
-        if cross and all(d["ci95"][0] > 0.5 for *_, d in cross)
-        else "inconclusive"
-    )
-    parts = [
-        f"the {a} RM ranks {b} test pairs correctly {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
-        for a, b, d in cross
-    ]
-    evidence = "Accuracy across objectives (0.5 = chance): " + "; ".join(parts) + "."
-    source = "tension.json"
-    if (run_dir / "frontier.csv").exists():
-        f = pd.read_csv(run_dir / "frontier.csv")
-        w = f[f["kind"] == "weighted"].sort_values("w")
-        if len(w) >= 2:
-            lo, hi = w.iloc[0], w.iloc[-1]
-            evidence += (
-                f" Best-of-{int(hi['n'])} selecting for helpfulness alone reaches helpful z {hi['helpful']:+.2f} "
-                f"and harmless z {hi['harmless']:+.2f}; for harmlessness alone, {lo['helpful']:+.2f} and "
-                f"{lo['harmless']:+.2f}."
-            )
-            source += ", frontier.csv"
-    return Finding(
-        BAI,
-        claim,
-        verdict,
-        evidence,
-        source,
-        "; ".join(
-            f"{a} RM on {b} {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]" for a, b, d in cross
-        ),
-    )
+    front = pd.read_csv(run_dir / "frontier.csv") if (run_dir / "frontier.csv").exists() else None
+    return tradeoff_finding(BAI, claim, acc, front, claim_min_effect(run_dir, "tradeoff"))
 
 
 def findings(run_dir: str | Path) -> list[Finding]:
