@@ -236,7 +236,9 @@ def test_prompt_bootstrap_slope_equals_refits_on_resampled_prompts():
     ns = n_grid(8)
     x = np.sqrt(kl_bon(np.array(ns, dtype=float)))
     pieces = fits.gap_pieces(a, b, ns)
-    reps = fits.prompt_bootstrap_slope(pieces["e_b"], pieces["ss_b"], pieces["dof"], x, 5, np.random.default_rng(9))
+    reps = fits.prompt_bootstrap_slope(
+        pieces["e_b"], pieces["ss_b"], pieces["dof"], x, 5, np.random.default_rng(9)
+    )
     idx = np.random.default_rng(9).integers(0, 20, size=(5, 20))
     for r, i in zip(reps, idx):
         zb, _ = fits.within_prompt_z(b[i])

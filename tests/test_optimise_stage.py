@@ -134,13 +134,17 @@ def test_stages_write_the_issue_outputs(study):
         assert g["n"] == [1, 2, 4, 6] and g["gap"][0] == pytest.approx(0, abs=1e-9)
         np.testing.assert_allclose(np.array(g["gap"]) - np.array(g["rtm"]), g["excess"], atol=1e-9)
     # within-prompt z: the n = 1 curve is 0 for every judge, and gap = bon.csv's train - test columns
-    np.testing.assert_allclose(first[[c for c in first.columns if c.startswith("reward_")]].fillna(0), 0, atol=1e-9)
+    np.testing.assert_allclose(
+        first[[c for c in first.columns if c.startswith("reward_")]].fillna(0), 0, atol=1e-9
+    )
     t = table[table["objective"] == "helpful"]
     np.testing.assert_allclose(t["reward_train_pm"] - t["reward_test_pm"], f["gap"]["gap"], atol=1e-9)
     frontier = pd.read_csv(out / "frontier.csv")
     w = frontier[frontier["kind"] == "weighted"]
     assert (frontier["judged_by"] == "pm_test").all()
-    assert {"pm_train_helpful", "pm_train_harmless", "rm_helpful", "rm_harmless", "rm_mixed"} <= set(frontier["selector"])
+    assert {"pm_train_helpful", "pm_train_harmless", "rm_helpful", "rm_harmless", "rm_mixed"} <= set(
+        frontier["selector"]
+    )
     assert not any(sel.startswith("pm_test") for sel in frontier["selector"])  # a judge never selects
     assert len(w) == 11
     examples = json.loads((out / "bon" / "examples.json").read_text())
@@ -171,7 +175,12 @@ def test_a_second_run_skips_every_optimisation_stage(study, capsys):
     out, path = study
     before = {
         p: p.stat().st_mtime_ns
-        for p in [out / "bon" / "samples.parquet", out / "rl.csv", out / "rl.json", out / "pm" / "helpful" / "halves.json"]
+        for p in [
+            out / "bon" / "samples.parquet",
+            out / "rl.csv",
+            out / "rl.json",
+            out / "pm" / "helpful" / "halves.json",
+        ]
     }
     capsys.readouterr()
     assert main(["study", "--config", str(path), "--out", str(out)]) == 0
@@ -243,7 +252,10 @@ def test_report_sections_state_the_verdicts_with_numbers(study):
     assert len(re.findall(r"the train/test gap beyond regression to the mean is " + verdict, md)) == 3 + 2
     assert md.count("Roles swapped (pm_test selects, pm_train judges)") == 3
     assert "ΔAIC" in md and "upper bound" in md and "regression to the mean (ρ̂ = " in md
-    assert "Functional forms of each best-of-n curve" in md and "Functional forms of each held-out RL curve" in md
+    assert (
+        "Functional forms of each best-of-n curve" in md
+        and "Functional forms of each held-out RL curve" in md
+    )
     assert "read by the held-out PMs pm_test_helpful and pm_test_harmless" in md
     assert "across 2 seeds the trend runs from" in md
     for fig in ("bon", "rl", "frontier"):
@@ -354,7 +366,9 @@ def test_bon_and_rl_prompts_come_from_groups_no_rm_or_pm_saw(study):
     for o in ("helpful", "harmless", "mixed"):  # the PM halves train on (and validate on) the same groups
         halves = json.loads((out / "pm" / o / "halves.json").read_text())["halves"]
         for h in halves.values():
-            assert {_group(next(t.content for t in ids[i].context if t.role == "user")) for i in h["pair_ids"]} <= seen
+            assert {
+                _group(next(t.content for t in ids[i].context if t.role == "user")) for i in h["pair_ids"]
+            } <= seen
     prompts = json.loads((out / "bon" / "prompts.json").read_text())["prompts"]
     rl = json.loads((out / "rl" / "prompts.json").read_text())
     chosen = prompts + rl["train"] + rl["eval"]
@@ -365,7 +379,10 @@ def test_bon_and_rl_prompts_come_from_groups_no_rm_or_pm_saw(study):
         assert len(g) == len(set(g))
     # the danger was real: most of harmless-base's test prompts also open official training pairs
     with gzip.open(cfg.data.path + "/harmless-base/train.jsonl.gz", "rt", encoding="utf-8") as f:
-        train_file = {_group(json.loads(line)["chosen"].split("\n\nHuman: ")[1].split("\n\nAssistant:")[0]) for line in f}
+        train_file = {
+            _group(json.loads(line)["chosen"].split("\n\nHuman: ")[1].split("\n\nAssistant:")[0])
+            for line in f
+        }
     test_groups = {p.group_key for p in bundle.test_sets["harmless"]}
     assert len(train_file & test_groups) >= 60
 
@@ -435,9 +452,18 @@ def _gap(excess_ci, n=8):
     lo, hi = excess_ci
     mid = (lo + hi) / 2
     return {
-        "n": [1, n], "gap": [0, mid + 0.1], "rtm": [0, 0.1], "excess": [0, mid], "rho": 0.8,
-        "gap_ci_low": [0, lo + 0.1], "gap_ci_high": [0, hi + 0.1],
-        "excess_ci_low": [0, lo], "excess_ci_high": [0, hi], "selected": [0, 1], "judged": [0, 1], "level": 0.95,
+        "n": [1, n],
+        "gap": [0, mid + 0.1],
+        "rtm": [0, 0.1],
+        "excess": [0, mid],
+        "rho": 0.8,
+        "gap_ci_low": [0, lo + 0.1],
+        "gap_ci_high": [0, hi + 0.1],
+        "excess_ci_low": [0, lo],
+        "excess_ci_high": [0, hi],
+        "selected": [0, 1],
+        "judged": [0, 1],
+        "level": 0.95,
     }
 
 
@@ -455,9 +481,18 @@ def write_optimisation(run, slope_ci, excess_ci, best="sqrt_kl", rl_excess=None)
         lo, hi = rl_excess
         rl = {
             "helpful": {
-                "trend": 0.4, "trend_ci95": slope_ci, "trend_judge": "reward_train_pm",
+                "trend": 0.4,
+                "trend_ci95": slope_ci,
+                "trend_judge": "reward_train_pm",
                 "curves": {"reward_train_pm": compared(best, 4.0)},
-                "gap": {"gap": 0.3, "rtm": 0.1, "rho": 0.7, "excess": (lo + hi) / 2, "excess_ci_low": lo, "excess_ci_high": hi},
+                "gap": {
+                    "gap": 0.3,
+                    "rtm": 0.1,
+                    "rho": 0.7,
+                    "excess": (lo + hi) / 2,
+                    "excess_ci_low": lo,
+                    "excess_ci_high": hi,
+                },
             }
         }
         (run / "rl.json").write_text(json.dumps(rl))
@@ -472,7 +507,9 @@ def write_optimisation(run, slope_ci, excess_ci, best="sqrt_kl", rl_excess=None)
         ([-0.02, 0.05], [-0.3, -0.1], None, "not supported", "not supported"),
     ],
 )
-def test_optimisation_findings_follow_their_rules(tmp_path, slope_ci, excess_ci, rl_excess, sqrt_verdict, gap_verdict):
+def test_optimisation_findings_follow_their_rules(
+    tmp_path, slope_ci, excess_ci, rl_excess, sqrt_verdict, gap_verdict
+):
     from rmtension.report.findings import sqrt_kl, train_test_gap
 
     run = tmp_path / "run"
@@ -518,8 +555,24 @@ def test_tradeoff_uses_the_equivalence_rule_and_the_held_out_frontier(tmp_path, 
     assert "frontier" not in f.source
     pd.DataFrame(
         [
-            {"kind": "weighted", "selector": "w=0.00", "w": 0.0, "n": 8, "helpful": -0.2, "harmless": 0.9, "judged_by": "pm_test"},
-            {"kind": "weighted", "selector": "w=1.00", "w": 1.0, "n": 8, "helpful": 0.8, "harmless": -0.3, "judged_by": "pm_test"},
+            {
+                "kind": "weighted",
+                "selector": "w=0.00",
+                "w": 0.0,
+                "n": 8,
+                "helpful": -0.2,
+                "harmless": 0.9,
+                "judged_by": "pm_test",
+            },
+            {
+                "kind": "weighted",
+                "selector": "w=1.00",
+                "w": 1.0,
+                "n": 8,
+                "helpful": 0.8,
+                "harmless": -0.3,
+                "judged_by": "pm_test",
+            },
         ]
     ).to_csv(run / "frontier.csv", index=False)
     f = tradeoff(run)

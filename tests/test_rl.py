@@ -210,7 +210,14 @@ def test_held_out_evaluation_leaves_training_unchanged_and_measures_the_policy()
     from rmtension.optimise.rl_eval import EVAL_SEED
 
     drawn = sample(
-        policy, held_prompts, n=3, max_new_tokens=5, temperature=1.0, batch_size=8, stop_ids=[1], pad_id=0,
+        policy,
+        held_prompts,
+        n=3,
+        max_new_tokens=5,
+        temperature=1.0,
+        batch_size=8,
+        stop_ids=[1],
+        pad_id=0,
         seed=EVAL_SEED + 5 * 100003 + 3,
     )
     assert len(drawn.tokens[4]) == r["response_tokens"]
@@ -249,9 +256,17 @@ def constructed_evals(slope=1.0, seeds=(0, 1), steps=(0, 2, 4, 6, 8), p=30, k=4,
                     e = noise * rng.normal()
                     q = slope * noise * np.sqrt(kl) + e
                     rows.append(
-                        {"objective": "helpful", "seed": s, "step": step, "prompt": i, "sample": j, "kl": kl,
-                         "reward_train_pm": off_a[i] + q, "reward_test_pm": off_b[i] + q,
-                         "reward_other_objective": -q}
+                        {
+                            "objective": "helpful",
+                            "seed": s,
+                            "step": step,
+                            "prompt": i,
+                            "sample": j,
+                            "kl": kl,
+                            "reward_train_pm": off_a[i] + q,
+                            "reward_test_pm": off_b[i] + q,
+                            "reward_other_objective": -q,
+                        }
                     )
     return pd.DataFrame(rows)
 
@@ -295,7 +310,9 @@ def test_rl_gap_matches_a_direct_computation():
 
     (sd_a, ca), (sd_b, cb) = sd("reward_train_pm"), sd("reward_test_pm")
     rho = (ca * cb).sum() / np.sqrt((ca**2).sum() * (cb**2).sum())
-    gain = lambda col: (last[col].mean() - first[col].mean())  # balanced: the mean of per-prompt gains  # noqa: E731
+    gain = lambda col: (
+        last[col].mean() - first[col].mean()
+    )  # balanced: the mean of per-prompt gains  # noqa: E731
     za, zb = gain("reward_train_pm") / sd_a, gain("reward_test_pm") / sd_b
     assert g["gap"] == pytest.approx(za - zb) and g["rho"] == pytest.approx(rho)
     assert g["rtm"] == pytest.approx((1 - rho) * za) and g["excess"] == pytest.approx(rho * za - zb)

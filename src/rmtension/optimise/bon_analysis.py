@@ -80,7 +80,13 @@ def bon_curves(
 
 
 def objective_fits(
-    raw: dict[str, np.ndarray], t: pd.DataFrame, o: str, ns: Sequence[int], n_boot: int, level: float, seed: int
+    raw: dict[str, np.ndarray],
+    t: pd.DataFrame,
+    o: str,
+    ns: Sequence[int],
+    n_boot: int,
+    level: float,
+    seed: int,
 ) -> dict:
     """bon_fit.json's entry of one objective. t: its bon.csv rows; raw: judge -> [P, N] raw scores."""
     forms = curve_forms(ns)
@@ -101,7 +107,10 @@ def objective_fits(
         "heldout_curve": HELD_OUT,
         "curves": compared,
         "slope_ci": slope_ci,
-        "sqrt_kl": {c: {k: f["forms"]["sqrt_kl"][k] for k in ("intercept", "slope", "r2")} for c, f in compared.items()},
+        "sqrt_kl": {
+            c: {k: f["forms"]["sqrt_kl"][k] for k in ("intercept", "slope", "r2")}
+            for c, f in compared.items()
+        },
         "gao_test_pm": bon.gao_fit(kl, t[HELD_OUT]),
         "gao_train_pm": bon.gao_fit(kl, t[SELF]),
         # the same prompt resamples for every objective and for both roles
@@ -213,9 +222,7 @@ def stage_bon_analysis(prep, scored: str) -> None:
     if stage_complete(ctx.run_dir, "bon", h):
         return
     frame = pd.read_parquet(ctx.run_dir / "bon" / "samples.parquet")
-    raw = {
-        c: score_matrix(frame, c) for c in frame.columns if c.startswith(("pm_train_", "pm_test_", "rm_"))
-    }
+    raw = {c: score_matrix(frame, c) for c in frame.columns if c.startswith(("pm_train_", "pm_test_", "rm_"))}
     z = z_matrices(raw)
     ns = bon.n_grid(b.n_samples)
     table, _ = bon_curves(z, cfg.pm_halves.objectives, ns)

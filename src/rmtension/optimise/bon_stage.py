@@ -20,9 +20,14 @@ import time
 import pandas as pd
 
 from rmtension.config import config_hash
-from rmtension.optimise.prompts import RULE, prompts_from_json, prompts_to_json, select_prompts, trained_groups
+from rmtension.optimise.prompts import (
+    RULE,
+    prompts_from_json,
+    prompts_to_json,
+    select_prompts,
+    trained_groups,
+)
 from rmtension.run.runio import read_json, stage_complete, write_json, write_manifest
-
 
 
 def judge_paths(prep) -> dict[str, object]:

@@ -61,11 +61,21 @@ def sqrt_kl_parts(bon: dict, rl: dict) -> list[dict]:
         col = f["heldout_curve"]
         c = f["curves"][col]
         parts.append(
-            {"where": f"best-of-n {o}", "compared": c, "slope": c["forms"]["sqrt_kl"]["slope"], "ci": f["slope_ci"][col]}
+            {
+                "where": f"best-of-n {o}",
+                "compared": c,
+                "slope": c["forms"]["sqrt_kl"]["slope"],
+                "ci": f["slope_ci"][col],
+            }
         )
     for o, s in rl.items():
         parts.append(
-            {"where": f"RL {o}", "compared": s["curves"][s["trend_judge"]], "slope": s["trend"], "ci": s["trend_ci95"]}
+            {
+                "where": f"RL {o}",
+                "compared": s["curves"][s["trend_judge"]],
+                "slope": s["trend"],
+                "ci": s["trend_ci95"],
+            }
         )
     return parts
 
@@ -83,7 +93,11 @@ def gap_parts(bon: dict, rl: dict) -> list[dict]:
                 "rho": g["rho"],
                 "excess": g["excess"][-1],
                 "ci": [g["excess_ci_low"][-1], g["excess_ci_high"][-1]],
-                "swapped": {"gap": w["gap"][-1], "excess": w["excess"][-1], "ci": [w["excess_ci_low"][-1], w["excess_ci_high"][-1]]},
+                "swapped": {
+                    "gap": w["gap"][-1],
+                    "excess": w["excess"][-1],
+                    "ci": [w["excess_ci_low"][-1], w["excess_ci_high"][-1]],
+                },
             }
         )
     for o, s in rl.items():
@@ -115,9 +129,11 @@ def decided(parts: list[dict], verdicts: list[str], min_effect: float) -> dict:
 
 
 def stale(paper: str, claim: str, old: list[str]) -> Finding:
-    """"not run": the run's files were written before the held-out analysis existed."""
+    """ "not run": the run's files were written before the held-out analysis existed."""
     files = " and ".join(f"`{f}`" for f in old)
-    return Finding(paper, claim, "not run", f"{files} predate the held-out analysis: rerun the bon / rl stages.", "")
+    return Finding(
+        paper, claim, "not run", f"{files} predate the held-out analysis: rerun the bon / rl stages.", ""
+    )
 
 
 def _gao_text(o: str, g: dict) -> str:
@@ -204,14 +220,18 @@ def gap_finding(paper: str, claim: str, bon: dict | None, rl: dict | None, m: fl
         + f". The excess is judged against ±{m:g}."
     )
     if d["verdict"] == INCONCLUSIVE:
-        evidence += f" This sample could detect an excess of about {d['min_detectable_effect']:.3f} (80% power)."
+        evidence += (
+            f" This sample could detect an excess of about {d['min_detectable_effect']:.3f} (80% power)."
+        )
     return Finding(
         paper,
         claim,
         d.pop("verdict"),
         evidence,
         _sources(bon, rl),
-        "; ".join(f"{p['where']} excess {p['excess']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]" for p in parts),
+        "; ".join(
+            f"{p['where']} excess {p['excess']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]" for p in parts
+        ),
         test=(
             "equivalence rule on the 95% CI (bootstrap over prompts, SDs and ρ̂ re-estimated) of the gap's excess over "
             "regression to the mean; every curve must hold"
@@ -226,7 +246,11 @@ def tradeoff_finding(paper: str, claim: str, acc: dict, front, m: float) -> Find
     other objective's test pairs (tension.json `accuracy`), supported when one part is, not supported
     when both are; with the best-of-n frontier's end points read by the held-out PMs (`frontier.csv`,
     a DataFrame or None; a frontier without `judged_by` was read by the selecting RMs and is left out)."""
-    cross = [(a, b, acc[a][b]) for a, b in (("helpful", "harmless"), ("harmless", "helpful")) if b in acc.get(a, {})]
+    cross = [
+        (a, b, acc[a][b])
+        for a, b in (("helpful", "harmless"), ("harmless", "helpful"))
+        if b in acc.get(a, {})
+    ]
     below = {f"{a} RM on {b}": [0.5 - d["ci95"][1], 0.5 - d["ci95"][0]] for a, b, d in cross}  # below chance
     parts = [equivalence_verdict(ci, m) for ci in below.values()]
     if SUPPORTED in parts:
@@ -263,7 +287,9 @@ def tradeoff_finding(paper: str, claim: str, acc: dict, front, m: float) -> Find
         verdict,
         evidence,
         ", ".join(sources),
-        "; ".join(f"{a} RM on {b} {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]" for a, b, d in cross),
+        "; ".join(
+            f"{a} RM on {b} {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]" for a, b, d in cross
+        ),
         effect={k: 0.5 - d["mean"] for k, (_, _, d) in zip(below, cross)},
         ci95=below,
         min_effect=m,

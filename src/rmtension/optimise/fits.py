@@ -77,7 +77,14 @@ def _gap_stats(pieces: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, n
     rho = np.divide(sp, den, out=np.zeros_like(sp), where=den > 0)
     za = pieces["e_a"][:, idx].mean(axis=-1) / sd_a  # [M, B]
     zb = pieces["e_b"][:, idx].mean(axis=-1) / sd_b
-    return {"selected": za, "judged": zb, "gap": za - zb, "rtm": (1 - rho) * za, "excess": rho * za - zb, "rho": rho}
+    return {
+        "selected": za,
+        "judged": zb,
+        "gap": za - zb,
+        "rtm": (1 - rho) * za,
+        "excess": rho * za - zb,
+        "rho": rho,
+    }
 
 
 def gap_beyond_rtm(
@@ -101,7 +108,11 @@ def gap_beyond_rtm(
         out[key] = point[key][:, 0].tolist()
     for key in ("gap", "excess"):
         lo, hi = percentile_ci(reps[key], level)
-        out[key], out[f"{key}_ci_low"], out[f"{key}_ci_high"] = point[key][:, 0].tolist(), lo.tolist(), hi.tolist()
+        out[key], out[f"{key}_ci_low"], out[f"{key}_ci_high"] = (
+            point[key][:, 0].tolist(),
+            lo.tolist(),
+            hi.tolist(),
+        )
     out["ci_low"], out["ci_high"] = out["gap_ci_low"], out["gap_ci_high"]
     out["onset_n"] = next((int(n) for n, low in zip(ns, out["excess_ci_low"]) if low > 0), None)
     return out

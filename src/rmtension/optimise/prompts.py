@@ -50,7 +50,9 @@ def select_prompts(
             if p.group_key in seen or not p.context or p.context[-1].role != "user":
                 continue
             seen.add(p.group_key)
-            out.append({"prompt_id": p.pair_id, "objective": objective, "group": p.group_key, "context": p.context})
+            out.append(
+                {"prompt_id": p.pair_id, "objective": objective, "group": p.group_key, "context": p.context}
+            )
             taken += 1
     return out
 
@@ -65,7 +67,9 @@ def rl_prompts(
     """
     exclude = set(exclude)
     evaluation = select_prompts(test_sets, objectives, n_eval, seed + 2, exclude)
-    train = select_prompts(test_sets, objectives, n_train, seed + 1, exclude | {p["group"] for p in evaluation})
+    train = select_prompts(
+        test_sets, objectives, n_train, seed + 1, exclude | {p["group"] for p in evaluation}
+    )
     return train, evaluation
 
 

@@ -15,7 +15,15 @@ import numpy as np
 import pandas as pd
 
 from rmtension.optimise.report_rl import section_rl
-from rmtension.optimise.report_text import CURVES, KL_LABEL, forms_rows, forms_sentence, gao_row, gap_sentence, ci_text
+from rmtension.optimise.report_text import (
+    CURVES,
+    KL_LABEL,
+    forms_rows,
+    forms_sentence,
+    gao_row,
+    gap_sentence,
+    ci_text,
+)
 from rmtension.report.figures import (
     CHANCE_COLOUR,
     COLUMN_WIDTH,
@@ -30,6 +38,7 @@ from rmtension.report.verdicts import claim_min_effect
 from rmtension.run.runio import read_json
 
 __all__ = ["section_bon", "section_rl", "section_frontier", "section_examples", "SECTIONS"]
+
 
 def section_bon(run_dir: Path):
     if not (run_dir / "bon.csv").exists() or not (run_dir / "bon_fit.json").exists():
@@ -52,25 +61,53 @@ def section_bon(run_dir: Path):
     )
     objectives = list(dict.fromkeys(table["objective"]))
     fig, axes = new_figure(
-        DOUBLE_WIDTH if len(objectives) > 1 else COLUMN_WIDTH, 2.9, ncols=len(objectives), squeeze=False, sharey=True
+        DOUBLE_WIDTH if len(objectives) > 1 else COLUMN_WIDTH,
+        2.9,
+        ncols=len(objectives),
+        squeeze=False,
+        sharey=True,
     )
     form_rows, gao_rows, gap_rows = [], [], []
     for ax, o in zip(axes[0], objectives):
         t, f = table[table["objective"] == o], fits["objectives"][o]
         for col, (label, ls, marker) in CURVES.items():
             if np.isfinite(t[col]).all():
-                ax.plot(t["sqrt_kl"], t[col], ls=ls, marker=marker, ms=2.5, lw=1, color=RM_COLOURS.get(o), label=label)
+                ax.plot(
+                    t["sqrt_kl"],
+                    t[col],
+                    ls=ls,
+                    marker=marker,
+                    ms=2.5,
+                    lw=1,
+                    color=RM_COLOURS.get(o),
+                    label=label,
+                )
         held = f["curves"][f["heldout_curve"]]
         fit = held["forms"]["sqrt_kl"]
         d = np.linspace(0, t["sqrt_kl"].max(), 50)
-        ax.plot(d, fit["intercept"] + fit["slope"] * d, color=CHANCE_COLOUR, lw=0.7, label="a + b·sqrt(KL) fit (pm_test)")
+        ax.plot(
+            d,
+            fit["intercept"] + fit["slope"] * d,
+            color=CHANCE_COLOUR,
+            lw=0.7,
+            label="a + b·sqrt(KL) fit (pm_test)",
+        )
         g = f["gao_test_pm"]
-        ax.plot(d, d * (g["alpha"] - g["beta"] * d), color=CHANCE_COLOUR, lw=0.7, ls="--", label="d(α − βd) fit (pm_test)")
+        ax.plot(
+            d,
+            d * (g["alpha"] - g["beta"] * d),
+            color=CHANCE_COLOUR,
+            lw=0.7,
+            ls="--",
+            label="d(α − βd) fit (pm_test)",
+        )
         ax.set_title(f"{o} (n = 1 … {f['n_max']})")
         ax.set_xlabel(KL_LABEL if len(objectives) == 1 else "sqrt(KL_bon) (upper bound)")
         ci = f["slope_ci"][f["heldout_curve"]]
         s.paragraphs.append(forms_sentence(f"Best-of-n, {o}", held, fit["slope"], ci, m_slope))
-        s.paragraphs.append(gap_sentence(f"Best-of-{f['gap']['n'][-1]}, {o}", f["gap"], m_gap, f["gap_swapped"]))
+        s.paragraphs.append(
+            gap_sentence(f"Best-of-{f['gap']['n'][-1]}, {o}", f["gap"], m_gap, f["gap_swapped"])
+        )
         form_rows += forms_rows(o, f["curves"], f["slope_ci"])
         gao_rows += [gao_row(o, "pm_test (held-out)", g), gao_row(o, "pm_train (selects)", f["gao_train_pm"])]
         for i, n in enumerate(f["gap"]["n"]):
@@ -97,8 +134,15 @@ def section_bon(run_dir: Path):
             save(fig, run_dir, "bon"),
         )
     )
-    s.tables.append(("Functional forms of each best-of-n curve: AIC (lower fits better) (source: `bon_fit.json`)", pd.DataFrame(form_rows)))
-    s.tables.append(("Gao et al. (2023) d(α − βd) fits, d = sqrt(KL_bon), and the peak d*", pd.DataFrame(gao_rows)))
+    s.tables.append(
+        (
+            "Functional forms of each best-of-n curve: AIC (lower fits better) (source: `bon_fit.json`)",
+            pd.DataFrame(form_rows),
+        )
+    )
+    s.tables.append(
+        ("Gao et al. (2023) d(α − βd) fits, d = sqrt(KL_bon), and the peak d*", pd.DataFrame(gao_rows))
+    )
     s.tables.append(
         (
             "Train/test gap by n, its regression-to-the-mean expectation and the excess [95% CI over prompts]; "
@@ -130,7 +174,13 @@ def section_frontier(run_dir: Path):
         obj = next((o for o in RM_COLOURS if r["selector"].endswith(o)), None)
         marker = "*" if r["selector"].startswith("rm_") else "o" if "pm_train" in r["selector"] else "x"
         ax.scatter(
-            r["helpful"], r["harmless"], s=28, marker=marker, color=RM_COLOURS.get(obj, PALETTE[7]), label=r["selector"], zorder=3
+            r["helpful"],
+            r["harmless"],
+            s=28,
+            marker=marker,
+            color=RM_COLOURS.get(obj, PALETTE[7]),
+            label=r["selector"],
+            zorder=3,
         )
     ax.set_xlabel("held-out helpful PM reward (z)" if held else "helpful RM reward (z)")
     ax.set_ylabel("held-out harmless PM reward (z)" if held else "harmless RM reward (z)")
@@ -166,8 +216,12 @@ def section_examples(run_dir: Path):
         last_user = next((t["content"] for t in reversed(item["context"]) if t["role"] == "user"), "")
         rows = [{"draw": f"n=1 #{i + 1}", **_row(r)} for i, r in enumerate(item["n1"])]
         for o, picks in item["best_of_N"].items():
-            rows += [{"draw": f"best-of-{n_max} by pm_train_{o} #{i + 1}", **_row(r)} for i, r in enumerate(picks)]
-        s.tables.append((f"{item['objective']} prompt {item['prompt_id']}: “{_clip(last_user, 200)}”", pd.DataFrame(rows)))
+            rows += [
+                {"draw": f"best-of-{n_max} by pm_train_{o} #{i + 1}", **_row(r)} for i, r in enumerate(picks)
+            ]
+        s.tables.append(
+            (f"{item['objective']} prompt {item['prompt_id']}: “{_clip(last_user, 200)}”", pd.DataFrame(rows))
+        )
     return s
 
 

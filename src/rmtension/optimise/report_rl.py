@@ -63,7 +63,14 @@ def section_rl(run_dir: Path):
     seed_rows, form_rows, gao_rows = [], [], []
     for o, t in frame.groupby("objective", sort=False):
         for j, (seed, r) in enumerate(t.groupby("seed", sort=True)):
-            axes[1].plot(r["step"], r["kl"], color=RM_COLOURS.get(o), lw=1, alpha=1.0 if j == 0 else 0.6, label=o if j == 0 else None)
+            axes[1].plot(
+                r["step"],
+                r["kl"],
+                color=RM_COLOURS.get(o),
+                lw=1,
+                alpha=1.0 if j == 0 else 0.6,
+                label=o if j == 0 else None,
+            )
         sm = summary.get(o)
         if not sm:
             continue
@@ -120,7 +127,16 @@ def section_rl(run_dir: Path):
             save(fig, run_dir, "rl"),
         )
     )
-    s.tables.append(("RL trend over sqrt(KL) [95% CI] and the held-out gap, per seed and pooled (source: `rl.json`)", pd.DataFrame(seed_rows)))
-    s.tables.append(("Functional forms of each held-out RL curve: AIC (lower fits better)", pd.DataFrame(form_rows)))
-    s.tables.append(("Gao et al. (2023) d(α − βd) fit of pm_train's held-out gain from step 0", pd.DataFrame(gao_rows)))
+    s.tables.append(
+        (
+            "RL trend over sqrt(KL) [95% CI] and the held-out gap, per seed and pooled (source: `rl.json`)",
+            pd.DataFrame(seed_rows),
+        )
+    )
+    s.tables.append(
+        ("Functional forms of each held-out RL curve: AIC (lower fits better)", pd.DataFrame(form_rows))
+    )
+    s.tables.append(
+        ("Gao et al. (2023) d(α − βd) fit of pm_train's held-out gain from step 0", pd.DataFrame(gao_rows))
+    )
     return s

@@ -87,5 +87,3 @@ def gao_row(objective: str, curve: str, g: dict) -> dict:
         "R²": f"{g['r2']:.3f}",
         "AIC": f"{g['aic']:.1f}",
     }
-
-

@@ -92,7 +92,9 @@ def evaluate(
     rows_per_chunk = held.prompts_per_chunk * held.k
     for start in range(0, len(drawn), rows_per_chunk):  # rows come grouped by prompt, k per prompt
         rows = range(start, min(len(drawn), start + rows_per_chunk))
-        batch = pack([held.prompts[drawn.prompt_index[r]] for r in rows], [drawn.tokens[r] for r in rows], pad_id)
+        batch = pack(
+            [held.prompts[drawn.prompt_index[r]] for r in rows], [drawn.tokens[r] for r in rows], pad_id
+        )
         batch = PackedBatch(*(x.to(dev) for x in vars(batch).values()))
         trunk = trunk_states(sampler, batch, top, held.k) if shared_trunk else None
         _, full = response_logprobs(policy, batch, cfg.bf16, trunk, top, full=True)

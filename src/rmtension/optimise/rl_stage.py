@@ -138,10 +138,21 @@ def rl_hash(prep, objective: str, seed: int) -> str:
 
 
 def run_paths(run_dir: Path, objective: str, seed: int) -> dict[str, Path]:
-    return {kind: inside(run_dir, "rl", objective, f"seed{seed}{kind}.csv") for kind in ("", "_eval", "_timing")}
+    return {
+        kind: inside(run_dir, "rl", objective, f"seed{seed}{kind}.csv") for kind in ("", "_eval", "_timing")
+    }
 
 
-STEP_COLUMNS = ["objective", "seed", "step", "kl", "sqrt_kl", "reward_train_pm", "reward_test_pm", "reward_other_objective"]
+STEP_COLUMNS = [
+    "objective",
+    "seed",
+    "step",
+    "kl",
+    "sqrt_kl",
+    "reward_train_pm",
+    "reward_test_pm",
+    "reward_other_objective",
+]
 TIMING = ["sample_s", "score_s", "step_s"]
 
 
@@ -176,7 +187,10 @@ def stage_rl_run(prep, objective: str, seed: int) -> None:
     decode = lambda t: decode_responses(policy.tokenizer, t)  # noqa: E731
     score = make_scorer(panel, [p["context"] for p in train], decode, objective, norm)
     held = HeldOut(
-        eval_ids, make_scorer(panel, [p["context"] for p in evaluation], decode, objective, norm), rl.eval_k, rl.eval_every
+        eval_ids,
+        make_scorer(panel, [p["context"] for p in evaluation], decode, objective, norm),
+        rl.eval_k,
+        rl.eval_every,
     )
     log(
         f"RL (RLOO) against pm_train of {objective}, seed {seed}: {rl.steps} steps x {rl.prompts_per_step} prompts "
@@ -206,7 +220,11 @@ def stage_rl_run(prep, objective: str, seed: int) -> None:
     timing = pd.DataFrame(run.steps)[["step", *TIMING]]
     timing["eval_s_total"] = run.eval_s
     paths = run_paths(ctx.run_dir, objective, seed)
-    outputs = [write_csv(paths[""], frame), write_csv(paths["_eval"], evals), write_csv(paths["_timing"], timing)]
+    outputs = [
+        write_csv(paths[""], frame),
+        write_csv(paths["_eval"], evals),
+        write_csv(paths["_timing"], timing),
+    ]
     write_manifest(ctx.run_dir, stage, h, outputs)
 
 
@@ -223,7 +241,9 @@ def stage_rl(prep) -> None:
         stage_rl_run(prep, objective, seed)
         interrupt.check(f"after RL on {objective} (seed {seed})")
     steps = pd.concat([pd.read_csv(run_paths(ctx.run_dir, o, s)[""]) for o, s in runs], ignore_index=True)
-    evals = pd.concat([pd.read_csv(run_paths(ctx.run_dir, o, s)["_eval"]) for o, s in runs], ignore_index=True)
+    evals = pd.concat(
+        [pd.read_csv(run_paths(ctx.run_dir, o, s)["_eval"]) for o, s in runs], ignore_index=True
+    )
     train, evaluation = prompt_sets(prep)
     outputs = [
         write_csv(ctx.run_dir / "rl.csv", steps),
@@ -232,6 +252,9 @@ def stage_rl(prep) -> None:
             inside(ctx.run_dir, "rl", "prompts.json"),
             {"rule": RULE, "train": prompts_to_json(train), "eval": prompts_to_json(evaluation)},
         ),
-        write_json(ctx.run_dir / "rl.json", rl_summary(steps, evals, rl.objectives, rl.bootstrap, rl.block, cfg.policy.seed)),
+        write_json(
+            ctx.run_dir / "rl.json",
+            rl_summary(steps, evals, rl.objectives, rl.bootstrap, rl.block, cfg.policy.seed),
+        ),
     ]
     write_manifest(ctx.run_dir, "rl", h, outputs)

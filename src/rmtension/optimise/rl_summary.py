@@ -25,7 +25,9 @@ from rmtension.optimise.bon import gao_fit
 
 CURVES = ("reward_train_pm", "reward_test_pm", "reward_other_objective")
 TREND = "reward_train_pm"
-UNITS = "reward over the pooled within-prompt SD of the initial policy's held-out completions; x = sqrt(mean KL)"
+UNITS = (
+    "reward over the pooled within-prompt SD of the initial policy's held-out completions; x = sqrt(mean KL)"
+)
 
 
 def within_sd(first: pd.DataFrame, col: str) -> float:
@@ -77,7 +79,9 @@ def heldout_gap(ev: pd.DataFrame, n_boot: int, rng: np.random.Generator, level: 
     return {k: (v[0] if isinstance(v, list) else v) for k, v in g.items()}
 
 
-def prompt_bootstrap_slope(ev: pd.DataFrame, col: str, sd: float, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def prompt_bootstrap_slope(
+    ev: pd.DataFrame, col: str, sd: float, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
     """[n_boot] pooled slopes of y over sqrt(KL) with the held-out prompts resampled (the same prompts at
     every evaluation and seed), KL re-averaged too: the fallback when a run has too few evaluations
     for blocks. It holds the sampling noise of the evaluation only, not the drift of the policy."""
@@ -117,7 +121,9 @@ def curve_summary(
         s = int(t["seed"].iloc[0])
         f, r = fits.block_bootstrap_slope([x], [y], n_boot, np.random.default_rng([seed, 3, s]), block)
         if r is None:
-            r = prompt_bootstrap_slope(ev[ev["seed"] == s], col, sd, n_boot, np.random.default_rng([seed, 5, s]))
+            r = prompt_bootstrap_slope(
+                ev[ev["seed"] == s], col, sd, n_boot, np.random.default_rng([seed, 5, s])
+            )
         by_seed[str(s)] = {"slope": f["slope"], "ci95": _ci(r, level)}
     if reps is None:
         reps = prompt_bootstrap_slope(ev, col, sd, n_boot, np.random.default_rng([seed, 5]))
@@ -182,7 +188,12 @@ def objective_summary(
 
 
 def rl_summary(
-    steps: pd.DataFrame, evals: pd.DataFrame, objectives: Sequence[str], n_boot: int, block: int | None, seed: int
+    steps: pd.DataFrame,
+    evals: pd.DataFrame,
+    objectives: Sequence[str],
+    n_boot: int,
+    block: int | None,
+    seed: int,
 ) -> dict:
     """rl.json: objective -> `objective_summary` (95% intervals)."""
     return {

@@ -238,6 +238,13 @@ def calibrated(run_dir: Path) -> Finding:
         + length_note(run_dir),
         "tension.json, eval/",
         "; ".join(parts),
+        effect={f"{rm}/{ts}": float(ece) for rm, ts, ece, _ in cells},
+        ci95={f"{rm}/{ts}": [float(ci[0]), float(ci[1])] for rm, ts, _, ci in cells},
+        min_detectable_effect=max((min_detectable_effect(ci) for *_, ci in cells), default=0.0),
+        test=f"expected calibration error of each own-objective RM (and the mixed RM) on the HH test sets, "
+        f"bootstrap CI over test pairs; supported when every CI ends at or below {ECE_WELL_CALIBRATED}",
+        null=f"ECE above the {ECE_WELL_CALIBRATED} bar",
+        source_files=["tension.json", "eval"],
     )
 
 
