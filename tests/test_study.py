@@ -86,7 +86,8 @@ def test_study_writes_the_run_directory_contract_and_skips_completed_stages(
             metrics = json.loads((d / "metrics.json").read_text())
             assert metrics["pairs_per_s"] > 0 and metrics["loss"] and metrics["val_accuracy"]
     table = json.loads((out / "tension.json").read_text())
-    assert set(table["accuracy"]) == {"helpful", "harmless", "mixed"}
+    # the three objectives and the two dilution controls (train.controls is on by default)
+    assert set(table["accuracy"]) == {"helpful", "harmless", "mixed", "helpful_half", "harmless_half"}
     for rm, by in table["accuracy"].items():
         assert set(by) == {"helpful", "harmless"}
         for cell in by.values():
@@ -104,6 +105,11 @@ def test_study_writes_the_run_directory_contract_and_skips_completed_stages(
     for t, d in table["interference"].items():
         best = max(table["accuracy"]["helpful"][t]["mean"], table["accuracy"]["harmless"][t]["mean"])
         assert d["mixed_minus_best_single"] == pytest.approx(table["accuracy"]["mixed"][t]["mean"] - best)
+        half = table["accuracy"][d["best_single"] + "_half"][t]["mean"]
+        assert d["dilution"]["estimate"] == pytest.approx(half - best)
+        assert d["negative_transfer"]["estimate"] == pytest.approx(
+            table["accuracy"]["mixed"][t]["mean"] - half
+        )
     assert set(table["calibration"]["helpful"]["helpful"]) >= {"ece"}
     # the learnable signal is learnt: each single-objective RM beats chance on its own test set
     assert table["accuracy"]["helpful"]["helpful"]["mean"] > 0.7
