@@ -69,6 +69,7 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
+    capsys.readouterr()  # drop what building the tiny model printed: the assertions are about the study's console
     assert main(["study", "--config", str(path), "--out", str(out)]) == 0
     first = capsys.readouterr()
     console = first.out + first.err  # one bar per long stage of rmtension's own, none of transformers'
