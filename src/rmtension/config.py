@@ -118,7 +118,9 @@ class TrainConfig(Strict):
     center_rewards_coef: float = Field(0.0, ge=0)
     """Reward centring (Eisenstein et al. 2023): adds coef * mean((r_c + r_r)^2)."""
     bf16: bool = True
-    """bf16 autocast (CPU or GPU); master weights stay fp32."""
+    """bf16 autocast (CPU or GPU); master weights stay fp32. Only where the device has native bf16
+    matmuls (CUDA with bf16, CPUs with AVX-512/AMX bf16 kernels): elsewhere fp32, which is faster there
+    (`rmtension.model.precision`)."""
     trainable: str = Field("all", pattern=r"^(all|head|top:[1-9][0-9]*)$")
     """`all`, `head` (score head only) or `top:K` (top K layers plus head)."""
     cache_trunk: bool = True

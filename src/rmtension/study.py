@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from rmtension.config import StudyConfig, dump_config
+from rmtension.model.precision import precision_note
 from rmtension.neurons.ablation_stage import run_ablation
 from rmtension.neurons.stage import run_neuron_scoring
 from rmtension.optimise.bon_stage import stage_bon
@@ -37,6 +38,9 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None) -> Path:
     torch.manual_seed(0)
     np.random.seed(0)
     t0 = time.perf_counter()
+    note = precision_note(cfg.train.bf16, dist.device())
+    if note:
+        log(note)
     with interrupt.graceful_sigint():
         prep = prepare(run_dir, cfg)
         stage_train(prep)

@@ -8,12 +8,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from rmtension.model.precision import use_bf16
 from rmtension.model.encode import EncodedPairs, collate, encode_texts, iter_batches
 
 
 def autocast(enabled: bool, device: torch.device | str = "cpu"):
-    """bf16 autocast on CPU or GPU; a no-op context when disabled."""
-    if not enabled:
+    """bf16 autocast on CPU or GPU; a no-op context when disabled or where bf16 is not native
+    (`rmtension.model.precision`)."""
+    if not use_bf16(enabled, device):
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 

@@ -20,6 +20,7 @@ from torch import nn
 from rmtension.run import dist
 from rmtension.model.arch import base_model, find_arch, get_path, n_layers
 from rmtension.model.encode import EncodedPairs, collate, collate_pairs
+from rmtension.model.precision import use_bf16
 from rmtension.model.scoring import autocast
 from rmtension.model.stop import stop_at
 
@@ -74,8 +75,8 @@ def compute_trunk(
     was_training = model.training
     model.eval()
     out: list[torch.Tensor | None] = [None] * len(seqs)
-    store = torch.bfloat16 if bf16 else torch.float32
     device = next(model.parameters()).device
+    store = torch.bfloat16 if use_bf16(bf16, device) else torch.float32
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     try:
         with stop as run:

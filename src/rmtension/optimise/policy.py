@@ -26,6 +26,7 @@ import torch
 
 from rmtension.data.types import Turn, render_transcript
 from rmtension.model.encode import pad
+from rmtension.model.precision import use_bf16
 
 END_OF_TURN = "<|im_end|>"
 """ChatML end-of-turn marker (SmolLM2, Qwen): a stop token whenever the vocabulary has it."""
@@ -75,13 +76,17 @@ class Policy:
 def open_policy(
     cfg, cache_dir: str | None = None, precision: str | None = None, device: str = "cpu"
 ) -> Policy:
-    """The policy of a `PolicyConfig`: registry name or HF path, in `precision` (default: the config's)."""
+    """The policy of a `PolicyConfig`: registry name or HF path, in `precision` (default: the config's);
+    bf16 only where the device has native bf16 matmuls (`rmtension.model.precision`), else fp32."""
     from rmtension.model.backbones import load_tokenizer, resolve_backbone
 
     path = resolve_backbone(cfg.backbone, cache_dir)
     # build_prompt_ids tokenises whole conversations before cutting them: no length limit here.
     tok = load_tokenizer(path, 1 << 20, cfg.trust_remote_code)
-    model = load_policy(path, precision or cfg.precision, cfg.trust_remote_code).to(device)
+    precision = precision or cfg.precision
+    if precision == "bf16" and not use_bf16(True, device):
+        precision = "fp32"  # no native bf16 matmul here: bf16 weights would be far slower than fp32
+    model = load_policy(path, precision, cfg.trust_remote_code).to(device)
     return Policy(model, tok, stop_token_ids(tok, model), int(tok.pad_token_id), path)
 
 

@@ -178,7 +178,7 @@ def response_logprobs(
         if trunk is not None:
             for stand_in in stack.enter_context(cut_trunk(model, k)):
                 stand_in.value = trunk  # the token embedding returns it; extra embeddings return zeros
-        with autocast(bf16):
+        with autocast(bf16, batch.input_ids.device):
             logits = model(**kwargs).logits[:, -t - 1 : -1].float()  # position j predicts token j + 1
     logz = logits.logsumexp(dim=-1, keepdim=True)
     token = (logits.gather(-1, batch.response_ids.unsqueeze(-1)) - logz).squeeze(-1)

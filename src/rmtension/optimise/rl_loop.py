@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from rmtension.model.arch import n_layers
+from rmtension.model.precision import use_bf16
 from rmtension.model.scope import set_trainable
 from rmtension.optimise.config import PolicyConfig, RLConfig
 from rmtension.optimise.policy import Sampled, sample
@@ -65,7 +66,7 @@ def run_rloo(
     """Optimise `policy` (fp32, in place) for `cfg.steps` with one RL seed (default: `cfg.seeds[0]`).
 
     Each step samples k responses for P prompts from the current policy (a bf16 copy when
-    `pcfg.precision` is bf16), scores them, and takes one RLOO step. Logged KL and rewards are
+    `pcfg.precision` is bf16 and the device has native bf16), scores them, and takes one RLOO step. Logged KL and rewards are
     those of the sampled batch, i.e. of the policy before that step's update: `kl` is `kl_exact`
     along the sampled responses, `kl_sample` the sampled log-ratio that the penalty uses. With
     `heldout`, the policy is also evaluated at `eval_points(cfg.steps, heldout.every)`.
@@ -75,7 +76,8 @@ def run_rloo(
     names = [n for n, p in policy.named_parameters() if p.requires_grad]
     shared_trunk = top < n_layers(policy)
     ref = snapshot(policy, names)
-    sampler = copy.deepcopy(policy).to(torch.bfloat16).eval() if pcfg.precision == "bf16" else policy
+    bf16 = pcfg.precision == "bf16" and use_bf16(True, next(policy.parameters()).device)
+    sampler = copy.deepcopy(policy).to(torch.bfloat16).eval() if bf16 else policy
     optimizer = torch.optim.AdamW(
         [p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0
     )
