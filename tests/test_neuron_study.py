@@ -83,7 +83,34 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
         "attribution/harmless",
     }
     assert set(read_json(out / "neurons" / "sets.json")["sets"]) == {"mixed-seed0", "helpful-seed0"}
-    assert set(read_json(out / "neurons" / "overlap.json")["attribution"]) == {"5", "20"}
+    overlap = read_json(out / "neurons" / "overlap.json")
+    assert set(overlap["attribution"]) == {"5", "20"}
+    # the uniform floor and the nulls drawn from the scoring pairs, headline and per RM
+    entry = overlap["mean_act"]["5"]
+    for key in (
+        "jaccard_random",
+        "jaccard_permutation",
+        "jaccard_split_half",
+        "jaccard_bootstrap",
+        "sets_differ",
+    ):
+        assert key in entry and key in entry["per_rm"]["mixed-seed0"], key
+    perm = entry["jaccard_permutation"]
+    assert set(perm) == {"mean", "sd", "p2_5", "p97_5", "n", "p_value"} and perm["n"] == 50
+    assert 1 / 51 <= perm["p_value"] <= 1 and perm["p2_5"] <= perm["mean"] <= perm["p97_5"]
+    assert set(entry["jaccard_split_half"]) == {"helpful", "harmless", "mean"}
+    lo, hi = entry["sets_differ"]["ci95"]
+    assert lo <= entry["sets_differ"]["effect"] <= hi
+    assert entry["sets_differ"]["effect"] == pytest.approx(perm["mean"] - entry["jaccard"])
+    assert set(entry["jaccard_base"]) == {"helpful", "harmless", "mean"}  # mean_act of the base backbone
+    assert "untrained" in overlap["attribution"]["5"]["jaccard_base"]["skipped"]
+    pair = load_tensors(out / "neurons" / "mixed-seed0" / "pair_sums.safetensors")
+    assert pair["act_chosen/helpful"].shape == (8, 2, 64) and pair["chosen_tokens/harmless"].shape == (8,)
+    assert (out / "neurons" / "base" / "pair_sums.safetensors").is_file()
+    assert not (out / "neurons" / "base" / "scores.safetensors").exists()  # never taken for an RM
+    agree = read_json(out / "neurons" / "scorer_agreement.json")["mean_act_vs_attribution"]["mixed-seed0"]
+    assert len(agree["helpful"]["spearman_layers"]) == 2
+    assert set(agree["helpful"]["top_jaccard_chance"]) == {"5.0", "20.0"}
     frame = pd.read_csv(out / "ablation.csv")
     assert list(frame.columns[:11]) == [
         "rm",
@@ -119,6 +146,7 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
     for claim in (
         "identify each objective's MLP neurons",
         "many neurons are shared",
+        "differ more than sampling noise",
         "shared neurons have outsized",
         "also hurts the other",
     ):

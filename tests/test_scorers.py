@@ -9,6 +9,7 @@ from tiny import tiny_reward_model
 from rmtension.model.encode import EncodedPairs
 from rmtension.neurons.hooks import capture, hook_names
 from rmtension.neurons.scorers import (
+    BASE_SCORERS,
     SCORERS,
     NeuronSums,
     attribution_sums,
@@ -108,20 +109,38 @@ def _slow_scores(model, base, enc: EncodedPairs) -> dict[str, torch.Tensor]:
     """Every sequence alone (no padding), full activations kept, scores computed directly."""
     names = hook_names(model)
     acts = {"c": [], "r": []}
+    fires = {
+        "c": [],
+        "r": [],
+    }  # what fires: the activation, or the gate for gated MLPs (SiLU(g) > 0 iff g > 0)
+    gated = model.config.model_type == "llama"
+    assert not gated or model.config.hidden_act == "silu"
     attr = torch.zeros(len(names), 64)
     sq = torch.zeros(len(names), 64)
     for i in range(len(enc)):
         per_side, rewards = {}, {}
         for side, ids in (("c", enc.chosen[i]), ("r", enc.rejected[i])):
             x = torch.tensor([ids])
+            gate_out = []
+            handles = (
+                [
+                    m.mlp.gate_proj.register_forward_hook(lambda m, a, o: gate_out.append(o[0].detach()))
+                    for m in model.model.layers
+                ]
+                if gated
+                else []
+            )
             with torch.enable_grad(), capture(model, detach=False) as cap:
                 rewards[side] = model(input_ids=x).logits[0, 0]
+            for h in handles:
+                h.remove()
             per_side[side] = [cap[n] for n in names]  # [1, T, N] per layer, in the graph
             with torch.no_grad(), capture(base) as cap_b:
                 base(input_ids=x)
             for layer, n in enumerate(names):
                 sq[layer] += ((cap[n][0].detach() - cap_b[n][0]) ** 2).sum(0)
             acts[side].append(torch.stack([a.detach()[0] for a in per_side[side]]))  # [L, T, N]
+            fires[side].append(torch.stack(gate_out) if gated else acts[side][-1])
         margin = rewards["c"] - rewards["r"]
         flat = per_side["c"] + per_side["r"]
         grads = torch.autograd.grad(margin, flat)
@@ -130,9 +149,10 @@ def _slow_scores(model, base, enc: EncodedPairs) -> dict[str, torch.Tensor]:
     chosen = torch.cat(acts["c"], dim=1)  # [L, Tc_total, N]
     rejected = torch.cat(acts["r"], dim=1)
     every = torch.cat([chosen, rejected], dim=1)
+    fire = torch.cat(fires["c"] + fires["r"], dim=1)
     return {
         "mean_act": every.mean(1),
-        "fire_rate": (every > 0).float().mean(1),
+        "fire_rate": (fire > 0).float().mean(1),
         "rms_change": (sq / every.shape[1]).sqrt(),
         "attribution": attr / len(enc),
         "contrast": chosen.mean(1) - rejected.mean(1),
@@ -180,3 +200,105 @@ def test_scorer_subset_and_errors():
         score_neurons({"m": model}, enc, 0, scorers=["rms_change"])
     with pytest.raises(ValueError, match="unknown scorers"):
         score_neurons({"m": model}, enc, 0, scorers=["absolute"])
+
+
+# ---- per-pair sums: a re-split is a re-aggregation --------------------------------------------
+
+
+def test_per_pair_sums_by_hand():
+    """The batch's pairs sit at positions [1, 0]: batch row 0 is pair 1, batch row 1 is pair 0."""
+    sums = NeuronSums.zeros(1, 2, pairs=2)
+    sums.add_batch(MASK, [1, 0])
+    sums.add_layer(0, ACTS, MASK, base=torch.ones_like(ACTS))
+    sums.add_attribution(0, ACTS, torch.full_like(ACTS, 2.0), MASK)
+    pp = sums.per_pair
+    assert pp.chosen_tokens.tolist() == [1, 2] and pp.rejected_tokens.tolist() == [1, 3]
+    # pair 1: chosen [1,-1],[3,0]; rejected [0,4],[-2,1],[5,-3]. pair 0: chosen [2,2]; rejected [-1,0.5]
+    assert pp.stats["act_chosen"][:, 0].tolist() == [[2, 2], [4, -1]]
+    assert pp.stats["act_rejected"][:, 0].tolist() == [[-1, 0.5], [3, 2]]
+    assert pp.stats["fire"][:, 0].tolist() == [[1, 2], [3, 2]]
+    # (a - 1)^2: pair 0 -> [1 + 4, 1 + 0.25]; pair 1 -> [0 + 4 + 1 + 9 + 16, 4 + 1 + 9 + 0 + 16]
+    assert pp.stats["sq_change"][:, 0].tolist() == [[5, 1.25], [30, 30]]
+    assert pp.stats["attr"][:, 0].tolist() == [[2, 5], [14, 2]]
+    got = pp.aggregate(torch.tensor([[1.0, 0.0], [1.0, 1.0], [2.0, 0.0]]), SCORERS)
+    # pair 0 alone, and pair 0 twice (a bootstrap weight of 2 leaves every ratio as it is)
+    for r in (0, 2):
+        torch.testing.assert_close(got["mean_act"][r, 0], torch.tensor([0.5, 1.25], dtype=torch.float64))
+        torch.testing.assert_close(got["contrast"][r, 0], torch.tensor([3.0, 1.5], dtype=torch.float64))
+        torch.testing.assert_close(got["fire_rate"][r, 0], torch.tensor([0.5, 1.0], dtype=torch.float64))
+        torch.testing.assert_close(got["attribution"][r, 0], torch.tensor([2.0, 5.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        got["rms_change"][0, 0], torch.tensor([2.5**0.5, 0.625**0.5], dtype=torch.float64)
+    )
+    for name, value in sums.finalize().items():  # weights all 1: the full-data scores
+        torch.testing.assert_close(got[name][1].float(), value, msg=name)
+    with pytest.raises(ValueError, match="positions"):
+        NeuronSums.zeros(1, 2, pairs=2).add_batch(MASK)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_resplit_equals_rescoring_from_scratch(family):
+    enc = _pairs()
+    model, base = tiny_reward_model(family, seed=0), tiny_reward_model(family, seed=1)
+    full = score_neurons({"rm": model}, enc, 0, base=base, batch_size=2, bf16=False, per_pair=True)["rm"]
+    pp = full.pair_sums
+    assert pp.n_pairs == 5 and pp.stats["act_chosen"].shape == (5, 2, 64)
+    # a subset (a pseudo-objective) and a bootstrap resample (pair 0 twice, pair 2 once, pair 4 once)
+    cases = [([0, 3, 4], [1, 0, 0, 1, 1]), ([0, 0, 2, 4], [2, 0, 1, 0, 1]), (list(range(5)), [1] * 5)]
+    weights = torch.tensor([w for _, w in cases], dtype=torch.float64)
+    got = pp.aggregate(weights, SCORERS)
+    for r, (idx, _) in enumerate(cases):
+        again = score_neurons({"rm": model}, enc.subset(idx), 0, base=base, batch_size=3, bf16=False)["rm"]
+        for name in SCORERS:
+            torch.testing.assert_close(
+                got[name][r].float(), again.scores[name], atol=2e-5, rtol=1e-4, msg=name
+            )
+
+
+def test_base_backbone_scored_in_the_same_pass():
+    enc = _pairs()
+    model, base = tiny_reward_model("gpt2", seed=0), tiny_reward_model("gpt2", seed=1)
+    out = score_neurons({"rm": model}, enc, 0, base=base, batch_size=2, bf16=False, score_base=True)
+    alone = score_neurons({"b": base}, enc, 0, scorers=BASE_SCORERS, batch_size=4, bf16=False)["b"]
+    assert set(out["base"].scores) == set(BASE_SCORERS) == {"mean_act", "fire_rate", "contrast"}
+    for name in BASE_SCORERS:
+        torch.testing.assert_close(out["base"].scores[name], alone.scores[name], atol=2e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="base backbone"):
+        score_neurons({"rm": model}, enc, 0, score_base=True)
+
+
+# ---- gated MLPs: the sign of act(gate) * up is not identifiable -------------------------------
+
+
+def test_gated_flip_leaves_output_ranking_and_fire_rate_unchanged():
+    import copy
+
+    from rmtension.model.encode import collate_pairs
+    from rmtension.neurons.select import ranked_by_magnitude, top_percent
+
+    enc = _pairs()
+    model = tiny_reward_model("llama", seed=0)
+    before = score_neurons({"m": model}, enc, 0, scorers=["mean_act", "fire_rate"], bf16=False)["m"]
+    assert before.meta["gated"] == "true"
+    layer, j = 0, int(before.scores["mean_act"][0].argmax())  # the top neuron of layer 0 by signed mean
+    flipped = copy.deepcopy(model)
+    mlp = flipped.model.layers[layer].mlp
+    with torch.no_grad():
+        mlp.up_proj.weight[j] *= -1
+        mlp.down_proj.weight[:, j] *= -1
+    batch = collate_pairs(enc, range(len(enc)), 0)
+    with torch.no_grad():
+        torch.testing.assert_close(flipped(**batch).logits, model(**batch).logits, atol=1e-6, rtol=1e-6)
+    after = score_neurons({"m": flipped}, enc, 0, scorers=["mean_act", "fire_rate"], bf16=False)["m"]
+    torch.testing.assert_close(after.scores["fire_rate"], before.scores["fire_rate"], atol=0, rtol=0)
+    assert after.scores["mean_act"][layer, j] == pytest.approx(-float(before.scores["mean_act"][layer, j]))
+    torch.testing.assert_close(after.scores["mean_act"].abs(), before.scores["mean_act"].abs())
+    assert ranked_by_magnitude("mean_act", [], gated=True) and not ranked_by_magnitude(
+        "mean_act", [], gated=False
+    )
+    for p in (5, 20):
+        same = [top_percent(s.scores["mean_act"], p, magnitude=True) for s in (before, after)]
+        assert torch.equal(same[0], same[1])
+    # the signed ranking is not invariant: the flipped neuron leaves the signed top set
+    signed = [top_percent(s.scores["mean_act"], 5) for s in (before, after)]
+    assert signed[0][layer, j] and not signed[1][layer, j]

@@ -3,7 +3,10 @@
 Claims (all at one top-p, one scorer and zero ablation, in the primary RM, mixed by default):
 
 - identified:    ablating an objective's top neurons lowers its accuracy more than matched random neurons.
-- shared:        helpful_top and harmless_top overlap more than chance (hypergeometric test).
+- shared:        helpful_top and harmless_top overlap more than chance (hypergeometric test against
+                 random neuron sets of the same sizes: a floor, not a test of "the same neurons").
+- sets_differ:   the two sets differ more than sampling noise (permutation null of pseudo-objectives
+                 drawn from the pooled scoring pairs; equivalence rule on null minus observed Jaccard).
 - influence:     shared neurons matter more than as many objective-only neurons (paired bootstrap CI).
 - cross_effect:  ablating one objective's neurons also lowers the other objective's accuracy.
 
@@ -72,7 +75,83 @@ def claim_shared(overlap: dict, scorer: str, p: float, alpha: float) -> Claim:
         verdict = "not supported"
     else:
         verdict = "inconclusive"
+    text += (
+        " (Chance here is random neuron sets of these sizes, a floor; whether the sets differ more than "
+        "sampling noise is tested separately.)"
+    )
     return Claim("shared", verdict, f"Shared neurons: {verdict}. " + text, nums)
+
+
+OVERLAP_TESTS = {
+    "shared": (
+        "one-sided hypergeometric test of the number of shared neurons (stratified per layer when the sets "
+        "are chosen per layer), at the claims' alpha",
+        "two uniformly random neuron sets of the same sizes (a floor: the most active neurons top every "
+        "objective's list)",
+    ),
+    "sets_differ": (
+        "equivalence rule on the 95% CI of the permutation null's mean Jaccard minus the observed Jaccard "
+        "(CI half-width 1.96 sqrt(sd_null^2 + sd_bootstrap^2)); supported also needs the permutation p < alpha",
+        "the two objectives' scoring pairs are exchangeable: pseudo-objectives of the same sizes drawn at "
+        "random from the pooled pairs (neurons.permutations re-splits)",
+    ),
+}
+"""Claim name -> (the test that decides it, its null), for findings.json's `test` and `null`."""
+
+
+def claim_sets_differ(overlap: dict, scorer: str, p: float, alpha: float, min_effect: float) -> Claim:
+    """Do the helpful and harmless top-p sets differ more than two samples of one objective would?
+
+    Effect (Jaccard units): the permutation null's mean Jaccard minus the observed one, with the CI
+    of `rmtension.neurons.nulls.sets_differ_effect`; verdict by the equivalence rule
+    (`rmtension.report.verdicts.equivalence_verdict`) against `min_effect`, and "supported" also
+    needs the permutation p-value below `alpha`. A placebo (two samples of one objective) gives an
+    effect near 0: "inconclusive", or "not supported" when the CI lies inside +-min_effect.
+    """
+    from rmtension.report.verdicts import INCONCLUSIVE, SUPPORTED, equivalence_verdict, min_detectable_effect
+
+    name, head = "sets_differ", "The helpful and harmless neuron sets differ more than sampling noise"
+    by_p = overlap.get(scorer, {})
+    if not by_p:
+        return Claim(name, "inconclusive", f"{head}: inconclusive. No overlap results for scorer {scorer}.")
+    k = nearest_p(list(by_p), p)
+    o = by_p[k]
+    if "sets_differ" not in o:
+        why = (
+            o.get("nulls_skipped") or "neurons/overlap.json has no permutation null; re-run the neuron stage"
+        )
+        return Claim(name, "inconclusive", f"{head} (top {k}%, {scorer}): inconclusive. {why}.")
+    d, null, half = o["sets_differ"], o["jaccard_permutation"], o["jaccard_split_half"]
+    base = o.get("jaccard_base", {})
+    ci = d["ci95"]
+    mde = min_detectable_effect(ci)
+    verdict = equivalence_verdict(ci, min_effect)
+    if verdict == SUPPORTED and not null["p_value"] < alpha:
+        verdict = INCONCLUSIVE
+    text = (
+        f"Jaccard {o['jaccard']:.3f} observed in the {o.get('rm', '')} RM vs {null['mean']:.3f} "
+        f"[{null['p2_5']:.3f}, {null['p97_5']:.3f}] when its scoring pairs are split at random into two "
+        f"pseudo-objectives of the same sizes ({null['n']} splits, permutation p {p_phrase(null['p_value'])}); "
+        f"two halves of one objective overlap at {half['mean']:.3f}"
+        + (f", each set and the base backbone's at {base['mean']:.3f}" if "mean" in base else "")
+        + f". Null minus observed {d['effect']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] (95% CI), "
+        f"judged against ±{min_effect:g}."
+    )
+    if verdict == INCONCLUSIVE:
+        text += f" This sample could detect differences of about {mde:.3f} (80% power)."
+    nums = {
+        "effect": d["effect"],
+        "ci95": ci,
+        "min_effect": min_effect,
+        "min_detectable_effect": mde,
+        "jaccard": o["jaccard"],
+        "jaccard_permutation": null["mean"],
+        "p_value": null["p_value"],
+        "n_permutations": null["n"],
+        "jaccard_split_half": half["mean"],
+        "jaccard_base": base.get("mean"),
+    }
+    return Claim(name, verdict, f"{head} (top {k}%, {scorer}): {verdict}. {text}", nums)
 
 
 def _pick(
@@ -217,7 +296,7 @@ def paper_claims(
     alpha: float = 0.05,
     rm_objective: str | None = "mixed",
 ) -> list[Claim]:
-    """The four claims from neurons/overlap.json, ablation.csv and neurons/influence.json.
+    """The five claims from neurons/overlap.json, ablation.csv and neurons/influence.json.
 
     `rm_objective` picks the RMs (all seeds averaged; p-values take the largest); it falls back
     to every ablated RM when none of that objective was ablated. Missing files give "inconclusive".
@@ -225,11 +304,24 @@ def paper_claims(
     run_dir = Path(run_dir)
     out: list[Claim] = []
     ov = run_dir / "neurons" / "overlap.json"
-    out.append(
-        claim_shared(read_json(ov), scorer, p, alpha)
-        if ov.exists()
-        else Claim("shared", "inconclusive", "Shared neurons: inconclusive (no neurons/overlap.json).")
-    )
+    if ov.exists():
+        from rmtension.report.verdicts import claim_min_effect
+
+        overlap = read_json(ov)
+        out.append(claim_shared(overlap, scorer, p, alpha))
+        out.append(
+            claim_sets_differ(overlap, scorer, p, alpha, claim_min_effect(run_dir, "neuron_sets_differ"))
+        )
+    else:
+        out += [
+            Claim("shared", "inconclusive", "Shared neurons: inconclusive (no neurons/overlap.json)."),
+            Claim(
+                "sets_differ",
+                "inconclusive",
+                "The helpful and harmless neuron sets differ more than sampling noise: inconclusive "
+                "(no neurons/overlap.json).",
+            ),
+        ]
     csv = run_dir / "ablation.csv"
     if csv.exists():
         frame = pd.read_csv(csv)
@@ -251,5 +343,5 @@ def paper_claims(
             "influence", "inconclusive", "Shared neurons' influence: inconclusive (no influence.json)."
         )
     )
-    order = ["identified", "shared", "influence", "cross_effect"]
+    order = ["identified", "shared", "sets_differ", "influence", "cross_effect"]
     return sorted(out, key=lambda c: order.index(c.name))

@@ -41,7 +41,12 @@ class NeuronsConfig(Strict):
     per_layer: bool = False
     """Top p% within each layer instead of the paper's global percentile over all neurons."""
     magnitude: list[Scorer] = Field(default_factory=lambda: ["contrast"])
-    """Scorers ranked by |score| (signed scorers whose sign is not 'more')."""
+    """Scorers ranked by |score| (signed scorers whose sign is not 'more'). Gated MLPs (Llama, SmolLM2)
+    add mean_act: the sign of act(gate) * up is not identifiable there."""
+    permutations: int = Field(50, ge=50)
+    """Random re-splits of the scoring pairs behind each overlap null (`rmtension.neurons.nulls`):
+    pseudo-objective permutations, split halves and bootstrap resamples, this many of each. A draw
+    re-aggregates saved per-pair sums (no forward pass); the permutation p-value is at least 1/(1 + this)."""
     batch_size: int = Field(16, ge=1)
     """Pairs per scoring batch (2x rows: chosen and rejected share a batch)."""
     bf16: bool = True

@@ -6,6 +6,10 @@ act(gate) * up for gated MLPs (Llama, SmolLM2), so one forward pre-hook on the o
 reads or rewrites the neurons of every family in `rmtension.model.arch`, which finds the projection
 from the module structure, never the model's name.
 
+For gated MLPs `gate_hooks` also reads act(gate) (a forward hook on the gate projection, the
+activation applied to its output): the gate's sign is identifiable, the neuron's is not (negating
+row j of up and column j of down leaves the network unchanged), so fire rates are read from it.
+
 Hooks exist only inside a context manager that removes them on exit, exception or not:
 
     with neuron_hooks(model, {"layers.0.mlp.act": fn}):   # fn(acts [B, T, N]) -> None | [B, T, N]
@@ -21,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from rmtension.model.arch import blocks, mlp_out, n_layers, n_neurons, neuron_hook_name
+from rmtension.model.arch import blocks, find_arch, get_path, mlp_out, n_layers, n_neurons, neuron_hook_name
 
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 """Called with a layer's activations [B, T, N]; returns None (read only) or the replacement [B, T, N]."""
@@ -44,6 +48,47 @@ def hook_names(model: nn.Module) -> list[str]:
 def neuron_shape(model: nn.Module) -> tuple[int, int]:
     """(layers, neurons per layer)."""
     return n_layers(model), n_neurons(model)
+
+
+GATES = {"llama": ("mlp.gate_proj", "mlp.act_fn")}
+"""Gated families: paths, from a block, of the gate projection and of the activation applied to it."""
+
+
+def is_gated(model: nn.Module) -> bool:
+    """True for gated MLPs, whose neuron is act(gate) * up."""
+    return find_arch(model).gated
+
+
+def gate_parts(model: nn.Module, layer: int) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """(gate projection, activation function) of block `layer` of a gated model."""
+    spec = find_arch(model)
+    if spec.family not in GATES:
+        raise ValueError(f"{spec.family}: no gated MLP")
+    gate, act = GATES[spec.family]
+    block = blocks(model)[layer]
+    return get_path(block, gate), get_path(block, act)
+
+
+@contextlib.contextmanager
+def gate_hooks(model: nn.Module, fns: Mapping[int, Callable[[torch.Tensor], None]]) -> Iterator[None]:
+    """Call fns[layer](act(gate) [B, T, N], detached) at every forward of those layers' gates; always removed.
+
+    Read only: the forward is unchanged. An empty `fns` (e.g. a model without gates) installs nothing.
+    """
+    handles = []
+    try:
+        for layer, fn in fns.items():
+            gate, act = gate_parts(model, layer)
+
+            def hook(module, args, output, fn=fn, act=act):
+                with torch.no_grad():
+                    fn(act(output.detach()))
+
+            handles.append(gate.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
 """How much two neuron sets overlap, against what chance would give; agreement between scorers.
 
-Null model: each set is a uniformly random set of its size among all neurons (global selection)
-or, for per-layer selection, among each layer's neurons with each layer's count fixed. The
-intersection is then hypergeometric (a sum of independent hypergeometrics per layer).
+Uniform null, the floor: each set is a uniformly random set of its size among all neurons (global
+selection) or, for per-layer selection, among each layer's neurons with each layer's count fixed.
+The intersection is then hypergeometric (a sum of independent hypergeometrics per layer). It is
+a weak null, since the most active neurons top every objective's list; `rmtension.neurons.nulls`
+draws the stronger ones (permutation, split half) from the scoring pairs themselves.
 """
 
 from __future__ import annotations
@@ -90,18 +92,53 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(stats.spearmanr(a, b).statistic)
 
 
+def spearman_per_layer(x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """[L] Spearman correlation within each layer of two score tensors [L, N] (NaN where one is constant)."""
+    return [spearman(x[i : i + 1], y[i : i + 1]) for i in range(x.shape[0])]
+
+
+def _nanmean(xs: Sequence[float]) -> float:
+    finite = [v for v in xs if v == v]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def scorer_agreement(
     scores: Mapping[str, torch.Tensor],
     ps: Sequence[float],
     per_layer: bool = False,
     magnitude: Sequence[str] = (),
 ) -> dict:
-    """Do two scorers pick the same neurons? Spearman over all neurons and Jaccard of their top-p sets.
+    """Do two scorers pick the same neurons? Within-layer Spearman and the Jaccard of their top-p sets.
 
-    scores: scorer -> [L, N] for one model on one data set.
+    scores: scorer -> [L, N] for one model on one data set. Scores differ in scale from layer to
+    layer (activations grow with depth), so a correlation pooled over all neurons mostly says that
+    two scorers agree on which *layers* are large. Hence:
+
+    - `spearman`: the mean over layers of the within-layer Spearman correlation (`spearman_layers`
+      holds each layer's); `spearman_pooled` is the pooled one, for reference only.
+    - `top_jaccard`: Jaccard of the two scorers' top-p sets, and `top_jaccard_chance` its chance
+      level: the expected Jaccard of two random sets with the same number of neurons in every
+      layer as the two top-p sets (`expected_jaccard`), so layer concentration alone is chance.
     """
     names = list(scores)
-    rho = {s: {t: spearman(scores[s], scores[t]) for t in names} for s in names}
+    layers = {s: {t: spearman_per_layer(scores[s], scores[t]) for t in names} for s in names}
+    rho = {s: {t: _nanmean(layers[s][t]) for t in names} for s in names}
+    pooled = {s: {t: spearman(scores[s], scores[t]) for t in names} for s in names}
     tops = {p: {s: top_percent(scores[s], p, per_layer, s in magnitude) for s in names} for p in ps}
     top_j = {str(p): {s: {t: jaccard(tops[p][s], tops[p][t]) for t in names} for s in names} for p in ps}
-    return {"spearman": rho, "top_jaccard": top_j}
+    chance: dict = {}
+    for p in ps:
+        counts = {s: per_layer_counts(tops[p][s]) for s in names}
+        c = {s: {} for s in names}
+        for i, s in enumerate(names):
+            for t in names[i:]:
+                size = [scores[s].shape[1]] * scores[s].shape[0]
+                c[s][t] = c[t][s] = expected_jaccard(counts[s], counts[t], size)
+        chance[str(p)] = c
+    return {
+        "spearman": rho,
+        "spearman_layers": layers,
+        "spearman_pooled": pooled,
+        "top_jaccard": top_j,
+        "top_jaccard_chance": chance,
+    }

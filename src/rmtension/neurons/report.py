@@ -72,6 +72,7 @@ def section_overlap(run_dir: Path) -> Section | None:
             "Jaccard": f"{o['jaccard']:.3f}",
             "Jaccard by chance": f"{o['jaccard_random']:.3f}",
             "hypergeometric p": fmt_p(o["p_value"]),
+            **_null_cells(o),
             "cross-model Jaccard": f"{o['cross_model']['jaccard']:.3f}" if "cross_model" in o else "",
         }
         for scorer, by_p in overlap.items()
@@ -80,17 +81,21 @@ def section_overlap(run_dir: Path) -> Section | None:
     s.paragraphs.append(
         "helpful_top and harmless_top are the top-p% neurons of one RM scored on helpful and on harmless training "
         "pairs. Chance: two random sets of the same sizes (hypergeometric null; per layer when the sets were chosen "
-        "per layer). Cross-model: the helpful RM's helpful_top against the harmless RM's harmless_top. "
-        "mean_act and fire_rate rank neurons by how active they are on any text, so their two sets overlap even "
-        "if the objectives use different neurons; contrast and attribution measure how a neuron separates chosen "
-        "from rejected. Source: `neurons/overlap.json`."
+        "per layer), a floor only: mean_act and fire_rate rank neurons by how active they are on any text, so two "
+        "samples of one objective overlap far above it. Sampling noise: the permutation null re-splits the pooled "
+        "helpful and harmless pairs at random into two pseudo-objectives of the same sizes (mean Jaccard, 2.5 and "
+        "97.5 percentiles; p: how often a re-split overlaps as little as the real split); split half: two disjoint "
+        "halves of one objective's pairs (mean of both objectives). Base: each set against the base backbone's "
+        "top-p set on the pooled pairs. Cross-model: the helpful RM's helpful_top against the harmless RM's "
+        "harmless_top. Source: `neurons/overlap.json` (`rmtension.neurons.nulls`)."
     )
     s.tables.append(("Overlap per scorer and top-p (source: `neurons/overlap.json`)", pd.DataFrame(rows)))
     scorer = st["scorer"] if st["scorer"] in overlap else next(iter(overlap))
     s.figures.append(
         (
-            f"Left: Jaccard of helpful_top and harmless_top by `{scorer}` against the chance level "
-            f"(grey). Right: neurons per layer at top-{float(nearest_p(overlap[scorer], st['p'])):g}%. "
+            f"Left: Jaccard of helpful_top and harmless_top by `{scorer}` against random neuron sets "
+            "(grey) and against re-splits of the pooled scoring pairs into two pseudo-objectives (bars: "
+            f"2.5-97.5 percentiles). Right: neurons per layer at top-{float(nearest_p(overlap[scorer], st['p'])):g}%. "
             "Source: `neurons/overlap.json`.",
             _overlap_figure(run_dir, overlap[scorer], st["p"]),
         )
@@ -101,33 +106,52 @@ def section_overlap(run_dir: Path) -> Section | None:
         if table is not None:
             s.tables.append(
                 (
-                    "Do mean_act and attribution pick the same neurons? Spearman over all neurons and "
-                    "Jaccard of their top-p sets (source: `neurons/scorer_agreement.json`)",
+                    "Do mean_act and attribution pick the same neurons? Spearman within each layer (mean over "
+                    "layers) and Jaccard of their top-p sets, with the Jaccard of random sets of the same per-layer "
+                    "sizes in brackets (source: `neurons/scorer_agreement.json`)",
                     table,
                 )
             )
     return s
 
 
+def _null_cells(o: dict) -> dict:
+    """The table cells of the nulls drawn from the scoring pairs (empty where overlap.json has none)."""
+    perm, half, base = o.get("jaccard_permutation"), o.get("jaccard_split_half"), o.get("jaccard_base", {})
+    if not perm:
+        return {"permutation null": "", "permutation p": "", "split half": "", "base backbone": ""}
+    return {
+        "permutation null": f"{perm['mean']:.3f} [{perm['p2_5']:.3f}, {perm['p97_5']:.3f}]",
+        "permutation p": fmt_p(perm["p_value"]),
+        "split half": f"{half['mean']:.3f}",
+        "base backbone": f"{base['mean']:.3f}" if "mean" in base else "",
+    }
+
+
 def _overlap_figure(run_dir: Path, by_p: dict, p: float) -> Path:
     fig, (ax1, ax2) = new_figure(DOUBLE_WIDTH, 2.4, ncols=2)
     keys = sorted(by_p, key=float)
     x = np.arange(len(keys))
-    ax1.bar(x - 0.2, [by_p[k]["jaccard"] for k in keys], 0.4, color=PALETTE[2], label="observed")
-    ax1.bar(x + 0.2, [by_p[k]["jaccard_random"] for k in keys], 0.4, color=CHANCE_COLOUR, label="chance")
-    for xi, k in zip(x, keys):
-        ax1.annotate(
-            f"p={fmt_p(by_p[k]['p_value'], 1)}".replace("=<", "<"),
-            (xi - 0.2, by_p[k]["jaccard"]),
-            ha="center",
-            va="bottom",
-            fontsize=7,
-        )
+    perm = [by_p[k].get("jaccard_permutation") for k in keys]
+    nulls = all(perm)  # three bars per p: observed, random sets, re-split pairs
+    w = 0.27 if nulls else 0.4
+    ax1.bar(
+        x - (w if nulls else w / 2), [by_p[k]["jaccard"] for k in keys], w, color=PALETTE[2], label="observed"
+    )
+    chance = [by_p[k]["jaccard_random"] for k in keys]
+    ax1.bar(x + (0 if nulls else w / 2), chance, w, color=CHANCE_COLOUR, label="random sets")
+    top = [max(by_p[k]["jaccard"], by_p[k]["jaccard_random"]) for k in keys]
+    if nulls:  # the sampling-noise null: mean and its 2.5-97.5 percentiles
+        means = np.array([q["mean"] for q in perm])
+        err = np.array([[q["mean"] - q["p2_5"] for q in perm], [q["p97_5"] - q["mean"] for q in perm]])
+        err = np.clip(np.nan_to_num(err), 0, None)  # rounding (all draws equal) or no draws at all
+        ax1.bar(x + w, means, w, yerr=err, color=PALETTE[3], capsize=2, label="re-split pairs")
+        top = [max(t, np.nan_to_num(q["p97_5"])) for t, q in zip(top, perm)]
     ax1.set_xticks(x, [f"{k}%" for k in keys])
     ax1.set_xlabel("top p")
     ax1.set_ylabel("Jaccard(helpful_top, harmless_top)")
-    ax1.set_ylim(0, 1.3 * max(0.01, max(max(by_p[k]["jaccard"], by_p[k]["jaccard_random"]) for k in keys)))
-    ax1.legend(frameon=False, ncols=2, loc="upper center")
+    ax1.set_ylim(0, 1.35 * max(0.01, max(top)))
+    ax1.legend(frameon=False, ncols=3, loc="upper center", fontsize=7)
     per_layer = by_p[min(keys, key=lambda k: abs(float(k) - p))]["per_layer"]
     layers = np.arange(len(per_layer["helpful"]))
     w = 0.27
@@ -159,8 +183,16 @@ def _agreement_table(agree: dict) -> pd.DataFrame | None:
                 {
                     "RM": rm,
                     "scored on": obj,
-                    "Spearman": f"{a['spearman']:.3f}",
-                    **{f"top-{p}% Jaccard": f"{j:.3f}" for p, j in a["top_jaccard"].items()},
+                    "Spearman within layers": f"{a['spearman']:.3f}",
+                    **{
+                        f"top-{p}% Jaccard": f"{j:.3f}"
+                        + (
+                            f" ({a['top_jaccard_chance'][p]:.3f})"
+                            if p in a.get("top_jaccard_chance", {})
+                            else ""
+                        )
+                        for p, j in a["top_jaccard"].items()
+                    },
                 }
             )
     return pd.DataFrame(rows)

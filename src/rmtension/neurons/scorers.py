@@ -8,12 +8,21 @@ Scores, each [layers, neurons] float32 (Tanwar & Atanasova 2026 name the first t
 "absolute", "prob" and "change"):
 
 - `mean_act`    mean activation over real tokens of chosen and rejected.
-- `fire_rate`   fraction of real tokens with activation > 0.
+- `fire_rate`   fraction of real tokens with activation > 0; for gated MLPs, with act(gate) > 0.
 - `rms_change`  sqrt(mean over real tokens of (trained - base backbone)^2), the base run on the same batch.
 - `attribution` per pair, sum over tokens of a * d(r_chosen - r_rejected)/da, averaged over pairs.
                 Zeroing a neuron changes the margin by about -attribution (first order), so a large
                 positive value marks a neuron the preference relies on. Not in the paper.
 - `contrast`    token-mean activation on chosen minus token-mean on rejected.
+
+Gated MLPs (Llama, SmolLM2: down(act(gate) * up)): the sign of a neuron's activation act(gate) * up
+is not identifiable (negating row j of up and column j of down leaves the network unchanged), so
+there fire_rate reads act(gate), whose sign is, and mean_act is ranked by |mean|
+(`rmtension.neurons.select.ranked_by_magnitude`); the stored mean_act keeps its sign (mean ablation
+uses it). Attribution (a * da-gradient) and |contrast| do not change under the flip.
+
+With `per_pair=True` every pair's own sums are kept too (`rmtension.neurons.pairsums`), so the
+overlap nulls re-split the pairs by re-aggregating, without another forward pass.
 """
 
 from __future__ import annotations
@@ -27,13 +36,17 @@ from torch import nn
 from rmtension.run import dist
 from rmtension.model.arch import neuron_hook_name
 from rmtension.model.encode import EncodedPairs, batches, collate_pairs
-from rmtension.neurons.hooks import frozen, neuron_hooks, neuron_shape
+from rmtension.neurons.hooks import frozen, gate_hooks, is_gated, neuron_hooks, neuron_shape
+from rmtension.neurons.pairsums import STATS, PairSums, scores_from_sums, stats_for
 from rmtension.model.scoring import autocast
 from rmtension.model.stop import StopForward
 
 SCORERS = ("mean_act", "fire_rate", "rms_change", "attribution", "contrast")
 NEEDS_BASE = frozenset({"rms_change"})
 NEEDS_GRAD = frozenset({"attribution"})
+BASE_SCORERS = ("mean_act", "fire_rate", "contrast")
+"""Scorers of the base backbone itself (`score_base`): its head is untrained, so attribution is
+meaningless, and its rms_change against itself is 0."""
 
 
 # ---- pure update functions -------------------------------------------------------------------
@@ -64,9 +77,21 @@ def attribution_sums(real: torch.Tensor, real_grads: torch.Tensor) -> torch.Tens
     return (real * real_grads).sum(0)
 
 
+def row_sums(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x [R, T, N], mask [R, T] (1 = real token) -> [R, N] float32: each row's sum over its real tokens.
+
+    Padding is replaced by 0 before the sum (never multiplied, so a non-finite padded value cannot leak).
+    """
+    return torch.where(mask.bool().unsqueeze(-1), x.float(), 0.0).sum(1)
+
+
 @dataclass
 class NeuronSums:
-    """Running sums over one data set; every tensor is [L, N] float64 on the CPU."""
+    """Running sums over one data set; every tensor is [L, N] float64 on the CPU.
+
+    With `per_pair` (`zeros(..., pairs=P)`) each pair's own contributions are kept as well
+    (`rmtension.neurons.pairsums`); `add_batch` then takes the batch's pair positions.
+    """
 
     act: torch.Tensor
     act_chosen: torch.Tensor
@@ -76,37 +101,74 @@ class NeuronSums:
     tokens: float = 0.0
     chosen_tokens: float = 0.0
     pairs: int = 0
+    per_pair: PairSums | None = None
+    batch_pairs: torch.Tensor | None = None
+    """[B] positions (in 0..P-1) of the current batch's pairs; per-pair mode only."""
 
     @classmethod
-    def zeros(cls, layers: int, neurons: int) -> "NeuronSums":
+    def zeros(
+        cls, layers: int, neurons: int, pairs: int | None = None, stats: Sequence[str] = STATS
+    ) -> "NeuronSums":
         z = lambda: torch.zeros(layers, neurons, dtype=torch.float64)  # noqa: E731
-        return cls(z(), z(), z(), z(), z())
+        per_pair = None if pairs is None else PairSums.zeros(pairs, layers, neurons, stats)
+        return cls(z(), z(), z(), z(), z(), per_pair=per_pair)
 
-    def add_batch(self, mask: torch.Tensor) -> None:
-        """Count the tokens and pairs of a batch: mask [2B, T], chosen rows first."""
+    def add_batch(self, mask: torch.Tensor, pair_idx: Sequence[int] | None = None) -> None:
+        """Count the tokens and pairs of a batch: mask [2B, T], chosen rows first; pair_idx [B] their positions."""
         b = mask.shape[0] // 2
         self.tokens += float(mask.sum())
         self.chosen_tokens += float(mask[:b].sum())
         self.pairs += b
+        if self.per_pair is not None:
+            if pair_idx is None or len(pair_idx) != b:
+                raise ValueError("per-pair sums need the positions of the batch's pairs")
+            self.batch_pairs = torch.as_tensor(list(pair_idx), dtype=torch.long)
+            per_row = mask.sum(1).double().cpu()
+            self.per_pair.chosen_tokens[self.batch_pairs] += per_row[:b]
+            self.per_pair.rejected_tokens[self.batch_pairs] += per_row[b:]
+
+    def _fold(self, name: str, layer: int, rows: torch.Tensor) -> None:
+        """rows [2B, N]: per-row sums of one statistic of one layer."""
+        b = rows.shape[0] // 2
+        rows = rows.double().cpu()
+        total = {"act": self.act, "fire": self.fire, "sq_change": self.sq_change, "attr": self.attr}[name]
+        total[layer] += rows.sum(0)
+        if name == "act":
+            self.act_chosen[layer] += rows[:b].sum(0)
+        pp = self.per_pair
+        if pp is None:
+            return
+        if name == "act":
+            for stat, part in (("act_chosen", rows[:b]), ("act_rejected", rows[b:])):
+                if stat in pp.stats:
+                    pp.stats[stat][self.batch_pairs, layer] += part
+        elif name in pp.stats:
+            pp.stats[name][self.batch_pairs, layer] += rows[:b] + rows[b:]
 
     def add_layer(
-        self, layer: int, acts: torch.Tensor, mask: torch.Tensor, base: torch.Tensor | None = None
+        self,
+        layer: int,
+        acts: torch.Tensor,
+        mask: torch.Tensor,
+        base: torch.Tensor | None = None,
+        fire_from: torch.Tensor | None = None,
     ) -> None:
-        """Fold one layer's activations [2B, T, N] (chosen rows first) into the sums."""
-        real = real_tokens(acts, mask)
-        n_chosen = int(mask[: mask.shape[0] // 2].sum())
-        chosen = real[:n_chosen].sum(0)
-        self.act_chosen[layer] += chosen.double().cpu()
-        self.act[layer] += (chosen + real[n_chosen:].sum(0)).double().cpu()
-        self.fire[layer] += fire_counts(real).double().cpu()
+        """Fold one layer's activations [2B, T, N] (chosen rows first) into the sums.
+
+        `fire_from` [2B, T, N]: what "fires" is read from (act(gate) for gated MLPs); default `acts`.
+        """
+        self._fold("act", layer, row_sums(acts, mask))
+        fires = (fire_from if fire_from is not None else acts) > 0
+        self._fold("fire", layer, row_sums(fires, mask))
         if base is not None:
-            self.sq_change[layer] += sq_change_sums(real, real_tokens(base, mask)).double().cpu()
+            diff = acts.float() - base.float()
+            self._fold("sq_change", layer, row_sums(diff * diff, mask))
 
     def add_attribution(
         self, layer: int, acts: torch.Tensor, grads: torch.Tensor, mask: torch.Tensor
     ) -> None:
         """Fold activations and margin gradients [2B, T, N] of one layer into the attribution sums."""
-        self.attr[layer] += attribution_sums(real_tokens(acts, mask), real_tokens(grads, mask)).double().cpu()
+        self._fold("attr", layer, row_sums(acts.float() * grads.float(), mask))
 
     def add_across_processes(self) -> None:
         """Replace every running sum by its sum over processes (each one scored its own shard)."""
@@ -118,20 +180,25 @@ class NeuronSums:
             torch.tensor([self.tokens, self.chosen_tokens, float(self.pairs)], dtype=torch.float64)
         )
         self.tokens, self.chosen_tokens, self.pairs = float(counts[0]), float(counts[1]), int(counts[2])
+        pp = self.per_pair
+        if pp is not None:  # each process filled its own pairs' rows; the others are 0
+            pp.stats = {s: dist.sum_across(v) for s, v in pp.stats.items()}
+            pp.chosen_tokens = dist.sum_across(pp.chosen_tokens)
+            pp.rejected_tokens = dist.sum_across(pp.rejected_tokens)
 
     def finalize(self, scorers: Sequence[str] = SCORERS) -> dict[str, torch.Tensor]:
         """Scores [L, N] float32 from the sums."""
-        tokens = max(self.tokens, 1.0)
-        rejected = max(self.tokens - self.chosen_tokens, 1.0)
-        out = {
-            "mean_act": self.act / tokens,
-            "fire_rate": self.fire / tokens,
-            "rms_change": (self.sq_change / tokens).sqrt(),
-            "attribution": self.attr / max(self.pairs, 1),
-            "contrast": self.act_chosen / max(self.chosen_tokens, 1.0)
-            - (self.act - self.act_chosen) / rejected,
+        sums = {
+            "act_chosen": self.act_chosen,
+            "act_rejected": self.act - self.act_chosen,
+            "fire": self.fire,
+            "sq_change": self.sq_change,
+            "attr": self.attr,
         }
-        return {s: out[s].float() for s in scorers}
+        out = scores_from_sums(
+            sums, self.chosen_tokens, self.tokens - self.chosen_tokens, self.pairs, scorers
+        )
+        return {s: v.float() for s, v in out.items()}
 
 
 @dataclass
@@ -143,6 +210,8 @@ class NeuronScores:
     n_pairs: int
     n_tokens: int
     meta: dict[str, str] = field(default_factory=dict)
+    pair_sums: PairSums | None = None
+    """Each pair's own sums (pairs in `enc` order), when scored with `per_pair=True`."""
 
 
 # ---- the streaming pass ----------------------------------------------------------------------
@@ -156,26 +225,41 @@ def score_neurons(
     scorers: Sequence[str] = SCORERS,
     batch_size: int = 16,
     bf16: bool = True,
+    per_pair: bool = False,
+    score_base: bool = False,
 ) -> dict[str, NeuronScores]:
     """Score every neuron of each model in `models` on the pairs of `enc`, in one pass.
 
-    Each batch runs the base backbone once (only for `rms_change`) and then every model, so
-    several reward models share the base forward. Models must share the architecture and the
-    tokenizer. Returns model name -> NeuronScores (the same on every process: each scores its
+    Each batch runs the base backbone once (for `rms_change`, or for `score_base`) and then every
+    model, so several reward models share the base forward. Models must share the architecture and
+    the tokenizer. Returns model name -> NeuronScores (the same on every process: each scores its
     shard of the length-sorted batches and the running sums are added before the division).
+
+    `per_pair`: also keep each pair's sums (`NeuronScores.pair_sums`, for the overlap nulls).
+    `score_base`: also score the base backbone itself, as model "base", with the scorers that mean
+    something for it (`BASE_SCORERS`: its score head is untrained and its rms_change is 0).
+    Gated MLPs (meta "gated": "true"): fire_rate counts act(gate) > 0, see `rmtension.neurons.hooks`.
     """
     unknown = set(scorers) - set(SCORERS)
     if unknown:
         raise ValueError(f"unknown scorers {sorted(unknown)}; choose from {SCORERS}")
-    if NEEDS_BASE & set(scorers) and base is None:
-        raise ValueError("rms_change needs the base backbone (base=...)")
+    if (NEEDS_BASE & set(scorers) or score_base) and base is None:
+        raise ValueError("rms_change and score_base need the base backbone (base=...)")
+    if score_base and "base" in models:
+        raise ValueError("a model named 'base' would clash with the scored base backbone")
     first = next(iter(models.values()))
     shape = neuron_shape(first)
     for name, m in list(models.items()) + ([("base", base)] if base is not None else []):
         if neuron_shape(m) != shape:
             raise ValueError(f"model {name}: neurons {neuron_shape(m)} != {shape}")
+    gated = is_gated(first)
     device = next(first.parameters()).device
-    sums = {name: NeuronSums.zeros(*shape) for name in models}
+    n_pairs = len(enc) if per_pair else None
+    sums = {name: NeuronSums.zeros(*shape, n_pairs, stats_for(scorers)) for name in models}
+    base_scorers = [s for s in scorers if s in BASE_SCORERS]
+    if score_base:
+        sums["base"] = NeuronSums.zeros(*shape, n_pairs, stats_for(base_scorers))
+    need_base = bool(NEEDS_BASE & set(scorers)) or score_base
     modes = [(m, m.training) for m in list(models.values()) + ([base] if base is not None else [])]
     for m, _ in modes:
         m.eval()
@@ -183,39 +267,66 @@ def score_neurons(
         for idx in dist.shard(batches(enc.lengths(), batch_size, None, group_by_length=True)):
             batch = {k: v.to(device) for k, v in collate_pairs(enc, idx, pad_id).items()}
             mask = batch["attention_mask"]
-            base_acts = _base_activations(base, batch, bf16, shape[0]) if NEEDS_BASE & set(scorers) else None
+            base_acts, base_gates = (
+                _base_activations(base, batch, bf16, shape[0]) if need_base else (None, None)
+            )
+            if score_base:
+                sums["base"].add_batch(mask.cpu(), idx)
+                for layer, a in enumerate(base_acts):
+                    sums["base"].add_layer(
+                        layer, a, mask, fire_from=None if base_gates is None else base_gates[layer]
+                    )
             for name, model in models.items():
-                sums[name].add_batch(mask.cpu())
-                _score_batch(model, batch, sums[name], base_acts, bool(NEEDS_GRAD & set(scorers)), bf16)
+                sums[name].add_batch(mask.cpu(), idx)
+                _score_batch(
+                    model,
+                    batch,
+                    sums[name],
+                    base_acts if NEEDS_BASE & set(scorers) else None,
+                    bool(NEEDS_GRAD & set(scorers)),
+                    bf16,
+                )
     finally:
         for m, was in modes:
             m.train(was)
-    for s in sums.values():
+    meta = {"gated": str(gated).lower()}
+    out = {}
+    for name, s in sums.items():
         s.add_across_processes()
-    return {name: NeuronScores(s.finalize(scorers), s.pairs, int(s.tokens)) for name, s in sums.items()}
+        which = base_scorers if name == "base" and score_base else scorers
+        out[name] = NeuronScores(s.finalize(which), s.pairs, int(s.tokens), dict(meta), s.per_pair)
+    return out
 
 
 @torch.no_grad()
 def _base_activations(
     base: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, layers: int
-) -> list[torch.Tensor]:
+) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """The base backbone's neuron activations per layer [2B, T, N], and act(gate) per layer for gated MLPs."""
     device = batch["input_ids"].device
-    acts: dict[str, torch.Tensor] = {}
+    acts: dict[int, torch.Tensor] = {}
+    gates: dict[int, torch.Tensor] = {}
 
     def keep(layer: int):
         def fn(a: torch.Tensor) -> None:
-            acts[neuron_hook_name(layer)] = a.detach()
+            acts[layer] = a.detach()
             if layer == layers - 1:
                 raise StopForward
 
         return fn
 
-    with neuron_hooks(base, {neuron_hook_name(i): keep(i) for i in range(layers)}), autocast(bf16, device):
+    gated = is_gated(base)
+    gate_fns = {i: (lambda i: lambda g: gates.__setitem__(i, g))(i) for i in range(layers)} if gated else {}
+    with (
+        neuron_hooks(base, {neuron_hook_name(i): keep(i) for i in range(layers)}),
+        gate_hooks(base, gate_fns),
+        autocast(bf16, device),
+    ):
         try:
             base(**batch)
         except StopForward:
             pass
-    return [acts[neuron_hook_name(i)] for i in range(layers)]
+    return [acts[i] for i in range(layers)], [gates[i] for i in range(layers)] if gated else None
 
 
 def _score_batch(
@@ -230,10 +341,12 @@ def _score_batch(
     mask = batch["attention_mask"]
     layers = sums.act.shape[0]
     kept: list[torch.Tensor | None] = [None] * layers
+    gates: dict[int, torch.Tensor] = {}  # act(gate) of gated MLPs: the gate projection runs first
 
     def reader(layer: int):
         def fn(acts: torch.Tensor) -> torch.Tensor | None:
-            sums.add_layer(layer, acts.detach(), mask, None if base_acts is None else base_acts[layer])
+            base = None if base_acts is None else base_acts[layer]
+            sums.add_layer(layer, acts.detach(), mask, base, gates.pop(layer, None))
             if not with_grad:
                 if layer == layers - 1:  # the rest of the network (last projection, head) is not needed
                     raise StopForward
@@ -246,8 +359,19 @@ def _score_batch(
         return fn
 
     fns = {neuron_hook_name(i): reader(i) for i in range(layers)}
+    gate_fns = (
+        {i: (lambda i: lambda g: gates.__setitem__(i, g))(i) for i in range(layers)}
+        if is_gated(model)
+        else {}
+    )
     grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
-    with grad_ctx, frozen(model), neuron_hooks(model, fns), autocast(bf16, mask.device):
+    with (
+        grad_ctx,
+        frozen(model),
+        neuron_hooks(model, fns),
+        gate_hooks(model, gate_fns),
+        autocast(bf16, mask.device),
+    ):
         try:
             rewards = model(**batch).logits.squeeze(-1).float()
         except StopForward:

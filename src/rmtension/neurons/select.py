@@ -51,12 +51,30 @@ def top_percent(
     be slightly larger than p%, but a tied block that would more than double it is dropped (a
     constant score selects nothing). `magnitude` ranks by |score|. NaN scores are never selected.
     """
+    return top_percent_rows(scores.unsqueeze(0), p, per_layer, magnitude)[0]
+
+
+def top_percent_rows(
+    scores: torch.Tensor, p: float, per_layer: bool = False, magnitude: bool = False
+) -> torch.Tensor:
+    """`top_percent` of each of R score tensors at once: scores [R, L, N] -> bool [R, L, N]."""
     x = scores.abs() if magnitude else scores
     x = torch.nan_to_num(x.float(), nan=-math.inf)
-    if per_layer:
-        return _top_rows(x, top_count(x.shape[1], p)) & torch.isfinite(x)
-    flat = x.reshape(1, -1)
-    return (_top_rows(flat, top_count(flat.shape[1], p)) & torch.isfinite(flat)).reshape(x.shape)
+    R, L, N = x.shape
+    rows = x.reshape(R * L, N) if per_layer else x.reshape(R, L * N)
+    top = _top_rows(rows, top_count(rows.shape[1], p)) & torch.isfinite(rows)
+    return top.reshape(R, L, N)
+
+
+GATED_MAGNITUDE = frozenset({"mean_act"})
+"""Scorers ranked by |score| in gated MLPs, where the sign of act(gate) * up is not identifiable."""
+
+
+def ranked_by_magnitude(scorer: str, magnitude: Sequence[str], gated: bool = False) -> bool:
+    """Whether `scorer` ranks neurons by |score|: configured so (`neurons.magnitude`), or a mean
+    activation of a gated MLP (negating up row j and down column j flips neuron j's sign and leaves
+    the network unchanged, so only |mean| is a property of the network)."""
+    return scorer in magnitude or (gated and scorer in GATED_MAGNITUDE)
 
 
 def neuron_sets(

@@ -10,9 +10,18 @@ harmless RM's harmless_top (`cross_model`).
 
 Outputs (under the run directory):
     neurons/<rm>/scores.safetensors   `<scorer>/<objective>` -> [L, N] float32
+    neurons/<rm>/pair_sums.safetensors  each scoring pair's own sums (`rmtension.neurons.overlap_stage`)
+    neurons/base/pair_sums.safetensors  the same for the base backbone (the `jaccard_base` reference)
     neurons/sets.json                 sets per rm, scorer and p (indices per layer)
-    neurons/overlap.json              {scorer: {p: {jaccard, jaccard_random, p_value, n_shared, ...}}}
-    neurons/scorer_agreement.json     Spearman and top-p Jaccard between scorers
+    neurons/overlap.json              {scorer: {p: {jaccard, jaccard_random, p_value, n_shared, ...,
+                                      jaccard_permutation, jaccard_split_half, jaccard_bootstrap,
+                                      sets_differ, jaccard_base, per_rm, cross_model}}}
+    neurons/scorer_agreement.json     within-layer Spearman and top-p Jaccard (with its chance level) between scorers
+
+In overlap.json `jaccard_random` is the uniform floor (random neuron sets of the same sizes);
+`jaccard_permutation` (two pseudo-objectives drawn from the pooled pairs), `jaccard_split_half`
+(two halves of one objective) and `jaccard_base` (each set against the base backbone's) say how
+much overlap sampling noise and "active on any text" alone would give (`rmtension.neurons.nulls`).
 """
 
 from __future__ import annotations
@@ -32,7 +41,14 @@ from rmtension.run.log import device, log
 from rmtension.errors import ArtifactError, ConfigError
 from rmtension.neurons.config import NeuronsConfig, p_key
 from rmtension.neurons.overlap import overlap_stats, scorer_agreement
-from rmtension.neurons.select import mask_from_json, mask_to_json, neuron_sets, stable_seed
+from rmtension.neurons.overlap_stage import BASE, PAIR_SUMS, headline_nulls, rm_nulls, save_pair_sums
+from rmtension.neurons.select import (
+    mask_from_json,
+    mask_to_json,
+    neuron_sets,
+    ranked_by_magnitude,
+    stable_seed,
+)
 from rmtension.run.runio import (
     MANIFESTS,
     inside,
@@ -125,10 +141,11 @@ def run_neuron_scoring(ctx: StudyContext, cfg: NeuronsConfig, force: bool = Fals
 
 
 def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[Path]:
-    """Write neurons/<rm>/scores.safetensors for every analysed RM (one streaming pass per objective)."""
+    """Write neurons/<rm>/scores.safetensors and pair_sums.safetensors for every analysed RM, and the
+    base backbone's pair sums (one streaming pass per objective; the base forward is shared)."""
     from rmtension.model.encode import encode_pairs
     from rmtension.model.backbones import load_reward_model, load_tokenizer
-    from rmtension.neurons.scorers import score_neurons
+    from rmtension.neurons.scorers import BASE_SCORERS, score_neurons
 
     t0 = time.perf_counter()
     mcfg = ctx.cfg.model
@@ -136,30 +153,43 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[
     tok = tokenizer or load_tokenizer(str(rms[0].path), mcfg.max_length, mcfg.trust_remote_code)
     dev = device()
     models = {r.name: load_reward_model(str(r.path), tok, mcfg.trust_remote_code).to(dev) for r in rms}
+    score_base = bool(set(BASE_SCORERS) & set(cfg.scorers))  # the jaccard_base reference
     base = (
         load_reward_model(ctx.backbone_path, tok, mcfg.trust_remote_code).to(dev)
-        if "rms_change" in cfg.scorers
+        if "rms_change" in cfg.scorers or score_base
         else None
     )
-    tensors: dict[str, dict[str, torch.Tensor]] = {r.name: {} for r in rms}
+    names = [r.name for r in rms] + ([BASE] if score_base else [])
+    tensors: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
+    per_pair: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
     meta: dict[str, dict[str, str]] = {r.name: {"objective": r.objective, "seed": str(r.seed)} for r in rms}
+    meta[BASE] = {"objective": BASE, "seed": "0"}
     for obj in DATA_OBJECTIVES:
         pairs = sample_pairs(ctx.bundle.splits[obj]["train"], cfg.max_pairs, stable_seed(cfg.seed, obj))
         if not pairs:
             raise ArtifactError(f"no {obj} training pairs to score neurons on")
         enc = encode_pairs(pairs, tok, mcfg.max_length)
         log(f"neurons: scoring {len(rms)} RM(s) on {len(enc)} {obj} pairs ({', '.join(cfg.scorers)})")
-        results = score_neurons(models, enc, tok.pad_token_id, base, cfg.scorers, cfg.batch_size, cfg.bf16)
+        results = score_neurons(
+            models, enc, tok.pad_token_id, base, cfg.scorers, cfg.batch_size, cfg.bf16, True, score_base
+        )
         for name, res in results.items():
             tensors[name].update({f"{s}/{obj}": v for s, v in res.scores.items()})
-            meta[name].update({f"n_pairs/{obj}": str(res.n_pairs), f"n_tokens/{obj}": str(res.n_tokens)})
+            per_pair[name].update(res.pair_sums.to_tensors(obj))
+            meta[name].update(
+                {f"n_pairs/{obj}": str(res.n_pairs), f"n_tokens/{obj}": str(res.n_tokens), **res.meta}
+            )
+        del results
         interrupt.check(f"after scoring neurons on {obj} pairs")
     paths = [
-        save_tensors(inside(ctx.run_dir, NEURONS, name, "scores.safetensors"), t, meta[name])
-        for name, t in tensors.items()
+        save_tensors(
+            inside(ctx.run_dir, NEURONS, r.name, "scores.safetensors"), tensors[r.name], meta[r.name]
+        )
+        for r in rms
     ]
-    for stale in (ctx.run_dir / NEURONS).glob("*/scores.safetensors"):  # RMs no longer analysed
-        if stale.parent.name not in tensors:
+    paths += [save_pair_sums(ctx.run_dir, n, per_pair[n], meta[n]) for n in names]
+    for stale in (ctx.run_dir / NEURONS).glob("*/*.safetensors"):  # RMs no longer analysed
+        if stale.name in ("scores.safetensors", PAIR_SUMS) and stale.parent.name not in names:
             dist.main_only(stale.unlink, missing_ok=True)
     log(f"neurons: scored in {time.perf_counter() - t0:.0f}s")
     return paths
@@ -200,11 +230,14 @@ def _scores_for(
 def select_sets(run_dir: Path, cfg: NeuronsConfig) -> Path:
     """neurons/sets.json from the saved scores."""
     scores = read_scores(run_dir)
+    gated = any(meta.get("gated") == "true" for _, meta in scores.values())
+    magnitude = [s for s in cfg.scorers if ranked_by_magnitude(s, cfg.magnitude, gated)]
     doc: dict = {
         "per_layer": cfg.per_layer,
         "ps": cfg.ps,
         "scorers": list(cfg.scorers),
-        "magnitude": list(cfg.magnitude),
+        "magnitude": magnitude,
+        "gated": gated,
         "shape": None,
         "rms": {},
         "sets": {},
@@ -225,7 +258,7 @@ def select_sets(run_dir: Path, cfg: NeuronsConfig) -> Path:
                 p_key(p): {
                     name: mask_to_json(m)
                     for name, m in neuron_sets(
-                        helpful, harmless, p, cfg.per_layer, scorer in cfg.magnitude
+                        helpful, harmless, p, cfg.per_layer, scorer in magnitude
                     ).items()
                 }
                 for p in cfg.ps
@@ -260,7 +293,11 @@ def _mean_stats(entries: list[dict]) -> dict:
 
 
 def compute_overlap(run_dir: Path, cfg: NeuronsConfig) -> tuple[Path, Path]:
-    """neurons/overlap.json and neurons/scorer_agreement.json from sets.json and the scores."""
+    """neurons/overlap.json and neurons/scorer_agreement.json from sets.json, the scores and the pair sums.
+
+    Each entry holds the uniform floor (`overlap_stats`) and the nulls drawn from the scoring pairs
+    (`rmtension.neurons.overlap_stage.rm_nulls`), per RM (`per_rm`) and for the primary RM's seeds.
+    """
     doc = load_sets(run_dir)
     rms = doc["rms"]
     primary = (
@@ -268,28 +305,46 @@ def compute_overlap(run_dir: Path, cfg: NeuronsConfig) -> tuple[Path, Path]:
         if any(r["objective"] == cfg.primary_rm for r in rms.values())
         else next(iter(rms.values()))["objective"]
     )
+    masks = {
+        rm: {
+            scorer: {
+                p_key(p): (
+                    set_mask(doc, rm, scorer, p, "helpful_top"),
+                    set_mask(doc, rm, scorer, p, "harmless_top"),
+                )
+                for p in doc["ps"]
+            }
+            for scorer in doc["scorers"]
+        }
+        for rm in rms
+    }
+    nulls = {rm: rm_nulls(run_dir, doc, cfg, rm, masks[rm]) for rm in rms}
     overlap: dict = {}
     for scorer in doc["scorers"]:
         overlap[scorer] = {}
         for p in doc["ps"]:
-            masks = {
-                rm: (
-                    set_mask(doc, rm, scorer, p, "helpful_top"),
-                    set_mask(doc, rm, scorer, p, "harmless_top"),
-                )
-                for rm in rms
+            k = p_key(p)
+            pair = {rm: masks[rm][scorer][k] for rm in rms}
+            per_rm = {
+                rm: {**overlap_stats(h, s, doc["per_layer"]), **nulls[rm][scorer][k]}
+                for rm, (h, s) in pair.items()
             }
-            per_rm = {rm: overlap_stats(h, s, doc["per_layer"]) for rm, (h, s) in masks.items()}
             head = [per_rm[rm] for rm, r in rms.items() if r["objective"] == primary]
-            entry = {**_mean_stats(head), "rm": primary, "n_rms": len(head), "per_rm": per_rm}
+            entry = {
+                **_mean_stats(head),
+                **headline_nulls(head),
+                "rm": primary,
+                "n_rms": len(head),
+                "per_rm": per_rm,
+            }
             cross = [
                 overlap_stats(
-                    masks[f"helpful-seed{r['seed']}"][0],
-                    masks[f"harmless-seed{r['seed']}"][1],
+                    pair[f"helpful-seed{r['seed']}"][0],
+                    pair[f"harmless-seed{r['seed']}"][1],
                     doc["per_layer"],
                 )
                 for rm, r in rms.items()
-                if r["objective"] == "helpful" and f"harmless-seed{r['seed']}" in masks
+                if r["objective"] == "helpful" and f"harmless-seed{r['seed']}" in pair
             ]
             if cross:
                 entry["cross_model"] = {
@@ -297,7 +352,7 @@ def compute_overlap(run_dir: Path, cfg: NeuronsConfig) -> tuple[Path, Path]:
                     "n_seeds": len(cross),
                     "what": "helpful RM's helpful_top vs harmless RM's harmless_top",
                 }
-            overlap[scorer][p_key(p)] = entry
+            overlap[scorer][k] = entry
     a = write_json(Path(run_dir) / NEURONS / "overlap.json", overlap)
     b = write_json(Path(run_dir) / NEURONS / "scorer_agreement.json", _agreement(run_dir, doc, cfg))
     return a, b
@@ -315,7 +370,11 @@ def _agreement(run_dir: Path, doc: dict, cfg: NeuronsConfig) -> dict:
             rm: {
                 obj: {
                     "spearman": a["spearman"]["mean_act"]["attribution"],
+                    "spearman_layers": a["spearman_layers"]["mean_act"]["attribution"],
                     "top_jaccard": {p: j["mean_act"]["attribution"] for p, j in a["top_jaccard"].items()},
+                    "top_jaccard_chance": {
+                        p: j["mean_act"]["attribution"] for p, j in a["top_jaccard_chance"].items()
+                    },
                 }
                 for obj, a in by.items()
             }

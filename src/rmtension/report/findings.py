@@ -147,6 +147,7 @@ def negative_transfer(run_dir: Path) -> Finding:
 NEURON_IDS = {
     "identified": "neurons_identified",
     "shared": "neurons_shared",
+    "sets_differ": "neuron_sets_differ",
     "influence": "shared_outsized",
     "cross_effect": "cross_ablation",
 }
@@ -155,6 +156,11 @@ NEURON_IDS = {
 NEURON_CLAIMS = {  # claims.py name -> (claim, files it needs, config sections that produce them)
     "identified": ("activation scores identify each objective's MLP neurons", "ablation.csv", ("ablation",)),
     "shared": ("many neurons are shared between the objectives", "neurons/overlap.json", ("neurons",)),
+    "sets_differ": (
+        "the objectives' neuron sets differ more than sampling noise",
+        "neurons/overlap.json",
+        ("neurons",),
+    ),
     "influence": ("shared neurons have outsized influence", "neurons/influence.json", ("ablation",)),
     "cross_effect": ("ablating one objective's neurons also hurts the other", "ablation.csv", ("ablation",)),
 }
