@@ -15,6 +15,10 @@ from findings_schema import check_findings
 from rmtension.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(
+    os.environ.get("RMTENSION_PLACEBO") != "1",
+    reason="the placebo study takes minutes: set RMTENSION_PLACEBO=1 to run it",
+)
 TENSION_CLAIMS = ("mixed_worse", "negative_transfer", "tradeoff")
 
 

@@ -6,7 +6,8 @@
 - the cross-effects, the size-matched influence of the shared neurons and the double dissociation.
 
 Effects are margin changes in SDs of the unablated margin on the test set (ablation.csv's `std_*`).
-`rmtension.neurons.report.SECTIONS` lists these after the overlap section.
+Each section takes the run's claim settings (`rmtension.neurons.report.claim_settings`);
+`rmtension.neurons.report` wraps them as sections of the run directory alone.
 """
 
 from __future__ import annotations
@@ -40,10 +41,8 @@ def _main_rows(frame: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, str]:
     return (mine, f"the {settings['rm']} RM") if not mine.empty else (rows, "all ablated RMs")
 
 
-def _load_ablation(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame, str] | None:
-    """`ablation.csv`, the run's claim settings, and the rows of the RMs the report headlines (None: no file)."""
-    from rmtension.neurons.report import claim_settings
-
+def _load_ablation(run_dir: Path, st: dict) -> tuple[pd.DataFrame, dict, pd.DataFrame, str] | None:
+    """`ablation.csv`, the claim settings `st`, and the rows of the RMs the report headlines (None: no file)."""
     path = run_dir / "ablation.csv"
     if not path.exists():
         return None
@@ -51,7 +50,6 @@ def _load_ablation(run_dir: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame, str
     if "control" not in frame:  # written before the control kinds existed
         return None
     frame["control"] = frame["control"].fillna("")
-    st = claim_settings(run_dir)
     rows, who = _main_rows(frame, st)
     return frame, st, rows, who
 
@@ -82,8 +80,8 @@ def draws_sentence(rows: pd.DataFrame, claim_p: float) -> str:
     return f"Random draws per control kind ({kinds}): " + "; ".join(parts) + "."
 
 
-def section_ablation(run_dir: Path) -> Section | None:
-    loaded = _load_ablation(run_dir)
+def section_ablation(run_dir: Path, settings: dict) -> Section | None:
+    loaded = _load_ablation(run_dir, settings)
     if loaded is None:
         return None
     _, st, rows, who = loaded
@@ -194,8 +192,8 @@ def _heatmap(run_dir: Path, grid: pd.DataFrame, name: str) -> Path:
     return save(fig, run_dir, name)
 
 
-def section_sweep(run_dir: Path) -> Section | None:
-    loaded = _load_ablation(run_dir)
+def section_sweep(run_dir: Path, settings: dict) -> Section | None:
+    loaded = _load_ablation(run_dir, settings)
     if loaded is None:
         return None
     _, st, rows, who = loaded
@@ -269,13 +267,11 @@ def section_sweep(run_dir: Path) -> Section | None:
     return s
 
 
-def section_cross(run_dir: Path) -> Section | None:
-    from rmtension.neurons.report import claim_settings
-
+def section_cross(run_dir: Path, settings: dict) -> Section | None:
     cross_path = run_dir / "neurons" / "cross_effect.json"
     if not cross_path.exists():
         return None
-    st = claim_settings(run_dir)
+    st = settings
     records = [r for r in read_json(cross_path) if r["scorer"] == st["scorer"]] or read_json(cross_path)
     modes = [m for m in MODES if any(r["mode"] == m for r in records)] or sorted({r["mode"] for r in records})
     if not records or not modes:

@@ -25,7 +25,7 @@ from rmtension.report.figures import (
     new_figure,
     save,
 )
-from rmtension.neurons.ablation_report import section_ablation, section_cross, section_sweep
+from rmtension.neurons import ablation_report
 from rmtension.neurons.claims import fmt_p, nearest_p
 from rmtension.report.core import read_config
 from rmtension.report.section import Section
@@ -156,6 +156,21 @@ def _agreement_table(agree: dict) -> pd.DataFrame | None:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def section_ablation(run_dir: Path) -> Section | None:
+    """The ablation heatmaps and tables (`rmtension.neurons.ablation_report`)."""
+    return ablation_report.section_ablation(run_dir, claim_settings(run_dir))
+
+
+def section_sweep(run_dir: Path) -> Section | None:
+    """The margin change across top-p (`rmtension.neurons.ablation_report`)."""
+    return ablation_report.section_sweep(run_dir, claim_settings(run_dir))
+
+
+def section_cross(run_dir: Path) -> Section | None:
+    """Cross-effects, the shared neurons' influence and the double dissociation (`rmtension.neurons.ablation_report`)."""
+    return ablation_report.section_cross(run_dir, claim_settings(run_dir))
 
 
 SECTIONS: list[Callable[[Path], Section | None]] = [
