@@ -14,15 +14,14 @@ REQUIRED_IDS = {
     "neurons_shared",
     "shared_outsized",
     "cross_ablation",
+    "neuron_sets_differ",
+    "double_dissociation",
     "calibrated",
     "sqrt_kl",
     "train_test_gap",
     "tradeoff",
 }
 """The ids the verdicts issue fixes; later features add their own (avoidant_vs_misuse, pcgrad, ...)."""
-WITHOUT_NUMBERS = {"neurons_identified", "neurons_shared", "shared_outsized", "cross_ablation"}
-"""Neuron claims still decided by their tests in `neurons/claims.py`: their entries carry the verdict,
-evidence and source but not yet `test`, `null`, `effect`, `ci95` and `min_detectable_effect`."""
 
 
 def _is_ci(v) -> bool:
@@ -47,7 +46,7 @@ def check_findings(run_dir: Path) -> list[dict]:
             assert isinstance(f.get(key), str), f"{where}: {key} must be a string"
         assert f["verdict"] in VERDICTS, f"{where}: verdict {f['verdict']!r}"
         assert isinstance(f["source_files"], list) and all(isinstance(s, str) for s in f["source_files"])
-        if f["verdict"] == "not run" or f["id"] in WITHOUT_NUMBERS:
+        if f["verdict"] == "not run":
             continue
         assert f["test"] and f["null"], f"{where}: a decided claim says its test and its null"
         assert f["source_files"], f"{where}: no source files"

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
     os.environ.get("RMTENSION_PLACEBO") != "1",
     reason="the placebo study takes minutes: set RMTENSION_PLACEBO=1 to run it",
 )
-TENSION_CLAIMS = ("mixed_worse", "negative_transfer", "tradeoff")
+TENSION_CLAIMS = ("mixed_worse", "negative_transfer", "tradeoff", "neuron_sets_differ", "double_dissociation")
 
 
 @pytest.fixture(scope="module")

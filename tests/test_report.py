@@ -75,7 +75,8 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
     # this run trains and evaluates RMs only: every neuron, optimisation, XSTest and conflict claim is not run
     ran = {"mixed_worse", "negative_transfer", "calibrated", "tradeoff"}
     not_run = {
-        "neurons_identified", "neurons_shared", "shared_outsized", "cross_ablation", "sqrt_kl", "train_test_gap", "avoidant_vs_misuse", "pcgrad_reduces_interference",
+        "neurons_identified", "neurons_shared", "neuron_sets_differ", "shared_outsized", "cross_ablation",
+        "double_dissociation", "sqrt_kl", "train_test_gap", "avoidant_vs_misuse", "pcgrad_reduces_interference",
         "conflict_tracks_shared_neurons",
     }  # fmt: skip
     assert set(found) == ran | not_run

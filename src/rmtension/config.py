@@ -188,6 +188,10 @@ MIN_EFFECT = {
     "sqrt_kl": 0.1,
     "train_test_gap": 0.1,
     "tradeoff": 0.05,
+    "neurons_identified": 0.25,
+    "shared_outsized": 0.20,
+    "cross_ablation": 0.25,
+    "double_dissociation": 0.10,
 }
 """Default smallest effect of interest per claim id, in the claim's units (accuracy: a fraction of pairs).
 
@@ -207,7 +211,17 @@ sqrt_kl: a slope of 0.1 within-prompt SD of the held-out reward per unit of sqrt
 best-of-16 spans sqrt(KL_bon) 0 to 1.35, so a flatter curve gains under 0.14 SD. train_test_gap: 0.1
 within-prompt SD of excess over regression to the mean (pm_train's pick at best-of-16 sits about 1.8 SD
 up). tradeoff: 0.05 of pairs, the distance from chance (0.5) of a single-objective RM's accuracy on
-the other objective's test pairs."""
+the other objective's test pairs.
+
+The ablation claims (`rmtension.neurons.ablation_claims`) are in SDs of the unablated margin
+r_chosen - r_rejected on the test set (ablation.csv's `std_*` columns), sized to what the default
+study detects (benchmarks/RESULTS-ablation.md: MiniLM mixed RM, 64 pairs per HH test set, one draw
+per control kind). neurons_identified and cross_ablation: 0.25 SD, the margin drop of an objective's
+top-p neurons beyond that of their layer- and magnitude-matched random controls, on its own and on the
+other objective's test set (detectable there: 0.25 and 0.23, the layer-matched parts being the
+widest). shared_outsized: 0.20 SD, the drop of the shared neurons beyond as many objective-only
+neurons' (detectable 0.17). double_dissociation: 0.10 SD, the 2x2 interaction, the mean
+own-minus-other drop of helpful_only and harmless_only (detectable 0.06)."""
 
 
 class ClaimsConfig(Strict):

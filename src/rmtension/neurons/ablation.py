@@ -1,28 +1,74 @@
 """Run many ablations of one reward model on the same test pairs, reusing the clean forward.
 
-Ablating neurons from layer l onwards leaves blocks 0..l-1 untouched, so each batch runs the
-clean model once, keeps the residual stream entering every block that some condition starts
-at, and runs each condition only from its first ablated layer (`rmtension.model.trunk.cut_trunk`
-feeds the kept states in place of the embeddings). Conditions with no neurons reuse the clean
-result, and identical conditions run once.
+A condition ablates the neurons of a mask [L, N] from its first ablated layer l onwards, so
+blocks below l, and everything in block l except the MLP's output projection, are the clean
+model's. Each batch runs the clean model once and keeps, at every l some condition starts at, the
+neuron activations a_l [2B, T, N] and the state next to the projection's output. A condition
+then starts *after* block l: the projection is linear, so ablating the columns `cols` changes its
+output by
+
+    delta = (target - a_l[..., cols]) @ W_l[cols]        W_l [N, H]: the projection's weight per neuron
+
+(target 0, or the replacement values), and block l's output is `out_l + delta` (pre-norm
+families, which add the MLP output to the residual stream) or `norm(pre_l + delta)` (BERT:
+`POST_NORM`, pre_l being the norm's clean input). The rest of the model runs from there
+(`rmtension.model.trunk.cut_trunk` feeds the states in place of the embeddings), with several
+conditions stacked in one batch of `stack` x 2B rows, each row group with its own masks. In the
+last block of an encoder whose head reads position 0 (`READ_FIRST`), the MLP runs on position 0
+only; the first batch checks that this gives the clean model's rewards and turns it off if not.
+Conditions with no neurons reuse the clean result, and identical conditions run once.
+
+`resume=False` is the reference: one full forward per condition, hooks on every ablated layer.
+In float32 both agree to about 1e-6 (tests/test_ablation.py, benchmarks/ablation.py); under bf16
+autocast they differ by bf16 rounding, as any two bf16 computations of the same sum do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from rmtension.run import dist
+from rmtension.model.arch import blocks, find_arch, get_path, mlp_out, neuron_hook_name
 from rmtension.model.encode import EncodedPairs, batches, collate_pairs
-from rmtension.neurons.hooks import ablate, capture_block_inputs, neuron_shape
 from rmtension.model.scoring import autocast
 from rmtension.model.trunk import cut_trunk
+from rmtension.neurons.hooks import ablate, capture, capture_block_inputs, neuron_hooks, neuron_shape
+from rmtension.run import dist
+from rmtension.run.log import log
+
+POST_NORM = {"bert": "output.LayerNorm"}
+"""Families whose block output is norm(MLP output + residual): path, from a block, of that norm.
+The other families (llama, gpt2, gpt_neox) add the MLP output to the residual stream."""
+STACK = {"cpu": 1, "cuda": 8}
+"""Conditions per forward by device type: on a CPU a bigger batch only adds memory traffic (MiniLM,
+32 pairs: 2.0 s per condition unstacked, 2.7 s stacked by 4), on a GPU it fills the device."""
+READ_FIRST = {"bert": "attention.output"}
+"""Encoder families whose score head reads position 0 of the last block: path, from a block, of the
+module between self-attention and the MLP whose inputs are cut to position 0 in the last block."""
+
+
+def resolve_bf16(setting: bool | str, dev: torch.device | str) -> bool:
+    """`ablation.bf16`: True/False as given; "auto": bf16 where the hardware computes it natively (a
+    GPU that supports it, a CPU with AVX-512 BF16 or AMX), float32 elsewhere (on an AVX2 CPU bf16
+    autocast is emulated and about 4x slower than float32)."""
+    if isinstance(setting, bool):
+        return setting
+    dev = torch.device(dev)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if dev.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -54,11 +100,12 @@ def run_conditions(
     batch_size: int = 32,
     bf16: bool = True,
     resume: bool = True,
+    stack: int | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Margins r_chosen - r_rejected [P] (in `enc` order) of the clean model and under each condition.
 
-    `resume` starts each condition at its first ablated layer from the clean residual stream
-    (identical results, fewer FLOPs); without it every condition runs the whole model. Each
+    `resume`: the fast path of the module docstring; False runs every condition through the whole
+    model (the reference). `stack`: conditions per forward (rows = stack x 2 x batch_size). Each
     process runs its shard of the batches; the margins are gathered back in `enc` order.
     """
     shape = neuron_shape(model)
@@ -76,32 +123,37 @@ def run_conditions(
         alias[key] = fp
     groups: dict[int, list[str]] = defaultdict(list)
     for fp, c in unique.items():
-        groups[c.first_layer if resume else 0].append(fp)
-    starts = sorted(layer for layer in groups if layer > 0)
+        groups[c.first_layer].append(fp)
 
     device = next(model.parameters()).device
+    stack = max(1, stack or STACK.get(device.type, 1))
     was_training = model.training
     model.eval()
     clean = np.zeros(len(enc))
     margins = {fp: np.zeros(len(enc)) for fp in unique}
     mine: list[int] = []
+    top = resume and find_arch(model).family in READ_FIRST
     try:
-        for idx in dist.shard(batches(enc.lengths(), batch_size, None, group_by_length=True)):
+        for j, idx in enumerate(dist.shard(batches(enc.lengths(), batch_size, None, group_by_length=True))):
             mine += idx
             batch = {k: v.to(device) for k, v in collate_pairs(enc, idx, pad_id).items()}
-            with capture_block_inputs(model, starts) as states:
-                clean[idx] = _margins(model, batch, bf16)
+            if not resume:
+                clean[idx] = _margins(model, batch, bf16)[0]
+                for fp, c in unique.items():
+                    with ablate(model, c.mask, c.values):
+                        margins[fp][idx] = _margins(model, batch, bf16)[0]
+                continue
+            check = j == 0 and top  # the first clean forward runs in full, to check the cut against
+            with _clean_states(model, sorted(groups)) as states, _read_first(model, top and not check):
+                clean[idx] = _margins(model, batch, bf16)[0]
+            if check:
+                top = _read_first_holds(model, batch, bf16, clean[idx])
             for start, fps in sorted(groups.items()):
-                _run_group(
-                    model,
-                    batch,
-                    start,
-                    states.get(start),
-                    [(fp, unique[fp]) for fp in fps],
-                    margins,
-                    idx,
-                    bf16,
-                )
+                for k in range(0, len(fps), stack):
+                    part = fps[k : k + stack]
+                    out = _run_stacked(model, batch, start, states, [unique[fp] for fp in part], bf16, top)
+                    for fp, m in zip(part, out):
+                        margins[fp][idx] = m
     finally:
         model.train(was_training)
     fps = list(margins)
@@ -114,35 +166,169 @@ def run_conditions(
     return clean, {key: clean.copy() if fp is None else margins[fp] for key, fp in alias.items()}
 
 
-def _margins(model: nn.Module, batch: dict[str, torch.Tensor], bf16: bool) -> np.ndarray:
+def _margins(model: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, groups: int = 1) -> np.ndarray:
+    """[groups, B] margins of a batch whose rows are `groups` blocks of (B chosen, B rejected)."""
     with autocast(bf16, batch["input_ids"].device):
         r = model(**batch).logits.squeeze(-1).float()
-    b = r.shape[0] // 2
-    return (r[:b] - r[b:]).double().cpu().numpy()
+    r = r.reshape(groups, -1)
+    b = r.shape[1] // 2
+    return (r[:, :b] - r[:, b:]).double().cpu().numpy()
 
 
-def _run_group(
+class _States:
+    """What the clean pass keeps for the conditions starting at each layer (see `_clean_states`)."""
+
+    def __init__(self) -> None:
+        self.acts: dict[int, torch.Tensor] = {}
+        """layer l -> neuron activations [2B, T, N]."""
+        self.base: dict[int, torch.Tensor] = {}
+        """layer l -> block l's output (pre-norm families) or its norm's input (POST_NORM)."""
+        self.inputs: dict[int, torch.Tensor] = {}
+        """layer l -> the residual stream entering block l (where a condition starts in the last block)."""
+
+
+def _delta_start(model: nn.Module, layer: int) -> bool:
+    """Whether a condition starting at `layer` can start after that block (not the last one)."""
+    return layer < neuron_shape(model)[0] - 1
+
+
+@contextlib.contextmanager
+def _clean_states(model: nn.Module, starts: Sequence[int]) -> Iterator[_States]:
+    """Record, during the clean forward, what the conditions starting at `starts` need."""
+    family = find_arch(model).family
+    out = _States()
+    after = [layer for layer in starts if _delta_start(model, layer)]
+    last = [layer for layer in starts if not _delta_start(model, layer)]
+    handles = []
+
+    def norm_input(layer: int):
+        def hook(module, args):
+            out.base[layer] = args[0].detach()
+
+        return hook
+
+    with contextlib.ExitStack() as stack:
+        acts = stack.enter_context(capture(model, after))
+        if family in POST_NORM:
+            for layer in after:
+                norm = get_path(blocks(model)[layer], POST_NORM[family])
+                handles.append(norm.register_forward_pre_hook(norm_input(layer)))
+            entering = stack.enter_context(capture_block_inputs(model, last))
+        else:
+            entering = stack.enter_context(capture_block_inputs(model, [*(x + 1 for x in after), *last]))
+        try:
+            yield out
+        finally:
+            for h in handles:
+                h.remove()
+        for layer in after:
+            out.acts[layer] = acts[neuron_hook_name(layer)]
+            if family not in POST_NORM:
+                out.base[layer] = entering[layer + 1]
+        out.inputs = {layer: entering[layer] for layer in last}
+
+
+def _neuron_weights(model: nn.Module, layer: int) -> torch.Tensor:
+    """[N, H]: row n is what neuron n's activation adds to the output projection's output."""
+    w = mlp_out(model, layer).weight
+    return w.T if find_arch(model).neuron_dim == 1 else w
+
+
+def _start_state(model: nn.Module, states: _States, layer: int, c: Condition) -> torch.Tensor:
+    """Block `layer`'s output [2B, T, H] with the condition's neurons of that layer ablated."""
+    a = states.acts[layer]
+    cols = c.mask[layer].nonzero().flatten().to(a.device)
+    w = _neuron_weights(model, layer)[cols].float()  # [k, H]
+    target = 0.0 if c.values is None else c.values[layer, cols].to(a.device).float()
+    delta = (target - a[..., cols].float()) @ w  # [2B, T, H]
+    family = find_arch(model).family
+    if family in POST_NORM:
+        norm = get_path(blocks(model)[layer], POST_NORM[family])
+        return norm(states.base[layer].float() + delta)
+    return (states.base[layer].float() + delta).to(states.base[layer].dtype)
+
+
+def _run_stacked(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
     start: int,
-    state: torch.Tensor | None,
-    items: list[tuple[str, Condition]],
-    out: dict[str, np.ndarray],
-    idx: list[int],
+    states: _States,
+    conds: list[Condition],
     bf16: bool,
-) -> None:
-    """Run conditions that all begin at layer `start`, from the clean residual `state` [2B, T, H]."""
-    if start == 0:
-        for fp, c in items:
-            with ablate(model, c.mask, c.values):
-                out[fp][idx] = _margins(model, batch, bf16)
-        return
+    top: bool,
+) -> np.ndarray:
+    """[C, B] margins of conditions that all start at layer `start`, run in one stacked forward."""
     n_layers = neuron_shape(model)[0]
-    with cut_trunk(model, n_layers - start) as inputs:
+    c = len(conds)
+    with autocast(bf16, batch["input_ids"].device):
+        if _delta_start(model, start):
+            first = start + 1
+            state = torch.cat([_start_state(model, states, start, x) for x in conds])
+        else:
+            first = start
+            state = states.inputs[start].repeat(c, 1, 1)
+    tokens = {k: v.repeat(c, 1) for k, v in batch.items()}
+    fns = _stacked_hooks(conds, first, neuron_shape(model))
+    with cut_trunk(model, n_layers - first) as inputs, neuron_hooks(model, fns), _read_first(model, top):
         for stand_in in inputs:
             stand_in.value = state
-        # The cut model numbers its blocks from 0: shift the masks to match.
-        for fp, c in items:
-            values = None if c.values is None else c.values[start:]
-            with ablate(model, c.mask[start:], values):
-                out[fp][idx] = _margins(model, batch, bf16)
+        return _margins(model, tokens, bf16, groups=c)
+
+
+def _stacked_hooks(conds: list[Condition], first: int, shape: tuple[int, int]) -> dict:
+    """Hook functions for the model cut at layer `first`: row group i is ablated by conds[i].
+
+    Only the ablated columns are written (in place: the activations feed nothing but the output
+    projection), so a hook costs C x rows x |cols|, not a copy of the whole [C * 2B, T, N].
+    """
+    n_layers = shape[0]
+    fns = {}
+    for layer in range(first, n_layers):
+        if not any(bool(x.mask[layer].any()) for x in conds):
+            continue
+        parts = []  # per row group: (ablated columns, their values or None for zero)
+        for x in conds:
+            cols = x.mask[layer].nonzero().flatten()
+            parts.append((cols, None if x.values is None else x.values[layer, cols].float()))
+
+        def fn(acts: torch.Tensor, parts=parts) -> torch.Tensor:  # acts [C * 2B, T, N]
+            rows = acts.reshape(len(parts), -1, acts.shape[-1])  # a view: acts is contiguous
+            if rows.data_ptr() != acts.data_ptr() or not acts.is_contiguous():
+                rows = rows.clone()
+            for i, (cols, vals) in enumerate(parts):
+                if len(cols):
+                    cols = cols.to(acts.device)
+                    rows[i][:, cols] = 0.0 if vals is None else vals.to(device=acts.device, dtype=acts.dtype)
+            return rows.reshape(acts.shape)
+
+        fns[neuron_hook_name(layer - first)] = fn  # the cut model numbers its blocks from 0
+    return fns
+
+
+@contextlib.contextmanager
+def _read_first(model: nn.Module, on: bool) -> Iterator[None]:
+    """In the last block, cut the inputs of `READ_FIRST` to position 0 (what the head reads)."""
+    if not on:
+        yield
+        return
+
+    def hook(module, args):
+        return tuple(a[:, :1] if torch.is_tensor(a) and a.dim() == 3 else a for a in args)
+
+    family = find_arch(model).family
+    handle = get_path(blocks(model)[-1], READ_FIRST[family]).register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _read_first_holds(model: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, full: np.ndarray) -> bool:
+    """Whether cutting the last block to position 0 leaves this batch's margins (`full`) unchanged."""
+    with _read_first(model, True):
+        cut = _margins(model, batch, bf16)[0]
+    tol = 3e-2 if bf16 else 1e-4
+    ok = bool(np.allclose(cut, full, atol=tol, rtol=tol))
+    if not ok:
+        log("ablation: this model's head does not read position 0 only; the last block runs in full")
+    return ok

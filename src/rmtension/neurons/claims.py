@@ -1,56 +1,29 @@
 """One plain sentence per claim of Tanwar & Atanasova (2026), read from the run directory only.
 
-Claims (all at one top-p, one scorer and zero ablation, in the primary RM, mixed by default):
+Claims (all at one top-p and one scorer, in the primary RM, mixed by default):
 
-- identified:    ablating an objective's top neurons lowers its accuracy more than matched random neurons.
+- identified:    ablating an objective's top neurons lowers its margin more than matched random neurons.
 - shared:        helpful_top and harmless_top overlap more than chance (hypergeometric test against
                  random neuron sets of the same sizes: a floor, not a test of "the same neurons").
 - sets_differ:   the two sets differ more than sampling noise (permutation null of pseudo-objectives
                  drawn from the pooled scoring pairs; equivalence rule on null minus observed Jaccard).
 - influence:     shared neurons matter more than as many objective-only neurons (paired bootstrap CI).
-- cross_effect:  ablating one objective's neurons also lowers the other objective's accuracy.
+- cross_effect:  ablating one objective's neurons also lowers the other objective's margin.
+- double_dissociation: each objective-only set hurts its own objective more than the other's (2x2
+                 interaction). The ablation claims (mean ablation, margins in SDs of the unablated
+                 margin, equivalence rule) are in `rmtension.neurons.ablation_claims`.
 
 Each verdict is "supported", "not supported" or "inconclusive"; the sentence carries the numbers.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from rmtension.neurons.claim_base import Claim, fmt_p, nearest_p, p_phrase  # noqa: F401 (re-exported)
 from rmtension.run.runio import read_json
-
-
-@dataclass
-class Claim:
-    name: str
-    verdict: str
-    """supported | not supported | inconclusive"""
-    sentence: str
-    numbers: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def fmt_p(p: float, digits: int = 2) -> str:
-    """A p-value for text: `0.031`, `2.2e-16`, and `< 1e-300` where it underflowed to 0."""
-    if p != p:  # NaN
-        return "n/a"
-    return "< 1e-300" if p == 0 else f"{p:.{digits}g}"
-
-
-def p_phrase(p: float) -> str:
-    """`= 0.03` or `< 1e-300`, to follow a "p" in a sentence."""
-    text = fmt_p(p)
-    return text if text.startswith("<") else "= " + text
-
-
-def nearest_p(values, p: float):
-    """The element of `values` (percentages, as numbers or JSON keys) closest to `p`."""
-    return min(values, key=lambda q: abs(float(q) - p))
 
 
 def claim_shared(overlap: dict, scorer: str, p: float, alpha: float) -> Claim:
@@ -79,6 +52,14 @@ def claim_shared(overlap: dict, scorer: str, p: float, alpha: float) -> Claim:
         " (Chance here is random neuron sets of these sizes, a floor; whether the sets differ more than "
         "sampling noise is tested separately.)"
     )
+    boot = o.get("jaccard_bootstrap")
+    if boot and boot.get("n") and boot["sd"] == boot["sd"]:
+        from rmtension.report.verdicts import min_detectable_effect
+
+        # Jaccard above the floor, its CI from the scoring pairs' bootstrap (the floor is exact)
+        effect = o["jaccard"] - o["jaccard_random"]
+        ci = [effect - 1.96 * boot["sd"], effect + 1.96 * boot["sd"]]
+        nums |= {"effect": effect, "ci95": ci, "min_detectable_effect": min_detectable_effect(ci)}
     return Claim("shared", verdict, f"Shared neurons: {verdict}. " + text, nums)
 
 
@@ -154,152 +135,21 @@ def claim_sets_differ(overlap: dict, scorer: str, p: float, alpha: float, min_ef
     return Claim(name, verdict, f"{head} (top {k}%, {scorer}): {verdict}. {text}", nums)
 
 
-def _pick(
-    frame: pd.DataFrame, rm_objective: str | None, scorer: str, p: float, mode: str
-) -> tuple[pd.DataFrame, float]:
-    sets = frame[
-        (frame["scorer"] == scorer)
-        & (frame["mode"] == mode)
-        & ~frame["neuron_set"].str.startswith("random")
-        & (frame["neuron_set"] != "none")
-    ]
-    if rm_objective is not None:
-        sets = sets[sets["rm"].str.startswith(rm_objective + "-")]
-    if sets.empty:
-        return sets, p
-    chosen = min(sets["p"].unique(), key=lambda q: abs(q - p))
-    return sets[sets["p"] == chosen], float(chosen)
-
-
-def _effect(rows: pd.DataFrame, neuron_set: str, test: str) -> dict | None:
-    r = rows[(rows["neuron_set"] == neuron_set) & (rows["test_set"] == test)]
-    if r.empty:
-        return None
-    return {
-        "delta_vs_random": float(r["delta_vs_random"].mean()),
-        "delta_vs_base": float(r["delta_vs_base"].mean()),
-        "p_value": float(r["p_value"].max()),
-        "n_neurons": float(r["n_neurons"].mean()),
-        "n_rms": len(r),
-    }
-
-
-def _sig_neg(e: dict | None, alpha: float) -> bool:
-    return e is not None and e["delta_vs_random"] < 0 and e["p_value"] < alpha
-
-
-def _fmt(name: str, test: str, e: dict | None) -> str:
-    if e is None:
-        return f"{name} on {test}: not run"
-    return (
-        f"{name} on {test}: {e['delta_vs_random']:+.3f} vs random ({e['delta_vs_base']:+.3f} vs unablated, "
-        f"McNemar p {p_phrase(e['p_value'])}, {e['n_neurons']:.0f} neurons)"
-    )
-
-
-def claim_identified(rows: pd.DataFrame, p: float, alpha: float) -> Claim:
-    own = {
-        "helpful": _effect(rows, "helpful_top", "helpful"),
-        "harmless": _effect(rows, "harmless_top", "harmless"),
-    }
-    n_sig = sum(_sig_neg(e, alpha) for e in own.values())
-    # A drop that is not significant is not evidence against the claim; no drop at all is.
-    no_drop = all(e is not None and e["delta_vs_random"] >= 0 for e in own.values())
-    verdict = "supported" if n_sig == 2 else "not supported" if n_sig == 0 and no_drop else "inconclusive"
-    text = "; ".join(_fmt(f"{o}_top", o, e) for o, e in own.items())
-    return Claim(
-        "identified",
-        verdict,
-        f"Objective neurons identified (top {p:g}%, accuracy change): {verdict}. {text}.",
-        own,
-    )
-
-
-def claim_cross(rows: pd.DataFrame, p: float, alpha: float) -> Claim:
-    own = [_effect(rows, "helpful_top", "helpful"), _effect(rows, "harmless_top", "harmless")]
-    cross = {
-        "helpful_top->harmless": _effect(rows, "helpful_top", "harmless"),
-        "harmless_top->helpful": _effect(rows, "harmless_top", "helpful"),
-    }
-    if not any(_sig_neg(e, alpha) for e in own):
-        verdict = "inconclusive"
-    else:
-        verdict = "supported" if any(_sig_neg(e, alpha) for e in cross.values()) else "not supported"
-    text = "; ".join(_fmt(k.split("->")[0], k.split("->")[1], e) for k, e in cross.items())
-    return Claim(
-        "cross_effect",
-        verdict,
-        f"Ablating one objective's neurons also hurts the other (top {p:g}%): {verdict}. {text}.",
-        cross,
-    )
-
-
-def claim_influence(influence: dict, rm_objective: str | None, scorer: str, p: float, mode: str) -> Claim:
-    recs = [
-        r
-        for r in influence.get("records", [])
-        if r["scorer"] == scorer
-        and r["mode"] == mode
-        and (rm_objective is None or r["rm"].startswith(rm_objective + "-"))
-    ]
-    if not recs:
-        return Claim(
-            "influence", "inconclusive", "Shared neurons' influence: inconclusive (no ablation results)."
-        )
-    chosen = min({r["p"] for r in recs}, key=lambda q: abs(q - p))
-    comps = [c for r in recs if r["p"] == chosen for c in r["comparisons"] if c["own"]]
-    if not comps:
-        return Claim(
-            "influence",
-            "inconclusive",
-            f"Shared neurons' influence: inconclusive (at top {chosen:g}% the "
-            "shared set or both objective-only sets are empty, so there is nothing to compare).",
-        )
-    kind = "matched" if all("matched" in c for c in comps) else "per_neuron"
-    lows = [c[kind]["ci"][0] for c in comps]
-    highs = [c[kind]["ci"][1] for c in comps]
-    verdict = (
-        "supported"
-        if min(lows) > 0
-        else "not supported"
-        if max(highs) < 0 or all(c[kind]["diff"] <= 0 for c in comps)
-        else "inconclusive"
-    )
-    what = (
-        "accuracy drop from ablating the shared neurons minus that from as many objective-only neurons"
-        if kind == "matched"
-        else "accuracy drop per neuron, shared minus objective-only"
-    )
-    parts = [
-        f"{c['other']} on {c['test_set']}: {c[kind]['diff']:+.4f} [{c[kind]['ci'][0]:+.4f}, {c[kind]['ci'][1]:+.4f}]"
-        for c in comps
-    ]
-    nums = {
-        "kind": kind,
-        "p": chosen,
-        "comparisons": [{"other": c["other"], "test_set": c["test_set"], **c[kind]} for c in comps],
-    }
-    return Claim(
-        "influence",
-        verdict,
-        f"Shared neurons have disproportionate influence (top {chosen:g}%, {what}, "
-        f"{int(round(100 * influence.get('ci', 0.95)))}% CI): {verdict}. " + "; ".join(parts) + ".",
-        nums,
-    )
-
-
 def paper_claims(
     run_dir: str | Path,
     p: float = 5.0,
     scorer: str = "mean_act",
-    mode: str = "zero",
+    mode: str = "mean",
     alpha: float = 0.05,
     rm_objective: str | None = "mixed",
 ) -> list[Claim]:
-    """The five claims from neurons/overlap.json, ablation.csv and neurons/influence.json.
+    """The claims from neurons/overlap.json, ablation.csv, neurons/influence.json and
+    neurons/dissociation.json.
 
-    `rm_objective` picks the RMs (all seeds averaged; p-values take the largest); it falls back
-    to every ablated RM when none of that objective was ablated. Missing files give "inconclusive".
+    `rm_objective` picks the RMs (overlap: seeds averaged, p-values take the largest; ablation: every
+    seed is a part that must hold); it falls back to every ablated RM when none of that objective was
+    ablated. `mode`: the ablation mode the claims read (mean, the headline; another mode where the run
+    has none). Missing files give "inconclusive".
     """
     run_dir = Path(run_dir)
     out: list[Claim] = []
@@ -322,26 +172,38 @@ def paper_claims(
                 "(no neurons/overlap.json).",
             ),
         ]
+    out += ablation_claims(run_dir, p, scorer, mode, rm_objective)
+    order = ["identified", "shared", "sets_differ", "influence", "cross_effect", "double_dissociation"]
+    return sorted(out, key=lambda c: order.index(c.name))
+
+
+def ablation_claims(run_dir: Path, p: float, scorer: str, mode: str, rm_objective: str | None) -> list[Claim]:
+    """identified, cross_effect, influence and double_dissociation (`rmtension.neurons.ablation_claims`)."""
+    from rmtension.neurons import ablation_claims as ac
+    from rmtension.report.verdicts import claim_min_effect
+
+    m = lambda claim_id: claim_min_effect(run_dir, claim_id)  # noqa: E731
+    out = []
     csv = run_dir / "ablation.csv"
     if csv.exists():
-        frame = pd.read_csv(csv)
-        rows, chosen = _pick(frame, rm_objective, scorer, p, mode)
-        if rows.empty:
-            rm_objective = None
-            rows, chosen = _pick(frame, None, scorer, p, mode)
-        out += [claim_identified(rows, chosen, alpha), claim_cross(rows, chosen, alpha)]
+        rows, chosen, used = ac.pick_rows(pd.read_csv(csv), rm_objective, scorer, p, mode)
+        out += [
+            ac.claim_identified(rows, chosen, used, m("neurons_identified")),
+            ac.claim_cross(rows, chosen, used, m("cross_ablation")),
+        ]
     else:
         out += [
             Claim(n, "inconclusive", f"{n}: inconclusive (no ablation.csv).")
             for n in ("identified", "cross_effect")
         ]
-    inf = run_dir / "neurons" / "influence.json"
-    out.append(
-        claim_influence(read_json(inf), rm_objective, scorer, p, mode)
-        if inf.exists()
-        else Claim(
-            "influence", "inconclusive", "Shared neurons' influence: inconclusive (no influence.json)."
+    for name, file, fn, cid in (
+        ("influence", "influence.json", ac.claim_influence, "shared_outsized"),
+        ("double_dissociation", "dissociation.json", ac.claim_double_dissociation, "double_dissociation"),
+    ):
+        path = run_dir / "neurons" / file
+        out.append(
+            fn(read_json(path), rm_objective, scorer, p, mode, m(cid))
+            if path.exists()
+            else Claim(name, "inconclusive", f"{name}: inconclusive (no neurons/{file}).")
         )
-    )
-    order = ["identified", "shared", "sets_differ", "influence", "cross_effect"]
-    return sorted(out, key=lambda c: order.index(c.name))
+    return out

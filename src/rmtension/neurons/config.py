@@ -71,11 +71,14 @@ class NeuronsConfig(Strict):
 
 
 class AblationConfig(Strict):
-    """Cost: one forward over the sampled test pairs per RM x scorer x p x mode x
-    (sets x (1 + random_draws) + 2 size-matched sets), less empty or repeated sets. The defaults
-    (mixed RM, mean_act, 5 p, zero, 1 draw, 64 pairs per test set) are about 60 passes over
-    128 pairs; add modes, draws, RMs or pairs for the full grid. `sweep_sets` cuts the sweep to
-    the sets whose curves matter (e.g. helpful_top and harmless_top: about 28 passes).
+    """Cost: one pass over the sampled test pairs per condition, a condition being one RM x scorer x
+    p x mode x set, or one random control draw of it (per control kind), plus 4 size-matched sets
+    per (RM, scorer, p, mode); empty and repeated sets are free. At `claim_p` each of the five sets
+    gets `random_draws` (mean mode) or `zero_draws` (zero mode) draws per control kind, so with the
+    defaults 5 x (1 + 2 x 20) + 4 = 209 mean conditions and 5 x (1 + 2 x 3) + 4 = 39 zero ones; each
+    other p of the sweep adds |sweep_sets| x (1 + 2 x sweep_draws) per mode. The random controls run
+    on the HH test sets only (the XSTest sets get the sets themselves). A condition costs about 0.7
+    of a forward (`rmtension.neurons.ablation`); benchmarks/RESULTS-ablation.md has measured times.
     """
 
     enabled: bool = True
@@ -91,23 +94,36 @@ class AblationConfig(Strict):
     """Neuron sets to ablate; each also gets its matched random controls."""
     sweep_sets: list[SetName] | None = None
     """Sets ablated at every p of the sweep; the rest of `sets` only at `claim_p`. None: every set at every p."""
-    modes: list[Literal["zero", "mean"]] = Field(default_factory=lambda: ["zero"])
-    """zero: set activations to 0 (paper); mean: to their mean over the set's objective's scoring data."""
-    random_draws: int = Field(1, ge=1)
-    """Random control sets per ablated set, matched per layer. The McNemar test uses draw 0."""
+    modes: list[Literal["zero", "mean"]] = Field(default_factory=lambda: ["mean", "zero"])
+    """mean: set activations to their mean over the set's objective's scoring data (the claims' headline);
+    zero: to 0 (the paper's), reported beside it."""
+    controls: list[Literal["layer", "magnitude"]] = Field(default_factory=lambda: ["layer", "magnitude"])
+    """Kinds of random control (`rmtension.neurons.controls`): the same number of neurons per layer, or per
+    layer and mean-|activation| decile (needs the mean_act scores). Each kind has its own draws and rows."""
+    random_draws: int = Field(20, ge=1)
+    """Random draws per control kind for every condition that carries a claim: the sets at `claim_p`
+    in mean mode. The set is tested against the per-pair mean over the draws."""
+    zero_draws: int = Field(3, ge=1)
+    """Draws per control kind for zero ablation at `claim_p`."""
+    sweep_draws: int = Field(1, ge=1)
+    """Draws per control kind at the sweep's other p (either mode)."""
     influence_matched: bool = True
     """Also compare `shared` with an equally large set of helpful_only (harmless_only) neurons,
     cutting the larger of the two to a random subset: a size-matched test of the shared
     neurons' influence (rows `shared@helpful_only` and `helpful_only@shared`)."""
     test_sets: list[str] = Field(default_factory=lambda: ["helpful", "harmless"])
     """Test sets (names in the data bundle) on which accuracy and margin are measured; the XSTest sets
-    are added when `data.xstest_path` is set."""
+    are added when `data.xstest_path` is set (the sets only, without random controls)."""
     max_test_pairs: int | None = Field(64, ge=2)
     """Cap on pairs per test set (a seeded sample); None: all."""
     batch_size: int = Field(32, ge=1)
     """Pairs per forward batch."""
-    bf16: bool = True
-    """bf16 autocast for the forwards (clean and ablated alike)."""
+    stack: int | None = Field(None, ge=1)
+    """Conditions stacked in one forward (rows = stack x 2 x batch_size); None: 1 on a CPU, 8 on a GPU
+    (`rmtension.neurons.ablation.STACK`)."""
+    bf16: bool | Literal["auto"] = "auto"
+    """bf16 autocast for the forwards (clean and ablated alike); auto: on a GPU that supports it and on
+    CPUs with native bf16 (AVX-512 BF16, AMX), else float32, which is about 4x faster on an AVX2 CPU."""
     bootstrap: int = Field(1000, ge=100)
     """Bootstrap resamples of the test pairs for every CI."""
     ci: float = Field(0.95, gt=0.5, lt=1.0)

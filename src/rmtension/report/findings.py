@@ -150,6 +150,7 @@ NEURON_IDS = {
     "sets_differ": "neuron_sets_differ",
     "influence": "shared_outsized",
     "cross_effect": "cross_ablation",
+    "double_dissociation": "double_dissociation",
 }
 """claims.py name -> the claim's fixed id in findings.json."""
 
@@ -163,11 +164,17 @@ NEURON_CLAIMS = {  # claims.py name -> (claim, files it needs, config sections t
     ),
     "influence": ("shared neurons have outsized influence", "neurons/influence.json", ("ablation",)),
     "cross_effect": ("ablating one objective's neurons also hurts the other", "ablation.csv", ("ablation",)),
+    "double_dissociation": (
+        "each objective's own neurons matter more for it than for the other objective (double dissociation)",
+        "neurons/dissociation.json",
+        ("ablation",),
+    ),
 }
 
 
 def neuron_findings(run_dir: Path) -> list[Finding]:
-    from rmtension.neurons.claims import paper_claims
+    from rmtension.neurons.ablation_claims import TESTS
+    from rmtension.neurons.claims import OVERLAP_TESTS, paper_claims
     from rmtension.neurons.report import claim_settings
 
     claims = {}
@@ -176,7 +183,7 @@ def neuron_findings(run_dir: Path) -> list[Finding]:
         claims = {
             c.name: c
             for c in paper_claims(
-                run_dir, p=st["p"], scorer=st["scorer"], mode="zero", alpha=st["alpha"], rm_objective=st["rm"]
+                run_dir, p=st["p"], scorer=st["scorer"], mode="mean", alpha=st["alpha"], rm_objective=st["rm"]
             )
         }
     out = []
@@ -188,9 +195,33 @@ def neuron_findings(run_dir: Path) -> list[Finding]:
             continue
         head, _, rest = c.sentence.partition(f": {c.verdict}. ")
         evidence = rest if rest else c.sentence
-        if rest and "(" in head:  # keep the setting stated in the head, e.g. "(top 5%, accuracy change)"
+        if rest and "(" in head:  # keep the setting stated in the head, e.g. "(top 5%, mean ablation, ...)"
             evidence = "At " + head[head.index("(") + 1 : head.rindex(")")] + ": " + rest
-        out.append(Finding(TANWAR, claim, c.verdict, evidence, needs, _neuron_key(c), id=NEURON_IDS[name]))
+        n = c.numbers or {}
+        numbers = {}
+        if "effect" in n and "ci95" in n:
+            whole = not isinstance(n["effect"], dict)  # one number: keyed by the claim's name
+            numbers = {
+                "effect": {name: n["effect"]} if whole else n["effect"],
+                "ci95": {name: n["ci95"]} if whole else n["ci95"],
+                "min_effect": n.get("min_effect"),
+                "min_detectable_effect": n.get("min_detectable_effect"),
+            }
+        test, null = {**TESTS, **OVERLAP_TESTS}.get(name, ("", ""))
+        out.append(
+            Finding(
+                TANWAR,
+                claim,
+                c.verdict,
+                evidence,
+                needs,
+                _neuron_key(c),
+                id=NEURON_IDS[name],
+                test=test,
+                null=null,
+                **numbers,
+            )
+        )
     return out
 
 
@@ -200,16 +231,10 @@ def _neuron_key(c) -> str:
         return (
             f"Jaccard {n['jaccard']:.3f} vs {n['jaccard_random']:.3f} by chance, p {p_phrase(n['p_value'])}"
         )
-    if c.name in ("identified", "cross_effect"):
+    if isinstance(n.get("effect"), dict) and isinstance(n.get("ci95"), dict):  # the ablation claims
         return "; ".join(
-            f"{k} {e['delta_vs_random']:+.3f} vs random (p {p_phrase(e['p_value'])})"
-            for k, e in n.items()
-            if e
-        )
-    if c.name == "influence" and n.get("comparisons"):
-        return "; ".join(
-            f"vs {x['other']} on {x['test_set']} {x['diff']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}]"
-            for x in n["comparisons"]
+            f"{k} {e:+.3f} [{n['ci95'][k][0]:+.3f}, {n['ci95'][k][1]:+.3f}] SD"
+            for k, e in n["effect"].items()
         )
     return ""
 

@@ -1,0 +1,234 @@
+"""The ablation claims, each decided by the equivalence rule (`rmtension.report.verdicts`).
+
+Every effect is a drop in the margin r_chosen - r_rejected, in SDs of the unablated margin on the
+test set (`std_*` columns of ablation.csv), signed so that a positive effect is what the claim says:
+
+- identified (neurons_identified):    helpful_top on helpful and harmless_top on harmless test pairs,
+  each against its layer-matched and its magnitude-matched random controls (the per-pair mean over
+  the draws): drop of the set minus drop of the controls.
+- cross_effect (cross_ablation):      helpful_top on harmless and harmless_top on helpful test pairs,
+  against the same controls.
+- influence (shared_outsized):        drop of the shared neurons minus that of as many helpful_only
+  (harmless_only) neurons on the helpful (harmless) test pairs.
+- double_dissociation:                the 2x2 interaction of helpful_only and harmless_only on the two
+  test sets (`rmtension.neurons.ablation_stats.double_dissociation`): each objective-only set hurts its
+  own objective more than the other's. This, not the *_top sets, is the specificity test.
+
+A claim of several parts (objectives, control kinds, seeds) holds only if every part does
+(`all_of`): not supported if any part is, supported if all are. Mean ablation is the headline;
+the rows of another mode are used only where the run has no mean ablation, and the sentence says so.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from rmtension.neurons.claim_base import Claim, nearest_p, p_phrase
+from rmtension.report.verdicts import INCONCLUSIVE, all_of, equivalence_verdict, min_detectable_effect
+
+KIND_WORDS = {"layer": "layer-matched", "magnitude": "magnitude-matched"}
+_RULE = "equivalence rule on each part's 95% paired bootstrap CI (test pairs resampled); every part must hold"
+TESTS = {
+    "identified": (
+        _RULE + "; parts: helpful_top on helpful and harmless_top on harmless test pairs x control kind",
+        "the set's margin drop is no larger than that of random neurons of the same layers (layer-matched) or "
+        "of the same layers and mean-|activation| deciles (magnitude-matched): per-pair mean over the draws",
+    ),
+    "cross_effect": (
+        _RULE + "; parts: helpful_top on harmless and harmless_top on helpful test pairs x control kind",
+        "the set's margin drop on the other objective's pairs is no larger than that of its random controls",
+    ),
+    "influence": (
+        _RULE + "; parts: shared against helpful_only (harmless_only) on the helpful (harmless) test pairs",
+        "the shared neurons' margin drop is no larger than that of an equally large random subset of the "
+        "objective-only neurons",
+    ),
+    "double_dissociation": (
+        "equivalence rule on the 95% CI of the 2x2 interaction, each test set's pairs resampled (paired "
+        "bootstrap)",
+        "helpful_only and harmless_only hurt both objectives alike (interaction 0)",
+    ),
+}
+"""Claim name -> (the test that decides it, what the effect is compared against), for findings.json."""
+
+
+def pick_rows(
+    frame: pd.DataFrame, rm_objective: str | None, scorer: str, p: float, mode: str
+) -> tuple[pd.DataFrame, float, str]:
+    """The set rows (not `none`, not `random:*`) of one scorer and mode at the p nearest `p`, for the
+    RMs of `rm_objective` (all RMs when it has none), falling back to another mode when `mode` was not run."""
+    sets = frame[
+        (frame["scorer"] == scorer)
+        & ~frame["neuron_set"].astype(str).str.startswith("random")
+        & (frame["neuron_set"] != "none")
+    ]
+    if rm_objective is not None and sets["rm"].str.startswith(rm_objective + "-").any():
+        sets = sets[sets["rm"].str.startswith(rm_objective + "-")]
+    if not (sets["mode"] == mode).any() and not sets.empty:
+        mode = sorted(sets["mode"].unique())[0]
+    sets = sets[sets["mode"] == mode]
+    if sets.empty:
+        return sets, p, mode
+    chosen = float(nearest_p(sets["p"].unique(), p))
+    return sets[sets["p"] == chosen], chosen, mode
+
+
+def _effect(rows: pd.DataFrame, neuron_set: str, test: str) -> list[dict]:
+    """One part per (RM, control kind): the drop against the controls, standardised, with its CI."""
+    r = rows[(rows["neuron_set"] == neuron_set) & (rows["test_set"] == test) & (rows["n_draws"] > 0)]
+    return [
+        {
+            "rm": x.rm,
+            "control": x.control,
+            "effect": -float(x.std_vs_random),
+            "ci": [-float(x.std_vs_random_ci_hi), -float(x.std_vs_random_ci_lo)],
+            "p_value": float(x.p_value),
+            "n_draws": int(x.n_draws),
+            "n_neurons": int(x.n_neurons),
+            "n_pairs": int(x.n_pairs),
+        }
+        for x in r.itertuples()
+    ]
+
+
+def _fmt(name: str, test: str, parts: list[dict], many_rms: bool) -> str:
+    if not parts:
+        return f"{name} on {test}: not run"
+    return f"{name} on {test} ({parts[0]['n_neurons']} neurons): " + ", ".join(
+        f"{e['effect']:+.3f} [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}] vs {KIND_WORDS.get(e['control'], e['control'])}"
+        f" ({e['n_draws']} draws, paired t p {p_phrase(e['p_value'])})"
+        + (f" in {e['rm']}" if many_rms else "")
+        for e in parts
+    )
+
+
+def _decide(
+    name: str, title: str, parts: dict[str, dict], texts: list[str], min_effect: float, extra: dict
+) -> Claim:
+    """A claim from its parts (label -> {effect, ci}): verdict, sentence and the numbers findings.json needs."""
+    if not parts:
+        return Claim(name, INCONCLUSIVE, f"{title}: inconclusive. " + "; ".join(texts) + ".", extra)
+    verdicts = {k: equivalence_verdict(e["ci"], min_effect) for k, e in parts.items()}
+    verdict = all_of(list(verdicts.values()))
+    mde = max(min_detectable_effect(e["ci"]) for e in parts.values())
+    text = "; ".join(texts) + f". Judged against ±{min_effect:g} SD"
+    if verdict == INCONCLUSIVE:
+        text += f"; this sample could detect about {mde:.3f} SD (80% power)"
+    nums = {
+        "effect": {k: e["effect"] for k, e in parts.items()},
+        "ci95": {k: e["ci"] for k, e in parts.items()},
+        "verdicts": verdicts,
+        "min_effect": min_effect,
+        "min_detectable_effect": mde,
+        **extra,
+    }
+    return Claim(name, verdict, f"{title}: {verdict}. {text}.", nums)
+
+
+def _against_controls(
+    name: str,
+    what: str,
+    rows: pd.DataFrame,
+    cells: list[tuple[str, str]],
+    p: float,
+    mode: str,
+    min_effect: float,
+) -> Claim:
+    many = rows["rm"].nunique() > 1 if not rows.empty else False
+    parts, texts = {}, []
+    for s, t in cells:
+        found = _effect(rows, s, t)
+        texts.append(_fmt(s, t, found, many))
+        for e in found:
+            parts[f"{s} on {t} vs {e['control']}" + (f" ({e['rm']})" if many else "")] = e
+    title = (
+        f"{what} (top {p:g}%, {mode} ablation; margin drop against random neurons, in SDs of the unablated "
+        "margin, 95% CI)"
+    )
+    return _decide(name, title, parts, texts, min_effect, {"p": p, "mode": mode})
+
+
+def claim_identified(rows: pd.DataFrame, p: float, mode: str, min_effect: float) -> Claim:
+    cells = [("helpful_top", "helpful"), ("harmless_top", "harmless")]
+    return _against_controls("identified", "Objective neurons identified", rows, cells, p, mode, min_effect)
+
+
+def claim_cross(rows: pd.DataFrame, p: float, mode: str, min_effect: float) -> Claim:
+    cells = [("helpful_top", "harmless"), ("harmless_top", "helpful")]
+    what = "Ablating one objective's neurons also hurts the other"
+    return _against_controls("cross_effect", what, rows, cells, p, mode, min_effect)
+
+
+def _records(doc: dict, rm_objective: str | None, scorer: str, mode: str) -> list[dict]:
+    recs = [r for r in doc.get("records", []) if r["scorer"] == scorer]
+    mine = [r for r in recs if rm_objective is None or r["rm"].startswith(rm_objective + "-")]
+    recs = mine or recs
+    modes = {r["mode"] for r in recs}
+    use = mode if mode in modes else (sorted(modes)[0] if modes else mode)
+    return [r for r in recs if r["mode"] == use]
+
+
+def claim_influence(
+    influence: dict, rm_objective: str | None, scorer: str, p: float, mode: str, min_effect: float
+) -> Claim:
+    recs = _records(influence, rm_objective, scorer, mode)
+    title = "Shared neurons have disproportionate influence"
+    if not recs:
+        return Claim("influence", INCONCLUSIVE, f"{title}: inconclusive (no ablation results).")
+    chosen = float(nearest_p({r["p"] for r in recs}, p))
+    used = recs[0]["mode"]
+    comps = [(r["rm"], c) for r in recs if r["p"] == chosen for c in r["comparisons"] if c["own"]]
+    head = (
+        f"{title} (top {chosen:g}%, {used} ablation; margin drop of the shared neurons minus that of as many "
+        "objective-only neurons on their objective's test pairs, in SDs of the unablated margin, 95% CI)"
+    )
+    if not comps:
+        why = "the shared set or both objective-only sets are empty, so there is nothing to compare"
+        return Claim("influence", INCONCLUSIVE, f"{head}: inconclusive ({why}).", {"p": chosen, "mode": used})
+    if not all("matched_std" in c for _, c in comps):
+        why = "no size-matched comparison; set ablation.influence_matched"
+        return Claim("influence", INCONCLUSIVE, f"{head}: inconclusive ({why}).", {"p": chosen, "mode": used})
+    many = len({rm for rm, _ in comps}) > 1
+    parts, texts = {}, []
+    for rm, c in comps:
+        m = c["matched_std"]
+        label = f"shared vs {c['other']} on {c['test_set']}" + (f" ({rm})" if many else "")
+        parts[label] = {"effect": m["diff"], "ci": m["ci"]}
+        texts.append(
+            f"{label} ({m['n_shared']} vs {m['n_other']} neurons): {m['diff']:+.3f} [{m['ci'][0]:+.3f}, "
+            f"{m['ci'][1]:+.3f}] (drops {m['drop_shared']:+.3f} and {m['drop_other']:+.3f}, paired t p "
+            f"{p_phrase(m['p_value'])})"
+        )
+    return _decide(
+        "influence", head, parts, texts, min_effect, {"p": chosen, "mode": used, "kind": "matched_std"}
+    )
+
+
+def claim_double_dissociation(
+    doc: dict, rm_objective: str | None, scorer: str, p: float, mode: str, min_effect: float
+) -> Claim:
+    recs = _records(doc, rm_objective, scorer, mode)
+    title = "Objective-only neurons are specific to their objective, a double dissociation"
+    if not recs:
+        return Claim("double_dissociation", INCONCLUSIVE, f"{title}: inconclusive (no dissociation results).")
+    chosen = float(nearest_p({r["p"] for r in recs}, p))
+    recs = [r for r in recs if r["p"] == chosen]
+    used = recs[0]["mode"]
+    head = (
+        f"{title} (top {chosen:g}%, {used} ablation; the mean over helpful_only and harmless_only of the set's "
+        "margin drop on its own objective's test pairs minus that on the other's, in SDs of the unablated "
+        "margin, 95% CI)"
+    )
+    many = len(recs) > 1
+    parts, texts = {}, []
+    for r in recs:
+        d = r["drops"]
+        label = "interaction" + (f" ({r['rm']})" if many else "")
+        parts[label] = {"effect": r["effect"], "ci": r["ci"]}
+        texts.append(
+            f"{label} {r['effect']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]: helpful_only "
+            f"({r['n_neurons']['helpful_only']} neurons) drops helpful {d['helpful_only']['helpful']:+.3f}, harmless "
+            f"{d['helpful_only']['harmless']:+.3f}; harmless_only ({r['n_neurons']['harmless_only']}) drops harmless "
+            f"{d['harmless_only']['harmless']:+.3f}, helpful {d['harmless_only']['helpful']:+.3f}"
+        )
+    return _decide("double_dissociation", head, parts, texts, min_effect, {"p": chosen, "mode": used})
