@@ -37,6 +37,7 @@ from torch import nn
 
 from rmtension.model.arch import blocks, find_arch, get_path, mlp_out, neuron_hook_name
 from rmtension.model.encode import EncodedPairs, batches, collate_pairs
+from rmtension.model.precision import use_bf16
 from rmtension.model.scoring import autocast
 from rmtension.model.trunk import cut_trunk
 from rmtension.neurons.hooks import ablate, capture, capture_block_inputs, neuron_hooks, neuron_shape
@@ -55,20 +56,9 @@ module between self-attention and the MLP whose inputs are cut to position 0 in 
 
 
 def resolve_bf16(setting: bool | str, dev: torch.device | str) -> bool:
-    """`ablation.bf16`: True/False as given; "auto": bf16 where the hardware computes it natively (a
-    GPU that supports it, a CPU with AVX-512 BF16 or AMX), float32 elsewhere (on an AVX2 CPU bf16
-    autocast is emulated and about 4x slower than float32)."""
-    if isinstance(setting, bool):
-        return setting
-    dev = torch.device(dev)
-    if dev.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    if dev.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
+    """`ablation.bf16`: False: float32; True or "auto": bf16 where the hardware computes it natively
+    (`rmtension.model.precision`), float32 elsewhere (on an AVX2 CPU bf16 is emulated and far slower)."""
+    return use_bf16(setting is True or setting == "auto", dev)
 
 
 @dataclass(frozen=True)
