@@ -176,7 +176,7 @@ def main(work: Path, out: Path) -> None:
     result["ablation"] = [clean.tolist(), margins["l1"].tolist()]
     if dist.is_main():
         out.write_text(json.dumps(result))
-    dist.barrier()
+    dist.shutdown()
 
 
 if __name__ == "__main__":

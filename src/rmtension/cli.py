@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     _mount()
     try:
         app(args=argv, standalone_mode=False)
+        from rmtension.run import dist
+
+        dist.shutdown()  # under a distributed launch: tear the process group down before exiting
     except RmtensionError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

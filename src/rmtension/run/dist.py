@@ -212,6 +212,18 @@ def barrier() -> None:
     state().wait_for_everyone()
 
 
+def shutdown() -> None:
+    """Wait for every process, then tear the process group down (a no-op with one process).
+
+    Without it, the backend's threads can still be running when the interpreter exits, and a
+    process may abort with "terminate called without an active exception"."""
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        barrier()
+        tdist.destroy_process_group()
+
+
 def shard_of(items: Sequence[T], rank: int, world: int) -> list[T]:
     """Process `rank`'s share of `items`: every `world`-th item from position `rank`.
 
