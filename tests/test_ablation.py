@@ -315,10 +315,19 @@ def test_stages_write_the_documented_outputs(tmp_path):
     frame["control"] = frame["control"].fillna("")
     sets = frame[~frame["neuron_set"].str.contains("random|none|@")]
     # one row per (condition, control kind), each with its own number of draws
-    for (mode, p), want in {("mean", 5.0): 3, ("zero", 5.0): 2, ("mean", 20.0): 1, ("zero", 20.0): 1}.items():
-        at = sets[(sets["mode"] == mode) & (sets["p"] == p)]
+    # random_draws only where a claim is decided against the controls: the *_top sets at claim_p, mean mode
+    top = sets["neuron_set"].isin(["helpful_top", "harmless_top"])
+    for (mode, p, against), want in {
+        ("mean", 5.0, True): 3,
+        ("mean", 5.0, False): 1,
+        ("zero", 5.0, True): 2,
+        ("zero", 5.0, False): 2,
+        ("mean", 20.0, True): 1,
+        ("zero", 20.0, True): 1,
+    }.items():
+        at = sets[(sets["mode"] == mode) & (sets["p"] == p) & (top == against)]
         assert set(at["control"]) == {"layer", "magnitude"}, (mode, p)
-        assert set(at["n_draws"]) == {want}, (mode, p)
+        assert set(at["n_draws"]) == {want}, (mode, p, against)
         assert len(at) == len(at.drop_duplicates(["rm", "neuron_set", "test_set", "control"]))
     main = sets[sets["neuron_set"] == "helpful_top"]
     assert len(main) == 2 * 2 * 2 * 2 * 2  # rms x p x mode x test set x control kind

@@ -26,6 +26,10 @@ ONLY = ("helpful_only", "harmless_only")
 CLAIM_SETS = ("helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only")
 """Sets whose conditions at `claim_p` carry a claim (identified and cross-effect: the *_top sets;
 double dissociation: the *_only sets; influence: shared against the *_only sets)."""
+AGAINST_RANDOM = ("helpful_top", "harmless_top")
+"""Claim sets whose claims compare them with their random controls (identified, cross-effect): these
+get `random_draws`. The double dissociation and the influence compare sets with each other, so the
+other claim sets get `sweep_draws` controls, for the tables only."""
 
 
 def matched_names(other: str) -> tuple[str, str]:
@@ -51,16 +55,16 @@ def mean_values(tensors: dict[str, torch.Tensor], objective: str) -> torch.Tenso
 
 
 def draws_for(cfg: AblationConfig, p: float, claim_p: float, mode: str, name: str) -> int:
-    """Random draws per control kind: `random_draws` where a claim is decided (a claim set at
-    `claim_p`, mean mode), `zero_draws` for zero mode at `claim_p`, `sweep_draws` elsewhere; none
-    for the size-matched sets."""
+    """Random draws per control kind: `random_draws` where a claim is decided against the controls
+    (`AGAINST_RANDOM` at `claim_p`, mean mode), `zero_draws` for zero mode at `claim_p`, `sweep_draws`
+    elsewhere; none for the size-matched sets."""
     if "@" in name:
         return 0
     if p != claim_p:
         return cfg.sweep_draws
     if mode == "zero":
         return cfg.zero_draws
-    return cfg.random_draws if name in CLAIM_SETS else cfg.sweep_draws
+    return cfg.random_draws if name in AGAINST_RANDOM else cfg.sweep_draws
 
 
 def build_conditions(
