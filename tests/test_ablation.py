@@ -533,3 +533,25 @@ def test_findings_carry_the_ablation_numbers(tmp_path):
     ident = found["neurons_identified"]
     assert len(ident.effect) == 4 and ident.min_detectable_effect > 0 and "SD" in ident.key
     assert found["cross_ablation"].verdict == "supported" and found["shared_outsized"].verdict == "supported"
+
+
+def test_neurons_claims_prints_the_neuron_entries_of_findings_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from rmtension.cli import _mount, app
+
+    run, _ = _make_run(tmp_path)
+    entries = [
+        {
+            "id": "neuron_sets_differ",
+            "claim": "the sets differ",
+            "verdict": "inconclusive",
+            "evidence": "E1.",
+        },
+        {"id": "mixed_worse", "claim": "mixed is worse", "verdict": "supported", "evidence": "E2."},
+    ]
+    (run / "findings.json").write_text(json.dumps({"findings": entries}))
+    _mount()
+    res = CliRunner().invoke(app, ["neurons", "claims", str(run)])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().splitlines() == ["The sets differ: inconclusive. E1."]

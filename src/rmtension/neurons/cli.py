@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from rmtension.config import StudyConfig, _format_validation_error, apply_overrides, resolve_data_path
 from rmtension.run.context import StudyContext
+from rmtension.run.runio import read_json
 from rmtension.errors import ArtifactError, ConfigError
 from rmtension.neurons.config import AblationConfig, NeuronsConfig
 
@@ -107,8 +108,19 @@ def overlap(run_dir: RunDir, overrides: Overrides = None) -> None:
 
 @app.command("claims")
 def claims(run_dir: RunDir, overrides: Overrides = None) -> None:
-    """Print one sentence per paper claim from the run's neuron and ablation results."""
+    """Print one sentence per paper claim from the run's neuron and ablation results: the neuron
+    entries of its findings.json; recomputed from the results when overrides are given or the run
+    has no findings.json yet."""
     from rmtension.neurons.claims import paper_claims
+    from rmtension.report.findings import NEURON_IDS
+
+    findings = run_dir / "findings.json"
+    if not overrides and findings.exists():
+        ids = set(NEURON_IDS.values())
+        for f in read_json(findings)["findings"]:
+            if f["id"] in ids:
+                typer.echo(f"{f['claim'][0].upper()}{f['claim'][1:]}: {f['verdict']}. {f['evidence']}")
+        return
 
     _, ncfg, acfg = load_stage_configs(run_dir, overrides)
     for c in paper_claims(
