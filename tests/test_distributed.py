@@ -305,7 +305,11 @@ def test_a_launched_study_writes_the_same_results(studies, config):
             np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), atol=1e-6, rtol=0, err_msg=k)
     a, b = pd.read_csv(one / "ablation.csv"), pd.read_csv(two / "ablation.csv")
     assert a.shape == b.shape and a.shape[0] > 10
-    np.testing.assert_allclose(b.select_dtypes("number"), a.select_dtypes("number"), atol=1e-5, rtol=0)
+    num = [c for c in a.select_dtypes("number").columns if c != "p_value"]
+    np.testing.assert_allclose(b[num], a[num], atol=1e-5, rtol=0)
+    # a paired t-test on the tiny model's near-zero effects turns 1e-7 of float reduction order in the
+    # margins into ~1e-4 of p-value (measured up to 1.8e-4): compared at 1e-3
+    np.testing.assert_allclose(b["p_value"], a["p_value"], atol=1e-3, rtol=0)
     # the main process alone speaks: the same log lines (timings aside) as the plain run, none repeated
     lines = lambda log: sorted(
         re.sub(r"[0-9.]+", "#", x.replace(f"/{config}", "/one"))

@@ -7,6 +7,8 @@ Imports inside functions count (they run as soon as the function does); imports 
 from __future__ import annotations
 
 import ast
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,12 +100,69 @@ def test_the_import_graph_has_no_cycles():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
 
 
-@pytest.mark.parametrize("module", module_names())
-def test_every_module_imports_alone_in_a_fresh_interpreter(module):
+# One interpreter preloads the third-party packages, then forks a child per module that imports
+# that rmtension module alone: what is tested is that no rmtension module depends on another having
+# been imported first, and a fork costs milliseconds where a fresh interpreter costs seconds.
+FORK_EACH = r"""
+import importlib, json, os, sys, traceback
+for dep in ("numpy", "scipy.stats", "pandas", "torch", "transformers", "accelerate", "matplotlib.pyplot",
+            "safetensors.torch", "pydantic", "typer", "yaml", "tqdm.auto"):
+    importlib.import_module(dep)
+assert not any(m == "rmtension" or m.startswith("rmtension.") for m in sys.modules)
+errors = {}
+for name in sys.argv[1:]:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            importlib.import_module(name)
+            code = 0
+        except BaseException:
+            os.write(w, traceback.format_exc()[-2000:].encode())
+            code = 1
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        text = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    if status:
+        errors[name] = text or f"exit status {status}"
+print(json.dumps(errors))
+"""
+
+
+@pytest.fixture(scope="module")
+def import_errors() -> dict[str, str]:
     res = subprocess.run(
-        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", FORK_EACH, *module_names()],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MPLBACKEND": "Agg"},
     )
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", module_names())
+def test_every_module_imports_alone(import_errors, module):
+    assert module not in import_errors, import_errors.get(module)
+
+
+def test_a_module_that_fails_to_import_is_reported():
+    res = subprocess.run(
+        [sys.executable, "-c", FORK_EACH, "rmtension.cli", "rmtension.no_such_module"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    errors = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (
+        list(errors) == ["rmtension.no_such_module"]
+        and "ModuleNotFoundError" in errors["rmtension.no_such_module"]
+    )
 
 
 def test_every_config_field_has_a_docstring():

@@ -30,7 +30,7 @@ RESULTS = [
     "tension.json",
     "conflict.json",
     "rm/mixed/seed0/conflict.csv",
-    "rm/mixed_pcgrad/seed1/conflict.csv",
+    "rm/mixed_pcgrad/seed0/conflict.csv",
     "ablation.csv",
     "bon.csv",
     "frontier.csv",

@@ -10,6 +10,7 @@ import shutil
 
 import pandas as pd
 import pytest
+import yaml
 
 from rmtension.cli import main
 from studykit import tiny_study
@@ -195,13 +196,21 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
     """CI runs the shipped smoke config end to end (a few minutes, shared with the browser test)."""
     out = smoke_run
     table = json.loads((out / "tension.json").read_text())
-    assert set(table["accuracy"]) == {"helpful", "harmless", "mixed", "mixed_pcgrad"}
+    assert set(table["accuracy"]) == {
+        "helpful",
+        "harmless",
+        "mixed",
+        "mixed_pcgrad",
+        "helpful_half",
+        "harmless_half",
+    }
     assert (out / "report.html").stat().st_size > 10_000
     # gradient conflict of both mixed-data RMs, every seed, and PCGrad's difference on every test set
     conflict = json.loads((out / "conflict.json").read_text())["rms"]
     assert set(conflict) == {"mixed", "mixed_pcgrad"}
+    seeds = yaml.safe_load((out / "config.yaml").read_text())["train"]["seeds"]
     for rm in conflict:
-        for seed in (0, 1):
+        for seed in seeds:
             rows = pd.read_csv(out / "rm" / rm / f"seed{seed}" / "conflict.csv")
             assert set(rows["block"]) == set(conflict[rm]["blocks"]) and rows["cosine"].between(-1, 1).all()
     assert set(table["pcgrad"]) == set(table["baselines"])
