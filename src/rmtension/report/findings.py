@@ -35,8 +35,11 @@ ECE_WELL_CALIBRATED = 0.05
 CRITERIA = (
     "Mixed worse and negative transfer: supported when, on some HH test set, the difference is negative with a "
     "Holm-adjusted bootstrap p < 0.05 (two test sets); not supported when on every HH test set the CI lies inside "
-    "±min_effect or wholly above 0 (`rmtension.report.verdicts`). Neuron claims: as in `rmtension neurons claims` (exact McNemar tests "
-    "against matched random neurons, hypergeometric test of the overlap, paired bootstrap CIs of the influence). "
+    "±min_effect or wholly above 0 (`rmtension.report.verdicts`). Neuron claims: the equivalence rule on margin "
+    "changes in SDs of the unablated margin, against the per-pair mean of layer- and magnitude-matched random "
+    "draws (paired t-tests; `rmtension.neurons.ablation_claims`); the overlap by a hypergeometric test against "
+    "uniform random sets, and whether the sets differ by a permutation null of pseudo-objectives; the double "
+    "dissociation as the 2 x 2 interaction. "
     f"Calibrated: supported when every own-objective ECE's CI ends at or below {ECE_WELL_CALIBRATED}, not supported "
     f"when one starts above it (ECE is biased upwards on small test sets). Avoidant vs misuse: the equivalence rule "
     "(`rmtension.report.verdicts`) on both XSTest differences. sqrt(KL), per curve (best-of-n: pm_test's reading of "
@@ -386,8 +389,8 @@ def section_summary(run_dir: Path) -> Section:
 
         st = claim_settings(run_dir)
         s.paragraphs.append(
-            f"The neuron claims are tested at top-{st['p']:g}% by `{st['scorer']}` with zero ablation in "
-            f"the {st['rm']} RM (seeds averaged), at significance level {st['alpha']:g}."
+            f"The neuron claims are tested at top-{st['p']:g}% by `{st['scorer']}` with mean ablation (zero "
+            f"ablation where a run has no mean rows) in the {st['rm']} RM, at significance level {st['alpha']:g}."
         )
     s.paragraphs.append("Criteria. " + CRITERIA)
     return s
