@@ -168,16 +168,24 @@ def _records(doc: dict, rm_objective: str | None, scorer: str, mode: str) -> lis
     return [r for r in recs if r["mode"] == use]
 
 
+def _records_at_p(doc: dict, rm_objective: str | None, scorer: str, p: float, mode: str):
+    """(records at the p nearest `p`, that p, the mode used), or None when there are no records."""
+    recs = _records(doc, rm_objective, scorer, mode)
+    if not recs:
+        return None
+    chosen = float(nearest_p({r["p"] for r in recs}, p))
+    return [r for r in recs if r["p"] == chosen], chosen, recs[0]["mode"]
+
+
 def claim_influence(
     influence: dict, rm_objective: str | None, scorer: str, p: float, mode: str, min_effect: float
 ) -> Claim:
-    recs = _records(influence, rm_objective, scorer, mode)
+    found = _records_at_p(influence, rm_objective, scorer, p, mode)
     title = "Shared neurons have disproportionate influence"
-    if not recs:
+    if found is None:
         return Claim("influence", INCONCLUSIVE, f"{title}: inconclusive (no ablation results).")
-    chosen = float(nearest_p({r["p"] for r in recs}, p))
-    used = recs[0]["mode"]
-    comps = [(r["rm"], c) for r in recs if r["p"] == chosen for c in r["comparisons"] if c["own"]]
+    recs, chosen, used = found
+    comps = [(r["rm"], c) for r in recs for c in r["comparisons"] if c["own"]]
     head = (
         f"{title} (top {chosen:g}%, {used} ablation; margin drop of the shared neurons minus that of as many "
         "objective-only neurons on their objective's test pairs, in SDs of the unablated margin, 95% CI)"
@@ -207,13 +215,11 @@ def claim_influence(
 def claim_double_dissociation(
     doc: dict, rm_objective: str | None, scorer: str, p: float, mode: str, min_effect: float
 ) -> Claim:
-    recs = _records(doc, rm_objective, scorer, mode)
+    found = _records_at_p(doc, rm_objective, scorer, p, mode)
     title = "Objective-only neurons are specific to their objective, a double dissociation"
-    if not recs:
+    if found is None:
         return Claim("double_dissociation", INCONCLUSIVE, f"{title}: inconclusive (no dissociation results).")
-    chosen = float(nearest_p({r["p"] for r in recs}, p))
-    recs = [r for r in recs if r["p"] == chosen]
-    used = recs[0]["mode"]
+    recs, chosen, used = found
     head = (
         f"{title} (top {chosen:g}%, {used} ablation; the mean over helpful_only and harmless_only of the set's "
         "margin drop on its own objective's test pairs minus that on the other's, in SDs of the unablated "
