@@ -42,7 +42,16 @@ RESULTS = [
     "data/splits.json",
 ]
 # Files that are rewritten by later stages or carry wall-clock numbers are never kill points.
-NOT_MARKERS = ("report", "figures/", "tables/", "metrics", "config.yaml", "provenance", "_timing.csv")
+NOT_MARKERS = (
+    "report",
+    "figures/",
+    "tables/",
+    "metrics",
+    "config.yaml",
+    "provenance",
+    "_timing.csv",
+    "timings.json",
+)
 
 pytestmark = pytest.mark.real
 

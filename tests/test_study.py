@@ -232,6 +232,13 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
     assert "avoidant_misuse" in json.loads((out / "figures" / "index.json").read_text())
     ablated = pd.read_csv(out / "ablation.csv")
     assert {"xstest-should-respond", "xstest-should-refuse"} <= set(ablated["test_set"])
+    # per-stage wall seconds of the run: every stage the config turns on, in the order it ran
+    timings = json.loads((out / "timings.json").read_text())
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    after = [s for s in ("neurons", "ablation", "pm_halves", "bon", "rl") if cfg.get(s)]
+    assert list(timings["stages"]) == ["prepare", "train", "eval", "tension", "conflict", *after, "report"]
+    assert all(v >= 0 for v in timings["stages"].values())
+    assert sum(timings["stages"].values()) <= timings["detail"]["total_s"] + 1e-6
 
 
 def test_help_config_lists_every_key_with_its_docstring(capsys):

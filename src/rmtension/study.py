@@ -8,8 +8,10 @@ recomputes only what depends on it, and an interrupted study resumes where it st
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,20 +43,55 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None) -> Path:
     note = precision_note(cfg.train.bf16, dist.device())
     if note:
         log(note)
+    seconds: dict[str, float] = {}
     with interrupt.graceful_sigint():
-        prep = prepare(run_dir, cfg)
-        stage_train(prep)
-        stage_eval(prep)
-        table = stage_tension(prep)
-        stage_conflict(prep)
+        with timed(seconds, "prepare"):
+            prep = prepare(run_dir, cfg)
+        with timed(seconds, "train"):
+            stage_train(prep)
+        with timed(seconds, "eval"):
+            stage_eval(prep)
+        with timed(seconds, "tension"):
+            table = stage_tension(prep)
+        with timed(seconds, "conflict"):
+            stage_conflict(prep)
         for name, stage_fn in extra_stages(cfg):
             interrupt.check(f"before {name}")
-            stage_fn(prep)
+            with timed(seconds, name):
+                stage_fn(prep)
         if cfg.report.enabled:
-            write_report(run_dir)
+            with timed(seconds, "report"):
+                write_report(run_dir)
     prep.timings["total_s"] = time.perf_counter() - t0
+    write_timings(run_dir, seconds, prep.timings)
     print_summary(run_dir, table, prep.timings)
     return run_dir
+
+
+@contextlib.contextmanager
+def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Adds the wall seconds of the block to `seconds[name]`."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def write_timings(run_dir: Path, seconds: dict[str, float], extra: dict[str, float]) -> None:
+    """timings.json: wall seconds per stage of this invocation (a resumed run times only what it redid;
+    a stage that was up to date takes about 0 s). Written by the main process; not a result."""
+    if not dist.is_main():
+        return
+    doc = {
+        "unit": "wall seconds of the last `rmtension study` invocation",
+        "device": str(dist.device()),
+        "torch_threads": torch.get_num_threads(),
+        "stages": {k: round(v, 2) for k, v in seconds.items()},
+        "detail": {k: round(v, 2) for k, v in extra.items()},
+    }
+    atomic_write_text(run_dir / "timings.json", json.dumps(doc, indent=2) + "\n")
+    log("stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
 
 
 def stage_neurons(prep: Prepared) -> Path:
@@ -89,12 +126,13 @@ def extra_stages(cfg: StudyConfig) -> list[tuple[str, Callable[[Prepared], objec
 def print_summary(run_dir: Path, table: dict, timings: dict) -> None:
     log("tension table (accuracy, mean over seeds [95% CI]):")
     tests = sorted({t for by in table["accuracy"].values() for t in by})
-    dist.print_main("  " + "RM".ljust(10) + "".join(t.ljust(26) for t in tests))
+    width = max([len("RM"), *map(len, table["accuracy"])]) + 2
+    dist.print_main("  " + "RM".ljust(width) + "".join(t.ljust(26) for t in tests))
     for rm, by in table["accuracy"].items():
         cells = [
             f"{by[t]['mean']:.3f} [{by[t]['ci95'][0]:.3f}, {by[t]['ci95'][1]:.3f}]".ljust(26) for t in tests
         ]
-        dist.print_main("  " + rm.ljust(10) + "".join(cells))
+        dist.print_main("  " + rm.ljust(width) + "".join(cells))
     for t, d in table["interference"].items():
         dist.print_main(
             f"  interference on {t}: {d['mixed_minus_best_single']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
