@@ -235,10 +235,14 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
     # per-stage wall seconds of the run: every stage the config turns on, in the order it ran
     timings = json.loads((out / "timings.json").read_text())
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    after = [s for s in ("neurons", "ablation", "pm_halves", "bon", "rl") if cfg.get(s)]
+    on = lambda s: cfg.get(s) is not None and cfg[s].get("enabled", True)  # noqa: E731
+    after = [s for s in ("neurons", "ablation", "pm_halves", "bon", "rl") if on(s)]
     assert list(timings["stages"]) == ["prepare", "train", "eval", "tension", "conflict", *after, "report"]
     assert all(v >= 0 for v in timings["stages"].values())
-    assert sum(timings["stages"].values()) <= timings["detail"]["total_s"] + 1e-6
+    # each value is rounded to 0.01 s, so the sum may pass the total by half a step per value
+    assert sum(timings["stages"].values()) <= timings["detail"]["total_s"] + 0.005 * (
+        len(timings["stages"]) + 1
+    )
 
 
 def test_help_config_lists_every_key_with_its_docstring(capsys):

@@ -80,9 +80,8 @@ def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
 
 def write_timings(run_dir: Path, seconds: dict[str, float], extra: dict[str, float]) -> None:
     """timings.json: wall seconds per stage of this invocation (a resumed run times only what it redid;
-    a stage that was up to date takes about 0 s). Written by the main process; not a result."""
-    if not dist.is_main():
-        return
+    a stage that was up to date takes about 0 s). Not a result. Call it from every process:
+    the write is main-only and ends in a barrier."""
     doc = {
         "unit": "wall seconds of the last `rmtension study` invocation",
         "device": str(dist.device()),
