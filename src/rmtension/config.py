@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from rmtension.combine.config import CombineConfig
 from rmtension.errors import ConfigError
 from rmtension.neurons.config import AblationConfig, NeuronsConfig, check_neuron_sections
 from rmtension.optimise.config import (
@@ -263,6 +264,9 @@ class StudyConfig(Strict):
     """Best-of-n against pm_train, judged by pm_test and the other objective's RM, and the frontier."""
     rl: RLConfig | None = None
     """RLOO against pm_train with a KL penalty to the initial policy."""
+    combine: CombineConfig | None = None
+    """Ways to combine the two objectives into one judge, and their helpful-harmless frontier
+    (`rmtension.combine`); absent: the stage is off."""
     claims: ClaimsConfig = Field(default_factory=ClaimsConfig)
     """How the claims' verdicts are decided (smallest effects of interest)."""
     report: ReportConfig = Field(default_factory=ReportConfig)

@@ -97,18 +97,47 @@ def load_tokenizer(path: str, max_length: int, trust_remote_code: bool = False):
     return prepare_tokenizer(tok, max_length)
 
 
-def load_reward_model(path: str, tokenizer=None, trust_remote_code: bool = False):
-    """`AutoModelForSequenceClassification(num_labels=1)` from safetensors only."""
+def load_reward_model(
+    path: str,
+    tokenizer=None,
+    trust_remote_code: bool = False,
+    heads: tuple[str, ...] | None = None,
+    head: str | None = None,
+):
+    """`AutoModelForSequenceClassification` from safetensors only: one score head (`num_labels=1`), or
+    one per name in `heads` (a fresh multi-head model from a backbone; `rmtension.model.heads`).
+
+    A saved multi-head RM (its `config.id2label` names the heads) loads with all its heads, or, with
+    `head`, as the one-head model of that head. With `heads`, a score head of another width in the
+    folder (a one-head RM as the backbone) is replaced by a freshly initialised one.
+    """
     quiet_third_party()
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
+
+    from rmtension.model.heads import HEADS, set_head_labels, single_head
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized score head" report is expected here
+    fresh = heads is not None
     try:
+        if heads is None:
+            saved = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).id2label
+            named = tuple(str(saved[k]) for k in sorted(saved, key=int))
+            heads = named if set(named) <= set(HEADS) and len(named) > 1 else None
+        if head is not None and heads is None:
+            raise RmtensionError(f"{path}: a one-head reward model has no head {head!r}")
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code
+            path,
+            num_labels=len(heads) if heads else 1,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            ignore_mismatched_sizes=fresh,
         )
+        if heads:
+            set_head_labels(model, heads)
+            if head is not None:
+                single_head(model, head)
     except OSError as e:
         raise RmtensionError(
             f"cannot load a safetensors model from {path}: {str(e).splitlines()[0]}"

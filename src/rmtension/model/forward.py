@@ -72,7 +72,8 @@ class PairForward:
 
     @torch.no_grad()
     def score(self, enc: EncodedPairs, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """Rewards of chosen and rejected, each [N], in `enc` order (eval mode), on every process.
+        """Rewards of chosen and rejected, each [N] ([N, K] for a model with K heads), in `enc` order
+        (eval mode), on every process.
 
         Each process scores its shard of the length-sorted batches, so every pair sees the same
         batch (and padding) as in a single-process run; the rows are gathered back in order.
@@ -84,16 +85,19 @@ class PairForward:
         plan = batches(enc.lengths(), batch_size, None, group_by_length=True)
         own = dist.shard(plan)
         rounds = -(-len(plan) // dist.world_size()) if shards.is_sharded(self.model) else len(own)
+        k = int(getattr(self.model.config, "num_labels", 1) or 1)  # heads: [2B] rewards, or [2B, K]
         mine: list[int] = []
-        rows = [torch.zeros(0, 2, dtype=torch.float64)]
+        rows = [torch.zeros(0, 2 * k, dtype=torch.float64)]
         for j in range(rounds):
             if j >= len(own):
                 self._rewards(self.model, enc, plan[0])
                 continue
             idx = own[j]
-            r = self._rewards(self.model, enc, idx).double().cpu()  # [2B]
-            rows.append(torch.stack([r[: len(idx)], r[len(idx) :]], dim=1))  # [B, 2]: chosen, rejected
+            r = self._rewards(self.model, enc, idx).double().cpu().reshape(2 * len(idx), k)
+            rows.append(torch.cat([r[: len(idx)], r[len(idx) :]], dim=1))  # [B, 2K]: chosen, rejected
             mine += idx
         self.model.train(was_training)
-        both = dist.gather_rows(mine, torch.cat(rows), len(enc)).numpy()  # [N, 2]
-        return both[:, 0].copy(), both[:, 1].copy()
+        both = dist.gather_rows(mine, torch.cat(rows), len(enc)).numpy()  # [N, 2K]
+        if k == 1:
+            return both[:, 0].copy(), both[:, 1].copy()
+        return both[:, :k].copy(), both[:, k:].copy()

@@ -128,9 +128,12 @@ def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False, to
     out: dict[str, list] = {"rows": [], "influence": [], "cross": [], "dissociation": []}
     for rm in rms:
         r = doc["rms"][rm]
-        model = load_reward_model(str(ctx.rm_dir(r["objective"], r["seed"])), tok, mcfg.trust_remote_code).to(
-            device()
-        )
+        model = load_reward_model(
+            str(ctx.rm_dir(r["objective"], r["seed"])),
+            tok,
+            mcfg.trust_remote_code,
+            head=ctx.rm_head(r["objective"]),
+        ).to(device())
         conds, plan = build_conditions(doc, scores[rm][0], rm, cfg, ps)
         own = {e["key"] for e in plan}
         per_test: Margins = {}

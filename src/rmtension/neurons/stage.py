@@ -105,15 +105,16 @@ def rm_fingerprint(run_dir: Path, objective: str, seed: int) -> str:
     Reading the manifest keeps reruns cheap; the weight hash covers run directories whose RMs were
     placed by hand.
     """
-    manifest = Path(run_dir) / MANIFESTS / f"{safe_name(f'train/{objective}/seed{seed}')}.json"
+    name, head = objective.partition(":")[::2]  # a head of a multi-head RM: that RM's weights, and the head
+    manifest = Path(run_dir) / MANIFESTS / f"{safe_name(f'train/{name}/seed{seed}')}.json"
     if manifest.is_file():
         try:
-            return "train:" + read_json(manifest)["config_hash"]
+            return "train:" + read_json(manifest)["config_hash"] + (f":{head}" if head else "")
         except (ArtifactError, KeyError, TypeError):
             pass
-    folder = Path(run_dir) / "rm" / objective / f"seed{seed}"
+    folder = Path(run_dir) / "rm" / name / f"seed{seed}"
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("config.json"))
-    return "weights:" + ",".join(sha256_file(w)[:16] for w in weights)
+    return "weights:" + ",".join(sha256_file(w)[:16] for w in weights) + (f":{head}" if head else "")
 
 
 def neurons_hash(ctx: StudyContext, cfg: NeuronsConfig) -> str:
@@ -152,7 +153,12 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[
     rms = find_rms(ctx, cfg.rms, cfg.max_seeds)
     tok = tokenizer or load_tokenizer(str(rms[0].path), mcfg.max_length, mcfg.trust_remote_code)
     dev = device()
-    models = {r.name: load_reward_model(str(r.path), tok, mcfg.trust_remote_code).to(dev) for r in rms}
+    models = {
+        r.name: load_reward_model(str(r.path), tok, mcfg.trust_remote_code, head=ctx.rm_head(r.objective)).to(
+            dev
+        )
+        for r in rms
+    }
     score_base = bool(set(BASE_SCORERS) & set(cfg.scorers))  # the jaccard_base reference
     base = (
         load_reward_model(ctx.backbone_path, tok, mcfg.trust_remote_code).to(dev)

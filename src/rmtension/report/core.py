@@ -18,7 +18,7 @@ import yaml
 from rmtension.report.figures import CHANCE_COLOUR, COLUMN_WIDTH, DOUBLE_WIDTH, RM_COLOURS, new_figure, save
 from rmtension.report.section import Section
 from rmtension.rm.stats import beats_chance
-from rmtension.run.runio import read_json
+from rmtension.run.runio import read_json, safe_name
 
 
 def fmt_acc(d: dict) -> str:
@@ -293,7 +293,7 @@ def section_calibration(run_dir: Path) -> Section | None:
     for rm, by in cal.items():
         row = {"RM": rm}
         for ts in ordered_tests(by):
-            ci = cis.get((rm, ts))
+            ci = cis.get((safe_name(rm), ts))  # keyed by eval/ folder names
             row[ts] = f"{by[ts]['ece']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
         rows.append(row)
     s.tables.append(("Expected calibration error [95% CI]", pd.DataFrame(rows)))

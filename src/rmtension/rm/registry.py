@@ -22,27 +22,50 @@ class RMName:
     """The objective whose training pairs it learns from."""
     what: str
     """One line for tables and `--help-config`."""
+    heads: tuple[str, ...] = ()
+    """A multi-head RM's heads (`rmtension.model.heads`): it trains as one model and is evaluated
+    and analysed as one RM per head, `<name>:<head>` (`views`)."""
 
 
 REGISTRY: dict[str, RMName] = {}
 
 
-def register(name: str, data: str, what: str) -> RMName:
+def register(name: str, data: str, what: str, heads: tuple[str, ...] = ()) -> RMName:
     """Add an RM name; registering the same name twice with different meaning is an error."""
     if data not in OBJECTIVES + CONTROL_DATA:
         raise ValueError(f"RM {name!r}: data must be one of {OBJECTIVES + CONTROL_DATA}, got {data!r}")
-    entry = RMName(name, data, what)
+    if ":" in name:
+        raise ValueError(f"RM {name!r}: ':' separates an RM from its head")
+    entry = RMName(name, data, what, tuple(heads))
     if REGISTRY.get(name, entry) != entry:
         raise ValueError(f"RM name {name!r} is already registered as {REGISTRY[name]}")
     REGISTRY[name] = entry
     return entry
 
 
+def views(name: str) -> list[str]:
+    """The RMs a trained model is evaluated as: itself, or `<name>:<head>` for each of its heads."""
+    entry = REGISTRY[name]
+    return [f"{name}:{h}" for h in entry.heads] if entry.heads else [name]
+
+
+def split_view(view: str) -> tuple[str, str | None]:
+    """`two_head:helpful` -> ("two_head", "helpful"); a one-head RM's name -> (name, None)."""
+    name, _, head = view.partition(":")
+    return name, head or None
+
+
+def all_views() -> list[str]:
+    """Every name an analysis stage accepts: the one-head RMs and each head of the multi-head ones."""
+    return [v for name in REGISTRY for v in views(name)]
+
+
 def check_rm_names(names: list[str]) -> list[str]:
-    """`names` if every one is registered, else a ValueError that lists the registered names."""
-    unknown = [n for n in names if n not in REGISTRY]
+    """`names` if every one is a registered RM (or a head of one, `views`), else a ValueError that
+    lists them."""
+    unknown = [n for n in names if n not in all_views()]
     if unknown:
-        raise ValueError(f"unknown RM name(s) {unknown}; registered: {sorted(REGISTRY)}")
+        raise ValueError(f"unknown RM name(s) {unknown}; registered: {all_views()}")
     return names
 
 
@@ -60,3 +83,9 @@ register(
     "control: the harmless pairs of the mixed RM's training set (train.controls)",
 )
 register("mixed_pcgrad", "mixed", "the mixed RM's data and seeds, trained with PCGrad (train.pcgrad)")
+register(
+    "two_head",
+    "mixed",
+    "the mixed RM's data and seeds, one score head per objective (combine.two_head)",
+    heads=("helpful", "harmless"),
+)

@@ -19,7 +19,7 @@ from rmtension.config import StudyConfig, config_hash
 from rmtension.data.stage import stage_data
 from rmtension.model.encode import EncodedPairs, encode_pairs
 from rmtension.run import dist, interrupt
-from rmtension.rm.registry import REGISTRY
+from rmtension.rm.registry import REGISTRY, split_view, views
 from rmtension.run.context import StudyContext
 from rmtension.run.log import device, log
 from rmtension.run.runio import inside, stage_complete, write_csv, write_json, write_manifest
@@ -85,7 +85,7 @@ def train_settings(train) -> dict:
 def train_hash(cfg: StudyConfig, objective: str, seed: int) -> str:
     """Hash of what RM `objective` (a registered name) at `seed` depends on."""
     parts = [cfg.data, cfg.model, train_settings(cfg.train), objective, str(seed)]
-    if REGISTRY[objective].data == "mixed":
+    if REGISTRY[objective].data == "mixed" and not REGISTRY[objective].heads:
         extra = {"conflict_every": cfg.train.conflict_every}
         if objective == "mixed_pcgrad":
             extra["pcgrad_scope"] = cfg.train.pcgrad_scope
@@ -96,9 +96,27 @@ def train_hash(cfg: StudyConfig, objective: str, seed: int) -> str:
 
 def study_rms(cfg: StudyConfig) -> list[str]:
     """The RMs the study trains per seed, by registered name: the three objectives, the dilution
-    controls (`train.controls`) and `mixed_pcgrad` (`train.pcgrad`)."""
+    controls (`train.controls`), `mixed_pcgrad` (`train.pcgrad`) and `two_head` (`combine.two_head`)."""
     controls = ["helpful_half", "harmless_half"] if cfg.train.controls else []
-    return ["helpful", "harmless", "mixed", *controls] + (["mixed_pcgrad"] if cfg.train.pcgrad else [])
+    two_head = cfg.combine is not None and cfg.combine.two_head
+    extra = (["mixed_pcgrad"] if cfg.train.pcgrad else []) + (["two_head"] if two_head else [])
+    return ["helpful", "harmless", "mixed", *controls, *extra]
+
+
+def study_views(cfg: StudyConfig) -> list[tuple[str, str, str | None]]:
+    """(view, trained RM, head) of every RM the study evaluates: each one-head RM as itself, each head
+    of a multi-head RM as `<rm>:<head>` (`rmtension.rm.registry.views`)."""
+    return [(v, *split_view(v)) for rm in study_rms(cfg) for v in views(rm)]
+
+
+def pair_heads(prep: Prepared, part: str) -> np.ndarray:
+    """[N] head row (`rmtension.model.heads.HEADS`) of each `part` ("train" or "val") pair of the mixed
+    RM: the objective whose pairs it is."""
+    from rmtension.rm.conflict import HARMLESS, HELPFUL
+
+    harmless = {p.pair_id for p in prep.ctx.bundle.splits["harmless"][part]}
+    pairs = prep.ctx.bundle.splits["mixed"][part]
+    return np.array([HARMLESS if p.pair_id in harmless else HELPFUL for p in pairs], dtype=np.int64)
 
 
 def pair_objectives(prep: Prepared, data: str) -> np.ndarray | None:
@@ -158,9 +176,10 @@ def stage_train(prep: Prepared) -> None:
                 continue
             cache = trunk_cache(prep)
             torch.manual_seed(seed)  # seeds the score head's initialisation
-            model = load_reward_model(ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(
-                device()
-            )
+            heads = REGISTRY[objective].heads or None
+            model = load_reward_model(
+                ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code, heads=heads
+            ).to(device())
             if cache is not None and trunk_fingerprint(model, cache.k) != cache.fingerprint:
                 raise RuntimeError("backbone trunk differs from the cached trunk")
             out = ctx.rm_dir(objective, seed)
@@ -174,9 +193,10 @@ def stage_train(prep: Prepared) -> None:
                 seed,
                 out,
                 cache=cache,
-                objectives=pair_objectives(prep, data),
+                objectives=None if heads else pair_objectives(prep, data),
                 pcgrad=objective == "mixed_pcgrad",
                 resume_key=h,
+                heads=(pair_heads(prep, "train"), pair_heads(prep, "val")) if heads else None,
             )
             log(
                 f"  best val accuracy {res.best_val_accuracy:.3f} at step {res.best_step}, "
@@ -194,13 +214,13 @@ def stage_eval(prep: Prepared) -> None:
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     test_ids = {t: e.pair_ids for t, e in prep.tests.items()}
-    for objective in study_rms(cfg):
+    for view, rm, head in study_views(cfg):
         for seed in cfg.train.seeds:
-            stage = f"eval/{objective}/seed{seed}"
-            h = config_hash(train_hash(cfg, objective, seed), test_ids)
+            stage = f"eval/{view}/seed{seed}"
+            h = config_hash(train_hash(cfg, rm, seed), test_ids, *([head] if head else []))
             if stage_complete(ctx.run_dir, stage, h):
                 continue
-            model = load_reward_model(str(ctx.rm_dir(objective, seed)), prep.tokenizer).to(device())
+            model = load_reward_model(str(ctx.rm_dir(rm, seed)), prep.tokenizer, head=head).to(device())
             cache = trunk_cache(prep)
             if cache is not None and trunk_fingerprint(model, cache.k) != cache.fingerprint:
                 cache = None  # the saved model's trunk moved (trainable=all): run it in full
@@ -209,7 +229,7 @@ def stage_eval(prep: Prepared) -> None:
                 for test, enc in prep.tests.items():
                     r_c, r_r = fwd.score(enc, cfg.eval.batch_size)
                     frame = scores_frame(enc.pair_ids, [prep.subsets[p] for p in enc.pair_ids], r_c, r_r)
-                    path = inside(ctx.run_dir, "eval", objective, f"seed{seed}", f"{test}.csv")
+                    path = inside(ctx.run_dir, "eval", view, f"seed{seed}", f"{test}.csv")
                     write_csv(path, frame)
                     outputs.append(path)
             write_manifest(ctx.run_dir, stage, h, outputs)
@@ -241,7 +261,7 @@ def stage_tension(prep: Prepared) -> dict:
             t: [read_scores(inside(ctx.run_dir, "eval", rm, f"seed{s}", f"{t}.csv")) for s in cfg.train.seeds]
             for t in prep.tests
         }
-        for rm in study_rms(cfg)
+        for rm, _, _ in study_views(cfg)
     }
     table = tension_table(scores, cfg.eval, seed=cfg.data.split_seed, info=test_set_info(prep))
     write_json(ctx.run_dir / "tension.json", table)

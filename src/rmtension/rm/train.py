@@ -33,6 +33,7 @@ from rmtension.config import TrainConfig
 from rmtension.model.encode import EncodedPairs, batches
 from rmtension.errors import ConfigError, TrainingDiverged
 from rmtension.model.forward import PairForward
+from rmtension.model.heads import pick_heads
 from rmtension.rm.losses import bradley_terry_loss, split_rewards
 from rmtension.run.runio import write_csv, write_json
 from rmtension.run.tracking import MetricsLog
@@ -102,6 +103,7 @@ def train_reward_model(
     objectives: np.ndarray | None = None,
     pcgrad: bool = False,
     resume_key: str | None = None,
+    heads: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> TrainResult:
     """Train with the Bradley-Terry loss, keep the best checkpoint on `val`, save an HF folder to `out_dir`.
 
@@ -116,6 +118,10 @@ def train_reward_model(
     `pcgrad` trains with projected gradients (`rmtension.rm.conflict`). `resume_key`: what the
     weights depend on (the study's training hash); a checkpoint written under another key is
     discarded, not resumed.
+
+    `heads`: for a multi-head `model` (`rmtension.model.heads`), the head of every training pair and
+    of every validation pair ([N] and [N_val] row indices): each pair trains, and is validated on, only
+    its own head.
     """
     from tqdm.auto import tqdm
 
@@ -146,6 +152,9 @@ def train_reward_model(
         )
     if pcgrad and objectives is None:
         raise ValueError("pcgrad needs the objective of every training pair")
+    if heads is not None and (conflict_on or pcgrad):
+        raise ValueError("a multi-head model trains without conflict measurement or PCGrad")
+    train_heads, val_heads = heads if heads is not None else (None, None)
     blocks_of = block_names(model, list(named)) if conflict_on or pcgrad else []
 
     torch.manual_seed(seed)
@@ -226,7 +235,18 @@ def train_reward_model(
                     losses.append(loss)
                 else:
                     losses.append(
-                        _pair_step(fwd, acc, runner, train, idx, cfg, sync, f"step {state['step']}", ckpt.dir)
+                        _pair_step(
+                            fwd,
+                            acc,
+                            runner,
+                            train,
+                            idx,
+                            cfg,
+                            sync,
+                            f"step {state['step']}",
+                            ckpt.dir,
+                            train_heads,
+                        )
                     )
                 state["pairs_seen"] += len(idx)
                 state["tokens_seen"] += int(sum(len(train.chosen[i]) + len(train.rejected[i]) for i in idx))
@@ -241,7 +261,7 @@ def train_reward_model(
             bar.update(1)
             bar.set_postfix(loss=f"{mean_loss:.3f}")
             if val is not None and (state["step"] % cfg.eval_every == 0 or state["step"] == total_steps):
-                row["val_accuracy"] = val_acc = float(correct(*fwd.score(val)).mean())
+                row["val_accuracy"] = val_acc = float(correct(*own_heads(fwd.score(val), val_heads)).mean())
                 state["val"].append([state["step"], val_acc])
                 if val_acc > state["best_val_accuracy"]:
                     state["best_val_accuracy"], state["best_step"] = val_acc, state["step"]
@@ -283,6 +303,17 @@ def train_reward_model(
     return TrainResult(out_dir, state["best_step"], state["best_val_accuracy"], metrics)
 
 
+def own_heads(
+    scores: tuple[np.ndarray, np.ndarray], heads: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(chosen, rejected) rewards [N] of each pair under its own head; `scores`: [N] or [N, K] each
+    (`PairForward.score`), `heads`: [N] row indices, or None for a one-head model."""
+    if heads is None:
+        return scores
+    rows = np.arange(len(heads))
+    return scores[0][rows, heads], scores[1][rows, heads]
+
+
 def _measured(step: int, every: int, total: int) -> bool:
     """Whether 0-based optimiser step `step` measures conflict: every `every` steps, and the first and last."""
     return step % every == 0 or step == total - 1
@@ -308,6 +339,7 @@ def _pair_step(
     sync: bool,
     where: str,
     ckpt_dir: Path,
+    heads: np.ndarray | None = None,
 ) -> float:
     """Forward and backward of one global batch `idx` (one micro-batch), split over processes.
 
@@ -319,7 +351,11 @@ def _pair_step(
     mine = dist.shard(idx)
     weight = len(mine) * dist.world_size() / len(idx)
     # More processes than pairs: run one pair at weight 0, since DDP needs a backward from every process.
-    r_c, r_r = split_rewards(fwd(train, mine or idx[:1]))
+    rows = mine or idx[:1]
+    rewards = fwd(train, rows)
+    if heads is not None:  # [2B, K] -> [2B]: each pair's own head
+        rewards = pick_heads(rewards, torch.as_tensor(heads[rows]))
+    r_c, r_r = split_rewards(rewards)
     loss = bradley_terry_loss(r_c, r_r, cfg.margin, cfg.center_rewards_coef)
     finite = (
         bool(torch.isfinite(loss)) and bool(torch.isfinite(r_c).all()) and bool(torch.isfinite(r_r).all())
