@@ -236,7 +236,7 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
     timings = json.loads((out / "timings.json").read_text())
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     on = lambda s: cfg.get(s) is not None and cfg[s].get("enabled", True)  # noqa: E731
-    after = [s for s in ("neurons", "ablation", "pm_halves", "bon", "rl") if on(s)]
+    after = [s for s in ("combine", "neurons", "ablation", "pm_halves", "bon", "rl") if on(s)]
     assert list(timings["stages"]) == ["prepare", "train", "eval", "tension", "conflict", *after, "report"]
     assert all(v >= 0 for v in timings["stages"].values())
     # each value is rounded to 0.01 s, so the sum may pass the total by half a step per value

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rmtension.combine.stage import stage_combine
 from rmtension.config import StudyConfig, dump_config
 from rmtension.model.precision import precision_note
 from rmtension.neurons.ablation_stage import run_ablation
@@ -104,6 +105,7 @@ def stage_ablation(prep: Prepared) -> Path:
 
 
 STAGES: tuple[tuple[str, Callable[[Prepared], object]], ...] = (
+    ("combine", stage_combine),
     ("neurons", stage_neurons),
     ("ablation", stage_ablation),
     ("pm_halves", stage_pm_halves),
