@@ -166,3 +166,15 @@ def test_a_study_with_combine_writes_the_frontier(tmp_path):
     before = (out / "combine" / "frontier.csv").read_bytes()
     assert main(["study", "--config", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
     assert (out / "combine" / "frontier.csv").read_bytes() == before
+    # the report: the section, its figure and the finding, decided from summary.json by the rule
+    from rmtension.report.document import write_report
+
+    html = write_report(out).read_text()
+    assert 'id="combine"' in html and "combine_frontier.png" in html
+    assert (out / "figures" / "combine_frontier.pdf").exists()
+    found = {f["id"]: f for f in json.loads((out / "findings.json").read_text())["findings"]}
+    expected, _ = keeps_both_verdict(summary["keeps_both"], 0.07)
+    assert found["combined_keeps_both"]["verdict"] == expected
+    assert set(found["combined_keeps_both"]["ci95"]) == {
+        f"{m}/{t}" for m in summary["keeps_both"]["methods"] for t in ("helpful", "harmless")
+    }

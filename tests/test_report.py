@@ -59,6 +59,7 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
         "Not run in this study (enable `neurons:` in the config).",
         "Not run in this study (enable `neurons:` and `ablation:` in the config).",
         "Not run in this study (enable `policy:`, `pm_halves:` and `bon:` or `rl:` in the config).",
+        "Not run in this study (enable `combine:` in the config).",
     ):
         assert needle in md
     # self-contained: no external reference at all
@@ -77,7 +78,7 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
     not_run = {
         "neurons_identified", "neurons_shared", "neuron_sets_differ", "shared_outsized", "cross_ablation",
         "double_dissociation", "sqrt_kl", "train_test_gap", "avoidant_vs_misuse", "pcgrad_reduces_interference",
-        "conflict_tracks_shared_neurons",
+        "conflict_tracks_shared_neurons", "combined_keeps_both",
     }  # fmt: skip
     assert set(found) == ran | not_run
     assert {i for i, f in found.items() if f["verdict"] == "not run"} == not_run

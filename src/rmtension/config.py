@@ -193,6 +193,7 @@ MIN_EFFECT = {
     "shared_outsized": 0.20,
     "cross_ablation": 0.25,
     "double_dissociation": 0.10,
+    "combined_keeps_both": 0.07,
 }
 """Default smallest effect of interest per claim id, in the claim's units (accuracy: a fraction of pairs).
 
@@ -222,7 +223,10 @@ top-p neurons beyond that of their layer- and magnitude-matched random controls,
 other objective's test set (detectable there: 0.25 and 0.23, the layer-matched parts being the
 widest). shared_outsized: 0.20 SD, the drop of the shared neurons beyond as many objective-only
 neurons' (detectable 0.17). double_dissociation: 0.10 SD, the 2x2 interaction, the mean
-own-minus-other drop of helpful_only and harmless_only (detectable 0.06)."""
+own-minus-other drop of helpful_only and harmless_only (detectable 0.06).
+
+combined_keeps_both: 0.07 of HH test pairs, the shortfall from the best single RM on either test set
+that a combined judge may have and still count as keeping that objective (the mixed_worse scale)."""
 
 
 class ClaimsConfig(Strict):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rmtension.combine.report import section_combine
 from rmtension.neurons.report import section_ablation, section_cross, section_overlap, section_sweep
 from rmtension.optimise.report import section_bon, section_examples, section_frontier, section_rl
 from rmtension.report.behaviour import section_avoidant_misuse
@@ -65,6 +66,14 @@ PARTS: tuple[Part, ...] = (
         "Where the objectives conflict",
         (section_conflict,),
         expects="conflict.json (set `train.conflict_every`)",
+    ),
+    Part(
+        "combine",
+        "Combining the objectives",
+        (section_combine,),
+        ("combine",),
+        "`combine:`",
+        "combine/frontier.csv",
     ),
     Part("training", "Training curves", (section_training,), expects="rm/<objective>/seed<k>/metrics.json"),
     Part("neurons", "Neurons", (section_overlap,), ("neurons",), "`neurons:`", "neurons/overlap.json"),

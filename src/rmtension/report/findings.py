@@ -21,6 +21,7 @@ from rmtension.report.core import calibration_cis, ordered_tests
 from rmtension.report.section import Section
 from rmtension.neurons.claims import p_phrase
 from rmtension.report.behaviour import avoidant_vs_misuse
+from rmtension.combine.report import combined_keeps_both
 from rmtension.report.conflict import conflict_tracks_shared_neurons, pcgrad_reduces_interference
 from rmtension.report.finding import BAI, TANWAR, Finding, _ci, _not_run, length_note
 from rmtension.report.verdicts import any_of, claim_min_effect, holm, min_detectable_effect
@@ -50,7 +51,9 @@ CRITERIA = (
     "per curve: the equivalence rule on the CI of the gap's excess over regression to the mean, (1 − ρ̂)·E[z of the "
     "pick], in within-prompt SD. Both: every curve must hold. Trade-off: the equivalence rule on 0.5 minus each "
     "single-objective RM's accuracy on the other objective's test pairs; supported when one is, not supported when "
-    "both are."
+    "both are. Combined judge keeps both: each method at its validation-chosen dial, minus the best single RM on each "
+    "HH test set; supported when some method's Bonferroni CIs both lie above −min_effect, not supported when every "
+    "method's CI lies wholly below −min_effect on some test set (`rmtension.combine.frontier`)."
 )
 
 
@@ -330,7 +333,11 @@ def findings(run_dir: str | Path) -> list[Finding]:
         f = fn(run_dir)
         f.id = fn.__name__  # each claim's id is its function's name
         out.append(f)
-    extensions = [pcgrad_reduces_interference(run_dir), conflict_tracks_shared_neurons(run_dir)]
+    extensions = [
+        pcgrad_reduces_interference(run_dir),
+        conflict_tracks_shared_neurons(run_dir),
+        combined_keeps_both(run_dir),
+    ]
     return [
         out[0],
         negative_transfer(run_dir),
