@@ -140,7 +140,26 @@ def test_a_study_with_two_head_evaluates_each_head_as_its_own_rm(tmp_path):
     from rmtension.cli import main
     from studykit import tiny_config
 
-    cfg = tiny_config(tmp_path, "llama", combine={"methods": []}, report={"enabled": False})
+    cfg = tiny_config(
+        tmp_path,
+        "llama",
+        combine={"methods": []},
+        report={"enabled": False},
+        neurons={
+            "rms": ["two_head:harmless"],
+            "max_pairs": 8,
+            "ps": [5],
+            "scorers": ["mean_act"],
+            "bf16": False,
+        },
+        ablation={
+            "rms": ["two_head:harmless"],
+            "max_test_pairs": None,
+            "random_draws": 1,
+            "bootstrap": 100,
+            "bf16": False,
+        },
+    )
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
     assert main(["study", "--config", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
@@ -158,3 +177,12 @@ def test_a_study_with_two_head_evaluates_each_head_as_its_own_rm(tmp_path):
     assert not np.allclose(views["helpful"]["r_chosen"], other["harmless"]["r_chosen"])
     for h in HEADS:
         assert acc[f"two_head:{h}"][h]["mean"] >= 0.9, (h, acc[f"two_head:{h}"])
+    # the neuron and ablation stages take a head like any RM: its unablated accuracy is the head's own
+    sets = json.loads((out / "neurons" / "sets.json").read_text())["sets"]
+    assert list(sets) == ["two_head_harmless-seed0"]
+    ablated = pd.read_csv(out / "ablation.csv")
+    assert set(ablated["rm"]) == {"two_head_harmless-seed0"}
+    for t in HEADS:  # every test pair, unablated: the head's accuracy from the eval stage
+        none = ablated[(ablated["neuron_set"] == "none") & (ablated["test_set"] == t)]
+        assert none["accuracy"].tolist() == pytest.approx([acc["two_head:harmless"][t]["mean"]])
+    assert not (out / "combine").exists()  # no methods: two_head trains, no frontier

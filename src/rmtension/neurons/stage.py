@@ -68,7 +68,8 @@ DATA_OBJECTIVES = ("helpful", "harmless")
 @dataclass(frozen=True)
 class RMRef:
     name: str
-    """`<objective>-seed<seed>`, the folder name under neurons/."""
+    """`<objective>-seed<seed>`, the folder name under neurons/ (a head's `:` becomes `_`:
+    `two_head_helpful-seed0`)."""
     objective: str
     seed: int
     path: Path
@@ -78,7 +79,7 @@ def find_rms(ctx: StudyContext, objectives: Sequence[str], max_seeds: int | None
     """Trained RMs of these objectives and the first `max_seeds` seeds that exist in the run."""
     seeds = ctx.seeds[:max_seeds] if max_seeds else ctx.seeds
     found = [
-        RMRef(f"{o}-seed{s}", o, s, ctx.rm_dir(o, s))
+        RMRef(f"{safe_name(o)}-seed{s}", o, s, ctx.rm_dir(o, s))
         for o in objectives
         for s in seeds
         if (ctx.rm_dir(o, s) / "config.json").exists()
