@@ -141,12 +141,19 @@ def test_a_study_with_combine_writes_the_frontier(tmp_path):
         "gated",
         "gated_mean",
     } <= methods
-    assert "weight_interp" in methods
+    assert {"weight_interp", "data_ratio"} <= methods
+    assert sorted(front.loc[front["method"] == "data_ratio", "dial"]) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert sorted(front.loc[front["method"] == "reward_interp", "dial"]) == [0.0, 0.5, 1.0]
     by = front.set_index(["method", front["dial"].fillna(-1)])
+    tension = json.loads((out / "tension.json").read_text())["accuracy"]
     cols = ["seed_mean_acc_helpful", "seed_mean_acc_harmless"]
     # a dial's end is its RM (standardising is monotone), and so is an end of the weight path
-    tension = json.loads((out / "tension.json").read_text())["accuracy"]
+    for share, rm in ((0.0, "harmless"), (0.5, "mixed"), (1.0, "helpful")):  # the RMs the study trains anyway
+        np.testing.assert_allclose(by.loc[("data_ratio", share), cols], by.loc[(f"rm:{rm}", -1), cols])
+    for share in (0.25, 0.75):  # the others train their own: mixed_r<share>, evaluated like any RM
+        got = by.loc[("data_ratio", share), cols].to_numpy()
+        view = tension[f"mixed_r{share:g}"]
+        np.testing.assert_allclose(got, [view["helpful"]["mean"], view["harmless"]["mean"]])
     for end, rm in ((1.0, "helpful"), (0.0, "harmless")):
         np.testing.assert_allclose(by.loc[("reward_interp", end), cols], by.loc[(f"rm:{rm}", -1), cols])
         np.testing.assert_allclose(
@@ -156,7 +163,13 @@ def test_a_study_with_combine_writes_the_frontier(tmp_path):
         got = by.loc[("two_head_dial", end), cols].to_numpy()
         np.testing.assert_allclose(got, [tension[head]["helpful"]["mean"], tension[head]["harmless"]["mean"]])
     summary = json.loads((out / "combine" / "summary.json").read_text())
-    assert set(summary["selected_dial"]) == {"reward_interp", "two_head_dial", "weight_interp", "gated"}
+    assert set(summary["selected_dial"]) == {
+        "reward_interp",
+        "two_head_dial",
+        "weight_interp",
+        "gated",
+        "data_ratio",
+    }
     assert 0.0 <= summary["gate"]["accuracy"]["all"] <= 1.0
     for m, d in summary["keeps_both"]["methods"].items():
         for t in ("helpful", "harmless"):
@@ -178,3 +191,30 @@ def test_a_study_with_combine_writes_the_frontier(tmp_path):
     assert set(found["combined_keeps_both"]["ci95"]) == {
         f"{m}/{t}" for m in summary["keeps_both"]["methods"] for t in ("helpful", "harmless")
     }
+
+
+def test_ratio_splits_are_matched_in_size_nested_and_of_their_share():
+    from rmtension.combine.ratios import add_ratio_splits, ratio_split
+    from rmtension.data.types import Pair, Turn
+
+    def pairs(kind, n):
+        return [
+            Pair(f"{kind}{i}", (Turn("user", f"{kind} {i}"),), "a", "b", kind, "f", i + 1) for i in range(n)
+        ]
+
+    splits = {
+        "helpful": {"train": pairs("helpful", 40)},
+        "harmless": {"train": pairs("harmless", 30)},
+        "mixed": {"val": pairs("val", 4)},
+    }
+    quarter, three = ratio_split(splits, 0.25, 0), ratio_split(splits, 0.75, 0)
+    for got, share in ((quarter, 0.25), (three, 0.75)):
+        assert len(got["train"]) == 30  # the smaller objective's size
+        assert sum(p.subset == "helpful" for p in got["train"]) == round(share * 30)
+        assert got["val"] == splits["mixed"]["val"]
+    ids = lambda split, kind: {p.pair_id for p in split["train"] if p.subset == kind}  # noqa: E731
+    assert ids(quarter, "helpful") <= ids(three, "helpful") and ids(three, "harmless") <= ids(
+        quarter, "harmless"
+    )
+    add_ratio_splits(splits, [0.0, 0.25, 0.5, 1.0], 0)
+    assert "mixed_r0.25" in splits and not {"mixed_r0", "mixed_r0.5", "mixed_r1"} & set(splits)

@@ -20,6 +20,7 @@ METHOD_COLOURS = {
     "reward_interp": PALETTE[3],
     "two_head_dial": PALETTE[4],
     "weight_interp": PALETTE[5],
+    "data_ratio": PALETTE[2],
     "gated": PALETTE[7],
     "gated_mean": PALETTE[7],
 }
@@ -29,6 +30,7 @@ WHAT = {
     "gated": "two_head's heads mixed by the prompt gate w(x)",
     "gated_mean": "the gate replaced by its mean over the training prompts",
     "weight_interp": "one RM with weights lambda theta_helpful + (1 - lambda) theta_harmless",
+    "data_ratio": "a mixed RM of the single RMs' training size whose pairs are a share r helpful",
 }
 
 
@@ -106,6 +108,21 @@ def section_combine(run_dir: Path) -> Section | None:
             f"The gate ({gate['features']}, trained on {gate['n_train_prompts']} prompts) tells a test prompt's "
             f"objective with accuracy {acc['all']:.3f} (helpful {acc['helpful']:.3f}, harmless {acc['harmless']:.3f}); "
             f"its mean weight on the helpful head is {gate['mean']:.3f}, the `gated_mean` judge."
+        )
+    ratio = summary.get("data_ratio")
+    if ratio:
+        sizes = ratio["training_pairs"]
+        s.paragraphs.append(
+            "The data-ratio sweep: "
+            + ", ".join(f"r = {r} is `{rm}`" for r, rm in ratio["rms"].items())
+            + ". "
+            + (
+                f"Every point trains on {sizes['mixed']} pairs."
+                if ratio["ends_matched"]
+                else f"Its ends are the single RMs, trained on {sizes['helpful']} helpful and {sizes['harmless']} "
+                f"harmless pairs, while its inner points train on {min(sizes['helpful'], sizes['harmless'])}: "
+                "the ends are not size-matched."
+            )
         )
     hv = summary["hypervolume"]
     rows = []

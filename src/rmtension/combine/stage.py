@@ -5,6 +5,7 @@
     two_head_dial@w                     the same dial over two_head's two heads
     gated, gated_mean                   two_head's heads mixed by the prompt gate w(x), and by its mean
     weight_interp@lambda                the RM with weights lambda theta_helpful + (1 - lambda) theta_harmless
+    data_ratio@r                        a mixed RM of the matched size trained on a share r of helpful pairs
 
 z(.) standardises a judge by the mean and SD of its rewards on the mixed RM's training pairs (both
 replies), so a dial value means the same share for every method and every seed. Each method's dial
@@ -29,12 +30,14 @@ from rmtension.combine.frontier import (
     select_dial,
     shortfalls,
 )
+from rmtension.combine.ratios import ratio_views
 from rmtension.combine.gate import prompt_embeddings, prompt_texts, train_gate
 from rmtension.config import config_hash
 from rmtension.model.backbones import load_reward_model
 from rmtension.model.forward import PairForward
 from rmtension.model.trunk import trunk_fingerprint
 from rmtension.rm.evaluate import read_scores
+from rmtension.rm.registry import ratio_rm
 from rmtension.rm.stages import Prepared, pair_heads, train_hash, trunk_cache
 from rmtension.rm.stats import correct
 from rmtension.run import interrupt
@@ -56,6 +59,7 @@ def stage_combine(prep: Prepared) -> None:
             f"combine: needs the HH test sets {list(TESTS)}; this study has {sorted(prep.tests)}"
         )
     rms = ["helpful", "harmless", "mixed"] + (["two_head"] if cc.two_head else [])
+    rms += [ratio_rm(r) for r in cc.trained_ratios()]
     h = config_hash(
         cc,
         {rm: [train_hash(cfg, rm, s) for s in cfg.train.seeds] for rm in rms},
@@ -136,6 +140,12 @@ def combine_points(prep: Prepared) -> tuple[list[Point], dict[tuple[str, float],
                 if gated_here:
                     add(test_c, "gated", np.nan, t, *(dial(*zt[k], gate["test_weights"][t]) for k in (0, 1)))
                     add(test_c, "gated_mean", np.nan, t, *(dial(*zt[k], gate["mean"]) for k in (0, 1)))
+        if "data_ratio" in cc.methods:
+            for r, rm in ratio_views(cc.ratios).items():
+                scored = val[rm] if rm in val else score_sets(prep, rm, seed, prep.val)
+                for t in TESTS:
+                    add(test_c, "data_ratio", r, t, *eval_scores(prep, rm, seed, t))
+                    add(val_c, "data_ratio", r, t, *scored[t])
         if "weight_interp" in cc.methods:
             for lam, scored in weight_path(prep, seed, cc.dials()):
                 for t in TESTS:
@@ -145,6 +155,13 @@ def combine_points(prep: Prepared) -> tuple[list[Point], dict[tuple[str, float],
     points = [Point(m, d, {t: np.stack(v[t]) for t in TESTS}) for (m, d), v in test_c.items()]
     val_points = {k: {t: float(np.mean(v[t])) for t in TESTS} for k, v in val_c.items()}
     extra = {} if gate is None else {"gate": {k: v for k, v in gate.items() if k != "test_weights"}}
+    if "data_ratio" in cc.methods:
+        sizes = {o: len(prep.train[o]) for o in ("helpful", "harmless", "mixed")}
+        extra["data_ratio"] = {
+            "rms": {f"{r:g}": rm for r, rm in ratio_views(cc.ratios).items()},
+            "training_pairs": sizes,
+            "ends_matched": sizes["helpful"] == sizes["harmless"] == sizes["mixed"],
+        }
     return points, val_points, extra
 
 

@@ -9,6 +9,7 @@ from one objective's training pairs.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rmtension.strict import CONTROL_DATA, OBJECTIVES
@@ -43,9 +44,32 @@ def register(name: str, data: str, what: str, heads: tuple[str, ...] = ()) -> RM
     return entry
 
 
+RATIO = re.compile(r"^mixed_r(0(?:\.\d+)?|1(?:\.0+)?)$")
+"""A data-ratio RM's name: `mixed_r<r>`, a mixed RM whose training pairs are a share r helpful (the
+combine stage's sweep, `rmtension.combine.ratios`). A family of names, so not registered one by one."""
+
+
+def ratio_rm(r: float) -> str:
+    """The RM name of helpful share r: 0.25 -> `mixed_r0.25`."""
+    return f"mixed_r{r:g}"
+
+
+def lookup(name: str) -> RMName:
+    """The registered RM `name`, or the data-ratio RM it names (its data is the split of that name)."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    m = RATIO.match(name)
+    if m is None:
+        raise KeyError(f"unknown RM name {name!r}")
+    what = (
+        f"a mixed RM of the matched size, a share {float(m.group(1)):g} of its pairs helpful (combine.ratios)"
+    )
+    return RMName(name, name, what)
+
+
 def views(name: str) -> list[str]:
     """The RMs a trained model is evaluated as: itself, or `<name>:<head>` for each of its heads."""
-    entry = REGISTRY[name]
+    entry = lookup(name)
     return [f"{name}:{h}" for h in entry.heads] if entry.heads else [name]
 
 
@@ -63,9 +87,9 @@ def all_views() -> list[str]:
 def check_rm_names(names: list[str]) -> list[str]:
     """`names` if every one is a registered RM (or a head of one, `views`), else a ValueError that
     lists them."""
-    unknown = [n for n in names if n not in all_views()]
+    unknown = [n for n in names if n not in all_views() and not RATIO.match(n)]
     if unknown:
-        raise ValueError(f"unknown RM name(s) {unknown}; registered: {all_views()}")
+        raise ValueError(f"unknown RM name(s) {unknown}; registered: {all_views()} and mixed_r<share>")
     return names
 
 

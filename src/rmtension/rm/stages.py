@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rmtension.combine.ratios import add_ratio_splits
 from rmtension.config import StudyConfig, config_hash
 from rmtension.data.stage import stage_data
 from rmtension.model.encode import EncodedPairs, encode_pairs
 from rmtension.run import dist, interrupt
-from rmtension.rm.registry import REGISTRY, split_view, views
+from rmtension.rm.registry import lookup, ratio_rm, split_view, views
 from rmtension.run.context import StudyContext
 from rmtension.run.log import device, log
 from rmtension.run.runio import inside, stage_complete, write_csv, write_json, write_manifest
@@ -45,6 +46,8 @@ def prepare(run_dir: Path, cfg: StudyConfig) -> Prepared:
 
     t0 = time.perf_counter()
     bundle, _ = stage_data(run_dir, cfg)
+    if cfg.combine is not None:  # the data-ratio sweep's training sets
+        add_ratio_splits(bundle.splits, cfg.combine.trained_ratios(), cfg.data.split_seed)
     with dist.main_first():  # one dequantisation into the shared cache
         backbone = resolve_backbone(cfg.model.backbone, cfg.model.cache_dir)
     tok = load_tokenizer(backbone, cfg.model.max_length, cfg.model.trust_remote_code)
@@ -85,7 +88,7 @@ def train_settings(train) -> dict:
 def train_hash(cfg: StudyConfig, objective: str, seed: int) -> str:
     """Hash of what RM `objective` (a registered name) at `seed` depends on."""
     parts = [cfg.data, cfg.model, train_settings(cfg.train), objective, str(seed)]
-    if REGISTRY[objective].data == "mixed" and not REGISTRY[objective].heads:
+    if lookup(objective).data == "mixed" and not lookup(objective).heads:
         extra = {"conflict_every": cfg.train.conflict_every}
         if objective == "mixed_pcgrad":
             extra["pcgrad_scope"] = cfg.train.pcgrad_scope
@@ -96,11 +99,13 @@ def train_hash(cfg: StudyConfig, objective: str, seed: int) -> str:
 
 def study_rms(cfg: StudyConfig) -> list[str]:
     """The RMs the study trains per seed, by registered name: the three objectives, the dilution
-    controls (`train.controls`), `mixed_pcgrad` (`train.pcgrad`) and `two_head` (`combine.two_head`)."""
+    controls (`train.controls`), `mixed_pcgrad` (`train.pcgrad`), `two_head` (`combine.two_head`) and
+    the data-ratio RMs `mixed_r<r>` (`combine.ratios`)."""
     controls = ["helpful_half", "harmless_half"] if cfg.train.controls else []
     two_head = cfg.combine is not None and cfg.combine.two_head
     extra = (["mixed_pcgrad"] if cfg.train.pcgrad else []) + (["two_head"] if two_head else [])
-    return ["helpful", "harmless", "mixed", *controls, *extra]
+    ratios = [ratio_rm(r) for r in cfg.combine.trained_ratios()] if cfg.combine is not None else []
+    return ["helpful", "harmless", "mixed", *controls, *extra, *ratios]
 
 
 def study_views(cfg: StudyConfig) -> list[tuple[str, str, str | None]]:
@@ -169,14 +174,14 @@ def stage_train(prep: Prepared) -> None:
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     for objective in study_rms(cfg):
-        data = REGISTRY[objective].data
+        data = lookup(objective).data
         for seed in cfg.train.seeds:
             stage, h = f"train/{objective}/seed{seed}", train_hash(cfg, objective, seed)
             if stage_complete(ctx.run_dir, stage, h):
                 continue
             cache = trunk_cache(prep)
             torch.manual_seed(seed)  # seeds the score head's initialisation
-            heads = REGISTRY[objective].heads or None
+            heads = lookup(objective).heads or None
             model = load_reward_model(
                 ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code, heads=heads
             ).to(device())
