@@ -79,6 +79,7 @@ def study(tmp_path_factory):
             "eval_k": 2,
             "bootstrap": 200,
         },
+        combine={"methods": ["two_head_dial", "gated"], "grid": 3, "bootstrap": 100},
         report={"enabled": False},
     )
     # 70 of harmless-base's 80 test prompts also open official training pairs
@@ -169,6 +170,32 @@ def test_stages_write_the_issue_outputs(study):
     prompts = json.loads((out / "rl" / "prompts.json").read_text())
     assert len(prompts["eval"]) == 4 and prompts["train"]
     assert not {p["group"] for p in prompts["eval"]} & {p["group"] for p in prompts["train"]}
+
+
+def test_best_of_n_also_picks_with_the_two_head_dial_and_the_gate(study):
+    """The combined judges pick among the same samples (`rmtension.combine.picks`): the dial's ends pick
+    as the heads alone do, since standardising a head keeps each prompt's order."""
+    out, _ = study
+    samples = pd.read_parquet(out / "bon" / "samples.parquet")
+    assert {"rm_two_head_helpful", "rm_two_head_harmless"} <= set(samples.columns)
+    front = pd.read_csv(out / "frontier.csv").set_index("selector")
+    combined = front[front["kind"] == "combined"]
+    assert set(combined.index) == {
+        "two_head_dial w=0.00",
+        "two_head_dial w=0.50",
+        "two_head_dial w=1.00",
+        "gated",
+    }
+    cols = ["helpful", "harmless"]
+    np.testing.assert_allclose(
+        front.loc["two_head_dial w=1.00", cols], front.loc["rm_two_head_helpful", cols]
+    )
+    np.testing.assert_allclose(
+        front.loc["two_head_dial w=0.00", cols], front.loc["rm_two_head_harmless", cols]
+    )
+    assert np.isfinite(front.loc["gated", cols].to_numpy(float)).all()
+    judge = json.loads((out / "combine" / "judge.json").read_text())
+    assert set(judge["standardisers"]) == {"helpful", "harmless"} and len(judge["gate"]["weight"]) > 0
 
 
 def test_a_second_run_skips_every_optimisation_stage(study, capsys):

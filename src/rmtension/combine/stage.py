@@ -11,9 +11,10 @@ z(.) standardises a judge by the mean and SD of its rewards on the mixed RM's tr
 replies), so a dial value means the same share for every method and every seed. Each method's dial
 for the `combined_keeps_both` claim is chosen on validation pairs, never on the test pairs.
 
-Writes `combine/frontier.csv` (`rmtension.combine.frontier.COLUMNS`) and `combine/summary.json`
+Writes `combine/frontier.csv` (`rmtension.combine.frontier.COLUMNS`), `combine/summary.json`
 (hypervolumes, the gate's accuracy, the selected dials and their paired differences from the best
-single RM).
+single RM) and `combine/judge.json` (the first seed's two-head standardisers and the gate, for the
+best-of-n picks of `rmtension.combine.picks`).
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ def stage_combine(prep: Prepared) -> None:
         "keeps_both": shortfalls(selected, reps, table),
         **extra,
     }
+    judge = summary.pop("judge", None)
     paths = [write_csv(out / "frontier.csv", table), write_json(out / "summary.json", summary)]
+    if judge is not None:
+        paths.append(write_json(out / "judge.json", judge))
     write_manifest(ctx.run_dir, "combine", h, paths)
 
 
@@ -154,7 +158,18 @@ def combine_points(prep: Prepared) -> tuple[list[Point], dict[tuple[str, float],
         interrupt.check(f"after combining seed {seed}")
     points = [Point(m, d, {t: np.stack(v[t]) for t in TESTS}) for (m, d), v in test_c.items()]
     val_points = {k: {t: float(np.mean(v[t])) for t in TESTS} for k, v in val_c.items()}
-    extra = {} if gate is None else {"gate": {k: v for k, v in gate.items() if k != "test_weights"}}
+    extra = (
+        {} if gate is None else {"gate": {k: v for k, v in gate.items() if k not in ("test_weights", "gate")}}
+    )
+    if (
+        cc.two_head
+    ):  # what best-of-n needs to pick with the two-head dial and the gate (`rmtension.combine.picks`)
+        seed = seeds[0]
+        extra["judge"] = {
+            "seed": seed,
+            "standardisers": {h: list(stats[(f"two_head:{h}", seed)]) for h in SINGLE},
+            **({"gate": gate_doc(gate["gate"])} if gate is not None else {}),
+        }
     if "data_ratio" in cc.methods:
         sizes = {o: len(prep.train[o]) for o in ("helpful", "harmless", "mixed")}
         extra["data_ratio"] = {
@@ -230,6 +245,16 @@ def weight_path(prep: Prepared, seed: int, lambdas: list[float]):
         yield lam, {"test": _score(prep, helpful, cache, tests), "val": _score(prep, helpful, cache, vals)}
 
 
+def gate_doc(gate) -> dict:
+    """A fitted `Gate` as JSON (`rmtension.combine.picks.read_gate` reads it back)."""
+    return {
+        "weight": gate.weight.tolist(),
+        "bias": gate.bias,
+        "mean": gate.mean.tolist(),
+        "sd": gate.sd.tolist(),
+    }
+
+
 def fit_gate(prep: Prepared) -> dict:
     """The prompt gate, trained on the mixed RM's training prompts (label: the pair's objective),
     with its accuracy and weights on the test prompts. e(x) comes from the untrained backbone, which
@@ -243,12 +268,15 @@ def fit_gate(prep: Prepared) -> dict:
     )  # noqa: E731
     train_pairs = bundle.splits["mixed"]["train"]
     helpful = (pair_heads(prep, "train") == SINGLE.index("helpful")).astype(np.float64)
-    gate = train_gate(embed(train_pairs), helpful, cc.gate_steps, cc.gate_lr, cc.gate_l2, cfg.data.split_seed)
+    features = embed(train_pairs)
+    gate = train_gate(features, helpful, cc.gate_steps, cc.gate_lr, cc.gate_l2, cfg.data.split_seed)
     weights = {t: gate(embed(bundle.test_sets[t])) for t in TESTS}
     acc = {t: float(((weights[t] > 0.5) == (t == "helpful")).mean()) for t in TESTS}
     n = {t: len(weights[t]) for t in TESTS}
-    mean = float(gate(embed(train_pairs)).mean())
+    mean = float(gate(features).mean())
     return {
+        "gate": gate,
+        "train_accuracy": float(((gate(features) > 0.5) == helpful.astype(bool)).mean()),
         "test_weights": weights,
         "mean": mean,
         "accuracy": {**acc, "all": sum(acc[t] * n[t] for t in TESTS) / sum(n.values())},

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rmtension.config import config_hash
+from rmtension.data.types import Turn
 from rmtension.optimise import bon, fits
 from rmtension.optimise.config import OTHER
 from rmtension.run.runio import read_json, stage_complete, write_csv, write_json, write_manifest
@@ -147,12 +148,15 @@ FRONTIER_SELECTORS = ("pm_train_helpful", "pm_train_harmless")
 FRONTIER_JUDGES = ("pm_test_helpful", "pm_test_harmless")
 
 
-def frontier_table(z: dict[str, np.ndarray], weights: Sequence[float], n: int) -> pd.DataFrame | None:
+def frontier_table(
+    z: dict[str, np.ndarray], weights: Sequence[float], n: int, combined: dict[str, np.ndarray] | None = None
+) -> pd.DataFrame | None:
     """The helpful/harmless frontier of best-of-n, read by the held-out PMs (None without both PM pairs).
 
     `weighted` rows select by w z(pm_train_helpful) + (1 - w) z(pm_train_harmless); `judge` rows
-    select by one pm_train or study RM alone. Every row is read by pm_test_helpful and pm_test_harmless,
-    trained on the other halves: a selector never judges its own pick.
+    select by one pm_train or study RM alone; `combined` rows by a combined judge's [P, N] scores
+    (`rmtension.combine.picks`: the two-head dial, the gate). Every row is read by pm_test_helpful and
+    pm_test_harmless, trained on the other halves: a selector never judges its own pick.
     """
     if not set(FRONTIER_SELECTORS + FRONTIER_JUDGES) <= set(z):
         return None
@@ -165,6 +169,10 @@ def frontier_table(z: dict[str, np.ndarray], weights: Sequence[float], n: int) -
     for judge in sorted(j for j in z if j.startswith(("pm_train_", "rm_"))):
         means = {k: float(bon.bon_expectation(z[judge], v, n).mean()) for k, v in evals.items()}
         rows.append({"kind": "judge", "selector": judge, "w": np.nan, "n": int(n), **means, **tag})
+    for name, sel in (combined or {}).items():
+        means = {k: float(bon.bon_expectation(sel, v, n).mean()) for k, v in evals.items()}
+        w = float(name.split("w=")[1]) if "w=" in name else np.nan
+        rows.append({"kind": "combined", "selector": name, "w": w, "n": int(n), **means, **tag})
     rows.append(
         {
             "kind": "judge",
@@ -216,9 +224,15 @@ ANALYSIS = "within-prompt z; held-out curve; AIC forms; gap beyond RTM; frontier
 
 def stage_bon_analysis(prep, scored: str) -> None:
     """bon.csv, bon_fit.json, frontier.csv and bon/examples.json; `scored`: the hash of the scored samples."""
+    from rmtension.combine.picks import backbone_embedder, combined_selectors
+    from rmtension.run.log import device
+    from rmtension.run.runio import sha256_file
+
     ctx, cfg = prep.ctx, prep.ctx.cfg
     b = cfg.bon
-    h = config_hash(scored, b, cfg.pm_halves.objectives, ANALYSIS, "bon")
+    judge = ctx.run_dir / "combine" / "judge.json"
+    picks = sha256_file(judge) if judge.exists() else None  # the combined judges' picks follow it
+    h = config_hash(scored, b, cfg.pm_halves.objectives, ANALYSIS, "bon", *([picks] if picks else []))
     if stage_complete(ctx.run_dir, "bon", h):
         return
     frame = pd.read_parquet(ctx.run_dir / "bon" / "samples.parquet")
@@ -235,7 +249,12 @@ def stage_bon_analysis(prep, scored: str) -> None:
         write_json(ctx.run_dir / "bon_fit.json", bon_fits(raw, table, cfg.pm_halves.objectives, ns, cfg)),
         write_json(ctx.run_dir / "bon" / "examples.json", {"n_samples": b.n_samples, "prompts": ex}),
     ]
-    front = frontier_table(z, np.linspace(0, 1, b.frontier_weights), b.frontier_n or b.n_samples)
+    contexts = [prompts[p]["context"] for p in sorted(frame["prompt"].unique())]
+    embed = lambda texts: backbone_embedder(  # noqa: E731
+        ctx.backbone_path, prep.tokenizer, cfg.model.max_length, b.score_batch_size, device()
+    )(texts)
+    combined = combined_selectors(ctx.run_dir, raw, [[Turn(**t) for t in c] for c in contexts], embed)
+    front = frontier_table(z, np.linspace(0, 1, b.frontier_weights), b.frontier_n or b.n_samples, combined)
     if front is not None:
         outputs.append(write_csv(ctx.run_dir / "frontier.csv", front))
     elif (ctx.run_dir / "frontier.csv").exists():

@@ -7,6 +7,7 @@ per group (`rmtension.optimise.prompts`).
 Judges (columns of `bon/samples.parquet`, raw RM outputs):
     pm_train_<o>, pm_test_<o>   the PM-halves models of objective o
     rm_<o>                      the study's RM of objective o (first seed), for helpful, harmless, mixed
+    rm_two_head_<h>             two_head's head h (first seed), when the combine stage trains it
 
 Three sub-stages with their own manifests, so changing the analysis never re-samples:
 `bon/sample` (bon/generations.parquet, bon/prompts.json), `bon/score` (bon/samples.parquet) and
@@ -42,7 +43,15 @@ def judge_paths(prep) -> dict[str, object]:
         paths[f"pm_test_{o}"] = pm_dir(ctx.run_dir, o, "test")
     for o in OBJECTIVES:
         paths[f"rm_{o}"] = ctx.rm_dir(o, ctx.seeds[0])
+    if two_head_judges(cfg):  # its heads, for the combined judges' picks (`rmtension.combine.picks`)
+        for h in ("helpful", "harmless"):
+            paths[f"rm_two_head_{h}"] = (ctx.rm_dir("two_head", ctx.seeds[0]), h)
     return paths
+
+
+def two_head_judges(cfg) -> bool:
+    """Whether best-of-n also scores with two_head's heads: the combine stage trains it."""
+    return cfg.combine is not None and cfg.combine.two_head
 
 
 def judge_hashes(prep) -> dict[str, str]:
@@ -53,6 +62,9 @@ def judge_hashes(prep) -> dict[str, str]:
 
     cfg = prep.ctx.cfg
     out = {f"rm_{o}": train_hash(cfg, o, prep.ctx.seeds[0]) for o in OBJECTIVES}
+    if two_head_judges(cfg):
+        for h in ("helpful", "harmless"):
+            out[f"rm_two_head_{h}"] = train_hash(cfg, "two_head", prep.ctx.seeds[0]) + f":{h}"
     for o in cfg.pm_halves.objectives:
         out[f"pm_train_{o}"], out[f"pm_test_{o}"] = pm_hash(cfg, o, "train"), pm_hash(cfg, o, "test")
     return out

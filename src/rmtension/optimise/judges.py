@@ -27,7 +27,7 @@ class JudgePanel:
 
     def __init__(
         self,
-        paths: Mapping[str, str | Path],
+        paths: Mapping[str, str | Path | tuple[str | Path, str]],
         tokenizer,
         max_length: int,
         trainable: str,
@@ -41,9 +41,10 @@ class JudgePanel:
             raise ValueError("a judge panel needs at least one reward model")
         self.tokenizer, self.max_length, self.bf16, self.batch_size = tokenizer, max_length, bf16, batch_size
         self.device = torch.device(device)
-        self.models = {
-            name: load_reward_model(str(p), tokenizer).to(self.device).eval() for name, p in paths.items()
-        }
+        self.models = {}
+        for name, p in paths.items():  # a folder, or (folder, head) for one head of a multi-head RM
+            folder, head = p if isinstance(p, tuple) else (p, None)
+            self.models[name] = load_reward_model(str(folder), tokenizer, head=head).to(self.device).eval()
         first = next(iter(self.models.values()))
         self.k = parse_scope(trainable, n_layers(first))
         prints = {trunk_fingerprint(m, self.k) for m in self.models.values()}

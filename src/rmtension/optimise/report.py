@@ -182,6 +182,11 @@ def section_frontier(run_dir: Path):
             label=r["selector"],
             zorder=3,
         )
+    for i, (_, r) in enumerate(f[f["kind"] == "combined"].iterrows()):  # rmtension.combine.picks
+        ax.scatter(
+            r["helpful"], r["harmless"], s=26, marker="P" if r["selector"] == "gated" else "D",
+            color=PALETTE[3 + i % 3], label=r["selector"], zorder=3,
+        )  # fmt: skip
     ax.set_xlabel("held-out helpful PM reward (z)" if held else "helpful RM reward (z)")
     ax.set_ylabel("held-out harmless PM reward (z)" if held else "harmless RM reward (z)")
     fig.legend(frameon=False, loc="outside lower center", ncols=2)
