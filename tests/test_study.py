@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from findings_schema import check_findings
 from rmtension.cli import main
 from studykit import tiny_study
 
@@ -203,8 +204,14 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
         "mixed_pcgrad",
         "helpful_half",
         "harmless_half",
+        "two_head:helpful",
+        "two_head:harmless",
     }
     assert (out / "report.html").stat().st_size > 10_000
+    # the frontier of every way to combine the objectives, and its figure in the report
+    front = pd.read_csv(out / "combine" / "frontier.csv")
+    assert {"reward_interp", "two_head_dial", "gated", "gated_mean", "weight_interp"} <= set(front["method"])
+    assert "combine_frontier" in json.loads((out / "figures" / "index.json").read_text())
     # gradient conflict of both mixed-data RMs, every seed, and PCGrad's difference on every test set
     conflict = json.loads((out / "conflict.json").read_text())["rms"]
     assert set(conflict) == {"mixed", "mixed_pcgrad"}
@@ -227,8 +234,9 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
     xs = table["xstest"]
     respond = {rm: table["accuracy"][rm]["xstest-should-respond"]["mean"] for rm in ("helpful", "harmless")}
     assert xs["avoidant"]["estimate"] == pytest.approx(respond["helpful"] - respond["harmless"])
-    found = {f["id"]: f for f in json.loads((out / "findings.json").read_text())["findings"]}
+    found = {f["id"]: f for f in check_findings(out)}  # every entry follows the schema
     assert found["avoidant_vs_misuse"]["verdict"] in {"supported", "not supported", "inconclusive"}
+    assert found["combined_keeps_both"]["verdict"] != "not run"
     assert "avoidant_misuse" in json.loads((out / "figures" / "index.json").read_text())
     ablated = pd.read_csv(out / "ablation.csv")
     assert {"xstest-should-respond", "xstest-should-refuse"} <= set(ablated["test_set"])

@@ -62,6 +62,9 @@ def avoidant_vs_misuse(run_dir: Path) -> Finding:
         ci95={"avoidant": a["ci95"], "misuse": b["ci95"]},
         min_effect=m,
         min_detectable_effect=mde,
+        test="accuracy differences between the helpful and harmless RMs on XSTest's should-respond and "
+        "should-refuse pairs, two-level bootstrap over seeds and prompts; both must hold",
+        null="no difference (0), judged by the equivalence rule",
     )
 
 

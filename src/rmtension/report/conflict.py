@@ -67,6 +67,9 @@ def pcgrad_reduces_interference(run_dir: Path) -> Finding:
         ci95={t: d["ci95"] for t, d in pc.items()},
         min_effect=m,
         min_detectable_effect=mde,
+        test="accuracy of mixed_pcgrad minus the mixed RM on each HH test set, paired bootstrap over test "
+        "pairs (seeds resampled per RM)",
+        null="no difference (0), judged by the equivalence rule",
     )
 
 
@@ -138,6 +141,8 @@ def conflict_tracks_shared_neurons(run_dir: Path) -> Finding:
         ci95={"rho": ci},
         min_effect=m,
         min_detectable_effect=min_detectable_effect(ci),
+        test="Spearman correlation over the trained blocks, Fisher-z CI",
+        null="no correlation (0), judged by the equivalence rule",
     )
 
 
