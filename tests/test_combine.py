@@ -64,6 +64,10 @@ def test_weight_interpolation_end_points_reproduce_the_two_rms():
         model.load_state_dict(interpolate_state(a, b, lam))
         for got, want in zip(scores(model), scores(target)):
             np.testing.assert_allclose(got, want, atol=1e-6)
+    # an entry both share (a frozen layer) keeps its bytes: 0.3 x + 0.7 x is not x in float32
+    x = torch.randn(64)
+    assert torch.equal(interpolate_state({"w": x}, {"w": x.clone()}, 0.3)["w"], x)
+    assert not torch.equal(0.3 * x + 0.7 * x, x)
     half = interpolate_state(a, b, 0.5)
     key = next(k for k, v in a.items() if v.is_floating_point())
     torch.testing.assert_close(half[key], (a[key] + b[key]) / 2)
@@ -125,7 +129,7 @@ def test_a_study_with_combine_writes_the_frontier(tmp_path):
     from rmtension.cli import main
     from studykit import tiny_config
 
-    cfg = tiny_config(tmp_path, "llama", combine={"grid": 3, "bootstrap": 200}, report={"enabled": False})
+    cfg = tiny_config(tmp_path, "llama", combine={"grid": 4, "bootstrap": 200}, report={"enabled": False})
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
     assert main(["study", "--config", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
@@ -143,7 +147,10 @@ def test_a_study_with_combine_writes_the_frontier(tmp_path):
     } <= methods
     assert {"weight_interp", "data_ratio"} <= methods
     assert sorted(front.loc[front["method"] == "data_ratio", "dial"]) == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert sorted(front.loc[front["method"] == "reward_interp", "dial"]) == [0.0, 0.5, 1.0]
+    # thirds: lambda x + (1 - lambda) x rounds away from x, so the frozen trunk must be copied, not mixed
+    np.testing.assert_allclose(
+        sorted(front.loc[front["method"] == "reward_interp", "dial"]), [0, 1 / 3, 2 / 3, 1]
+    )
     by = front.set_index(["method", front["dial"].fillna(-1)])
     tension = json.loads((out / "tension.json").read_text())["accuracy"]
     cols = ["seed_mean_acc_helpful", "seed_mean_acc_harmless"]

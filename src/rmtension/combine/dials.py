@@ -36,9 +36,10 @@ def interpolate_state(
 ) -> dict[str, torch.Tensor]:
     """theta(lambda) = lambda theta_helpful + (1 - lambda) theta_harmless, entry by entry.
 
-    Both state dicts must have the same keys and shapes (two RMs of one architecture). Floating
-    tensors are interpolated in float32 and cast back; others (integer buffers such as position
-    ids) must be equal and are copied."""
+    Both state dicts must have the same keys and shapes (two RMs of one architecture). An entry equal
+    in both (a frozen layer, a shared buffer) is copied as it is, so its bytes do not change by
+    rounding; other floating tensors are interpolated in float32 and cast back; other non-float
+    entries must be equal."""
     if set(helpful) != set(harmless):
         raise ValueError(
             f"interpolate_state: the two state dicts differ in keys ({sorted(set(helpful) ^ set(harmless))[:3]})"
@@ -50,10 +51,10 @@ def interpolate_state(
             raise ValueError(
                 f"interpolate_state: {key} is {list(a.shape)} in one and {list(b.shape)} in the other"
             )
-        if a.is_floating_point():
-            out[key] = (lam * a.float() + (1.0 - lam) * b.float()).to(a.dtype)
-        elif torch.equal(a, b):
+        if torch.equal(a, b):
             out[key] = a.clone()
+        elif a.is_floating_point():
+            out[key] = (lam * a.float() + (1.0 - lam) * b.float()).to(a.dtype)
         else:
             raise ValueError(f"interpolate_state: non-float entry {key} differs between the two models")
     return out
