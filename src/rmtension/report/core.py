@@ -15,7 +15,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from rmtension.report.figures import CHANCE_COLOUR, COLUMN_WIDTH, DOUBLE_WIDTH, RM_COLOURS, new_figure, save
+from rmtension.report.figures import (
+    CHANCE_COLOUR,
+    COLUMN_WIDTH,
+    DOUBLE_WIDTH,
+    PALETTE,
+    RM_COLOURS,
+    new_figure,
+    save,
+)
 from rmtension.report.section import Section
 from rmtension.rm.stats import beats_chance
 from rmtension.run.runio import read_json, safe_name
@@ -197,8 +205,11 @@ def section_tension(run_dir: Path) -> Section | None:
     ]
     if sub_rows:
         s.tables.append(("Per-subset accuracy, mean over seeds", pd.DataFrame(sub_rows)))
-    fig, ax = new_figure(COLUMN_WIDTH, 2.4)
-    width = 0.8 / max(1, len(t["accuracy"]))
+    rms = list(t["accuracy"])
+    wide = len(rms) * len(tests) > 12  # more RMs (controls, heads) or test sets than one column holds
+    fig, ax = new_figure(DOUBLE_WIDTH if wide else COLUMN_WIDTH, 3.0 if wide else 2.4)
+    width = 0.8 / max(1, len(rms))
+    others = iter(PALETTE[3:] * 2)  # RMs beyond the three objectives' get the palette's other colours
     for i, (rm, by) in enumerate(t["accuracy"].items()):
         mine = [ts for ts in tests if ts in by]
         xs = [tests.index(ts) + i * width for ts in mine]
@@ -212,18 +223,23 @@ def section_tension(run_dir: Path) -> Section | None:
             width,
             yerr=err,
             label=f"{rm} RM",
-            color=RM_COLOURS.get(rm),
-            capsize=2,
+            color=RM_COLOURS.get(rm) or next(others),
+            capsize=2 if not wide else 1,
+            error_kw={"lw": 0.8},
         )
     ax.axhline(0.5, color=CHANCE_COLOUR, lw=0.8, ls="--")
     ax.set_xticks(
-        [j + width * (len(t["accuracy"]) - 1) / 2 for j in range(len(tests))], [f"{ts} test" for ts in tests]
+        [j + width * (len(rms) - 1) / 2 for j in range(len(tests))],
+        [ts.replace("xstest-", "XSTest\n") + " test" for ts in tests],
     )
     ax.set_ylabel("pairwise accuracy")
     top = max(by[ts]["ci95"][1] for by in t["accuracy"].values() for ts in by)
     low = min(by[ts]["ci95"][0] for by in t["accuracy"].values() for ts in by)
-    ax.set_ylim(min(0.4, low - 0.02), max(0.8, top + 0.1))
-    ax.legend(frameon=False, ncols=3, loc="upper center")
+    ax.set_ylim(min(0.4, low - 0.02), max(0.8, top + 0.05))
+    if wide:
+        fig.legend(frameon=False, ncols=4, loc="outside lower center")
+    else:
+        ax.legend(frameon=False, ncols=3, loc="upper center")
     s.figures.append(
         ("Accuracy with 95% CIs; dashed line: chance. Source: `tension.json`.", save(fig, run_dir, "tension"))
     )
