@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from rmtension.config import config_hash
-from rmtension.rm.registry import REGISTRY
+from rmtension.rm.registry import lookup
 from rmtension.rm.stats import interval
 from rmtension.run.log import log
 from rmtension.run.runio import write_json, write_manifest
@@ -68,7 +68,7 @@ def conflict_rms(run_dir: Path, rms: list[str], seeds: list[int]) -> dict[str, d
     found = {}
     for name in rms:
         paths = {s: run_dir / "rm" / name / f"seed{s}" / "conflict.csv" for s in seeds}
-        if REGISTRY[name].data == "mixed" and all(p.exists() for p in paths.values()):
+        if lookup(name).data == "mixed" and all(p.exists() for p in paths.values()):
             found[name] = paths
     return found
 
