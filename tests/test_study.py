@@ -206,6 +206,8 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
         "harmless_half",
         "two_head:helpful",
         "two_head:harmless",
+        "mixed_r0.25",  # the data-ratio sweep's own RMs (0, 0.5 and 1 are the three objectives')
+        "mixed_r0.75",
     }
     assert (out / "report.html").stat().st_size > 10_000
     # the frontier of every way to combine the objectives, and its figure in the report
