@@ -114,11 +114,15 @@ def prompt_sets(prep) -> tuple[list[dict], list[dict]]:
 
 
 def rl_hash(prep, objective: str, seed: int) -> str:
-    from rmtension.optimise.bon_stage import judge_hashes, score_hash
+    from rmtension.optimise.bon_stage import judge_hashes, sample_hash
 
     cfg = prep.ctx.cfg
     hashes = judge_hashes(prep)
-    norm = score_hash(prep) if bon_scores_ready(prep) else "first batch"
+    # the reward scale: the best-of-n samples under RL's own judges (a judge added to best-of-n alone,
+    # such as two_head's heads, leaves it unchanged)
+    own = [f"pm_train_{objective}", f"pm_test_{objective}", "rm_helpful", "rm_harmless"]
+    scale = config_hash(sample_hash(cfg), {j: hashes[j] for j in own}, cfg.model.max_length)
+    norm = scale if bon_scores_ready(prep) else "first batch"
     run = cfg.rl.model_copy(update={"objectives": [], "seeds": [], "bootstrap": 0, "block": None})
     return config_hash(
         cfg.data,
