@@ -118,15 +118,16 @@ def combine_points(prep: Prepared) -> tuple[list[Point], dict[tuple[str, float],
         for rm in ("helpful", "harmless", "mixed"):
             for t in TESTS:
                 add(test_c, f"rm:{rm}", np.nan, t, *test[rm][t])
-        val = {rm: score_sets(prep, rm, seed, prep.val) for rm in SINGLE}
+        val = {}
+        for rm in SINGLE + (("two_head",) if cc.two_head else ()):  # one load per RM: reference and val
+            val[rm], ref = rm_scores(prep, rm, seed)
+            stats |= ref
         for rm in SINGLE:
             for t in TESTS:
                 add(val_c, f"rm:{rm}", np.nan, t, *val[rm][t])
         pairs = {"reward_interp": ("helpful", "harmless")}
-        for rm in ("helpful", "harmless") + (("two_head",) if cc.two_head else ()):
-            stats |= reference_stats(prep, rm, seed)
         if cc.two_head:
-            heads = score_sets(prep, "two_head", seed, prep.val)
+            heads = val.pop("two_head")
             for i, head in enumerate(SINGLE):
                 val[f"two_head:{head}"] = {t: (c[:, i], r[:, i]) for t, (c, r) in heads.items()}
             pairs["two_head_dial"] = ("two_head:helpful", "two_head:harmless")
@@ -161,9 +162,8 @@ def combine_points(prep: Prepared) -> tuple[list[Point], dict[tuple[str, float],
     extra = (
         {} if gate is None else {"gate": {k: v for k, v in gate.items() if k not in ("test_weights", "gate")}}
     )
-    if (
-        cc.two_head
-    ):  # what best-of-n needs to pick with the two-head dial and the gate (`rmtension.combine.picks`)
+    # what best-of-n needs to pick with the two-head dial and the gate (`rmtension.combine.picks`)
+    if cc.two_head:
         seed = seeds[0]
         extra["judge"] = {
             "seed": seed,
@@ -216,14 +216,16 @@ def score_sets(prep: Prepared, rm: str, seed: int, sets: dict) -> dict[str, tupl
     return _score(prep, model, cache, {t: sets[t] for t in TESTS})
 
 
-def reference_stats(prep: Prepared, rm: str, seed: int) -> dict[tuple[str, int], tuple[float, float]]:
-    """`standardiser` of trained RM `rm` (of each head, `two_head:<head>`, of a multi-head one) on
-    the chosen and rejected replies of the mixed RM's training pairs, keyed (view, seed)."""
+def rm_scores(prep: Prepared, rm: str, seed: int) -> tuple[dict, dict[tuple[str, int], tuple[float, float]]]:
+    """Trained RM `rm` loaded once: its (chosen, rejected) rewards on the HH validation sets (all heads:
+    [N, K]), and the `standardiser` of it (of each head, `two_head:<head>`, of a multi-head one) on the
+    chosen and rejected replies of the mixed RM's training pairs, keyed (view, seed)."""
     model, cache = _load(prep, rm, seed)
-    c, r = _score(prep, model, cache, {"ref": prep.train["mixed"]})["ref"]
+    scored = _score(prep, model, cache, {"ref": prep.train["mixed"], **{t: prep.val[t] for t in TESTS}})
+    c, r = scored.pop("ref")
     if c.ndim == 1:
-        return {(rm, seed): standardiser(np.concatenate([c, r]))}
-    return {
+        return scored, {(rm, seed): standardiser(np.concatenate([c, r]))}
+    return scored, {
         (f"{rm}:{h}", seed): standardiser(np.concatenate([c[:, i], r[:, i]])) for i, h in enumerate(SINGLE)
     }
 
@@ -273,12 +275,12 @@ def fit_gate(prep: Prepared) -> dict:
     weights = {t: gate(embed(bundle.test_sets[t])) for t in TESTS}
     acc = {t: float(((weights[t] > 0.5) == (t == "helpful")).mean()) for t in TESTS}
     n = {t: len(weights[t]) for t in TESTS}
-    mean = float(gate(features).mean())
+    on_train = gate(features)
     return {
         "gate": gate,
-        "train_accuracy": float(((gate(features) > 0.5) == helpful.astype(bool)).mean()),
+        "train_accuracy": float(((on_train > 0.5) == helpful.astype(bool)).mean()),
         "test_weights": weights,
-        "mean": mean,
+        "mean": float(on_train.mean()),
         "accuracy": {**acc, "all": sum(acc[t] * n[t] for t in TESTS) / sum(n.values())},
         "mean_weight": {t: float(weights[t].mean()) for t in TESTS},
         "features": "mean-pooled last hidden state of the untrained backbone, prompt only",
