@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,6 +11,7 @@ from torch import nn
 
 from rmtension.run import dist, shards
 from rmtension.model.encode import EncodedPairs, batches, collate_pairs
+from rmtension.model.readout import read_first
 from rmtension.model.scoring import autocast
 from rmtension.model.trunk import TrunkCache, cut_trunk
 
@@ -18,7 +20,9 @@ class PairForward:
     """Computes rewards for pairs of `enc`, through the full model or its top part over a trunk cache.
 
     Use as a context manager: with a cache, the model is cut to its top K blocks inside the block
-    and restored on exit.
+    and restored on exit. A model whose head reads one position of the last block runs that block
+    at that position only (`rmtension.model.readout`, off with `read_first=False`): the rewards and
+    gradients are the full model's.
 
     `runner`: what training forwards call, normally the model wrapped for data parallelism
     (`Accelerator.prepare`), whose backward syncs gradients. The cut is made on `model`, inside
@@ -33,23 +37,26 @@ class PairForward:
         bf16: bool,
         cache: TrunkCache | None = None,
         runner: nn.Module | None = None,
+        read_first: bool = True,
     ):
         self.model, self.pad_id, self.bf16, self.cache = model, pad_id, bf16, cache
+        self.read_first = read_first
         self.runner = model if runner is None else runner
         self.device = next(model.parameters()).device
-        self._ctx = None
+        self._stack: contextlib.ExitStack | None = None
         self._inputs = None
 
     def __enter__(self) -> "PairForward":
+        self._stack = contextlib.ExitStack()
         if self.cache is not None:
-            self._ctx = cut_trunk(self.model, self.cache.k)
-            self._inputs = self._ctx.__enter__()
+            self._inputs = self._stack.enter_context(cut_trunk(self.model, self.cache.k))
+        self._stack.enter_context(read_first(self.model, self.read_first))
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._ctx is not None:
-            self._ctx.__exit__(*exc)
-            self._ctx = self._inputs = None
+        if self._stack is not None:
+            self._stack.__exit__(*exc)
+            self._stack = self._inputs = None
 
     def __call__(self, enc: EncodedPairs, idx: Sequence[int]) -> torch.Tensor:
         """[2B] float32 rewards from `runner`: chosen rows first, then rejected."""

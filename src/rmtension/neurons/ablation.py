@@ -14,8 +14,9 @@ families, which add the MLP output to the residual stream) or `norm(pre_l + delt
 `POST_NORM`, pre_l being the norm's clean input). The rest of the model runs from there
 (`rmtension.model.trunk.cut_trunk` feeds the states in place of the embeddings), with several
 conditions stacked in one batch of `stack` x 2B rows, each row group with its own masks. In the
-last block of an encoder whose head reads position 0 (`READ_FIRST`), the MLP runs on position 0
-only; the first batch checks that this gives the clean model's rewards and turns it off if not.
+last block of a model whose head reads position 0 (`rmtension.model.readout`), the query, the MLP
+and the norms run at position 0 only; the first batch checks that this gives the clean model's
+rewards and turns it off if not.
 Conditions with no neurons reuse the clean result, and identical conditions run once.
 
 `resume=False` is the reference: one full forward per condition, hooks on every ablated layer.
@@ -38,6 +39,7 @@ from torch import nn
 from rmtension.model.arch import blocks, find_arch, get_path, mlp_out, neuron_hook_name
 from rmtension.model.encode import EncodedPairs, batches, collate_pairs
 from rmtension.model.precision import use_bf16
+from rmtension.model.readout import read_first, reads_first
 from rmtension.model.scoring import autocast
 from rmtension.model.trunk import cut_trunk
 from rmtension.neurons.hooks import ablate, capture, capture_block_inputs, neuron_hooks, neuron_shape
@@ -50,9 +52,6 @@ The other families (llama, gpt2, gpt_neox) add the MLP output to the residual st
 STACK = {"cpu": 1, "cuda": 8}
 """Conditions per forward by device type: on a CPU a bigger batch only adds memory traffic (MiniLM,
 32 pairs: 2.0 s per condition unstacked, 2.7 s stacked by 4), on a GPU it fills the device."""
-READ_FIRST = {"bert": "attention.output"}
-"""Encoder families whose score head reads position 0 of the last block: path, from a block, of the
-module between self-attention and the MLP whose inputs are cut to position 0 in the last block."""
 
 
 def resolve_bf16(setting: bool | str, dev: torch.device | str) -> bool:
@@ -122,7 +121,7 @@ def run_conditions(
     clean = np.zeros(len(enc))
     margins = {fp: np.zeros(len(enc)) for fp in unique}
     mine: list[int] = []
-    top = resume and find_arch(model).family in READ_FIRST
+    top = resume and reads_first(model)
     try:
         for j, idx in enumerate(dist.shard(batches(enc.lengths(), batch_size, None, group_by_length=True))):
             mine += idx
@@ -134,7 +133,7 @@ def run_conditions(
                         margins[fp][idx] = _margins(model, batch, bf16)[0]
                 continue
             check = j == 0 and top  # the first clean forward runs in full, to check the cut against
-            with _clean_states(model, sorted(groups)) as states, _read_first(model, top and not check):
+            with _clean_states(model, sorted(groups)) as states, read_first(model, top and not check):
                 clean[idx] = _margins(model, batch, bf16)[0]
             if check:
                 top = _read_first_holds(model, batch, bf16, clean[idx])
@@ -259,7 +258,7 @@ def _run_stacked(
             state = states.inputs[start].repeat(c, 1, 1)
     tokens = {k: v.repeat(c, 1) for k, v in batch.items()}
     fns = _stacked_hooks(conds, first, neuron_shape(model))
-    with cut_trunk(model, n_layers - first) as inputs, neuron_hooks(model, fns), _read_first(model, top):
+    with cut_trunk(model, n_layers - first) as inputs, neuron_hooks(model, fns), read_first(model, top):
         for stand_in in inputs:
             stand_in.value = state
         return _margins(model, tokens, bf16, groups=c)
@@ -295,27 +294,9 @@ def _stacked_hooks(conds: list[Condition], first: int, shape: tuple[int, int]) -
     return fns
 
 
-@contextlib.contextmanager
-def _read_first(model: nn.Module, on: bool) -> Iterator[None]:
-    """In the last block, cut the inputs of `READ_FIRST` to position 0 (what the head reads)."""
-    if not on:
-        yield
-        return
-
-    def hook(module, args):
-        return tuple(a[:, :1] if torch.is_tensor(a) and a.dim() == 3 else a for a in args)
-
-    family = find_arch(model).family
-    handle = get_path(blocks(model)[-1], READ_FIRST[family]).register_forward_pre_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 def _read_first_holds(model: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, full: np.ndarray) -> bool:
     """Whether cutting the last block to position 0 leaves this batch's margins (`full`) unchanged."""
-    with _read_first(model, True):
+    with read_first(model, True):
         cut = _margins(model, batch, bf16)[0]
     tol = 3e-2 if bf16 else 1e-4
     ok = bool(np.allclose(cut, full, atol=tol, rtol=tol))
