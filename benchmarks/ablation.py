@@ -102,9 +102,10 @@ def stage(run_dir: Path, overrides: list[str]) -> int:
     study, _, acfg = load_stage_configs(run_dir, overrides)
     ctx = build_context(run_dir, study)
     doc, scores = load_sets(run_dir), read_scores(run_dir)
+    layers = doc["first_layer"] + doc["shape"][0] if "first_layer" in doc else doc["shape"][0]
     for rm in doc["rms"]:
         if acfg.rms is None or doc["rms"][rm]["objective"] in acfg.rms:
-            conds, plan = build_conditions(doc, scores[rm][0], rm, acfg, acfg.ps or doc["ps"])
+            conds, plan = build_conditions(doc, scores[rm][0], rm, acfg, acfg.ps or doc["ps"], layers)
             print(
                 f"{rm}: {len(conds)} conditions ({len(plan)} sets x modes x p), {acfg.max_test_pairs} pairs per test set"
             )

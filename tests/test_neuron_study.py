@@ -6,12 +6,14 @@ import re
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from studykit import tiny_config
 
 from rmtension.cli import main
 from rmtension.config import StudyConfig, load_config
 from rmtension.errors import ConfigError
+from rmtension.neurons.ablation_plan import build_conditions
 from rmtension.study import extra_stages
 from rmtension.run.runio import load_tensors, read_json
 
@@ -57,6 +59,7 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
             "rms": ["mixed", "helpful"],
             "batch_size": 4,
             "bf16": False,
+            "layers": "all",
         },
         ablation={
             "max_test_pairs": 8,
@@ -174,6 +177,27 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
     assert (
         err.startswith("error: ablation.ps") and "Traceback" not in err and len(err.strip().splitlines()) == 1
     )
+
+    # Only the trained block (top:1 of two): its neurons are the same units, scored the same way.
+    whole = load_tensors(out / "neurons" / "mixed-seed0" / "scores.safetensors")
+    assert main(["study", "--config", str(path), "--out", str(out), "neurons.layers=trained"]) == 0
+    top = load_tensors(out / "neurons" / "mixed-seed0" / "scores.safetensors")
+    for key, v in whole.items():
+        assert top[key].shape == (1, 64)
+        torch.testing.assert_close(top[key], v[1:], rtol=1e-6, atol=1e-7)
+    sets = read_json(out / "neurons" / "sets.json")
+    assert sets["first_layer"] == 1 and sets["shape"] == [1, 64]
+    entry = sets["sets"]["mixed-seed0"]["mean_act"]["20"]["helpful_top"]
+    assert entry["n"] == round(64 * 0.2) and list(entry["neurons"]) == ["0"]  # the block's own index
+    frame = pd.read_csv(out / "ablation.csv")
+    assert (frame[frame["neuron_set"] == "helpful_top"]["n_neurons"] == entry["n"]).any()
+    conds, plan = build_conditions(
+        sets, top, "mixed-seed0", load_config(path).ablation, [5.0, 20.0], layers=2
+    )
+    mask = conds[next(e["key"] for e in plan if e["set"] == "helpful_top" and e["p"] == 20.0)].mask
+    assert mask.shape == (2, 64) and not mask[0].any()  # placed in block 1 of the whole model
+    assert mask[1].nonzero().flatten().tolist() == entry["neurons"]["0"]
+    assert all(not c.mask[0].any() and (c.values is None or not c.values[0].any()) for c in conds.values())
 
 
 def test_rm_names_come_from_the_registry():

@@ -20,7 +20,7 @@ from rmtension.neurons.claim_base import nearest_p
 from rmtension.neurons.config import AblationConfig, p_key
 from rmtension.neurons.controls import controls
 from rmtension.neurons.select import SET_OBJECTIVE, size_matched, stable_seed
-from rmtension.neurons.stage import set_mask
+from rmtension.neurons.stage import model_mask, set_mask
 
 ONLY = ("helpful_only", "harmless_only")
 CLAIM_SETS = ("helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only")
@@ -68,15 +68,22 @@ def draws_for(cfg: AblationConfig, p: float, claim_p: float, mode: str, name: st
 
 
 def build_conditions(
-    doc: dict, tensors: dict[str, torch.Tensor], rm: str, cfg: AblationConfig, ps: list[float]
+    doc: dict, tensors: dict[str, torch.Tensor], rm: str, cfg: AblationConfig, ps: list[float], layers: int
 ) -> tuple[dict[str, Condition], list[dict]]:
-    """Every condition to run for one RM, and a plan entry per (scorer, p, set, mode) naming its keys.
+    """Every condition to run for one RM of `layers` blocks, and a plan entry per (scorer, p, set, mode)
+    naming its keys. Sets, values and controls live on the analysed blocks (`doc["first_layer"]`..);
+    each condition's mask and values are placed in the whole model (`model_mask`).
 
     A plan entry: scorer, p, set, mode, key (the set's condition), n (neurons), seed, and
     controls {kind: [condition keys of its draws]}.
     """
     conds: dict[str, Condition] = {}
     plan: list[dict] = []
+
+    def condition(mask: torch.Tensor, values: torch.Tensor | None) -> Condition:
+        whole = None if values is None else model_mask(doc, values, layers)
+        return Condition(model_mask(doc, mask, layers), whole)
+
     claim_p = float(nearest_p(ps, cfg.claim_p))
     for scorer in cfg.scorers:
         for p in ps:
@@ -93,7 +100,7 @@ def build_conditions(
                 for mode in cfg.modes:
                     values = None if mode == "zero" else mean_values(tensors, set_objective(name))
                     key = f"{scorer}|{p_key(p)}|{name}|{mode}"
-                    conds[key] = Condition(mask, values)
+                    conds[key] = condition(mask, values)
                     draws = draws_for(cfg, p, claim_p, mode, name)
                     kinds: dict[str, list[str]] = {}
                     for kind in cfg.controls if draws else ():
@@ -103,7 +110,7 @@ def build_conditions(
                         # the same seed in every mode: zero mode's draws are the first of mean mode's
                         drawn = controls(kind, mask, draws, stable_seed(seed, kind), magnitude)
                         kinds[kind] = [f"{key}|{kind}{d}" for d in range(draws)]
-                        conds.update((k, Condition(m, values)) for k, m in zip(kinds[kind], drawn))
+                        conds.update((k, condition(m, values)) for k, m in zip(kinds[kind], drawn))
                     plan.append(
                         {
                             "scorer": scorer,

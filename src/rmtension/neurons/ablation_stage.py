@@ -35,6 +35,7 @@ import pandas as pd
 from rmtension.config import config_hash
 from rmtension.data.xstest import SETS as XSTEST_SETS
 from rmtension.errors import ArtifactError, ConfigError
+from rmtension.model.arch import n_layers
 from rmtension.model.encode import EncodedPairs, encode_pairs
 from rmtension.neurons.ablation import resolve_bf16, run_conditions
 from rmtension.neurons.ablation_plan import build_conditions
@@ -134,7 +135,7 @@ def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False, to
             mcfg.trust_remote_code,
             head=ctx.rm_head(r["objective"]),
         ).to(device())
-        conds, plan = build_conditions(doc, scores[rm][0], rm, cfg, ps)
+        conds, plan = build_conditions(doc, scores[rm][0], rm, cfg, ps, n_layers(model))
         own = {e["key"] for e in plan}
         per_test: Margins = {}
         for part, (enc, slices) in encs.items():

@@ -28,6 +28,11 @@ class NeuronsConfig(Strict):
     rms: list[str] = Field(default_factory=lambda: ["mixed", "helpful", "harmless"])
     """Reward models to analyse, by registered name (`rmtension.rm.registry`). Each is scored on helpful and on harmless data, so its
     helpful_top, harmless_top and shared sets all live inside that one model."""
+    layers: Literal["trained", "all"] = "trained"
+    """Blocks whose MLP neurons are analysed: `trained`, the blocks the RMs trained (`train.trainable`:
+    every block under full fine-tuning, the top K under `top:K`), or `all`. Below a frozen trunk every
+    RM has the base model's neurons, the same in each; score files, sets and ablations then cover the
+    trained blocks only (`first_layer` in their metadata)."""
     max_seeds: int = Field(1, ge=1)
     """Analyse the RMs of the first `max_seeds` training seeds (each seed repeats all the work)."""
     primary_rm: str = "mixed"

@@ -142,6 +142,12 @@ class PairSums:
             torch.cat([p.rejected_tokens for p in parts]),
         )
 
+    def layers_from(self, first: int) -> "PairSums":
+        """The sums of blocks `first`.. only ([P, L - first, N])."""
+        return PairSums(
+            {s: v[:, first:] for s, v in self.stats.items()}, self.chosen_tokens, self.rejected_tokens
+        )
+
     def to_tensors(self, tag: str) -> dict[str, torch.Tensor]:
         """`<stat>/<tag>` [P, L, N] and `chosen_tokens/<tag>`, `rejected_tokens/<tag>` [P], float32."""
         out = {f"{s}/{tag}": v.float().contiguous() for s, v in self.stats.items()}

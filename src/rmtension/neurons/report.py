@@ -157,8 +157,9 @@ def _overlap_figure(run_dir: Path, by_p: dict, p: float) -> Path:
             color=colour,
             label=name if name == "shared" else f"{name}_top",
         )
-    ax2.set_xticks(layers)
-    ax2.set_xlabel("layer")
+    first = int(read_json(run_dir / "neurons" / "sets.json").get("first_layer", 0))
+    ax2.set_xticks(layers, [str(first + i) for i in layers])
+    ax2.set_xlabel("layer (the analysed blocks)" if first else "layer")
     ax2.set_ylabel("neurons")
     ax2.legend(frameon=False)
     return save(fig, run_dir, "neuron_overlap")

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rmtension.model.arch import n_layers
+from rmtension.model.scope import parse_scope
 from rmtension.run import dist, interrupt
 from rmtension.config import config_hash
 from rmtension.run.context import StudyContext
@@ -171,6 +173,7 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[
     per_pair: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
     meta: dict[str, dict[str, str]] = {r.name: {"objective": r.objective, "seed": str(r.seed)} for r in rms}
     meta[BASE] = {"objective": BASE, "seed": "0"}
+    first = first_layer(cfg, ctx.cfg.train.trainable, n_layers(next(iter(models.values()))))
     for obj in DATA_OBJECTIVES:
         pairs = sample_pairs(ctx.bundle.splits[obj]["train"], cfg.max_pairs, stable_seed(cfg.seed, obj))
         if not pairs:
@@ -181,11 +184,12 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[
             models, enc, tok.pad_token_id, base, cfg.scorers, cfg.batch_size, cfg.bf16, True, score_base
         )
         for name, res in results.items():
-            tensors[name].update({f"{s}/{obj}": v for s, v in res.scores.items()})
-            per_pair[name].update(res.pair_sums.to_tensors(obj))
+            tensors[name].update({f"{s}/{obj}": v[first:].contiguous() for s, v in res.scores.items()})
+            per_pair[name].update(res.pair_sums.layers_from(first).to_tensors(obj))
             meta[name].update(
                 {f"n_pairs/{obj}": str(res.n_pairs), f"n_tokens/{obj}": str(res.n_tokens), **res.meta}
             )
+            meta[name]["first_layer"] = str(first)
         del results
         interrupt.check(f"after scoring neurons on {obj} pairs")
     paths = [
@@ -200,6 +204,18 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[
             dist.main_only(stale.unlink, missing_ok=True)
     log(f"neurons: scored in {time.perf_counter() - t0:.0f}s")
     return paths
+
+
+def first_layer(cfg: NeuronsConfig, trainable: str, layers: int) -> int:
+    """First block whose neurons are analysed (`NeuronsConfig.layers`)."""
+    if cfg.layers == "all":
+        return 0
+    k = parse_scope(trainable, layers)
+    if k == 0:
+        raise ConfigError(
+            f"neurons.layers: trained, but train.trainable={trainable!r} trains no block; set neurons.layers: all"
+        )
+    return layers - k
 
 
 def read_scores(run_dir: Path) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
@@ -246,6 +262,7 @@ def select_sets(run_dir: Path, cfg: NeuronsConfig) -> Path:
         "magnitude": magnitude,
         "gated": gated,
         "shape": None,
+        "first_layer": 0,
         "rms": {},
         "sets": {},
     }
@@ -261,6 +278,7 @@ def select_sets(run_dir: Path, cfg: NeuronsConfig) -> Path:
         for scorer in cfg.scorers:
             helpful, harmless = _scores_for(tensors, scorer, rm)
             doc["shape"] = list(helpful.shape)
+            doc["first_layer"] = int(meta.get("first_layer", 0))
             doc["sets"][rm][scorer] = {
                 p_key(p): {
                     name: mask_to_json(m)
@@ -278,6 +296,7 @@ def load_sets(run_dir: Path) -> dict:
 
 
 def set_mask(doc: dict, rm: str, scorer: str, p: float, name: str) -> torch.Tensor:
+    """bool [K, N] over the analysed blocks (`model_mask` places it in the whole model)."""
     try:
         entry = doc["sets"][rm][scorer][p_key(p)][name]
     except KeyError:
@@ -286,6 +305,19 @@ def set_mask(doc: dict, rm: str, scorer: str, p: float, name: str) -> torch.Tens
             "check ablation.rms/scorers/ps against the neuron stage"
         ) from None
     return mask_from_json(entry, tuple(doc["shape"]))
+
+
+def model_mask(doc: dict, x: torch.Tensor, layers: int) -> torch.Tensor:
+    """A [K, N] tensor over the analysed blocks (a set, or values) as [layers, N] of the whole model,
+    zeros (False) in the blocks below `doc["first_layer"]`."""
+    first = int(doc.get("first_layer", 0))
+    if first + x.shape[0] != layers:
+        raise ArtifactError(
+            f"neurons/sets.json covers blocks {first}..{first + x.shape[0] - 1}; the model has {layers}"
+        )
+    out = torch.zeros(layers, *x.shape[1:], dtype=x.dtype)
+    out[first:] = x
+    return out
 
 
 def _mean_stats(entries: list[dict]) -> dict:

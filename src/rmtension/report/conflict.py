@@ -86,8 +86,8 @@ def shared_share(run_dir: Path, rm: str = "mixed") -> dict[str, float] | None:
         return None
     by_p = doc["sets"][key][st["scorer"]]
     p = nearest_p(list(by_p), st["p"])
-    n = doc["shape"][1]
-    return {f"layers.{i}": c / n for i, c in enumerate(by_p[p]["shared"]["per_layer"])}
+    n, first = doc["shape"][1], int(doc.get("first_layer", 0))
+    return {f"layers.{first + i}": c / n for i, c in enumerate(by_p[p]["shared"]["per_layer"])}
 
 
 def spearman_ci(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[float, list[float]]:
