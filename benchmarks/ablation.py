@@ -45,6 +45,8 @@ from rmtension.neurons.controls import controls
 from rmtension.neurons.hooks import ablate
 from rmtension.neurons.scorers import score_neurons
 from rmtension.neurons.select import neuron_sets
+from rmtension.neurons.stage import model_mask
+from rmtension.model.scope import parse_scope
 
 
 def default_data() -> Path:
@@ -71,16 +73,24 @@ def build(model, tok, root: Path, args) -> dict[str, Condition]:
             {"rm": model}, enc, tok.pad_token_id, scorers=["mean_act"], batch_size=8, bf16=False
         )
         scored[f"mean_act/{obj}"] = res["rm"].scores["mean_act"]
+    layers = n_layers(model)
+    first = 0 if args.layers == "all" else layers - parse_scope(args.trainable, layers)
+    scored = {k: v[first:] for k, v in scored.items()}  # the analysed blocks, as the neuron stage keeps them
+    doc = {"first_layer": first}
     sets = neuron_sets(scored["mean_act/helpful"], scored["mean_act/harmless"], args.p)
     conds = {}
     for name, mask in sets.items():
         values = mean_values(scored, set_objective(name))
-        conds[name] = Condition(mask, values)
+        whole = model_mask(doc, values, layers)
+        conds[name] = Condition(model_mask(doc, mask, layers), whole)
         for kind in ("layer", "magnitude"):
             for d, m in enumerate(controls(kind, mask, args.draws, 7, values.abs())):
-                conds[f"{name}|{kind}{d}"] = Condition(m, values)
-    per_layer = {name: mask.sum(1).tolist() for name, mask in sets.items()}
-    print(f"sets at top {args.p:g}% by mean_act, neurons per layer: {per_layer}")
+                conds[f"{name}|{kind}{d}"] = Condition(model_mask(doc, m, layers), whole)
+    per_layer = {name: model_mask(doc, mask, layers).sum(1).tolist() for name, mask in sets.items()}
+    print(
+        f"sets at top {args.p:g}% by mean_act of blocks {first}..{layers - 1} "
+        f"(neurons.layers={args.layers}, train.trainable={args.trainable}), neurons per layer: {per_layer}"
+    )
     return conds
 
 
@@ -124,6 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32, help="pairs per forward batch (both paths)")
     ap.add_argument("--stack", type=int, default=None, help="conditions per forward (default: by device)")
     ap.add_argument("--max-length", type=int, default=192)
+    ap.add_argument(
+        "--layers",
+        choices=["trained", "all"],
+        default="trained",
+        help="neurons.layers of the sets (default: trained)",
+    )
+    ap.add_argument(
+        "--trainable", default="top:1", help="train.trainable behind --layers trained (default study's)"
+    )
     ap.add_argument("--model", default="minilm", help="RM folder, or a backbone registry name")
     ap.add_argument("--data", type=Path, default=default_data(), help="hh-rlhf root (official layout)")
     ap.add_argument("--bf16-baseline", type=int, default=0, help="conditions to time naive bf16 on")

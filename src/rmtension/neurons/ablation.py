@@ -16,7 +16,9 @@ families, which add the MLP output to the residual stream) or `norm(pre_l + delt
 conditions stacked in one batch of `stack` x 2B rows, each row group with its own masks. In the
 last block of a model whose head reads position 0 (`rmtension.model.readout`), the query, the MLP
 and the norms run at position 0 only; the first batch checks that this gives the clean model's
-rewards and turns it off if not.
+rewards and turns it off if not. In `POST_NORM` families a condition may start after the last
+block too: then only the head runs, and ablating the top block's neurons (the trained block below a
+frozen trunk) costs a rank-|S| product and a norm per condition, at the read position.
 Conditions with no neurons reuse the clean result, and identical conditions run once.
 
 `resume=False` is the reference: one full forward per condition, hooks on every ablated layer.
@@ -177,8 +179,10 @@ class _States:
 
 
 def _delta_start(model: nn.Module, layer: int) -> bool:
-    """Whether a condition starting at `layer` can start after that block (not the last one)."""
-    return layer < neuron_shape(model)[0] - 1
+    """Whether a condition starting at `layer` can start after that block: any block but the last,
+    and the last one too in `POST_NORM` families, where the clean pass sees the norm's input there
+    (pre-norm families capture a block's output as the next block's input, which the last lacks)."""
+    return layer < neuron_shape(model)[0] - 1 or find_arch(model).family in POST_NORM
 
 
 @contextlib.contextmanager
@@ -258,7 +262,12 @@ def _run_stacked(
             state = states.inputs[start].repeat(c, 1, 1)
     tokens = {k: v.repeat(c, 1) for k, v in batch.items()}
     fns = _stacked_hooks(conds, first, neuron_shape(model))
-    with cut_trunk(model, n_layers - first) as inputs, neuron_hooks(model, fns), read_first(model, top):
+    after_last = first == n_layers  # only the head is left: no block to cut to its read position
+    with (
+        cut_trunk(model, n_layers - first) as inputs,
+        neuron_hooks(model, fns),
+        read_first(model, top and not after_last),
+    ):
         for stand_in in inputs:
             stand_in.value = state
         return _margins(model, tokens, bf16, groups=c)
