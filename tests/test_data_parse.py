@@ -386,43 +386,39 @@ def test_row_error_is_one_line():
     assert RowError("x", "a\nb  c").reason == "a b c"
 
 
-def test_an_unreachable_hub_fails_at_once_and_says_what_was_tried(monkeypatch, tmp_path, capsys):
-    import socket
-    import time
+def test_the_hub_probe_asks_once_and_says_what_the_hub_did(monkeypatch):
+    import huggingface_hub.utils
+    from huggingface_hub import constants
 
-    from rmtension.cli import main
     from rmtension.data import hh
 
     calls = []
 
-    def refuse(address, timeout=None):
-        calls.append(address)
-        raise OSError("no route")
+    class Session:
+        def __init__(self, answer):
+            self.answer = answer
 
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.delenv("RMTENSION_DATA", raising=False)
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    assert hh.hub_host() == ("huggingface.co", 443) and not hh.reachable("huggingface.co")
-    for k in (
-        "HF_HUB_OFFLINE",
-        "HF_DATASETS_OFFLINE",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-    ):
+        def head(self, url, timeout, follow_redirects):
+            calls.append((url, timeout))
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return type("Response", (), {"status_code": self.answer})()
+
+    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(k, raising=False)
-    assert hh.direct_connection()
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("data: {path: null}\n")
-    t0 = time.perf_counter()
-    assert main(["study", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
-    assert time.perf_counter() - t0 < 20  # no retries: the datasets client is never called
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "tried data.path and $RMTENSION_DATA" in err[0] and "RMTENSION_DATA=" in err[0]
-    assert calls and calls[0] == ("huggingface.co", 443)
-    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example.org:8080/")
-    assert hh.hub_host() == ("mirror.example.org", 8080)
+    refused = ConnectionRefusedError("[Errno 111] Connection refused\nmore")
+    answers = [
+        (refused, "is unreachable (ConnectionRefusedError: [Errno 111] Connection refused)"),
+        (503, "answered HTTP 503"),
+        (404, None),  # an answer: the hub is there, and `datasets` says what it lacks
+        (200, None),
+    ]
+    for answer, expected in answers:
+        monkeypatch.setattr(huggingface_hub.utils, "get_session", lambda a=answer: Session(a))
+        problem = hh.hub_problem()
+        assert problem == (None if expected is None else f"the hub at {constants.ENDPOINT} {expected}")
+    assert calls == [(f"{constants.ENDPOINT}/api/datasets/Anthropic/hh-rlhf", hh.PROBE_TIMEOUT_S)] * 4
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline mode: the local cache answers, nothing is dialled
-    assert not hh.direct_connection()
+    assert hh.hub_problem() is None and len(calls) == 4
+    message = hh.no_data_message("the hub at X is unreachable")
+    assert "RMTENSION_DATA=" in message and "--data" in message and "\n" not in message

@@ -76,7 +76,7 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
     assert main(["study", "--config", str(path), "--out", str(out)]) == 0
     first = capsys.readouterr()
     console = first.out + first.err  # one bar per long stage of rmtension's own, none of transformers'
-    assert "[rmtension] training" in console and "train helpful/seed0" in console
+    assert "[rmtension] training" in console and "[rmtension] train: 100%" in console
     assert "Loading weights" not in console and "Writing model shards" not in console
     scores = load_tensors(out / "neurons" / "mixed-seed0" / "scores.safetensors")
     assert set(scores) == {

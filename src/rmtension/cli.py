@@ -21,6 +21,11 @@ app = typer.Typer(
 def study(
     config: str = typer.Option("configs/default.yaml", "--config", "-c", help="Study config (YAML)."),
     out: str = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name>)."),
+    data: str = typer.Option(
+        None,
+        "--data",
+        help="HH-RLHF folder, official layout (data.path; default: $RMTENSION_DATA, then the hub).",
+    ),
     overrides: list[str] = typer.Argument(
         None, help="key=value overrides, e.g. train.lr=1e-4 train.seeds=[0,1]"
     ),
@@ -35,14 +40,19 @@ def study(
     import shutil
     from pathlib import Path
 
-    from rmtension.run import dist
-    from rmtension.config import describe_config, load_config
-    from rmtension.study import run_study
+    from rmtension.config import describe_config, load_config, resolve_data_path
+    from rmtension.data.objectives import check_source
 
     if help_config:
         print("\n".join(describe_config()))
         return
-    cfg = load_config(config, overrides or [])
+    cfg = load_config(config, ([f"data.path={data}"] if data else []) + (overrides or []))
+    check_source(
+        cfg.data, resolve_data_path(cfg.data), probe=True
+    )  # no data: one line now, before torch loads
+    from rmtension.run import dist
+    from rmtension.study import run_study
+
     if not resume and out and Path(out).exists():
         dist.main_only(shutil.rmtree, out)  # once, before any process writes there
     run_study(cfg, out)
@@ -85,10 +95,17 @@ def _mount() -> None:
     app.add_typer(optimise_app)  # `policy sample`, `bon`, `rl`
 
 
+OWN_COMMANDS = ("study", "report", "compare")
+"""The commands defined here. They run without the sub-command groups, whose modules import torch:
+a `rmtension study` that has no data says so in about half a second."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    _mount()
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] not in OWN_COMMANDS:
+        _mount()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=args, standalone_mode=False)
         from rmtension.run import dist
 
         dist.shutdown()  # under a distributed launch: tear the process group down before exiting

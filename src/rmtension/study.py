@@ -29,7 +29,8 @@ from rmtension.report.document import write_report
 from rmtension.rm.conflict_stage import stage_conflict
 from rmtension.rm.stages import Prepared, prepare, stage_eval, stage_tension, stage_train
 from rmtension.run import dist, interrupt
-from rmtension.run.log import log
+from rmtension.run.log import duration, log
+from rmtension.run.quiet import quiet_third_party
 from rmtension.run.runio import atomic_write_text
 
 
@@ -38,45 +39,59 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None) -> Path:
     run_dir = Path(out or Path("runs") / cfg.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    quiet_third_party()
     torch.manual_seed(0)
     np.random.seed(0)
     t0 = time.perf_counter()
     note = precision_note(cfg.train.bf16, dist.device())
     if note:
         log(note)
-    seconds: dict[str, float] = {}
+    extra = extra_stages(cfg)
+    report = ["report"] if cfg.report.enabled else []
+    stage = StageClock(["prepare", "train", "eval", "tension", "conflict", *dict(extra), *report])
     with interrupt.graceful_sigint():
-        with timed(seconds, "prepare"):
+        with stage("prepare"):
             prep = prepare(run_dir, cfg)
-        with timed(seconds, "train"):
+        with stage("train"):
             stage_train(prep)
-        with timed(seconds, "eval"):
+        with stage("eval"):
             stage_eval(prep)
-        with timed(seconds, "tension"):
+        with stage("tension"):
             table = stage_tension(prep)
-        with timed(seconds, "conflict"):
+        with stage("conflict"):
             stage_conflict(prep)
-        for name, stage_fn in extra_stages(cfg):
+        for name, stage_fn in extra:
             interrupt.check(f"before {name}")
-            with timed(seconds, name):
+            with stage(name):
                 stage_fn(prep)
         if cfg.report.enabled:
-            with timed(seconds, "report"):
+            with stage("report"):
                 write_report(run_dir)
     prep.timings["total_s"] = time.perf_counter() - t0
-    write_timings(run_dir, seconds, prep.timings)
+    write_timings(run_dir, stage.seconds, prep.timings)
     print_summary(run_dir, table, prep.timings)
     return run_dir
 
 
-@contextlib.contextmanager
-def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
-    """Adds the wall seconds of the block to `seconds[name]`."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+class StageClock:
+    """The study's stage lines and times: `stage i/n <name>: started` when a stage starts, `...: done in
+    <wall time>` when it ends, and each stage's wall seconds in `seconds` (timings.json), also for a
+    stage that failed."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        label = f"stage {self.names.index(name) + 1}/{len(self.names)} {name}"
+        log(f"{label}: started")
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+        log(f"{label}: done in {duration(self.seconds[name])}")
 
 
 def write_timings(run_dir: Path, seconds: dict[str, float], extra: dict[str, float]) -> None:
@@ -91,7 +106,7 @@ def write_timings(run_dir: Path, seconds: dict[str, float], extra: dict[str, flo
         "detail": {k: round(v, 2) for k, v in extra.items()},
     }
     atomic_write_text(run_dir / "timings.json", json.dumps(doc, indent=2) + "\n")
-    log("stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
+    log("stage times: " + ", ".join(f"{k} {duration(v)}" for k, v in seconds.items()))
 
 
 def stage_neurons(prep: Prepared) -> Path:
@@ -138,7 +153,7 @@ def print_summary(run_dir: Path, table: dict, timings: dict) -> None:
         dist.print_main(
             f"  interference on {t}: {d['mixed_minus_best_single']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
         )
-    log(f"done in {timings.get('total_s', 0):.0f}s; run directory: {run_dir}")
+    log(f"done in {duration(timings.get('total_s', 0))}; run directory: {run_dir}")
     report = run_dir / "report.html"
     if report.exists():
         log(f"report: {report}")

@@ -77,65 +77,64 @@ def hub_records(subset: str, split: str, loader=None) -> Iterator[Record]:
     subset) becomes one `RowError`, which the caller turns into a `DataError` naming the source.
     """
     if loader is None:
-        host, port = hub_host()
-        if direct_connection() and not reachable(host, port):  # fail at once, not after the client's retries
-            yield (
-                None,
-                RowError(
-                    "hub_unavailable",
-                    f"no local data: tried data.path and $RMTENSION_DATA (both unset), then the hub "
-                    f"({host}, unreachable); set RMTENSION_DATA=/path/to/hh-rlhf (the official layout, "
-                    "`git clone https://github.com/anthropics/hh-rlhf`) or data.path (`--data` for `rmtension data`)",
-                ),
-            )
+        problem = hub_problem()
+        if problem is not None:  # fail at once, not after the datasets client's retries (about 25 s)
+            yield None, RowError("hub_unavailable", no_data_message(problem))
             return
         from datasets import load_dataset as loader
+
+        from rmtension.run.quiet import quiet_datasets
+
+        quiet_datasets()  # no download and "Generating split" bars, no dataset-card notes
     try:
         rows = loader(HUB_ID, data_dir=subset, split=split)
     except Exception as e:  # network, auth and missing-config errors all come as different types
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        yield (
-            None,
-            RowError(
-                "hub_unavailable",
-                f"cannot load {HUB_ID} data_dir={subset} split={split} from the hub "
-                f"({type(e).__name__}: {first}); set data.path or RMTENSION_DATA to a local copy",
-            ),
+        what = (
+            f"cannot load {HUB_ID} data_dir={subset} split={split} from the hub ({type(e).__name__}: {first})"
         )
+        yield None, RowError("hub_unavailable", no_data_message(what))
         return
     for i, row in enumerate(rows):
         yield i + 1, row
 
 
-def hub_host() -> tuple[str, int]:
-    """The hub's host and port (`$HF_ENDPOINT` when set, as huggingface_hub reads it)."""
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+PROBE_TIMEOUT_S = 3.0
 
 
-def direct_connection() -> bool:
-    """Whether the hub is reached directly: not in offline mode (the local cache answers) nor through a proxy."""
-    offline = any(
+def hub_problem(timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the hub cannot serve `Anthropic/hh-rlhf` now (a clause for `no_data_message`), or None.
+
+    One HEAD request for the dataset's page through huggingface_hub's own HTTP session, so the
+    endpoint (`$HF_ENDPOINT`), proxies and certificates are those `datasets` would use, with no
+    retries. Any answer below HTTP 500 counts as reachable. In offline mode (`HF_HUB_OFFLINE`,
+    `HF_DATASETS_OFFLINE`) nothing is dialled: None, and `datasets` reads its local cache.
+    """
+    if any(
         os.environ.get(k, "").lower() in ("1", "true", "yes")
         for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
-    proxied = any(
-        os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
-    )
-    return not offline and not proxied
+    ):
+        return None
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
 
-
-def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to `host`:`port` opens within `timeout` seconds."""
-    import socket
-
+    url = f"{constants.ENDPOINT}/api/datasets/{HUB_ID}"
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+        status = get_session().head(url, timeout=timeout, follow_redirects=True).status_code
+    except Exception as e:  # the session's transport errors (DNS, refused, timeout, proxy, TLS): named below
+        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        return f"the hub at {constants.ENDPOINT} is unreachable ({type(e).__name__}: {reason})"
+    return f"the hub at {constants.ENDPOINT} answered HTTP {status}" if status >= 500 else None
+
+
+def no_data_message(problem: str) -> str:
+    """The one line for a study without local data whose hub download cannot work: what was tried
+    (`problem`: what the hub did, as a clause) and how to point rmtension at a local copy."""
+    return (
+        f"no local data (data.path and $RMTENSION_DATA are unset), and {problem}; "
+        "set RMTENSION_DATA=/path/to/hh-rlhf or pass --data /path/to/hh-rlhf (the official layout: "
+        "git clone https://github.com/anthropics/hh-rlhf); data.hub=false never tries the hub"
+    )
 
 
 def hub_source(subset: str, split: str) -> str:

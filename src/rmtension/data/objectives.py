@@ -34,6 +34,7 @@ from typing import Any
 from rmtension.config import DataConfig
 from rmtension.data.formats import load_hub, load_pairs, load_rmb
 from rmtension.data.xstest import load_xstest, xstest_account
+from rmtension.data import hh
 from rmtension.data.hh import HUB_ID
 from rmtension.data.splits import SplitResult, split_pairs, take, unit_hash
 from rmtension.data.summary import build_summary
@@ -196,17 +197,29 @@ def check_no_leak(splits: dict[str, dict[str, list[Pair]]]) -> list[str]:
     return sorted(g for g, names in where.items() if len(names) > 1)
 
 
+def check_source(cfg: DataConfig, root: str | None, probe: bool = False) -> None:
+    """Raise the study's one-line `DataError` at once where it has nothing to read: no `root`, and the
+    hub turned off or without this format; with `probe`, also where the hub does not answer
+    (`hh.hub_problem`: one quick request, no retries)."""
+    if root is not None:
+        return
+    if not cfg.hub or cfg.format != "hh":
+        why = "data.hub is false" if cfg.format == "hh" else f"format {cfg.format!r} has no hub source"
+        raise DataError("data.path", None, f"no data path ({why}): set data.path or RMTENSION_DATA")
+    problem = hh.hub_problem() if probe else None
+    if problem is not None:
+        raise DataError(f"hf://datasets/{HUB_ID}", None, hh.no_data_message(problem))
+
+
 def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
     """Load, split and assemble the objectives. `root` None: `Anthropic/hh-rlhf` from the hub (if `cfg.hub`)."""
     subsets = objective_subsets(cfg)
     wanted = base_subsets(subsets["helpful"] + subsets["harmless"])
+    check_source(cfg, root)
     if root is not None:
         loaded = load_pairs(root, fmt=cfg.format, subsets=wanted, lenient=cfg.lenient)
-    elif cfg.hub and cfg.format == "hh":
+    else:  # the hub's own failures come from its loader (`hh.hub_records`), in the same one line
         loaded = load_hub(wanted, lenient=cfg.lenient)
-    else:
-        why = "data.hub is false" if cfg.format == "hh" else f"format {cfg.format!r} has no hub source"
-        raise DataError("data.path", None, f"no data path ({why}): set data.path or RMTENSION_DATA")
     split = split_pairs({s: r.pairs for s, r in loaded.items()}, cfg.split, cfg.split_seed)
     splits, test_sets = build_objectives(split, cfg)
     rmb = None

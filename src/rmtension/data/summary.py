@@ -89,19 +89,12 @@ def length_stats(lengths: Sequence[int]) -> dict[str, int]:
 
 def token_lengths(texts: Sequence[str], tokenizer, batch: int = 512) -> list[int]:
     """Tokens per text, special tokens included, without truncation (batched to bound memory)."""
-    from transformers.utils import logging as hf_logging
-
     out: list[int] = []
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "longer than the maximum sequence length" is what we are measuring
-    try:
-        for i in range(0, len(texts), batch):
-            ids = tokenizer(list(texts[i : i + batch]), add_special_tokens=True, truncation=False)[
-                "input_ids"
-            ]
-            out.extend(len(x) for x in ids)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    for i in range(0, len(texts), batch):
+        # verbose=False: "longer than the maximum sequence length" is what is being measured
+        chunk = list(texts[i : i + batch])
+        ids = tokenizer(chunk, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        out.extend(len(x) for x in ids)
     return out
 
 

@@ -12,16 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rmtension.errors import RmtensionError
-
-
-def quiet_third_party() -> None:
-    """No transformers / huggingface_hub progress bars ("Loading weights", "Writing model shards"):
-    rmtension prints one bar per long stage of its own."""
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    disable_progress_bars()
+from rmtension.run.quiet import quiet_third_party  # every loader below calls it first
 
 
 def default_cache_dir() -> Path:
@@ -50,10 +41,18 @@ def _smollm2(cache_dir: Path) -> str:
     out = cache_dir / "smollm2-135m-instruct"
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return str(out)
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    # The converter draws its "de-quantizing GGUF tensors" bar with tqdm itself, past transformers'
+    # progress-bar switch; for this call it gets transformers' own bar, which obeys the switch.
+    own_bar, gguf_utils.tqdm = gguf_utils.tqdm, hf_logging.tqdm
+    try:
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    finally:
+        gguf_utils.tqdm = own_bar
     # The weights are dense fp32 now; drop the quantizer so the saved folder loads as a plain model.
     model.config.__dict__.pop("quantization_config", None)
     model.hf_quantizer = None

@@ -63,7 +63,9 @@ def prepare_tokenizer(tokenizer, max_length: int):
 
 def encode_texts(texts: Sequence[str], tokenizer, max_length: int) -> tuple[list[list[int]], list[bool]]:
     """Token ids truncated from the left to `max_length`, special tokens included; and whether each was cut."""
-    full = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    # verbose=False: no "longer than the specified maximum sequence length" note for the untruncated
+    # count, which exists to find exactly those sequences
+    full = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     cut = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
     return cut, [len(f) > max_length for f in full]
 
@@ -87,7 +89,11 @@ def reply_lengths(pairs: Sequence[Pair], enc: EncodedPairs, tokenizer) -> tuple[
     """
     special = tokenizer.num_special_tokens_to_add(pair=False)
     texts = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    ids = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"] if texts else []
+    ids = (
+        tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        if texts
+        else []
+    )
     whole = np.array([len(x) for x in ids], dtype=np.int64).reshape(2, -1).T
     window = np.array(
         [[len(c) - special, len(r) - special] for c, r in zip(enc.chosen, enc.rejected)], dtype=np.int64

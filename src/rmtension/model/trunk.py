@@ -17,7 +17,6 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from rmtension.run import dist
 from rmtension.model.arch import base_model, find_arch, get_path, n_layers
 from rmtension.model.encode import EncodedPairs, collate, collate_pairs
 from rmtension.model.precision import use_bf16
@@ -61,14 +60,12 @@ def compute_trunk(
     pad_id: int,
     batch_size: int = 32,
     bf16: bool = True,
-    desc: str | None = None,
+    bar=None,
 ) -> list[torch.Tensor]:
     """Input of block L-k (or the last block's output when k == 0) for each sequence: list of [T_i, H].
 
-    `desc`: show a progress bar with this label.
+    `bar`: a progress bar (tqdm) advanced by the sequences of each batch.
     """
-    from tqdm.auto import tqdm
-
     n = n_layers(model)
     cut = n - k
     stop = stop_at(model, cut) if cut < n else stop_at(model, n - 1, output=True)
@@ -80,13 +77,7 @@ def compute_trunk(
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     try:
         with stop as run:
-            for start in tqdm(
-                range(0, len(order), batch_size),
-                desc=desc,
-                disable=desc is None or not dist.is_main(),
-                unit="batch",
-                leave=False,
-            ):
+            for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 batch = collate([seqs[i] for i in idx], pad_id)
                 with autocast(bf16, device):
@@ -94,6 +85,8 @@ def compute_trunk(
                 h = h.to(store).cpu()
                 for row, i in enumerate(idx):
                     out[i] = h[row, : len(seqs[i])].clone()
+                if bar is not None:
+                    bar.update(len(idx))
     finally:
         model.train(was_training)
     return out  # type: ignore[return-value]
@@ -114,13 +107,14 @@ class TrunkCache:
         pad_id: int,
         batch_size: int = 32,
         bf16: bool = True,
-        desc: str | None = None,
+        bar=None,
     ) -> None:
+        """Cache the pairs of `enc` not cached yet; `bar` advances by two sequences per pair."""
         todo = [i for i, pid in enumerate(enc.pair_ids) if pid not in self.states]
         if not todo:
             return
         sub = enc.subset(todo)
-        states = compute_trunk(model, sub.chosen + sub.rejected, self.k, pad_id, batch_size, bf16, desc)
+        states = compute_trunk(model, sub.chosen + sub.rejected, self.k, pad_id, batch_size, bf16, bar)
         n = len(sub)
         for j, pid in enumerate(sub.pair_ids):
             self.states[pid] = (states[j], states[n + j])

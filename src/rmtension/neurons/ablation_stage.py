@@ -35,7 +35,6 @@ import pandas as pd
 from rmtension.config import config_hash
 from rmtension.data.xstest import SETS as XSTEST_SETS
 from rmtension.errors import ArtifactError, ConfigError
-from rmtension.model.arch import n_layers
 from rmtension.model.encode import EncodedPairs, encode_pairs
 from rmtension.neurons.ablation import resolve_bf16, run_conditions
 from rmtension.neurons.ablation_plan import build_conditions
@@ -46,6 +45,7 @@ from rmtension.neurons.stage import NEURONS, load_sets, p_key, read_scores, rm_f
 from rmtension.run import interrupt
 from rmtension.run.context import StudyContext
 from rmtension.run.log import device, log
+from rmtension.run.progress import stage_bar
 from rmtension.run.runio import sha256_file, stage_complete, write_csv, write_json, write_manifest
 
 ABLATION = "ablation"
@@ -127,6 +127,10 @@ def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False, to
     encs = _test_pairs(ctx, cfg, tok)
     bf16 = resolve_bf16(cfg.bf16, device())
     out: dict[str, list] = {"rows": [], "influence": [], "cross": [], "dissociation": []}
+    layers = int(doc.get("first_layer", 0)) + doc["shape"][0]  # the analysed blocks run to the top
+    plans = {rm: build_conditions(doc, scores[rm][0], rm, cfg, ps, layers) for rm in rms}
+    total = sum(len(part_conditions(*plans[rm], part)) for rm in rms for part in encs)
+    bar = stage_bar("ablation", total, "condition")
     for rm in rms:
         r = doc["rms"][rm]
         model = load_reward_model(
@@ -135,16 +139,15 @@ def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False, to
             mcfg.trust_remote_code,
             head=ctx.rm_head(r["objective"]),
         ).to(device())
-        conds, plan = build_conditions(doc, scores[rm][0], rm, cfg, ps, n_layers(model))
-        own = {e["key"] for e in plan}
+        conds, plan = plans[rm]
         per_test: Margins = {}
         for part, (enc, slices) in encs.items():
-            # the random controls run on the HH test sets only; the XSTest sets get the sets themselves
-            run = conds if part == "main" else {k: c for k, c in conds.items() if k in own}
+            run = part_conditions(conds, plan, part)
             t1 = time.perf_counter()
             clean, margins = run_conditions(
                 model, enc, tok.pad_token_id, run, cfg.batch_size, bf16, stack=cfg.stack
             )
+            bar.update(len(run))
             log(
                 f"ablation: {rm}: {len(run)} conditions on {len(enc)} {part} test pairs "
                 f"in {time.perf_counter() - t1:.0f}s"
@@ -155,6 +158,7 @@ def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False, to
             out[key] += items
         del model
         interrupt.check(f"after ablating {rm}")
+    bar.close()
     frame = pd.DataFrame(out["rows"], columns=COLUMNS)
     head = {"ci": cfg.ci, "bootstrap": cfg.bootstrap}
     outputs = [
@@ -182,6 +186,13 @@ def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False, to
     write_manifest(run_dir, ABLATION, h, outputs)
     log(f"ablation: done in {time.perf_counter() - t0:.0f}s")
     return outputs[0]
+
+
+def part_conditions(conds: dict, plan: list[dict], part: str) -> dict:
+    """The conditions run on one part of the test pairs: all of them on the HH test sets ("main"), the
+    sets themselves without their random controls on the XSTest sets."""
+    own = {e["key"] for e in plan}
+    return conds if part == "main" else {k: c for k, c in conds.items() if k in own}
 
 
 def _test_pairs(

@@ -90,6 +90,7 @@ def score_hash(prep) -> str:
 def stage_bon_sample(prep) -> None:
     from rmtension.optimise.policy import build_prompt_ids, decode_responses, open_policy, sample
     from rmtension.run.log import device, log
+    from rmtension.run.progress import stage_bar
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     h = sample_hash(cfg)
@@ -109,19 +110,21 @@ def stage_bon_sample(prep) -> None:
     ids = [build_prompt_ids(policy.tokenizer, p["context"], pc.max_prompt_tokens) for p in prompts]
     log(f"best-of-n: sampling {b.n_samples} responses for each of {len(prompts)} prompts ({pc.backbone})")
     t0 = time.perf_counter()
-    drawn = sample(
-        policy.model,
-        ids,
-        n=b.n_samples,
-        max_new_tokens=pc.max_new_tokens,
-        temperature=pc.temperature,
-        top_k=pc.top_k,
-        top_p=pc.top_p,
-        batch_size=pc.batch_size,
-        stop_ids=policy.stop_ids,
-        pad_id=policy.pad_id,
-        seed=pc.seed,
-    )
+    with stage_bar("best-of-n sampling", len(ids) * b.n_samples, "response") as bar:
+        drawn = sample(
+            policy.model,
+            ids,
+            n=b.n_samples,
+            max_new_tokens=pc.max_new_tokens,
+            temperature=pc.temperature,
+            top_k=pc.top_k,
+            top_p=pc.top_p,
+            batch_size=pc.batch_size,
+            stop_ids=policy.stop_ids,
+            pad_id=policy.pad_id,
+            seed=pc.seed,
+            progress=lambda done, _: bar.update(done - bar.n),
+        )
     secs = time.perf_counter() - t0
     log(
         f"  {drawn.n_tokens()} tokens in {secs:.0f}s ({drawn.n_tokens() / secs:.0f} tokens/s), "

@@ -61,13 +61,12 @@ def split_halves(group_keys: Sequence[str], seed: int, cap: int | None = None) -
 
 def stage_pm_halves(prep) -> None:
     """Train pm_train on half A and pm_test on half B of each objective's training pairs (the study's recipe)."""
-    from rmtension.model.forward import PairForward
-    from rmtension.model.backbones import load_reward_model
     from rmtension.rm.stages import trunk_cache
-    from rmtension.run.log import device, log
-    from rmtension.rm.train import train_reward_model
+    from rmtension.rm.train import train_steps
+    from rmtension.run.progress import stage_bar
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
+    jobs = {}  # objective -> (stage, hash, halves) not trained yet
     for objective in cfg.pm_halves.objectives:
         stage = f"pm/{objective}"
         h = config_hash(pm_hash(cfg, objective, "train"), pm_hash(cfg, objective, "test"))
@@ -76,48 +75,62 @@ def stage_pm_halves(prep) -> None:
         pairs, enc = ctx.bundle.splits[objective]["train"], prep.train[objective]
         if [p.pair_id for p in pairs] != enc.pair_ids:
             raise RuntimeError(f"encoded training pairs of {objective} are out of step with the data bundle")
-        halves = split_halves(
-            [p.group_key for p in pairs], cfg.pm_halves.seed, cfg.pm_halves.max_pairs_per_half
+        keys = [p.group_key for p in pairs]
+        jobs[objective] = (stage, h, split_halves(keys, cfg.pm_halves.seed, cfg.pm_halves.max_pairs_per_half))
+    if not jobs:
+        return
+    cache = trunk_cache(prep)  # before the bar: building the cache draws its own
+    steps = sum(train_steps(len(idx), cfg.train) for *_, halves in jobs.values() for idx in halves)
+    with stage_bar("pm_halves", steps, "step") as bar:
+        for objective, (stage, h, halves) in jobs.items():
+            train_halves(prep, objective, halves, cache, bar)
+            write_manifest(
+                ctx.run_dir,
+                stage,
+                h,
+                [pm_dir(ctx.run_dir, objective, hf) for hf in HALVES]
+                + [inside(ctx.run_dir, "pm", objective, "halves.json")],
+            )
+
+
+def train_halves(prep, objective: str, halves: tuple[list[int], list[int]], cache, bar) -> None:
+    """pm_train on `halves[0]` and pm_test on `halves[1]` (indices into the objective's training pairs),
+    each scored on the test sets; writes `pm/<objective>/halves.json`. `cache`: the study's trunk cache
+    (or None), `bar`: the stage's progress bar."""
+    from rmtension.model.forward import PairForward
+    from rmtension.model.backbones import load_reward_model
+    from rmtension.run.log import device, log
+    from rmtension.rm.train import train_reward_model
+
+    ctx, cfg = prep.ctx, prep.ctx.cfg
+    enc = prep.train[objective]
+    record = {"objective": objective, "seed": cfg.pm_halves.seed, "halves": {}}
+    for half, idx in zip(HALVES, halves):
+        torch.manual_seed(cfg.pm_halves.seed)  # the score head's initialisation, as in stage_train
+        model = load_reward_model(ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(device())
+        log(f"training pm_{half} for {objective} on half {'AB'[HALVES.index(half)]}: {len(idx)} pairs")
+        res = train_reward_model(
+            model,
+            prep.tokenizer,
+            enc.subset(idx),
+            prep.val[objective],
+            cfg.train,
+            cfg.pm_halves.seed,
+            pm_dir(ctx.run_dir, objective, half),
+            cache=cache,
+            bar=bar,
         )
-        cache = trunk_cache(prep)
-        record = {"objective": objective, "seed": cfg.pm_halves.seed, "halves": {}}
-        for half, idx in zip(HALVES, halves):
-            torch.manual_seed(cfg.pm_halves.seed)  # the score head's initialisation, as in stage_train
-            model = load_reward_model(ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(
-                device()
-            )
-            log(f"training pm_{half} for {objective} on half {'AB'[HALVES.index(half)]}: {len(idx)} pairs")
-            res = train_reward_model(
-                model,
-                prep.tokenizer,
-                enc.subset(idx),
-                prep.val[objective],
-                cfg.train,
-                cfg.pm_halves.seed,
-                pm_dir(ctx.run_dir, objective, half),
-                cache=cache,
-            )
-            acc = {}
-            with PairForward(model, prep.tokenizer.pad_token_id, cfg.train.bf16, cache) as fwd:
-                for test, t_enc in prep.tests.items():
-                    r_c, r_r = fwd.score(t_enc, cfg.eval.batch_size)
-                    acc[test] = float(correct(r_c, r_r).mean())
-            record["halves"][half] = {
-                "n_pairs": len(idx),
-                "pair_ids": [enc.pair_ids[i] for i in idx],
-                "best_val_accuracy": res.best_val_accuracy,
-                "test_accuracy": acc,
-            }
-            log(
-                f"  val {res.best_val_accuracy:.3f}; test "
-                + ", ".join(f"{t} {a:.3f}" for t, a in acc.items())
-            )
-            interrupt.check(f"after training pm_{half} of {objective}")
-        write_json(inside(ctx.run_dir, "pm", objective, "halves.json"), record)
-        write_manifest(
-            ctx.run_dir,
-            stage,
-            h,
-            [pm_dir(ctx.run_dir, objective, hf) for hf in HALVES]
-            + [inside(ctx.run_dir, "pm", objective, "halves.json")],
-        )
+        acc = {}
+        with PairForward(model, prep.tokenizer.pad_token_id, cfg.train.bf16, cache) as fwd:
+            for test, t_enc in prep.tests.items():
+                r_c, r_r = fwd.score(t_enc, cfg.eval.batch_size)
+                acc[test] = float(correct(r_c, r_r).mean())
+        record["halves"][half] = {
+            "n_pairs": len(idx),
+            "pair_ids": [enc.pair_ids[i] for i in idx],
+            "best_val_accuracy": res.best_val_accuracy,
+            "test_accuracy": acc,
+        }
+        log(f"  val {res.best_val_accuracy:.3f}; test " + ", ".join(f"{t} {a:.3f}" for t, a in acc.items()))
+        interrupt.check(f"after training pm_{half} of {objective}")
+    write_json(inside(ctx.run_dir, "pm", objective, "halves.json"), record)

@@ -160,8 +160,9 @@ STEP_COLUMNS = [
 TIMING = ["sample_s", "score_s", "step_s"]
 
 
-def stage_rl_run(prep, objective: str, seed: int) -> None:
-    """One RL run: RLOO against pm_train of `objective` with RL seed `seed`, evaluated on held-out prompts."""
+def stage_rl_run(prep, objective: str, seed: int, bar) -> None:
+    """One RL run: RLOO against pm_train of `objective` with RL seed `seed`, evaluated on held-out prompts.
+    `bar`: the stage's progress bar, advanced by each step; its postfix shows the step's KL and rewards."""
     from rmtension.optimise.judges import JudgePanel
     from rmtension.optimise.policy import build_prompt_ids, decode_responses, open_policy
     from rmtension.optimise.rl_eval import HeldOut
@@ -202,9 +203,11 @@ def stage_rl_run(prep, objective: str, seed: int) -> None:
     )
 
     def on_step(row: dict) -> None:
-        log(
-            f"  step {row['step']:3d}: KL {row['kl']:6.3f}  r_train {row['reward_train_pm']:+.3f}  "
-            f"r_test {row['reward_test_pm']:+.3f}  ({row['step_s']:.1f}s)"
+        bar.update(1)
+        bar.set_postfix_str(
+            f"{objective}/seed{seed} KL {row['kl']:.3f} r_train {row['reward_train_pm']:+.3f} "
+            f"r_test {row['reward_test_pm']:+.3f}",
+            refresh=False,
         )
         interrupt.check(f"during RL on {objective} (no checkpoint: the run restarts)")
 
@@ -234,16 +237,20 @@ def stage_rl_run(prep, objective: str, seed: int) -> None:
 
 def stage_rl(prep) -> None:
     from rmtension.optimise.rl_summary import rl_summary
+    from rmtension.run.progress import stage_bar
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     rl = cfg.rl
     runs = [(o, s) for o in rl.objectives for s in rl.seeds]
-    h = config_hash(*(rl_hash(prep, o, s) for o, s in runs), rl.bootstrap, rl.block, "rl summary")
+    hashes = {(o, s): rl_hash(prep, o, s) for o, s in runs}
+    h = config_hash(*hashes.values(), rl.bootstrap, rl.block, "rl summary")
     if stage_complete(ctx.run_dir, "rl", h):
         return
-    for objective, seed in runs:
-        stage_rl_run(prep, objective, seed)
-        interrupt.check(f"after RL on {objective} (seed {seed})")
+    todo = [(o, s) for (o, s), rh in hashes.items() if not stage_complete(ctx.run_dir, f"rl/{o}/seed{s}", rh)]
+    with stage_bar("rl", len(todo) * rl.steps, "step") as bar:
+        for objective, seed in todo:
+            stage_rl_run(prep, objective, seed, bar)
+            interrupt.check(f"after RL on {objective} (seed {seed})")
     steps = pd.concat([pd.read_csv(run_paths(ctx.run_dir, o, s)[""]) for o, s in runs], ignore_index=True)
     evals = pd.concat(
         [pd.read_csv(run_paths(ctx.run_dir, o, s)["_eval"]) for o, s in runs], ignore_index=True

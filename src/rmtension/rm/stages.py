@@ -23,6 +23,7 @@ from rmtension.run import dist, interrupt
 from rmtension.rm.registry import lookup, ratio_rm, split_view, views
 from rmtension.run.context import StudyContext
 from rmtension.run.log import device, log
+from rmtension.run.progress import stage_bar
 from rmtension.run.runio import inside, stage_complete, write_csv, write_json, write_manifest
 
 
@@ -157,11 +158,10 @@ def trunk_cache(prep: Prepared):
     }
     unique = len({pid for e in sets.values() for pid in e.pair_ids})
     log(f"caching the frozen trunk for {unique} pairs (top {k} blocks train)")
-    for name, enc in sets.items():
-        cache.add(
-            model, enc, prep.tokenizer.pad_token_id, cfg.eval.batch_size, cfg.train.bf16, desc=f"trunk {name}"
-        )
-        interrupt.check("while caching the trunk")
+    with stage_bar("trunk cache", 2 * unique, "seq") as bar:  # chosen and rejected of each pair
+        for enc in sets.values():
+            cache.add(model, enc, prep.tokenizer.pad_token_id, cfg.eval.batch_size, cfg.train.bf16, bar)
+            interrupt.check("while caching the trunk")
     prep.cache = cache
     prep.timings["trunk_cache_s"] = time.perf_counter() - t0
     return cache
@@ -169,17 +169,23 @@ def trunk_cache(prep: Prepared):
 
 def stage_train(prep: Prepared) -> None:
     from rmtension.model.backbones import load_reward_model
-    from rmtension.rm.train import train_reward_model
+    from rmtension.rm.train import train_reward_model, train_steps
     from rmtension.model.trunk import trunk_fingerprint
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
+    jobs = []  # (objective, seed, stage, hash) not trained yet
     for objective in study_rms(cfg):
-        data = lookup(objective).data
         for seed in cfg.train.seeds:
             stage, h = f"train/{objective}/seed{seed}", train_hash(cfg, objective, seed)
-            if stage_complete(ctx.run_dir, stage, h):
-                continue
-            cache = trunk_cache(prep)
+            if not stage_complete(ctx.run_dir, stage, h):
+                jobs.append((objective, seed, stage, h))
+    if not jobs:
+        return
+    cache = trunk_cache(prep)  # before the bar: building the cache draws its own
+    steps = sum(train_steps(len(prep.train[lookup(o).data]), cfg.train) for o, *_ in jobs)
+    with stage_bar("train", steps, "step") as bar:
+        for objective, seed, stage, h in jobs:
+            data = lookup(objective).data
             torch.manual_seed(seed)  # seeds the score head's initialisation
             heads = lookup(objective).heads or None
             model = load_reward_model(
@@ -198,6 +204,7 @@ def stage_train(prep: Prepared) -> None:
                 seed,
                 out,
                 cache=cache,
+                bar=bar,
                 objectives=None if heads else pair_objectives(prep, data),
                 pcgrad=objective == "mixed_pcgrad",
                 resume_key=h,
@@ -219,14 +226,20 @@ def stage_eval(prep: Prepared) -> None:
 
     ctx, cfg = prep.ctx, prep.ctx.cfg
     test_ids = {t: e.pair_ids for t, e in prep.tests.items()}
+    jobs = []  # (view, trained RM, head, seed, stage, hash) not evaluated yet
     for view, rm, head in study_views(cfg):
         for seed in cfg.train.seeds:
             stage = f"eval/{view}/seed{seed}"
             h = config_hash(train_hash(cfg, rm, seed), test_ids, *([head] if head else []))
-            if stage_complete(ctx.run_dir, stage, h):
-                continue
+            if not stage_complete(ctx.run_dir, stage, h):
+                jobs.append((view, rm, head, seed, stage, h))
+    if not jobs:
+        return
+    shared = trunk_cache(prep)  # before the bar: building the cache draws its own
+    with stage_bar("eval", len(jobs) * sum(map(len, prep.tests.values())), "pair") as bar:
+        for view, rm, head, seed, stage, h in jobs:
             model = load_reward_model(str(ctx.rm_dir(rm, seed)), prep.tokenizer, head=head).to(device())
-            cache = trunk_cache(prep)
+            cache = shared
             if cache is not None and trunk_fingerprint(model, cache.k) != cache.fingerprint:
                 cache = None  # the saved model's trunk moved (trainable=all): run it in full
             outputs = []
@@ -237,6 +250,7 @@ def stage_eval(prep: Prepared) -> None:
                     path = inside(ctx.run_dir, "eval", view, f"seed{seed}", f"{test}.csv")
                     write_csv(path, frame)
                     outputs.append(path)
+                    bar.update(len(enc))
             write_manifest(ctx.run_dir, stage, h, outputs)
             interrupt.check("after evaluating " + stage)
 

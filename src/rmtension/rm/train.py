@@ -35,6 +35,7 @@ from rmtension.errors import ConfigError, TrainingDiverged
 from rmtension.model.forward import PairForward
 from rmtension.model.heads import pick_heads
 from rmtension.rm.losses import bradley_terry_loss, split_rewards
+from rmtension.run.progress import stage_bar
 from rmtension.run.runio import write_csv, write_json
 from rmtension.run.tracking import MetricsLog
 from rmtension.model.scope import set_trainable
@@ -83,6 +84,11 @@ def trainable_params(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+def train_steps(n_pairs: int, cfg: TrainConfig) -> int:
+    """Optimiser steps of a training run on `n_pairs` pairs."""
+    return max(1, math.ceil(cfg.epochs * math.ceil(n_pairs / cfg.batch_size) / cfg.grad_accum))
+
+
 def _peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
@@ -100,6 +106,7 @@ def train_reward_model(
     cache: TrunkCache | None = None,
     resume: bool = True,
     progress: bool = True,
+    bar=None,
     objectives: np.ndarray | None = None,
     pcgrad: bool = False,
     resume_key: str | None = None,
@@ -122,9 +129,9 @@ def train_reward_model(
     `heads`: for a multi-head `model` (`rmtension.model.heads`), the head of every training pair and
     of every validation pair ([N] and [N_val] row indices): each pair trains, and is validated on, only
     its own head.
-    """
-    from tqdm.auto import tqdm
 
+    `bar`: a progress bar (tqdm) to advance by each optimiser step (the stage's); else `progress` draws one.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     k = set_trainable(model, cfg.trainable)
@@ -135,7 +142,7 @@ def train_reward_model(
     named = trainable_params(model)
     params = list(named.values())
     n_batches = math.ceil(len(train) / cfg.batch_size)
-    total_steps = max(1, math.ceil(cfg.epochs * n_batches / cfg.grad_accum))
+    total_steps = train_steps(len(train), cfg)
     optimizer, scheduler = _optimiser(params, cfg, total_steps)
     # Under several processes `runner` is the DDP-wrapped model (its backward averages gradients over
     # processes), or under FSDP the model itself, sharded in place: its parameters are new objects,
@@ -193,13 +200,9 @@ def train_reward_model(
     )
     lengths = train.lengths()
     model.train()
-    bar = tqdm(
-        total=total_steps,
-        initial=state["step"],
-        desc=f"train {out_dir.parent.name}/{out_dir.name}",
-        disable=not progress or not dist.is_main(),
-        leave=False,
-    )
+    name, own_bar = f"{out_dir.parent.name}/{out_dir.name}", bar is None
+    bar = stage_bar(f"train {name}", total_steps, "step", show=progress) if own_bar else bar
+    bar.update(state["step"])  # a resumed run's steps
     with log, PairForward(model, tokenizer.pad_token_id, cfg.bf16, cache, runner=runner) as fwd:
         order_epoch, order = -1, []
         t0 = time.perf_counter()
@@ -259,7 +262,7 @@ def train_reward_model(
             state["loss"].append([state["step"], mean_loss])
             row = {"step": state["step"], "loss": mean_loss, "lr": lr}
             bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss:.3f}")
+            bar.set_postfix_str(f"{name} loss={mean_loss:.3f}", refresh=False)
             if val is not None and (state["step"] % cfg.eval_every == 0 or state["step"] == total_steps):
                 row["val_accuracy"] = val_acc = float(correct(*own_heads(fwd.score(val), val_heads)).mean())
                 state["val"].append([state["step"], val_acc])
@@ -276,7 +279,8 @@ def train_reward_model(
                 ckpt.save(named, best, optimizer, scheduler, state)
                 interrupt.check(f"during training of {out_dir} at step {state['step']} (checkpoint saved)")
         state["seconds"] += time.perf_counter() - t0
-    bar.close()
+    if own_bar:
+        bar.close()
     if val is None:  # the final weights, already in place, are the ones kept
         state["best_step"], state["best_val_accuracy"] = state["step"], None
     else:
