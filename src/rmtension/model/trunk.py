@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from rmtension.model.arch import base_model, find_arch, get_path, n_layers
 from rmtension.model.encode import EncodedPairs, collate, collate_pairs
@@ -130,10 +131,10 @@ class TrunkCache:
             raise ValueError(
                 "trunk cache does not match these token ids (pair ids reused for different pairs?)"
             )
+        states = pad_sequence(seqs, batch_first=True)  # [2B, T, H], zeros after each row's length
         width = tokens["input_ids"].shape[1]
-        states = torch.zeros(len(seqs), width, seqs[0].shape[-1], dtype=seqs[0].dtype)
-        for row, s in enumerate(seqs):
-            states[row, : s.shape[0]] = s
+        if states.shape[1] < width:
+            states = torch.nn.functional.pad(states, (0, 0, 0, width - states.shape[1]))
         return tokens, states
 
 
