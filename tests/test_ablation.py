@@ -18,7 +18,7 @@ from rmtension.config import MIN_EFFECT, StudyConfig, dump_config
 from rmtension.data.types import Pair, Turn
 from rmtension.model.encode import EncodedPairs
 from rmtension.model.scoring import score_pairs
-from rmtension.neurons.ablation import Condition, resolve_bf16, run_conditions
+from rmtension.neurons.ablation import HEAD_STACK, Condition, resolve_bf16, run_conditions
 from rmtension.neurons.ablation_stats import double_dissociation, paired_t, versus_controls
 from rmtension.neurons.claims import fmt_p, paper_claims
 from rmtension.neurons.config import AblationConfig, NeuronsConfig
@@ -68,6 +68,27 @@ def _conditions(model) -> dict[str, Condition]:
         "empty": Condition(torch.zeros(L, N, dtype=torch.bool)),
         "dup": Condition(from_1.clone()),
     }
+
+
+def test_many_ablations_of_the_top_block_stack_after_it_and_match_full_forwards():
+    """Sets in the last block only (a trained block over a frozen trunk): more conditions than one stack
+    of the head-only path, zero and mean, over padded batches; each must equal its own full forward."""
+    model = tiny_reward_model("bert", layers=3)
+    L, N = neuron_shape(model)
+    g = torch.Generator().manual_seed(5)
+    values = torch.randn(L, N, generator=g)
+    conds = {}
+    for i in range(HEAD_STACK + 3):
+        mask = torch.zeros(L, N, dtype=torch.bool)
+        mask[-1] = torch.rand(N, generator=g) < 0.1 + 0.4 * i / HEAD_STACK
+        conds[f"c{i}"] = Condition(mask, values if i % 2 else None)
+    enc = _enc(9)
+    assert len({len(s) for s in enc.chosen}) > 1  # padded rows
+    _, fast = run_conditions(model, enc, 0, conds, batch_size=4, bf16=False)
+    direct = _direct(model, enc, conds)
+    for key in conds:
+        np.testing.assert_allclose(fast[key], direct[key], atol=1e-5, rtol=0, err_msg=key)
+    assert len({fast[k].tobytes() for k in conds}) == len(conds)  # each its own answer, none repeated
 
 
 def _direct(model, enc, conds) -> dict[str, np.ndarray]:

@@ -54,6 +54,9 @@ The other families (llama, gpt2, gpt_neox) add the MLP output to the residual st
 STACK = {"cpu": 1, "cuda": 8}
 """Conditions per forward by device type: on a CPU a bigger batch only adds memory traffic (MiniLM,
 32 pairs: 2.0 s per condition unstacked, 2.7 s stacked by 4), on a GPU it fills the device."""
+HEAD_STACK = 64
+"""Conditions per forward when only the head runs after them (they start after the last block): the
+rows are one position each, so stacking saves the per-call overhead and costs no memory traffic."""
 
 
 def resolve_bf16(setting: bool | str, dev: torch.device | str) -> bool:
@@ -140,8 +143,9 @@ def run_conditions(
             if check:
                 top = _read_first_holds(model, batch, bf16, clean[idx])
             for start, fps in sorted(groups.items()):
-                for k in range(0, len(fps), stack):
-                    part = fps[k : k + stack]
+                size = HEAD_STACK if _head_only(model, start) else stack
+                for k in range(0, len(fps), size):
+                    part = fps[k : k + size]
                     out = _run_stacked(model, batch, start, states, [unique[fp] for fp in part], bf16, top)
                     for fp, m in zip(part, out):
                         margins[fp][idx] = m
@@ -183,6 +187,11 @@ def _delta_start(model: nn.Module, layer: int) -> bool:
     and the last one too in `POST_NORM` families, where the clean pass sees the norm's input there
     (pre-norm families capture a block's output as the next block's input, which the last lacks)."""
     return layer < neuron_shape(model)[0] - 1 or find_arch(model).family in POST_NORM
+
+
+def _head_only(model: nn.Module, layer: int) -> bool:
+    """Whether conditions starting at `layer` start after the last block (only the head runs)."""
+    return layer == neuron_shape(model)[0] - 1 and _delta_start(model, layer)
 
 
 @contextlib.contextmanager
@@ -260,9 +269,11 @@ def _run_stacked(
         else:
             first = start
             state = states.inputs[start].repeat(c, 1, 1)
+    after_last = first == n_layers  # only the head is left: no block to cut to its read position
+    if after_last and top:  # the head reads position 0: the state there is all it needs (masks too)
+        state, batch = state[:, :1], {k: v[:, :1] for k, v in batch.items()}
     tokens = {k: v.repeat(c, 1) for k, v in batch.items()}
     fns = _stacked_hooks(conds, first, neuron_shape(model))
-    after_last = first == n_layers  # only the head is left: no block to cut to its read position
     with (
         cut_trunk(model, n_layers - first) as inputs,
         neuron_hooks(model, fns),
