@@ -142,6 +142,8 @@ def run_conditions(
                 clean[idx] = _margins(model, batch, bf16)[0]
             if check:
                 top = _read_first_holds(model, batch, bf16, clean[idx])
+                if top:  # this batch's clean pass ran in full: the head-only conditions need position 0
+                    states.keep_first_position([s for s in groups if _head_only(model, s)])
             for start, fps in sorted(groups.items()):
                 size = HEAD_STACK if _head_only(model, start) else stack
                 for k in range(0, len(fps), size):
@@ -180,6 +182,13 @@ class _States:
         """layer l -> block l's output (pre-norm families) or its norm's input (POST_NORM)."""
         self.inputs: dict[int, torch.Tensor] = {}
         """layer l -> the residual stream entering block l (where a condition starts in the last block)."""
+
+    def keep_first_position(self, layers: Sequence[int]) -> None:
+        """Keep position 0 only of what these layers' conditions start from ([2B, 1, .])."""
+        for layer in layers:
+            for d in (self.acts, self.base):
+                if layer in d:
+                    d[layer] = d[layer][:, :1]
 
 
 def _delta_start(model: nn.Module, layer: int) -> bool:
