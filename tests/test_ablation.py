@@ -18,6 +18,8 @@ from rmtension.config import MIN_EFFECT, StudyConfig, dump_config
 from rmtension.data.types import Pair, Turn
 from rmtension.model.encode import EncodedPairs
 from rmtension.model.scoring import score_pairs
+from rmtension.model.arch import find_arch
+from rmtension.model.trunk import TrunkCache, trunk_fingerprint
 from rmtension.neurons.ablation import HEAD_STACK, Condition, resolve_bf16, run_conditions
 from rmtension.neurons.ablation_stats import double_dissociation, paired_t, versus_controls
 from rmtension.neurons.claims import fmt_p, paper_claims
@@ -89,6 +91,43 @@ def test_many_ablations_of_the_top_block_stack_after_it_and_match_full_forwards(
     for key in conds:
         np.testing.assert_allclose(fast[key], direct[key], atol=1e-5, rtol=0, err_msg=key)
     assert len({fast[k].tobytes() for k in conds}) == len(conds)  # each its own answer, none repeated
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_clean_pass_from_the_trunk_cache_gives_the_full_forwards(family):
+    """Sets in the two trained blocks of three: the clean pass may start from the cached trunk; a set
+    with a neuron below the cache makes it run in full. Both must equal one full forward per condition."""
+    model = tiny_reward_model(family, layers=3)
+    L, N = neuron_shape(model)
+    enc = _enc(8)
+    cache = TrunkCache(2, trunk_fingerprint(model, 2))
+    cache.add(model, enc, 0, batch_size=3, bf16=False)
+    g = torch.Generator().manual_seed(2)
+    values = torch.randn(L, N, generator=g)
+    above = {}
+    for i in range(5):
+        mask = torch.rand(L, N, generator=g) < 0.2
+        mask[0] = False
+        mask[1] = mask[1] & (i % 2 == 0)  # some start in the last block
+        above[f"a{i}"] = Condition(mask, values if i % 2 else None)
+    below = {**above, "low": Condition(torch.rand(L, N, generator=g) < 0.2)}
+    for conds in (above, below):
+        clean, fast = run_conditions(model, enc, 0, conds, batch_size=3, bf16=False, cache=cache)
+        r_c, r_r = score_pairs(model, enc, 0, batch_size=3, bf16=False)
+        np.testing.assert_allclose(clean, r_c - r_r, atol=1e-5)
+        direct = _direct(model, enc, conds)
+        for key in conds:
+            np.testing.assert_allclose(fast[key], direct[key], atol=1e-5, rtol=0, err_msg=key)
+    assert len(list(model.base_model.modules())) == len(
+        list(tiny_reward_model(family, layers=3).base_model.modules())
+    )
+    stopped = {}  # the cut really ran: blocks below the cache never ran
+    handle = model.base_model.get_submodule(find_arch(model).layers)[0].register_forward_hook(
+        lambda *a: stopped.setdefault("ran", True)
+    )
+    run_conditions(model, enc, 0, above, batch_size=3, bf16=False, cache=cache)
+    handle.remove()
+    assert "ran" not in stopped
 
 
 def _direct(model, enc, conds) -> dict[str, np.ndarray]:

@@ -116,7 +116,7 @@ def stage_neurons(prep: Prepared) -> Path:
 
 def stage_ablation(prep: Prepared) -> Path:
     """ablation.csv, cross_effect.json, neurons/influence.json (`rmtension.neurons.ablation_stage`)."""
-    return run_ablation(prep.ctx, prep.ctx.cfg.ablation, tokenizer=prep.tokenizer)
+    return run_ablation(prep.ctx, prep.ctx.cfg.ablation, tokenizer=prep.tokenizer, cache=prep.cache)
 
 
 STAGES: tuple[tuple[str, Callable[[Prepared], object]], ...] = (

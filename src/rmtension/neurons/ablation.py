@@ -43,7 +43,7 @@ from rmtension.model.encode import EncodedPairs, batches, collate_pairs
 from rmtension.model.precision import use_bf16
 from rmtension.model.readout import read_first, reads_first
 from rmtension.model.scoring import autocast
-from rmtension.model.trunk import cut_trunk
+from rmtension.model.trunk import TrunkCache, cut_trunk, trunk_fingerprint
 from rmtension.neurons.hooks import ablate, capture, capture_block_inputs, neuron_hooks, neuron_shape
 from rmtension.run import dist
 from rmtension.run.log import log
@@ -95,8 +95,13 @@ def run_conditions(
     bf16: bool = True,
     resume: bool = True,
     stack: int | None = None,
+    cache: TrunkCache | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Margins r_chosen - r_rejected [P] (in `enc` order) of the clean model and under each condition.
+
+    `cache`: the study's trunk cache. When it holds every pair of `enc` and no condition ablates a
+    block below it (the sets of the trained blocks), the clean pass starts from the cached states too,
+    so the frozen blocks never run.
 
     `resume`: the fast path of the module docstring; False runs every condition through the whole
     model (the reference). `stack`: conditions per forward (rows = stack x 2 x batch_size). Each
@@ -127,10 +132,27 @@ def run_conditions(
     margins = {fp: np.zeros(len(enc)) for fp in unique}
     mine: list[int] = []
     top = resume and reads_first(model)
+    skip = _cached_blocks(model, cache, enc, unique.values()) if resume else 0
+    if skip:  # the model runs cut to its blocks above the cache: masks and layers count from there
+        unique = {
+            fp: Condition(c.mask[skip:], None if c.values is None else c.values[skip:])
+            for fp, c in unique.items()
+        }
+        groups = defaultdict(list)
+        for fp, c in unique.items():
+            groups[c.first_layer].append(fp)
+    above = cut_trunk(model, cache.k) if skip else contextlib.nullcontext([])
+    inputs = above.__enter__()
     try:
         for j, idx in enumerate(dist.shard(batches(enc.lengths(), batch_size, None, group_by_length=True))):
             mine += idx
-            batch = {k: v.to(device) for k, v in collate_pairs(enc, idx, pad_id).items()}
+            if skip:
+                tokens, cached = cache.batch(enc, idx, pad_id)
+                for stand_in in inputs:
+                    stand_in.value = cached.to(device)
+            else:
+                tokens = collate_pairs(enc, idx, pad_id)
+            batch = {k: v.to(device) for k, v in tokens.items()}
             if not resume:
                 clean[idx] = _margins(model, batch, bf16)[0]
                 for fp, c in unique.items():
@@ -152,6 +174,7 @@ def run_conditions(
                     for fp, m in zip(part, out):
                         margins[fp][idx] = m
     finally:
+        above.__exit__(None, None, None)
         model.train(was_training)
     fps = list(margins)
     local = torch.from_numpy(
@@ -161,6 +184,20 @@ def run_conditions(
     clean = both[:, 0].copy()
     margins = {fp: both[:, 1 + j].copy() for j, fp in enumerate(fps)}
     return clean, {key: clean.copy() if fp is None else margins[fp] for key, fp in alias.items()}
+
+
+def _cached_blocks(model: nn.Module, cache: TrunkCache | None, enc: EncodedPairs, conds) -> int:
+    """How many lower blocks the clean pass can skip by starting from `cache` (0: it cannot)."""
+    if cache is None:
+        return 0
+    skip = neuron_shape(model)[0] - cache.k
+    fits = (
+        skip > 0
+        and all(c.first_layer >= skip for c in conds)
+        and all(pid in cache.states for pid in enc.pair_ids)
+        and trunk_fingerprint(model, cache.k) == cache.fingerprint
+    )
+    return skip if fits else 0
 
 
 def _margins(model: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, groups: int = 1) -> np.ndarray:

@@ -94,10 +94,13 @@ def ablation_hash(ctx: StudyContext, cfg: AblationConfig) -> str:
     )
 
 
-def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False, tokenizer=None) -> Path:
+def run_ablation(
+    ctx: StudyContext, cfg: AblationConfig, force: bool = False, tokenizer=None, cache=None
+) -> Path:
     """Write ablation.csv and neurons/{influence,cross_effect,dissociation}.json; returns ablation.csv.
 
-    Skipped when its manifest matches. `tokenizer`: the study's; None loads the first RM's.
+    Skipped when its manifest matches. `tokenizer`: the study's; None loads the first RM's. `cache`:
+    the study's trunk cache, if built (`rmtension.neurons.ablation.run_conditions` starts from it).
     """
     run_dir = ctx.run_dir
     if not (run_dir / NEURONS / "sets.json").exists():
@@ -145,7 +148,7 @@ def run_ablation(ctx: StudyContext, cfg: AblationConfig, force: bool = False, to
             run = part_conditions(conds, plan, part)
             t1 = time.perf_counter()
             clean, margins = run_conditions(
-                model, enc, tok.pad_token_id, run, cfg.batch_size, bf16, stack=cfg.stack
+                model, enc, tok.pad_token_id, run, cfg.batch_size, bf16, stack=cfg.stack, cache=cache
             )
             bar.update(len(run))
             log(
@@ -221,9 +224,12 @@ def _test_pairs(
             encs.append(encode_pairs(pairs, tok, ctx.cfg.model.max_length))
             slices[name] = slice(start, start + len(pairs))
             start += len(pairs)
+        ids = [i for e in encs for i in e.pair_ids]
+        if len(set(ids)) < len(ids):  # a pair in two test sets: ids made unique (no trunk cache then)
+            ids = [f"{n}/{i}" for n, e in zip(names, encs) for i in e.pair_ids]
         out[part] = (
             EncodedPairs(
-                [f"{n}/{i}" for n, e in zip(names, encs) for i in e.pair_ids],
+                ids,
                 [s for e in encs for s in e.chosen],
                 [s for e in encs for s in e.rejected],
                 sum(e.n_truncated for e in encs),
