@@ -302,3 +302,34 @@ def test_gated_flip_leaves_output_ranking_and_fire_rate_unchanged():
     # the signed ranking is not invariant: the flipped neuron leaves the signed top set
     signed = [top_percent(s.scores["mean_act"], 5) for s in (before, after)]
     assert signed[0][layer, j] and not signed[1][layer, j]
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_scores_over_a_trunk_cache_equal_the_full_forward_on_the_blocks_above_it(family):
+    """RMs that trained their top two blocks of three over the base's frozen block 0: scored from the
+    cached trunk, every scorer (base and gradient ones too) gives the full pass's values there."""
+    from rmtension.model.trunk import TrunkCache, trunk_fingerprint
+
+    base = tiny_reward_model(family, seed=1, layers=3)
+    model = tiny_reward_model(family, seed=1, layers=3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".0." not in name and "embed" not in name and "wte" not in name and "wpe" not in name:
+                p.add_(0.05 * torch.randn_like(p))  # training changed everything above block 0
+    enc = _pairs()
+    cache = TrunkCache(2, trunk_fingerprint(model, 2))
+    assert cache.fingerprint == trunk_fingerprint(base, 2)  # the trunk is the base's
+    cache.add(model, enc, 0, batch_size=2, bf16=False)
+    full = score_neurons({"rm": model}, enc, 0, base=base, batch_size=2, bf16=False, per_pair=True)["rm"]
+    top = score_neurons(
+        {"rm": model}, enc, 0, base=base, batch_size=2, bf16=False, per_pair=True, cache=cache
+    )["rm"]
+    for name in SCORERS:
+        assert top.scores[name].shape == (2, 64)
+        torch.testing.assert_close(top.scores[name], full.scores[name][1:], atol=2e-5, rtol=1e-4, msg=name)
+    for stat, v in top.pair_sums.stats.items():
+        torch.testing.assert_close(v, full.pair_sums.stats[stat][:, 1:], atol=1e-4, rtol=1e-4, msg=stat)
+    assert len(list(model.base_model.modules())) == len(list(base.base_model.modules()))  # restored
+    other = tiny_reward_model(family, seed=3, layers=3)  # another trunk: refused
+    with pytest.raises(ValueError, match="trunk cache"):
+        score_neurons({"rm": other}, enc, 0, scorers=["mean_act"], batch_size=2, bf16=False, cache=cache)

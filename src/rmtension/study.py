@@ -27,7 +27,7 @@ from rmtension.optimise.pm_halves import stage_pm_halves
 from rmtension.optimise.rl_stage import stage_rl
 from rmtension.report.document import write_report
 from rmtension.rm.conflict_stage import stage_conflict
-from rmtension.rm.stages import Prepared, prepare, stage_eval, stage_tension, stage_train
+from rmtension.rm.stages import Prepared, prepare, stage_eval, stage_tension, stage_train, trunk_cache
 from rmtension.run import dist, interrupt
 from rmtension.run.log import duration, log
 from rmtension.run.quiet import quiet_third_party
@@ -111,12 +111,21 @@ def write_timings(run_dir: Path, seconds: dict[str, float], extra: dict[str, flo
 
 def stage_neurons(prep: Prepared) -> Path:
     """neurons/: scores, sets and overlap of each analysed RM (`rmtension.neurons.stage`)."""
-    return run_neuron_scoring(prep.ctx, prep.ctx.cfg.neurons, tokenizer=prep.tokenizer)
+    return run_neuron_scoring(
+        prep.ctx, prep.ctx.cfg.neurons, tokenizer=prep.tokenizer, trunk=_top_cache(prep)
+    )
 
 
 def stage_ablation(prep: Prepared) -> Path:
     """ablation.csv, cross_effect.json, neurons/influence.json (`rmtension.neurons.ablation_stage`)."""
-    return run_ablation(prep.ctx, prep.ctx.cfg.ablation, tokenizer=prep.tokenizer, cache=prep.cache)
+    return run_ablation(prep.ctx, prep.ctx.cfg.ablation, tokenizer=prep.tokenizer, trunk=_top_cache(prep))
+
+
+def _top_cache(prep: Prepared) -> Callable[[], object] | None:
+    """What gives the trunk cache (built if need be, as for evaluation, and only when the stage runs)
+    when the neuron sets lie in the trained blocks above it, so the neuron and ablation forwards always
+    start from it: a resumed study computes what an uninterrupted one does."""
+    return (lambda: trunk_cache(prep)) if prep.ctx.cfg.neurons.layers == "trained" else None
 
 
 STAGES: tuple[tuple[str, Callable[[Prepared], object]], ...] = (

@@ -95,12 +95,13 @@ def ablation_hash(ctx: StudyContext, cfg: AblationConfig) -> str:
 
 
 def run_ablation(
-    ctx: StudyContext, cfg: AblationConfig, force: bool = False, tokenizer=None, cache=None
+    ctx: StudyContext, cfg: AblationConfig, force: bool = False, tokenizer=None, trunk=None
 ) -> Path:
     """Write ablation.csv and neurons/{influence,cross_effect,dissociation}.json; returns ablation.csv.
 
-    Skipped when its manifest matches. `tokenizer`: the study's; None loads the first RM's. `cache`:
-    the study's trunk cache, if built (`rmtension.neurons.ablation.run_conditions` starts from it).
+    Skipped when its manifest matches. `tokenizer`: the study's; None loads the first RM's. `trunk`:
+    gives the study's trunk cache (called only if the stage runs), which
+    `rmtension.neurons.ablation.run_conditions` starts from when the sets lie above it.
     """
     run_dir = ctx.run_dir
     if not (run_dir / NEURONS / "sets.json").exists():
@@ -112,6 +113,7 @@ def run_ablation(
     from rmtension.model.backbones import load_reward_model, load_tokenizer
 
     t0 = time.perf_counter()
+    cache = trunk() if trunk else None
     doc, scores = load_sets(run_dir), read_scores(run_dir)
     ps = cfg.ps or doc["ps"]
     missing = [p for p in ps if p_key(p) not in {p_key(q) for q in doc["ps"]}]

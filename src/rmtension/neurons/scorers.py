@@ -27,6 +27,7 @@ overlap nulls re-split the pairs by re-aggregating, without another forward pass
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ from rmtension.neurons.hooks import frozen, gate_hooks, is_gated, neuron_hooks, 
 from rmtension.neurons.pairsums import STATS, PairSums, scores_from_sums, stats_for
 from rmtension.model.scoring import autocast
 from rmtension.model.stop import StopForward
+from rmtension.model.trunk import TrunkCache, cut_trunk, trunk_fingerprint
 
 SCORERS = ("mean_act", "fire_rate", "rms_change", "attribution", "contrast")
 NEEDS_BASE = frozenset({"rms_change"})
@@ -227,8 +229,13 @@ def score_neurons(
     bf16: bool = True,
     per_pair: bool = False,
     score_base: bool = False,
+    cache: TrunkCache | None = None,
 ) -> dict[str, NeuronScores]:
     """Score every neuron of each model in `models` on the pairs of `enc`, in one pass.
+
+    `cache`: a trunk cache holding every pair of `enc`, whose frozen blocks every model (and the
+    base) shares: then each model runs cut to its top `cache.k` blocks over the cached states, and
+    the scores cover those blocks only ([k, N]).
 
     Each batch runs the base backbone once (for `rms_change`, or for `score_base`) and then every
     model, so several reward models share the base forward. Models must share the architecture and
@@ -247,6 +254,22 @@ def score_neurons(
         raise ValueError("rms_change and score_base need the base backbone (base=...)")
     if score_base and "base" in models:
         raise ValueError("a model named 'base' would clash with the scored base backbone")
+    everyone = list(models.values()) + ([base] if base is not None else [])
+    with contextlib.ExitStack() as cut:
+        inputs = []
+        if cache is not None:
+            for m in everyone:
+                if trunk_fingerprint(m, cache.k) != cache.fingerprint:
+                    raise ValueError("score_neurons: a model's frozen blocks differ from the trunk cache's")
+                inputs += cut.enter_context(cut_trunk(m, cache.k))
+        return _score_all(
+            models, enc, pad_id, base, scorers, batch_size, bf16, per_pair, score_base, cache, inputs
+        )
+
+
+def _score_all(models, enc, pad_id, base, scorers, batch_size, bf16, per_pair, score_base, cache, inputs):
+    """`score_neurons` on models already cut to their top blocks when `cache` is given (their stand-ins:
+    `inputs`)."""
     first = next(iter(models.values()))
     shape = neuron_shape(first)
     for name, m in list(models.items()) + ([("base", base)] if base is not None else []):
@@ -265,7 +288,13 @@ def score_neurons(
         m.eval()
     try:
         for idx in dist.shard(batches(enc.lengths(), batch_size, None, group_by_length=True)):
-            batch = {k: v.to(device) for k, v in collate_pairs(enc, idx, pad_id).items()}
+            if cache is None:
+                tokens = collate_pairs(enc, idx, pad_id)
+            else:
+                tokens, states = cache.batch(enc, idx, pad_id)
+                for stand_in in inputs:
+                    stand_in.value = states.to(device)
+            batch = {k: v.to(device) for k, v in tokens.items()}
             mask = batch["attention_mask"]
             base_acts, base_gates = (
                 _base_activations(base, batch, bf16, shape[0]) if need_base else (None, None)

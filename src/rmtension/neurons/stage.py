@@ -127,24 +127,28 @@ def neurons_hash(ctx: StudyContext, cfg: NeuronsConfig) -> str:
     )
 
 
-def run_neuron_scoring(ctx: StudyContext, cfg: NeuronsConfig, force: bool = False, tokenizer=None) -> Path:
+def run_neuron_scoring(
+    ctx: StudyContext, cfg: NeuronsConfig, force: bool = False, tokenizer=None, trunk=None
+) -> Path:
     """Score, select and measure overlap; skipped when its manifest matches. Returns neurons/.
 
-    `tokenizer`: the study's (prepared) tokenizer; None loads the first RM's.
+    `tokenizer`: the study's (prepared) tokenizer; None loads the first RM's. `trunk`: gives the
+    study's trunk cache (called only if the stage runs); the scoring forwards start from it when the
+    analysed blocks lie above it.
     """
     out = ctx.run_dir / NEURONS
     h = neurons_hash(ctx, cfg)
     if not force and stage_complete(ctx.run_dir, NEURONS, h):
         log("neurons: up to date")
         return out
-    score_models(ctx, cfg, tokenizer)
+    score_models(ctx, cfg, tokenizer, trunk() if trunk else None)
     select_sets(ctx.run_dir, cfg)
     compute_overlap(ctx.run_dir, cfg)
     write_manifest(ctx.run_dir, NEURONS, h, [out])
     return out
 
 
-def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[Path]:
+def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None, cache=None) -> list[Path]:
     """Write neurons/<rm>/scores.safetensors and pair_sums.safetensors for every analysed RM, and the
     base backbone's pair sums (one streaming pass per objective; the base forward is shared)."""
     from rmtension.model.encode import encode_pairs
@@ -173,19 +177,25 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None) -> list[
     per_pair: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
     meta: dict[str, dict[str, str]] = {r.name: {"objective": r.objective, "seed": str(r.seed)} for r in rms}
     meta[BASE] = {"objective": BASE, "seed": "0"}
-    first = first_layer(cfg, ctx.cfg.train.trainable, n_layers(next(iter(models.values()))))
+    layers = n_layers(next(iter(models.values())))
+    first = first_layer(cfg, ctx.cfg.train.trainable, layers)
+    if cache is not None and first < layers - cache.k:  # blocks below the cache are analysed too
+        cache = None
+    done = 0 if cache is None else layers - cache.k  # blocks the scores leave out already
     for obj in DATA_OBJECTIVES:
         pairs = sample_pairs(ctx.bundle.splits[obj]["train"], cfg.max_pairs, stable_seed(cfg.seed, obj))
         if not pairs:
             raise ArtifactError(f"no {obj} training pairs to score neurons on")
         enc = encode_pairs(pairs, tok, mcfg.max_length)
         log(f"neurons: scoring {len(rms)} RM(s) on {len(enc)} {obj} pairs ({', '.join(cfg.scorers)})")
+        use = cache if cache is not None and all(pid in cache.states for pid in enc.pair_ids) else None
         results = score_neurons(
-            models, enc, tok.pad_token_id, base, cfg.scorers, cfg.batch_size, cfg.bf16, True, score_base
+            models, enc, tok.pad_token_id, base, cfg.scorers, cfg.batch_size, cfg.bf16, True, score_base, use
         )
+        skip = first - (0 if use is None else done)
         for name, res in results.items():
-            tensors[name].update({f"{s}/{obj}": v[first:].contiguous() for s, v in res.scores.items()})
-            per_pair[name].update(res.pair_sums.layers_from(first).to_tensors(obj))
+            tensors[name].update({f"{s}/{obj}": v[skip:].contiguous() for s, v in res.scores.items()})
+            per_pair[name].update(res.pair_sums.layers_from(skip).to_tensors(obj))
             meta[name].update(
                 {f"n_pairs/{obj}": str(res.n_pairs), f"n_tokens/{obj}": str(res.n_tokens), **res.meta}
             )
