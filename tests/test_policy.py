@@ -3,14 +3,13 @@ import pytest
 import torch
 
 from rmtension.data.types import Turn
+from rmtension.optimise.decode import left_pad, positions
 from rmtension.optimise.policy import (
     build_prompt_ids,
     decode_responses,
     filter_logits,
-    left_pad,
     next_tokens,
     plan_rows,
-    positions,
     sample,
     stop_token_ids,
 )

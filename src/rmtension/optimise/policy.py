@@ -17,7 +17,6 @@ mode the tokens equal `generate(do_sample=False)` (tests/test_policy.py).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,8 +24,8 @@ import numpy as np
 import torch
 
 from rmtension.data.types import Turn, render_transcript
-from rmtension.model.encode import pad
 from rmtension.model.precision import use_bf16
+from rmtension.optimise.decode import HFDecoder, LlamaDecoder, make_decoder
 
 END_OF_TURN = "<|im_end|>"
 """ChatML end-of-turn marker (SmolLM2, Qwen): a stop token whenever the vocabulary has it."""
@@ -180,16 +179,6 @@ def next_tokens(
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=cdf.shape[-1] - 1)
 
 
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad for generation: ids [B, L] and mask [B, L] (`rmtension.model.encode.pad`)."""
-    return pad(seqs, pad_id, side="left")
-
-
-def positions(mask: torch.Tensor) -> torch.Tensor:
-    """[B, L] position ids for a left-padded mask, exactly as generate computes them (pads get 0)."""
-    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-
-
 def plan_rows(prompt_lengths: Sequence[int], n: int, batch_size: int) -> list[list[tuple[int, int]]]:
     """Batches of (prompt, sample) rows, longest prompts first, a prompt's samples kept together."""
     order = np.argsort(-np.asarray(prompt_lengths), kind="stable")
@@ -197,13 +186,9 @@ def plan_rows(prompt_lengths: Sequence[int], n: int, batch_size: int) -> list[li
     return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
-def _accepts(model, name: str) -> bool:
-    return name in inspect.signature(model.forward).parameters
-
-
 @torch.inference_mode()
 def _decode_batch(
-    model,
+    decoder: LlamaDecoder | HFDecoder,
     prompts: list[list[int]],
     rows: list[tuple[int, int]],
     *,
@@ -212,62 +197,35 @@ def _decode_batch(
     top_k: int,
     top_p: float,
     stop: torch.Tensor,
-    pad_id: int,
     generator: torch.Generator | None,
 ) -> tuple[list[list[int]], list[bool]]:
     """Generate for one batch of rows; each distinct prompt is prefilled once."""
-    from transformers import DynamicCache
-
-    device = next(model.parameters()).device
-    uniq = list(dict.fromkeys(p for p, _ in rows))
-    ids, mask = left_pad([prompts[p] for p in uniq], pad_id)
-    ids, mask = ids.to(device), mask.to(device)
-    cache = DynamicCache(config=model.config)
-    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions(mask),
-        past_key_values=cache,
-        use_cache=True,
-        **extra,
-    )
-    expand = torch.tensor([uniq.index(p) for p, _ in rows], device=device)
-    cache = out.past_key_values
-    if len(uniq) != len(rows) or not torch.equal(expand, torch.arange(len(rows), device=device)):
-        cache.batch_select_indices(expand)  # one prefill per prompt, copied to its samples
-    logits, mask = out.logits[expand, -1], mask[expand]
-    pos = positions(mask)[:, -1]
-    alive = torch.arange(len(rows), device=device)  # batch row -> output row
-    tokens: list[list[int]] = [[] for _ in rows]
-    finished = [False] * len(rows)
-    done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+    device = stop.device
+    slot = {p: i for i, p in enumerate(dict.fromkeys(p for p, _ in rows))}
+    expand = torch.tensor([slot[p] for p, _ in rows], device=device)
+    logits = decoder.prefill([prompts[p] for p in slot], expand)
+    n = len(rows)
+    drawn = torch.zeros(n, max_new_tokens, dtype=torch.long, device=device)  # [R, T] per output row
+    length = torch.full((n,), max_new_tokens, device=device)
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    alive = torch.arange(n, device=device)  # batch row -> output row
+    done = torch.zeros(n, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
         tok = next_tokens(logits, temperature, top_k, top_p, generator)
-        live = (~done).nonzero().squeeze(1).tolist()
-        for b in live:
-            tokens[int(alive[b])].append(int(tok[b]))
+        drawn[alive[~done], step] = tok[~done]
         now = torch.isin(tok, stop) & ~done
-        for b in now.nonzero().squeeze(1).tolist():
-            finished[int(alive[b])] = True
+        length[alive[now]], finished[alive[now]] = step + 1, True
         done |= now
         if step == max_new_tokens - 1 or bool(done.all()):
             break
         if int(done.sum()) >= max(1, len(done) // 8):  # compact: drop finished rows (copying the cache costs)
             keep = (~done).nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            alive, tok, mask, pos, done = alive[keep], tok[keep], mask[keep], pos[keep], done[keep]
-        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
-        pos = pos + 1
-        out = model(
-            input_ids=tok[:, None],
-            attention_mask=mask,
-            position_ids=pos[:, None],
-            past_key_values=cache,
-            use_cache=True,
-        )
-        logits, cache = out.logits[:, -1], out.past_key_values
-    return tokens, finished
+            decoder.keep(keep)
+            alive, tok, done = alive[keep], tok[keep], done[keep]
+        logits = decoder.step(tok)
+    length[alive[~done]] = step + 1
+    tokens = [row[:k] for row, k in zip(drawn.tolist(), length.tolist())]
+    return tokens, finished.tolist()
 
 
 def sample(
@@ -284,11 +242,13 @@ def sample(
     pad_id: int = 0,
     seed: int | None = 0,
     progress=None,
+    fused: bool = True,
 ) -> Sampled:
     """Draw `n` responses for each prompt (token-id lists, already chat-formatted).
 
     Rows come back grouped by prompt in prompt order. `seed` makes the draws reproducible for a
-    fixed batch plan; `progress(done_rows, total_rows)` is called after each batch.
+    fixed batch plan; `progress(done_rows, total_rows)` is called after each batch. `fused=False`
+    forces the generic decoder (`rmtension.optimise.decode`) on a model that has the fused one.
     """
     prompts = [list(p) for p in prompts]
     if any(len(p) == 0 for p in prompts):
@@ -301,9 +261,10 @@ def sample(
     model.eval()
     by_row: dict[tuple[int, int], tuple[list[int], bool]] = {}
     plan = plan_rows([len(p) for p in prompts], n, batch_size)
+    decoder = make_decoder(model, max_new_tokens, pad_id, fused)
     for rows in plan:
         toks, fin = _decode_batch(
-            model,
+            decoder,
             prompts,
             rows,
             max_new_tokens=max_new_tokens,
@@ -311,7 +272,6 @@ def sample(
             top_k=top_k,
             top_p=top_p,
             stop=stop,
-            pad_id=pad_id,
             generator=gen,
         )
         by_row.update({r: (t, f) for r, t, f in zip(rows, toks, fin)})
