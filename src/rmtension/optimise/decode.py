@@ -131,11 +131,12 @@ class LlamaDecoder:
         self,
         weights: LlamaWeights,
         max_new_tokens: int,
-        pack_tokens: int = PACK_TOKENS,
-        group_cost: int = GROUP_COST,
+        pack_tokens: int | None = None,
+        group_cost: int | None = None,
     ):
         self.w, self.max_new_tokens = weights, max_new_tokens
-        self.pack_tokens, self.group_cost = pack_tokens, group_cost
+        self.pack_tokens = PACK_TOKENS if pack_tokens is None else pack_tokens
+        self.group_cost = GROUP_COST if group_cost is None else group_cost
 
     def _rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[R, T] positions -> cos, sin [R, 1, T, D] in the weights' dtype."""

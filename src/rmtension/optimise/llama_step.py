@@ -166,12 +166,10 @@ def llama_layers(
     h, hk, d = w.heads, w.kv_heads, w.head_dim
     x = F.embedding(ids, w.embed)  # [R, T, C]
     for i in range(len(w.qkv)):
-        q, k, v = linear(rms_norm(x, w.norm_attn[i], w.eps), w.qkv[i], w.packed).split(
-            [h * d, hk * d, hk * d], -1
-        )
-        q = rope(q.view(r, t, h, d).transpose(1, 2), cos, sin)  # [R, H, T, D]
-        k = rope(k.view(r, t, hk, d).transpose(1, 2), cos, sin)  # [R, Hk, T, D]
-        x = x + linear(attention(i, q, k, v.view(r, t, hk, d).transpose(1, 2)), w.o[i], w.packed)
+        qkv = linear(rms_norm(x, w.norm_attn[i], w.eps), w.qkv[i], w.packed)  # [R, T, (H + 2 Hk) D]
+        qk = rope(qkv[..., : (h + hk) * d].view(r, t, h + hk, d).transpose(1, 2), cos, sin)  # q and k at once
+        v = qkv[..., (h + hk) * d :].view(r, t, hk, d).transpose(1, 2)  # [R, Hk, T, D]
+        x = x + linear(attention(i, qk[:, :h], qk[:, h:], v), w.o[i], w.packed)
         gate, up = linear(rms_norm(x, w.norm_mlp[i], w.eps), w.gate_up[i], w.packed).chunk(2, dim=-1)
         x = x + linear(F.silu(gate) * up, w.down[i], w.packed)
     return x
