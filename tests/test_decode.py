@@ -124,13 +124,15 @@ def hf_last_logits(model, prompts, continuations):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_prefill_and_steps_match_the_hf_forward(dtype):
+@pytest.mark.parametrize(
+    "dtype,pack", [(torch.float32, True), (torch.bfloat16, True), (torch.bfloat16, False)]
+)
+def test_fused_prefill_and_steps_match_the_hf_forward(dtype, pack):
     if dtype == torch.bfloat16 and not bf16_native("cpu"):
         pytest.skip("no native bf16 matmul on this CPU")
     model = tiny_causal_lm("llama", layers=3, hidden=64, mlp=128).to(dtype)
-    weights = llama_weights(model)
-    assert weights.packed == (dtype == torch.bfloat16)  # bf16 weights run prepacked
+    weights = llama_weights(model, pack)
+    assert weights.packed == (pack and dtype == torch.bfloat16)  # only bf16 weights are prepacked
     dec = LlamaDecoder(weights, max_new_tokens=4, group_cost=0)
     expand = torch.tensor([0, 0, 1, 2, 3, 4])  # prompt 0 twice
     prompts = SHARED

@@ -97,9 +97,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, packed: bool) -> torch.Tensor:
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def llama_weights(model) -> LlamaWeights | None:
+def llama_weights(model, pack: bool = True) -> LlamaWeights | None:
     """The weights of a plain Llama causal LM, or None where the fused step does not apply (another
-    family, biases, a length-dependent RoPE, or forward hooks that the fused step would bypass)."""
+    family, biases, a length-dependent RoPE, or forward hooks that the fused step would bypass).
+    `pack`: prepack bf16 weights where possible (`prepack`)."""
     from transformers import LlamaForCausalLM
 
     if not isinstance(model, LlamaForCausalLM):
@@ -128,8 +129,8 @@ def llama_weights(model) -> LlamaWeights | None:
         [m.down_proj.weight for m in mlp],
         [model.lm_head.weight],
     ]
-    packed = [[prepack(w) for w in ws] for ws in mats]
-    if all(p is not None for ps in packed for p in ps):
+    packed = [[prepack(w) for w in ws] for ws in mats] if pack else []
+    if packed and all(p is not None for ps in packed for p in ps):
         mats = packed
     return LlamaWeights(
         embed=base.embed_tokens.weight,

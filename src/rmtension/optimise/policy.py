@@ -1,20 +1,22 @@
 """Sampling from a causal-LM policy: chat-formatted HH prompts and a hand-written batched decode loop.
 
-The loop beats `model.generate` at default settings on CPU (`benchmarks/sampling.py`) by
+The loop beats `model.generate` on CPU (`benchmarks/sampling.py`) by
   1. running bf16 *weights* (`load_policy(precision="bf16")`). bf16 autocast re-casts every
      weight matrix on every decode step: measured on SmolLM2-135M, batch 32, 2 cores, one decode
      step takes 410 ms in fp32, 480 ms under autocast and 75 ms with bf16 weights;
-  2. prefilling each distinct prompt once and copying its KV cache to its n samples;
-  3. sorting prompts by length, so batches carry little left padding;
-  4. dropping finished rows from the batch (and the KV cache) instead of decoding padding;
-  5. computing logits only for the last position and skipping generate's per-step
+  2. a fused decoder for Llama-family models (`rmtension.optimise.decode`): a plain-PyTorch
+     forward over preallocated KV caches, prompts prefilled packed without padding and their
+     shared prefix once, prepacked bf16 weights; other families use the model's own forward;
+  3. prefilling each distinct prompt once and copying its KV cache to its n samples;
+  4. sorting prompts by length, so batches carry little left padding;
+  5. dropping finished rows from the batch (and the KV cache) instead of decoding padding;
+  6. computing logits only for the last position and skipping generate's per-step
      logits-processor and stopping-criteria machinery (`torch.inference_mode`, plain loop);
-  6. drawing tokens by inverting the CDF rather than with `torch.multinomial` (`next_tokens`).
+  7. drawing tokens by inverting the CDF rather than with `torch.multinomial` (`next_tokens`).
 The token distribution is the model's own softmax, with the same temperature / top-k / top-p
 filters as `generate` (`filter_logits` mirrors transformers' warpers). In fp32 and greedy
-mode the tokens equal `generate(do_sample=False)` (tests/test_policy.py).
+mode the tokens equal `generate(do_sample=False)` (tests/test_policy.py, tests/test_decode.py).
 """
-
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -286,7 +288,7 @@ def sample(
     model.eval()
     by_row: dict[tuple[int, int], tuple[list[int], bool]] = {}
     plan = plan_rows([len(p) for p in prompts], n, batch_size)
-    decoder = make_decoder(model, max_new_tokens, pad_id, fused)
+    decoder = make_decoder(model, max_new_tokens, pad_id, fused, steps=len(plan) * max_new_tokens)
     for rows in plan:
         toks, fin = _decode_batch(
             decoder,
