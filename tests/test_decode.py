@@ -134,7 +134,7 @@ def test_fused_prefill_and_steps_match_the_hf_forward(dtype, pack):
     weights = llama_weights(model, pack)
     assert weights.packed == (pack and dtype == torch.bfloat16)  # only bf16 weights are prepacked
     dec = LlamaDecoder(weights, max_new_tokens=4, group_cost=0)
-    expand = torch.tensor([0, 0, 1, 2, 3, 4])  # prompt 0 twice
+    expand = torch.tensor([0, 1, 2, 0, 3, 4])  # prompt 0 twice, in two cache groups
     prompts = SHARED
     with torch.inference_mode():
         logits = [dec.prefill(prompts, expand)]

@@ -187,13 +187,13 @@ class LlamaDecoder:
             hidden = llama_layers(self.w, ids, *self._rope(pos), attention)  # [1, N, C]
             ends = torch.tensor([len(prompts[u]) - shared for u in pack], device=device).cumsum(0) - 1
             logits.append(llama_logits(self.w, hidden[0, ends]))
-        src = [first[u] for u in expand.tolist()]
-        for g in self.groups:  # the samples of a prompt copy its row (split_rows keeps them together)
-            dst = [r for r in range(g.start, g.stop) if src[r] != r]
-            if dst:
-                to = torch.tensor(dst, device=device) - g.start
-                frm = torch.tensor([src[r] for r in dst], device=device) - g.start
-                g.cache.k[:, to], g.cache.v[:, to] = g.cache.k[:, frm], g.cache.v[:, frm]
+        for r, u in enumerate(expand.tolist()):  # the other samples of a prompt copy its first row
+            if r != first[u]:
+                g, h, t = self._where(r), self._where(first[u]), lengths[r]
+                for a, b in ((g.cache.k, h.cache.k), (g.cache.v, h.cache.v)):
+                    a[:, r - g.start, :, g.width - t : g.width] = b[
+                        :, first[u] - h.start, :, h.width - t : h.width
+                    ]
         self.pos = torch.tensor(lengths, device=device) - 1
         return torch.cat(logits)[expand]
 

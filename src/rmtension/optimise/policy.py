@@ -17,6 +17,7 @@ The token distribution is the model's own softmax, with the same temperature / t
 filters as `generate` (`filter_logits` mirrors transformers' warpers). In fp32 and greedy
 mode the tokens equal `generate(do_sample=False)` (tests/test_policy.py, tests/test_decode.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
