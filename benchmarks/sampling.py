@@ -14,17 +14,18 @@ Without native bf16 matmuls (`rmtension.model.precision.bf16_native`) every meth
 weights and the ratios are against fp32 `generate`, as the output says.
 
     python benchmarks/sampling.py [--data PATH/hh-rlhf] [--batch-sizes 32,64,128] [--new-tokens 64]
-        [--repeats 2] [--greedy]
+        [--repeats 2] [--greedy] [--levers] [--threads N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -32,8 +33,29 @@ import torch
 from rmtension.data.types import Turn
 from rmtension.model.backbones import load_tokenizer, resolve_backbone
 from rmtension.model.precision import bf16_native
+from rmtension.optimise import decode
 from rmtension.optimise.decode import left_pad
 from rmtension.optimise.policy import build_prompt_ids, load_policy, sample, stop_token_ids
+
+
+LEVERS = {
+    "prepacked_weights": {"PREPACK_STEPS": 10**9},
+    "cache_groups": {"GROUP_COST": 10**9},
+    "shared_prefix": {"MIN_SHARED_PREFIX": 10**9},
+}
+"""--levers: each runs ours with one lever of `rmtension.optimise.decode` turned off."""
+
+
+@contextlib.contextmanager
+def lever_off(settings: dict[str, int]) -> Iterator[None]:
+    saved = {k: getattr(decode, k) for k in settings}
+    try:
+        for k, v in settings.items():
+            setattr(decode, k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(decode, k, v)
 
 
 def hh_contexts(path: Path, k: int) -> list[tuple[Turn, ...]]:
@@ -75,19 +97,21 @@ def run_generate(model, prompts, pad_id, stop, new_tokens, greedy, static) -> in
     return count_to_stop(out[:, ids.shape[1] :].tolist(), stop)
 
 
-def run_ours(model, prompts, pad_id, stop, new_tokens, greedy, fused) -> int:
-    s = sample(
-        model,
-        prompts,
-        n=1,
-        max_new_tokens=new_tokens,
-        temperature=0 if greedy else 1.0,
-        batch_size=len(prompts),
-        stop_ids=stop,
-        pad_id=pad_id,
-        seed=0,
-        fused=fused,
-    )
+def run_ours(model, prompts, pad_id, stop, new_tokens, greedy, fused, off: dict | None = None) -> int:
+    """Our sampler on the same batch (with the `LEVERS` settings `off`); returns its new tokens."""
+    with lever_off(off or {}):
+        s = sample(
+            model,
+            prompts,
+            n=1,
+            max_new_tokens=new_tokens,
+            temperature=0 if greedy else 1.0,
+            batch_size=len(prompts),
+            stop_ids=stop,
+            pad_id=pad_id,
+            seed=0,
+            fused=fused,
+        )
     return s.n_tokens()
 
 
@@ -117,6 +141,9 @@ def main() -> None:
     ap.add_argument("--max-prompt-tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2, help="interleaved runs per method; the fastest counts")
     ap.add_argument("--greedy", action="store_true", help="greedy decoding (identical tokens, equal work)")
+    ap.add_argument(
+        "--levers", action="store_true", help="at the first batch size, also ours with each lever off"
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
     ap.add_argument(
         "--clock",
@@ -162,6 +189,10 @@ def main() -> None:
                     low, prompts, **common, static=False
                 )
             methods["generate fp32 (default)"] = lambda: run_generate(fp32, prompts, **common, static=False)
+            for lever, off in LEVERS.items() if args.levers else []:
+                methods[f"ours without {lever}"] = lambda off=off: run_ours(
+                    low, prompts, **common, fused=True, off=off
+                )
         print(
             f"\nbatch {b}: {b} prompts of {lengths[0]}-{lengths[-1]} tokens (median {lengths[b // 2]}), "
             f"load average {os.getloadavg()[0]:.2f}"
@@ -182,6 +213,8 @@ def main() -> None:
                 )
             print(f"ratio sampling_vs_generate_fp32{suffix}: {ours / rate['generate fp32 (default)']:.2f}")
             print(f"ratio fused_vs_generic_decoder{suffix}: {ours / rate['ours (generic decoder)']:.2f}")
+            for lever in LEVERS if args.levers else []:
+                print(f"ratio lever_{lever}{suffix}: {ours / rate[f'ours without {lever}']:.2f}")
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -14,7 +14,7 @@ from test_policy import generate_greedy
 from requires import missing
 from tiny import tiny_causal_lm
 
-PREAMBLE = [7, 7, 20, 31, 44, 5]  # a shared "system prompt", as chat templates put before every prompt
+PREAMBLE = [7, 7, 20, 31, 44, 5, 3, 99, 12, 8]  # a shared "system prompt", as chat templates put first
 SHARED = [
     PREAMBLE + [100, 101, 102, 103, 104, 105, 106, 107, 108],
     PREAMBLE + [90],
@@ -90,11 +90,18 @@ def test_the_registry_picks_the_fused_decoder_only_for_plain_llama():
 def test_greedy_equals_generate_with_a_shared_prefix_groups_and_samples(monkeypatch, fused, group_cost):
     monkeypatch.setattr(decode, "GROUP_COST", group_cost)  # 0: a cache group per prompt length
     monkeypatch.setattr(decode, "PACK_TOKENS", 20)  # several prefill passes
+    prefixes = []
+    run_prefix = LlamaDecoder._prefix
+    monkeypatch.setattr(
+        LlamaDecoder, "_prefix", lambda self, ids: prefixes.append(ids) or run_prefix(self, ids)
+    )
     model = tiny_causal_lm("llama", layers=2, hidden=64, mlp=128).float()
     free = sample(model, SHARED, max_new_tokens=20, temperature=0, stop_ids=[], pad_id=0).tokens
-    stop = sorted({free[0][2], free[3][5]})  # some rows stop early, so finished rows are dropped
+    # a stop token that ends some rows early (so finished rows are dropped) and leaves others running
+    stop = [next(t for t in free[0][2:] if any(t not in row for row in free))]
     expected = generate_greedy(model, SHARED, 20, stop)
     assert any(len(e) < 20 for e in expected) and any(len(e) == 20 for e in expected)
+    prefixes.clear()
     got = sample(
         model,
         SHARED,
@@ -107,6 +114,7 @@ def test_greedy_equals_generate_with_a_shared_prefix_groups_and_samples(monkeypa
         fused=fused,
     )
     assert got.tokens == [e for e in expected for _ in range(2)]
+    assert (PREAMBLE in prefixes) == fused  # the shared prefix had its own pass
 
 
 def test_generic_decoder_equals_generate_on_another_family():

@@ -35,6 +35,8 @@ from rmtension.optimise.llama_step import (
 
 PACK_TOKENS = 4096
 """Prompt tokens per prefill pass: large matmuls, bounded activations ([N, 2 I] in the MLP)."""
+MIN_SHARED_PREFIX = 8
+"""Prompt tokens that all prompts of a batch must share before the prefix gets its own prefill pass."""
 PREPACK_STEPS = 48
 """Decode steps from which a sampling call prepacks its bf16 weights (`llama_step.prepack`): packing
 SmolLM2-135M takes 0.25-0.9 s (fresh memory, page faults included) and saves ~15 ms per decode step
@@ -176,6 +178,7 @@ class LlamaDecoder:
         ]
         shared = len(os.path.commonprefix(prompts)) if len(prompts) > 1 else 0
         shared = min(shared, min(len(p) for p in prompts) - 1)  # every prompt keeps a token to predict from
+        shared = shared if shared >= MIN_SHARED_PREFIX else 0
         prefix = self._prefix(prompts[0][:shared]) if shared else None
         first = [int((expand == u).nonzero()[0]) for u in range(len(prompts))]
         logits = []

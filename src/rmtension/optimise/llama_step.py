@@ -57,7 +57,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
 
 @dataclass
 class LlamaWeights:
-    """Views of a Llama-family HF model's weights; q/k/v and gate/up concatenated per layer."""
+    """A Llama-family HF model's weights for one sampling call: the model's own tensors, except
+    q/k/v and gate/up concatenated per layer and, when `packed`, the matrices in oneDNN's layout."""
 
     embed: torch.Tensor  # [V, C]
     qkv: list[torch.Tensor]  # per layer [(H + 2 Hk) D, C]
