@@ -1,8 +1,11 @@
 """Our sampler vs `model.generate` on SmolLM2-135M-Instruct: new tokens per second, at several batch sizes.
 
-For each batch size B: the first B HH test prompts (chat-formatted, cut to --max-prompt-tokens), one
-batch, the same --new-tokens budget and the same distribution (temperature 1, no top-k/top-p filter)
-for every method; tokens are counted up to and including each row's stop token. The target baseline
+For each batch size B: one batch of B rows, the first --prompts HH test prompts (chat-formatted, cut
+to --max-prompt-tokens) with B / --prompts samples each, as best-of-n and RL batch their samples
+(`generate` gets each prompt repeated, as `num_return_sequences` does; with --distinct-prompts, the
+first B prompts once each instead). Every method has the same --new-tokens budget and the same
+distribution (temperature 1, no top-k/top-p filter); tokens are counted up to and including each
+row's stop token. The target baseline
 is `generate` with bf16 weights and a static KV cache (`cache_implementation="static"`, no
 `torch.compile`: transformers compiles only on accelerators). At the first batch size the other
 baselines run too: `generate` at its defaults (fp32, dynamic cache), `generate` with bf16 weights
@@ -80,9 +83,10 @@ def count_to_stop(rows: list[list[int]], stop: list[int]) -> int:
     return sum(next((j + 1 for j, t in enumerate(row) if t in stop), len(row)) for row in rows)
 
 
-def run_generate(model, prompts, pad_id, stop, new_tokens, greedy, static) -> int:
-    """One left-padded batch through `model.generate`; returns the new tokens to each row's stop."""
-    ids, mask = left_pad(prompts, pad_id)
+def run_generate(model, prompts, pad_id, stop, new_tokens, greedy, static, n=1) -> int:
+    """One left-padded batch (each prompt n times) through `model.generate`; returns the new tokens
+    to each row's stop."""
+    ids, mask = left_pad([p for p in prompts for _ in range(n)], pad_id)
     with torch.inference_mode():
         out = model.generate(
             input_ids=ids,
@@ -97,16 +101,16 @@ def run_generate(model, prompts, pad_id, stop, new_tokens, greedy, static) -> in
     return count_to_stop(out[:, ids.shape[1] :].tolist(), stop)
 
 
-def run_ours(model, prompts, pad_id, stop, new_tokens, greedy, fused, off: dict | None = None) -> int:
+def run_ours(model, prompts, pad_id, stop, new_tokens, greedy, fused, n=1, off: dict | None = None) -> int:
     """Our sampler on the same batch (with the `LEVERS` settings `off`); returns its new tokens."""
     with lever_off(off or {}):
         s = sample(
             model,
             prompts,
-            n=1,
+            n=n,
             max_new_tokens=new_tokens,
             temperature=0 if greedy else 1.0,
-            batch_size=len(prompts),
+            batch_size=len(prompts) * n,
             stop_ids=stop,
             pad_id=pad_id,
             seed=0,
@@ -144,6 +148,12 @@ def main() -> None:
     ap.add_argument(
         "--levers", action="store_true", help="at the first batch size, also ours with each lever off"
     )
+    ap.add_argument(
+        "--prompts", type=int, default=32, help="distinct prompts; batch B holds B / prompts samples each"
+    )
+    ap.add_argument(
+        "--distinct-prompts", action="store_true", help="batch B holds the first B prompts once each"
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
     ap.add_argument(
         "--clock",
@@ -159,6 +169,8 @@ def main() -> None:
 
     path = resolve_backbone("smollm2-135m")
     tok = load_tokenizer(path, 2048)
+    if not args.distinct_prompts and any(b % args.prompts for b in sizes):
+        ap.error(f"every batch size must be a multiple of --prompts {args.prompts}")
     contexts = hh_contexts(Path(args.data) / args.subset / "test.jsonl.gz", max(sizes))
     all_prompts = [build_prompt_ids(tok, c, args.max_prompt_tokens) for c in contexts]
     native = bf16_native("cpu")
@@ -176,26 +188,28 @@ def main() -> None:
     run_generate(low, all_prompts[:2], **{**common, "new_tokens": 2}, static=True)  # warm-up
     run_ours(low, all_prompts[:2], **{**common, "new_tokens": 2}, fused=True)
     for b in sizes:
-        prompts = all_prompts[:b]
+        n = 1 if args.distinct_prompts else b // args.prompts
+        prompts = all_prompts[: b // n]
+        run = dict(common, n=n)
         lengths = sorted(len(p) for p in prompts)
         methods = {
-            f"generate {prec} static cache": lambda: run_generate(low, prompts, **common, static=True),
-            "ours (fused decoder)": lambda: run_ours(low, prompts, **common, fused=True),
+            f"generate {prec} static cache": lambda: run_generate(low, prompts, **run, static=True),
+            "ours (fused decoder)": lambda: run_ours(low, prompts, **run, fused=True),
         }
         if b == sizes[0]:
-            methods["ours (generic decoder)"] = lambda: run_ours(low, prompts, **common, fused=False)
+            methods["ours (generic decoder)"] = lambda: run_ours(low, prompts, **run, fused=False)
             if native:
                 methods["generate bf16 dynamic cache"] = lambda: run_generate(
-                    low, prompts, **common, static=False
+                    low, prompts, **run, static=False
                 )
-            methods["generate fp32 (default)"] = lambda: run_generate(fp32, prompts, **common, static=False)
+            methods["generate fp32 (default)"] = lambda: run_generate(fp32, prompts, **run, static=False)
             for lever, off in LEVERS.items() if args.levers else []:
                 methods[f"ours without {lever}"] = lambda off=off: run_ours(
-                    low, prompts, **common, fused=True, off=off
+                    low, prompts, **run, fused=True, off=off
                 )
         print(
-            f"\nbatch {b}: {b} prompts of {lengths[0]}-{lengths[-1]} tokens (median {lengths[b // 2]}), "
-            f"load average {os.getloadavg()[0]:.2f}"
+            f"\nbatch {b}: {len(prompts)} prompts x {n} samples, prompts of {lengths[0]}-{lengths[-1]} tokens "
+            f"(median {lengths[len(lengths) // 2]}), load average {os.getloadavg()[0]:.2f}"
         )
         best = race(methods, args.repeats, clock)
         rate = {name: n / secs for name, (n, secs) in best.items()}

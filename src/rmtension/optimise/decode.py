@@ -80,8 +80,8 @@ def split_rows(lengths: list[int], new_tokens: int, group_cost: int = GROUP_COST
     sum over groups of rows x (longest prompt + new_tokens) + group_cost: the cache cells that
     attention reads, all prompts of a group padded to its longest, plus a price per group.
 
-    Groups split only where the length changes, so the samples of one prompt share a group. Exact
-    dynamic programme over the split points; O(R^2) for R rows.
+    Groups split only where the length changes, so a prompt's consecutive samples share a group.
+    Exact dynamic programme over the split points; O(R^2) for R rows.
     """
     n = len(lengths)
     cuts = [0] + [i for i in range(1, n) if lengths[i] != lengths[i - 1]] + [n]
@@ -116,7 +116,7 @@ class KVCache:
 @dataclass
 class Group:
     """Batch rows start..stop-1 and their cache: prompts right-aligned to end at column `width`,
-    token j of the reply at column width + j - 1 (the last drawn token is never fed back)."""
+    the reply's token j (from 0) at column width + j (the last drawn token is never fed back)."""
 
     start: int
     stop: int
