@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from rmtension.run import dist, shards
+from rmtension.model.attention import fused_attention
 from rmtension.model.encode import EncodedPairs, batches, collate_pairs
 from rmtension.model.readout import read_first
 from rmtension.model.scoring import autocast
@@ -22,7 +23,8 @@ class PairForward:
     Use as a context manager: with a cache, the model is cut to its top K blocks inside the block
     and restored on exit. A model whose head reads one position of the last block runs that block
     at that position only (`rmtension.model.readout`, off with `read_first=False`): the rewards and
-    gradients are the full model's.
+    gradients are the full model's. The other blocks' self-attention runs with one fused QKV
+    projection, and under CPU autocast in fp32 (`rmtension.model.attention`; not on sharded weights).
 
     `runner`: what training forwards call, normally the model wrapped for data parallelism
     (`Accelerator.prepare`), whose backward syncs gradients. The cut is made on `model`, inside
@@ -51,6 +53,9 @@ class PairForward:
         if self.cache is not None:
             self._inputs = self._stack.enter_context(cut_trunk(self.model, self.cache.k))
         self._stack.enter_context(read_first(self.model, self.read_first))
+        # After read_first, which patches the last block. Not on sharded weights: FSDP and ZeRO-3 gather
+        # a module's weights when it is called, and the fused projection reads them without a call.
+        self._stack.enter_context(fused_attention(self.model, not shards.is_sharded(self.model)))
         return self
 
     def __exit__(self, *exc) -> None:

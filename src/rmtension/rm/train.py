@@ -324,8 +324,13 @@ def _measured(step: int, every: int, total: int) -> bool:
 
 
 def _optimiser(params: list[nn.Parameter], cfg: TrainConfig, total_steps: int):
-    """AdamW and its warmup-then-decay schedule (`lr_lambda`), stepped once per optimiser step."""
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """AdamW and its warmup-then-decay schedule (`lr_lambda`), stepped once per optimiser step.
+
+    In one process AdamW is fused: one pass over each parameter instead of a chain of elementwise
+    ops, which matters most for the large embedding matrix (MiniLM: half its 22.7M parameters).
+    """
+    fused = dist.world_size() == 1 and all(p.device.type in ("cpu", "cuda") for p in params)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     warmup = int(cfg.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, warmup, total_steps, cfg.schedule)
