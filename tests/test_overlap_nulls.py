@@ -23,6 +23,7 @@ from rmtension.neurons.nulls import (
     summary,
 )
 from rmtension.neurons.pairsums import PairSums
+from rmtension.report.findings import _neuron_key
 
 
 def simulated(n: int, mu: torch.Tensor, noise: float, gen: torch.Generator) -> PairSums:
@@ -190,6 +191,11 @@ def test_sets_differ_verdicts_placebo_and_real_difference():
         "The helpful and harmless neuron sets differ more than sampling noise (top 20%, mean_act): supported."
         in c.sentence
     )
+    # the summary table's numbers: the observed and null Jaccard and the effect with its CI, from the claim
+    key = _neuron_key(c)
+    n = c.numbers
+    assert f"Jaccard {n['jaccard']:.3f} vs {n['jaccard_permutation']:.3f}" in key
+    assert f"{n['jaccard_permutation'] - n['jaccard']:+.3f} [{n['ci95'][0]:+.3f}, {n['ci95'][1]:+.3f}]" in key
     # an old overlap.json without the null: inconclusive, with the reason
     old = claim_sets_differ({"mean_act": {"5": {"jaccard": 0.5}}}, "mean_act", 5, 0.05, 0.1)
     assert old.verdict == "inconclusive" and "no permutation null" in old.sentence

@@ -237,6 +237,12 @@ def _neuron_key(c) -> str:
         return (
             f"Jaccard {n['jaccard']:.3f} vs {n['jaccard_random']:.3f} by chance, p {p_phrase(n['p_value'])}"
         )
+    if c.name == "sets_differ" and n:
+        lo, hi = n["ci95"]
+        return (
+            f"Jaccard {n['jaccard']:.3f} vs {n['jaccard_permutation']:.3f} for random splits; "
+            f"null − observed {n['effect']:+.3f} [{lo:+.3f}, {hi:+.3f}], p {p_phrase(n['p_value'])}"
+        )
     if isinstance(n.get("effect"), dict) and isinstance(n.get("ci95"), dict):  # the ablation claims
         return "; ".join(
             f"{k} {e:+.3f} [{n['ci95'][k][0]:+.3f}, {n['ci95'][k][1]:+.3f}] SD"
