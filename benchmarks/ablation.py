@@ -45,7 +45,7 @@ from rmtension.neurons.controls import controls
 from rmtension.neurons.hooks import ablate
 from rmtension.neurons.scorers import score_neurons
 from rmtension.neurons.select import neuron_sets
-from rmtension.neurons.stage import model_mask
+from rmtension.neurons.layers import model_mask
 from rmtension.model.scope import parse_scope
 
 

@@ -364,11 +364,17 @@ def test_stages_write_the_documented_outputs(tmp_path):
     assert set(overlap) == set(NEURONS.scorers) and set(overlap["mean_act"]) == {"5", "20"}
     entry = overlap["mean_act"]["5"]
     assert entry["rm"] == "mixed" and "cross_model" in entry and entry["n_helpful"] == 6  # round(5% of 128)
-    assert stage_complete(
-        run, "neurons", __import__("rmtension.neurons.stage", fromlist=["x"]).neurons_hash(ctx, NEURONS)
-    )
+    from rmtension.neurons.stage import neurons_hash
+
+    assert stage_complete(run, "neurons", neurons_hash(ctx, NEURONS))
+    # scores made without the trunk cache (the CLI's path) do not stand for the study's cached ones
+    assert not stage_complete(run, "neurons", neurons_hash(ctx, NEURONS, trunk=True))
 
     run_ablation(ctx, ABLATION)
+    from rmtension.neurons.ablation_stage import ablation_hash
+
+    assert stage_complete(run, "ablation", ablation_hash(ctx, ABLATION))
+    assert not stage_complete(run, "ablation", ablation_hash(ctx, ABLATION, trunk=True))
     frame = pd.read_csv(run / "ablation.csv")
     assert list(frame.columns) == COLUMNS
     assert set(frame["rm"]) == {"mixed-seed0", "helpful-seed0"}

@@ -19,7 +19,8 @@ import torch
 
 from rmtension.combine.stage import stage_combine
 from rmtension.config import StudyConfig, dump_config
-from rmtension.model.precision import precision_note
+from rmtension.model.precision import precision_note, use_bf16
+from rmtension.neurons.ablation import resolve_bf16
 from rmtension.neurons.ablation_stage import run_ablation
 from rmtension.neurons.stage import run_neuron_scoring
 from rmtension.optimise.bon_stage import stage_bon
@@ -111,21 +112,25 @@ def write_timings(run_dir: Path, seconds: dict[str, float], extra: dict[str, flo
 
 def stage_neurons(prep: Prepared) -> Path:
     """neurons/: scores, sets and overlap of each analysed RM (`rmtension.neurons.stage`)."""
-    return run_neuron_scoring(
-        prep.ctx, prep.ctx.cfg.neurons, tokenizer=prep.tokenizer, trunk=_top_cache(prep)
-    )
+    cfg = prep.ctx.cfg.neurons
+    return run_neuron_scoring(prep.ctx, cfg, tokenizer=prep.tokenizer, trunk=_top_cache(prep, cfg.bf16))
 
 
 def stage_ablation(prep: Prepared) -> Path:
     """ablation.csv, cross_effect.json, neurons/influence.json (`rmtension.neurons.ablation_stage`)."""
-    return run_ablation(prep.ctx, prep.ctx.cfg.ablation, tokenizer=prep.tokenizer, trunk=_top_cache(prep))
+    cfg = prep.ctx.cfg.ablation
+    bf16 = resolve_bf16(cfg.bf16, dist.device())
+    return run_ablation(prep.ctx, cfg, tokenizer=prep.tokenizer, trunk=_top_cache(prep, bf16))
 
 
-def _top_cache(prep: Prepared) -> Callable[[], object] | None:
+def _top_cache(prep: Prepared, stage_bf16: bool) -> Callable[[], object] | None:
     """What gives the trunk cache (built if need be, as for evaluation, and only when the stage runs)
-    when the neuron sets lie in the trained blocks above it, so the neuron and ablation forwards always
-    start from it: a resumed study computes what an uninterrupted one does."""
-    return (lambda: trunk_cache(prep)) if prep.ctx.cfg.neurons.layers == "trained" else None
+    when the neuron sets lie in the trained blocks above it and the stage computes in the cache's
+    precision (`train.bf16`), so the neuron and ablation forwards always start from it: a resumed
+    study computes what an uninterrupted one does. A stage in fp32 over a bf16 cache runs whole."""
+    cfg, device = prep.ctx.cfg, dist.device()
+    same_precision = use_bf16(stage_bf16, device) == use_bf16(cfg.train.bf16, device)
+    return (lambda: trunk_cache(prep)) if cfg.neurons.layers == "trained" and same_precision else None
 
 
 STAGES: tuple[tuple[str, Callable[[Prepared], object]], ...] = (

@@ -86,12 +86,12 @@ def fused_attention(model: nn.Module, on: bool = True) -> Iterator[bool]:
         yield False
         return
     patched = []
-    for block in blocks(model):
-        attn = get_path(block, SELF_ATTENTION[family])
-        if "forward" not in vars(attn):  # not already patched (the read-first last block)
-            attn.forward = types.MethodType(_fused_self_attention, attn)
-            patched.append(attn)
     try:
+        for block in blocks(model):
+            attn = get_path(block, SELF_ATTENTION[family])
+            if "forward" not in vars(attn):  # not already patched (the read-first last block)
+                attn.forward = types.MethodType(_fused_self_attention, attn)
+                patched.append(attn)
         yield True
     finally:
         for attn in patched:

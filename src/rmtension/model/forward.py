@@ -49,13 +49,14 @@ class PairForward:
         self._inputs = None
 
     def __enter__(self) -> "PairForward":
-        self._stack = contextlib.ExitStack()
-        if self.cache is not None:
-            self._inputs = self._stack.enter_context(cut_trunk(self.model, self.cache.k))
-        self._stack.enter_context(read_first(self.model, self.read_first))
-        # After read_first, which patches the last block. Not on sharded weights: FSDP and ZeRO-3 gather
-        # a module's weights when it is called, and the fused projection reads them without a call.
-        self._stack.enter_context(fused_attention(self.model, not shards.is_sharded(self.model)))
+        with contextlib.ExitStack() as stack:  # a failed enter undoes the ones before it
+            if self.cache is not None:
+                self._inputs = stack.enter_context(cut_trunk(self.model, self.cache.k))
+            stack.enter_context(read_first(self.model, self.read_first))
+            # After read_first, which patches the last block. Not on sharded weights: FSDP and ZeRO-3
+            # gather a module's weights when it is called, and the fused projection reads them without a call.
+            stack.enter_context(fused_attention(self.model, not shards.is_sharded(self.model)))
+            self._stack = stack.pop_all()
         return self
 
     def __exit__(self, *exc) -> None:

@@ -41,7 +41,8 @@ def reads_first(model: nn.Module) -> bool:
         family = find_arch(model).family
     except ValueError:
         return False
-    return type(model).__name__ in HEADS.get(family, ())
+    # a model cut to no blocks (`train.trainable: head` over a trunk cache) has no last block to cut
+    return type(model).__name__ in HEADS.get(family, ()) and len(blocks(model)) > 0
 
 
 def _first_query_attention(self, hidden_states: torch.Tensor, attention_mask=None, **kwargs):

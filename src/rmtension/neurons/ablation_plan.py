@@ -20,7 +20,8 @@ from rmtension.neurons.claim_base import nearest_p
 from rmtension.neurons.config import AblationConfig, p_key
 from rmtension.neurons.controls import controls
 from rmtension.neurons.select import SET_OBJECTIVE, size_matched, stable_seed
-from rmtension.neurons.stage import model_mask, set_mask
+from rmtension.neurons.layers import model_mask
+from rmtension.neurons.stage import set_mask
 
 ONLY = ("helpful_only", "harmless_only")
 CLAIM_SETS = ("helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only")

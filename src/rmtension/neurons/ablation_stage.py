@@ -85,13 +85,13 @@ COLUMNS = [
 ]
 
 
-def ablation_hash(ctx: StudyContext, cfg: AblationConfig) -> str:
-    """Config, data, model, the neuron sets and the weights of every RM the sets come from."""
+def ablation_hash(ctx: StudyContext, cfg: AblationConfig, trunk: bool = False) -> str:
+    """Config, data, model, the neuron sets, the weights of every RM the sets come from, and whether
+    the clean pass starts from the trunk cache (`trunk`; in bf16 the two paths round differently)."""
     doc = load_sets(ctx.run_dir)
     rms = [rm_fingerprint(ctx.run_dir, r["objective"], r["seed"]) for _, r in sorted(doc["rms"].items())]
-    return config_hash(
-        cfg, ctx.cfg.data, ctx.cfg.model, sha256_file(ctx.run_dir / NEURONS / "sets.json"), rms
-    )
+    sets = sha256_file(ctx.run_dir / NEURONS / "sets.json")
+    return config_hash(cfg, ctx.cfg.data, ctx.cfg.model, sets, rms, *(["trunk cache"] if trunk else []))
 
 
 def run_ablation(
@@ -106,7 +106,7 @@ def run_ablation(
     run_dir = ctx.run_dir
     if not (run_dir / NEURONS / "sets.json").exists():
         raise ArtifactError(f"{run_dir / NEURONS / 'sets.json'}: missing; run the neuron stage first")
-    h = ablation_hash(ctx, cfg)
+    h = ablation_hash(ctx, cfg, trunk is not None)
     if not force and stage_complete(run_dir, ABLATION, h):
         log("ablation: up to date")
         return run_dir / "ablation.csv"
@@ -135,35 +135,34 @@ def run_ablation(
     layers = int(doc.get("first_layer", 0)) + doc["shape"][0]  # the analysed blocks run to the top
     plans = {rm: build_conditions(doc, scores[rm][0], rm, cfg, ps, layers) for rm in rms}
     total = sum(len(part_conditions(*plans[rm], part)) for rm in rms for part in encs)
-    bar = stage_bar("ablation", total, "condition")
-    for rm in rms:
-        r = doc["rms"][rm]
-        model = load_reward_model(
-            str(ctx.rm_dir(r["objective"], r["seed"])),
-            tok,
-            mcfg.trust_remote_code,
-            head=ctx.rm_head(r["objective"]),
-        ).to(device())
-        conds, plan = plans[rm]
-        per_test: Margins = {}
-        for part, (enc, slices) in encs.items():
-            run = part_conditions(conds, plan, part)
-            t1 = time.perf_counter()
-            clean, margins = run_conditions(
-                model, enc, tok.pad_token_id, run, cfg.batch_size, bf16, stack=cfg.stack, cache=cache
-            )
-            bar.update(len(run))
-            log(
-                f"ablation: {rm}: {len(run)} conditions on {len(enc)} {part} test pairs "
-                f"in {time.perf_counter() - t1:.0f}s"
-            )
-            for t, sl in slices.items():
-                per_test[t] = (clean[sl], {k: m[sl] for k, m in margins.items()})
-        for key, items in summarise(rm, plan, per_test, cfg).items():
-            out[key] += items
-        del model
-        interrupt.check(f"after ablating {rm}")
-    bar.close()
+    with stage_bar("ablation", total, "condition") as bar:
+        for rm in rms:
+            r = doc["rms"][rm]
+            model = load_reward_model(
+                str(ctx.rm_dir(r["objective"], r["seed"])),
+                tok,
+                mcfg.trust_remote_code,
+                head=ctx.rm_head(r["objective"]),
+            ).to(device())
+            conds, plan = plans[rm]
+            per_test: Margins = {}
+            for part, (enc, slices) in encs.items():
+                run = part_conditions(conds, plan, part)
+                t1 = time.perf_counter()
+                clean, margins = run_conditions(
+                    model, enc, tok.pad_token_id, run, cfg.batch_size, bf16, stack=cfg.stack, cache=cache
+                )
+                bar.update(len(run))
+                log(
+                    f"ablation: {rm}: {len(run)} conditions on {len(enc)} {part} test pairs "
+                    f"in {time.perf_counter() - t1:.0f}s"
+                )
+                for t, sl in slices.items():
+                    per_test[t] = (clean[sl], {k: m[sl] for k, m in margins.items()})
+            for key, items in summarise(rm, plan, per_test, cfg).items():
+                out[key] += items
+            del model
+            interrupt.check(f"after ablating {rm}")
     frame = pd.DataFrame(out["rows"], columns=COLUMNS)
     head = {"ci": cfg.ci, "bootstrap": cfg.bootstrap}
     outputs = [

@@ -35,13 +35,13 @@ import numpy as np
 import torch
 
 from rmtension.model.arch import n_layers
-from rmtension.model.scope import parse_scope
 from rmtension.run import dist, interrupt
 from rmtension.config import config_hash
 from rmtension.run.context import StudyContext
 from rmtension.run.log import device, log
 from rmtension.errors import ArtifactError, ConfigError
 from rmtension.neurons.config import NeuronsConfig, p_key
+from rmtension.neurons.layers import first_layer
 from rmtension.neurons.overlap import overlap_stats, scorer_agreement
 from rmtension.neurons.overlap_stage import BASE, PAIR_SUMS, headline_nulls, rm_nulls, save_pair_sums
 from rmtension.neurons.select import (
@@ -120,11 +120,12 @@ def rm_fingerprint(run_dir: Path, objective: str, seed: int) -> str:
     return "weights:" + ",".join(sha256_file(w)[:16] for w in weights) + (f":{head}" if head else "")
 
 
-def neurons_hash(ctx: StudyContext, cfg: NeuronsConfig) -> str:
+def neurons_hash(ctx: StudyContext, cfg: NeuronsConfig, trunk: bool = False) -> str:
+    """Config, data, model, the analysed RMs' weights, and whether the forwards start from the trunk
+    cache (`trunk`): in bf16 the two paths round differently, so one never stands for the other."""
     rms = find_rms(ctx, cfg.rms, cfg.max_seeds)
-    return config_hash(
-        cfg, ctx.cfg.data, ctx.cfg.model, [rm_fingerprint(ctx.run_dir, r.objective, r.seed) for r in rms]
-    )
+    fingerprints = [rm_fingerprint(ctx.run_dir, r.objective, r.seed) for r in rms]
+    return config_hash(cfg, ctx.cfg.data, ctx.cfg.model, fingerprints, *(["trunk cache"] if trunk else []))
 
 
 def run_neuron_scoring(
@@ -137,7 +138,7 @@ def run_neuron_scoring(
     analysed blocks lie above it.
     """
     out = ctx.run_dir / NEURONS
-    h = neurons_hash(ctx, cfg)
+    h = neurons_hash(ctx, cfg, trunk is not None)
     if not force and stage_complete(ctx.run_dir, NEURONS, h):
         log("neurons: up to date")
         return out
@@ -214,18 +215,6 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None, cache=No
             dist.main_only(stale.unlink, missing_ok=True)
     log(f"neurons: scored in {time.perf_counter() - t0:.0f}s")
     return paths
-
-
-def first_layer(cfg: NeuronsConfig, trainable: str, layers: int) -> int:
-    """First block whose neurons are analysed (`NeuronsConfig.layers`)."""
-    if cfg.layers == "all":
-        return 0
-    k = parse_scope(trainable, layers)
-    if k == 0:
-        raise ConfigError(
-            f"neurons.layers: trained, but train.trainable={trainable!r} trains no block; set neurons.layers: all"
-        )
-    return layers - k
 
 
 def read_scores(run_dir: Path) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
@@ -315,19 +304,6 @@ def set_mask(doc: dict, rm: str, scorer: str, p: float, name: str) -> torch.Tens
             "check ablation.rms/scorers/ps against the neuron stage"
         ) from None
     return mask_from_json(entry, tuple(doc["shape"]))
-
-
-def model_mask(doc: dict, x: torch.Tensor, layers: int) -> torch.Tensor:
-    """A [K, N] tensor over the analysed blocks (a set, or values) as [layers, N] of the whole model,
-    zeros (False) in the blocks below `doc["first_layer"]`."""
-    first = int(doc.get("first_layer", 0))
-    if first + x.shape[0] != layers:
-        raise ArtifactError(
-            f"neurons/sets.json covers blocks {first}..{first + x.shape[0] - 1}; the model has {layers}"
-        )
-    out = torch.zeros(layers, *x.shape[1:], dtype=x.dtype)
-    out[first:] = x
-    return out
 
 
 def _mean_stats(entries: list[dict]) -> dict:
