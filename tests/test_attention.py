@@ -1,35 +1,13 @@
 """BERT self-attention with a fused QKV projection: the module's own rewards and gradients."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from rmtension.model.arch import blocks
 from rmtension.model.attention import fused_attention
-from rmtension.model.encode import collate, encode_texts
 from rmtension.model.readout import read_first
-from tiny import FAMILIES, tiny_reward_model, tiny_tokenizer
-
-WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud"]
-
-
-def batch(tok, n=6, seed=0):
-    """n sequences of different lengths (so rows are padded), as a collated batch."""
-    rng = np.random.default_rng(seed)
-    texts = [" ".join(rng.choice(WORDS, 2 + 3 * i)) for i in range(n)]
-    ids, _ = encode_texts(texts, tok, 64)
-    return collate(ids, tok.pad_token_id)
-
-
-def rewards_and_grads(model, b, bf16=False):
-    """[B] rewards and the gradient of a pairwise loss w.r.t. every parameter."""
-    model.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        r = model(**b).logits.squeeze(-1).float()
-    half = len(r) // 2
-    (-F.logsigmoid(r[:half] - r[half:]).mean()).backward()
-    return r.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+from tiny import FAMILIES, rewards_and_grads, tiny_reward_model, tiny_tokenizer, word_batch
 
 
 def assert_same(got, want, atol=1e-5, rtol=1e-4):
@@ -46,7 +24,7 @@ def assert_same(got, want, atol=1e-5, rtol=1e-4):
 def test_fused_attention_gives_the_modules_rewards_and_gradients(last_read_first):
     tok = tiny_tokenizer("bert")
     model = tiny_reward_model("bert", layers=3)
-    b = batch(tok)
+    b = word_batch(tok)
     assert b["attention_mask"].min() == 0  # padded rows: the mask must reach the fused attention
     want = rewards_and_grads(model, b)
     with read_first(model, last_read_first), fused_attention(model) as on:
@@ -70,7 +48,7 @@ def test_read_first_keeps_its_own_last_block():
 def test_under_cpu_autocast_the_attention_runs_in_fp32(monkeypatch):
     tok = tiny_tokenizer("bert")
     model = tiny_reward_model("bert", layers=2)
-    b = batch(tok)
+    b = word_batch(tok)
     seen = []
     sdpa = F.scaled_dot_product_attention
 
@@ -98,7 +76,7 @@ def test_eager_attention_masks_work_too():
     tok = tiny_tokenizer("bert")
     model = tiny_reward_model("bert", layers=2)
     model.config._attn_implementation = "eager"  # additive float masks instead of boolean ones
-    b = batch(tok)
+    b = word_batch(tok)
     want = rewards_and_grads(model, b)
     with fused_attention(model) as on:
         assert on

@@ -3,42 +3,21 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from rmtension.model.arch import blocks
-from rmtension.model.encode import EncodedPairs, collate, encode_texts
+from rmtension.model.encode import EncodedPairs, encode_texts
 from rmtension.model.forward import PairForward
 from rmtension.model.readout import read_first, reads_first
 from rmtension.model.scope import set_trainable
 from rmtension.model.trunk import TrunkCache, trunk_fingerprint
-from tiny import FAMILIES, tiny_reward_model, tiny_tokenizer
-
-WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud"]
-
-
-def batch(tok, n=6, seed=0):
-    """n sequences of different lengths (so rows are padded), as a collated batch."""
-    rng = np.random.default_rng(seed)
-    texts = [" ".join(rng.choice(WORDS, 2 + 3 * i)) for i in range(n)]
-    ids, _ = encode_texts(texts, tok, 64)
-    return collate(ids, tok.pad_token_id)
-
-
-def rewards_and_grads(model, b):
-    """[B] rewards and the gradient of a pairwise loss w.r.t. every trainable parameter."""
-    model.zero_grad()
-    r = model(**b).logits.squeeze(-1)
-    half = len(r) // 2
-    (-F.logsigmoid(r[:half] - r[half:]).mean()).backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return r.detach(), grads
+from tiny import FAMILIES, WORDS, rewards_and_grads, tiny_reward_model, tiny_tokenizer, word_batch
 
 
 def test_bert_last_block_at_position_0_gives_the_full_rewards_and_gradients():
     tok = tiny_tokenizer("bert")
     model = tiny_reward_model("bert", layers=3)
     set_trainable(model, "top:2")
-    b = batch(tok)
+    b = word_batch(tok)
     assert b["attention_mask"].min() == 0  # padded rows: the mask must be cut with the query
     full_r, full_g = rewards_and_grads(model, b)
     with read_first(model) as on:
@@ -53,7 +32,7 @@ def test_bert_last_block_at_position_0_gives_the_full_rewards_and_gradients():
 def test_inside_the_block_only_position_0_is_computed_and_everything_is_restored_after():
     tok = tiny_tokenizer("bert")
     model = tiny_reward_model("bert")
-    b = batch(tok)
+    b = word_batch(tok)
     seen = []
     handle = blocks(model)[-1].output.dense.register_forward_hook(lambda m, a, out: seen.append(out.shape))
     with read_first(model):

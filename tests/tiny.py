@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
     AutoModelForCausalLM,
@@ -18,6 +20,7 @@ from transformers import (
 
 FAMILIES = ("bert", "llama", "gpt2", "gpt_neox")
 SPECIALS = ["<pad>", "<eos>", "<cls>", "<unk>"]
+WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud"]
 
 
 def tiny_tokenizer(family: str = "llama", pad: bool = True) -> PreTrainedTokenizerFast:
@@ -96,3 +99,24 @@ def save_tiny(dirpath: Path, family: str = "llama", causal: bool = False, seed: 
     model.save_pretrained(dirpath, safe_serialization=True)
     tiny_tokenizer(family).save_pretrained(dirpath)
     return Path(dirpath)
+
+
+def word_batch(tok, n=6, seed=0) -> dict[str, torch.Tensor]:
+    """n sequences of random WORDS, of different lengths (so rows are padded), as a collated batch."""
+    from rmtension.model.encode import collate, encode_texts
+
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS, 2 + 3 * i)) for i in range(n)]
+    ids, _ = encode_texts(texts, tok, 64)
+    return collate(ids, tok.pad_token_id)
+
+
+def rewards_and_grads(model, b, bf16=False):
+    """[B] rewards of batch `b` (first half chosen, second rejected) and the gradient of the pairwise loss
+    w.r.t. every parameter that gets one; under CPU bf16 autocast if `bf16`."""
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        r = model(**b).logits.squeeze(-1).float()
+    half = len(r) // 2
+    (-F.logsigmoid(r[:half] - r[half:]).mean()).backward()
+    return r.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
