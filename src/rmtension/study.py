@@ -28,7 +28,15 @@ from rmtension.optimise.pm_halves import stage_pm_halves
 from rmtension.optimise.rl_stage import stage_rl
 from rmtension.report.document import write_report
 from rmtension.rm.conflict_stage import stage_conflict
-from rmtension.rm.stages import Prepared, prepare, stage_eval, stage_tension, stage_train, trunk_cache
+from rmtension.rm.stages import (
+    Prepared,
+    caches_trunk,
+    prepare,
+    stage_eval,
+    stage_tension,
+    stage_train,
+    trunk_cache,
+)
 from rmtension.run import dist, interrupt
 from rmtension.run.log import duration, log
 from rmtension.run.quiet import quiet_third_party
@@ -130,7 +138,8 @@ def _top_cache(prep: Prepared, stage_bf16: bool) -> Callable[[], object] | None:
     study computes what an uninterrupted one does. A stage in fp32 over a bf16 cache runs whole."""
     cfg, device = prep.ctx.cfg, dist.device()
     same_precision = use_bf16(stage_bf16, device) == use_bf16(cfg.train.bf16, device)
-    return (lambda: trunk_cache(prep)) if cfg.neurons.layers == "trained" and same_precision else None
+    uses = caches_trunk(cfg) and cfg.neurons.layers == "trained" and same_precision
+    return (lambda: trunk_cache(prep)) if uses else None
 
 
 STAGES: tuple[tuple[str, Callable[[Prepared], object]], ...] = (

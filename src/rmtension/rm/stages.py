@@ -136,14 +136,20 @@ def pair_objectives(prep: Prepared, data: str) -> np.ndarray | None:
     return np.array([HARMLESS if p.pair_id in harmless else HELPFUL for p in pairs], dtype=np.int64)
 
 
+def caches_trunk(cfg: StudyConfig) -> bool:
+    """Whether the study caches a frozen trunk (`train.cache_trunk`, and some block frozen)."""
+    return cfg.train.trainable != "all" and cfg.train.cache_trunk
+
+
 def trunk_cache(prep: Prepared):
-    """Build the shared frozen-trunk cache once, over every pair any RM will see."""
+    """Build the shared frozen-trunk cache once, over every pair any RM will see (None when the study
+    caches no trunk: `caches_trunk`)."""
     from rmtension.model.backbones import load_reward_model
     from rmtension.model.scope import set_trainable
     from rmtension.model.trunk import TrunkCache, trunk_fingerprint
 
     cfg = prep.ctx.cfg
-    if prep.cache is not None or cfg.train.trainable == "all" or not cfg.train.cache_trunk:
+    if prep.cache is not None or not caches_trunk(cfg):
         return prep.cache
     t0 = time.perf_counter()
     model = load_reward_model(prep.ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(
