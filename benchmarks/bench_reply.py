@@ -18,7 +18,10 @@ settings in every method:
   * generate, batched (for reference, not streamed): one `generate(num_return_sequences=2)` call,
     which prefills the conversation twice but decodes both replies together.
 
-Methods run interleaved, --repeats times, in one process; each reports its median.
+Methods run interleaved, --repeats times, in one process; each reports its median. To measure an
+AVX2-only CPU on a machine that also has AVX-512, cap every kernel library at AVX2:
+`ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2` (the first line of
+the output names the instruction set that PyTorch's own kernels use).
 
     python benchmarks/bench_reply.py [--data PATH/hh-rlhf] [--repeats 5] [--new-tokens 96]
         [--prompt-tokens 300] [--threads N] [--clock wall|cpu]
@@ -171,6 +174,8 @@ def main() -> None:
         f"= {ids.shape[1]} prompt tokens, two replies of {args.new_tokens} tokens, {SAMPLING}, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
+    caps = {k: os.environ.get(k, "-") for k in ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")}
+    print(f"PyTorch kernels: {torch.backends.cpu.get_cpu_capability()}, {caps}")
     time_ours(ours, messages, 4, 0)  # warm-up: first-call allocations and kernels, for every method
     time_generate_streamed(policy, ids, 4, 0)
     time_generate_batched(policy, ids, 4, 0)
