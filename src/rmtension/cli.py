@@ -86,11 +86,13 @@ def compare(
 
 def _mount() -> None:
     """Sub-command groups live next to the code they drive."""
+    from rmtension.bench.cli import app as bench_app
     from rmtension.data.cli import app as data_app
     from rmtension.neurons.cli import mount as mount_neurons
     from rmtension.optimise.cli import app as optimise_app
 
     app.add_typer(data_app, name="data", help="Inspect preference data.")
+    app.add_typer(bench_app, name="bench")  # `bench serve|add-reviewer|revoke|load-batch|...`
     mount_neurons(app)  # `neurons score|select|overlap|claims`, `ablate`
     app.add_typer(optimise_app)  # `policy sample`, `bon`, `rl`
 
