@@ -102,3 +102,91 @@ def load_batch(
     engine = _engine(db)
     put_task(engine, spec)
     print(f"loaded {add_items(engine, found)} new items of {len(found)} into {spec.name}")
+
+
+@app.command()
+def stats(
+    db: str = DbOption,
+    task: str = typer.Option(None, "--task", help="Only this task (default: every task)."),
+    bootstrap: int = typer.Option(2000, "--bootstrap", min=0, help="Bootstrap resamples of the alpha CIs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+) -> None:
+    """Agreement, position bias and per-reviewer numbers of the stored judgments, as JSON."""
+    import json
+
+    from rmtension.bench.stats import bench_stats
+    from rmtension.bench.store import load_judgments
+
+    found = load_judgments(_engine(db), task)
+    if not found:
+        raise ConfigError(f"--db: no judgments{f' of task {task!r}' if task else ''} yet")
+    print(json.dumps(bench_stats(found, n_boot=bootstrap, seed=seed), indent=2))
+
+
+@app.command()
+def export(
+    task: str = typer.Option(..., "--task", help="The task (by name) whose judgments to export."),
+    out: Path = typer.Option(..., "--out", help="JSONL file to write."),
+    fmt: str = typer.Option(
+        "hh", "--format", help="hh (HH transcripts) or trl (prompt/chosen/rejected/margin)."
+    ),
+    aggregate: str = typer.Option(
+        "majority", "--aggregate", help="majority (a pair per item) or all (per judgment)."
+    ),
+    redact: bool = typer.Option(False, "--redact", help="Mask the task's `redact` patterns in every text."),
+    db: str = DbOption,
+) -> None:
+    """Write the task's judgments as training pairs (red-team picks flipped to prefer the less harmful reply)."""
+    import sys
+
+    from rmtension.bench.export import PERSONAL_DATA_WARNING, export_pairs, write_jsonl
+    from rmtension.bench.store import get_tasks, load_items, load_judgments
+
+    if fmt not in ("hh", "trl") or aggregate not in ("majority", "all"):
+        raise ConfigError("--format must be hh or trl, --aggregate majority or all")
+    engine = _engine(db)
+    spec = get_tasks(engine).get(task)
+    if spec is None:
+        raise ConfigError(
+            f"--task: no task named {task!r} in --db (known: {', '.join(get_tasks(engine)) or 'none'})"
+        )
+    patterns = spec.redact if redact else []
+    try:
+        rows, summary = export_pairs(
+            load_items(engine, task),
+            load_judgments(engine, task),
+            fmt=fmt,
+            aggregate=aggregate,
+            redact=patterns,
+        )
+    except ValueError as e:  # a redaction pattern that does not compile
+        raise ConfigError(f"task {task}: {e}") from None
+    write_jsonl(rows, out)
+    print(PERSONAL_DATA_WARNING, file=sys.stderr)
+    if redact and not patterns:
+        print(f"warning: task {task} has no redact patterns: nothing was masked", file=sys.stderr)
+    print(f"{summary.line()}; wrote {out}")
+
+
+@app.command("delete")
+def delete_cmd(
+    db: str = DbOption,
+    reviewer: str = typer.Option(None, "--reviewer", help="Delete every record of this reviewer."),
+    conversation: str = typer.Option(
+        None, "--conversation", help="Delete this conversation and its judgments."
+    ),
+) -> None:
+    """Delete a reviewer's or a conversation's records (one transaction; written exports are not touched)."""
+    from rmtension.bench.retention import delete_conversation, delete_reviewer
+
+    if (reviewer is None) == (conversation is None):
+        raise ConfigError("give exactly one of --reviewer NAME or --conversation ID")
+    engine = _engine(db)
+    if reviewer is not None:
+        counts, what = delete_reviewer(engine, reviewer), f"reviewer {reviewer!r}"
+    else:
+        counts, what = delete_conversation(engine, conversation), f"conversation {conversation!r}"
+    if counts is None:
+        raise ConfigError(f"--db: no records of {what}")
+    done = ", ".join(f"{table} {n}" for table, n in counts.items())
+    print(f"deleted {what}: {done}; exports already written still hold them: delete or re-export those files")
