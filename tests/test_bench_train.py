@@ -145,3 +145,22 @@ def test_a_pinned_digest_stops_a_changed_file(tmp_path):
 
     with pytest.raises(ConfigError, match="has changed"):
         load_config(overrides=[f"data.extra_train=[{{path: {path}, sha256: {digest}}}]"])
+
+
+def test_shipped_bench_config_and_its_example_export(tmp_path, monkeypatch):
+    """configs/bench.yaml reads its example export, which its script regenerates byte for byte."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # the config's path is relative to the repository root, as the README runs it
+    cfg = load_config(repo / "configs" / "bench.yaml")
+    entry = cfg.data.extra_train[0]
+    assert entry.objective is None and entry.sha256 is not None  # routed by each row's bench.mode
+    out = tmp_path / "again.jsonl"
+    env = {"PYTHONPATH": str(repo / "src"), "PATH": "/usr/bin:/bin"}
+    script = repo / "configs" / "bench-example" / "make_export.py"
+    subprocess.run([sys.executable, str(script), str(out)], check=True, env=env, capture_output=True)
+    assert out.read_bytes() == (repo / entry.path).read_bytes()
+    modes = [json.loads(x)["bench"]["mode"] for x in out.read_text().splitlines()]
+    assert modes.count("helpful") == 10 and modes.count("red_team") == 3
