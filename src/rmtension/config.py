@@ -36,6 +36,36 @@ DEFAULT_SUBSETS: dict[str, list[str]] = {
 }
 
 
+class ExtraTrainConfig(Strict):
+    """A pairs file added to training only (never to validation or test), e.g. a bench export."""
+
+    path: str
+    """JSONL pairs file (`rmtension bench export` writes one)."""
+    format: Literal["hh", "jsonl"] = "hh"
+    """Row format: HH transcripts, or TRL prompt/chosen/rejected rows (`jsonl`)."""
+    objective: Literal["helpful", "harmless"] | None = None
+    """The objective whose training pairs it joins (and with them the mixed RM's and that objective's
+    control's). None: each row's `bench.mode` decides: `helpful` -> helpful, `red_team` -> harmless."""
+    sha256: str | None = None
+    """The file's SHA-256, filled in when the config is read, so the run's hashes change with the file;
+    a value given pins the file (a different file stops the study; remove the key to take it)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _digest(cls, raw: Any) -> Any:
+        if (
+            not isinstance(raw, dict)
+            or not isinstance(raw.get("path"), str)
+            or not Path(raw["path"]).is_file()
+        ):
+            return raw  # a missing file is reported by the data stage, with its path
+        digest = hashlib.sha256(Path(raw["path"]).read_bytes()).hexdigest()
+        if raw.get("sha256") not in (None, digest):
+            pinned = str(raw["sha256"])[:12]
+            raise ValueError(f"{raw['path']} has changed (sha256 {digest[:12]}..., pinned {pinned}...)")
+        return {**raw, "sha256": digest}
+
+
 class DataConfig(Strict):
     path: str | None = None
     """Root of the data in the official layout `<root>/<subset>/{train,test}.jsonl[.gz]`.
@@ -74,6 +104,9 @@ class DataConfig(Strict):
     chosen over refusal on safe prompts) and `xstest-should-refuse` (refusal chosen on unsafe ones)."""
     hub: bool = True
     """Allow loading `Anthropic/hh-rlhf` from the hub when no local path is found."""
+    extra_train: list[ExtraTrainConfig] = Field(default_factory=list)
+    """Pairs files added to an objective's training pairs on top of `max_train_pairs`, never to its
+    validation or test pairs (`rmtension.data.extra`); counted in data/summary.json."""
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":

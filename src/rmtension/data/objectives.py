@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmtension.config import DataConfig
+from rmtension.data.extra import add_extra_train
 from rmtension.data.formats import load_hub, load_pairs, load_rmb
 from rmtension.data.xstest import load_xstest, xstest_account
 from rmtension.data import hh
@@ -222,6 +223,7 @@ def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
         loaded = load_hub(wanted, lenient=cfg.lenient)
     split = split_pairs({s: r.pairs for s, r in loaded.items()}, cfg.split, cfg.split_seed)
     splits, test_sets = build_objectives(split, cfg)
+    extra = add_extra_train(splits, cfg)  # training only, after the caps
     rmb = None
     if cfg.rmb_path:
         rmb = load_rmb(cfg.rmb_path, lenient=cfg.lenient)
@@ -240,6 +242,8 @@ def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
     )
     if xs is not None:
         summary["xstest"] = xstest_account(xs)
+    if extra:
+        summary["extra_train"] = extra
     # 0 by construction unless the official files themselves share prompts (official_shared_groups).
     summary["groups_in_two_splits"] = len(check_no_leak(splits))
     return DataBundle(splits, test_sets, summary)
