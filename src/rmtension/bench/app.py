@@ -50,7 +50,7 @@ class Bench:
     engine: Engine
     tasks: dict[str, Task]
     replies: dict[str, object] = field(default_factory=dict)
-    """Task name -> an object with `stream(turns, seed)` and `sources(seed)` (bench.replies.PolicyReplies)."""
+    """Task name -> an object whose `stream(turns, seed)` yields the events of `bench.replies.PolicyReplies`."""
 
 
 def page(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:

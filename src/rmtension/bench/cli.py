@@ -41,7 +41,6 @@ def serve(
     import uvicorn
 
     from rmtension.bench.app import Bench, make_app
-    from rmtension.bench.replies import PolicyReplies
     from rmtension.bench.store import put_task
     from rmtension.bench.task import load_task
 
@@ -51,6 +50,8 @@ def serve(
     for t in tasks.values():
         put_task(engine, t)
         if t.source.kind == "live":
+            from rmtension.bench.replies import PolicyReplies  # torch and the model: live tasks only
+
             replies[t.name] = PolicyReplies(t.source, cache_dir)
             replies[t.name].policies()  # load now: the first reviewer should not wait for it
     print(f"bench: serving {', '.join(tasks)} on http://{host}:{port}/", flush=True)

@@ -7,7 +7,6 @@ since the model already uses every core.
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from rmtension.bench.records import Turn
 from rmtension.bench.task import SourceConfig
 from rmtension.optimise.config import PolicyConfig
 from rmtension.optimise.policy import Policy, open_policy
-from rmtension.optimise.stream import stream_pair
+from rmtension.optimise.stream import ReplyDone, stream_pair
 
 
 @dataclass
@@ -36,21 +35,10 @@ class PolicyReplies:
                 )
         return self._policies
 
-    def sources(self, seed: int) -> tuple[dict, dict]:
-        """Model and sampling settings of reply 0 and reply 1, as stored with the item."""
-        names = self.source.policies * (2 if len(self.source.policies) == 1 else 1)
-        common = dict(
-            temperature=self.source.temperature,
-            top_p=self.source.top_p,
-            top_k=self.source.top_k,
-            max_new_tokens=self.source.max_new_tokens,
-            seed=seed,
-        )
-        return tuple(dict(model=names[i], sample=i, **common) for i in (0, 1))
+    def stream(self, turns: tuple[Turn, ...], seed: int) -> Iterator[tuple]:
+        """("delta", which, text) as each reply grows, then ("done", which, final text, settings) per reply.
 
-    def stream(self, turns: tuple[Turn, ...]) -> Iterator[tuple[int, str]]:
-        """(reply 0 or 1, text delta) events; the caller joins the deltas into the two replies."""
-        seed = secrets.randbelow(2**31)
+        `which` is 0 or 1 in canonical order; settings name the model and sampling of that reply."""
         messages = [{"role": t.role, "content": t.content} for t in turns]
         with self._lock:
             events = stream_pair(
@@ -63,5 +51,7 @@ class PolicyReplies:
                 seed=seed,
             )
             for event in events:
-                yield event
-        self.last_seed = seed
+                if isinstance(event, ReplyDone):
+                    yield ("done", event.which, event.text, {**event.settings, "finished": event.finished})
+                else:
+                    yield ("delta", event.which, event.text)

@@ -128,12 +128,14 @@ def sse(event: str, data: dict) -> str:
 
 def reply_events(bench: Bench, item_id: str, turns, left: int, source):
     """Server-sent events of both replies as they are written; the item is stored before `done`."""
-    texts, finished, seed = ["", ""], False, secrets.randbelow(2**31)
+    texts, settings, finished = ["", ""], [{}, {}], False
     try:
-        for which, delta in source.stream(turns, seed):
-            texts[which] += delta
-            yield sse("delta", {"side": "left" if which == left else "right", "text": delta})
-        live.finish(bench.engine, item_id, (texts[0].strip(), texts[1].strip()), source.sources(seed))
+        for event in source.stream(turns, secrets.randbelow(2**31)):
+            if event[0] == "delta":
+                yield sse("delta", {"side": "left" if event[1] == left else "right", "text": event[2]})
+            else:
+                texts[event[1]], settings[event[1]] = event[2], event[3]
+        live.finish(bench.engine, item_id, (texts[0], texts[1]), (settings[0], settings[1]))
         finished = True
         yield sse("done", {})
     except Exception:
