@@ -105,6 +105,11 @@ def test_export_warns_redacts_and_counts(db, capsys, tmp_path):
         capsys, "export", "--db", url, "--task", "help", "--format", "csv", "--out", str(out_file)
     )
     assert code != 0 and err.startswith("error: --format must be hh or trl")
+    missing = tmp_path / "no" / "such" / "dir.jsonl"
+    code, _, err = run(
+        capsys, "export", "--db", url, "--task", "help", "--format", "hh", "--out", str(missing)
+    )
+    assert code != 0 and err.strip() == f"error: --out {missing}: cannot write (No such file or directory)"
 
 
 def live_item(engine, conv: str, judged_by: str) -> None:

@@ -162,7 +162,10 @@ def export(
         )
     except ValueError as e:  # a redaction pattern that does not compile
         raise ConfigError(f"task {task}: {e}") from None
-    write_jsonl(rows, out)
+    try:
+        write_jsonl(rows, out)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write ({e.strerror})") from None
     print(PERSONAL_DATA_WARNING, file=sys.stderr)
     if redact and not patterns:
         print(f"warning: task {task} has no redact patterns: nothing was masked", file=sys.stderr)
