@@ -139,3 +139,29 @@ def test_text_hh_cannot_hold_is_excluded_and_counted_and_orphans_are_counted():
     rows, summary = export_pairs([item], js, fmt="trl", aggregate="all")
     assert rows[0]["chosen"][0]["content"] == "one\n\nAssistant: two"
     assert summary.excluded == {"missing_item": 1}
+
+
+def test_trl_reward_trainer_reads_the_export_and_its_margins(tmp_path):
+    """TRL's own RewardTrainer tokenises the conversational rows (chat template) and its collator
+    carries each row's `margin` into the batch, in row order."""
+    pytest.importorskip("trl")
+    from datasets import load_dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from tiny import tiny_reward_model, tiny_tokenizer
+
+    rows, _ = export_pairs(ITEMS, JUDGMENTS, fmt="trl", aggregate="all")
+    write_jsonl(rows, tmp_path / "e.jsonl")
+    data = load_dataset(
+        "json", data_files=str(tmp_path / "e.jsonl"), split="train", cache_dir=str(tmp_path / "hf")
+    )
+    tok = tiny_tokenizer("llama")
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    args = RewardConfig(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, bf16=False)
+    trainer = RewardTrainer(
+        model=tiny_reward_model("llama"), args=args, train_dataset=data, processing_class=tok
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    # strengths 2, 3, 1, 1, 1, 2 (test_all_gives_one_pair_per_pick_and_counts_judgments) over 3
+    assert batch["margin"].tolist() == pytest.approx([2 / 3, 1, 1 / 3, 1 / 3, 1 / 3, 2 / 3])
+    assert batch["input_ids"].shape[0] == 2 * len(rows)  # chosen and rejected of every row
