@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
-from benchkit import CSRF, ITEM as ITEM_ID, Reviewer, Server, write_task
+from benchkit import CSRF, ROOT, ITEM as ITEM_ID, Reviewer, Server, write_task
 from browser import blankness, chromium_paths, start_chromium
 from requires import missing
 from rmtension.bench.access import add_reviewer, revoke
@@ -44,6 +45,14 @@ CLINIC = [
 ]
 
 
+def _shipped_task_as_batch(path: Path, name: str) -> Path:
+    """The shipped healthcare-scheduling task (its real guidelines), judged as batch items with k=1."""
+    raw = yaml.safe_load((ROOT / "tasks" / "healthcare_scheduling.yaml").read_text())
+    raw.update(name=name, k=1, source={"kind": "batch"})
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     browser, driver = chromium_paths()
@@ -61,7 +70,7 @@ def bench(tmp_path_factory):
         top_p=1.0,
     )
     xss = write_task(work / "xss.yaml", "xss", "batch", k=1)
-    clinic = write_task(work / "clinic.yaml", "clinic", "batch", k=1)
+    clinic = _shipped_task_as_batch(work / "clinic.yaml", "clinic")
     db = str(work / "bench.db")
     engine = open_engine(db)
     rows = [{"prompt": f"<b>{SCRIPT}</b>", "reply_a": SCRIPT, "reply_b": IMG, "id": "xss-1"}]
