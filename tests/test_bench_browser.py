@@ -198,13 +198,24 @@ def test_no_session_no_page_and_no_post_without_csrf(bench):
     big = {**form, "csrf": rv.csrf, "note": "x" * 40_000}
     assert rv.http.post(server.url + "/judge", data=big, timeout=10).status_code == 413
     assert "k" * 16 not in {j.judgment_id for j in load_judgments(engine)}
+    chunked = rv.http.post(server.url + "/judge", data=iter([b"csrf=", rv.csrf.encode()]), timeout=10)
+    assert chunked.status_code == 411  # no declared length, no body
     assert rv.http.get(server.url + "/admin/stats", timeout=10).status_code == 403  # not an admin
+    assert rv.http.get(server.url + "/admin/export?task=clinic", timeout=10).status_code == 403
     revoke(engine, "cy")
     assert rv.http.get(server.url + "/", timeout=10).status_code == 401
 
     admin = Reviewer(server.url, engine, "boss", admin=True)
     page = admin.http.get(server.url + "/admin/stats", timeout=30)
     assert page.status_code == 200 and "nominal alpha" in page.text and CSRF.search(page.text)
+    download = admin.http.get(server.url + "/admin/export?task=clinic&format=trl&aggregate=all", timeout=30)
+    (row,) = [json.loads(line) for line in download.text.splitlines()]
+    (ben,) = load_judgments(engine, "clinic")
+    shown_left = (CLINIC[0]["reply_a"], CLINIC[0]["reply_b"])[ben.left]
+    assert row["chosen"][0]["content"] == shown_left  # ben pressed A: the reply shown on the left
+    assert (
+        "personal" in download.headers["x-bench-warning"] and "1 pairs" in download.headers["x-bench-export"]
+    )
 
 
 def _sse(http, url) -> list[tuple[str, dict]]:
