@@ -18,7 +18,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from rmtension.bench import live, store
-from rmtension.bench.app import HERE, Bench, page, posted
+from rmtension.bench.web import HERE, Bench, page, posted
 from rmtension.bench.export import PERSONAL_DATA_WARNING, export_pairs
 from rmtension.bench.markup import guidelines_html
 from rmtension.bench.schema import items
