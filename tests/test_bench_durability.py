@@ -32,6 +32,7 @@ class Clients:
         self.url, self.rng = url, rng
         self.reviewers = [Reviewer(url, engine, f"dur{i}") for i in range(N_CLIENTS)]
         self.acked: list[str] = []
+        self.errors: list[str] = []
         self.lock, self.stop, self.up = threading.Lock(), threading.Event(), threading.Event()
         self.up.set()
 
@@ -44,16 +45,26 @@ class Clients:
                 with self.lock:
                     self.acked.append(key)
                 return
-            except (requests.ConnectionError, requests.Timeout):
-                time.sleep(0.05)  # the server is down: same key again once it is back
+            except requests.HTTPError:
+                raise
+            except requests.RequestException:  # refused, reset or cut mid-answer by the kill
+                time.sleep(0.05)  # same key again once the server is back
 
     def work(self, rv: Reviewer) -> None:
+        try:
+            self._loop(rv)
+        except Exception as e:  # reported by the test: a client that dies must fail it
+            self.errors.append(repr(e))
+
+    def _loop(self, rv: Reviewer) -> None:
         while not self.stop.is_set():
             self.up.wait()
             rv.base = self.url
             try:
                 item = rv.next_item("dur")
-            except (requests.ConnectionError, requests.Timeout):
+            except requests.HTTPError:
+                raise
+            except requests.RequestException:
                 time.sleep(0.05)
                 continue
             if item is None:
@@ -97,6 +108,7 @@ def test_acknowledged_judgments_survive_sigkill(tmp_path):
         clients.stop.set()
         clients.up.set()
         server.stop()
+    assert clients.errors == []
     assert len(clients.acked) >= KILLS * 20
     stored = load_judgments(engine, "dur")
     keys = Counter(j.judgment_id for j in stored)
