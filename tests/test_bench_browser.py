@@ -205,6 +205,8 @@ def test_no_session_no_page_and_no_post_without_csrf(bench):
     assert rv.http.post(server.url + "/judge", data={**form, "csrf": "0" * 64}, timeout=10).status_code == 403
     big = {**form, "csrf": rv.csrf, "note": "x" * 40_000}
     assert rv.http.post(server.url + "/judge", data=big, timeout=10).status_code == 413
+    long_note = {**form, "csrf": rv.csrf, "note": "x" * 2001}
+    assert rv.http.post(server.url + "/judge", data=long_note, timeout=10).status_code == 400
     assert "k" * 16 not in {j.judgment_id for j in load_judgments(engine)}
     chunked = rv.http.post(server.url + "/judge", data=iter([b"csrf=", rv.csrf.encode()]), timeout=10)
     assert chunked.status_code == 411  # no declared length, no body

@@ -26,6 +26,7 @@ from rmtension.bench.stats_page import stats_blocks
 
 log = logging.getLogger("rmtension.bench")
 KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+MAX_NOTE = 2000
 STATIC = {"bench.js": "text/javascript", "bench.css": "text/css"}
 
 
@@ -96,13 +97,15 @@ def _choice(form: dict[str, str]) -> store.Choice:
     key, item_id = form.get("judgment_id", ""), form.get("item_id", "")
     if not KEY.match(key) or not item_id or len(item_id) > 64:
         raise HTTPException(400, "judgment_id (8-64 of letters, digits, - _) and item_id are required")
-    strength = form.get("strength", "0")
+    strength, note = form.get("strength", "0"), form.get("note", "")
+    if len(note) > MAX_NOTE:
+        raise HTTPException(400, f"a note holds at most {MAX_NOTE} characters")
     return store.Choice(
         judgment_id=key,
         item_id=item_id,
         pick=form.get("pick", ""),
         strength=int(strength) if strength.isdigit() and len(strength) < 3 else 0,
-        note=form.get("note", "")[:2000],
+        note=note,
     )
 
 
