@@ -71,14 +71,19 @@ def bench(tmp_path_factory):
     )
     xss = write_task(work / "xss.yaml", "xss", "batch", k=1)
     clinic = _shipped_task_as_batch(work / "clinic.yaml", "clinic")
+    admin_task = _shipped_task_as_batch(work / "admin.yaml", "admin")
     db = str(work / "bench.db")
     engine = open_engine(db)
     rows = [{"prompt": f"<b>{SCRIPT}</b>", "reply_a": SCRIPT, "reply_b": IMG, "id": "xss-1"}]
-    for name, task_file, items in (("xss", xss, rows), ("clinic", clinic, CLINIC)):
+    for name, task_file, items in (
+        ("xss", xss, rows),
+        ("clinic", clinic, CLINIC),
+        ("admin", admin_task, CLINIC),
+    ):
         put_task(engine, load_task(task_file))
         (work / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
         add_items(engine, read_jsonl(work / f"{name}.jsonl", name))
-    server = Server(db, [chat, xss, clinic], work / "serve.log")
+    server = Server(db, [chat, xss, clinic, admin_task], work / "serve.log")
     yield server, engine, work
     server.stop()
     engine.dispose()
@@ -199,7 +204,7 @@ def test_no_session_no_page_and_no_post_without_csrf(bench):
     assert anon.get(server.url + "/login?token=forged", timeout=10).status_code == 403
 
     rv = Reviewer(server.url, engine, "cy")
-    item = rv.next_item("clinic") or "clinic-1"
+    item = rv.next_item("clinic") or "clinic:clinic-1"
     form = {"item_id": item, "judgment_id": "k" * 16, "pick": "left", "strength": "2"}
     assert rv.http.post(server.url + "/judge", data=form, timeout=10).status_code == 403
     assert rv.http.post(server.url + "/judge", data={**form, "csrf": "0" * 64}, timeout=10).status_code == 403
@@ -215,17 +220,18 @@ def test_no_session_no_page_and_no_post_without_csrf(bench):
     revoke(engine, "cy")
     assert rv.http.get(server.url + "/", timeout=10).status_code == 401
 
+    eli = Reviewer(server.url, engine, "eli")
+    eli.judge(eli.next_item("admin"), "left")
     admin = Reviewer(server.url, engine, "boss", admin=True)
     page = admin.http.get(server.url + "/admin/stats", timeout=30)
     assert page.status_code == 200 and "nominal alpha" in page.text and CSRF.search(page.text)
-    download = admin.http.get(server.url + "/admin/export?task=clinic&format=trl&aggregate=all", timeout=30)
+    download = admin.http.get(server.url + "/admin/export?task=admin&format=trl&aggregate=all", timeout=30)
     (row,) = [json.loads(line) for line in download.text.splitlines()]
-    (ben,) = load_judgments(engine, "clinic")
-    shown_left = (CLINIC[0]["reply_a"], CLINIC[0]["reply_b"])[ben.left]
-    assert row["chosen"][0]["content"] == shown_left  # ben pressed A: the reply shown on the left
-    assert (
-        "personal" in download.headers["x-bench-warning"] and "1 pairs" in download.headers["x-bench-export"]
-    )
+    (judged,) = load_judgments(engine, "admin")
+    shown_left = (CLINIC[0]["reply_a"], CLINIC[0]["reply_b"])[judged.left]
+    assert row["chosen"][0]["content"] == shown_left  # eli picked the reply shown on the left
+    assert "personal" in download.headers["x-bench-warning"]
+    assert "exported 1 pairs" in download.headers["x-bench-export"]
 
 
 def _sse(http, url) -> list[tuple[str, dict]]:

@@ -159,7 +159,7 @@ def test_guidelines_markup_escapes_then_renders_a_small_subset():
 def test_batch_reader_formats_and_errors(tmp_path):
     path = tmp_path / "b.jsonl"
     rows = [
-        {"prompt": "plain?", "reply_a": "x", "reply_b": "y"},
+        {"prompt": "plain?", "reply_a": "x", "reply_b": "y", "id": "p1"},
         {"prompt": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: book me", "reply_a": "ok", "reply_b": "no"},
         {
             "prompt": [{"role": "user", "content": "u"}],
@@ -175,6 +175,7 @@ def test_batch_reader_formats_and_errors(tmp_path):
         (Turn("user", "u"),),
     ]
     assert items[2].reply_0 == "m" and len({i.item_id for i in items}) == 3
+    assert items[0].item_id == "t:p1" and read_jsonl(path, "u")[0].item_id == "u:p1"  # one file, two tasks
     path.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"prompt": "p", "reply_a": "x"}) + "\n")
     with pytest.raises(DataError, match=r"b\.jsonl:2: needs prompt, reply_a and reply_b"):
         read_jsonl(path, "t")

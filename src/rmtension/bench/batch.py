@@ -3,7 +3,8 @@
 Two sources:
 - a JSONL file, one pair a line: {"prompt": ..., "reply_a": ..., "reply_b": ...}. The prompt is
   plain text (one user turn), an HH transcript (`\\n\\nHuman: ...`), or TRL's conversational list
-  of {"role", "content"}; a reply is text or a one-message list. Optional "id" names the item.
+  of {"role", "content"}; a reply is text or a one-message list. Optional "id" names the item
+  (stored as `TASK:id`, so one file can feed several tasks).
 - a run directory's best-of-n samples (`bon/samples.parquet` with `bon/prompts.json`): samples 0
   and 1 of each prompt become one pair.
 Every bad line is one error naming the file, the line and the reason.
@@ -78,7 +79,9 @@ def read_jsonl(path: str | Path, task: str) -> list[Item]:
         if turns[-1].role != "user":
             raise DataError(path, n, "the prompt must end with a user turn")
         a, b = _reply(row["reply_a"], "reply_a", path, n), _reply(row["reply_b"], "reply_b", path, n)
-        item_id = str(row.get("id") or _item_id(task, turns, a, b))[:64]
+        item_id = _item_id(task, turns, a, b) if row.get("id") is None else f"{task}:{row['id']}"
+        if len(str(row.get("id", ""))) > 64:
+            raise DataError(path, n, "id is longer than 64 characters")
         out.append(
             Item(item_id, task, turns, a, b, {"source": "batch", "file": Path(path).name, "line": n}, {})
         )

@@ -71,7 +71,7 @@ conversations = Table(
 items = Table(
     "bench_items",
     metadata,
-    Column("item_id", String(64), primary_key=True),
+    Column("item_id", String(160), primary_key=True),
     Column("task", String(64), nullable=False, index=True),
     Column("kind", String(8), nullable=False),  # batch | live
     Column("conversation_id", String(32), index=True),  # live items only
@@ -87,7 +87,7 @@ items = Table(
 assignments = Table(
     "bench_assignments",
     metadata,
-    Column("item_id", String(64), primary_key=True),
+    Column("item_id", String(160), primary_key=True),
     Column("slot", Integer, primary_key=True),  # 0..k-1: the primary key caps an item at k reviewers
     Column("task", String(64), nullable=False, index=True),
     Column("reviewer", String(64), nullable=False, index=True),
@@ -101,7 +101,7 @@ judgments = Table(
     "bench_judgments",
     metadata,
     Column("judgment_id", String(64), primary_key=True),  # the client's idempotency key
-    Column("item_id", String(64), nullable=False),
+    Column("item_id", String(160), nullable=False),
     Column("task", String(64), nullable=False, index=True),
     Column("mode", String(16), nullable=False),
     Column("reviewer", String(64), nullable=False, index=True),

@@ -95,7 +95,7 @@ def batch_page(bench: Bench, request: Request, name: str):
 
 def _choice(form: dict[str, str]) -> store.Choice:
     key, item_id = form.get("judgment_id", ""), form.get("item_id", "")
-    if not KEY.match(key) or not item_id or len(item_id) > 64:
+    if not KEY.match(key) or not item_id or len(item_id) > 160:
         raise HTTPException(400, "judgment_id (8-64 of letters, digits, - _) and item_id are required")
     strength, note = form.get("strength", "0"), form.get("note", "")
     if len(note) > MAX_NOTE:
