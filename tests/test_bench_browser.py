@@ -146,6 +146,7 @@ def test_live_turn_streams_two_replies_and_b_by_keyboard_continues(bench, driver
         "return ['reply-left', 'reply-right'].map(i => document.getElementById(i).childNodes.length)"
     )
     assert min(pieces) > 1, pieces  # each reply arrived as several streamed deltas, not in one piece
+    (_screenshot_dir(work) / "bench-chat-screenshot.png").write_bytes(driver.get_screenshot_as_png())
     assert driver.find_element(By.CSS_SELECTOR, "button[value='right']").is_enabled()
 
     driver.find_element(By.TAG_NAME, "body").send_keys("b")
