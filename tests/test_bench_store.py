@@ -179,3 +179,67 @@ def test_batch_reader_formats_and_errors(tmp_path):
     path.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"prompt": "p", "reply_a": "x"}) + "\n")
     with pytest.raises(DataError, match=r"b\.jsonl:2: needs prompt, reply_a and reply_b"):
         read_jsonl(path, "t")
+
+
+def test_live_conversation_in_the_store(engine, tmp_path):
+    """The live flow's storage without a model: turn -> item -> claimed once -> replies -> judged ->
+    the named reply continues; both bad -> two new replies to the same turn."""
+    from rmtension.bench import live
+
+    task = load_task(write_task(tmp_path / "live.yaml", "chat", "live"))
+    store.put_task(engine, task)
+    conv = live.new_conversation(engine, "chat", "ann")
+    item = live.add_user_turn(engine, conv, "ann", "  book me  ")
+    with pytest.raises(store.Refused, match="judge the replies"):
+        live.add_user_turn(engine, conv, "ann", "again")
+    with pytest.raises(store.Refused, match="not yours"):  # no replies yet: nothing to judge
+        store.record(engine, task, "ann", store.Choice("early-key-1", item, "left", 1, ""))
+    turns, left = live.claim(engine, item, "ann")
+    assert turns == (Turn("user", "book me"),) and live.claim(engine, item, "ann") is None  # claimed once
+    live.finish(engine, item, ("r0", "r1"), ({"model": "m", "row": 0}, {"model": "m", "row": 1}))
+    j = store.record(engine, task, "ann", store.Choice("tie-key-01", item, "tie", 0, ""))
+    assert j.preferred is None and live.get_conversation(engine, conv, "ann").judged
+    live.continue_with(engine, conv, "ann", item, 1)
+    assert [t.content for t in live.get_conversation(engine, conv, "ann").turns] == ["book me", "r1"]
+
+    item2 = live.add_user_turn(engine, conv, "ann", "monday?")
+    live.claim(engine, item2, "ann")
+    live.finish(engine, item2, ("x0", "x1"), ({}, {}))
+    store.record(engine, task, "ann", store.Choice("bad-key-01", item2, "both_bad", 0, ""))
+    item3 = live.new_replies(engine, conv, "ann")
+    assert item3 != item2 and live.get_conversation(engine, conv, "ann").item_id == item3
+    with pytest.raises(store.Refused):  # the other reviewer sees nothing of ann's conversation
+        live.get_conversation(engine, conv, "bob")
+    live.release(engine, item3)  # not generating: stays pending, claimable
+    assert live.claim(engine, item3, "ann") is not None
+    assert live.reset_interrupted(engine) == 1 and live.claim(engine, item3, "ann") is not None
+    live.end_conversation(engine, conv, "ann")
+    assert live.get_conversation(engine, conv, "ann").ended
+    assert [i.item_id for i in store.load_items(engine, "chat")] == [item, item2]  # ready items only
+
+
+def test_best_of_n_run_directory_becomes_items(tmp_path):
+    import pandas as pd
+
+    from rmtension.bench.batch import read_batch
+
+    run = tmp_path / "run"
+    (run / "bon").mkdir(parents=True)
+    context = [{"role": "user", "content": "hi"}]
+    (run / "bon" / "prompts.json").write_text(
+        json.dumps({"prompts": [{"context": context}, {"context": context}]})
+    )
+    frame = pd.DataFrame(
+        {
+            "prompt": [0, 0, 0, 1],
+            "sample": [0, 1, 2, 0],
+            "response": ["a", "b", "c", "lonely"],
+            "rm_helpful": 0.0,
+        }
+    )
+    frame.to_parquet(run / "bon" / "samples.parquet")
+    (item,) = read_batch(run, "t")  # prompt 1 has one sample: no pair
+    assert (item.conversation, item.reply_0, item.reply_1) == ((Turn("user", "hi"),), "a", "b")
+    assert item.source_0 == {"source": "bon", "run": "run", "prompt": 0, "sample": 0}
+    with pytest.raises(DataError, match="no bon/samples.parquet"):
+        read_batch(tmp_path, "t")
