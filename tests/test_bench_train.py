@@ -41,6 +41,20 @@ def write_export(path: Path) -> Path:
     return path
 
 
+def export_in_training(export: Path, base: Path, fmt: str = "hh") -> dict[str, dict[str, list[str]]]:
+    """objective -> split -> the ids of `export`'s pairs there, when the tiny study's data takes it
+    as `data.extra_train` (no training: the data stage only). For any test holding an export, e.g.
+    the browser test's: `assert export_in_training(path, tmp)["helpful"]["train"]`."""
+    cfg = tiny_config(base)
+    cfg["data"]["extra_train"] = [{"path": str(export), "format": fmt}]
+    data = load_config(write_config(base, cfg)).data
+    bundle = build_dataset(data, data.path)
+    return {
+        o: {s: [p.pair_id for p in ps if p.pair_id.startswith("extra0-")] for s, ps in by.items()}
+        for o, by in bundle.splits.items()
+    }
+
+
 @pytest.fixture(scope="module")
 def bench_study(tmp_path_factory):
     base = tmp_path_factory.mktemp("benchstudy")
