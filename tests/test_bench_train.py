@@ -45,6 +45,7 @@ def export_in_training(export: Path, base: Path, fmt: str = "hh") -> dict[str, d
     """objective -> split -> the ids of `export`'s pairs there, when the tiny study's data takes it
     as `data.extra_train` (no training: the data stage only). For any test holding an export, e.g.
     the browser test's: `assert export_in_training(path, tmp)["helpful"]["train"]`."""
+    base.mkdir(parents=True, exist_ok=True)
     cfg = tiny_config(base)
     cfg["data"]["extra_train"] = [{"path": str(export), "format": fmt}]
     data = load_config(write_config(base, cfg)).data
