@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
-from benchkit import CSRF, Reviewer, Server, write_task
+from benchkit import CSRF, ROOT, ITEM as ITEM_ID, Reviewer, Server, write_task
 from browser import blankness, chromium_paths, start_chromium
 from requires import missing
 from rmtension.bench.access import add_reviewer, revoke
@@ -45,6 +46,14 @@ CLINIC = [
 ]
 
 
+def _shipped_task_as_batch(path: Path, name: str) -> Path:
+    """The shipped healthcare-scheduling task (its real guidelines), judged as batch items with k=1."""
+    raw = yaml.safe_load((ROOT / "tasks" / "healthcare_scheduling.yaml").read_text())
+    raw.update(name=name, k=1, source={"kind": "batch"})
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     browser, driver = chromium_paths()
@@ -62,7 +71,7 @@ def bench(tmp_path_factory):
         top_p=1.0,
     )
     xss = write_task(work / "xss.yaml", "xss", "batch", k=1)
-    clinic = write_task(work / "clinic.yaml", "clinic", "batch", k=1)
+    clinic = _shipped_task_as_batch(work / "clinic.yaml", "clinic")
     db = str(work / "bench.db")
     engine = open_engine(db)
     rows = [{"prompt": f"<b>{SCRIPT}</b>", "reply_a": SCRIPT, "reply_b": IMG, "id": "xss-1"}]
@@ -194,10 +203,83 @@ def test_no_session_no_page_and_no_post_without_csrf(bench):
     big = {**form, "csrf": rv.csrf, "note": "x" * 40_000}
     assert rv.http.post(server.url + "/judge", data=big, timeout=10).status_code == 413
     assert "k" * 16 not in {j.judgment_id for j in load_judgments(engine)}
+    chunked = rv.http.post(server.url + "/judge", data=iter([b"csrf=", rv.csrf.encode()]), timeout=10)
+    assert chunked.status_code == 411  # no declared length, no body
     assert rv.http.get(server.url + "/admin/stats", timeout=10).status_code == 403  # not an admin
+    assert rv.http.get(server.url + "/admin/export?task=clinic", timeout=10).status_code == 403
     revoke(engine, "cy")
     assert rv.http.get(server.url + "/", timeout=10).status_code == 401
 
     admin = Reviewer(server.url, engine, "boss", admin=True)
     page = admin.http.get(server.url + "/admin/stats", timeout=30)
     assert page.status_code == 200 and "nominal alpha" in page.text and CSRF.search(page.text)
+    download = admin.http.get(server.url + "/admin/export?task=clinic&format=trl&aggregate=all", timeout=30)
+    (row,) = [json.loads(line) for line in download.text.splitlines()]
+    (ben,) = load_judgments(engine, "clinic")
+    shown_left = (CLINIC[0]["reply_a"], CLINIC[0]["reply_b"])[ben.left]
+    assert row["chosen"][0]["content"] == shown_left  # ben pressed A: the reply shown on the left
+    assert (
+        "personal" in download.headers["x-bench-warning"] and "1 pairs" in download.headers["x-bench-export"]
+    )
+
+
+def _sse(http, url) -> list[tuple[str, dict]]:
+    events, name = [], None
+    with http.get(url, stream=True, timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    return events
+
+
+def test_live_flow_after_tie_and_both_bad(bench):
+    """Over HTTP: a tie, then the reviewer names the reply that continues; both bad, then two new
+    replies to the same turn; a pick; a turn over the length bound is refused; the conversation ends."""
+    server, engine, _ = bench
+    rv = Reviewer(server.url, engine, "dee")
+    post = lambda path, **form: rv.http.post(server.url + path, data={"csrf": rv.csrf, **form}, timeout=60)
+    conv_url = post("/chat/new", task="chat").url
+    conv_id = conv_url.rsplit("/", 1)[1]
+
+    def turn_and_replies(text=None) -> tuple[str, dict]:
+        if text is not None:
+            assert post(f"/chat/{conv_id}/turn", text=text).status_code == 200
+        item = ITEM_ID.search(rv.http.get(conv_url, timeout=30).text).group(1)
+        events = _sse(rv.http, f"{server.url}/items/{item}/stream")
+        assert events[-1][0] == "done"
+        sides = {
+            s: "".join(d["text"] for n, d in events if n == "delta" and d["side"] == s)
+            for s in ("left", "right")
+        }
+        return item, sides
+
+    item, sides = turn_and_replies("Can I see Dr. Ray on Tuesday?")
+    assert rv.judge(item, "tie")["preferred"] is None
+    assert post(f"/chat/{conv_id}/turn", text="too early").status_code == 409  # a reply must continue first
+    assert post(f"/chat/{conv_id}/continue", item_id=item, side="left").status_code == 200
+    turns = get_conversation(engine, conv_id, "dee").turns
+    assert [t.role for t in turns] == ["user", "assistant"] and turns[1].content.strip() == sides[
+        "left"
+    ].strip()
+
+    item, _ = turn_and_replies("And on Wednesday?")
+    rv.judge(item, "both_bad")
+    assert post(f"/chat/{conv_id}/again").status_code == 200
+    item2, sides2 = turn_and_replies()
+    assert item2 != item and rv.judge(item2, "left")["preferred"] is not None
+    turns = get_conversation(engine, conv_id, "dee").turns
+    assert [t.content for t in turns[2:]] == ["And on Wednesday?", turns[3].content]
+    assert turns[3].content.strip() == sides2["left"].strip()
+
+    assert post(f"/chat/{conv_id}/turn", text="x" * 4001).status_code == 409
+    assert post(f"/chat/{conv_id}/end").url == server.url + "/"
+    assert post(f"/chat/{conv_id}/turn", text="hello?").status_code == 409
+    picks = [
+        (j.item_id, j.preferred is None, j.both_bad)
+        for j in load_judgments(engine, "chat")
+        if j.reviewer == "dee"
+    ]
+    assert sorted(picks) == sorted([(item, True, True), (item2, False, False), (picks[0][0], True, False)])

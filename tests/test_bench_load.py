@@ -61,3 +61,4 @@ def test_32_concurrent_reviewers_leave_exactly_k_judgments_per_item(tmp_path):
     per_item = Counter(j.item_id for j in stored)
     assert len(per_item) == N_ITEMS and set(per_item.values()) == {K}
     assert len({(j.item_id, j.reviewer) for j in stored}) == len(stored)  # never twice to one reviewer
+    assert {j.left for j in stored} == {0, 1}  # the left side is drawn per assignment

@@ -145,10 +145,14 @@ def test_task_errors_name_file_and_key(tmp_path):
 
 
 def test_guidelines_markup_escapes_then_renders_a_small_subset():
-    got = str(guidelines_html("# Rules\n- **book** it <script>x</script>\n  wrapped\n\nUse `a<b` & go"))
+    got = str(
+        guidelines_html(
+            "# Rules\n- **book** it <script>x</script>\n  wrapped\n\nUse `a<b` & go\n1. one\n2. two"
+        )
+    )
     assert got == (
         "<h3>Rules</h3>\n<ul><li><strong>book</strong> it &lt;script&gt;x&lt;/script&gt; wrapped</li></ul>\n"
-        "<p>Use <code>a&lt;b</code> &amp; go</p>"
+        "<p>Use <code>a&lt;b</code> &amp; go</p>\n<ol><li>one</li><li>two</li></ol>"
     )
 
 

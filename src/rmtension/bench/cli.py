@@ -41,11 +41,13 @@ def serve(
     import uvicorn
 
     from rmtension.bench.app import Bench, make_app
+    from rmtension.bench.live import reset_interrupted
     from rmtension.bench.store import put_task
     from rmtension.bench.task import load_task
 
     tasks = {t.name: t for t in (load_task(p) for p in task)}
     engine = _engine(db)
+    reset_interrupted(engine)
     replies = {}
     for t in tasks.values():
         put_task(engine, t)

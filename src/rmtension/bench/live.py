@@ -238,6 +238,13 @@ def release(engine: Engine, item_id: str) -> None:
         )
 
 
+def reset_interrupted(engine: Engine) -> int:
+    """At server start: items left `generating` by a stopped server become `pending` again."""
+    with engine.begin() as conn:
+        done = conn.execute(update(items).where(items.c.state == "generating").values(state="pending"))
+    return done.rowcount
+
+
 def shown_item(engine: Engine, item_id: str, reviewer: str):
     """(left, reply_0, reply_1, state) of an item the reviewer holds."""
     with engine.connect() as conn:

@@ -13,12 +13,13 @@ import secrets
 import uuid
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from rmtension.bench import live, store
 from rmtension.bench.app import HERE, Bench, page, posted
+from rmtension.bench.export import PERSONAL_DATA_WARNING, export_pairs
 from rmtension.bench.markup import guidelines_html
 from rmtension.bench.schema import items
 from rmtension.bench.stats_page import stats_blocks
@@ -174,6 +175,26 @@ def stream_replies(bench: Bench, request: Request, item_id: str):
     )
 
 
+def export_download(bench: Bench, task, fmt: str, aggregate: str, redact: bool) -> Response:
+    """The task's pairs as a JSONL download (`rmtension bench export` over HTTP), redacted by default."""
+    if fmt not in ("hh", "trl") or aggregate not in ("majority", "all"):
+        raise HTTPException(400, "format must be hh or trl, aggregate majority or all")
+    rows, summary = export_pairs(
+        store.load_items(bench.engine, task.name),
+        store.load_judgments(bench.engine, task.name),
+        fmt=fmt,
+        aggregate=aggregate,
+        redact=task.redact if redact else [],
+    )
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    headers = {
+        "Content-Disposition": f'attachment; filename="{task.name}-{fmt}.jsonl"',
+        "X-Bench-Export": summary.line()[:500],
+        "X-Bench-Warning": PERSONAL_DATA_WARNING[:500],
+    }
+    return Response(body, media_type="application/x-ndjson", headers=headers)
+
+
 def add_views(app: FastAPI, bench: Bench) -> None:
     @app.get("/")
     def home(request: Request):
@@ -242,8 +263,18 @@ def add_views(app: FastAPI, bench: Bench) -> None:
         answer = await run_in_threadpool(judge, bench, request.state.reviewer.name, choice)
         return JSONResponse(answer)
 
+    @app.get("/admin/export")
+    def export(
+        request: Request, task: str, format: str = "hh", aggregate: str = "majority", redact: bool = True
+    ):
+        if not request.state.reviewer.admin:
+            raise HTTPException(403, "exports are for admins")
+        return export_download(bench, _task(bench, task), format, aggregate, redact)
+
     @app.get("/admin/stats")
     def stats(request: Request):
         if not request.state.reviewer.admin:
             raise HTTPException(403, "the statistics page is for admins")
-        return page(request, "stats.html", title="Statistics", stats=stats_blocks(bench.engine))
+        return page(
+            request, "stats.html", title="Statistics", stats=stats_blocks(bench.engine), tasks=bench.tasks
+        )
