@@ -179,3 +179,18 @@ def test_shipped_bench_config_and_its_example_export(tmp_path, monkeypatch):
     assert out.read_bytes() == (repo / entry.path).read_bytes()
     modes = [json.loads(x)["bench"]["mode"] for x in out.read_text().splitlines()]
     assert modes.count("helpful") == 10 and modes.count("red_team") == 3
+
+
+@pytest.mark.real
+def test_bench_config_on_the_real_data_routes_the_example_export(hh_root, monkeypatch):
+    """configs/bench.yaml's data on the real HH-RLHF: the example export's 10 helpful and 3 red-team
+    pairs join helpful and harmless training on top of the 96-pair cap, and nothing leaks."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    data = load_config(repo / "configs" / "bench.yaml").data
+    bundle = build_dataset(data, str(hh_root))
+    train = {o: bundle.splits[o]["train"] for o in ("helpful", "harmless", "mixed")}
+    extra = {o: sum(p.subset == "extra0-export" for p in ps) for o, ps in train.items()}
+    assert extra == {"helpful": 10, "harmless": 3, "mixed": 13}
+    assert (len(train["helpful"]), len(train["harmless"])) == (96 + 10, 96 + 3)
+    assert bundle.summary["extra_train"][0]["drops"] == {} and bundle.summary["groups_in_two_splits"] == 0
