@@ -426,5 +426,6 @@ def describe_config(model: type[BaseModel] = StudyConfig, prefix: str = "") -> l
             continue
         default = field.get_default(call_default_factory=True)
         kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
-        lines.append(f"{prefix}{name} ({kind}, default {default!r}): {doc}")
+        shown = "required" if field.is_required() else f"default {default!r}"
+        lines.append(f"{prefix}{name} ({kind}, {shown}): {doc}")
     return lines
