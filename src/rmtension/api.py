@@ -56,6 +56,8 @@ class TestSet:
     """`pairs`, `prompts` (XSTest: one prompt's pairs share it) or `scenarios` (suites)."""
     groups: np.ndarray | None = None
     """[N] the resampled cluster of each pair (prompt or scenario); None: pairs."""
+    source: str | None = None
+    """The folder or file it was read from (XSTest, RMB, suites)."""
 
 
 def _hh_root(data: DataConfig) -> str:
@@ -104,15 +106,18 @@ def load_test_set(spec: str, data: DataConfig | None = None) -> TestSet:
             raise RmtensionError("test set xstest needs its folder: xstest:DIR (XSTest v2, official layout)")
         xs = load_xstest(folder, lenient=data.lenient)
         pairs = [p for name in sorted(xs.pairs) for p in xs.pairs[name]]
-        return TestSet(spec, pairs, "prompts", np.array(prompt_groups(pairs)))
+        return TestSet("xstest", pairs, "prompts", np.array(prompt_groups(pairs)), folder)
     if kind == "rmb":
         folder = rest or data.rmb_path
         if not folder:
             raise RmtensionError("test set rmb needs its folder or file: rmb:PATH (RMB pairwise set)")
-        return TestSet(spec, list(load_rmb(folder, lenient=data.lenient).pairs))
+        return TestSet("rmb", list(load_rmb(folder, lenient=data.lenient).pairs), source=folder)
     if kind == "suite" and rest:
-        pairs = suite_pairs(load_suite(rest))
-        return TestSet(spec, pairs, "scenarios", np.array([p.metadata["scenario"] for p in pairs]))
+        suite = load_suite(rest)
+        pairs = suite_pairs(suite)
+        return TestSet(
+            f"suite:{suite.name}", pairs, "scenarios", np.array([p.metadata["scenario"] for p in pairs]), rest
+        )
     raise RmtensionError(
         f"unknown test set {spec!r}: use hh:helpful, hh:helpful:all, hh:harmless, xstest[:DIR], rmb[:PATH] or suite:FILE"
     )
@@ -124,6 +129,7 @@ class Evaluation:
 
     judge: dict
     test_set: str
+    source: str | None
     unit: str
     n: int
     accuracy: float
@@ -198,6 +204,7 @@ def evaluate(
     return Evaluation(
         judge=judge.describe(),
         test_set=test.name,
+        source=test.source,
         unit=test.unit,
         n=len(test.pairs),
         accuracy=float(c.mean()),

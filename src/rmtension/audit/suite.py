@@ -57,14 +57,33 @@ class Suite:
     path: str
 
 
-def _scenario_lines(text: str) -> list[int]:
-    """1-based line of each item of the top-level `scenarios` list (empty when there is none)."""
+@dataclass(frozen=True)
+class Lines:
+    """1-based lines of a scenario and of its conversation turns and replies (for error messages)."""
+
+    scenario: int | None
+    turns: tuple[int, ...] = ()
+    replies: tuple[int, ...] = ()
+
+
+def _item_lines(node, key: str) -> tuple[int, ...]:
+    for k, v in node.value if isinstance(node, yaml.MappingNode) else []:
+        if k.value == key and isinstance(v, yaml.SequenceNode):
+            return tuple(item.start_mark.line + 1 for item in v.value)
+    return ()
+
+
+def _scenario_lines(text: str) -> list[Lines]:
+    """Lines of each item of the top-level `scenarios` list (empty when there is none)."""
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if not isinstance(root, yaml.MappingNode):
         return []
     for key, value in root.value:
         if key.value == "scenarios" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
+            return [
+                Lines(n.start_mark.line + 1, _item_lines(n, "conversation"), _item_lines(n, "replies"))
+                for n in value.value
+            ]
     return []
 
 
@@ -80,13 +99,14 @@ def _unknown(d: dict, allowed: set[str], what: str, fail) -> None:
         fail(f"{what} has unknown key(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})")
 
 
-def parse_scenario(raw, line: int, path: str) -> Scenario:
+def parse_scenario(raw, lines: Lines, path: str) -> Scenario:
     """One scenario, checked; `DataError` naming the file, line and scenario otherwise."""
     sid = raw.get("id") if isinstance(raw, dict) else None
     where = f"scenario {sid!r}" if isinstance(sid, str) else "scenario"
+    line = lines.scenario
 
-    def fail(reason: str):
-        raise DataError(path, line, f"{where}: {reason}")
+    def fail(reason: str, at: tuple[int, ...] = (), i: int = 0):
+        raise DataError(path, at[i - 1] if 0 < i <= len(at) else line, f"{where}: {reason}")
 
     if not isinstance(raw, dict):
         fail("must be a mapping with id, tags, conversation and replies")
@@ -100,10 +120,11 @@ def parse_scenario(raw, line: int, path: str) -> Scenario:
         fail("conversation must be a non-empty list of {role, content}")
     turns = []
     for i, t in enumerate(conv, 1):
+        at = lambda reason, i=i: fail(reason, lines.turns, i)  # noqa: E731
         if not isinstance(t, dict) or t.get("role") not in ROLES:
-            fail(f"conversation turn {i}: role must be one of {', '.join(ROLES)}")
-        _unknown(t, {"role", "content"}, f"conversation turn {i}", fail)
-        turns.append(Turn(t["role"], _text(t.get("content"), f"conversation turn {i} content", fail)))
+            at(f"conversation turn {i}: role must be one of {', '.join(ROLES)}")
+        _unknown(t, {"role", "content"}, f"conversation turn {i}", at)
+        turns.append(Turn(t["role"], _text(t.get("content"), f"conversation turn {i} content", at)))
     if turns[-1].role != "user":
         fail("conversation must end with a user turn")
     replies = raw.get("replies")
@@ -111,17 +132,18 @@ def parse_scenario(raw, line: int, path: str) -> Scenario:
         fail("replies must be a list of at least two {label, rank, text}")
     out = []
     for i, r in enumerate(replies, 1):
+        at = lambda reason, i=i: fail(reason, lines.replies, i)  # noqa: E731
         if not isinstance(r, dict):
-            fail(f"reply {i} must be a mapping with label, rank and text")
-        _unknown(r, REPLY_KEYS, f"reply {i}", fail)
+            at(f"reply {i} must be a mapping with label, rank and text")
+        _unknown(r, REPLY_KEYS, f"reply {i}", at)
         rank = r.get("rank")
         if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-            fail(f"reply {i}: rank must be a whole number >= 1 (1 is best)")
+            at(f"reply {i}: rank must be a whole number >= 1 (1 is best)")
         out.append(
             Reply(
-                _text(r.get("label"), f"reply {i} label", fail),
+                _text(r.get("label"), f"reply {i} label", at),
                 rank,
-                _text(r.get("text"), f"reply {i} text", fail),
+                _text(r.get("text"), f"reply {i} text", at),
             )
         )
     if len({r.rank for r in out}) < 2:
@@ -150,7 +172,7 @@ def load_suite(path: str | Path) -> Suite:
     if extra:
         raise DataError(path, None, f"unknown top-level key(s) {', '.join(extra)}")
     scenarios = [
-        parse_scenario(raw, lines[i] if i < len(lines) else None, path)
+        parse_scenario(raw, lines[i] if i < len(lines) else Lines(None), path)
         for i, raw in enumerate(doc["scenarios"])
     ]
     seen: dict[str, int] = {}
