@@ -139,3 +139,17 @@ def test_raw_cis_are_the_old_draws_and_length_keys_are_additive():
     ties = int((len_c == len_r).sum())
     assert t["accuracy"]["mixed"]["h"]["length_controlled"]["n_ties"] == ties
     assert {"length_controlled", "length_prior", "ci95", "p_value"} <= set(t["interference"]["h"])
+
+
+def test_one_judge_alone_by_hand():
+    from rmtension.stats.length import length_controlled
+
+    # one seed, chosen longer on 40 pairs (right on 30) and shorter on 40 (right on 10), 2 ties:
+    # (30/40 + 10/40) / 2 = 0.5, while the raw accuracy is (30 + 10 + 1) / 82
+    len_c = np.array([9] * 40 + [1] * 40 + [5, 5])
+    len_r = np.full(82, 5)
+    c = np.array([1.0] * 30 + [0.0] * 10 + [1.0] * 10 + [0.0] * 30 + [1.0, 0.0])
+    lc = length_controlled(c, len_c, len_r, 400, np.random.default_rng(0))
+    assert lc.estimate == pytest.approx(0.5) and lc.n_ties == 2
+    assert lc.per_stratum == {"chosen_longer": 0.75, "chosen_shorter": 0.25}
+    assert lc.ci95[0] < 0.5 < lc.ci95[1]

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rmtension.rm.stats import bootstrap_p, interval, seed_pair_bootstrap
+from rmtension.rm.stats import bootstrap_p, interval, seed_pair_bootstrap, seed_resamples
 
 MIN_STRATUM_PAIRS = 30
 """Fewest pairs a length stratum needs for the length-controlled accuracy to be estimated."""
@@ -211,3 +211,27 @@ def length_controlled_interference(
         controlled["dilution"] = diff(half, best).as_dict()
         controlled["negative_transfer"] = diff("mixed", half).as_dict()
     return {"length_controlled": controlled, "length_prior": diff("mixed", best, prior=True).as_dict()}
+
+
+def length_controlled(
+    c: np.ndarray,
+    len_chosen: np.ndarray,
+    len_rejected: np.ndarray,
+    n_boot: int,
+    rng: np.random.Generator,
+    level: float = 0.95,
+    pair_weights: np.ndarray | None = None,
+) -> LengthControlled:
+    """One judge's length-controlled accuracy with its own two-level bootstrap (seeds and pairs).
+
+    c: [S, N] (or [N], one seed) per-pair correctness; len_chosen, len_rejected: [N] reply lengths in
+    tokens; pair_weights: [B, N] cluster weights (`rmtension.rm.stats.cluster_weights`), else pairs are
+    resampled. For one judge alone; the tension table shares its raw CIs' resamples instead.
+    """
+    c = np.atleast_2d(np.asarray(c, dtype=np.float64))
+    n = c.shape[1]
+    if pair_weights is None:
+        pair_weights = resample_counts(rng.integers(0, n, size=(n_boot, n)), n)
+    strata = length_strata(len_chosen, len_rejected)
+    seed_idx = seed_resamples(len(c), n_boot, rng)
+    return length_controlled_accuracy(c, strata, pair_weights, seed_idx, level)[0]
