@@ -74,6 +74,10 @@ class DataConfig(Strict):
     chosen over refusal on safe prompts) and `xstest-should-refuse` (refusal chosen on unsafe ones)."""
     hub: bool = True
     """Allow loading `Anthropic/hh-rlhf` from the hub when no local path is found."""
+    flip_labels: dict[Literal["helpful", "harmless"], float] = Field(default_factory=dict)
+    """Planted label noise (a positive control, `configs/planted.yaml`): objective -> share of its pairs
+    in the mixed RM's training set whose chosen and rejected replies are swapped (seeded; counted in
+    `data/summary.json`). Single RMs, controls, validation and test pairs keep their labels."""
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -81,6 +85,8 @@ class DataConfig(Strict):
             raise ValueError(f"split must be three non-negative fractions summing to 1, got {self.split}")
         if self.split[0] == 0 or self.split[2] == 0:
             raise ValueError("split needs non-zero train and test fractions")
+        if any(not 0.0 <= v <= 1.0 for v in self.flip_labels.values()):
+            raise ValueError(f"flip_labels: every share must lie in [0, 1], got {self.flip_labels}")
         return self
 
 

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from rmtension.report.core import calibration_cis, ordered_tests
+from rmtension.report.core import calibration_cis, ordered_tests, read_config
 from rmtension.report.section import Section
 from rmtension.neurons.claims import p_phrase
 from rmtension.report.behaviour import avoidant_vs_misuse
 from rmtension.combine.report import combined_keeps_both
 from rmtension.report.conflict import conflict_tracks_shared_neurons, pcgrad_reduces_interference
 from rmtension.report.finding import BAI, TANWAR, Finding, _ci, _not_run, length_note
-from rmtension.report.verdicts import any_of, claim_min_effect, holm, min_detectable_effect
+from rmtension.report.verdicts import VERDICTS, any_of_parts, claim_min_effect, holm, min_detectable_effect
 from rmtension.run.runio import read_json, write_json
 
 HH_TESTS = ("helpful", "harmless")
@@ -79,7 +79,9 @@ def _interference_finding(run_dir: Path, fid: str, claim: str) -> Finding:
     # the verdict reads the HH test sets, Holm-corrected; RMB and XSTest rows are reported beside it
     inter = {ts: d for ts, d in every.items() if ts in HH_TESTS} or every
     parts = {ts: _worse(d if key == "total" else d[key]) for ts, d in inter.items()}
-    verdict = any_of(parts, m)
+    mc_se = {ts: _worse_mc_se(d if key == "total" else d[key]) for ts, d in inter.items()}
+    n_boot = read_config(run_dir).get("eval", {}).get("bootstrap")
+    verdict, _, deciding = any_of_parts(parts, m, mc_se={k: v for k, v in mc_se.items() if v}, n_boot=n_boot)
     adjusted = dict(zip(parts, holm([p for _, _, p in parts.values()])))
 
     def text(ts: str, d: dict) -> str:
@@ -109,6 +111,8 @@ def _interference_finding(run_dir: Path, fid: str, claim: str) -> Finding:
         + "; ".join(text(ts, d) for ts, d in ((t, every[t]) for t in ordered_tests(every)))
         + tail
         + f". Smallest effect of interest {m:.3f}; this study could detect {mde:.3f} (80% power)."
+        + monte_carlo_note(deciding)
+        + length_controlled_note(inter, key)
         + length_note(run_dir)
     )
     return Finding(
@@ -135,6 +139,52 @@ def _interference_finding(run_dir: Path, fid: str, claim: str) -> Finding:
             if key == "total"
             else "the best single-objective RM on the same in-domain pairs"
         ),
+    )
+
+
+def _worse_mc_se(d: dict) -> list[float] | None:
+    """The Monte Carlo SEs of `_worse`'s CI bounds (its bounds swapped), when tension.json has them."""
+    se = d.get("ci95_mc_se")
+    return None if se is None else [se[1], se[0]]
+
+
+def monte_carlo_note(deciding: dict) -> str:
+    """A sentence on the deciding bounds nearest their margins, in Monte Carlo SEs (`rmtension.stats.montecarlo`)."""
+    near = [
+        f"{ts}: {d.name} {d.value:+.4f} vs {d.margin:+.4f}, {d.distance_in_se:.1f} MC SE"
+        for ts, d in deciding.items()
+        if d is not None
+    ]
+    if not near:
+        return ""
+    return (
+        " Deciding bounds against their margins (within 2 Monte Carlo SEs: inconclusive): "
+        + "; ".join(near)
+        + "."
+    )
+
+
+def length_controlled_note(inter: dict, key: str) -> str:
+    """The length-controlled interference beside the raw one, and the length prior (`tension.json`)."""
+    texts = []
+    for ts, d in inter.items():
+        lc, prior = d.get("length_controlled"), d.get("length_prior")
+        if lc is None:
+            continue
+        lc = lc if key == "total" else lc.get(key)
+        if lc is None or not lc["estimable"]:
+            texts.append(f"{ts} not estimable ({(lc or {}).get('reason', 'no control')})")
+            continue
+        part = f"{ts} {lc['estimate']:+.3f} {_ci(lc)}"
+        if key == "total" and prior and prior["estimable"]:
+            part += f", of which length explains {prior['estimate']:+.3f} {_ci(prior)}"
+        texts.append(part)
+    if not texts:
+        return ""
+    return (
+        " Length-controlled (chosen longer and chosen shorter pairs weighted equally): "
+        + "; ".join(texts)
+        + "."
     )
 
 
@@ -371,9 +421,7 @@ def read_findings(run_dir: Path) -> list[Finding]:
 def section_summary(run_dir: Path) -> Section:
     fs = read_findings(run_dir)
     s = Section("Summary of findings", "summary")
-    counts = {
-        v: sum(f.verdict == v for f in fs) for v in ("supported", "not supported", "inconclusive", "not run")
-    }
+    counts = {v: sum(f.verdict == v for f in fs) for v in VERDICTS}
     s.paragraphs.append(
         f"{len(fs)} claims of {TANWAR}, {BAI} and rmtension's own measurements: "
         + ", ".join(f"{n} {v}" for v, n in counts.items())

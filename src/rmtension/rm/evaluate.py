@@ -24,6 +24,7 @@ from rmtension.rm.stats import (
     seed_pair_bootstrap,
     seed_resamples,
 )
+from rmtension.stats.montecarlo import interval_mc_se
 from rmtension.stats.length import (
     length_controlled_accuracy,
     length_controlled_interference,
@@ -94,6 +95,8 @@ def tension_table(
             "whose chosen reply is shorter (whole replies, the baselines' tokens; ties dropped and counted; fewer "
             "than 30 pairs in a stratum: not estimable), with the raw CIs' pair and seed resamples; length_prior "
             "= interference - its length-controlled value, paired (`rmtension.stats.length`)",
+            "ci95_mc_se": "Monte Carlo SE of each CI bound (order statistics one binomial SD either side; "
+            "`rmtension.stats.montecarlo`)",
             "clusters": "on test sets with groups (XSTest: prompts), the bootstrap resamples groups, not pairs",
         },
     }
@@ -212,6 +215,7 @@ def interference(per_rm: dict[str, np.ndarray], reps: dict[str, np.ndarray], lev
     out = {
         "mixed_minus_best_single": float(per_rm["mixed"].mean() - per_rm[best].mean()),
         "ci95": interval(reps["mixed"] - reps[best], level),
+        "ci95_mc_se": interval_mc_se(reps["mixed"] - reps[best], level),
         "best_single": best,
         "p_value": _boot_p(reps["mixed"] - reps[best]),
     }
@@ -223,6 +227,7 @@ def interference(per_rm: dict[str, np.ndarray], reps: dict[str, np.ndarray], lev
                 "difference": f"accuracy({a}) - accuracy({b})",
                 "estimate": float(per_rm[a].mean() - per_rm[b].mean()),
                 "ci95": interval(d, level),
+                "ci95_mc_se": interval_mc_se(d, level),
                 "p_value": _boot_p(d),
             }
     return out

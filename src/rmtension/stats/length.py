@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from rmtension.stats.montecarlo import interval_mc_se
 from rmtension.rm.stats import bootstrap_p, interval, seed_pair_bootstrap, seed_resamples
 
 MIN_STRATUM_PAIRS = 30
@@ -103,6 +104,8 @@ class LengthControlled:
     """Two-sided bootstrap p against 0 (differences only)."""
     difference: str = ""
     """What is subtracted from what (differences only)."""
+    ci95_mc_se: list[float] | None = None
+    """Monte Carlo SE of each CI bound (`rmtension.stats.montecarlo.interval_mc_se`)."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -167,6 +170,7 @@ def controlled_difference(
         **_counts(strata),
         p_value=bootstrap_p(replicates),
         difference=difference,
+        ci95_mc_se=interval_mc_se(replicates, level),
     )
 
 
