@@ -25,6 +25,7 @@ from rmtension.rm.stats import (
     seed_resamples,
 )
 from rmtension.stats.montecarlo import interval_mc_se
+from rmtension.stats.seeds import pairs_only_replicates, seed_t_interval
 from rmtension.stats.length import (
     length_controlled_accuracy,
     length_controlled_interference,
@@ -97,6 +98,8 @@ def tension_table(
             "= interference - its length-controlled value, paired (`rmtension.stats.length`)",
             "ci95_mc_se": "Monte Carlo SE of each CI bound (order statistics one binomial SD either side; "
             "`rmtension.stats.montecarlo`)",
+            "seed_t": "seeds as the unit: estimate +- t * sqrt(pairs-only bootstrap variance + between-seed "
+            "variance / seeds), Welch-Satterthwaite df (`rmtension.stats.seeds`)",
             "clusters": "on test sets with groups (XSTest: prompts), the bootstrap resamples groups, not pairs",
         },
     }
@@ -151,8 +154,9 @@ def tension_table(
             out["calibration"].setdefault(rm, {})[test] = calibration(margins, cfg.ece_bins)
         if all(rm in per_rm for rm in RMS):
             out["interference"][test] = interference(per_rm, reps, cfg.ci)
+        pair_weights = weights if weights is not None else resample_counts(pair_idx, len(ids))
+        _seed_t(out, test, per_rm, pair_weights, cfg.ci)
         if ti is not None:
-            pair_weights = weights if weights is not None else resample_counts(pair_idx, len(ids))
             _length_controlled(out, test, per_rm, reps, seed_idx, pair_weights, ti, cfg.ci)
         if {"mixed", "mixed_pcgrad"} <= set(per_rm):  # paired: same pair resamples, seeds resampled per RM
             out.setdefault("pcgrad", {})[test] = _paired_difference(
@@ -171,6 +175,35 @@ def tension_table(
                 else None,
             }
     return out
+
+
+def _seed_t(
+    out: dict, test: str, per_rm: dict[str, np.ndarray], pair_weights: np.ndarray, level: float
+) -> None:
+    """Add the random-effects interval with a t quantile (`rmtension.stats.seeds`) as `seed_t` beside each
+    accuracy and each interference difference of one test set."""
+    pairs_only = {rm: pairs_only_replicates(c, pair_weights) for rm, c in per_rm.items()}
+    for rm, c in per_rm.items():
+        out["accuracy"][rm][test]["seed_t"] = seed_t_interval(
+            float(c.mean()), float(np.var(pairs_only[rm], ddof=1)), [c.mean(axis=1)], level
+        )
+    inter = out["interference"].get(test)
+    if inter is None:
+        return
+    best = inter["best_single"]
+    entries = [(inter, "mixed", best)]
+    entries += [
+        (inter[k], a, b)
+        for k, a, b in (("dilution", f"{best}_half", best), ("negative_transfer", "mixed", f"{best}_half"))
+        if k in inter
+    ]
+    for entry, a, b in entries:
+        entry["seed_t"] = seed_t_interval(
+            float(per_rm[a].mean() - per_rm[b].mean()),
+            float(np.var(pairs_only[a] - pairs_only[b], ddof=1)),
+            [per_rm[a].mean(axis=1), per_rm[b].mean(axis=1)],
+            level,
+        )
 
 
 def _length_controlled(
