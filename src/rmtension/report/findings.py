@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from scipy.stats import t as t_dist
 
 from rmtension.report.core import calibration_cis, ordered_tests, read_config
 from rmtension.report.section import Section
@@ -58,9 +59,19 @@ CRITERIA = (
 
 
 def _worse(d: dict) -> tuple[float, list[float], float]:
-    """(estimate, CI, p) of "worse" from a difference entry: the sign flipped, so positive means worse."""
+    """(estimate, CI, p) of "worse" from a difference entry: the sign flipped, so positive means worse.
+
+    With the seed-level interval (`seed_t`, `rmtension.stats.seeds`) the CI is the hull of it and the
+    bootstrap's, and p the larger of the two: seeds as the unit can only widen what the verdict reads.
+    """
     est = d.get("estimate", d.get("mixed_minus_best_single"))
-    return -est, [-d["ci95"][1], -d["ci95"][0]], d.get("p_value", 1.0)
+    lo, hi, p = d["ci95"][0], d["ci95"][1], d.get("p_value", 1.0)
+    st = d.get("seed_t")
+    if st is not None:
+        lo, hi = min(lo, st["ci95"][0]), max(hi, st["ci95"][1])
+        if st["se"] > 0:
+            p = max(p, float(2 * t_dist.sf(abs(est) / st["se"], st["df"])))
+    return -est, [-hi, -lo], p
 
 
 def _interference_finding(run_dir: Path, fid: str, claim: str) -> Finding:
@@ -130,9 +141,10 @@ def _interference_finding(run_dir: Path, fid: str, claim: str) -> Finding:
         ci95={ts: parts[ts][1] for ts in parts},
         min_effect=m,
         min_detectable_effect=mde,
-        test="accuracy difference on each HH test set, paired two-level bootstrap (seeds and test pairs); "
-        "supported when some Holm-adjusted p < 0.05 in the claimed direction; not supported by the "
-        "equivalence rule on every HH test set",
+        test="accuracy difference on each HH test set, paired two-level bootstrap (seeds and test pairs), its CI "
+        "widened to the seed-level t interval where that is wider (`seed_t`); supported when some Holm-adjusted p "
+        "< 0.05 in the claimed direction with a CI past the margin; not supported by the equivalence rule on every "
+        "HH test set; inconclusive when a deciding bound or p lies within 2 Monte Carlo SEs of its margin",
         null="no difference (0): "
         + (
             "the best single-objective RM"
@@ -143,9 +155,15 @@ def _interference_finding(run_dir: Path, fid: str, claim: str) -> Finding:
 
 
 def _worse_mc_se(d: dict) -> list[float] | None:
-    """The Monte Carlo SEs of `_worse`'s CI bounds (its bounds swapped), when tension.json has them."""
+    """The Monte Carlo SEs of `_worse`'s CI bounds (its bounds swapped), when tension.json has them; a bound
+    the seed-level interval set (`_worse`) has none (0: it is computed, not sampled)."""
     se = d.get("ci95_mc_se")
-    return None if se is None else [se[1], se[0]]
+    if se is None:
+        return None
+    st = d.get("seed_t", {"ci95": d["ci95"]})
+    lo_se = se[0] if d["ci95"][0] <= st["ci95"][0] else 0.0
+    hi_se = se[1] if d["ci95"][1] >= st["ci95"][1] else 0.0
+    return [hi_se, lo_se]
 
 
 def monte_carlo_note(deciding: dict) -> str:
