@@ -200,6 +200,7 @@ MIN_EFFECT = {
     "cross_ablation": 0.25,
     "double_dissociation": 0.10,
     "combined_keeps_both": 0.07,
+    "tension_is_length_prior": 0.07,
 }
 """Default smallest effect of interest per claim id, in the claim's units (accuracy: a fraction of pairs).
 
@@ -232,7 +233,11 @@ neurons' (detectable 0.17). double_dissociation: 0.10 SD, the 2x2 interaction, t
 own-minus-other drop of helpful_only and harmless_only (detectable 0.06).
 
 combined_keeps_both: 0.07 of HH test pairs, the shortfall from the best single RM on either test set
-that a combined judge may have and still count as keeping that objective (the mixed_worse scale)."""
+that a combined judge may have and still count as keeping that objective (the mixed_worse scale).
+
+tension_is_length_prior: 0.07 of HH test pairs, the part of the interference that length explains
+(interference minus its length-controlled value), on the mixed_worse scale: a share of the
+interference as large as the interference that would matter."""
 
 
 class ClaimsConfig(Strict):

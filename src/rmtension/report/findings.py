@@ -218,6 +218,56 @@ def negative_transfer(run_dir: Path) -> Finding:
     )
 
 
+def tension_is_length_prior(run_dir: Path) -> Finding:
+    """How much of the interference reply length explains: interference minus its length-controlled value."""
+    claim = "the interference is a length prior (it shrinks when length is controlled)"
+    path = run_dir / "tension.json"
+    inter = read_json(path)["interference"] if path.exists() else {}
+    inter = {
+        ts: d for ts, d in inter.items() if ts in HH_TESTS and d.get("length_prior", {}).get("estimable")
+    }
+    if not inter:
+        f = _not_run(TANWAR, claim, ("train",), run_dir, "tension.json")
+        if path.exists():
+            f.evidence = "tension.json has no estimable length-controlled interference on the HH test sets."
+        f.id = "tension_is_length_prior"
+        return f
+    m = claim_min_effect(run_dir, "tension_is_length_prior")
+    # positive: the raw interference is more negative than the length-controlled one (length makes mixed look worse)
+    parts = {ts: _worse(d["length_prior"]) for ts, d in inter.items()}
+    mc_se = {ts: _worse_mc_se(d["length_prior"]) for ts, d in inter.items()}
+    n_boot = read_config(run_dir).get("eval", {}).get("bootstrap")
+    verdict, _, deciding = any_of_parts(parts, m, mc_se={k: v for k, v in mc_se.items() if v}, n_boot=n_boot)
+    texts = [
+        f"{ts} test: raw {d['mixed_minus_best_single']:+.3f} {_ci(d)}, length-controlled "
+        f"{d['length_controlled']['estimate']:+.3f} {_ci(d['length_controlled'])}; length explains "
+        f"{d['length_prior']['estimate']:+.3f} {_ci(d['length_prior'])}"
+        for ts, d in inter.items()
+    ]
+    mde = max(min_detectable_effect(ci) for _, ci, _ in parts.values())
+    return Finding(
+        TANWAR,
+        claim,
+        verdict,
+        "Interference (mixed − best single RM) and its length-controlled value [95% CI]: "
+        + "; ".join(texts)
+        + f". Smallest effect of interest {m:.3f}; this study could detect {mde:.3f} (80% power)."
+        + monte_carlo_note(deciding),
+        "tension.json",
+        "; ".join(
+            f"{ts} {d['length_prior']['estimate']:+.3f} {_ci(d['length_prior'])}" for ts, d in inter.items()
+        ),
+        id="tension_is_length_prior",
+        effect={ts: parts[ts][0] for ts in parts},
+        ci95={ts: parts[ts][1] for ts in parts},
+        min_effect=m,
+        min_detectable_effect=mde,
+        test="interference minus its length-controlled value (chosen-longer and chosen-shorter pairs weighted "
+        "equally), paired two-level bootstrap on the same resamples; Holm over the HH test sets; equivalence rule",
+        null="length explains none of the interference (0)",
+    )
+
+
 NEURON_IDS = {
     "identified": "neurons_identified",
     "shared": "neurons_shared",
@@ -415,6 +465,7 @@ def findings(run_dir: str | Path) -> list[Finding]:
     return [
         out[0],
         negative_transfer(run_dir),
+        tension_is_length_prior(run_dir),
         *neuron_findings(run_dir),
         *out[1:],
         avoidant_vs_misuse(run_dir),
