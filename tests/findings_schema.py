@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-VERDICTS = {"supported", "not supported", "inconclusive", "not run"}
+VERDICTS = {"supported", "non-zero but small", "not supported", "inconclusive", "not run"}
 REQUIRED_IDS = {
     "mixed_worse",
     "negative_transfer",

@@ -74,6 +74,10 @@ class DataConfig(Strict):
     chosen over refusal on safe prompts) and `xstest-should-refuse` (refusal chosen on unsafe ones)."""
     hub: bool = True
     """Allow loading `Anthropic/hh-rlhf` from the hub when no local path is found."""
+    flip_labels: dict[Literal["helpful", "harmless"], float] = Field(default_factory=dict)
+    """Planted label noise (a positive control, `configs/planted.yaml`): objective -> share of its pairs
+    in the mixed RM's training set whose chosen and rejected replies are swapped (seeded; counted in
+    `data/summary.json`). Single RMs, controls, validation and test pairs keep their labels."""
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -81,6 +85,8 @@ class DataConfig(Strict):
             raise ValueError(f"split must be three non-negative fractions summing to 1, got {self.split}")
         if self.split[0] == 0 or self.split[2] == 0:
             raise ValueError("split needs non-zero train and test fractions")
+        if any(not 0.0 <= v <= 1.0 for v in self.flip_labels.values()):
+            raise ValueError(f"flip_labels: every share must lie in [0, 1], got {self.flip_labels}")
         return self
 
 
@@ -194,6 +200,7 @@ MIN_EFFECT = {
     "cross_ablation": 0.25,
     "double_dissociation": 0.10,
     "combined_keeps_both": 0.07,
+    "tension_is_length_prior": 0.07,
 }
 """Default smallest effect of interest per claim id, in the claim's units (accuracy: a fraction of pairs).
 
@@ -226,7 +233,11 @@ neurons' (detectable 0.17). double_dissociation: 0.10 SD, the 2x2 interaction, t
 own-minus-other drop of helpful_only and harmless_only (detectable 0.06).
 
 combined_keeps_both: 0.07 of HH test pairs, the shortfall from the best single RM on either test set
-that a combined judge may have and still count as keeping that objective (the mixed_worse scale)."""
+that a combined judge may have and still count as keeping that objective (the mixed_worse scale).
+
+tension_is_length_prior: 0.07 of HH test pairs, the part of the interference that length explains
+(interference minus its length-controlled value), on the mixed_worse scale: a share of the
+interference as large as the interference that would matter."""
 
 
 class ClaimsConfig(Strict):
