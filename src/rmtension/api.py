@@ -24,10 +24,10 @@ from rmtension.audit.suite import load_suite, suite_pairs
 from rmtension.config import DataConfig, resolve_data_path
 from rmtension.data.types import Pair
 from rmtension.errors import RmtensionError
-from rmtension.judges.length import length_controlled, length_strata
 from rmtension.judges.load import Judge, load_judge
 from rmtension.judges.score import PairRewards, score_pairs
 from rmtension.rm.stats import calibration, cluster_weights, correct, interval, length_baselines
+from rmtension.stats.length import length_controlled
 from rmtension.run.runio import inside, save_tensors, write_csv, write_json
 
 __all__ = [
@@ -196,7 +196,6 @@ def evaluate(
     c = correct(rewards.chosen, rewards.rejected)
     rng = np.random.default_rng(seed)
     w = _weights(test, bootstrap, rng)
-    strata = length_strata(rewards.lengths[:, 0], rewards.lengths[:, 1])
     audit = None
     if test.unit == "scenarios":
         audit = audit_breakdown(test.pairs, c, bootstrap, seed, level)
@@ -213,7 +212,9 @@ def evaluate(
         calibration=calibration(rewards.margins, ece_bins),
         per_subset=_per_subset(rewards.subsets, c),
         baselines=length_baselines(rewards.lengths[:, 0], rewards.lengths[:, 1]),
-        length_controlled=length_controlled(c, strata, w, level),
+        length_controlled=length_controlled(
+            c, rewards.lengths[:, 0], rewards.lengths[:, 1], bootstrap, rng, level, pair_weights=w
+        ).as_dict(),
         rewards=rewards,
         audit=audit,
         method={

@@ -27,7 +27,7 @@ def ci_text(value: float | None, ci: list[float] | None) -> str:
 def lc_text(lc: dict) -> str:
     """The length-controlled accuracy [CI], or why it is not estimable, with the ties dropped."""
     if lc.get("estimate") is None:
-        return f"{lc['reason']}; {lc['n_ties']} ties"
+        return f"not estimable: {lc['reason']}; {lc['n_ties']} ties"
     return f"{ci_text(lc['estimate'], lc['ci95'])} ({lc['n_ties']} ties dropped)"
 
 
