@@ -20,6 +20,7 @@ REQUIRED_IDS = {
     "sqrt_kl",
     "train_test_gap",
     "tradeoff",
+    "helpful_refusal_undervalued",
 }
 """The ids the verdicts issue fixes; later features add their own (avoidant_vs_misuse, pcgrad, ...)."""
 

@@ -60,6 +60,7 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
         "Not run in this study (enable `neurons:` and `ablation:` in the config).",
         "Not run in this study (enable `policy:`, `pm_halves:` and `bon:` or `rl:` in the config).",
         "Not run in this study (enable `combine:` in the config).",
+        "Not run in this study (enable `audit:` in the config).",
     ):
         assert needle in md
     # self-contained: no external reference at all
@@ -79,7 +80,7 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
     not_run = {
         "neurons_identified", "neurons_shared", "neuron_sets_differ", "shared_outsized", "cross_ablation",
         "double_dissociation", "sqrt_kl", "train_test_gap", "avoidant_vs_misuse", "pcgrad_reduces_interference",
-        "conflict_tracks_shared_neurons", "combined_keeps_both",
+        "conflict_tracks_shared_neurons", "combined_keeps_both", "helpful_refusal_undervalued",
         "tension_is_length_prior",  # the synthetic replies ("good i" / "bad i") tie in length: not estimable
     }  # fmt: skip
     assert set(found) == ran | not_run

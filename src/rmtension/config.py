@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from rmtension.combine.config import CombineConfig
 from rmtension.errors import ConfigError
+from rmtension.audit.config import AuditConfig, find_suite
 from rmtension.neurons.config import AblationConfig, NeuronsConfig, check_neuron_sections
 from rmtension.optimise.config import (
     BonConfig,
@@ -267,6 +268,8 @@ class StudyConfig(Strict):
     """Reward-model training, shared by every objective and seed."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """Scoring of the test sets and the statistics of the tension table."""
+    audit: AuditConfig | None = None
+    """Every trained RM on an audit suite of ranked replies (`rmtension.audit`); absent: the stage is off."""
     neurons: NeuronsConfig | None = None
     """Neuron scoring, selection and overlap (`rmtension.neurons`); absent: the stage is off."""
     ablation: AblationConfig | None = None
@@ -361,9 +364,12 @@ def load_config(
         if raw.get(name) is None:
             raw[name] = {}
     try:
-        return StudyConfig.model_validate(raw)
+        cfg = StudyConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
+    if cfg.audit is not None and cfg.audit.enabled:  # a relative suite path also works from another folder
+        cfg.audit.suite = find_suite(cfg.audit.suite, None if path is None else Path(path).parent)
+    return cfg
 
 
 def config_hash(*parts: BaseModel | dict | str | None) -> str:

@@ -22,6 +22,7 @@ from rmtension.report.core import calibration_cis, ordered_tests, read_config
 from rmtension.report.section import Section
 from rmtension.neurons.claims import p_phrase
 from rmtension.report.behaviour import avoidant_vs_misuse
+from rmtension.audit.report import helpful_refusal_undervalued
 from rmtension.combine.report import combined_keeps_both
 from rmtension.report.conflict import conflict_tracks_shared_neurons, pcgrad_reduces_interference
 from rmtension.report.finding import BAI, TANWAR, Finding, _ci, _not_run, length_note
@@ -469,6 +470,7 @@ def findings(run_dir: str | Path) -> list[Finding]:
         *neuron_findings(run_dir),
         *out[1:],
         avoidant_vs_misuse(run_dir),
+        helpful_refusal_undervalued(run_dir),
         *extensions,
     ]
 
