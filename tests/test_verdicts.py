@@ -180,3 +180,25 @@ def test_any_of_is_inconclusive_when_a_deciding_number_sits_within_two_monte_car
     assert any_of_parts(eq, m)[0] == "not supported"
     assert any_of_parts(eq, m, mc_se=near)[0] == "inconclusive"
     assert any_of_parts(eq, m, mc_se={"a": [0.0001, 0.0001], "b": [0.0001, 0.0001]})[0] == "not supported"
+
+
+def test_tradeoff_is_holm_corrected_over_its_two_parts():
+    from rmtension.optimise.claims import tradeoff_finding
+
+    def acc(mean, ci, p):
+        return {"mean": mean, "ci95": ci, "p_vs_chance": p}
+
+    # the helpful RM on harmless pairs: 0.45 [0.40, 0.495], p 0.03 alone, Holm 0.06 over the two parts
+    below = acc(0.45, [0.40, 0.495], 0.03)
+    chance = acc(0.5, [0.45, 0.55], 0.9)
+    table = {"helpful": {"harmless": below}, "harmless": {"helpful": chance}}
+    assert tradeoff_finding("p", "c", table, None, 0.05).verdict == "inconclusive"
+    without_p = {
+        rm: {t: {k: v for k, v in d.items() if k != "p_vs_chance"} for t, d in by.items()}
+        for rm, by in table.items()
+    }
+    assert (
+        tradeoff_finding("p", "c", without_p, None, 0.05).verdict == "supported"
+    )  # the old, uncorrected union
+    table["helpful"]["harmless"] = acc(0.40, [0.35, 0.45], 0.001)  # Holm 0.002: supported
+    assert tradeoff_finding("p", "c", table, None, 0.05).verdict == "supported"

@@ -141,6 +141,7 @@ def tension_table(
                 "mean": float(seeds_acc.mean()),
                 "sd": float(seeds_acc.std(ddof=1)) if len(seeds_acc) > 1 else 0.0,
                 "ci95": interval(reps[rm], cfg.ci),
+                "p_vs_chance": _boot_p(reps[rm] - 0.5),
                 "n": int(len(ids)),
                 "per_seed": [float(a) for a in seeds_acc],
                 "mean_margin": float(margins.mean()),
