@@ -10,8 +10,9 @@ Four kinds of item, each with one exact answer:
     copying      "Repeat exactly: river stone cloud"     -> "river stone cloud"
     formatting   "Write the word 'apple' in capital letters." -> "APPLE"
 
-Each kind has an easy and a hard level (`LEVELS`). The mix (`DEFAULT_MIX`) is fixed so that the
-packaged SmolLM2-135M-Instruct, greedy, scores 40-60% (measurement in the comment above it).
+Each kind has an easy and a hard level (`LEVELS`); each question follows `N_EXAMPLES` worked
+examples of its kind as earlier chat turns. The mix (`DEFAULT_MIX`) is fixed so that the packaged
+SmolLM2-135M-Instruct, greedy, scores 40-60%: measured 48.1% on 104 items (`CALIBRATION`).
 """
 
 from __future__ import annotations
@@ -97,13 +98,25 @@ MAKERS = {
 }
 LEVELS = ("easy", "hard")
 
-# Calibration (AVX2 CPU, fp32, greedy, max_new_tokens 24, chat template, 200 items per level):
-# SmolLM2-135M-Instruct's accuracy by kind/level -- see `CALIBRATION`; the mix below weighs them so
-# that the expected score is about 50%.
-DEFAULT_MIX: dict[str, float] = {f"{kind}/{level}": 1.0 for kind in MAKERS for level in LEVELS}
-"""kind/level -> share of the items."""
-CALIBRATION: dict[str, float] = {}
-"""kind/level -> SmolLM2-135M-Instruct's measured accuracy (the numbers behind `DEFAULT_MIX`)."""
+# Calibration, fixed before any loop run: `rmtension loop capability --n 104 --seed 0` (SmolLM2-135M-
+# Instruct, fp32, greedy, MAX_NEW_TOKENS, 3 worked examples per item; AVX2 CPU, 2 cores shared with
+# other jobs, 799 s wall) scored 50 / 104 = 48.1% with the equal mix below; by kind/level:
+CALIBRATION: dict[str, float] = {
+    "arithmetic/easy": 2 / 13,
+    "arithmetic/hard": 0 / 13,
+    "comparison/easy": 6 / 13,
+    "comparison/hard": 6 / 13,
+    "copying/easy": 13 / 13,
+    "copying/hard": 9 / 13,
+    "formatting/easy": 10 / 13,
+    "formatting/hard": 4 / 13,
+}
+"""kind/level -> SmolLM2-135M-Instruct's measured accuracy on 13 items each (the numbers behind `DEFAULT_MIX`).
+Comparisons sit near the 50% of guessing: the initial policy has no skill there to lose, but a
+policy that learns to pick the first number, or to explain instead of answer, shows up."""
+DEFAULT_MIX: dict[str, float] = {key: 1.0 for key in CALIBRATION}
+"""kind/level -> share of the items: equal shares, which put the initial policy at 48%, inside the
+40-60% the loop's alignment tax needs (room to fall and to rise)."""
 
 
 def quotas(n: int, mix: dict[str, float]) -> list[str]:
