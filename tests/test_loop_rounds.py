@@ -7,7 +7,7 @@ import torch
 from rmtension.data.types import Turn
 from rmtension.loop import rounds
 from rmtension.loop.reviewer import SimulatedReviewer
-from rmtension.loop.rounds import RoundSpec, run_round
+from rmtension.loop.rounds import RoundSpec, preference_pairs, run_round
 from rmtension.optimise.policy import Policy
 from rmtension.optimise.rl import snapshot
 from tiny import tiny_causal_lm, tiny_reward_model, tiny_tokenizer
@@ -79,3 +79,20 @@ def test_a_round_killed_anywhere_resumes_exactly(tmp_path, monkeypatch, whole, k
         assert torch.equal(p, q), n
     for (n, p), (_, q) in zip(whole_pm.named_parameters(), pm.named_parameters()):
         assert torch.equal(p, q), n
+
+
+def test_labelled_pairs_become_the_next_rounds_history(tmp_path, whole):
+    result, _, _ = whole
+    history = preference_pairs(CONTEXTS, result.pairs, result.a_preferred)
+    for (chosen, rejected), a, b, pick in zip(history, result.pairs.a, result.pairs.b, result.a_preferred):
+        assert chosen.endswith(a if pick else b) and rejected.endswith(b if pick else a)
+        assert chosen.startswith("\n\nHuman: ")
+    policy, reference, pm, tok = fresh()
+    spec = RoundSpec(round=2, seed=3, max_new_tokens=6, n_best_of=3, pm_steps=3, pm_batch=2, distill_steps=1)
+    with_history = run_round(
+        tmp_path / "a", spec, policy, reference, pm, tok, CONTEXTS, gold, REVIEWER, history=history
+    )
+    policy, reference, pm, tok = fresh()
+    alone = run_round(tmp_path / "b", spec, policy, reference, pm, tok, CONTEXTS, gold, REVIEWER)
+    assert with_history.pairs == alone.pairs  # the same round, ...
+    assert with_history.pm_losses != alone.pm_losses  # ... but its PM trains on D_1 as well

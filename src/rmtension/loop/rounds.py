@@ -10,8 +10,9 @@ labels, improve the policy against the PM by best-of-n distillation (expert iter
 Each phase writes its output atomically and a rerun skips every phase whose output is there,
 loading it instead; every phase is deterministic given its inputs and `RoundSpec` (seeded samplers
 and batch orders, eval-mode models), so a round killed anywhere resumes to the same policy, bit for
-bit. The PM is warm-started: it continues from the state it is handed (PM_{r-1}); the pairs it
-trains on are this round's (a caller that trains on D_0 ... D_r passes their union as `history`).
+bit. The PM is warm-started: it continues from the state it is handed (PM_{r-1}) and trains on
+this round's labelled pairs plus `history` (the (chosen, rejected) transcripts of D_0 ... D_{r-1}).
+The policy is fp32 and every parameter trains; each phase's optimiser starts fresh.
 """
 
 from __future__ import annotations
@@ -99,6 +100,14 @@ def pm_rewards(pm: torch.nn.Module, tokenizer, texts: Sequence[str], max_length:
     return pm(**collate(ids, tokenizer.pad_token_id)).logits[:, 0]
 
 
+def preference_pairs(
+    contexts: Sequence[tuple[Turn, ...]], pairs: Pairs, a_preferred: Sequence[bool]
+) -> list[tuple[str, str]]:
+    """(chosen, rejected) PM transcripts of labelled pairs: the next round's `history`."""
+    texts_a, texts_b = pm_texts(contexts, pairs.prompt, pairs.a), pm_texts(contexts, pairs.prompt, pairs.b)
+    return [(x, y) if pick else (y, x) for x, y, pick in zip(texts_a, texts_b, a_preferred)]
+
+
 def train_pm(pm, tokenizer, chosen: list[str], rejected: list[str], spec: RoundSpec) -> list[float]:
     """`pm_steps` AdamW steps of the Bradley-Terry loss on batches drawn with the round's seed; the losses."""
     pm.eval()  # no dropout: the steps are deterministic
@@ -165,10 +174,12 @@ def run_round(
     gold: GoldFn,
     reviewer: SimulatedReviewer,
     after_phase: Callable[[str], None] | None = None,
+    history: Sequence[tuple[str, str]] = (),
 ) -> RoundResult:
     """One round in `folder`, resuming from the phases already there. `policy` (π_{r-1}) and `pm`
     (PM_{r-1}) are updated in place; `reference` holds π_0's parameters (for the KL);
-    `after_phase(name)` is called as each phase completes."""
+    `after_phase(name)` is called as each phase completes; `history`: earlier rounds' (chosen,
+    rejected) PM transcripts, trained on together with this round's."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     done = lambda name: after_phase(name) if after_phase else None  # noqa: E731
@@ -195,12 +206,8 @@ def run_round(
 
     pm_file = folder / "pm" / "model.safetensors"
     if not pm_file.exists():
-        texts_a, texts_b = (
-            pm_texts(contexts, pairs.prompt, pairs.a),
-            pm_texts(contexts, pairs.prompt, pairs.b),
-        )
-        chosen = [x if pick else y for x, y, pick in zip(texts_a, texts_b, labels["a_preferred"])]
-        rejected = [y if pick else x for x, y, pick in zip(texts_a, texts_b, labels["a_preferred"])]
+        both = preference_pairs(contexts, pairs, labels["a_preferred"]) + list(history)
+        chosen, rejected = [c for c, _ in both], [r for _, r in both]
         pm_losses = train_pm(pm, pm_tokenizer, chosen, rejected, spec)
         pm_file.parent.mkdir(exist_ok=True)
         save_model(pm, str(pm_file) + ".tmp")
