@@ -24,11 +24,12 @@ from browser import blankness, chromium_paths, start_chromium
 from requires import missing
 from rmtension.bench.access import add_reviewer, revoke
 from rmtension.bench.batch import read_jsonl
-from rmtension.bench.export import export_pairs
+from rmtension.bench.export import export_pairs, write_jsonl
 from rmtension.bench.live import get_conversation
 from rmtension.bench.schema import open_engine
 from rmtension.bench.store import add_items, load_items, load_judgments, put_task
 from rmtension.bench.task import load_task
+from test_bench_train import export_in_training
 from tiny import save_tiny
 
 SCRIPT = "<script>window.__x=1</script>"
@@ -164,6 +165,10 @@ def test_live_turn_streams_two_replies_and_b_by_keyboard_continues(bench, driver
     assert item.source_0["model"] == item.source_1["model"] and item.source_0["row"] != item.source_1["row"]
     rows, summary = export_pairs([item], [judgment], fmt="trl", aggregate="all")
     assert summary.pairs == 1 and rows[0]["chosen"][-1]["content"] == picked
+    # the study takes that export as training pairs of the helpful objective (tests/test_bench_train.py)
+    write_jsonl(rows, work / "export.jsonl")
+    found = export_in_training(work / "export.jsonl", work / "study", fmt="jsonl")
+    assert len(found["helpful"]["train"]) == len(found["mixed"]["train"]) == 1
 
 
 def test_judging_page_shows_html_from_replies_as_text(bench, driver):

@@ -17,6 +17,7 @@ from rmtension.bench.schema import conversations, items, judgments, open_engine,
 from rmtension.bench.task import Task
 from rmtension.cli import main
 from test_bench_stats import FIXTURE
+from test_bench_train import export_in_training
 
 TASK = Task(
     name="help",
@@ -101,6 +102,15 @@ def test_export_warns_redacts_and_counts(db, capsys, tmp_path):
     rows = [json.loads(x) for x in out_file.read_text().splitlines()]
     assert [r["chosen"][0]["content"] for r in rows] == ["no i1", "yes i2", "yes i5"]
     assert all(r["prompt"][0]["content"].startswith("call me at [REDACTED]") for r in rows)
+    # the file the CLI wrote trains the helpful objective (and mixed), never validation or test
+    (tmp_path / "study").mkdir()
+    found = export_in_training(out_file, tmp_path / "study", fmt="jsonl")  # TRL rows
+    capsys.readouterr()  # the tiny model's save progress
+    assert (
+        len(found["helpful"]["train"]) == len(found["mixed"]["train"]) == 3
+        and found["harmless"]["train"] == []
+    )
+    assert all(ids == [] for by in found.values() for split, ids in by.items() if split != "train")
     code, _, err = run(
         capsys, "export", "--db", url, "--task", "help", "--format", "csv", "--out", str(out_file)
     )

@@ -41,6 +41,21 @@ def write_export(path: Path) -> Path:
     return path
 
 
+def export_in_training(export: Path, base: Path, fmt: str = "hh") -> dict[str, dict[str, list[str]]]:
+    """objective -> split -> the ids of `export`'s pairs there, when the tiny study's data takes it
+    as `data.extra_train` (no training: the data stage only). For any test holding an export, e.g.
+    the browser test's: `assert export_in_training(path, tmp)["helpful"]["train"]`."""
+    base.mkdir(parents=True, exist_ok=True)
+    cfg = tiny_config(base)
+    cfg["data"]["extra_train"] = [{"path": str(export), "format": fmt}]
+    data = load_config(write_config(base, cfg)).data
+    bundle = build_dataset(data, data.path)
+    return {
+        o: {s: [p.pair_id for p in ps if p.pair_id.startswith("extra0-")] for s, ps in by.items()}
+        for o, by in bundle.splits.items()
+    }
+
+
 @pytest.fixture(scope="module")
 def bench_study(tmp_path_factory):
     base = tmp_path_factory.mktemp("benchstudy")
@@ -164,3 +179,18 @@ def test_shipped_bench_config_and_its_example_export(tmp_path, monkeypatch):
     assert out.read_bytes() == (repo / entry.path).read_bytes()
     modes = [json.loads(x)["bench"]["mode"] for x in out.read_text().splitlines()]
     assert modes.count("helpful") == 10 and modes.count("red_team") == 3
+
+
+@pytest.mark.real
+def test_bench_config_on_the_real_data_routes_the_example_export(hh_root, monkeypatch):
+    """configs/bench.yaml's data on the real HH-RLHF: the example export's 10 helpful and 3 red-team
+    pairs join helpful and harmless training on top of the 96-pair cap, and nothing leaks."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    data = load_config(repo / "configs" / "bench.yaml").data
+    bundle = build_dataset(data, str(hh_root))
+    train = {o: bundle.splits[o]["train"] for o in ("helpful", "harmless", "mixed")}
+    extra = {o: sum(p.subset == "extra0-export" for p in ps) for o, ps in train.items()}
+    assert extra == {"helpful": 10, "harmless": 3, "mixed": 13}
+    assert (len(train["helpful"]), len(train["harmless"])) == (96 + 10, 96 + 3)
+    assert bundle.summary["extra_train"][0]["drops"] == {} and bundle.summary["groups_in_two_splits"] == 0

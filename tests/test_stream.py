@@ -9,7 +9,14 @@ from rmtension.errors import RmtensionError
 from rmtension.optimise import decode
 from rmtension.optimise.config import PolicyConfig
 from rmtension.optimise.policy import build_prompt_ids, decode_responses, open_policy, sample
-from rmtension.optimise.stream import ReplyDelta, ReplyDone, ReplyText, conversation, stream_pair
+from rmtension.optimise.stream import (
+    ReplyDelta,
+    ReplyDone,
+    ReplyText,
+    conversation,
+    fused_weights,
+    stream_pair,
+)
 from test_policy import generate_greedy
 from requires import missing
 from tiny import tiny_causal_lm, tiny_tokenizer
@@ -223,3 +230,17 @@ def test_smollm2_streams_two_greedy_replies_equal_to_generate():
     assert [list(d.token_ids) for d in done] == [expected, expected]
     assert joined == [d.text for d in done] == decode_responses(policy.tokenizer, [expected, expected])
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_fused_weights_are_kept_between_turns_and_rebuilt_after_an_update(tmp_path):
+    policy = open_policy(PolicyConfig(backbone=save_chat_llama(tmp_path / "p", 2)), precision="fp32")
+    assert fused_weights(policy.model, False) is fused_weights(policy.model, False)  # one policy, many turns
+    kept = fused_weights(policy.model, False)
+    with torch.no_grad():  # an optimiser step: in place, under no_grad
+        policy.model.model.layers[0].mlp.up_proj.weight.mul_(-3.0)
+    assert fused_weights(policy.model, False) is not kept
+    _, done, _ = run([policy], seed=4)
+    expected = sample(
+        policy.model, [prompt(policy)], n=2, max_new_tokens=24, batch_size=2, stop_ids=policy.stop_ids, seed=4
+    )
+    assert [list(d.token_ids) for d in done] == expected.tokens  # the replies follow the updated weights

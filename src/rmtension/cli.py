@@ -93,12 +93,16 @@ def _mount(command: str | None = None) -> None:
     if command == "bench":
         return
     from rmtension.data.cli import app as data_app
+    from rmtension.judge.cli import mount as mount_judge
+    from rmtension.loop.cli import app as loop_app
     from rmtension.neurons.cli import mount as mount_neurons
     from rmtension.optimise.cli import app as optimise_app
 
     app.add_typer(data_app, name="data", help="Inspect preference data.")
     mount_neurons(app)  # `neurons score|select|overlap|claims`, `ablate`
     app.add_typer(optimise_app)  # `policy sample`, `bon`, `rl`
+    mount_judge(app)  # `judge eval|dissect`
+    app.add_typer(loop_app, name="loop", help="The steering loop's tools (detectors, capability set).")
 
 
 OWN_COMMANDS = ("study", "report", "compare")

@@ -54,6 +54,8 @@ def _got(value: Any) -> str:
 
 def add_extra_train(splits: dict[str, dict[str, list[Pair]]], cfg: DataConfig) -> list[dict[str, Any]]:
     """Add every `cfg.extra_train` file's pairs to the training splits (in place); their account per file."""
+    if not cfg.extra_train:
+        return []
     held_out = {
         p.group_key for by in splits.values() for name, ps in by.items() if name != "train" for p in ps
     }
