@@ -18,10 +18,13 @@ settings in every method:
   * generate, batched (for reference, not streamed): one `generate(num_return_sequences=2)` call,
     which prefills the conversation twice but decodes both replies together.
 
-Methods run interleaved, --repeats times, in one process; each reports its median.
+Methods run interleaved, --repeats times, in one process; each reports its median. To measure an
+AVX2-only CPU on a machine that also has AVX-512, cap every kernel library at AVX2:
+`ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2` (the first line of
+the output names the instruction set that PyTorch's own kernels use).
 
     python benchmarks/bench_reply.py [--data PATH/hh-rlhf] [--repeats 5] [--new-tokens 96]
-        [--prompt-tokens 300] [--threads N]
+        [--prompt-tokens 300] [--threads N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from rmtension.optimise.config import PolicyConfig
 from rmtension.optimise.policy import Policy, build_prompt_ids, open_policy
 from rmtension.optimise.stream import ReplyDelta, ReplyDone, conversation, stream_pair
 
+clock = time.perf_counter
+"""The clock of every timing (--clock)."""
 SAMPLING = dict(temperature=0.7, top_p=0.9, top_k=0)
 """One setting for every method: a chat-like temperature and nucleus, no top-k."""
 
@@ -65,15 +70,15 @@ def hh_conversation(path: Path, tokenizer, target: int) -> list[dict]:
 
 def time_ours(policy: Policy, messages: list[dict], new_tokens: int, seed: int) -> tuple[float, float]:
     """(seconds to the first text delta, seconds to both replies done) for `stream_pair`."""
-    t0 = time.perf_counter()
+    t0 = clock()
     first, lengths = None, []
     for event in stream_pair([policy], messages, max_new_tokens=new_tokens, seed=seed, **SAMPLING):
         if first is None and isinstance(event, ReplyDelta):
-            first = time.perf_counter() - t0
+            first = clock() - t0
         if isinstance(event, ReplyDone):
             lengths.append(event.n_tokens)
     assert lengths == [new_tokens, new_tokens], lengths
-    return first, time.perf_counter() - t0
+    return first, clock() - t0
 
 
 class TimedStreamer(TextIteratorStreamer):
@@ -81,7 +86,7 @@ class TimedStreamer(TextIteratorStreamer):
 
     def put(self, value):
         if not self.next_tokens_are_prompt and self.first_token is None:
-            self.first_token = time.perf_counter()
+            self.first_token = clock()
         super().put(value)
 
     first_token: float | None = None
@@ -89,7 +94,7 @@ class TimedStreamer(TextIteratorStreamer):
 
 def generate_streamed(policy: Policy, ids: torch.Tensor, new_tokens: int, seed: int) -> tuple[float, float]:
     """One reply the transformers way: `generate` in a thread, its text read from the streamer.
-    Returns (first token time, end time) on the perf_counter clock."""
+    Returns (first token time, end time) on `clock`."""
     streamer = TimedStreamer(policy.tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = dict(
         input_ids=ids,
@@ -107,14 +112,14 @@ def generate_streamed(policy: Policy, ids: torch.Tensor, new_tokens: int, seed: 
     text = "".join(streamer)  # what the page would show, piece by piece
     worker.join()
     assert len(policy.tokenizer(text, add_special_tokens=False)["input_ids"]) > 0
-    return streamer.first_token, time.perf_counter()
+    return streamer.first_token, clock()
 
 
 def time_generate_streamed(
     policy: Policy, ids: torch.Tensor, new_tokens: int, seed: int
 ) -> tuple[float, float]:
     """(seconds to the first token of reply A, seconds to reply B done): two calls in turn."""
-    t0 = time.perf_counter()
+    t0 = clock()
     first, _ = generate_streamed(policy, ids, new_tokens, seed)
     _, end = generate_streamed(policy, ids, new_tokens, seed + 1)
     return first - t0, end - t0
@@ -123,7 +128,7 @@ def time_generate_streamed(
 def time_generate_batched(policy: Policy, ids: torch.Tensor, new_tokens: int, seed: int) -> float:
     """Seconds to both replies from one `generate(num_return_sequences=2)` call (no streaming)."""
     torch.manual_seed(seed)
-    t0 = time.perf_counter()
+    t0 = clock()
     with torch.inference_mode():
         out = policy.model.generate(
             input_ids=ids,
@@ -136,7 +141,7 @@ def time_generate_batched(policy: Policy, ids: torch.Tensor, new_tokens: int, se
             **SAMPLING,
         )
     assert out.shape == (2, ids.shape[1] + new_tokens), out.shape
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def main() -> None:
@@ -146,7 +151,15 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=96)
     ap.add_argument("--prompt-tokens", type=int, default=300)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: this process's CPU time (all its threads); with --threads 1 it ignores other jobs on a shared machine",
+    )
     args = ap.parse_args()
+    global clock
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     # fp32, as on a CPU without native bf16; stop ids off so both replies run to --new-tokens
@@ -157,10 +170,12 @@ def main() -> None:
     )
     ids = torch.tensor([build_prompt_ids(policy.tokenizer, conversation(messages), 1 << 20)])
     print(
-        f"SmolLM2-135M-Instruct fp32, {torch.get_num_threads()} threads, conversation of {len(messages)} turns "
+        f"SmolLM2-135M-Instruct fp32, {torch.get_num_threads()} threads, {args.clock} clock, conversation of {len(messages)} turns "
         f"= {ids.shape[1]} prompt tokens, two replies of {args.new_tokens} tokens, {SAMPLING}, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
+    caps = {k: os.environ.get(k, "-") for k in ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")}
+    print(f"PyTorch kernels: {torch.backends.cpu.get_cpu_capability()}, {caps}")
     time_ours(ours, messages, 4, 0)  # warm-up: first-call allocations and kernels, for every method
     time_generate_streamed(policy, ids, 4, 0)
     time_generate_batched(policy, ids, 4, 0)

@@ -150,7 +150,8 @@ def reply_decoder(policy: Policy, max_new_tokens: int) -> LlamaDecoder | HFDecod
     model = policy.model
     if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
         return make_decoder(model, max_new_tokens, policy.pad_id, steps=max_new_tokens)
-    weights = fused_weights(model, max_new_tokens >= decode.PREPACK_STEPS)
+    bf16 = next(model.parameters()).dtype == torch.bfloat16  # only bf16 weights are ever prepacked
+    weights = fused_weights(model, bf16 and max_new_tokens >= decode.PREPACK_STEPS)
     return LlamaDecoder(weights, max_new_tokens) if weights is not None else HFDecoder(model, policy.pad_id)
 
 
