@@ -235,6 +235,8 @@ def add_views(app: FastAPI, bench: Bench) -> None:
     async def chat_continue(request: Request, conv_id: str):
         form = await posted(request)
         name, item_id = request.state.reviewer.name, form.get("item_id", "")
+        if form.get("side") not in ("left", "right"):
+            raise HTTPException(400, "side must be left or right")
         row = await run_in_threadpool(live.shown_item, bench.engine, item_id, name)
         which = row.left if form.get("side") == "left" else 1 - row.left
         await run_in_threadpool(live.continue_with, bench.engine, conv_id, name, item_id, which)
