@@ -198,16 +198,8 @@ def export_download(bench: Bench, task, fmt: str, aggregate: str, redact: bool) 
     return Response(body, media_type="application/x-ndjson", headers=headers)
 
 
-def add_views(app: FastAPI, bench: Bench) -> None:
-    @app.get("/")
-    def home(request: Request):
-        return page(request, "home.html", title="Tasks", tasks=list(bench.tasks.values()))
-
-    @app.get("/static/{name}")
-    def static(name: str):
-        if name not in STATIC:
-            raise HTTPException(404, "not found")
-        return FileResponse(HERE / "static" / name, media_type=STATIC[name])
+def add_chat_views(app: FastAPI, bench: Bench) -> None:
+    """Live chat: start, turn, continue with a named reply, two new replies, end."""
 
     @app.post("/chat/new")
     async def chat_new(request: Request):
@@ -253,6 +245,20 @@ def add_views(app: FastAPI, bench: Bench) -> None:
         await posted(request)
         await run_in_threadpool(live.end_conversation, bench.engine, conv_id, request.state.reviewer.name)
         return RedirectResponse("/", status_code=303)
+
+
+def add_views(app: FastAPI, bench: Bench) -> None:
+    add_chat_views(app, bench)
+
+    @app.get("/")
+    def home(request: Request):
+        return page(request, "home.html", title="Tasks", tasks=list(bench.tasks.values()))
+
+    @app.get("/static/{name}")
+    def static(name: str):
+        if name not in STATIC:
+            raise HTTPException(404, "not found")
+        return FileResponse(HERE / "static" / name, media_type=STATIC[name])
 
     @app.get("/items/{item_id}/stream")
     def stream(request: Request, item_id: str):
