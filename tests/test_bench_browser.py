@@ -228,6 +228,11 @@ def test_no_session_no_page_and_no_post_without_csrf(bench):
 
     eli = Reviewer(server.url, engine, "eli")
     eli.judge(eli.next_item("admin"), "left")
+    old_cookie = eli.http.cookies["bench_session"]
+    out = eli.http.post(server.url + "/logout", data={"csrf": eli.csrf}, timeout=10)
+    assert out.url == server.url + "/login" and "bench_session" not in eli.http.cookies
+    replay = requests.get(server.url + "/", cookies={"bench_session": old_cookie}, timeout=10)
+    assert replay.status_code == 401  # the session ended on the server, not only in the browser
     admin = Reviewer(server.url, engine, "boss", admin=True)
     page = admin.http.get(server.url + "/admin/stats", timeout=30)
     assert page.status_code == 200 and "nominal alpha" in page.text and CSRF.search(page.text)

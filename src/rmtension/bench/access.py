@@ -89,6 +89,7 @@ def exchange(engine: Engine, login_token: str) -> str | None:
         )
         if spent.rowcount != 1:
             return None
+        conn.execute(delete(sessions).where(sessions.c.expires < time.time()))  # expired ones go here
         conn.execute(
             insert(sessions).values(
                 token_hash=digest(session_token), reviewer=name, expires=time.time() + SESSION_SECONDS
