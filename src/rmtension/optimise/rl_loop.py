@@ -11,6 +11,7 @@ other objective's RM without optimising them.
 from __future__ import annotations
 
 import copy
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,8 +72,6 @@ class RLState:
 
 def rng_states() -> dict:
     """The global generators' states: torch (CPU), numpy's legacy global generator, python's `random`."""
-    import random
-
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
@@ -82,8 +81,6 @@ def rng_states() -> dict:
 
 
 def set_rng_states(states: dict) -> None:
-    import random
-
     torch.set_rng_state(states["torch"])
     name, keys, pos, has_gauss, gauss = states["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
