@@ -203,9 +203,7 @@ def run_rloo(
 
             raise TrainingDiverged(f"RL loss became {row['loss']} at step {step}")
         run.steps.append(row)
-        if on_step is not None:
-            on_step(row)
-        if checkpoint is not None:
+        if checkpoint is not None:  # before on_step, whose interrupt check may end the run
             params = dict(policy.named_parameters())
             checkpoint(
                 RLState(
@@ -218,6 +216,8 @@ def run_rloo(
                     run.eval_s,
                 )
             )
+        if on_step is not None:
+            on_step(row)
     maybe_evaluate(cfg.steps)
     return run
 
@@ -226,8 +226,10 @@ def run_rloo(
 def resume_from(state: RLState, policy: nn.Module, optimizer, names: Sequence[str], run: RLRun) -> int:
     """Load a checkpoint's parameters, optimiser state, generators and logs; returns the next step."""
     if sorted(state.params) != sorted(names):
-        raise ValueError(
-            f"the checkpoint trains {len(state.params)} parameters, this run {len(names)}: a different rl.trainable"
+        from rmtension.errors import ConfigError
+
+        raise ConfigError(
+            f"the RL checkpoint trains {len(state.params)} parameters, this run {len(names)}: a different rl.trainable"
         )
     params = dict(policy.named_parameters())
     for n in names:
