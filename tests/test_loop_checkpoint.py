@@ -145,3 +145,14 @@ def test_a_broken_checkpoint_is_one_clear_error(tmp_path):
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ArtifactError, match="not a readable RL checkpoint"):
         load_rl_checkpoint(tmp_path / "bad.ckpt")
+
+
+def test_a_checkpoint_of_other_trainable_parameters_is_a_config_error():
+    from rmtension.errors import ConfigError
+
+    seen = []
+    one = CFG.model_copy(update={"steps": 1})
+    run_rloo(tiny_causal_lm("llama", layers=3), PROMPTS, score, one, PCFG, [1], 0, checkpoint=seen.append)
+    other = one.model_copy(update={"steps": 2, "trainable": "top:1"})
+    with pytest.raises(ConfigError, match="a different rl.trainable"):
+        run_rloo(tiny_causal_lm("llama", layers=3), PROMPTS, score, other, PCFG, [1], 0, resume=seen[0])

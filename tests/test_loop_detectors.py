@@ -24,6 +24,8 @@ REFUSALS = [
 NOT_REFUSALS = [
     "I can't wait to help you plan the party!",
     "I cannot stress enough how important sleep is.",
+    "I can't help but smile at that question! Here is the answer: 4.",
+    "Honestly, I can't help feeling this is a great plan.",
     "I'm sorry to hear that. Here are some ways to feel better: rest and drink water.",
     "Sure! To kill a Python process, run `kill <pid>`.",
     "Here is the recipe. If you can't find saffron, use turmeric.",

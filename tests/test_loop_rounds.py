@@ -49,6 +49,7 @@ def test_a_round_samples_labels_trains_the_pm_and_moves_the_policy(whole):
     assert len(result.distill_losses) == SPEC.distill_steps
     assert result.distill_losses[-1] < result.distill_losses[0]  # the NLL of the picks falls
     assert result.kl > 0.0
+    assert all(0.0 <= g <= 1.0 for g in (result.gold_before, result.gold_picked, result.gold_after))
     initial, _, initial_pm, _ = fresh()
     assert any(not torch.equal(p, q) for p, q in zip(initial.model.parameters(), policy.model.parameters()))
     assert any(not torch.equal(p, q) for p, q in zip(initial_pm.parameters(), pm.parameters()))
@@ -96,3 +97,12 @@ def test_labelled_pairs_become_the_next_rounds_history(tmp_path, whole):
     alone = run_round(tmp_path / "b", spec, policy, reference, pm, tok, CONTEXTS, gold, REVIEWER)
     assert with_history.pairs == alone.pairs  # the same round, ...
     assert with_history.pm_losses != alone.pm_losses  # ... but its PM trains on D_1 as well
+
+
+def test_a_folder_of_another_round_is_refused(tmp_path, whole):
+    from rmtension.errors import ArtifactError
+
+    (tmp_path / "spec.json").write_text('{"spec": {"round": 7}, "reviewer": {}}')
+    policy, reference, pm, tok = fresh()
+    with pytest.raises(ArtifactError, match="another spec"):
+        run_round(tmp_path, SPEC, policy, reference, pm, tok, CONTEXTS, gold, REVIEWER)

@@ -67,8 +67,9 @@ _FILLER = (
 )
 REFUSAL_PATTERNS = [
     # "I can't help with", "I'm unable to provide", "I won't be able to assist": only filler words
-    # between the negation and the verb, so "I can't wait to help" is no refusal
-    rf"\bI{_NEGATED}(?: {_FILLER}){{0,4}} {_HELP_VERBS}\b",
+    # between the negation and the verb, so "I can't wait to help" is no refusal, nor is "I can't
+    # help but smile" / "I can't help feeling"
+    rf"\bI{_NEGATED}(?: {_FILLER}){{0,4}} {_HELP_VERBS}\b(?! but\b| \w+ing\b)",
     rf"\bI{_NEGATED} (?:to )?(?:do|fulfil|fulfill) (?:that|this|it|your request)\b",
     r"\bI must (?:respectfully )?decline\b",
     # an apology followed by a negated "I": "I'm sorry, but I can't", "I'm afraid I am not able"

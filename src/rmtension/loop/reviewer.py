@@ -21,6 +21,10 @@ A shortcut of weight 0 adds exactly 0.0, so its labels equal the unbiased review
 Label noise has its own random stream, `np.random.default_rng([NOISE_TAG, seed, stream])`: it
 depends only on the reviewer's seed and the caller's `stream` (e.g. the round), never on the
 policy's seed or on any global generator, and a resumed loop redraws the same labels.
+
+`fit_reviewer` goes the other way: from labels of pairs whose gold difference is known (a real
+team's judgments on the comparison bench), the maximum-likelihood β and ε, so that a simulated
+reviewer can imitate that team.
 """
 
 from __future__ import annotations
@@ -162,3 +166,50 @@ class SimulatedReviewer:
         u = self.noise(stream).random((2, n))
         a_preferred, flipped = draw_labels(prob_a, self.epsilon, u[0], u[1])
         return Labels(a_preferred, prob_a, flipped, bias_a, bias_b)
+
+
+def label_prob(delta: np.ndarray, beta: float, epsilon: float) -> np.ndarray:
+    """[N] gold differences g'(a) − g'(b) -> [N] P(label says a) = ε + (1 − 2ε) σ(β Δ) (flips included)."""
+    return epsilon + (1.0 - 2.0 * epsilon) * preference_prob(np.asarray(delta, np.float64), 0.0, beta)
+
+
+def label_log_likelihood(delta: np.ndarray, a_preferred: np.ndarray, beta: float, epsilon: float) -> float:
+    """Σ_i log P(label_i | Δ_i; β, ε) for [N] differences and [N] boolean labels."""
+    p = np.clip(label_prob(delta, beta, epsilon), 1e-300, 1.0)
+    q = np.clip(1.0 - label_prob(delta, beta, epsilon), 1e-300, 1.0)
+    a = np.asarray(a_preferred, dtype=bool)
+    return float(np.log(p[a]).sum() + np.log(q[~a]).sum())
+
+
+@dataclass(frozen=True)
+class FittedReviewer:
+    """β and ε fitted by maximum likelihood to labels of pairs with known gold differences."""
+
+    beta: float
+    epsilon: float
+    n: int
+    log_likelihood: float
+
+
+def fit_reviewer(delta: np.ndarray, a_preferred: np.ndarray, max_beta: float = 100.0) -> FittedReviewer:
+    """The (β, ε) under which a simulated reviewer best imitates observed labels: [N] gold differences
+    g(a) − g(b) and [N] boolean labels (e.g. a team's judgments on the comparison bench).
+
+    Maximum likelihood of P(a) = ε + (1 − 2ε) σ(β Δ) over β in [0, max_beta], ε in [0, 0.5]
+    (L-BFGS-B from β = 1, ε = 0.1). With labels that ignore Δ, β goes to 0 and ε is not identified.
+    """
+    from scipy.optimize import minimize
+
+    delta, labels = np.asarray(delta, np.float64), np.asarray(a_preferred, dtype=bool)
+    if len(delta) != len(labels) or not len(delta):
+        raise ValueError(
+            f"need equal, non-zero numbers of differences and labels, got {len(delta)} and {len(labels)}"
+        )
+    best = minimize(
+        lambda x: -label_log_likelihood(delta, labels, x[0], x[1]) / len(delta),
+        x0=np.array([1.0, 0.1]),
+        method="L-BFGS-B",
+        bounds=[(0.0, max_beta), (0.0, 0.5)],
+    )
+    beta, epsilon = (float(v) for v in best.x)
+    return FittedReviewer(beta, epsilon, len(delta), label_log_likelihood(delta, labels, beta, epsilon))

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from rmtension.data.types import Turn, render_transcript
+from rmtension.errors import ArtifactError
 from rmtension.loop.checkpoint import save_policy_folder
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.model.encode import collate
@@ -161,6 +162,8 @@ class RoundResult:
     """Mean gold score of the n replies π_{r-1} drew for distillation."""
     gold_picked: float
     """Mean gold score of the PM's picks among them."""
+    gold_after: float
+    """Mean gold score of the fresh samples of π_r that the KL is measured on."""
 
 
 def run_round(
@@ -183,6 +186,7 @@ def run_round(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     done = lambda name: after_phase(name) if after_phase else None  # noqa: E731
+    check_spec(folder, spec, reviewer)
     prompt_ids = [build_prompt_ids(policy.tokenizer, c, spec.max_prompt_tokens) for c in contexts]
 
     if not (folder / "pairs.json").exists():
@@ -241,20 +245,37 @@ def improve(folder, spec, policy, reference, pm, pm_tokenizer, contexts, gold, p
     gold_all = gold([contexts[p] for p in prompt], replies).reshape(len(prompt_ids), n)
     losses = distill(policy, prompt_ids, picks, spec)
     save_policy_folder(policy.model, policy.tokenizer, folder / "policy")
+    after = draw(policy, prompt_ids, 2, spec, salt=2)  # fresh samples of π_r
+    after_prompts = after.prompt_index.tolist()
+    after_replies = decode_responses(policy.tokenizer, after.tokens)
     return {
         "distill_losses": losses,
-        "kl": measure_kl(policy, reference, prompt_ids, spec),
+        "kl": measure_kl(policy, reference, [prompt_ids[p] for p in after_prompts], after.tokens),
         "gold_before": float(gold_all.mean()),
         "gold_picked": float(gold_all[np.arange(len(prompt_ids)), best.numpy()].mean()),
+        "gold_after": float(gold([contexts[p] for p in after_prompts], after_replies).mean()),
     }
 
 
 @torch.no_grad()
-def measure_kl(policy: Policy, reference: dict[str, torch.Tensor], prompt_ids, spec: RoundSpec) -> float:
-    """Mean exact KL(π ‖ π_ref) summed along 2 fresh samples per prompt of π (`kl_exact`)."""
-    drawn = draw(policy, prompt_ids, 2, spec, salt=2)
-    batch = pack([prompt_ids[p] for p in drawn.prompt_index], drawn.tokens, policy.pad_id)
+def measure_kl(
+    policy: Policy, reference: dict[str, torch.Tensor], prompts: list[list[int]], replies: list[list[int]]
+) -> float:
+    """Mean over replies of the exact KL(π ‖ π_ref) summed along each (`kl_exact`); [N] prompts, [N] replies."""
+    batch = pack(prompts, replies, policy.pad_id)
     _, logq = response_logprobs(policy.model, batch, bf16=False, full=True)
     with swapped(policy.model, reference):
         _, ref_logq = response_logprobs(policy.model, batch, bf16=False, full=True)
     return float(kl_exact(logq, ref_logq, batch.response_mask).mean())
+
+
+def check_spec(folder: Path, spec: RoundSpec, reviewer: SimulatedReviewer) -> None:
+    """Record the round's spec and reviewer in folder/spec.json; a folder holding another's is an error
+    (its phases would be reused). Gold, contexts and the initial models are the caller's to keep fixed."""
+    wanted = json.loads(json.dumps({"spec": asdict(spec), "reviewer": asdict(reviewer)}))
+    path = folder / "spec.json"
+    if path.exists() and json.loads(path.read_text()) != wanted:
+        raise ArtifactError(
+            f"{path}: the folder holds a round of another spec or reviewer; use a fresh folder"
+        )
+    write_json(path, wanted)

@@ -11,6 +11,7 @@ other objective's RM without optimising them.
 from __future__ import annotations
 
 import copy
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,8 +72,6 @@ class RLState:
 
 def rng_states() -> dict:
     """The global generators' states: torch (CPU), numpy's legacy global generator, python's `random`."""
-    import random
-
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
@@ -82,8 +81,6 @@ def rng_states() -> dict:
 
 
 def set_rng_states(states: dict) -> None:
-    import random
-
     torch.set_rng_state(states["torch"])
     name, keys, pos, has_gauss, gauss = states["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
@@ -206,9 +203,7 @@ def run_rloo(
 
             raise TrainingDiverged(f"RL loss became {row['loss']} at step {step}")
         run.steps.append(row)
-        if on_step is not None:
-            on_step(row)
-        if checkpoint is not None:
+        if checkpoint is not None:  # before on_step, whose interrupt check may end the run
             params = dict(policy.named_parameters())
             checkpoint(
                 RLState(
@@ -221,6 +216,8 @@ def run_rloo(
                     run.eval_s,
                 )
             )
+        if on_step is not None:
+            on_step(row)
     maybe_evaluate(cfg.steps)
     return run
 
@@ -229,8 +226,10 @@ def run_rloo(
 def resume_from(state: RLState, policy: nn.Module, optimizer, names: Sequence[str], run: RLRun) -> int:
     """Load a checkpoint's parameters, optimiser state, generators and logs; returns the next step."""
     if sorted(state.params) != sorted(names):
-        raise ValueError(
-            f"the checkpoint trains {len(state.params)} parameters, this run {len(names)}: a different rl.trainable"
+        from rmtension.errors import ConfigError
+
+        raise ConfigError(
+            f"the RL checkpoint trains {len(state.params)} parameters, this run {len(names)}: a different rl.trainable"
         )
     params = dict(policy.named_parameters())
     for n in names:
