@@ -84,15 +84,25 @@ def compare(
     print(compare_runs(run_dirs, out))
 
 
-def _mount() -> None:
-    """Sub-command groups live next to the code they drive."""
+def _mount(command: str | None = None) -> None:
+    """Sub-command groups live next to the code they drive. `bench` alone imports no torch, so
+    a batch-only bench server starts (and restarts) in about a second."""
+    from rmtension.bench.cli import app as bench_app
+
+    app.add_typer(bench_app, name="bench")  # `bench serve|add-reviewer|revoke|load-batch|...`
+    if command == "bench":
+        return
     from rmtension.data.cli import app as data_app
+    from rmtension.judge.cli import mount as mount_judge
+    from rmtension.loop.cli import app as loop_app
     from rmtension.neurons.cli import mount as mount_neurons
     from rmtension.optimise.cli import app as optimise_app
 
     app.add_typer(data_app, name="data", help="Inspect preference data.")
     mount_neurons(app)  # `neurons score|select|overlap|claims`, `ablate`
     app.add_typer(optimise_app)  # `policy sample`, `bon`, `rl`
+    mount_judge(app)  # `judge eval|dissect`
+    app.add_typer(loop_app, name="loop", help="The steering loop's tools (detectors, capability set).")
 
 
 OWN_COMMANDS = ("study", "report", "compare")
@@ -103,7 +113,7 @@ a `rmtension study` that has no data says so in about half a second."""
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] not in OWN_COMMANDS:
-        _mount()
+        _mount(args[0] if args else None)
     try:
         app(args=args, standalone_mode=False)
         from rmtension.run import dist

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rmtension.audit.stage import stage_audit
 from rmtension.combine.stage import stage_combine
 from rmtension.config import StudyConfig, dump_config
 from rmtension.model.precision import precision_note, use_bf16
@@ -143,6 +144,7 @@ def _top_cache(prep: Prepared, stage_bf16: bool) -> Callable[[], object] | None:
 
 
 STAGES: tuple[tuple[str, Callable[[Prepared], object]], ...] = (
+    ("audit", stage_audit),
     ("combine", stage_combine),
     ("neurons", stage_neurons),
     ("ablation", stage_ablation),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rmtension.audit.report import section_audit
 from rmtension.combine.report import section_combine
 from rmtension.neurons.report import section_ablation, section_cross, section_overlap, section_sweep
 from rmtension.optimise.report import section_bon, section_examples, section_frontier, section_rl
@@ -61,6 +62,7 @@ PARTS: tuple[Part, ...] = (
         (section_avoidant_misuse,),
         expects="tension.json rows xstest-should-respond and xstest-should-refuse (set `data.xstest_path`)",
     ),
+    Part("audit", "Helpful refusals (audit)", (section_audit,), ("audit",), "`audit:`", "audit.json"),
     Part(
         "conflict",
         "Where the objectives conflict",

@@ -16,7 +16,7 @@ import pandas as pd
 from rmtension.report.figures import inline_png
 from rmtension.run.runio import atomic_write_text, write_csv
 
-VERDICTS = ("supported", "not supported", "inconclusive", "not run")
+VERDICTS = ("supported", "non-zero but small", "not supported", "inconclusive", "not run")
 
 
 @dataclass
@@ -39,7 +39,7 @@ th{background:#f3f3f3}caption{caption-side:top;text-align:left;font-weight:600;p
 figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.85em;color:#555}
 pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em;max-height:24em}nav a{margin-right:.8em}
 .verdict{font-weight:600;padding:0 .3em;border-radius:3px}
-.v-supported{background:#cfe8f7}.v-not-supported{background:#f9d9c4}.v-inconclusive{background:#eee}.v-not-run{background:#fff;border:1px dashed #999}
+.v-supported{background:#cfe8f7}.v-not-supported{background:#f9d9c4}.v-non-zero-but-small{background:#fbeedd}.v-inconclusive{background:#eee}.v-not-run{background:#fff;border:1px dashed #999}
 .csv{font-size:.8em;color:#555;font-weight:normal}"""
 
 
