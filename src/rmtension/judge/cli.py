@@ -170,6 +170,12 @@ def dissect_command(
     max_test_pairs: Annotated[
         int, typer.Option("--max-test-pairs", help="Ablation test pairs per objective.")
     ] = 64,
+    modes: Annotated[
+        str, typer.Option("--modes", help="Ablation modes, comma-separated: mean, zero.")
+    ] = "mean,zero",
+    controls: Annotated[
+        str, typer.Option("--controls", help="Random-draw controls, comma-separated: layer, magnitude.")
+    ] = "layer,magnitude",
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
 ) -> None:
     """Neuron scores, sets and overlap (with the permutation null) and ablations against matched random draws
@@ -196,13 +202,18 @@ def dissect_command(
         )  # fmt: skip
     except ValueError as e:
         raise RmtensionError(f"--ps: {str(e).splitlines()[-1]}") from None
-    ablation = AblationConfig(
-        rms=["helpful", "harmless"],
-        random_draws=random_draws,
-        zero_draws=1,
-        max_test_pairs=max_test_pairs,
-        bf16=False,
-    )
+    try:
+        ablation = AblationConfig(
+            rms=["helpful", "harmless"],
+            random_draws=random_draws,
+            zero_draws=1,
+            max_test_pairs=max_test_pairs,
+            modes=modes.split(","),
+            controls=controls.split(","),
+            bf16=False,
+        )
+    except ValueError as e:
+        raise RmtensionError(f"--modes/--controls: {str(e).splitlines()[-1]}") from None
     print(dissect(Path(out), judges, base_judge, sets, neurons, ablation, max_length))
 
 
