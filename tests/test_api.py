@@ -217,6 +217,7 @@ def test_packaged_minilm_rewards_equal_a_direct_hf_forward():
 def test_packaged_minilm_rm_of_the_smoke_study_equals_its_eval_csv(smoke_run):
     cfg = yaml.safe_load((smoke_run / "config.yaml").read_text())
     from rmtension.config import StudyConfig
+    from rmtension.model.precision import use_bf16
 
     cfg = StudyConfig.model_validate(cfg)
     judge = load_judge(
@@ -225,8 +226,11 @@ def test_packaged_minilm_rm_of_the_smoke_study_equals_its_eval_csv(smoke_run):
     res = evaluate(judge, "hh:harmless", data=cfg.data, bootstrap=100)
     study = pd.read_csv(smoke_run / "eval" / "harmless" / "seed0" / "harmless.csv")
     assert list(res.rewards.pair_ids) == list(study.pair_id)
-    np.testing.assert_allclose(res.rewards.chosen, study.r_chosen, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(res.rewards.rejected, study.r_rejected, atol=1e-4, rtol=0)
+    # The API scores in fp32. Where the CPU computes bf16 natively the study ran its trunk cache and forwards
+    # in bf16 (`train.bf16`), whose rewards agree to bf16 rounding only (measured: up to 7e-4 on MiniLM).
+    atol = 5e-3 if use_bf16(cfg.train.bf16, "cpu") else 1e-4
+    np.testing.assert_allclose(res.rewards.chosen, study.r_chosen, atol=atol, rtol=0)
+    np.testing.assert_allclose(res.rewards.rejected, study.r_rejected, atol=atol, rtol=0)
 
 
 def test_ablate_zeroes_the_set_as_a_direct_hook_does_and_draws_matched_controls(tmp_path):
