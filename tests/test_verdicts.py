@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from rmtension.report.behaviour import avoidant_vs_misuse
-from rmtension.report.verdicts import all_of, equivalence_verdict, min_detectable_effect
+from rmtension.tension.behaviour import avoidant_vs_misuse
+from rmtension.stats.verdicts import all_of, equivalence_verdict, min_detectable_effect
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ def test_claims_config_rejects_unknown_ids():
 
 
 def test_length_note_names_the_sets_where_length_beats_chance(tmp_path):
-    from rmtension.report.finding import length_note
+    from rmtension.stats.finding import length_note
 
     run = tmp_path / "run"
     run.mkdir()
@@ -117,7 +117,7 @@ def test_length_note_names_the_sets_where_length_beats_chance(tmp_path):
 
 
 def test_holm_by_hand():
-    from rmtension.report.verdicts import holm
+    from rmtension.stats.verdicts import holm
 
     # sorted 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04, raised to the running max 0.06)
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
@@ -125,7 +125,7 @@ def test_holm_by_hand():
 
 
 def test_any_of_on_constructed_effects():
-    from rmtension.report.verdicts import any_of
+    from rmtension.stats.verdicts import any_of
 
     m = 0.07
     assert any_of({"a": (0.1, [0.05, 0.15], 0.001), "b": (0.0, [-0.2, 0.2], 1.0)}, m) == "supported"

@@ -37,11 +37,19 @@ def study(
     ),
 ) -> None:
     """Run the whole study: data, training (3 objectives x seeds), evaluation, analyses, report."""
-    import shutil
-    from pathlib import Path
+    import shutil  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from pathlib import (
+        Path,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
 
-    from rmtension.config import describe_config, load_config, resolve_data_path
-    from rmtension.data.objectives import check_source
+    from rmtension.config import (
+        describe_config,
+        load_config,
+        resolve_data_path,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.data.objectives import (
+        check_source,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
 
     if help_config:
         print("\n".join(describe_config()))
@@ -50,8 +58,12 @@ def study(
     check_source(
         cfg.data, resolve_data_path(cfg.data), probe=True
     )  # no data: one line now, before torch loads
-    from rmtension.run import dist
-    from rmtension.study import run_study
+    from rmtension.run import (
+        dist,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.study import (
+        run_study,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
 
     if not resume and out and Path(out).exists():
         dist.main_only(shutil.rmtree, out)  # once, before any process writes there
@@ -61,14 +73,20 @@ def study(
 @app.command()
 def report(run_dir: str = typer.Argument(..., help="A run directory written by `rmtension study`.")) -> None:
     """Rebuild report.md and report.html from the files in RUN_DIR."""
-    from pathlib import Path
+    from pathlib import (
+        Path,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
 
-    from rmtension.errors import RmtensionError
-    from rmtension.report.document import write_report
+    from rmtension.errors import (
+        RmtensionError,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.study import (
+        write_study_report,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
 
     if not (Path(run_dir) / "config.yaml").exists():
         raise RmtensionError(f"{run_dir}: not a run directory (no config.yaml)")
-    print(write_report(run_dir))
+    print(write_study_report(run_dir))
 
 
 @app.command()
@@ -79,16 +97,27 @@ def compare(
     out: str = typer.Option("runs/compare", "--out", "-o", help="Folder for the comparison report."),
 ) -> None:
     """Put several runs side by side in one report (e.g. MiniLM vs SmolLM2, or different mix ratios)."""
-    from rmtension.report.compare import compare_runs
+    from rmtension.report.compare import (
+        compare_runs,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.study import (
+        findings,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
 
-    print(compare_runs(run_dirs, out))
+    print(compare_runs(run_dirs, out, findings))
 
 
 def _mount() -> None:
     """Sub-command groups live next to the code they drive."""
-    from rmtension.data.cli import app as data_app
-    from rmtension.neurons.cli import mount as mount_neurons
-    from rmtension.optimise.cli import app as optimise_app
+    from rmtension.data.cli import (
+        app as data_app,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.neurons.cli import (
+        mount as mount_neurons,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.policy.cli import (
+        app as optimise_app,
+    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
 
     app.add_typer(data_app, name="data", help="Inspect preference data.")
     mount_neurons(app)  # `neurons score|select|overlap|claims`, `ablate`
@@ -106,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         _mount()
     try:
         app(args=args, standalone_mode=False)
-        from rmtension.run import dist
+        from rmtension.run import (
+            dist,
+        )  # here, not at the top: the CLI answers --help and a bad argument in under a second
 
         dist.shutdown()  # under a distributed launch: tear the process group down before exiting
     except RmtensionError as e:
@@ -118,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # typer/click exits for --help and usage errors
         return int(e.code or 0)
     except Exception as e:  # click usage errors etc.
-        import click
+        import click  # here, not at the top: the CLI answers --help and a bad argument in under a second
 
         if isinstance(e, click.exceptions.ClickException):
             e.show()

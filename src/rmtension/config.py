@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from rmtension.combine.config import CombineConfig
 from rmtension.errors import ConfigError
 from rmtension.neurons.config import AblationConfig, NeuronsConfig, check_neuron_sections
-from rmtension.optimise.config import (
+from rmtension.policy.config import (
     BonConfig,
     PMHalvesConfig,
     PolicyConfig,
@@ -154,7 +154,7 @@ class TrainConfig(Strict):
     @field_validator("trackers")
     @classmethod
     def _installed(cls, trackers: list[str]) -> list[str]:
-        import importlib.util
+        import importlib.util  # here: only the optional-package check needs it
 
         missing = [t for t in trackers if importlib.util.find_spec(t) is None]
         if missing:
@@ -215,7 +215,7 @@ within-prompt SD of excess over regression to the mean (pm_train's pick at best-
 up). tradeoff: 0.05 of pairs, the distance from chance (0.5) of a single-objective RM's accuracy on
 the other objective's test pairs.
 
-The ablation claims (`rmtension.neurons.ablation_claims`) are in SDs of the unablated margin
+The ablation claims (`rmtension.ablation.claims`) are in SDs of the unablated margin
 r_chosen - r_rejected on the test set (ablation.csv's `std_*` columns), sized to what the default
 study detects (benchmarks/RESULTS-ablation.md: MiniLM mixed RM, 64 pairs per HH test set, one draw
 per control kind). neurons_identified and cross_ablation: 0.25 SD, the margin drop of an objective's

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rmtension.combine.dials import hypervolume, pareto_mask
-from rmtension.rm.stats import interval, seed_pair_bootstrap
+from rmtension.judges.dials import hypervolume, pareto_mask
+from rmtension.stats.bootstrap import interval, seed_pair_bootstrap
+from rmtension.stats.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 
 TESTS = ("helpful", "harmless")
 COLUMNS = [
@@ -122,7 +123,6 @@ def keeps_both_verdict(doc: dict, min_effect: float) -> tuple[str, dict[str, str
     A method keeps both when each difference's CI lies above -min_effect (non-inferior on both test
     sets); it loses one when some difference's CI lies wholly below -min_effect. Supported if some
     method keeps both, not supported if every method loses one, inconclusive otherwise."""
-    from rmtension.report.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 
     standing = {}
     for method, m in doc["methods"].items():

@@ -79,7 +79,10 @@ def summary(
             "splits": _split_counts(split),
         }
     if not no_tokens:
-        from rmtension.model.backbones import load_tokenizer, resolve_backbone
+        from rmtension.model.backbones import (
+            load_tokenizer,
+            resolve_backbone,
+        )  # here, not at the top: the CLI answers --help and a bad argument in under a second
 
         tok = load_tokenizer(resolve_backbone(backbone), max_length)
         pairs = [p for r in loaded.values() for p in r.pairs]

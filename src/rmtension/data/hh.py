@@ -81,9 +81,13 @@ def hub_records(subset: str, split: str, loader=None) -> Iterator[Record]:
         if problem is not None:  # fail at once, not after the datasets client's retries (about 25 s)
             yield None, RowError("hub_unavailable", no_data_message(problem))
             return
-        from datasets import load_dataset as loader
+        from datasets import (
+            load_dataset as loader,
+        )  # here: datasets / huggingface_hub (optional download path) load only when used
 
-        from rmtension.run.quiet import quiet_datasets
+        from rmtension.run.quiet import (
+            quiet_datasets,
+        )  # here: datasets / huggingface_hub (optional download path) load only when used
 
         quiet_datasets()  # no download and "Generating split" bars, no dataset-card notes
     try:
@@ -115,8 +119,12 @@ def hub_problem(timeout: float = PROBE_TIMEOUT_S) -> str | None:
         for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     ):
         return None
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
+    from huggingface_hub import (
+        constants,
+    )  # here: datasets / huggingface_hub (optional download path) load only when used
+    from huggingface_hub.utils import (
+        get_session,
+    )  # here: datasets / huggingface_hub (optional download path) load only when used
 
     url = f"{constants.ENDPOINT}/api/datasets/{HUB_ID}"
     try:

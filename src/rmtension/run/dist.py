@@ -42,7 +42,7 @@ def _use_cpu() -> bool:
 
 def state():
     """The process-wide `accelerate.PartialState` (created on first use; joins the process group when launched)."""
-    from accelerate import PartialState
+    from accelerate import PartialState  # here: accelerate loads only when a run uses processes or trackers
 
     return PartialState(cpu=_use_cpu())
 
@@ -80,12 +80,12 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
     runs on the CPU over gloo, so its communication joins the process group and the accelerator is
     switched to DeepSpeed with the plugin read from the config (deepspeed_zero{2,3}_cpu.yaml).
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator  # here: accelerate loads only when a run uses processes or trackers
     from accelerate.utils import (
         DistributedDataParallelKwargs,
         DistributedType,
         FullyShardedDataParallelPlugin,
-    )
+    )  # here: accelerate loads only when a run uses processes or trackers
 
     acc = Accelerator(
         cpu=_use_cpu(),
@@ -97,8 +97,10 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
         acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
         _switch(acc, DistributedType.FSDP)
     if _deepspeed_requested() and acc.distributed_type == DistributedType.MULTI_CPU:
-        import deepspeed
-        from accelerate.utils import DeepSpeedPlugin
+        import deepspeed  # here: accelerate loads only when a run uses processes or trackers
+        from accelerate.utils import (
+            DeepSpeedPlugin,
+        )  # here: accelerate loads only when a run uses processes or trackers
 
         deepspeed.comm.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)  # joins the gloo group
         plugin = DeepSpeedPlugin()
@@ -110,7 +112,9 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
         # accelerate's DeepSpeed plugin tells transformers that ZeRO-3 is on, after which every
         # from_pretrained partitions the model it loads; the stages that load models (evaluation,
         # scoring, ablation) work on whole models, and only the trainer's engine partitions.
-        from transformers.integrations import unset_hf_deepspeed_config
+        from transformers.integrations import (
+            unset_hf_deepspeed_config,
+        )  # here: accelerate loads only when a run uses processes or trackers
 
         unset_hf_deepspeed_config()
     return acc
@@ -128,7 +132,9 @@ def _deepspeed_requested() -> bool:
 
 def uses_deepspeed(acc) -> bool:
     """True when `acc` trains through DeepSpeed's engine (which steps, clips and checkpoints itself)."""
-    from accelerate.utils import DistributedType
+    from accelerate.utils import (
+        DistributedType,
+    )  # here: accelerate loads only when a run uses processes or trackers
 
     return acc.distributed_type == DistributedType.DEEPSPEED
 
@@ -152,9 +158,11 @@ def prepare(
     deprecated in favour of `forward_sync_buffers`, which accelerate cannot pass yet; the warning
     is silenced here, where it is expected.
     """
-    import warnings
+    import warnings  # here: accelerate loads only when a run uses processes or trackers
 
-    from accelerate.utils import DistributedType
+    from accelerate.utils import (
+        DistributedType,
+    )  # here: accelerate loads only when a run uses processes or trackers
 
     if acc.distributed_type == DistributedType.FSDP:
         _fsdp_wrap_classes(acc.state.fsdp_plugin, model)
@@ -217,7 +225,7 @@ def shutdown() -> None:
 
     Without it, the backend's threads can still be running when the interpreter exits, and a
     process may abort with "terminate called without an active exception"."""
-    import torch.distributed as tdist
+    import torch.distributed as tdist  # here: accelerate loads only when a run uses processes or trackers
 
     if tdist.is_available() and tdist.is_initialized():
         barrier()
@@ -285,7 +293,7 @@ def sum_across(t: torch.Tensor) -> torch.Tensor:
     """Elementwise sum of `t` over processes (any shape, same on every process); returned on `t`'s device."""
     if world_size() == 1:
         return t
-    from accelerate.utils import reduce
+    from accelerate.utils import reduce  # here: accelerate loads only when a run uses processes or trackers
 
     return reduce(_on_comm_device(t), "sum").to(t.device)
 
@@ -299,7 +307,7 @@ def stack_across(t: torch.Tensor) -> torch.Tensor:
     """[W, *shape]: every process's `t` (same shape and dtype everywhere), in rank order."""
     if world_size() == 1:
         return t.unsqueeze(0)
-    from accelerate.utils import gather
+    from accelerate.utils import gather  # here: accelerate loads only when a run uses processes or trackers
 
     return gather(_on_comm_device(t.unsqueeze(0))).to(t.device)
 

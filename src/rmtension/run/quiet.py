@@ -24,8 +24,12 @@ import sys
 
 def quiet_third_party() -> None:
     """Turn the third-party bars and notes above off for this process (idempotent, cheap)."""
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as hf_logging
+    from huggingface_hub.utils import (
+        disable_progress_bars,
+    )  # here: the third-party loggers load only when a study quiets them
+    from transformers.utils import (
+        logging as hf_logging,
+    )  # here: the third-party loggers load only when a study quiets them
 
     hf_logging.disable_progress_bar()
     disable_progress_bars()
@@ -38,7 +42,7 @@ def quiet_third_party() -> None:
 
 def quiet_datasets() -> None:
     """`datasets`' progress bars off and its log at ERROR."""
-    import datasets
+    import datasets  # here: the third-party loggers load only when a study quiets them
 
     datasets.disable_progress_bars()
     datasets.utils.logging.set_verbosity_error()

@@ -25,14 +25,18 @@ def _zero3(p: torch.Tensor) -> bool:
 
 def is_sharded(model: torch.nn.Module) -> bool:
     """True when FSDP or ZeRO-3 holds `model`'s weights as shards (every forward is then a collective)."""
-    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor import (
+        DTensor,
+    )  # here: torch.distributed / DeepSpeed load only under a distributed run
 
     return any(isinstance(p, DTensor) or _zero3(p) for p in model.parameters())
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
     """The whole tensor of an FSDP shard (a collective: every process must call it), else `t` itself."""
-    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor import (
+        DTensor,
+    )  # here: torch.distributed / DeepSpeed load only under a distributed run
 
     return t.full_tensor() if isinstance(t, DTensor) else t
 
@@ -67,7 +71,7 @@ def set_param(param: torch.Tensor, part: torch.Tensor) -> None:
     """Write this process's `part` (as `local_part` gives) into `param`; a collective under ZeRO-3."""
     with torch.no_grad():
         if _zero3(param):
-            import deepspeed
+            import deepspeed  # here: torch.distributed / DeepSpeed load only under a distributed run
 
             value = whole_of(param, part)
             # gathered, written alike on every process, re-partitioned from the main one on exit
@@ -117,7 +121,10 @@ def full_tensors_on_main(tree):
 
 def like_param(t: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     """Whole tensor `t` laid out like `param`: this process's FSDP shard of it when `param` is a DTensor."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    from torch.distributed.tensor import (
+        DTensor,
+        distribute_tensor,
+    )  # here: torch.distributed / DeepSpeed load only under a distributed run
 
     if isinstance(param, DTensor) and not isinstance(t, DTensor):
         return distribute_tensor(t.to(param.device), param.device_mesh, param.placements, src_data_rank=None)

@@ -1,0 +1,1 @@
+"""Judges (shared core): scoring texts with any reward model, and the combined judges built from several."""

@@ -1,0 +1,1 @@
+"""Statistics and verdicts (shared core): bootstrap CIs, the decision rules, and the `Finding` every claim becomes."""
