@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from rmtension.strict import Strict
-from rmtension.data.ratios import REUSED
+from rmtension.model.kinds import REUSED_RATIOS
 
 METHODS = ("reward_interp", "two_head_dial", "gated", "weight_interp", "data_ratio")
 """Every combination method (`rmtension.combine.stage`): a dial over the separate helpful and harmless
@@ -61,7 +61,7 @@ class CombineConfig(Strict):
     def trained_ratios(self) -> list[float]:
         """The shares that train their own RM: data_ratio's, less those the study trains anyway."""
 
-        return [r for r in self.ratios if r not in REUSED] if "data_ratio" in self.methods else []
+        return [r for r in self.ratios if r not in REUSED_RATIOS] if "data_ratio" in self.methods else []
 
     def dials(self) -> list[float]:
         """The grid's dial values, 0 to 1."""

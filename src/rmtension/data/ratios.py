@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from rmtension.data.splits import take
 from rmtension.data.types import Pair
-from rmtension.model.kinds import ratio_rm
+from rmtension.model.kinds import REUSED_RATIOS, ratio_rm
 
-REUSED = {0.0: "harmless", 0.5: "mixed", 1.0: "helpful"}
-"""Shares whose RM the study already trains."""
+REUSED = REUSED_RATIOS
 
 
 def ratio_views(ratios: list[float]) -> dict[float, str]:

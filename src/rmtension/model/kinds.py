@@ -61,6 +61,10 @@ RATIO = re.compile(r"^mixed_r(0(?:\.\d+)?|1(?:\.0+)?)$")
 config's name check reads it; the registry entry carries the share)."""
 
 
+REUSED_RATIOS = {0.0: "harmless", 0.5: "mixed", 1.0: "helpful"}
+"""Helpful shares whose RM the study trains anyway: the sweep's ends and middle."""
+
+
 def ratio_rm(r: float) -> str:
     """Register the data-ratio RM of helpful share r (`mixed_r0.25` for 0.25: a mixed RM of the matched
     size whose training pairs are that share helpful, `rmtension.data.ratios`) and return its name."""
