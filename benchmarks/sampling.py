@@ -14,7 +14,10 @@ fused Llama step gives. Methods run interleaved, --repeats times, and each keeps
 so a load change on a shared machine hits all of them alike.
 
 Without native bf16 matmuls (`rmtension.model.precision.bf16_native`) every method runs fp32
-weights and the ratios are against fp32 `generate`, as the output says.
+weights and the ratios are against fp32 `generate`, as the output says: `ratio
+sampling_vs_generate_fp32_static` is then the main row. With native bf16 the first batch size also
+runs that fp32 row (ours in fp32 against `generate` fp32 with a static cache), so both machines
+print it.
 
     python benchmarks/sampling.py [--data PATH/hh-rlhf] [--batch-sizes 32,64,128] [--new-tokens 64]
         [--repeats 2] [--greedy] [--levers] [--threads N] [--clock wall|cpu]
@@ -203,6 +206,11 @@ def main() -> None:
                     low, prompts, **run, static=False
                 )
             methods["generate fp32 (default)"] = lambda: run_generate(fp32, prompts, **run, static=False)
+            if native:  # the fp32 row: what a CPU without native bf16 runs (there the main row is fp32)
+                methods["generate fp32 static cache"] = lambda: run_generate(
+                    fp32, prompts, **run, static=True
+                )
+                methods["ours fp32 (fused decoder)"] = lambda: run_ours(fp32, prompts, **run, fused=True)
             for lever, off in LEVERS.items() if args.levers else []:
                 methods[f"ours without {lever}"] = lambda off=off: run_ours(
                     low, prompts, **run, fused=True, off=off
@@ -226,6 +234,9 @@ def main() -> None:
                     f"ratio sampling_vs_generate_bf16{suffix}: {ours / rate['generate bf16 dynamic cache']:.2f}"
                 )
             print(f"ratio sampling_vs_generate_fp32{suffix}: {ours / rate['generate fp32 (default)']:.2f}")
+            if native:
+                ours_fp32 = rate["ours fp32 (fused decoder)"] / rate["generate fp32 static cache"]
+                print(f"ratio sampling_vs_generate_fp32_static{suffix}: {ours_fp32:.2f}")
             print(f"ratio fused_vs_generic_decoder{suffix}: {ours / rate['ours (generic decoder)']:.2f}")
             for lever in LEVERS if args.levers else []:
                 print(f"ratio lever_{lever}{suffix}: {ours / rate[f'ours without {lever}']:.2f}")

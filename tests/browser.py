@@ -60,11 +60,10 @@ class PageCheck:
         return [e for e in self.console if e.get("level") == "SEVERE"]
 
 
-def open_page(html_file: Path) -> PageCheck:
-    """Load `html_file`, collect console messages, sections, images and requests, and take a full-page screenshot."""
+def start_chromium():
+    """(headless Chromium driver, its throwaway profile folder); quit the driver and remove the folder after."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.support.ui import WebDriverWait
 
     browser, driver_path = chromium_paths()
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager fetch a driver
@@ -74,7 +73,14 @@ def open_page(html_file: Path) -> PageCheck:
     for flag in CHROMIUM_FLAGS + (f"--user-data-dir={profile}",):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    return webdriver.Chrome(service=Service(driver_path), options=opts), profile
+
+
+def open_page(html_file: Path) -> PageCheck:
+    """Load `html_file`, collect console messages, sections, images and requests, and take a full-page screenshot."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver, profile = start_chromium()
     try:
         driver.set_page_load_timeout(60)
         driver.get(Path(html_file).resolve().as_uri())

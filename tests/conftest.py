@@ -48,6 +48,21 @@ def xstest_overrides() -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def tiny_study_run(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """The tiny study (`studykit.tiny_study`: synthetic HH files, a tiny BERT, two seeds), run once per
+    session: (base folder, config path, run directory). Tests that change its files work on a copy."""
+    from rmtension.cli import main
+    from studykit import tiny_study
+
+    base = tmp_path_factory.mktemp("study")
+    cfg = tiny_study(base)
+    out = base / "run"
+    if main(["study", "--config", str(cfg), "--out", str(out)]) != 0:
+        pytest.fail("the tiny study failed")
+    return base, cfg, out
+
+
+@pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
     """The shipped smoke study (configs/smoke.yaml: MiniLM, real HH-RLHF, every stage), run once per session.
 

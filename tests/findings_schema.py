@@ -6,7 +6,14 @@ import json
 import math
 from pathlib import Path
 
-VERDICTS = {"supported", "not supported", "inconclusive", "not run"}
+VERDICTS = {
+    "supported",
+    "non-zero but small",
+    "not supported",
+    "inconclusive",
+    "not testable here",
+    "not run",
+}
 REQUIRED_IDS = {
     "mixed_worse",
     "negative_transfer",
@@ -20,6 +27,7 @@ REQUIRED_IDS = {
     "sqrt_kl",
     "train_test_gap",
     "tradeoff",
+    "helpful_refusal_undervalued",
 }
 """The ids the verdicts issue fixes; later features add their own (avoidant_vs_misuse, pcgrad, ...)."""
 

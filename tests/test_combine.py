@@ -225,3 +225,14 @@ def test_ratio_splits_are_matched_in_size_nested_and_of_their_share():
     )
     add_ratio_splits(splits, [0.0, 0.25, 0.5, 1.0], 0)
     assert "mixed_r0.25" in splits and not {"mixed_r0", "mixed_r0.5", "mixed_r1"} & set(splits)
+
+
+def test_keeps_both_ignores_a_bound_within_two_monte_carlo_ses_of_the_margin():
+    # a lower bound of -0.0694 against -0.07 with an MC SE of 0.0011 (1,000 replicates) is 0.5 SE away:
+    # another bootstrap seed would often put it below, so it keeps nothing; with an SE of 0.0001 (6 SE) it keeps both
+    def doc(se):
+        part = {"ci": [-0.0694, 0.02], "ci_mc_se": [se, se]}
+        return {"methods": {"a": {"helpful": part, "harmless": {"ci": [-0.03, 0.02], "ci_mc_se": [se, se]}}}}
+
+    assert keeps_both_verdict(doc(0.0011), 0.07) == ("inconclusive", {"a": "undecided"})
+    assert keeps_both_verdict(doc(0.0001), 0.07)[0] == "supported"

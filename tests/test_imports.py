@@ -193,18 +193,19 @@ def test_every_config_field_has_a_docstring():
     assert [key for key, doc in config_keys(StudyConfig) if not doc] == []
 
 
-# The layers, from the top: apps (the CLI, the study that composes the stages, `api`, `bench`, `judge`,
+# The layers, from the top: apps (the CLI, the study that composes the stages, `api`, `bench`, `judge`, `loop`,
 # and every `*.cli` module), the stages (one package each, `rmtension.study.STAGES`), and the shared core
 # below them. An import may point down or stay within a stage package, never up or across stages.
 CORE_PACKAGES = {"model", "run", "stats", "report", "judges", "policy", "trainer", "data"}
 """Core packages (`data`: its readers, formats and splits; its stage module is `data.stage`)."""
 CORE_MODULES = {"config", "errors", "strict"}
-APPS = {"cli", "__main__", "study", "api", "bench", "judge"}
+APPS = {"cli", "__main__", "study", "api", "bench", "judge", "loop"}
 STAGE_PACKAGES = {
     "train",
     "eval",
     "tension",
     "conflict",
+    "audit",
     "combine",
     "neurons",
     "ablation",

@@ -49,7 +49,8 @@ def test_placebo_halves_are_disjoint_prompt_groups_of_one_subset(placebo_run):
 def test_placebo_supports_no_tension_claim(placebo_run):
     found = {f["id"]: f for f in check_findings(placebo_run)}
     for cid in TENSION_CLAIMS:
-        assert found[cid]["verdict"] in ("not supported", "inconclusive"), (cid, found[cid]["evidence"])
+        # "non-zero but small" may appear (sampling alone can exclude 0 inside the margin); "supported" never
+        assert found[cid]["verdict"] != "supported", (cid, found[cid]["evidence"])
     # the interference claims were decided or stated their detectable effect: neither is "not run"
     assert all(found[c]["min_detectable_effect"] is not None for c in ("mixed_worse", "negative_transfer"))
     assert os.path.exists(placebo_run / "ablation.csv") and os.path.exists(

@@ -12,6 +12,7 @@ from rmtension.policy.sampling import (
     next_tokens,
     plan_rows,
     sample,
+    sort_ascending,
     stop_token_ids,
 )
 from requires import missing
@@ -141,6 +142,19 @@ def test_filter_logits_matches_transformers_warpers(top_k, top_p):
     got = filter_logits(logits, top_k, top_p)
     assert torch.equal(torch.isinf(got), torch.isinf(expected))
     assert torch.equal(got[~torch.isinf(got)], logits[~torch.isinf(got)])
+
+
+def test_sort_ascending_is_torch_sort_up_to_the_order_of_equal_values():
+    torch.manual_seed(0)
+    distinct = torch.randperm(1000).float().view(2, 500) / 7  # no ties: the same order as torch.sort
+    values, order = sort_ascending(distinct)
+    assert torch.equal(order, torch.sort(distinct, dim=-1).indices) and torch.equal(
+        values, distinct.sort(-1).values
+    )
+    tied = torch.randint(0, 5, (3, 40)).float()  # many ties: the same values, a permutation of the indices
+    values, order = sort_ascending(tied)
+    assert torch.equal(values, tied.sort(-1).values) and torch.equal(tied.gather(-1, order), values)
+    assert torch.equal(order.sort(-1).values, torch.arange(40).expand(3, 40))
 
 
 def test_padding_positions_and_plan():

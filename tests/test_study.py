@@ -14,22 +14,18 @@ import yaml
 
 from findings_schema import check_findings
 from rmtension.cli import main
-from studykit import tiny_study
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    base = tmp_path_factory.mktemp("study")
-    return base, tiny_study(base)
+def setup(tiny_study_run):
+    base, cfg, _ = tiny_study_run
+    return base, cfg
 
 
 @pytest.fixture(scope="module")
-def study_run(setup):
-    """The tiny study, run once; a test that changes files works on a copy (no test needs another's leftovers)."""
-    base, cfg = setup
-    out = base / "run"
-    assert main(["study", "--config", str(cfg), "--out", str(out)]) == 0
-    return out
+def study_run(tiny_study_run):
+    """The session's tiny study; a test that changes files works on a copy (no test needs another's leftovers)."""
+    return tiny_study_run[2]
 
 
 def network_references(html: str) -> list[str]:

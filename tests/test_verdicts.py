@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -133,3 +134,69 @@ def test_any_of_on_constructed_effects():
     assert any_of({"a": (0.04, [0.004, 0.08], 0.03), "b": (0.0, [-0.2, 0.2], 1.0)}, m) == "inconclusive"
     assert any_of({"a": (0.01, [-0.03, 0.05], 0.6), "b": (-0.1, [-0.15, -0.05], 0.001)}, m) == "not supported"
     assert any_of({"a": (0.01, [-0.03, 0.09], 0.6), "b": (-0.1, [-0.15, -0.05], 0.001)}, m) == "inconclusive"
+
+
+def test_non_zero_but_small_is_a_label_claims_opt_into():
+    from rmtension.stats.verdicts import NON_ZERO_SMALL
+
+    assert equivalence_verdict([0.01, 0.04], 0.05, small=True) == NON_ZERO_SMALL  # above 0, inside ±m
+    assert equivalence_verdict([0.01, 0.04], 0.05) == "not supported"  # the old rule, for claims not opted in
+    assert equivalence_verdict([-0.04, -0.01], 0.05, small=True) == "not supported"  # the wrong side stays so
+    assert equivalence_verdict([0.01, 0.06], 0.05, small=True) == "supported"
+    assert all_of(["supported", NON_ZERO_SMALL]) == NON_ZERO_SMALL
+    assert all_of([NON_ZERO_SMALL, "not supported"]) == "not supported"
+
+
+def test_any_of_labels_a_significant_part_inside_the_margin_small():
+    from rmtension.stats.verdicts import any_of_parts
+
+    m = 0.07
+    # p 0.001 on both parts: Holm 0.002; the first part's CI ends inside m, the second's past it
+    verdict, parts, _ = any_of_parts({"a": (0.03, [0.01, 0.05], 0.001), "b": (0.0, [-0.03, 0.03], 0.9)}, m)
+    assert (verdict, parts["a"], parts["b"]) == ("non-zero but small", "non-zero but small", "not supported")
+    verdict, parts, _ = any_of_parts({"a": (0.03, [0.01, 0.05], 0.001), "b": (0.1, [0.05, 0.15], 0.001)}, m)
+    assert (verdict, parts["b"]) == ("supported", "supported")
+    # significant alone (p 0.03) but not after Holm over two parts (0.06): inconclusive, never "supported"
+    verdict, parts, _ = any_of_parts({"a": (0.1, [0.01, 0.2], 0.03), "b": (0.0, [-0.03, 0.03], 0.9)}, m)
+    assert (verdict, parts["a"]) == ("inconclusive", "inconclusive")
+
+
+def test_any_of_is_inconclusive_when_a_deciding_number_sits_within_two_monte_carlo_ses():
+    from rmtension.stats.verdicts import any_of_parts
+
+    m, other = 0.07, (0.0, [-0.03, 0.03], 0.9)
+    # p 0.024 -> Holm 0.048 against 0.05. MC SE of p from 1,000 replicates: 2 sqrt(0.012 * 0.988 / 1000)
+    # = 0.00689, times Holm's 2 = 0.0138: 0.002 away is 0.15 SE, so the part is inconclusive
+    effects = {"a": (0.1, [0.01, 0.2], 0.024), "b": other}
+    assert any_of_parts(effects, m)[0] == "supported"
+    verdict, _, deciding = any_of_parts(effects, m, n_boot=1000)
+    assert verdict == "inconclusive"
+    assert deciding["a"].mc_se == pytest.approx(2 * 2 * np.sqrt(0.012 * 0.988 / 1000))
+    # far from alpha: p 0.0001 -> 0.0002, 55 SEs below 0.05
+    assert any_of_parts({"a": (0.1, [0.01, 0.2], 0.0001), "b": other}, m, n_boot=1000)[0] == "supported"
+    # equivalence: an upper bound 0.0005 inside m with MC SE 0.001 (0.5 SE) is inconclusive; with SE 0.0001 decided
+    eq = {"a": (0.02, [-0.03, 0.0695], 0.4), "b": other}
+    near = {"a": [0.001, 0.001], "b": [0.001, 0.001]}
+    assert any_of_parts(eq, m)[0] == "not supported"
+    assert any_of_parts(eq, m, mc_se=near)[0] == "inconclusive"
+    assert any_of_parts(eq, m, mc_se={"a": [0.0001, 0.0001], "b": [0.0001, 0.0001]})[0] == "not supported"
+
+
+def test_tradeoff_is_holm_corrected_over_its_two_parts():
+    from rmtension.bon.claims import tradeoff_finding
+
+    def acc(mean, ci, p):
+        return {"mean": mean, "ci95": ci, "p_vs_chance": p}
+
+    # the helpful RM on harmless pairs: 0.45 [0.40, 0.495], p 0.03 alone, Holm 0.06 over the two parts
+    below = acc(0.45, [0.40, 0.495], 0.03)
+    chance = acc(0.5, [0.45, 0.55], 0.9)
+    table = {"helpful": {"harmless": below}, "harmless": {"helpful": chance}}
+    assert tradeoff_finding(table, None, 0.05).verdict == "inconclusive"
+    without_p = {
+        rm: {t: {k: v for k, v in d.items() if k != "p_vs_chance"} for t, d in by.items()}
+        for rm, by in table.items()
+    }
+    assert tradeoff_finding(without_p, None, 0.05).verdict == "supported"  # the old, uncorrected union
+    table["helpful"]["harmless"] = acc(0.40, [0.35, 0.45], 0.001)  # Holm 0.002: supported
+    assert tradeoff_finding(table, None, 0.05).verdict == "supported"

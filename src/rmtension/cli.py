@@ -1,4 +1,7 @@
-"""The `rmtension` command. Every user-facing error is one line on stderr and a non-zero exit."""
+"""The `rmtension` command. Every user-facing error is one line on stderr and a non-zero exit.
+
+Imports inside functions: the CLI answers --help and a bad argument in under a second.
+"""
 
 from __future__ import annotations
 
@@ -37,19 +40,11 @@ def study(
     ),
 ) -> None:
     """Run the whole study: data, training (3 objectives x seeds), evaluation, analyses, report."""
-    import shutil  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from pathlib import (
-        Path,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    import shutil
+    from pathlib import Path
 
-    from rmtension.config import (
-        describe_config,
-        load_config,
-        resolve_data_path,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from rmtension.data.objectives import (
-        check_source,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.config import describe_config, load_config, resolve_data_path
+    from rmtension.data.objectives import check_source
 
     if help_config:
         print("\n".join(describe_config()))
@@ -58,12 +53,8 @@ def study(
     check_source(
         cfg.data, resolve_data_path(cfg.data), probe=True
     )  # no data: one line now, before torch loads
-    from rmtension.run import (
-        dist,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from rmtension.study import (
-        run_study,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.run import dist
+    from rmtension.study import run_study
 
     if not resume and out and Path(out).exists():
         dist.main_only(shutil.rmtree, out)  # once, before any process writes there
@@ -73,16 +64,10 @@ def study(
 @app.command()
 def report(run_dir: str = typer.Argument(..., help="A run directory written by `rmtension study`.")) -> None:
     """Rebuild report.md and report.html from the files in RUN_DIR."""
-    from pathlib import (
-        Path,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from pathlib import Path
 
-    from rmtension.errors import (
-        RmtensionError,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from rmtension.study import (
-        write_study_report,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.errors import RmtensionError
+    from rmtension.study import write_study_report
 
     if not (Path(run_dir) / "config.yaml").exists():
         raise RmtensionError(f"{run_dir}: not a run directory (no config.yaml)")
@@ -97,31 +82,31 @@ def compare(
     out: str = typer.Option("runs/compare", "--out", "-o", help="Folder for the comparison report."),
 ) -> None:
     """Put several runs side by side in one report (e.g. MiniLM vs SmolLM2, or different mix ratios)."""
-    from rmtension.report.compare import (
-        compare_runs,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from rmtension.study import (
-        findings,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.report.compare import compare_runs
+    from rmtension.study import findings
 
     print(compare_runs(run_dirs, out, findings))
 
 
-def _mount() -> None:
-    """Sub-command groups live next to the code they drive."""
-    from rmtension.data.cli import (
-        app as data_app,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from rmtension.neurons.cli import (
-        mount as mount_neurons,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from rmtension.policy.cli import (
-        app as optimise_app,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+def _mount(command: str | None = None) -> None:
+    """Sub-command groups live next to the code they drive. `bench` alone imports no torch, so
+    a batch-only bench server starts (and restarts) in about a second."""
+    from rmtension.bench.cli import app as bench_app
+
+    app.add_typer(bench_app, name="bench")  # `bench serve|add-reviewer|revoke|load-batch|...`
+    if command == "bench":
+        return
+    from rmtension.data.cli import app as data_app
+    from rmtension.judge.cli import mount as mount_judge
+    from rmtension.loop.cli import app as loop_app
+    from rmtension.neurons.cli import mount as mount_neurons
+    from rmtension.policy.cli import app as optimise_app
 
     app.add_typer(data_app, name="data", help="Inspect preference data.")
     mount_neurons(app)  # `neurons score|select|overlap|claims`, `ablate`
     app.add_typer(optimise_app)  # `policy sample`, `bon`, `rl`
+    mount_judge(app)  # `judge eval|dissect`
+    app.add_typer(loop_app, name="loop", help="The steering loop's tools (detectors, capability set).")
 
 
 OWN_COMMANDS = ("study", "report", "compare")
@@ -132,12 +117,10 @@ a `rmtension study` that has no data says so in about half a second."""
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] not in OWN_COMMANDS:
-        _mount()
+        _mount(args[0] if args else None)
     try:
         app(args=args, standalone_mode=False)
-        from rmtension.run import (
-            dist,
-        )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+        from rmtension.run import dist
 
         dist.shutdown()  # under a distributed launch: tear the process group down before exiting
     except RmtensionError as e:
@@ -149,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # typer/click exits for --help and usage errors
         return int(e.code or 0)
     except Exception as e:  # click usage errors etc.
-        import click  # here, not at the top: the CLI answers --help and a bad argument in under a second
+        import click
 
         if isinstance(e, click.exceptions.ClickException):
             e.show()

@@ -2,6 +2,8 @@
 
 Configs load from YAML (safe loader), take `key=value` overrides with dotted keys
 (`train.lr=1e-4`), reject unknown keys, and are saved resolved next to every output.
+
+Imports inside functions: only the optional-package check needs it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from rmtension.combine.config import CombineConfig
 from rmtension.errors import ConfigError
+from rmtension.audit.config import AuditConfig, find_suite
 from rmtension.neurons.config import AblationConfig, NeuronsConfig, check_neuron_sections
 from rmtension.policy.config import (
     BonConfig,
@@ -34,6 +37,36 @@ DEFAULT_SUBSETS: dict[str, list[str]] = {
     "helpful": ["helpful-base", "helpful-online", "helpful-rejection-sampled"],
     "harmless": ["harmless-base"],
 }
+
+
+class ExtraTrainConfig(Strict):
+    """A pairs file added to training only (never to validation or test), e.g. a bench export."""
+
+    path: str
+    """JSONL pairs file (`rmtension bench export` writes one)."""
+    format: Literal["hh", "jsonl"] = "hh"
+    """Row format: HH transcripts, or TRL prompt/chosen/rejected rows (`jsonl`)."""
+    objective: Literal["helpful", "harmless"] | None = None
+    """The objective whose training pairs it joins (and with them the mixed RM's and that objective's
+    control's). None: each row's `bench.mode` decides: `helpful` -> helpful, `red_team` -> harmless."""
+    sha256: str | None = None
+    """The file's SHA-256, filled in when the config is read, so the run's hashes change with the file;
+    a value given pins the file (a different file stops the study; remove the key to take it)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _digest(cls, raw: Any) -> Any:
+        if (
+            not isinstance(raw, dict)
+            or not isinstance(raw.get("path"), str)
+            or not Path(raw["path"]).is_file()
+        ):
+            return raw  # a missing file is reported by the data stage, with its path
+        digest = hashlib.sha256(Path(raw["path"]).read_bytes()).hexdigest()
+        if raw.get("sha256") not in (None, digest):
+            pinned = str(raw["sha256"])[:12]
+            raise ValueError(f"{raw['path']} has changed (sha256 {digest[:12]}..., pinned {pinned}...)")
+        return {**raw, "sha256": digest}
 
 
 class DataConfig(Strict):
@@ -74,6 +107,13 @@ class DataConfig(Strict):
     chosen over refusal on safe prompts) and `xstest-should-refuse` (refusal chosen on unsafe ones)."""
     hub: bool = True
     """Allow loading `Anthropic/hh-rlhf` from the hub when no local path is found."""
+    extra_train: list[ExtraTrainConfig] = Field(default_factory=list)
+    """Pairs files added to an objective's training pairs on top of `max_train_pairs`, never to its
+    validation or test pairs (`rmtension.data.extra`); counted in data/summary.json."""
+    flip_labels: dict[Literal["helpful", "harmless"], float] = Field(default_factory=dict)
+    """Planted label noise (a positive control, `configs/planted.yaml`): objective -> share of its pairs
+    in the mixed RM's training set whose chosen and rejected replies are swapped (seeded; counted in
+    `data/summary.json`). Single RMs, controls, validation and test pairs keep their labels."""
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -81,6 +121,8 @@ class DataConfig(Strict):
             raise ValueError(f"split must be three non-negative fractions summing to 1, got {self.split}")
         if self.split[0] == 0 or self.split[2] == 0:
             raise ValueError("split needs non-zero train and test fractions")
+        if any(not 0.0 <= v <= 1.0 for v in self.flip_labels.values()):
+            raise ValueError(f"flip_labels: every share must lie in [0, 1], got {self.flip_labels}")
         return self
 
 
@@ -154,7 +196,7 @@ class TrainConfig(Strict):
     @field_validator("trackers")
     @classmethod
     def _installed(cls, trackers: list[str]) -> list[str]:
-        import importlib.util  # here: only the optional-package check needs it
+        import importlib.util
 
         missing = [t for t in trackers if importlib.util.find_spec(t) is None]
         if missing:
@@ -194,6 +236,7 @@ MIN_EFFECT = {
     "cross_ablation": 0.25,
     "double_dissociation": 0.10,
     "combined_keeps_both": 0.07,
+    "tension_is_length_prior": 0.07,
 }
 """Default smallest effect of interest per claim id, in the claim's units (accuracy: a fraction of pairs).
 
@@ -226,7 +269,11 @@ neurons' (detectable 0.17). double_dissociation: 0.10 SD, the 2x2 interaction, t
 own-minus-other drop of helpful_only and harmless_only (detectable 0.06).
 
 combined_keeps_both: 0.07 of HH test pairs, the shortfall from the best single RM on either test set
-that a combined judge may have and still count as keeping that objective (the mixed_worse scale)."""
+that a combined judge may have and still count as keeping that objective (the mixed_worse scale).
+
+tension_is_length_prior: 0.07 of HH test pairs, the part of the interference that length explains
+(interference minus its length-controlled value), on the mixed_worse scale: a share of the
+interference as large as the interference that would matter."""
 
 
 class ClaimsConfig(Strict):
@@ -256,6 +303,8 @@ class StudyConfig(Strict):
     """Reward-model training, shared by every objective and seed."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """Scoring of the test sets and the statistics of the tension table."""
+    audit: AuditConfig | None = None
+    """Every trained RM on an audit suite of ranked replies (`rmtension.audit`); absent: the stage is off."""
     neurons: NeuronsConfig | None = None
     """Neuron scoring, selection and overlap (`rmtension.neurons`); absent: the stage is off."""
     ablation: AblationConfig | None = None
@@ -350,9 +399,12 @@ def load_config(
         if raw.get(name) is None:
             raw[name] = {}
     try:
-        return StudyConfig.model_validate(raw)
+        cfg = StudyConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
+    if cfg.audit is not None and cfg.audit.enabled:  # a relative suite path also works from another folder
+        cfg.audit.suite = find_suite(cfg.audit.suite, None if path is None else Path(path).parent)
+    return cfg
 
 
 def config_hash(*parts: BaseModel | dict | str | None) -> str:
@@ -393,5 +445,6 @@ def describe_config(model: type[BaseModel] = StudyConfig, prefix: str = "") -> l
             continue
         default = field.get_default(call_default_factory=True)
         kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
-        lines.append(f"{prefix}{name} ({kind}, default {default!r}): {doc}")
+        shown = "required" if field.is_required() else f"default {default!r}"
+        lines.append(f"{prefix}{name} ({kind}, {shown}): {doc}")
     return lines

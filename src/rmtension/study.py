@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from rmtension.ablation import stage as ablation_stage
+from rmtension.audit import stage as audit_stage
 from rmtension.bon import stage as bon_stage
 from rmtension.combine import stage as combine_stage
 from rmtension.config import StudyConfig, dump_config
@@ -151,6 +152,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("eval", eval_stage, optional=False),
     Stage("tension", tension_stage, optional=False),
     Stage("conflict", conflict_stage, optional=False),
+    Stage("audit", audit_stage),
     Stage("combine", combine_stage),
     Stage("neurons", neurons_stage),
     Stage("ablation", ablation_stage),

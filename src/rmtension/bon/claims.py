@@ -13,6 +13,7 @@ from rmtension.stats.verdicts import (
     INCONCLUSIVE,
     NOT_SUPPORTED,
     SUPPORTED,
+    any_of_parts,
     claim_min_effect,
     equivalence_verdict,
     min_detectable_effect,
@@ -31,7 +32,11 @@ def tradeoff_finding(acc: dict, front, m: float) -> Finding:
     ]
     below = {f"{a} RM on {b}": [0.5 - d["ci95"][1], 0.5 - d["ci95"][0]] for a, b, d in cross}  # below chance
     parts = [equivalence_verdict(ci, m) for ci in below.values()]
-    if SUPPORTED in parts:
+    if cross and all("p_vs_chance" in d for _, _, d in cross):  # Holm over the two parts (`any_of_parts`)
+        effects = {k: (0.5 - d["mean"], below[k], d["p_vs_chance"]) for k, (_, _, d) in zip(below, cross)}
+        verdict, by_part, _ = any_of_parts(effects, m)
+        parts = list(by_part.values())
+    elif SUPPORTED in parts:
         verdict = SUPPORTED
     elif parts and all(v == NOT_SUPPORTED for v in parts):
         verdict = NOT_SUPPORTED
@@ -71,7 +76,8 @@ def tradeoff_finding(acc: dict, front, m: float) -> Finding:
         ci95=below,
         min_effect=m,
         min_detectable_effect=mde,
-        test="equivalence rule on 0.5 minus each cross-objective accuracy's 95% CI; supported when one part is",
+        test="equivalence rule on 0.5 minus each cross-objective accuracy's 95% CI; supported when one part is, "
+        "Holm-adjusted over the two parts (bootstrap p against chance, `p_vs_chance`) where tension.json has them",
         null="each single-objective RM ranks the other objective's test pairs at chance or better",
         source_files=sources,
     )

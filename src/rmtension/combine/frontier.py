@@ -12,6 +12,7 @@ import pandas as pd
 from rmtension.judges.dials import hypervolume, pareto_mask
 from rmtension.stats.bootstrap import interval, seed_pair_bootstrap
 from rmtension.stats.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from rmtension.stats.montecarlo import MC_SE_MULTIPLE, interval_mc_se
 
 TESTS = ("helpful", "harmless")
 COLUMNS = [
@@ -112,6 +113,7 @@ def shortfalls(
             parts[t] = {
                 "estimate": float(at - ref.loc[best[t], f"seed_mean_acc_{t}"]),
                 "ci": interval(diff, level),
+                "ci_mc_se": interval_mc_se(diff, level),
             }
         methods[method] = {"dial": None if np.isnan(dial) else float(dial), **parts}
     return {"best_single": {t: best[t][3:] for t in TESTS}, "level": level, "methods": methods}
@@ -122,14 +124,16 @@ def keeps_both_verdict(doc: dict, min_effect: float) -> tuple[str, dict[str, str
 
     A method keeps both when each difference's CI lies above -min_effect (non-inferior on both test
     sets); it loses one when some difference's CI lies wholly below -min_effect. Supported if some
-    method keeps both, not supported if every method loses one, inconclusive otherwise."""
+    method keeps both, not supported if every method loses one, inconclusive otherwise. A bound within
+    2 Monte Carlo SEs of -min_effect (`ci_mc_se`, `rmtension.stats.montecarlo`) decides nothing."""
 
     standing = {}
     for method, m in doc["methods"].items():
         cis = [m[t]["ci"] for t in TESTS]
-        if all(ci[0] > -min_effect for ci in cis):
+        ses = [m[t].get("ci_mc_se", [0.0, 0.0]) for t in TESTS]
+        if all(ci[0] > -min_effect + MC_SE_MULTIPLE * se[0] for ci, se in zip(cis, ses)):
             standing[method] = "keeps both"
-        elif any(ci[1] < -min_effect for ci in cis):
+        elif any(ci[1] < -min_effect - MC_SE_MULTIPLE * se[1] for ci, se in zip(cis, ses)):
             standing[method] = "loses one"
         else:
             standing[method] = "undecided"

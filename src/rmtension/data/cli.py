@@ -1,4 +1,7 @@
-"""`rmtension data ...`: look at a data folder before training on it."""
+"""`rmtension data ...`: look at a data folder before training on it.
+
+Imports inside functions: the CLI answers --help and a bad argument in under a second.
+"""
 
 from __future__ import annotations
 
@@ -79,10 +82,7 @@ def summary(
             "splits": _split_counts(split),
         }
     if not no_tokens:
-        from rmtension.model.backbones import (
-            load_tokenizer,
-            resolve_backbone,
-        )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+        from rmtension.model.backbones import load_tokenizer, resolve_backbone
 
         tok = load_tokenizer(resolve_backbone(backbone), max_length)
         pairs = [p for r in loaded.values() for p in r.pairs]

@@ -15,6 +15,8 @@ official test files (8,552 rows) hold beyond that:
   reply's text (rendering reproduces the original string) and flagged `trailing_human_turn`.
 - 11 kept pairs with an empty final reply (`...\\n\\nAssistant: ` at the end), flagged `empty_reply`.
 - No text before the first Human turn and no two Human turns in a row.
+
+Imports inside functions: datasets / huggingface_hub (optional download path) load only when used.
 """
 
 from __future__ import annotations
@@ -81,13 +83,9 @@ def hub_records(subset: str, split: str, loader=None) -> Iterator[Record]:
         if problem is not None:  # fail at once, not after the datasets client's retries (about 25 s)
             yield None, RowError("hub_unavailable", no_data_message(problem))
             return
-        from datasets import (
-            load_dataset as loader,
-        )  # here: datasets / huggingface_hub (optional download path) load only when used
+        from datasets import load_dataset as loader
 
-        from rmtension.run.quiet import (
-            quiet_datasets,
-        )  # here: datasets / huggingface_hub (optional download path) load only when used
+        from rmtension.run.quiet import quiet_datasets
 
         quiet_datasets()  # no download and "Generating split" bars, no dataset-card notes
     try:
@@ -119,12 +117,8 @@ def hub_problem(timeout: float = PROBE_TIMEOUT_S) -> str | None:
         for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     ):
         return None
-    from huggingface_hub import (
-        constants,
-    )  # here: datasets / huggingface_hub (optional download path) load only when used
-    from huggingface_hub.utils import (
-        get_session,
-    )  # here: datasets / huggingface_hub (optional download path) load only when used
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
 
     url = f"{constants.ENDPOINT}/api/datasets/{HUB_ID}"
     try:

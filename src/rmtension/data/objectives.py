@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmtension.config import DataConfig
+from rmtension.data.extra import add_extra_train
+from rmtension.data.flips import FLIPPED, flip_share
 from rmtension.data.formats import load_hub, load_pairs, load_rmb
 from rmtension.data.xstest import load_xstest, xstest_account
 from rmtension.data import hh
@@ -179,7 +181,21 @@ def build_objectives(
             "train": [p for p in mixed_train if p.pair_id in share],
             "val": splits[single]["val"],
         }
+    for objective, fraction in sorted(cfg.flip_labels.items()):  # planted label noise, the mixed RM's only
+        ids = {p.pair_id for p in pool[objective]["train"]}
+        splits["mixed"]["train"], _ = flip_share(splits["mixed"]["train"], ids, fraction, seed)
     return splits, {o: splits[o]["test"] for o in SINGLE}
+
+
+def flip_account(mixed_train: Sequence[Pair], cfg: DataConfig) -> dict[str, Any]:
+    """`data/summary.json`'s count of planted flips: per objective, the share asked for and the pairs flipped."""
+    takes = {o: selects(objective_subsets(cfg)[o], cfg.split_seed) for o in SINGLE}
+    out: dict[str, Any] = {"objective": "mixed", "split": "train"}
+    for o, share in sorted(cfg.flip_labels.items()):
+        mine = [p for p in mixed_train if takes[o](p)]
+        n_flip = sum(p.pair_id.endswith(FLIPPED) for p in mine)
+        out[o] = {"share": share, "flipped": n_flip, "of": len(mine)}
+    return out
 
 
 def _prefix(pairs: Sequence[Pair], n: int, seed: int) -> list[Pair]:
@@ -222,6 +238,7 @@ def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
         loaded = load_hub(wanted, lenient=cfg.lenient)
     split = split_pairs({s: r.pairs for s, r in loaded.items()}, cfg.split, cfg.split_seed)
     splits, test_sets = build_objectives(split, cfg)
+    extra = add_extra_train(splits, cfg)  # training only, after the caps
     rmb = None
     if cfg.rmb_path:
         rmb = load_rmb(cfg.rmb_path, lenient=cfg.lenient)
@@ -240,6 +257,10 @@ def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
     )
     if xs is not None:
         summary["xstest"] = xstest_account(xs)
+    if extra:
+        summary["extra_train"] = extra
     # 0 by construction unless the official files themselves share prompts (official_shared_groups).
     summary["groups_in_two_splits"] = len(check_no_leak(splits))
+    if cfg.flip_labels:
+        summary["flipped_labels"] = flip_account(splits["mixed"]["train"], cfg)
     return DataBundle(splits, test_sets, summary)

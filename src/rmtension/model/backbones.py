@@ -2,6 +2,8 @@
 
 Registry entries resolve to a local HF model folder. Anything not in the registry is passed
 to `from_pretrained` as an HF path or hub id. Weights load from safetensors only.
+
+Imports inside functions: transformers loads only when a model does (the CLI's start-up).
 """
 
 from __future__ import annotations
@@ -41,14 +43,9 @@ def _smollm2(cache_dir: Path) -> str:
     out = cache_dir / "smollm2-135m-instruct"
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return str(out)
-    import transformers.modeling_gguf_pytorch_utils as gguf_utils  # here: transformers loads only when a model does (the CLI's start-up)
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-    )  # here: transformers loads only when a model does (the CLI's start-up)
-    from transformers.utils import (
-        logging as hf_logging,
-    )  # here: transformers loads only when a model does (the CLI's start-up)
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     # The converter draws its "de-quantizing GGUF tensors" bar with tqdm itself, past transformers'
     # progress-bar switch; for this call it gets transformers' own bar, which obeys the switch.
@@ -67,7 +64,7 @@ def _smollm2(cache_dir: Path) -> str:
     tok.save_pretrained(tmp)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():  # another process won the race
-        import shutil  # here: transformers loads only when a model does (the CLI's start-up)
+        import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
     else:
@@ -90,13 +87,9 @@ def resolve_backbone(name: str, cache_dir: str | Path | None = None) -> str:
 
 def load_tokenizer(path: str, max_length: int, trust_remote_code: bool = False):
     quiet_third_party()
-    from transformers import (
-        AutoTokenizer,
-    )  # here: transformers loads only when a model does (the CLI's start-up)
+    from transformers import AutoTokenizer
 
-    from rmtension.model.encode import (
-        prepare_tokenizer,
-    )  # here: transformers loads only when a model does (the CLI's start-up)
+    from rmtension.model.encode import prepare_tokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -120,19 +113,10 @@ def load_reward_model(
     folder (a one-head RM as the backbone) is replaced by a freshly initialised one.
     """
     quiet_third_party()
-    from transformers import (
-        AutoConfig,
-        AutoModelForSequenceClassification,
-    )  # here: transformers loads only when a model does (the CLI's start-up)
-    from transformers.utils import (
-        logging as hf_logging,
-    )  # here: transformers loads only when a model does (the CLI's start-up)
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
-    from rmtension.model.heads import (
-        HEADS,
-        set_head_labels,
-        single_head,
-    )  # here: transformers loads only when a model does (the CLI's start-up)
+    from rmtension.model.heads import HEADS, set_head_labels, single_head
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized score head" report is expected here
@@ -170,9 +154,7 @@ def load_reward_model(
 
 def load_causal_lm(path: str, trust_remote_code: bool = False):
     quiet_third_party()
-    from transformers import (
-        AutoModelForCausalLM,
-    )  # here: transformers loads only when a model does (the CLI's start-up)
+    from transformers import AutoModelForCausalLM
 
     try:
         return AutoModelForCausalLM.from_pretrained(

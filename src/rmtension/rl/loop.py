@@ -11,6 +11,7 @@ other objective's RM without optimising them.
 from __future__ import annotations
 
 import copy
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,41 @@ class RLRun:
     """Wall-clock seconds spent evaluating."""
 
 
+@dataclass
+class RLState:
+    """Everything a run needs to continue exactly after `step` updates (`rmtension.loop.checkpoint`
+    writes and reads it); handed to `run_rloo`'s `checkpoint` hook after every update."""
+
+    step: int
+    """Updates done."""
+    params: dict[str, torch.Tensor]
+    """The trained parameters (the others are the initial policy's, which the resuming run loads)."""
+    optimizer: dict
+    """`optimizer.state_dict()`."""
+    rng: dict
+    """The global torch / numpy / python generator states (`rng_states`)."""
+    steps: list[dict]
+    evals: list[dict]
+    eval_s: float
+
+
+def rng_states() -> dict:
+    """The global generators' states: torch (CPU), numpy's legacy global generator, python's `random`."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(states["python"])
+
+
 def run_rloo(
     policy: nn.Module,
     prompts: Sequence[Sequence[int]],
@@ -63,6 +99,8 @@ def run_rloo(
     on_step: Callable[[dict], None] | None = None,
     seed: int | None = None,
     heldout: HeldOut | None = None,
+    checkpoint: Callable[[RLState], None] | None = None,
+    resume: RLState | None = None,
 ) -> RLRun:
     """Optimise `policy` (fp32, in place) for `cfg.steps` with one RL seed (default: `cfg.seeds[0]`).
 
@@ -71,6 +109,9 @@ def run_rloo(
     those of the sampled batch, i.e. of the policy before that step's update: `kl` is `kl_exact`
     along the sampled responses, `kl_sample` the sampled log-ratio that the penalty uses. With
     `heldout`, the policy is also evaluated at `eval_points(cfg.steps, heldout.every)`.
+
+    `checkpoint(state)` is called after every update; `resume` (a state from it, `policy` being the
+    *initial* policy, which stays the KL reference) continues that run exactly.
     """
     seed = cfg.seeds[0] if seed is None else seed
     top = set_trainable(policy, cfg.trainable, head=False)  # the LM head is tied to the frozen embeddings
@@ -83,7 +124,11 @@ def run_rloo(
         [p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0
     )
     order = np.random.default_rng(seed).permutation(len(prompts))
-    run = RLRun([])
+    run, start = RLRun([]), 0
+    if resume is not None:
+        start = resume_from(resume, policy, optimizer, names, run)
+        if sampler is not policy:
+            sync_sampler(sampler, policy, names)
     checkpoints = set(eval_points(cfg.steps, heldout.every)) if heldout is not None else set()
 
     def maybe_evaluate(updates: int) -> None:
@@ -94,7 +139,7 @@ def run_rloo(
             )
             run.eval_s += time.perf_counter() - t0
 
-    for step in range(cfg.steps):
+    for step in range(start, cfg.steps):
         maybe_evaluate(step)
         t0 = time.perf_counter()
         idx = [
@@ -148,7 +193,38 @@ def run_rloo(
         if not np.isfinite(row["loss"]):
             raise TrainingDiverged(f"RL loss became {row['loss']} at step {step}")
         run.steps.append(row)
+        if checkpoint is not None:  # before on_step, whose interrupt check may end the run
+            params = dict(policy.named_parameters())
+            checkpoint(
+                RLState(
+                    step + 1,
+                    {n: params[n].detach().clone() for n in names},
+                    copy.deepcopy(optimizer.state_dict()),
+                    rng_states(),
+                    copy.deepcopy(run.steps),
+                    copy.deepcopy(run.evals),
+                    run.eval_s,
+                )
+            )
         if on_step is not None:
             on_step(row)
     maybe_evaluate(cfg.steps)
     return run
+
+
+@torch.no_grad()
+def resume_from(state: RLState, policy: nn.Module, optimizer, names: Sequence[str], run: RLRun) -> int:
+    """Load a checkpoint's parameters, optimiser state, generators and logs; returns the next step."""
+    if sorted(state.params) != sorted(names):
+        from rmtension.errors import ConfigError
+
+        raise ConfigError(
+            f"the RL checkpoint trains {len(state.params)} parameters, this run {len(names)}: a different rl.trainable"
+        )
+    params = dict(policy.named_parameters())
+    for n in names:
+        params[n].copy_(state.params[n])
+    optimizer.load_state_dict(state.optimizer)
+    set_rng_states(state.rng)
+    run.steps, run.evals, run.eval_s = list(state.steps), list(state.evals), state.eval_s
+    return state.step

@@ -19,6 +19,8 @@ Conventions, relied on by training, evaluation, neuron scoring and ablation:
 On a machine without a GPU, or with `ACCELERATE_USE_CPU=true`, processes run on the CPU and talk
 through gloo: accelerate's own `--cpu` flag starts several processes only through mpirun, so the
 CPU launch config (`configs/accelerate/ddp_cpu.yaml`) starts them through torchrun instead.
+
+Imports inside functions: accelerate loads only when a run uses processes or trackers.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _use_cpu() -> bool:
 
 def state():
     """The process-wide `accelerate.PartialState` (created on first use; joins the process group when launched)."""
-    from accelerate import PartialState  # here: accelerate loads only when a run uses processes or trackers
+    from accelerate import PartialState
 
     return PartialState(cpu=_use_cpu())
 
@@ -80,12 +82,12 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
     runs on the CPU over gloo, so its communication joins the process group and the accelerator is
     switched to DeepSpeed with the plugin read from the config (deepspeed_zero{2,3}_cpu.yaml).
     """
-    from accelerate import Accelerator  # here: accelerate loads only when a run uses processes or trackers
+    from accelerate import Accelerator
     from accelerate.utils import (
         DistributedDataParallelKwargs,
         DistributedType,
         FullyShardedDataParallelPlugin,
-    )  # here: accelerate loads only when a run uses processes or trackers
+    )
 
     acc = Accelerator(
         cpu=_use_cpu(),
@@ -97,10 +99,8 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
         acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
         _switch(acc, DistributedType.FSDP)
     if _deepspeed_requested() and acc.distributed_type == DistributedType.MULTI_CPU:
-        import deepspeed  # here: accelerate loads only when a run uses processes or trackers
-        from accelerate.utils import (
-            DeepSpeedPlugin,
-        )  # here: accelerate loads only when a run uses processes or trackers
+        import deepspeed
+        from accelerate.utils import DeepSpeedPlugin
 
         deepspeed.comm.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)  # joins the gloo group
         plugin = DeepSpeedPlugin()
@@ -112,9 +112,7 @@ def accelerator(log_with: Sequence[str] = (), project_dir: str | os.PathLike | N
         # accelerate's DeepSpeed plugin tells transformers that ZeRO-3 is on, after which every
         # from_pretrained partitions the model it loads; the stages that load models (evaluation,
         # scoring, ablation) work on whole models, and only the trainer's engine partitions.
-        from transformers.integrations import (
-            unset_hf_deepspeed_config,
-        )  # here: accelerate loads only when a run uses processes or trackers
+        from transformers.integrations import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
     return acc
@@ -132,9 +130,7 @@ def _deepspeed_requested() -> bool:
 
 def uses_deepspeed(acc) -> bool:
     """True when `acc` trains through DeepSpeed's engine (which steps, clips and checkpoints itself)."""
-    from accelerate.utils import (
-        DistributedType,
-    )  # here: accelerate loads only when a run uses processes or trackers
+    from accelerate.utils import DistributedType
 
     return acc.distributed_type == DistributedType.DEEPSPEED
 
@@ -158,11 +154,9 @@ def prepare(
     deprecated in favour of `forward_sync_buffers`, which accelerate cannot pass yet; the warning
     is silenced here, where it is expected.
     """
-    import warnings  # here: accelerate loads only when a run uses processes or trackers
+    import warnings
 
-    from accelerate.utils import (
-        DistributedType,
-    )  # here: accelerate loads only when a run uses processes or trackers
+    from accelerate.utils import DistributedType
 
     if acc.distributed_type == DistributedType.FSDP:
         _fsdp_wrap_classes(acc.state.fsdp_plugin, model)
@@ -225,7 +219,7 @@ def shutdown() -> None:
 
     Without it, the backend's threads can still be running when the interpreter exits, and a
     process may abort with "terminate called without an active exception"."""
-    import torch.distributed as tdist  # here: accelerate loads only when a run uses processes or trackers
+    import torch.distributed as tdist
 
     if tdist.is_available() and tdist.is_initialized():
         barrier()
@@ -293,7 +287,7 @@ def sum_across(t: torch.Tensor) -> torch.Tensor:
     """Elementwise sum of `t` over processes (any shape, same on every process); returned on `t`'s device."""
     if world_size() == 1:
         return t
-    from accelerate.utils import reduce  # here: accelerate loads only when a run uses processes or trackers
+    from accelerate.utils import reduce
 
     return reduce(_on_comm_device(t), "sum").to(t.device)
 
@@ -307,7 +301,7 @@ def stack_across(t: torch.Tensor) -> torch.Tensor:
     """[W, *shape]: every process's `t` (same shape and dtype everywhere), in rank order."""
     if world_size() == 1:
         return t.unsqueeze(0)
-    from accelerate.utils import gather  # here: accelerate loads only when a run uses processes or trackers
+    from accelerate.utils import gather
 
     return gather(_on_comm_device(t.unsqueeze(0))).to(t.device)
 

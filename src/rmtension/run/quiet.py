@@ -14,6 +14,8 @@ What is silenced, and how a real problem still shows:
   (`rmtension.model.backbones.load_reward_model`), and the tokenizer's "longer than the specified
   maximum sequence length" note only in the calls that measure untruncated lengths
   (`rmtension.model.encode`): rmtension truncates every sequence it runs itself.
+
+Imports inside functions: the third-party loggers load only when a study quiets them.
 """
 
 from __future__ import annotations
@@ -24,12 +26,8 @@ import sys
 
 def quiet_third_party() -> None:
     """Turn the third-party bars and notes above off for this process (idempotent, cheap)."""
-    from huggingface_hub.utils import (
-        disable_progress_bars,
-    )  # here: the third-party loggers load only when a study quiets them
-    from transformers.utils import (
-        logging as hf_logging,
-    )  # here: the third-party loggers load only when a study quiets them
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     disable_progress_bars()
@@ -42,7 +40,7 @@ def quiet_third_party() -> None:
 
 def quiet_datasets() -> None:
     """`datasets`' progress bars off and its log at ERROR."""
-    import datasets  # here: the third-party loggers load only when a study quiets them
+    import datasets
 
     datasets.disable_progress_bars()
     datasets.utils.logging.set_verbosity_error()

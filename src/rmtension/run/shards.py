@@ -7,6 +7,8 @@ written (`whole_on_main`, `full_tensors_on_main`, `gathered_state_dict`) and cut
 (`local_part`, `cut_optimizer_state`; under ZeRO-3 `set_param` gathers the one parameter it
 writes). While a model is sharded (`is_sharded`) every forward is a collective, so processes
 must run the same number of them. Without sharding every function here is an identity or a copy.
+
+Imports inside functions: torch.distributed / DeepSpeed load only under a distributed run.
 """
 
 from __future__ import annotations
@@ -25,18 +27,14 @@ def _zero3(p: torch.Tensor) -> bool:
 
 def is_sharded(model: torch.nn.Module) -> bool:
     """True when FSDP or ZeRO-3 holds `model`'s weights as shards (every forward is then a collective)."""
-    from torch.distributed.tensor import (
-        DTensor,
-    )  # here: torch.distributed / DeepSpeed load only under a distributed run
+    from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) or _zero3(p) for p in model.parameters())
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
     """The whole tensor of an FSDP shard (a collective: every process must call it), else `t` itself."""
-    from torch.distributed.tensor import (
-        DTensor,
-    )  # here: torch.distributed / DeepSpeed load only under a distributed run
+    from torch.distributed.tensor import DTensor
 
     return t.full_tensor() if isinstance(t, DTensor) else t
 
@@ -71,7 +69,7 @@ def set_param(param: torch.Tensor, part: torch.Tensor) -> None:
     """Write this process's `part` (as `local_part` gives) into `param`; a collective under ZeRO-3."""
     with torch.no_grad():
         if _zero3(param):
-            import deepspeed  # here: torch.distributed / DeepSpeed load only under a distributed run
+            import deepspeed
 
             value = whole_of(param, part)
             # gathered, written alike on every process, re-partitioned from the main one on exit
@@ -121,10 +119,7 @@ def full_tensors_on_main(tree):
 
 def like_param(t: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     """Whole tensor `t` laid out like `param`: this process's FSDP shard of it when `param` is a DTensor."""
-    from torch.distributed.tensor import (
-        DTensor,
-        distribute_tensor,
-    )  # here: torch.distributed / DeepSpeed load only under a distributed run
+    from torch.distributed.tensor import DTensor, distribute_tensor
 
     if isinstance(param, DTensor) and not isinstance(t, DTensor):
         return distribute_tensor(t.to(param.device), param.device_mesh, param.placements, src_data_rank=None)

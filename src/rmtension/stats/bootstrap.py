@@ -19,6 +19,7 @@ def seed_pair_bootstrap(
     rng: np.random.Generator,
     pair_idx: np.ndarray | None = None,
     pair_weights: np.ndarray | None = None,
+    seed_idx: np.ndarray | None = None,
 ) -> np.ndarray:
     """Two-level bootstrap replicates of the seed-averaged accuracy.
 
@@ -30,12 +31,20 @@ def seed_pair_bootstrap(
     s, n = per_seed.shape
     if pair_idx is None and pair_weights is None:
         pair_idx = rng.integers(0, n, size=(n_boot, n))
-    seed_idx = rng.integers(0, s, size=(n_boot, s)) if s > 1 else np.zeros((n_boot, 1), dtype=int)
+    if seed_idx is None:
+        seed_idx = seed_resamples(s, n_boot, rng)
     if pair_weights is not None:
         per_seed_means = (pair_weights @ per_seed.T) / pair_weights.sum(axis=1, keepdims=True)  # [n_boot, S]
     else:
         per_seed_means = per_seed[:, pair_idx].mean(axis=2).T  # [n_boot, S]
     return np.take_along_axis(per_seed_means, seed_idx, axis=1).mean(axis=1)
+
+
+def seed_resamples(n_seeds: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """[n_boot, S] seed indices drawn with replacement (all 0 for one seed), as `seed_pair_bootstrap` draws them."""
+    if n_seeds > 1:
+        return rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    return np.zeros((n_boot, 1), dtype=int)
 
 
 def cluster_weights(groups: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -71,6 +80,13 @@ def length_matched(len_chosen: np.ndarray, len_rejected: np.ndarray, tolerance: 
     """[N] bool: the two replies differ by at most `tolerance` of the longer one's length."""
     longest = np.maximum(len_chosen, len_rejected)
     return np.abs(len_chosen - len_rejected) <= tolerance * longest
+
+
+def bootstrap_p(replicates: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of a difference against 0: twice the smaller tail, with +1 in both counts."""
+    r = np.asarray(replicates)
+    tail = min((r <= 0).sum(), (r >= 0).sum())
+    return float(min(1.0, 2 * (tail + 1) / (len(r) + 1)))
 
 
 def interval(replicates: np.ndarray, level: float = 0.95) -> list[float]:

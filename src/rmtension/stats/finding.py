@@ -23,6 +23,7 @@ OURS = "rmtension"
 
 MIXED_WORSE = "mixed_worse"
 NEGATIVE_TRANSFER = "negative_transfer"
+TENSION_IS_LENGTH_PRIOR = "tension_is_length_prior"
 NEURONS_IDENTIFIED = "neurons_identified"
 NEURONS_SHARED = "neurons_shared"
 NEURON_SETS_DIFFER = "neuron_sets_differ"
@@ -34,6 +35,7 @@ SQRT_KL = "sqrt_kl"
 TRAIN_TEST_GAP = "train_test_gap"
 TRADEOFF = "tradeoff"
 AVOIDANT_VS_MISUSE = "avoidant_vs_misuse"
+HELPFUL_REFUSAL_UNDERVALUED = "helpful_refusal_undervalued"
 PCGRAD_REDUCES_INTERFERENCE = "pcgrad_reduces_interference"
 CONFLICT_TRACKS_SHARED_NEURONS = "conflict_tracks_shared_neurons"
 COMBINED_KEEPS_BOTH = "combined_keeps_both"
@@ -66,6 +68,10 @@ CLAIMS: dict[str, Claim] = {
     TRAIN_TEST_GAP: Claim(BAI, "the training PM rates the policy above a held-out PM"),
     TRADEOFF: Claim(BAI, "helpfulness and harmlessness trade off"),
     AVOIDANT_VS_MISUSE: Claim(BAI, "the harmless RM is more avoidant and the helpful RM more open to misuse"),
+    HELPFUL_REFUSAL_UNDERVALUED: Claim(
+        "rmtension (after Bai et al. 2022)",
+        "the harmless RM ranks a refusal that offers nothing above a helpful refusal of the same length",
+    ),
     PCGRAD_REDUCES_INTERFERENCE: Claim(
         OURS, "projecting conflicting gradients (PCGrad) reduces interference"
     ),

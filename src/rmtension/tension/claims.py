@@ -1,18 +1,29 @@
 """The tension stage's claims, read from `tension.json` (and the ECE's CI from `eval/`): mixed RMs do
 worse than single-objective ones (`mixed_worse`), mixing hurts beyond dilution (`negative_transfer`),
-and preference models are well calibrated (`calibrated`)."""
+how much of the interference is a length prior (`tension_is_length_prior`), and preference models are
+well calibrated (`calibrated`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rmtension.report.core import calibration_cis, ordered_tests
+from scipy.stats import t as t_dist
+
+from rmtension.report.core import calibration_cis, ordered_tests, read_config
 from rmtension.run.runio import read_json
-from rmtension.stats.finding import CALIBRATED, MIXED_WORSE, NEGATIVE_TRANSFER, Finding, length_note, not_run
+from rmtension.stats.finding import (
+    CALIBRATED,
+    MIXED_WORSE,
+    NEGATIVE_TRANSFER,
+    TENSION_IS_LENGTH_PRIOR,
+    Finding,
+    length_note,
+    not_run,
+)
 from rmtension.stats.finding import fmt_ci as _ci
 from rmtension.stats.verdicts import (
     ECE_WELL_CALIBRATED,
-    any_of,
+    any_of_parts,
     claim_min_effect,
     holm,
     min_detectable_effect,
@@ -23,9 +34,19 @@ HH_TESTS = ("helpful", "harmless")
 
 
 def _worse(d: dict) -> tuple[float, list[float], float]:
-    """(estimate, CI, p) of "worse" from a difference entry: the sign flipped, so positive means worse."""
+    """(estimate, CI, p) of "worse" from a difference entry: the sign flipped, so positive means worse.
+
+    With the seed-level interval (`seed_t`, `rmtension.stats.seeds`) the CI is the hull of it and the
+    bootstrap's, and p the larger of the two: seeds as the unit can only widen what the verdict reads.
+    """
     est = d.get("estimate", d.get("mixed_minus_best_single"))
-    return -est, [-d["ci95"][1], -d["ci95"][0]], d.get("p_value", 1.0)
+    lo, hi, p = d["ci95"][0], d["ci95"][1], d.get("p_value", 1.0)
+    st = d.get("seed_t")
+    if st is not None:
+        lo, hi = min(lo, st["ci95"][0]), max(hi, st["ci95"][1])
+        if st["se"] > 0:
+            p = max(p, float(2 * t_dist.sf(abs(est) / st["se"], st["df"])))
+    return -est, [-hi, -lo], p
 
 
 def _interference_finding(run_dir: Path, fid: str) -> Finding:
@@ -43,7 +64,9 @@ def _interference_finding(run_dir: Path, fid: str) -> Finding:
     # the verdict reads the HH test sets, Holm-corrected; RMB and XSTest rows are reported beside it
     inter = {ts: d for ts, d in every.items() if ts in HH_TESTS} or every
     parts = {ts: _worse(d if key == "total" else d[key]) for ts, d in inter.items()}
-    verdict = any_of(parts, m)
+    mc_se = {ts: _worse_mc_se(d if key == "total" else d[key]) for ts, d in inter.items()}
+    n_boot = read_config(run_dir).get("eval", {}).get("bootstrap")
+    verdict, _, deciding = any_of_parts(parts, m, mc_se={k: v for k, v in mc_se.items() if v}, n_boot=n_boot)
     adjusted = dict(zip(parts, holm([p for _, _, p in parts.values()])))
 
     def text(ts: str, d: dict) -> str:
@@ -73,6 +96,8 @@ def _interference_finding(run_dir: Path, fid: str) -> Finding:
         + "; ".join(text(ts, d) for ts, d in ((t, every[t]) for t in ordered_tests(every)))
         + tail
         + f". Smallest effect of interest {m:.3f}; this study could detect {mde:.3f} (80% power)."
+        + monte_carlo_note(deciding)
+        + length_controlled_note(inter, key)
         + length_note(run_dir)
     )
     return Finding(
@@ -88,9 +113,10 @@ def _interference_finding(run_dir: Path, fid: str) -> Finding:
         ci95={ts: parts[ts][1] for ts in parts},
         min_effect=m,
         min_detectable_effect=mde,
-        test="accuracy difference on each HH test set, paired two-level bootstrap (seeds and test pairs); "
-        "supported when some Holm-adjusted p < 0.05 in the claimed direction; not supported by the "
-        "equivalence rule on every HH test set",
+        test="accuracy difference on each HH test set, paired two-level bootstrap (seeds and test pairs), its CI "
+        "widened to the seed-level t interval where that is wider (`seed_t`); supported when some Holm-adjusted p "
+        "< 0.05 in the claimed direction with a CI past the margin; not supported by the equivalence rule on every "
+        "HH test set; inconclusive when a deciding bound or p lies within 2 Monte Carlo SEs of its margin",
         null="no difference (0): "
         + (
             "the best single-objective RM"
@@ -100,12 +126,110 @@ def _interference_finding(run_dir: Path, fid: str) -> Finding:
     )
 
 
+def _worse_mc_se(d: dict) -> list[float] | None:
+    """The Monte Carlo SEs of `_worse`'s CI bounds (its bounds swapped), when tension.json has them; a bound
+    the seed-level interval set (`_worse`) has none (0: it is computed, not sampled)."""
+    se = d.get("ci95_mc_se")
+    if se is None:
+        return None
+    st = d.get("seed_t", {"ci95": d["ci95"]})
+    lo_se = se[0] if d["ci95"][0] <= st["ci95"][0] else 0.0
+    hi_se = se[1] if d["ci95"][1] >= st["ci95"][1] else 0.0
+    return [hi_se, lo_se]
+
+
+def monte_carlo_note(deciding: dict) -> str:
+    """A sentence on the deciding bounds nearest their margins, in Monte Carlo SEs (`rmtension.stats.montecarlo`)."""
+    near = [
+        f"{ts}: {d.name} {d.value:+.4f} vs {d.margin:+.4f}, {d.distance_in_se:.1f} MC SE"
+        for ts, d in deciding.items()
+        if d is not None
+    ]
+    if not near:
+        return ""
+    return (
+        " Deciding bounds against their margins (within 2 Monte Carlo SEs: inconclusive): "
+        + "; ".join(near)
+        + "."
+    )
+
+
+def length_controlled_note(inter: dict, key: str) -> str:
+    """The length-controlled interference beside the raw one, and the length prior (`tension.json`)."""
+    texts = []
+    for ts, d in inter.items():
+        lc, prior = d.get("length_controlled"), d.get("length_prior")
+        if lc is None:
+            continue
+        lc = lc if key == "total" else lc.get(key)
+        if lc is None or not lc["estimable"]:
+            texts.append(f"{ts} not estimable ({(lc or {}).get('reason', 'no control')})")
+            continue
+        part = f"{ts} {lc['estimate']:+.3f} {_ci(lc)}"
+        if key == "total" and prior and prior["estimable"]:
+            part += f", of which length explains {prior['estimate']:+.3f} {_ci(prior)}"
+        texts.append(part)
+    if not texts:
+        return ""
+    return (
+        " Length-controlled (chosen longer and chosen shorter pairs weighted equally): "
+        + "; ".join(texts)
+        + "."
+    )
+
+
 def mixed_worse(run_dir: Path) -> Finding:
     return _interference_finding(run_dir, MIXED_WORSE)
 
 
 def negative_transfer(run_dir: Path) -> Finding:
     return _interference_finding(run_dir, NEGATIVE_TRANSFER)
+
+
+def tension_is_length_prior(run_dir: Path) -> Finding:
+    """How much of the interference reply length explains: interference minus its length-controlled value."""
+    path = run_dir / "tension.json"
+    inter = read_json(path)["interference"] if path.exists() else {}
+    inter = {
+        ts: d for ts, d in inter.items() if ts in HH_TESTS and d.get("length_prior", {}).get("estimable")
+    }
+    if not inter:
+        f = not_run(TENSION_IS_LENGTH_PRIOR, ("train",), run_dir, "tension.json")
+        if path.exists():
+            f.evidence = "tension.json has no estimable length-controlled interference on the HH test sets."
+        return f
+    m = claim_min_effect(run_dir, TENSION_IS_LENGTH_PRIOR)
+    # positive: the raw interference is more negative than the length-controlled one (length makes mixed look worse)
+    parts = {ts: _worse(d["length_prior"]) for ts, d in inter.items()}
+    mc_se = {ts: _worse_mc_se(d["length_prior"]) for ts, d in inter.items()}
+    n_boot = read_config(run_dir).get("eval", {}).get("bootstrap")
+    verdict, _, deciding = any_of_parts(parts, m, mc_se={k: v for k, v in mc_se.items() if v}, n_boot=n_boot)
+    texts = [
+        f"{ts} test: raw {d['mixed_minus_best_single']:+.3f} {_ci(d)}, length-controlled "
+        f"{d['length_controlled']['estimate']:+.3f} {_ci(d['length_controlled'])}; length explains "
+        f"{d['length_prior']['estimate']:+.3f} {_ci(d['length_prior'])}"
+        for ts, d in inter.items()
+    ]
+    mde = max(min_detectable_effect(ci) for _, ci, _ in parts.values())
+    return Finding(
+        TENSION_IS_LENGTH_PRIOR,
+        verdict,
+        "Interference (mixed − best single RM) and its length-controlled value [95% CI]: "
+        + "; ".join(texts)
+        + f". Smallest effect of interest {m:.3f}; this study could detect {mde:.3f} (80% power)."
+        + monte_carlo_note(deciding),
+        "tension.json",
+        "; ".join(
+            f"{ts} {d['length_prior']['estimate']:+.3f} {_ci(d['length_prior'])}" for ts, d in inter.items()
+        ),
+        effect={ts: parts[ts][0] for ts in parts},
+        ci95={ts: parts[ts][1] for ts in parts},
+        min_effect=m,
+        min_detectable_effect=mde,
+        test="interference minus its length-controlled value (chosen-longer and chosen-shorter pairs weighted "
+        "equally), paired two-level bootstrap on the same resamples; Holm over the HH test sets; equivalence rule",
+        null="length explains none of the interference (0)",
+    )
 
 
 def calibrated(run_dir: Path) -> Finding:

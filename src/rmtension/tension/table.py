@@ -13,6 +13,7 @@ import pandas as pd
 
 from rmtension.config import EvalConfig
 from rmtension.stats.bootstrap import (
+    bootstrap_p as _boot_p,
     calibration,
     cluster_weights,
     correct,
@@ -20,6 +21,15 @@ from rmtension.stats.bootstrap import (
     length_baselines,
     length_matched,
     seed_pair_bootstrap,
+    seed_resamples,
+)
+from rmtension.stats.montecarlo import interval_mc_se
+from rmtension.stats.seeds import pairs_only_replicates, seed_t_interval
+from rmtension.stats.length import (
+    length_controlled_accuracy,
+    length_controlled_interference,
+    length_strata,
+    resample_counts,
 )
 
 RMS = ("helpful", "harmless", "mixed")
@@ -77,6 +87,14 @@ def tension_table(
             "tokenizer, whole replies; ties count 0.5)",
             "length_matched": "accuracy on pairs whose replies, inside the model's window, differ by at most "
             "10% of the longer one's length",
+            "length_controlled": "mean of the accuracies on the pairs whose chosen reply is longer and on those "
+            "whose chosen reply is shorter (whole replies, the baselines' tokens; ties dropped and counted; fewer "
+            "than 30 pairs in a stratum: not estimable), with the raw CIs' pair and seed resamples; length_prior "
+            "= interference - its length-controlled value, paired (`rmtension.stats.length`)",
+            "ci95_mc_se": "Monte Carlo SE of each CI bound (order statistics one binomial SD either side; "
+            "`rmtension.stats.montecarlo`)",
+            "seed_t": "seeds as the unit: estimate +- t * sqrt(pairs-only bootstrap variance + between-seed "
+            "variance / seeds), Welch-Satterthwaite df (`rmtension.stats.seeds`)",
             "clusters": "on test sets with groups (XSTest: prompts), the bootstrap resamples groups, not pairs",
         },
     }
@@ -99,8 +117,12 @@ def tension_table(
         if ti is not None and ti.groups is not None:
             weights = cluster_weights(ti.groups, cfg.bootstrap, extra_rng)
             pair_idx = None
+        # drawn in the order seed_pair_bootstrap drew them, so the raw CIs are as before
+        seed_idx = {rm: seed_resamples(len(c), cfg.bootstrap, rng) for rm, c in per_rm.items()}
         reps = {
-            rm: seed_pair_bootstrap(c, cfg.bootstrap, rng, pair_idx, pair_weights=weights)
+            rm: seed_pair_bootstrap(
+                c, cfg.bootstrap, rng, pair_idx, pair_weights=weights, seed_idx=seed_idx[rm]
+            )
             for rm, c in per_rm.items()
         }
         matched = None
@@ -114,6 +136,7 @@ def tension_table(
                 "mean": float(seeds_acc.mean()),
                 "sd": float(seeds_acc.std(ddof=1)) if len(seeds_acc) > 1 else 0.0,
                 "ci95": interval(reps[rm], cfg.ci),
+                "p_vs_chance": _boot_p(reps[rm] - 0.5),
                 "n": int(len(ids)),
                 "per_seed": [float(a) for a in seeds_acc],
                 "mean_margin": float(margins.mean()),
@@ -127,6 +150,10 @@ def tension_table(
             out["calibration"].setdefault(rm, {})[test] = calibration(margins, cfg.ece_bins)
         if all(rm in per_rm for rm in RMS):
             out["interference"][test] = interference(per_rm, reps, cfg.ci)
+        pair_weights = weights if weights is not None else resample_counts(pair_idx, len(ids))
+        _seed_t(out, test, per_rm, pair_weights, cfg.ci)
+        if ti is not None:
+            _length_controlled(out, test, per_rm, reps, seed_idx, pair_weights, ti, cfg.ci)
         if {"mixed", "mixed_pcgrad"} <= set(per_rm):  # paired: same pair resamples, seeds resampled per RM
             out.setdefault("pcgrad", {})[test] = _paired_difference(
                 per_rm, reps, "mixed_pcgrad", "mixed", cfg.ci
@@ -144,6 +171,59 @@ def tension_table(
                 else None,
             }
     return out
+
+
+def _seed_t(
+    out: dict, test: str, per_rm: dict[str, np.ndarray], pair_weights: np.ndarray, level: float
+) -> None:
+    """Add the random-effects interval with a t quantile (`rmtension.stats.seeds`) as `seed_t` beside each
+    accuracy and each interference difference of one test set."""
+    pairs_only = {rm: pairs_only_replicates(c, pair_weights) for rm, c in per_rm.items()}
+    for rm, c in per_rm.items():
+        out["accuracy"][rm][test]["seed_t"] = seed_t_interval(
+            float(c.mean()), float(np.var(pairs_only[rm], ddof=1)), [c.mean(axis=1)], level
+        )
+    inter = out["interference"].get(test)
+    if inter is None:
+        return
+    best = inter["best_single"]
+    entries = [(inter, "mixed", best)]
+    entries += [
+        (inter[k], a, b)
+        for k, a, b in (("dilution", f"{best}_half", best), ("negative_transfer", "mixed", f"{best}_half"))
+        if k in inter
+    ]
+    for entry, a, b in entries:
+        entry["seed_t"] = seed_t_interval(
+            float(per_rm[a].mean() - per_rm[b].mean()),
+            float(np.var(pairs_only[a] - pairs_only[b], ddof=1)),
+            [per_rm[a].mean(axis=1), per_rm[b].mean(axis=1)],
+            level,
+        )
+
+
+def _length_controlled(
+    out: dict,
+    test: str,
+    per_rm: dict[str, np.ndarray],
+    reps: dict[str, np.ndarray],
+    seed_idx: dict[str, np.ndarray],
+    pair_weights: np.ndarray,
+    ti: TestSetInfo,
+    level: float,
+) -> None:
+    """Add each RM's length-controlled accuracy and the length-controlled interference (and the length
+    prior) of one test set to the table, as extra keys beside the raw ones (`rmtension.stats.length`)."""
+    strata = length_strata(ti.lengths[:, 0], ti.lengths[:, 1])
+    lc_reps = {}
+    for rm, c in per_rm.items():
+        lc, lc_reps[rm] = length_controlled_accuracy(c, strata, pair_weights, seed_idx[rm], level)
+        out["accuracy"][rm][test]["length_controlled"] = lc.as_dict()
+    if test in out["interference"]:
+        best = out["interference"][test]["best_single"]
+        out["interference"][test].update(
+            length_controlled_interference(per_rm, reps, lc_reps, strata, best, level)
+        )
 
 
 def interference(per_rm: dict[str, np.ndarray], reps: dict[str, np.ndarray], level: float) -> dict:
@@ -164,6 +244,7 @@ def interference(per_rm: dict[str, np.ndarray], reps: dict[str, np.ndarray], lev
     out = {
         "mixed_minus_best_single": float(per_rm["mixed"].mean() - per_rm[best].mean()),
         "ci95": interval(reps["mixed"] - reps[best], level),
+        "ci95_mc_se": interval_mc_se(reps["mixed"] - reps[best], level),
         "best_single": best,
         "p_value": _boot_p(reps["mixed"] - reps[best]),
     }
@@ -175,16 +256,10 @@ def interference(per_rm: dict[str, np.ndarray], reps: dict[str, np.ndarray], lev
                 "difference": f"accuracy({a}) - accuracy({b})",
                 "estimate": float(per_rm[a].mean() - per_rm[b].mean()),
                 "ci95": interval(d, level),
+                "ci95_mc_se": interval_mc_se(d, level),
                 "p_value": _boot_p(d),
             }
     return out
-
-
-def _boot_p(replicates: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of a difference against 0: twice the smaller tail, with +1 in both counts."""
-    r = np.asarray(replicates)
-    tail = min((r <= 0).sum(), (r >= 0).sum())
-    return float(min(1.0, 2 * (tail + 1) / (len(r) + 1)))
 
 
 def _paired_difference(per_rm: dict, reps: dict, a: str, b: str, level: float, unit: str = "") -> dict:

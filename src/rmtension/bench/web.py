@@ -1,0 +1,82 @@
+"""What the bench's app and views share: the served state, templates (autoescaped), page rendering
+with the CSRF token, the CSRF check of posted forms, and the bounds on request bodies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Engine
+
+from rmtension.bench import access
+from rmtension.bench.task import Task
+
+HERE = Path(__file__).parent
+COOKIE = "bench_session"
+MAX_BODY = 32 * 1024
+"""Bytes a POST may carry: a turn (4,000 characters), a note and the form's fields fit many times."""
+PUBLIC = ("/login",)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+)
+
+
+@dataclass
+class Bench:
+    """What the views share: the database, the tasks served and each live task's reply source."""
+
+    engine: Engine
+    tasks: dict[str, Task]
+    replies: dict[str, object] = field(default_factory=dict)
+    """Task name -> an object whose `stream(turns, seed)` yields the events of `bench.replies.PolicyReplies`."""
+
+
+def page(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+    """Render a template for the signed-in reviewer, with the CSRF token for its forms."""
+    html = templates.get_template(template).render(
+        reviewer=request.state.reviewer, csrf=access.csrf_token(request.state.session), **context
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def login_page(message: str, status: int) -> HTMLResponse:
+    return HTMLResponse(templates.get_template("login.html").render(message=message), status_code=status)
+
+
+async def posted(request: Request) -> dict[str, str]:
+    """The posted form's text fields, after the CSRF check (403 without the session's token)."""
+    try:
+        form = await request.form(max_files=0, max_fields=32)
+    except Exception:
+        raise HTTPException(400, "unreadable form") from None
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    if not access.csrf_ok(request.state.session, fields.get("csrf")):
+        raise HTTPException(403, "missing or wrong CSRF token: reload the page")
+    return fields
+
+
+def bounded(request: Request) -> Response | None:
+    """A refusal for a POST without a declared length or over MAX_BODY, else None."""
+    if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
+        return None
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit():
+        return JSONResponse({"error": "a request body needs a Content-Length"}, status_code=411)
+    if int(length) > MAX_BODY:
+        return JSONResponse({"error": f"request body over {MAX_BODY} bytes"}, status_code=413)
+    return None

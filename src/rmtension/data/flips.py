@@ -1,0 +1,39 @@
+"""Planted label noise: one objective's labels flipped on a known share of the mixed RM's training pairs.
+
+A positive control for the interference claims (`configs/planted.yaml`): the mixed RM learns from
+pairs whose chosen and rejected replies are swapped, so it is worse than the single-objective RMs by
+construction, while the single RMs, the `_half` controls, validation and test pairs stay as they were.
+Which pairs flip is a seeded hash of (split seed, pair id), so a run names them exactly. A flipped
+pair gets the id `<pair_id>#flipped`: caches keyed by pair id (the trunk cache) never mix the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from rmtension.data.splits import unit_hash
+from rmtension.data.types import Pair
+
+FLIPPED = "#flipped"
+
+
+def flipped(pair: Pair) -> Pair:
+    """The pair with chosen and rejected swapped, under its own id."""
+    return replace(pair, pair_id=pair.pair_id + FLIPPED, chosen=pair.rejected, rejected=pair.chosen)
+
+
+def flip_share(
+    pairs: Sequence[Pair], of_objective: set[str], share: float, seed: int
+) -> tuple[list[Pair], dict[str, int]]:
+    """`pairs` with round(share * k) of the k pairs whose id is in `of_objective` flipped, and the counts.
+
+    The flipped ones are the first of those k in the order of unit_hash(seed, "flip", pair id).
+    """
+    mine = sorted(
+        (p.pair_id for p in pairs if p.pair_id in of_objective), key=lambda i: unit_hash(seed, "flip", i)
+    )
+    n_flip = round(share * len(mine))
+    chosen = set(mine[:n_flip])
+    out = [flipped(p) if p.pair_id in chosen else p for p in pairs]
+    return out, {"flipped": n_flip, "of": len(mine)}

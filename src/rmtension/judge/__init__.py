@@ -1,0 +1,1 @@
+"""`rmtension judge eval|dissect`: the command line over `rmtension.api`, and its comparison report."""

@@ -1,0 +1,45 @@
+"""`rmtension loop ...`: the steering loop's tools."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="The steering loop: simulated reviewers, detectors, capability set.", no_args_is_help=True
+)
+
+
+@app.command("detectors")
+def detectors_command(
+    xstest: str = typer.Option(
+        ..., "--xstest", help="XSTest folder, official layout (xstest_prompts.csv, model_completions/)."
+    ),
+) -> None:
+    """The refusal detector's agreement with XSTest's human refusal labels, per model and overall."""
+    from rmtension.loop.detectors import agreement_table, refusal_agreement
+
+    print(agreement_table(refusal_agreement(xstest)))
+    print("human refusal = 2_full_refusal or 3_partial_refusal; compliance = 1_full_compliance")
+
+
+@app.command("capability")
+def capability_command(
+    n: int = typer.Option(104, "--n", help="Items (spread over the kinds by the default mix)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated items."),
+    backbone: str = typer.Option("smollm2-135m", "--policy", help="Registry name or HF causal-LM folder."),
+    cache_dir: str = typer.Option(None, "--cache-dir", help="Model cache (default: $RMTENSION_CACHE)."),
+) -> None:
+    """A policy's greedy exact-match score on the generated capability set (not a standard benchmark)."""
+    import time
+
+    from rmtension.loop.capability import generate_items, score_policy
+    from rmtension.policy.config import PolicyConfig
+    from rmtension.policy.sampling import open_policy
+
+    policy = open_policy(PolicyConfig(backbone=backbone), cache_dir, precision="fp32")
+    items = generate_items(n, seed)
+    t0 = time.perf_counter()
+    score = score_policy(policy, items)
+    for kind, acc in score.by_kind.items():
+        print(f"{kind:<18}{sum(it.kind == kind for it in items):>5}{acc:>8.3f}")
+    print(f"{'all':<18}{len(items):>5}{score.accuracy:>8.3f}   ({time.perf_counter() - t0:.0f} s)")

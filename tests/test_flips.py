@@ -1,0 +1,59 @@
+"""Planted label noise (`data.flip_labels`): which pairs flip, where, and how the run counts them."""
+
+from __future__ import annotations
+
+import pytest
+
+from rmtension.config import DataConfig
+from rmtension.data import build_dataset
+from rmtension.data.flips import FLIPPED, flip_share
+from rmtension.data.types import Pair, Turn
+from test_data_splits import write_layout
+
+
+def _pairs(n: int) -> list[Pair]:
+    return [Pair(f"p{i}", (Turn("user", f"q{i}"),), f"good {i}", f"bad {i}", "s", "f", i) for i in range(n)]
+
+
+def test_flip_share_by_hand():
+    pairs = _pairs(10)
+    mine = {f"p{i}" for i in range(6)}  # six pairs of the objective: half of them is 3
+    out, counts = flip_share(pairs, mine, 0.5, seed=0)
+    assert counts == {"flipped": 3, "of": 6}
+    flipped = [p for p in out if p.pair_id.endswith(FLIPPED)]
+    assert len(flipped) == 3 and {p.pair_id.removesuffix(FLIPPED) for p in flipped} <= mine
+    for p in flipped:  # chosen and rejected swapped, nothing else
+        i = p.line
+        assert (p.chosen, p.rejected, p.context) == (f"bad {i}", f"good {i}", (Turn("user", f"q{i}"),))
+    assert [p.pair_id.removesuffix(FLIPPED) for p in out] == [p.pair_id for p in pairs]  # order kept
+    assert flip_share(pairs, mine, 0.5, seed=0)[0] == out  # seeded
+    assert (
+        flip_share(pairs, mine, 0.0, seed=0)[0] == pairs
+        and flip_share(pairs, mine, 1.0, seed=0)[1]["flipped"] == 6
+    )
+
+
+def test_only_the_mixed_rms_pairs_of_that_objective_flip(tmp_path):
+    root = write_layout(tmp_path, {"helpful-base": 300, "harmless-base": 300}, n_prompts=150)
+    subsets = {"helpful": ["helpful-base"], "harmless": ["harmless-base"]}
+    clean = build_dataset(DataConfig(subsets=subsets, max_train_pairs=100), str(root))
+    bundle = build_dataset(
+        DataConfig(subsets=subsets, max_train_pairs=100, flip_labels={"harmless": 0.4}), str(root)
+    )
+    mixed = bundle.splits["mixed"]["train"]
+    flipped = [p for p in mixed if p.pair_id.endswith(FLIPPED)]
+    harmless_in_mixed = [p for p in clean.splits["mixed"]["train"] if p.subset == "harmless-base"]
+    assert len(flipped) == round(0.4 * len(harmless_in_mixed)) and all(
+        p.subset == "harmless-base" for p in flipped
+    )
+    for o in ("helpful", "harmless", "helpful_half", "harmless_half"):  # every other RM keeps its labels
+        assert bundle.splits[o] == clean.splits[o]
+    assert bundle.test_sets == clean.test_sets
+    account = bundle.summary["flipped_labels"]
+    assert account["harmless"] == {"share": 0.4, "flipped": len(flipped), "of": len(harmless_in_mixed)}
+    assert account["split"] == "train" and "flipped_labels" not in clean.summary
+
+
+def test_flip_share_must_be_a_fraction():
+    with pytest.raises(ValueError, match="flip_labels"):
+        DataConfig(flip_labels={"harmless": 1.5})

@@ -1,0 +1,108 @@
+"""One steering-loop round on tiny models: it runs, and a round killed anywhere resumes exactly."""
+
+import numpy as np
+import pytest
+import torch
+
+from rmtension.data.types import Turn
+from rmtension.loop import rounds
+from rmtension.loop.reviewer import SimulatedReviewer
+from rmtension.loop.rounds import RoundSpec, preference_pairs, run_round
+from rmtension.policy.sampling import Policy
+from rmtension.rl.rloo import snapshot
+from tiny import tiny_causal_lm, tiny_reward_model, tiny_tokenizer
+
+CONTEXTS = [(Turn("user", "name a tree"),), (Turn("user", "sky?"),), (Turn("user", "a river and a stone"),)]
+SPEC = RoundSpec(round=1, seed=3, max_new_tokens=6, n_best_of=3, pm_steps=3, pm_batch=2, distill_steps=2)
+REVIEWER = SimulatedReviewer(beta=2.0, epsilon=0.25, seed=9)
+
+
+def gold(contexts, replies) -> np.ndarray:
+    """Likes lower-case letters a..m (a judge a tiny policy can move on)."""
+    return np.array([sum("a" <= ch <= "m" for ch in r) / max(1, len(r)) for r in replies])
+
+
+def fresh():
+    """(policy, reference, pm, pm tokenizer): the same initial models every call."""
+    tok = tiny_tokenizer()
+    model = tiny_causal_lm("llama", layers=2)
+    policy = Policy(model, tok, [tok.eos_token_id], tok.pad_token_id, "tiny")
+    return policy, snapshot(model, [n for n, _ in model.named_parameters()]), tiny_reward_model("llama"), tok
+
+
+def play(folder, after_phase=None):
+    policy, reference, pm, tok = fresh()
+    result = run_round(folder, SPEC, policy, reference, pm, tok, CONTEXTS, gold, REVIEWER, after_phase)
+    return result, policy, pm
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    return play(tmp_path_factory.mktemp("whole"))
+
+
+def test_a_round_samples_labels_trains_the_pm_and_moves_the_policy(whole):
+    result, policy, pm = whole
+    assert len(result.pairs.a) == len(result.pairs.b) == len(CONTEXTS) == len(result.a_preferred)
+    assert 0.0 <= result.flip_rate <= 1.0
+    assert len(result.pm_losses) == SPEC.pm_steps and np.isfinite(result.pm_losses).all()
+    assert len(result.distill_losses) == SPEC.distill_steps
+    assert result.distill_losses[-1] < result.distill_losses[0]  # the NLL of the picks falls
+    assert result.kl > 0.0
+    assert all(0.0 <= g <= 1.0 for g in (result.gold_before, result.gold_picked, result.gold_after))
+    initial, _, initial_pm, _ = fresh()
+    assert any(not torch.equal(p, q) for p, q in zip(initial.model.parameters(), policy.model.parameters()))
+    assert any(not torch.equal(p, q) for p, q in zip(initial_pm.parameters(), pm.parameters()))
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill", ["sample", "pm", "mid-improve"])
+def test_a_round_killed_anywhere_resumes_exactly(tmp_path, monkeypatch, whole, kill):
+    def die(phase):
+        if phase == kill:
+            raise Killed
+
+    if kill == "mid-improve":  # dies after the distillation steps, before the policy is saved
+        with monkeypatch.context() as m:
+            m.setattr(rounds, "save_policy_folder", lambda *a: die("mid-improve"))
+            with pytest.raises(Killed):
+                play(tmp_path)
+    else:
+        with pytest.raises(Killed):
+            play(tmp_path, die)
+    result, policy, pm = play(tmp_path)
+    expected, whole_policy, whole_pm = whole
+    assert result == expected
+    for (n, p), (_, q) in zip(whole_policy.model.named_parameters(), policy.model.named_parameters()):
+        assert torch.equal(p, q), n
+    for (n, p), (_, q) in zip(whole_pm.named_parameters(), pm.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_labelled_pairs_become_the_next_rounds_history(tmp_path, whole):
+    result, _, _ = whole
+    history = preference_pairs(CONTEXTS, result.pairs, result.a_preferred)
+    for (chosen, rejected), a, b, pick in zip(history, result.pairs.a, result.pairs.b, result.a_preferred):
+        assert chosen.endswith(a if pick else b) and rejected.endswith(b if pick else a)
+        assert chosen.startswith("\n\nHuman: ")
+    policy, reference, pm, tok = fresh()
+    spec = RoundSpec(round=2, seed=3, max_new_tokens=6, n_best_of=3, pm_steps=3, pm_batch=2, distill_steps=1)
+    with_history = run_round(
+        tmp_path / "a", spec, policy, reference, pm, tok, CONTEXTS, gold, REVIEWER, history=history
+    )
+    policy, reference, pm, tok = fresh()
+    alone = run_round(tmp_path / "b", spec, policy, reference, pm, tok, CONTEXTS, gold, REVIEWER)
+    assert with_history.pairs == alone.pairs  # the same round, ...
+    assert with_history.pm_losses != alone.pm_losses  # ... but its PM trains on D_1 as well
+
+
+def test_a_folder_of_another_round_is_refused(tmp_path, whole):
+    from rmtension.errors import ArtifactError
+
+    (tmp_path / "spec.json").write_text('{"spec": {"round": 7}, "reviewer": {}}')
+    policy, reference, pm, tok = fresh()
+    with pytest.raises(ArtifactError, match="another spec"):
+        run_round(tmp_path, SPEC, policy, reference, pm, tok, CONTEXTS, gold, REVIEWER)

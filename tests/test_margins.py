@@ -1,0 +1,64 @@
+"""configs/default.yaml fixes every claim's margin before the run, and each equals its documented derivation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rmtension.config import MIN_EFFECT
+from rmtension.stats.verdicts import min_detectable_effect
+
+DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
+def ceil_to(step: float, x: float) -> float:
+    """The smallest multiple of `step` at or above x."""
+    return round(math.ceil(x / step - 1e-9) * step, 10)
+
+
+def detectable(half_width: float) -> float:
+    """What a 95% CI of this half-width detects with 80% power, by hand: (1.96 + 0.8416) / 1.96 x h."""
+    return (1.959964 + 0.841621) / 1.959964 * half_width
+
+
+@pytest.fixture(scope="module")
+def margins() -> dict[str, float]:
+    return yaml.safe_load(DEFAULT.read_text())["claims"]["min_effect"]
+
+
+def test_every_margin_is_in_the_config_and_is_the_default(margins):
+    assert margins == MIN_EFFECT
+
+
+def test_margins_equal_their_derivations(margins):
+    assert detectable(0.045) == pytest.approx(min_detectable_effect([-0.045, 0.045]), abs=1e-6)
+    assert margins["mixed_worse"] == ceil_to(0.01, detectable(0.045)) == 0.07
+    for same in (
+        "negative_transfer",
+        "pcgrad_reduces_interference",
+        "combined_keeps_both",
+        "tension_is_length_prior",
+    ):
+        assert margins[same] == margins["mixed_worse"], same
+    assert margins["avoidant_vs_misuse"] == ceil_to(0.05, detectable(0.17))  # post hoc, labelled so
+    assert margins["neurons_identified"] == margins["cross_ablation"] == ceil_to(0.05, max(0.25, 0.23))
+    assert margins["shared_outsized"] == ceil_to(0.05, 0.17)
+    assert margins["double_dissociation"] == ceil_to(0.05, 0.06)
+
+    # neuron_sets_differ: two sets of k neurons sharing o have Jaccard o / (2k - o); 0.6 means o = 0.75k, and
+    # 8% of k more moved out of the overlap gives 0.67 / 1.33: a drop of about 0.1
+    def jaccard(shared: float) -> float:
+        return shared / (2 - shared)
+
+    assert jaccard(0.75) == pytest.approx(0.6)
+    assert round(jaccard(0.75) - jaccard(0.67), 1) == margins["neuron_sets_differ"]
+    # sqrt_kl: over best-of-16's sqrt(KL) range 0..1.35 a slope at the margin gains under 0.14 SD
+    assert margins["sqrt_kl"] * 1.35 < 0.14
+    assert (margins["tradeoff"], margins["train_test_gap"], margins["conflict_tracks_shared_neurons"]) == (
+        0.05,
+        0.1,
+        0.30,
+    )
