@@ -394,10 +394,10 @@ def load_config(
             raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
-    raw = apply_overrides(raw, overrides or [])
-    for name in present:
+    for name in present:  # before the overrides, so `neurons.max_pairs=6` reaches a saved `neurons: null`
         if raw.get(name) is None:
             raw[name] = {}
+    raw = apply_overrides(raw, overrides or [])
     try:
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as e:
