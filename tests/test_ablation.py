@@ -481,7 +481,9 @@ def test_cli_smoke(tmp_path):
     ):
         res = runner.invoke(app, args)
         assert res.exit_code == 0, (args, res.output, res.exception)
-    assert "Many neurons are shared" in res.output and "zero ablation" in res.output  # no mean ablation: zero's rows
+    assert (
+        "Many neurons are shared" in res.output and "zero ablation" in res.output
+    )  # no mean ablation: zero's rows
     assert read_json(run / "neurons" / "sets.json")["per_layer"] is True
     assert set(pd.read_csv(run / "ablation.csv")["control"].dropna()) == {"layer"}
     bad = runner.invoke(app, ["neurons", "select", str(run), "--set", "neurons.bogus=1"])

@@ -54,7 +54,7 @@ def forest_plot(fs: list[Finding], run_dir: Path) -> Path | None:
     heights = [len(f.parts()) + 1.2 for f in shown]
     fig, axes = new_figure(
         DOUBLE_WIDTH,
-        0.6 + 0.17 * sum(heights),
+        round(0.6 + 0.17 * sum(heights), 1),  # a round height: figures/index.json records it to 0.01 in
         nrows=len(shown),
         gridspec_kw={"height_ratios": heights},
         squeeze=False,
