@@ -114,5 +114,5 @@ def section_summary(run_dir: Path, settings: list[str] = ()) -> Section:
     return s
 
 
-COUNTED = ("supported", "not supported", "inconclusive", "not run")
-"""The verdicts the summary always counts (the others only when some claim has them)."""
+COUNTED = ("supported", "non-zero but small", "not supported", "inconclusive", "not run")
+"""The verdicts the summary always counts ("not testable here" only when some claim has it)."""
