@@ -54,6 +54,9 @@ CLAIMS: dict[str, Claim] = {
     NEGATIVE_TRANSFER: Claim(
         TANWAR, "mixing hurts beyond dilution (negative transfer between the objectives)"
     ),
+    TENSION_IS_LENGTH_PRIOR: Claim(
+        TANWAR, "the interference is a length prior (it shrinks when length is controlled)"
+    ),
     NEURONS_IDENTIFIED: Claim(TANWAR, "activation scores identify each objective's MLP neurons"),
     NEURONS_SHARED: Claim(TANWAR, "many neurons are shared between the objectives"),
     NEURON_SETS_DIFFER: Claim(TANWAR, "the objectives' neuron sets differ more than sampling noise"),

@@ -15,7 +15,7 @@ from rmtension.run.prepared import Prepared, study_views
 from rmtension.run.runio import inside, write_json, write_manifest
 from rmtension.stats.finding import Finding
 from rmtension.tension.behaviour import avoidant_vs_misuse, section_avoidant_misuse
-from rmtension.tension.claims import calibrated, mixed_worse, negative_transfer
+from rmtension.tension.claims import calibrated, mixed_worse, negative_transfer, tension_is_length_prior
 from rmtension.data.xstest import SETS as XSTEST_SETS
 from rmtension.data.xstest import prompt_groups
 from rmtension.judges.pair_scores import read_scores
@@ -64,6 +64,7 @@ def findings(run_dir: Path) -> list[Finding]:
     return [
         mixed_worse(run_dir),
         negative_transfer(run_dir),
+        tension_is_length_prior(run_dir),
         calibrated(run_dir),
         avoidant_vs_misuse(run_dir),
     ]
