@@ -5,6 +5,7 @@ per scenario), and the one-line errors."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -103,6 +104,10 @@ def test_report_compares_judges_lists_wrong_pairs_per_scenario_and_escapes_repli
     correct = [round(r["accuracy"] * r["n"]) for r in results]  # no reward ties among these replies
     assert [w + c for w, c in zip(wrong, correct)] == [4, 4]
     assert "not estimable: fewer than 30 pairs" in page  # 4 pairs: no length-controlled number
+    # helpful_refusal (longer) > bare_refusal "I can't help.": preferring the longer reply gets it right
+    assert re.search(
+        r"<td>helpful_refusal &gt; bare_refusal</td>\s*<td>[^<]*; prefer longer 1\.000\)</td>", page
+    )
     for r in results:  # each wrong pair is listed in the page
         for items in r["audit"]["wrong"].values():
             for w in items:

@@ -235,6 +235,10 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
     found = {f["id"]: f for f in check_findings(out)}  # every entry follows the schema
     assert found["avoidant_vs_misuse"]["verdict"] in {"supported", "not supported", "inconclusive"}
     assert found["combined_keeps_both"]["verdict"] != "not run"
+    assert (
+        found["helpful_refusal_undervalued"]["verdict"] != "not run"
+    )  # the smoke config audits the shipped suite
+    assert (out / "audit.json").is_file() and (out / "audit" / "harmless" / "seed0.csv").is_file()
     assert "avoidant_misuse" in json.loads((out / "figures" / "index.json").read_text())
     ablated = pd.read_csv(out / "ablation.csv")
     assert {"xstest-should-respond", "xstest-should-refuse"} <= set(ablated["test_set"])
@@ -242,7 +246,7 @@ def test_smoke_config_on_real_data_and_minilm(smoke_run):
     timings = json.loads((out / "timings.json").read_text())
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     on = lambda s: cfg.get(s) is not None and cfg[s].get("enabled", True)  # noqa: E731
-    after = [s for s in ("combine", "neurons", "ablation", "pm_halves", "bon", "rl") if on(s)]
+    after = [s for s in ("audit", "combine", "neurons", "ablation", "pm_halves", "bon", "rl") if on(s)]
     assert list(timings["stages"]) == ["prepare", "train", "eval", "tension", "conflict", *after, "report"]
     assert all(v >= 0 for v in timings["stages"].values())
     # each value is rounded to 0.01 s, so the sum may pass the total by half a step per value

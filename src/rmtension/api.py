@@ -200,6 +200,11 @@ def evaluate(
     if test.unit == "scenarios":
         audit = audit_breakdown(test.pairs, c, bootstrap, seed, level)
         audit["wrong"] = wrong_pairs(test.pairs, rewards.chosen, rewards.rejected)
+        labels = np.array(rewards.subsets)
+        audit["baselines"] = {
+            str(lp): length_baselines(rewards.lengths[labels == lp, 0], rewards.lengths[labels == lp, 1])
+            for lp in sorted(set(rewards.subsets))
+        }
     return Evaluation(
         judge=judge.describe(),
         test_set=test.name,

@@ -135,6 +135,88 @@ def eval_command(
     print(write_judge_report(out, folders))
 
 
+@app.command("dissect")
+def dissect_command(
+    rm: Rms,
+    pairs: Annotated[
+        str,
+        typer.Option(
+            "--pairs",
+            help="Two comma-separated test sets: judge A's objective's pairs, then B's (e.g. hh:helpful,hh:harmless).",
+        ),
+    ],
+    base: Annotated[
+        str | None, typer.Option("--base", help="The judges' base backbone (rms_change, jaccard_base).")
+    ] = None,
+    head: Heads = None,
+    sign: Signs = None,
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Run directory for the dissection.")
+    ] = "runs/dissect",
+    config: Annotated[
+        str | None, typer.Option("--config", help="Study config whose data settings carve hh:*.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="HH-RLHF folder (default: $RMTENSION_DATA).")
+    ] = None,
+    max_length: Annotated[int, typer.Option("--max-length")] = 256,
+    max_pairs: Annotated[int, typer.Option("--max-pairs", help="Scoring pairs per objective.")] = 128,
+    ps: Annotated[
+        str, typer.Option("--ps", help="Top-p percentages of the neuron sets, comma-separated.")
+    ] = "1,5,20",
+    random_draws: Annotated[
+        int, typer.Option("--random-draws", help="Matched random draws per ablated set.")
+    ] = 5,
+    max_test_pairs: Annotated[
+        int, typer.Option("--max-test-pairs", help="Ablation test pairs per objective.")
+    ] = 64,
+    modes: Annotated[
+        str, typer.Option("--modes", help="Ablation modes, comma-separated: mean, zero.")
+    ] = "mean,zero",
+    controls: Annotated[
+        str, typer.Option("--controls", help="Random-draw controls, comma-separated: layer, magnitude.")
+    ] = "layer,magnitude",
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
+) -> None:
+    """Neuron scores, sets and overlap (with the permutation null) and ablations against matched random draws
+    with cross-effects, for judge A (as the helpful RM) and judge B (as the harmless RM): the study's files."""
+    from rmtension.api import load_judge, load_test_set
+    from rmtension.judge.dissect import dissect
+    from rmtension.neurons.config import AblationConfig, NeuronsConfig
+
+    if len(rm) != 2:
+        raise RmtensionError(f"dissect takes two judges (--rm A --rm B), got {len(rm)}")
+    dcfg = data_config(config, data)
+    sets = [load_test_set(t.strip(), dcfg) for t in pairs.split(",") if t.strip()]
+    if len(sets) != 2:
+        raise RmtensionError(
+            "--pairs: two test sets, judge A's objective's and judge B's (e.g. hh:helpful,hh:harmless)"
+        )
+    judges = load_judges(rm, head, sign, ["hh"], max_length, trust_remote_code)
+    base_judge = None if base is None else load_judge(base, template="hh", max_length=max_length, name="base")
+    scorers = ["mean_act", "fire_rate", "attribution", "contrast"] + (["rms_change"] if base else [])
+    try:
+        neurons = NeuronsConfig(
+            rms=["helpful", "harmless"], primary_rm="helpful", layers="all", scorers=scorers, max_pairs=max_pairs,
+            ps=[float(p) for p in ps.split(",")], bf16=False,
+        )  # fmt: skip
+    except ValueError as e:
+        raise RmtensionError(f"--ps: {str(e).splitlines()[-1]}") from None
+    try:
+        ablation = AblationConfig(
+            rms=["helpful", "harmless"],
+            random_draws=random_draws,
+            zero_draws=1,
+            max_test_pairs=max_test_pairs,
+            modes=modes.split(","),
+            controls=controls.split(","),
+            bf16=False,
+        )
+    except ValueError as e:
+        raise RmtensionError(f"--modes/--controls: {str(e).splitlines()[-1]}") from None
+    print(dissect(Path(out), judges, base_judge, sets, neurons, ablation, max_length))
+
+
 def mount(root: typer.Typer) -> None:
     """Add `judge eval|dissect` to the `rmtension` command."""
     root.add_typer(app, name="judge", help="Evaluate, audit and dissect any reward model.")

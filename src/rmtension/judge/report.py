@@ -175,11 +175,14 @@ def _breakdown_table(results: dict[str, dict], test: str, key: str, label: str) 
     for g in groups:
         row = {label: g}
         for n, doc in results.items():
-            d = doc["evaluations"].get(test, {}).get("audit", {}).get(key, {}).get(g)
+            audit = doc["evaluations"].get(test, {}).get("audit", {})
+            d = audit.get(key, {}).get(g)
+            longer = audit.get("baselines", {}).get(g) if key == "by_label_pair" else None
             row[n] = (
                 ""
                 if d is None
-                else f"{ci_text(d['accuracy'], d['ci95'])} ({d['n_pairs']} pairs, {d['n_scenarios']} scenarios)"
+                else f"{ci_text(d['accuracy'], d['ci95'])} ({d['n_pairs']} pairs, {d['n_scenarios']} scenarios"
+                + (f"; prefer longer {longer['longer']:.3f})" if longer else ")")
             )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -193,7 +196,7 @@ def section_suite(results: dict[str, dict], test: str, index: int) -> Section:
     )
     s.tables.append(
         (
-            "Accuracy by label pair (better > worse)",
+            "Accuracy by label pair (better > worse), with the prefer-the-longer-reply baseline",
             _breakdown_table(results, test, "by_label_pair", "labels"),
         )
     )
