@@ -4,11 +4,11 @@ Both run in this process on the same reward model (`--model`: a trained RM folde
 MiniLM loaded as an RM with a seeded score head), the same HH-RLHF test pairs (tokenised once,
 left truncation) and the same conditions: the five mean_act sets at top `--p`% (scored on other
 HH pairs), each with `--draws` layer-matched and `--draws` magnitude-matched random controls, mean
-ablation (`rmtension.neurons.ablation_plan` does the same in the stage).
+ablation (`rmtension.ablation.plan` does the same in the stage).
 
-- naive:  for each condition, the neurons hooked (`rmtension.neurons.hooks.ablate`) and a full
+- naive:  for each condition, the neurons hooked (`rmtension.judges.hooks.ablate`) and a full
           forward over every batch (`rmtension.model.scoring.score_pairs`): same batches, same precision.
-- ours:   `rmtension.neurons.ablation.run_conditions`: one clean forward per batch; each condition
+- ours:   `rmtension.judges.ablate.run_conditions`: one clean forward per batch; each condition
           starts after its first ablated block from the clean states (the linear change of that
           block's MLP output), conditions stacked per forward on a GPU, and the last block's MLP
           only at the position the head reads.
@@ -39,13 +39,13 @@ from rmtension.model.arch import n_layers, n_neurons
 from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
 from rmtension.model.encode import encode_pairs
 from rmtension.model.scoring import score_pairs
-from rmtension.neurons.ablation import Condition, run_conditions
-from rmtension.neurons.ablation_plan import mean_values, set_objective
-from rmtension.neurons.controls import controls
-from rmtension.neurons.hooks import ablate
-from rmtension.neurons.scorers import score_neurons
-from rmtension.neurons.select import neuron_sets
-from rmtension.neurons.layers import model_mask
+from rmtension.judges.ablate import Condition, run_conditions
+from rmtension.ablation.plan import mean_values, set_objective
+from rmtension.ablation.controls import controls
+from rmtension.judges.hooks import ablate
+from rmtension.judges.neurons import score_neurons
+from rmtension.judges.select import neuron_sets
+from rmtension.judges.layers import model_mask
 from rmtension.model.scope import parse_scope
 
 
@@ -104,10 +104,10 @@ def naive(model, enc, pad_id, conds, batch_size, bf16) -> dict[str, np.ndarray]:
 
 
 def stage(run_dir: Path, overrides: list[str]) -> int:
-    from rmtension.neurons.ablation_plan import build_conditions
-    from rmtension.neurons.ablation_stage import run_ablation
+    from rmtension.ablation.plan import build_conditions
+    from rmtension.ablation.run import run_ablation
     from rmtension.neurons.cli import build_context, load_stage_configs
-    from rmtension.neurons.stage import load_sets, read_scores
+    from rmtension.judges.neuron_sets import load_sets, read_scores
 
     study, _, acfg = load_stage_configs(run_dir, overrides)
     ctx = build_context(run_dir, study)

@@ -6,7 +6,7 @@ SmolLM2-135M-Instruct in fp32, after an HH conversation of about --prompt-tokens
 exactly --new-tokens long (stop ids off in ours, `min_new_tokens` in `generate`), the same sampling
 settings in every method:
 
-  * ours: `rmtension.optimise.stream.stream_pair` with one policy: the conversation prefilled once,
+  * ours: `rmtension.policy.stream.stream_pair` with one policy: the conversation prefilled once,
     both replies two rows of one batched decode, text deltas streamed as they become certain;
   * generate + streamer (the baseline of the ratios): what a team would build with transformers,
     `model.generate` in a thread with a `TextIteratorStreamer` read by the caller. The streamer takes
@@ -42,9 +42,9 @@ from pathlib import Path
 import torch
 from transformers import TextIteratorStreamer
 
-from rmtension.optimise.config import PolicyConfig
-from rmtension.optimise.policy import Policy, build_prompt_ids, open_policy
-from rmtension.optimise.stream import ReplyDelta, ReplyDone, conversation, stream_pair
+from rmtension.policy.config import PolicyConfig
+from rmtension.policy.sampling import Policy, build_prompt_ids, open_policy
+from rmtension.policy.stream import ReplyDelta, ReplyDone, conversation, stream_pair
 
 clock = time.perf_counter
 """The clock of every timing (--clock)."""

@@ -32,7 +32,7 @@ import torch
 from rmtension.model.arch import mlp_out, n_layers, n_neurons
 from rmtension.model.encode import batches, encode_pairs
 from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
-from rmtension.neurons.scorers import score_neurons
+from rmtension.judges.neurons import score_neurons
 
 FORWARD_SCORERS = ("mean_act", "fire_rate", "contrast")
 

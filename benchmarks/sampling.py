@@ -39,9 +39,9 @@ import torch
 from rmtension.data.types import Turn
 from rmtension.model.backbones import load_tokenizer, resolve_backbone
 from rmtension.model.precision import bf16_native
-from rmtension.optimise import decode
-from rmtension.optimise.decode import left_pad
-from rmtension.optimise.policy import build_prompt_ids, load_policy, sample, stop_token_ids
+from rmtension.policy import decode
+from rmtension.policy.decode import left_pad
+from rmtension.policy.sampling import build_prompt_ids, load_policy, sample, stop_token_ids
 
 
 LEVERS = {
@@ -49,7 +49,7 @@ LEVERS = {
     "cache_groups": {"GROUP_COST": 10**9},
     "shared_prefix": {"MIN_SHARED_PREFIX": 10**9},
 }
-"""--levers: each runs ours with one lever of `rmtension.optimise.decode` turned off."""
+"""--levers: each runs ours with one lever of `rmtension.policy.decode` turned off."""
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ from rmtension.model.encode import EncodedPairs, batches, encode_pairs
 from rmtension.model.forward import PairForward
 from rmtension.model.scope import set_trainable
 from rmtension.model.trunk import TrunkCache, trunk_fingerprint
-from rmtension.rm.train import train_reward_model
+from rmtension.trainer.train import train_reward_model
 
 LR = 5e-5
 BATCH = 16

@@ -26,10 +26,10 @@ from rmtension.config import TrainConfig  # noqa: E402
 from rmtension.errors import ConfigError  # noqa: E402
 from rmtension.model.forward import PairForward  # noqa: E402
 from rmtension.model.backbones import load_reward_model, load_tokenizer  # noqa: E402
-from rmtension.neurons.ablation import Condition, run_conditions  # noqa: E402
-from rmtension.neurons.scorers import SCORERS, score_neurons  # noqa: E402
+from rmtension.judges.ablate import Condition, run_conditions  # noqa: E402
+from rmtension.judges.neurons import SCORERS, score_neurons  # noqa: E402
 from rmtension.model.scope import set_trainable  # noqa: E402
-from rmtension.rm.train import train_reward_model  # noqa: E402
+from rmtension.trainer.train import train_reward_model  # noqa: E402
 from rmtension.model.trunk import TrunkCache, trunk_fingerprint  # noqa: E402
 from test_train import synthetic  # noqa: E402
 

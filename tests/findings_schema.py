@@ -6,7 +6,14 @@ import json
 import math
 from pathlib import Path
 
-VERDICTS = {"supported", "non-zero but small", "not supported", "inconclusive", "not run"}
+VERDICTS = {
+    "supported",
+    "non-zero but small",
+    "not supported",
+    "inconclusive",
+    "not testable here",
+    "not run",
+}
 REQUIRED_IDS = {
     "mixed_worse",
     "negative_transfer",

@@ -20,13 +20,14 @@ from rmtension.model.encode import EncodedPairs
 from rmtension.model.scoring import score_pairs
 from rmtension.model.arch import find_arch
 from rmtension.model.trunk import TrunkCache, trunk_fingerprint
-from rmtension.neurons.ablation import HEAD_STACK, Condition, resolve_bf16, run_conditions
-from rmtension.neurons.ablation_stats import double_dissociation, paired_t, versus_controls
-from rmtension.neurons.claims import fmt_p, paper_claims
+from rmtension.judges.ablate import HEAD_STACK, Condition, resolve_bf16, run_conditions
+from rmtension.ablation.stats import double_dissociation, paired_t, versus_controls
+from rmtension.neurons.cli import paper_claims
+from rmtension.stats.pvalues import fmt_p
 from rmtension.neurons.config import AblationConfig, NeuronsConfig
-from rmtension.neurons.controls import magnitude_bins, magnitude_controls
-from rmtension.neurons.hooks import ablate, neuron_shape
-from rmtension.neurons.influence import (
+from rmtension.ablation.controls import magnitude_bins, magnitude_controls
+from rmtension.judges.hooks import ablate, neuron_shape
+from rmtension.ablation.influence import (
     compare_matched,
     correctness,
     drop_per_neuron,
@@ -353,7 +354,7 @@ def test_stages_write_the_documented_outputs(tmp_path):
         test_sets={o: [_pair(o, i, "test") for i in range(9)] for o in ("helpful", "harmless")},
     )
     ctx = StudyContext(run_dir=run, cfg=cfg, bundle=bundle, backbone_path=cfg.model.backbone)
-    from rmtension.neurons.ablation_stage import COLUMNS, run_ablation
+    from rmtension.ablation.run import COLUMNS, run_ablation
     from rmtension.neurons.stage import run_neuron_scoring
 
     run_neuron_scoring(ctx, NEURONS)
@@ -371,7 +372,7 @@ def test_stages_write_the_documented_outputs(tmp_path):
     assert not stage_complete(run, "neurons", neurons_hash(ctx, NEURONS, trunk=True))
 
     run_ablation(ctx, ABLATION)
-    from rmtension.neurons.ablation_stage import ablation_hash
+    from rmtension.ablation.run import ablation_hash
 
     assert stage_complete(run, "ablation", ablation_hash(ctx, ABLATION))
     assert not stage_complete(run, "ablation", ablation_hash(ctx, ABLATION, trunk=True))
@@ -424,10 +425,16 @@ def test_stages_write_the_documented_outputs(tmp_path):
     }
     assert all(r["ci"][0] <= r["effect"] <= r["ci"][1] for r in dd)
     claims = paper_claims(run)
-    names = [c.name for c in claims]
-    assert {"identified", "shared", "influence", "cross_effect", "double_dissociation"} <= set(names)
-    assert all(c.verdict in ("supported", "not supported", "inconclusive") and c.sentence for c in claims)
-    assert "mean ablation" in next(c for c in claims if c.name == "identified").sentence
+    names = [c.id for c in claims]
+    assert {
+        "neurons_identified",
+        "neurons_shared",
+        "shared_outsized",
+        "cross_ablation",
+        "double_dissociation",
+    } <= set(names)
+    assert all(c.verdict in ("supported", "not supported", "inconclusive") and c.evidence for c in claims)
+    assert "mean ablation" in next(c for c in claims if c.id == "neurons_identified").sentence()
 
 
 def test_cli_smoke(tmp_path):
@@ -474,7 +481,9 @@ def test_cli_smoke(tmp_path):
     ):
         res = runner.invoke(app, args)
         assert res.exit_code == 0, (args, res.output, res.exception)
-    assert "Shared neurons" in res.output and "zero ablation" in res.output  # no mean ablation: zero's rows
+    assert (
+        "Many neurons are shared" in res.output and "zero ablation" in res.output
+    )  # no mean ablation: zero's rows
     assert read_json(run / "neurons" / "sets.json")["per_layer"] is True
     assert set(pd.read_csv(run / "ablation.csv")["control"].dropna()) == {"layer"}
     bad = runner.invoke(app, ["neurons", "select", str(run), "--set", "neurons.bogus=1"])
@@ -547,48 +556,54 @@ def _write_results(
 
 
 def _verdicts(run: Path) -> dict[str, str]:
-    return {c.name: c.verdict for c in paper_claims(run) if c.name != "shared" and c.name != "sets_differ"}
+    return {
+        c.id: c.verdict for c in paper_claims(run) if c.id not in ("neurons_shared", "neuron_sets_differ")
+    }
 
 
 def test_ablation_claims_follow_the_equivalence_rule(tmp_path):
     # every CI above 0: supported
     _write_results(tmp_path / "a", own=0.3, cross=0.35, half=0.05, shared=0.25, interaction=0.2)
-    claims = {c.name: c for c in paper_claims(tmp_path / "a")}
+    claims = {c.id: c for c in paper_claims(tmp_path / "a")}
     assert _verdicts(tmp_path / "a") == dict.fromkeys(
-        ("identified", "influence", "cross_effect", "double_dissociation"), "supported"
+        ("neurons_identified", "shared_outsized", "cross_ablation", "double_dissociation"), "supported"
     )
-    ident = claims["identified"]
-    assert set(ident.numbers["effect"]) == {
+    ident = claims["neurons_identified"]
+    assert set(ident.effect) == {
         f"{s} on {t} vs {k}"
         for s, t in (("helpful_top", "helpful"), ("harmless_top", "harmless"))
         for k in ("layer", "magnitude")
     }
-    assert ident.numbers["effect"]["helpful_top on helpful vs layer"] == pytest.approx(0.3)
-    assert ident.numbers["ci95"]["helpful_top on helpful vs layer"] == pytest.approx([0.25, 0.35])
-    assert ident.numbers["min_effect"] == MIN_EFFECT["neurons_identified"]
+    assert ident.effect["helpful_top on helpful vs layer"] == pytest.approx(0.3)
+    assert ident.ci95["helpful_top on helpful vs layer"] == pytest.approx([0.25, 0.35])
+    assert ident.min_effect == MIN_EFFECT["neurons_identified"]
     # the CI half-width 0.05 is 1.96 SE: detectable 2.80 SE
-    assert ident.numbers["min_detectable_effect"] == pytest.approx(0.05 / 1.96 * 2.8016, abs=1e-3)
-    assert "mean ablation" in ident.sentence and "+0.300 [+0.250, +0.350] vs layer-matched" in ident.sentence
+    assert ident.min_detectable_effect == pytest.approx(0.05 / 1.96 * 2.8016, abs=1e-3)
+    assert (
+        "mean ablation" in ident.sentence() and "+0.300 [+0.250, +0.350] vs layer-matched" in ident.evidence
+    )
     # every CI inside +-min_effect (0.10 to 0.25 SD): not supported (the equivalence rule), never read off a point estimate
     _write_results(tmp_path / "b", own=0.02, cross=-0.01, half=0.03, shared=0.0, interaction=0.01)
     assert set(_verdicts(tmp_path / "b").values()) == {"not supported"}
     # wide CIs that include 0 and reach past 0.10: inconclusive, with the detectable effect stated
     _write_results(tmp_path / "c", own=0.05, cross=0.05, half=0.3, shared=0.05, interaction=0.05)
-    claims = {c.name: c for c in paper_claims(tmp_path / "c")}
-    assert {c.verdict for n, c in claims.items() if n not in ("shared", "sets_differ")} == {"inconclusive"}
-    assert "could detect about" in claims["double_dissociation"].sentence
+    claims = {c.id: c for c in paper_claims(tmp_path / "c")}
+    assert {c.verdict for n, c in claims.items() if n not in ("neurons_shared", "neuron_sets_differ")} == {
+        "inconclusive"
+    }
+    assert "could detect about" in claims["double_dissociation"].evidence
     # one part failing (the cross effect the wrong way) makes the claim not supported
     _write_results(tmp_path / "d", own=0.3, cross=-0.3, half=0.05, shared=0.25, interaction=0.2)
-    assert _verdicts(tmp_path / "d")["cross_effect"] == "not supported"
-    assert {c.verdict for c in paper_claims(tmp_path / "missing")} == {"inconclusive"}
+    assert _verdicts(tmp_path / "d")["cross_ablation"] == "not supported"
+    assert {c.verdict for c in paper_claims(tmp_path / "missing")} == {"not run"}
     assert (fmt_p(0.0), fmt_p(0.0312), fmt_p(float("nan"))) == ("< 1e-300", "0.031", "n/a")
 
 
 def test_findings_carry_the_ablation_numbers(tmp_path):
-    from rmtension.report.findings import neuron_findings
+    from rmtension.ablation.claims import findings as ablation_findings
 
     _write_results(tmp_path / "a", own=0.3, cross=0.35, half=0.05, shared=0.25, interaction=0.2)
-    found = {f.id: f for f in neuron_findings(tmp_path / "a")}
+    found = {f.id: f for f in ablation_findings(tmp_path / "a")}
     dd = found["double_dissociation"]
     assert dd.verdict == "supported" and dd.effect == {"interaction": pytest.approx(0.2)}
     assert (

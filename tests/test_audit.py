@@ -17,7 +17,7 @@ from rmtension.audit.stats import audit_breakdown, scenario_replicates
 from rmtension.audit.suite import load_suite, suite_pairs
 from rmtension.cli import main
 from rmtension.errors import DataError
-from rmtension.rm.stats import correct
+from rmtension.stats.bootstrap import correct
 
 REPO = Path(__file__).resolve().parents[1]
 THREE = """\

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from rmtension.optimise.bon import (
+from rmtension.stats.best_of_n import (
     bon_curve,
     bon_expectation,
     bon_weights,
@@ -130,7 +130,7 @@ def test_frontier_is_monotone(seed):
 
 # --- within-prompt units, the gap beyond regression to the mean, forms and slope CIs ---------------
 
-from rmtension.optimise import fits  # noqa: E402
+from rmtension.stats import fits  # noqa: E402
 
 
 def test_within_prompt_z_gives_no_gap_for_a_per_prompt_offset():

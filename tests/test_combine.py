@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from rmtension.combine.dials import (
+from rmtension.judges.dials import (
     dial,
     hypervolume,
     interpolate_state,
@@ -20,7 +20,7 @@ from rmtension.combine.dials import (
     standardiser,
 )
 from rmtension.combine.frontier import COLUMNS, keeps_both_verdict, select_dial
-from rmtension.combine.gate import masked_mean, train_gate
+from rmtension.judges.gate import masked_mean, train_gate
 from rmtension.model.forward import PairForward
 from test_train import synthetic
 from tiny import tiny_reward_model, tiny_tokenizer
@@ -187,7 +187,7 @@ def test_a_study_with_combine_writes_the_frontier(tmp_path):
     assert main(["study", "--config", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
     assert (out / "combine" / "frontier.csv").read_bytes() == before
     # the report: the section, its figure and the finding, decided from summary.json by the rule
-    from rmtension.report.document import write_report
+    from rmtension.study import write_study_report as write_report
 
     html = write_report(out).read_text()
     assert 'id="combine"' in html and "combine_frontier.png" in html
@@ -201,7 +201,7 @@ def test_a_study_with_combine_writes_the_frontier(tmp_path):
 
 
 def test_ratio_splits_are_matched_in_size_nested_and_of_their_share():
-    from rmtension.combine.ratios import add_ratio_splits, ratio_split
+    from rmtension.data.ratios import add_ratio_splits, ratio_split
     from rmtension.data.types import Pair, Turn
 
     def pairs(kind, n):

@@ -13,9 +13,9 @@ from test_train import synthetic
 from tiny import tiny_reward_model, tiny_tokenizer
 
 from rmtension.config import TrainConfig
-from rmtension.rm.conflict import block_names, conflict_stats, pcgrad, pcgrad_update, per_block
-from rmtension.rm.conflict_stage import aggregate, two_level_mean
-from rmtension.rm.train import train_reward_model
+from rmtension.trainer.conflict import block_names, conflict_stats, pcgrad, pcgrad_update, per_block
+from rmtension.conflict.aggregate import aggregate, two_level_mean
+from rmtension.trainer.train import train_reward_model
 
 
 def test_cosine_and_projection_on_a_two_parameter_problem():
@@ -144,8 +144,8 @@ def test_pcgrad_equals_plain_training_when_one_objective_fills_every_batch(tmp_p
 def test_a_pcgrad_step_on_a_real_batch_matches_gradients_taken_by_hand():
     from rmtension.model.encode import collate_pairs
     from rmtension.model.forward import PairForward
-    from rmtension.rm.conflict import pcgrad_step
-    from rmtension.rm.losses import bradley_terry_loss
+    from rmtension.trainer.conflict import pcgrad_step
+    from rmtension.trainer.losses import bradley_terry_loss
 
     tok = tiny_tokenizer("llama")
     tr = synthetic(tok, 12, "train")

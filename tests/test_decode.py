@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from rmtension.model.precision import bf16_native
-from rmtension.optimise import decode
-from rmtension.optimise.decode import HFDecoder, LlamaDecoder, causal_bias, make_decoder, packs, split_rows
-from rmtension.optimise.llama_step import attend, llama_weights
-from rmtension.optimise.policy import sample
+from rmtension.policy import decode
+from rmtension.policy.decode import HFDecoder, LlamaDecoder, causal_bias, make_decoder, packs, split_rows
+from rmtension.policy.llama_step import attend, llama_weights
+from rmtension.policy.sampling import sample
 from test_policy import generate_greedy
 from requires import missing
 from tiny import tiny_causal_lm
@@ -167,8 +167,8 @@ def test_smollm2_fused_bf16_logits_are_as_close_to_fp32_as_transformers_bf16():
     if not bf16_native("cpu"):
         pytest.skip("no native bf16 matmul on this CPU")
     from rmtension.data.types import Turn
-    from rmtension.optimise.config import PolicyConfig
-    from rmtension.optimise.policy import build_prompt_ids, open_policy
+    from rmtension.policy.config import PolicyConfig
+    from rmtension.policy.sampling import build_prompt_ids, open_policy
 
     fp32 = open_policy(PolicyConfig(), precision="fp32")
     bf16 = open_policy(PolicyConfig(), precision="bf16").model

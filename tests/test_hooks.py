@@ -10,7 +10,7 @@ from tiny import FAMILIES, tiny_reward_model
 
 from rmtension.model.arch import find_arch, get_path, mlp_out, n_layers
 from rmtension.model.encode import collate
-from rmtension.neurons.hooks import (
+from rmtension.judges.hooks import (
     ablate,
     capture,
     capture_block_inputs,

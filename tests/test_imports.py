@@ -36,8 +36,11 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def imported_modules(source: str, known: set[str]) -> set[str]:
-    """The rmtension modules that `source` imports, at any depth except under `if TYPE_CHECKING:`."""
+def imported_modules(source: str, known: set[str], importer: str | None = None) -> set[str]:
+    """The rmtension modules that `source` imports, at any depth except under `if TYPE_CHECKING:`.
+
+    With `importer` (the module `source` is), also the packages those imports run first: importing
+    `a.b.c` runs `a.b`'s `__init__` unless `importer` lives inside `a.b` (then it already ran)."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
@@ -55,7 +58,14 @@ def imported_modules(source: str, known: set[str]) -> set[str]:
             visit(child)
 
     visit(ast.parse(source))
-    return {m for m in found if m in known}
+    parents = set()
+    if importer is not None:
+        for m in found:
+            for i in range(2, m.count(".") + 1):
+                package = ".".join(m.split(".")[:i])
+                if not (importer + ".").startswith(package + "."):
+                    parents.add(package)
+    return {m for m in found | parents if m in known}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -88,15 +98,26 @@ def test_find_cycle_finds_a_planted_cycle_and_nothing_in_a_tree():
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import p.q\ndef f():\n    from p import r\n"
     )
     assert imported_modules(src, {"p", "p.q", "p.r"}) == {"p.r"}
+    known = {"a", "a.b", "a.b.c"}
+    assert imported_modules("from a.b.c import d", known, importer="x.y") == {"a.b", "a.b.c"}
+    assert imported_modules("from a.b.c import d", known, importer="a.b.e") == {"a.b.c"}
 
 
-def test_the_import_graph_has_no_cycles():
+def import_graph(packages_run: bool = False) -> dict[str, set[str]]:
+    """Every rmtension module -> the rmtension modules it imports (at any depth but `TYPE_CHECKING`),
+    and with `packages_run` the packages whose `__init__` those imports run first."""
     known = set(module_names())
     graph = {}
     for name in known:
         path = PACKAGE.joinpath(*name.split(".")[1:])
         file = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-        graph[name] = imported_modules(file.read_text(encoding="utf-8"), known) - {name}
+        source = file.read_text(encoding="utf-8")
+        graph[name] = imported_modules(source, known, name if packages_run else None) - {name}
+    return graph
+
+
+def test_the_import_graph_has_no_cycles():
+    graph = import_graph(packages_run=True)
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
 
 
@@ -170,3 +191,70 @@ def test_every_config_field_has_a_docstring():
     from studykit import config_keys
 
     assert [key for key, doc in config_keys(StudyConfig) if not doc] == []
+
+
+# The layers, from the top: apps (the CLI, the study that composes the stages, `api`, `bench`, `judge`, `loop`,
+# and every `*.cli` module), the stages (one package each, `rmtension.study.STAGES`), and the shared core
+# below them. An import may point down or stay within a stage package, never up or across stages.
+CORE_PACKAGES = {"model", "run", "stats", "report", "judges", "policy", "trainer", "data"}
+"""Core packages (`data`: its readers, formats and splits; its stage module is `data.stage`)."""
+CORE_MODULES = {"config", "errors", "strict"}
+APPS = {"cli", "__main__", "study", "api", "bench", "judge", "loop"}
+STAGE_PACKAGES = {
+    "train",
+    "eval",
+    "tension",
+    "conflict",
+    "audit",
+    "combine",
+    "neurons",
+    "ablation",
+    "pm_halves",
+    "bon",
+    "rl",
+}
+
+
+def layer(module: str) -> tuple[int, str]:
+    """(2 app | 1 stage | 0 core, the stage package) of an rmtension module."""
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else ""
+    if top in APPS or parts[-1] == "cli":
+        return 2, ""
+    if module == "rmtension.data.stage":
+        return 1, "data"
+    if top in STAGE_PACKAGES and parts[-1] != "config":  # a stage's config section is part of the core config
+        return 1, top
+    if top in CORE_PACKAGES or top in CORE_MODULES or len(parts) == 1 or parts[-1] == "config":
+        return 0, ""
+    raise AssertionError(f"{module}: not assigned to a layer (add its package to one of the sets above)")
+
+
+def upward_arrows(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that points up a layer or from one stage package into another."""
+    bad = []
+    for name, deps in graph.items():
+        (lo, own) = layer(name)
+        for dep in sorted(deps):
+            (ld, other) = layer(dep)
+            if ld > lo or (lo == ld == 1 and own != other):
+                bad.append(f"{name} -> {dep}")
+    return sorted(bad)
+
+
+def test_upward_arrows_are_found_in_a_planted_graph():
+    graph = {
+        "rmtension.stats.verdicts": {"rmtension.bon.claims"},  # core -> stage: up
+        "rmtension.bon.claims": {"rmtension.rl.claims", "rmtension.stats.verdicts"},  # across stages
+        "rmtension.rl.claims": {"rmtension.report.section"},  # down: fine
+        "rmtension.study": {"rmtension.rl.stage"},  # app -> stage: fine
+    }
+    assert upward_arrows(graph) == [
+        "rmtension.bon.claims -> rmtension.rl.claims",
+        "rmtension.stats.verdicts -> rmtension.bon.claims",
+    ]
+
+
+def test_no_import_points_up_the_layers():
+    assert upward_arrows(import_graph()) == []
+    assert {layer(f"rmtension.{s}.stage") for s in STAGE_PACKAGES} == {(1, s) for s in STAGE_PACKAGES}

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from rmtension.config import EvalConfig
-from rmtension.report.findings import mixed_worse
-from rmtension.rm.evaluate import TestSetInfo as SetInfo
-from rmtension.rm.evaluate import tension_table
+from rmtension.tension.claims import mixed_worse
+from rmtension.tension.table import TestSetInfo as SetInfo
+from rmtension.tension.table import tension_table
 
 
 def _frames(acc: float, rng: np.random.Generator, n: int = 300) -> list[pd.DataFrame]:

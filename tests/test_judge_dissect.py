@@ -14,8 +14,8 @@ from rmtension.api import load_judge, load_test_set, score_neurons
 from rmtension.cli import main
 from rmtension.config import load_config
 from rmtension.data.objectives import half_of
-from rmtension.neurons.select import mask_from_json, stable_seed
-from rmtension.neurons.stage import sample_pairs
+from rmtension.judges.select import mask_from_json, stable_seed
+from rmtension.judges.neuron_sets import sample_pairs
 from tiny import save_tiny
 
 SMALL = ["--max-pairs", "8", "--ps", "20", "--random-draws", "1", "--max-test-pairs", "8", "--modes", "zero"]

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from rmtension.config import EvalConfig
-from rmtension.rm.evaluate import TestSetInfo as SetInfo
-from rmtension.rm.evaluate import tension_table
-from rmtension.rm.stats import seed_pair_bootstrap, seed_resamples
+from rmtension.tension.table import TestSetInfo as SetInfo
+from rmtension.tension.table import tension_table
+from rmtension.stats.bootstrap import seed_pair_bootstrap, seed_resamples
 from rmtension.stats.length import (
     length_controlled_accuracy,
     length_strata,

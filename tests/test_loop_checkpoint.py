@@ -6,11 +6,11 @@ import torch
 
 from rmtension.errors import ArtifactError
 from rmtension.loop.checkpoint import load_rl_checkpoint, save_policy_folder, save_rl_checkpoint
-from rmtension.optimise.config import PolicyConfig, RLConfig
-from rmtension.optimise.policy import load_policy
-from rmtension.optimise.rl import TRAIN_JUDGE
-from rmtension.optimise.rl_eval import HeldOut
-from rmtension.optimise.rl_loop import run_rloo
+from rmtension.policy.config import PolicyConfig, RLConfig
+from rmtension.policy.sampling import load_policy
+from rmtension.rl.rloo import TRAIN_JUDGE
+from rmtension.rl.heldout import HeldOut
+from rmtension.rl.loop import run_rloo
 from tiny import tiny_causal_lm, tiny_tokenizer
 
 PROMPTS = [[5, 9, 44, 71, 100, 12], [8, 150], [77, 78, 79, 80, 81, 82, 83], [200, 201, 30]]

@@ -16,7 +16,7 @@ from rmtension.loop.reviewer import (
     preference_prob,
     shortcut_bias,
 )
-from rmtension.optimise.policy import sample
+from rmtension.policy.sampling import sample
 from tiny import tiny_causal_lm
 
 

@@ -8,8 +8,8 @@ from rmtension.data.types import Turn
 from rmtension.loop import rounds
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.loop.rounds import RoundSpec, preference_pairs, run_round
-from rmtension.optimise.policy import Policy
-from rmtension.optimise.rl import snapshot
+from rmtension.policy.sampling import Policy
+from rmtension.rl.rloo import snapshot
 from tiny import tiny_causal_lm, tiny_reward_model, tiny_tokenizer
 
 CONTEXTS = [(Turn("user", "name a tree"),), (Turn("user", "sky?"),), (Turn("user", "a river and a stone"),)]

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from rmtension.rm.losses import bradley_terry_loss, split_rewards
+from rmtension.trainer.losses import bradley_terry_loss, split_rewards
 
 
 def test_bt_loss_matches_hand_computed_values():

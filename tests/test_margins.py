@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rmtension.config import MIN_EFFECT
-from rmtension.report.verdicts import min_detectable_effect
+from rmtension.stats.verdicts import min_detectable_effect
 
 DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 

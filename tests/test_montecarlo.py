@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rmtension.report.verdicts import equivalence_verdict
+from rmtension.stats.verdicts import equivalence_verdict
 from rmtension.stats.montecarlo import (
     DecidingBound,
     equivalence_deciding_bounds,

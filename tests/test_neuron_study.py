@@ -13,7 +13,7 @@ from studykit import tiny_config
 from rmtension.cli import main
 from rmtension.config import StudyConfig, load_config
 from rmtension.errors import ConfigError
-from rmtension.neurons.ablation_plan import build_conditions
+from rmtension.ablation.plan import build_conditions
 from rmtension.study import extra_stages
 from rmtension.run.runio import load_tensors, read_json
 
@@ -201,7 +201,7 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
 
 
 def test_rm_names_come_from_the_registry():
-    from rmtension.rm.registry import REGISTRY, register
+    from rmtension.model.kinds import REGISTRY, register
 
     assert set(REGISTRY) >= {"helpful", "harmless", "mixed"}
     with pytest.raises(ConfigError, match="unknown RM name"):

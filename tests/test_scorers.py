@@ -7,8 +7,8 @@ import torch
 from tiny import tiny_reward_model
 
 from rmtension.model.encode import EncodedPairs
-from rmtension.neurons.hooks import capture, hook_names
-from rmtension.neurons.scorers import (
+from rmtension.judges.hooks import capture, hook_names
+from rmtension.judges.neurons import (
     BASE_SCORERS,
     SCORERS,
     NeuronSums,
@@ -274,7 +274,7 @@ def test_gated_flip_leaves_output_ranking_and_fire_rate_unchanged():
     import copy
 
     from rmtension.model.encode import collate_pairs
-    from rmtension.neurons.select import ranked_by_magnitude, top_percent
+    from rmtension.judges.select import ranked_by_magnitude, top_percent
 
     enc = _pairs()
     model = tiny_reward_model("llama", seed=0)

@@ -44,7 +44,7 @@ def test_tension_table_carries_the_seed_t_interval():
     import pandas as pd
 
     from rmtension.config import EvalConfig
-    from rmtension.rm.evaluate import tension_table
+    from rmtension.tension.table import tension_table
 
     rng = np.random.default_rng(2)
 

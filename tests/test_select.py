@@ -18,7 +18,7 @@ from rmtension.neurons.overlap import (
     scorer_agreement,
     spearman,
 )
-from rmtension.neurons.select import (
+from rmtension.judges.select import (
     mask_from_json,
     mask_to_json,
     mask_to_pairs,

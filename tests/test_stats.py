@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from rmtension.config import EvalConfig
-from rmtension.rm.evaluate import tension_table
-from rmtension.rm.stats import calibration, correct
+from rmtension.tension.table import tension_table
+from rmtension.stats.bootstrap import calibration, correct
 
 
 def test_correct_counts_ties_as_half():

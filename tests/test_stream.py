@@ -1,4 +1,4 @@
-"""Streaming two replies (`rmtension.optimise.stream`): deltas, draws, the shared prefill, stops."""
+"""Streaming two replies (`rmtension.policy.stream`): deltas, draws, the shared prefill, stops."""
 
 import dataclasses
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from rmtension.errors import RmtensionError
-from rmtension.optimise import decode
-from rmtension.optimise.config import PolicyConfig
-from rmtension.optimise.policy import build_prompt_ids, decode_responses, open_policy, sample
-from rmtension.optimise.stream import (
+from rmtension.policy import decode
+from rmtension.policy.config import PolicyConfig
+from rmtension.policy.sampling import build_prompt_ids, decode_responses, open_policy, sample
+from rmtension.policy.stream import (
     ReplyDelta,
     ReplyDone,
     ReplyText,

@@ -9,7 +9,7 @@ import pytest
 
 from rmtension.config import load_config
 from rmtension.errors import ConfigError
-from rmtension.rm.train import train_reward_model
+from rmtension.trainer.train import train_reward_model
 from test_train import cfg, stop_after_first_step, synthetic
 from tiny import tiny_reward_model, tiny_tokenizer
 

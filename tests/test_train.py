@@ -11,7 +11,7 @@ from rmtension.model.encode import EncodedPairs, encode_texts
 from rmtension.errors import TrainingDiverged
 from rmtension.model.forward import PairForward
 from rmtension.model.scope import set_trainable
-from rmtension.rm.train import lr_lambda, train_reward_model
+from rmtension.trainer.train import lr_lambda, train_reward_model
 from rmtension.model.trunk import TrunkCache, trunk_fingerprint
 from tiny import FAMILIES, tiny_reward_model, tiny_tokenizer
 
@@ -213,7 +213,7 @@ def test_cached_trunk_training_keeps_the_trunk_and_resumes_exactly(tmp_path, fam
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, data, monkeypatch):
-    import rmtension.rm.train as train_mod
+    import rmtension.trainer.train as train_mod
 
     tok, tr, va = data
     calls = {"n": 0}

@@ -11,8 +11,8 @@ from transformers import AutoModelForSequenceClassification
 from rmtension.model.backbones import load_reward_model
 from rmtension.model.forward import PairForward
 from rmtension.model.heads import HEADS, pick_heads, score_head, single_head
-from rmtension.rm.losses import bradley_terry_loss, split_rewards
-from rmtension.rm.train import own_heads, train_reward_model
+from rmtension.trainer.losses import bradley_terry_loss, split_rewards
+from rmtension.trainer.train import own_heads, train_reward_model
 from test_train import cfg, synthetic
 from tiny import FAMILIES, save_tiny, tiny_tokenizer
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from rmtension.report.behaviour import avoidant_vs_misuse
-from rmtension.report.verdicts import all_of, equivalence_verdict, min_detectable_effect
+from rmtension.tension.behaviour import avoidant_vs_misuse
+from rmtension.stats.verdicts import all_of, equivalence_verdict, min_detectable_effect
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_claims_config_rejects_unknown_ids():
 
 
 def test_length_note_names_the_sets_where_length_beats_chance(tmp_path):
-    from rmtension.report.finding import length_note
+    from rmtension.stats.finding import length_note
 
     run = tmp_path / "run"
     run.mkdir()
@@ -118,7 +118,7 @@ def test_length_note_names_the_sets_where_length_beats_chance(tmp_path):
 
 
 def test_holm_by_hand():
-    from rmtension.report.verdicts import holm
+    from rmtension.stats.verdicts import holm
 
     # sorted 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04, raised to the running max 0.06)
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
@@ -126,7 +126,7 @@ def test_holm_by_hand():
 
 
 def test_any_of_on_constructed_effects():
-    from rmtension.report.verdicts import any_of
+    from rmtension.stats.verdicts import any_of
 
     m = 0.07
     assert any_of({"a": (0.1, [0.05, 0.15], 0.001), "b": (0.0, [-0.2, 0.2], 1.0)}, m) == "supported"
@@ -137,7 +137,7 @@ def test_any_of_on_constructed_effects():
 
 
 def test_non_zero_but_small_is_a_label_claims_opt_into():
-    from rmtension.report.verdicts import NON_ZERO_SMALL
+    from rmtension.stats.verdicts import NON_ZERO_SMALL
 
     assert equivalence_verdict([0.01, 0.04], 0.05, small=True) == NON_ZERO_SMALL  # above 0, inside ±m
     assert equivalence_verdict([0.01, 0.04], 0.05) == "not supported"  # the old rule, for claims not opted in
@@ -148,7 +148,7 @@ def test_non_zero_but_small_is_a_label_claims_opt_into():
 
 
 def test_any_of_labels_a_significant_part_inside_the_margin_small():
-    from rmtension.report.verdicts import any_of_parts
+    from rmtension.stats.verdicts import any_of_parts
 
     m = 0.07
     # p 0.001 on both parts: Holm 0.002; the first part's CI ends inside m, the second's past it
@@ -162,7 +162,7 @@ def test_any_of_labels_a_significant_part_inside_the_margin_small():
 
 
 def test_any_of_is_inconclusive_when_a_deciding_number_sits_within_two_monte_carlo_ses():
-    from rmtension.report.verdicts import any_of_parts
+    from rmtension.stats.verdicts import any_of_parts
 
     m, other = 0.07, (0.0, [-0.03, 0.03], 0.9)
     # p 0.024 -> Holm 0.048 against 0.05. MC SE of p from 1,000 replicates: 2 sqrt(0.012 * 0.988 / 1000)
@@ -183,7 +183,7 @@ def test_any_of_is_inconclusive_when_a_deciding_number_sits_within_two_monte_car
 
 
 def test_tradeoff_is_holm_corrected_over_its_two_parts():
-    from rmtension.optimise.claims import tradeoff_finding
+    from rmtension.bon.claims import tradeoff_finding
 
     def acc(mean, ci, p):
         return {"mean": mean, "ci95": ci, "p_vs_chance": p}
@@ -192,13 +192,11 @@ def test_tradeoff_is_holm_corrected_over_its_two_parts():
     below = acc(0.45, [0.40, 0.495], 0.03)
     chance = acc(0.5, [0.45, 0.55], 0.9)
     table = {"helpful": {"harmless": below}, "harmless": {"helpful": chance}}
-    assert tradeoff_finding("p", "c", table, None, 0.05).verdict == "inconclusive"
+    assert tradeoff_finding(table, None, 0.05).verdict == "inconclusive"
     without_p = {
         rm: {t: {k: v for k, v in d.items() if k != "p_vs_chance"} for t, d in by.items()}
         for rm, by in table.items()
     }
-    assert (
-        tradeoff_finding("p", "c", without_p, None, 0.05).verdict == "supported"
-    )  # the old, uncorrected union
+    assert tradeoff_finding(without_p, None, 0.05).verdict == "supported"  # the old, uncorrected union
     table["helpful"]["harmless"] = acc(0.40, [0.35, 0.45], 0.001)  # Holm 0.002: supported
-    assert tradeoff_finding("p", "c", table, None, 0.05).verdict == "supported"
+    assert tradeoff_finding(table, None, 0.05).verdict == "supported"

@@ -15,7 +15,7 @@ from rmtension.cli import main
 from rmtension.data.formats import load_pairs
 from rmtension.data.xstest import SHOULD_REFUSE, SHOULD_RESPOND, load_xstest
 from rmtension.errors import DataError
-from rmtension.rm.stats import cluster_weights, length_baselines, length_matched, seed_pair_bootstrap
+from rmtension.stats.bootstrap import cluster_weights, length_baselines, length_matched, seed_pair_bootstrap
 
 BAD = Path(__file__).parent / "data" / "bad"
 

@@ -26,7 +26,7 @@ from rmtension.data.types import Pair
 from rmtension.errors import RmtensionError
 from rmtension.judges.load import Judge, load_judge
 from rmtension.judges.score import PairRewards, score_pairs
-from rmtension.rm.stats import calibration, cluster_weights, correct, interval, length_baselines
+from rmtension.stats.bootstrap import calibration, cluster_weights, correct, interval, length_baselines
 from rmtension.stats.length import length_controlled
 from rmtension.run.runio import inside, save_tensors, write_csv, write_json
 
@@ -243,7 +243,7 @@ def save_results(folder: str | Path, judge: Judge, evaluations: Sequence[Evaluat
 
 @dataclass
 class NeuronResult:
-    """Neuron scores of one judge on one set of pairs (`rmtension.neurons.scorers`)."""
+    """Neuron scores of one judge on one set of pairs (`rmtension.judges.neurons`)."""
 
     judge: str
     scores: dict[str, torch.Tensor]
@@ -278,8 +278,8 @@ def score_neurons(
 ) -> NeuronResult:
     """Score every MLP neuron of `judge` on `pairs` in one streaming pass. `base`: the judge's base
     backbone (a judge or a path), which `rms_change` needs."""
-    from rmtension.neurons.scorers import NEEDS_BASE, SCORERS
-    from rmtension.neurons.scorers import score_neurons as score_all
+    from rmtension.judges.neurons import NEEDS_BASE, SCORERS
+    from rmtension.judges.neurons import score_neurons as score_all
 
     unknown = sorted(set(scorers) - set(SCORERS))
     if unknown:
@@ -340,10 +340,10 @@ def ablate(
     batch_size: int = 16,
 ) -> Ablation:
     """Zero the neurons of bool mask [layers, neurons] in `judge` on `pairs`, and `controls` random sets
-    with the same count in every layer (`rmtension.neurons.select.random_controls`)."""
-    from rmtension.neurons.ablation import Condition, run_conditions
-    from rmtension.neurons.hooks import neuron_shape
-    from rmtension.neurons.select import random_controls
+    with the same count in every layer (`rmtension.judges.select.random_controls`)."""
+    from rmtension.judges.ablate import Condition, run_conditions
+    from rmtension.judges.hooks import neuron_shape
+    from rmtension.judges.select import random_controls
 
     shape = neuron_shape(judge.model)
     if tuple(neurons.shape) != shape:

@@ -1,4 +1,7 @@
-"""The `rmtension` command. Every user-facing error is one line on stderr and a non-zero exit."""
+"""The `rmtension` command. Every user-facing error is one line on stderr and a non-zero exit.
+
+Imports inside functions: the CLI answers --help and a bad argument in under a second.
+"""
 
 from __future__ import annotations
 
@@ -64,11 +67,11 @@ def report(run_dir: str = typer.Argument(..., help="A run directory written by `
     from pathlib import Path
 
     from rmtension.errors import RmtensionError
-    from rmtension.report.document import write_report
+    from rmtension.study import write_study_report
 
     if not (Path(run_dir) / "config.yaml").exists():
         raise RmtensionError(f"{run_dir}: not a run directory (no config.yaml)")
-    print(write_report(run_dir))
+    print(write_study_report(run_dir))
 
 
 @app.command()
@@ -80,8 +83,9 @@ def compare(
 ) -> None:
     """Put several runs side by side in one report (e.g. MiniLM vs SmolLM2, or different mix ratios)."""
     from rmtension.report.compare import compare_runs
+    from rmtension.study import findings
 
-    print(compare_runs(run_dirs, out))
+    print(compare_runs(run_dirs, out, findings))
 
 
 def _mount(command: str | None = None) -> None:
@@ -96,7 +100,7 @@ def _mount(command: str | None = None) -> None:
     from rmtension.judge.cli import mount as mount_judge
     from rmtension.loop.cli import app as loop_app
     from rmtension.neurons.cli import mount as mount_neurons
-    from rmtension.optimise.cli import app as optimise_app
+    from rmtension.policy.cli import app as optimise_app
 
     app.add_typer(data_app, name="data", help="Inspect preference data.")
     mount_neurons(app)  # `neurons score|select|overlap|claims`, `ablate`

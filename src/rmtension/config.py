@@ -2,6 +2,8 @@
 
 Configs load from YAML (safe loader), take `key=value` overrides with dotted keys
 (`train.lr=1e-4`), reject unknown keys, and are saved resolved next to every output.
+
+Imports inside functions: only the optional-package check needs it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from rmtension.combine.config import CombineConfig
 from rmtension.errors import ConfigError
 from rmtension.audit.config import AuditConfig, find_suite
 from rmtension.neurons.config import AblationConfig, NeuronsConfig, check_neuron_sections
-from rmtension.optimise.config import (
+from rmtension.policy.config import (
     BonConfig,
     PMHalvesConfig,
     PolicyConfig,
@@ -256,7 +258,7 @@ within-prompt SD of excess over regression to the mean (pm_train's pick at best-
 up). tradeoff: 0.05 of pairs, the distance from chance (0.5) of a single-objective RM's accuracy on
 the other objective's test pairs.
 
-The ablation claims (`rmtension.neurons.ablation_claims`) are in SDs of the unablated margin
+The ablation claims (`rmtension.ablation.claims`) are in SDs of the unablated margin
 r_chosen - r_rejected on the test set (ablation.csv's `std_*` columns), sized to what the default
 study detects (benchmarks/RESULTS-ablation.md: MiniLM mixed RM, 64 pairs per HH test set, one draw
 per control kind). neurons_identified and cross_ablation: 0.25 SD, the margin drop of an objective's
@@ -392,10 +394,10 @@ def load_config(
             raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
-    raw = apply_overrides(raw, overrides or [])
-    for name in present:
+    for name in present:  # before the overrides, so `neurons.max_pairs=6` reaches a saved `neurons: null`
         if raw.get(name) is None:
             raw[name] = {}
+    raw = apply_overrides(raw, overrides or [])
     try:
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as e:

@@ -11,41 +11,54 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 
-from rmtension.audit.stage import stage_audit
-from rmtension.combine.stage import stage_combine
+from rmtension.ablation import stage as ablation_stage
+from rmtension.audit import stage as audit_stage
+from rmtension.bon import stage as bon_stage
+from rmtension.combine import stage as combine_stage
 from rmtension.config import StudyConfig, dump_config
-from rmtension.model.precision import precision_note, use_bf16
-from rmtension.neurons.ablation import resolve_bf16
-from rmtension.neurons.ablation_stage import run_ablation
-from rmtension.neurons.stage import run_neuron_scoring
-from rmtension.optimise.bon_stage import stage_bon
-from rmtension.optimise.pm_halves import stage_pm_halves
-from rmtension.optimise.rl_stage import stage_rl
-from rmtension.report.document import write_report
-from rmtension.rm.conflict_stage import stage_conflict
-from rmtension.rm.stages import (
-    Prepared,
-    caches_trunk,
-    prepare,
-    stage_eval,
-    stage_tension,
-    stage_train,
-    trunk_cache,
-)
+from rmtension.conflict import stage as conflict_stage
+from rmtension.data import stage as data_stage
+from rmtension.data.stage import prepare
+from rmtension.eval import stage as eval_stage
+from rmtension.model.precision import precision_note
+from rmtension.neurons import stage as neurons_stage
+from rmtension.neurons.claims import settings_sentence
+from rmtension.pm_halves import stage as pm_halves_stage
+from rmtension.report.document import Contents, write_report
+from rmtension.report.section import Section
+from rmtension.rl import stage as rl_stage
 from rmtension.run import dist, interrupt
 from rmtension.run.log import duration, log
+from rmtension.run.prepared import Prepared
 from rmtension.run.quiet import quiet_third_party
-from rmtension.run.runio import atomic_write_text
+from rmtension.run.runio import atomic_write_text, read_json
+from rmtension.stats.finding import CLAIMS, Finding
+from rmtension.tension import stage as tension_stage
+from rmtension.train import stage as train_stage
 
 
-def run_study(cfg: StudyConfig, out: str | Path | None = None) -> Path:
-    """Run (or resume) the whole study; returns the run directory."""
+def run_study(
+    cfg: StudyConfig,
+    out: str | Path | None = None,
+    only: Collection[str] | None = None,
+    force: Collection[str] = (),
+    report: bool = True,
+) -> Path:
+    """Run (or resume) the study, or the stages named in `only` of it; returns the run directory.
+
+    The one orchestrator: `rmtension study` runs every enabled stage of `STAGES`, and `rmtension bon`,
+    `rl`, `ablate` and `neurons score` run the same list filtered by `only` (the data stage always
+    runs first: every other stage starts from what it prepares). Stages named in `force` recompute
+    even when their manifest matches. `report`: write the report afterwards (when `report.enabled`).
+    """
     run_dir = Path(out or Path("runs") / cfg.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
@@ -56,30 +69,24 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None) -> Path:
     note = precision_note(cfg.train.bf16, dist.device())
     if note:
         log(note)
-    extra = extra_stages(cfg)
-    report = ["report"] if cfg.report.enabled else []
-    stage = StageClock(["prepare", "train", "eval", "tension", "conflict", *dict(extra), *report])
+    stages = enabled_stages(cfg, only)
+    report = report and cfg.report.enabled
+    clock = StageClock(["prepare", *(s.name for s in stages), *(["report"] if report else [])])
     with interrupt.graceful_sigint():
-        with stage("prepare"):
+        with clock("prepare"):
             prep = prepare(run_dir, cfg)
-        with stage("train"):
-            stage_train(prep)
-        with stage("eval"):
-            stage_eval(prep)
-        with stage("tension"):
-            table = stage_tension(prep)
-        with stage("conflict"):
-            stage_conflict(prep)
-        for name, stage_fn in extra:
-            interrupt.check(f"before {name}")
-            with stage(name):
-                stage_fn(prep)
-        if cfg.report.enabled:
-            with stage("report"):
-                write_report(run_dir)
+        prep.force = frozenset(force)
+        for s in stages:
+            interrupt.check(f"before {s.name}")
+            with clock(s.name):
+                s.run(prep)
+        if report:
+            with clock("report"):
+                write_study_report(run_dir)
     prep.timings["total_s"] = time.perf_counter() - t0
-    write_timings(run_dir, stage.seconds, prep.timings)
-    print_summary(run_dir, table, prep.timings)
+    write_timings(run_dir, clock.seconds, prep.timings)
+    if (run_dir / "tension.json").exists() and only is None:
+        print_summary(run_dir, read_json(run_dir / "tension.json"), prep.timings)
     return run_dir
 
 
@@ -119,49 +126,77 @@ def write_timings(run_dir: Path, seconds: dict[str, float], extra: dict[str, flo
     log("stage times: " + ", ".join(f"{k} {duration(v)}" for k, v in seconds.items()))
 
 
-def stage_neurons(prep: Prepared) -> Path:
-    """neurons/: scores, sets and overlap of each analysed RM (`rmtension.neurons.stage`)."""
-    cfg = prep.ctx.cfg.neurons
-    return run_neuron_scoring(prep.ctx, cfg, tokenizer=prep.tokenizer, trunk=_top_cache(prep, cfg.bf16))
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the study: its name (the config section that turns it on, if any) and its package's
+    `stage` module, whose contract is `run(prep)`, `sections(run_dir)` and `findings(run_dir)`."""
+
+    name: str
+    contract: ModuleType
+    optional: bool = True
+    """Runs only when its config section is present and enabled; False: always (the core study)."""
+
+    def run(self, prep: Prepared) -> object:
+        return self.contract.run(prep)
+
+    def sections(self, run_dir: Path) -> list[Section]:
+        return self.contract.sections(run_dir)
+
+    def findings(self, run_dir: Path) -> list[Finding]:
+        return self.contract.findings(run_dir)
 
 
-def stage_ablation(prep: Prepared) -> Path:
-    """ablation.csv, cross_effect.json, neurons/influence.json (`rmtension.neurons.ablation_stage`)."""
-    cfg = prep.ctx.cfg.ablation
-    bf16 = resolve_bf16(cfg.bf16, dist.device())
-    return run_ablation(prep.ctx, cfg, tokenizer=prep.tokenizer, trunk=_top_cache(prep, bf16))
-
-
-def _top_cache(prep: Prepared, stage_bf16: bool) -> Callable[[], object] | None:
-    """What gives the trunk cache (built if need be, as for evaluation, and only when the stage runs)
-    when the neuron sets lie in the trained blocks above it and the stage computes in the cache's
-    precision (`train.bf16`), so the neuron and ablation forwards always start from it: a resumed
-    study computes what an uninterrupted one does. A stage in fp32 over a bf16 cache runs whole."""
-    cfg, device = prep.ctx.cfg, dist.device()
-    same_precision = use_bf16(stage_bf16, device) == use_bf16(cfg.train.bf16, device)
-    uses = caches_trunk(cfg) and cfg.neurons.layers == "trained" and same_precision
-    return (lambda: trunk_cache(prep)) if uses else None
-
-
-STAGES: tuple[tuple[str, Callable[[Prepared], object]], ...] = (
-    ("audit", stage_audit),
-    ("combine", stage_combine),
-    ("neurons", stage_neurons),
-    ("ablation", stage_ablation),
-    ("pm_halves", stage_pm_halves),
-    ("bon", stage_bon),
-    ("rl", stage_rl),
+STAGES: tuple[Stage, ...] = (
+    Stage("data", data_stage, optional=False),
+    Stage("train", train_stage, optional=False),
+    Stage("eval", eval_stage, optional=False),
+    Stage("tension", tension_stage, optional=False),
+    Stage("conflict", conflict_stage, optional=False),
+    Stage("audit", audit_stage),
+    Stage("combine", combine_stage),
+    Stage("neurons", neurons_stage),
+    Stage("ablation", ablation_stage),
+    Stage("pm_halves", pm_halves_stage),
+    Stage("bon", bon_stage),
+    Stage("rl", rl_stage),
 )
-"""The stages after the tension table, in order; each is named after the config section that turns it on."""
+"""Every stage in the order they run, report and claim: the one list the study, the filtered commands
+(`rmtension bon`, `rl`, `ablate`, `neurons score`) and the report loop over. The data stage runs first
+and always (`prepare`: every other stage starts from what it hands on)."""
+
+
+def findings(run_dir: str | Path) -> list[Finding]:
+    """Every stage's findings, in the order of `rmtension.stats.finding.CLAIMS`."""
+    out = [f for stage in STAGES for f in stage.findings(Path(run_dir))]
+    order = list(CLAIMS)
+    return sorted(out, key=lambda f: order.index(f.id) if f.id in order else len(order))
+
+
+def sections(run_dir: str | Path) -> list[Section]:
+    """Every stage's report sections, in stage order (each names its report part)."""
+    return [s for stage in STAGES for s in stage.sections(Path(run_dir))]
+
+
+def write_study_report(run_dir: str | Path) -> Path:
+    """findings.json, report.md and report.html of a run directory; returns the HTML path."""
+    return write_report(run_dir, Contents(sections, findings, settings_sentence))
+
+
+def enabled_stages(cfg: StudyConfig, only: Collection[str] | None = None) -> list[Stage]:
+    """The `STAGES` that run: the core ones and those whose config section is present and enabled,
+    in order, limited to the names in `only` when given. The sections' cross-checks already ran in
+    `StudyConfig`'s validator."""
+    on = lambda s: s.name != "data" and (not s.optional or _enabled(getattr(cfg, s.name)))  # noqa: E731
+    return [s for s in STAGES if on(s) and (only is None or s.name in only)]
+
+
+def _enabled(section: object) -> bool:
+    return section is not None and getattr(section, "enabled", True)
 
 
 def extra_stages(cfg: StudyConfig) -> list[tuple[str, Callable[[Prepared], object]]]:
-    """The `STAGES` whose config section is present and enabled, in order.
-
-    Each is `(name, fn(prep))`; the sections' cross-checks already ran in `StudyConfig`'s validator.
-    """
-    on = lambda section: section is not None and getattr(section, "enabled", True)  # noqa: E731
-    return [(name, fn) for name, fn in STAGES if on(getattr(cfg, name))]
+    """The enabled optional stages as `(name, run)`, in order."""
+    return [(s.name, s.run) for s in enabled_stages(cfg) if s.optional]
 
 
 def print_summary(run_dir: Path, table: dict, timings: dict) -> None:

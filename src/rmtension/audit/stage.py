@@ -23,10 +23,13 @@ from rmtension.judges.load import Judge
 from rmtension.judges.score import score_encoded
 from rmtension.model.backbones import load_reward_model
 from rmtension.model.encode import encode_pairs, reply_lengths
-from rmtension.rm.stages import study_views, train_hash
-from rmtension.rm.stats import correct, length_baselines
+from rmtension.run.prepared import study_views, train_hash
+from rmtension.stats.bootstrap import correct, length_baselines
 from rmtension.run import interrupt
 from rmtension.run.log import device, log
+from rmtension.audit.report import helpful_refusal_undervalued, section_audit
+from rmtension.report.section import Section, in_part
+from rmtension.stats.finding import Finding
 from rmtension.run.runio import (
     inside,
     sha256_file,
@@ -133,3 +136,15 @@ def stage_audit(prep) -> Path:
     outputs.append(write_json(ctx.run_dir / "audit.json", summarise(pairs, frames, lengths, cfg, suite)))
     write_manifest(ctx.run_dir, AUDIT, h, outputs)
     return outputs[-1]
+
+
+run = stage_audit
+"""The stage contract (`rmtension.study.STAGES`): `run(prep)`, `sections(run_dir)`, `findings(run_dir)`."""
+
+
+def sections(run_dir: Path) -> list[Section]:
+    return in_part("audit", section_audit(run_dir))
+
+
+def findings(run_dir: Path) -> list[Finding]:
+    return [helpful_refusal_undervalued(run_dir)]

@@ -2,7 +2,7 @@
 
 A scenario's comparisons share a conversation (and replies), so they are not independent: every CI
 here is a cluster bootstrap that draws whole scenarios with replacement
-(`rmtension.rm.stats.cluster_weights`); the point estimate is the accuracy over the pairs.
+(`rmtension.stats.bootstrap.cluster_weights`); the point estimate is the accuracy over the pairs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rmtension.data.types import Pair
-from rmtension.rm.stats import cluster_weights, interval, seed_pair_bootstrap
+from rmtension.stats.bootstrap import cluster_weights, interval, seed_pair_bootstrap
 
 
 def scenario_replicates(

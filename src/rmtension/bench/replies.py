@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from rmtension.bench.records import Turn
 from rmtension.bench.task import SourceConfig
-from rmtension.optimise.config import PolicyConfig
-from rmtension.optimise.policy import Policy, open_policy
-from rmtension.optimise.stream import ReplyDone, stream_pair
+from rmtension.policy.config import PolicyConfig
+from rmtension.policy.sampling import Policy, open_policy
+from rmtension.policy.stream import ReplyDone, stream_pair
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from rmtension.strict import Strict
+from rmtension.model.kinds import REUSED_RATIOS
 
 METHODS = ("reward_interp", "two_head_dial", "gated", "weight_interp", "data_ratio")
 """Every combination method (`rmtension.combine.stage`): a dial over the separate helpful and harmless
@@ -31,7 +32,7 @@ class CombineConfig(Strict):
     ratios: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     """data_ratio: helpful shares of the sweep's mixed RMs, all of the matched training size. 0, 0.5 and 1
     are the harmless, mixed and helpful RMs; each other share trains `mixed_r<r>` per seed
-    (`rmtension.combine.ratios`)."""
+    (`rmtension.data.ratios`)."""
     gate_steps: int = Field(300, ge=1)
     """Full-batch Adam steps of the gate's logistic regression."""
     gate_lr: float = Field(0.05, gt=0)
@@ -59,9 +60,8 @@ class CombineConfig(Strict):
 
     def trained_ratios(self) -> list[float]:
         """The shares that train their own RM: data_ratio's, less those the study trains anyway."""
-        from rmtension.combine.ratios import REUSED
 
-        return [r for r in self.ratios if r not in REUSED] if "data_ratio" in self.methods else []
+        return [r for r in self.ratios if r not in REUSED_RATIOS] if "data_ratio" in self.methods else []
 
     def dials(self) -> list[float]:
         """The grid's dial values, 0 to 1."""

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rmtension.combine.dials import hypervolume, pareto_mask
-from rmtension.rm.stats import interval, seed_pair_bootstrap
+from rmtension.judges.dials import hypervolume, pareto_mask
+from rmtension.stats.bootstrap import interval, seed_pair_bootstrap
+from rmtension.stats.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 from rmtension.stats.montecarlo import MC_SE_MULTIPLE, interval_mc_se
 
 TESTS = ("helpful", "harmless")
@@ -125,7 +126,6 @@ def keeps_both_verdict(doc: dict, min_effect: float) -> tuple[str, dict[str, str
     sets); it loses one when some difference's CI lies wholly below -min_effect. Supported if some
     method keeps both, not supported if every method loses one, inconclusive otherwise. A bound within
     2 Monte Carlo SEs of -min_effect (`ci_mc_se`, `rmtension.stats.montecarlo`) decides nothing."""
-    from rmtension.report.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 
     standing = {}
     for method, m in doc["methods"].items():

@@ -9,13 +9,11 @@ import pandas as pd
 
 from rmtension.combine.frontier import TESTS, keeps_both_verdict
 from rmtension.report.figures import COLUMN_WIDTH, PALETTE, RM_COLOURS, new_figure, save
-from rmtension.report.finding import Finding
+from rmtension.stats.finding import COMBINED_KEEPS_BOTH, Finding
 from rmtension.report.section import Section
-from rmtension.report.verdicts import INCONCLUSIVE, NOT_RUN, claim_min_effect, min_detectable_effect
+from rmtension.stats.verdicts import INCONCLUSIVE, NOT_RUN, claim_min_effect, min_detectable_effect
 from rmtension.run.runio import read_json
 
-OURS = "rmtension"
-CLAIM = "a combined judge keeps both objectives"
 METHOD_COLOURS = {
     "reward_interp": PALETTE[3],
     "two_head_dial": PALETTE[4],
@@ -45,10 +43,10 @@ def combined_keeps_both(run_dir: Path) -> Finding:
     found = _files(run_dir)
     if found is None:
         why = "Not run in this study (enable `combine:` in the config)."
-        return Finding(OURS, CLAIM, NOT_RUN, why, "", id="combined_keeps_both")
+        return Finding(COMBINED_KEEPS_BOTH, NOT_RUN, why)
     _, summary = found
     doc = summary["keeps_both"]
-    m = claim_min_effect(run_dir, "combined_keeps_both")
+    m = claim_min_effect(run_dir, COMBINED_KEEPS_BOTH)
     verdict, standing = keeps_both_verdict(doc, m)
     parts, effect, ci95, mde = [], {}, {}, []
     for method, d in doc["methods"].items():
@@ -69,13 +67,11 @@ def combined_keeps_both(run_dir: Path) -> Finding:
     if verdict == INCONCLUSIVE:
         evidence += f" This sample could detect shortfalls of about {max(mde):.3f} (80% power)."
     return Finding(
-        OURS,
-        CLAIM,
+        COMBINED_KEEPS_BOTH,
         verdict,
         evidence,
         "combine/summary.json, combine/frontier.csv",
         "; ".join(parts),
-        id="combined_keeps_both",
         effect=effect,
         ci95=ci95,
         min_effect=m,
@@ -100,7 +96,7 @@ def section_combine(run_dir: Path) -> Section | None:
         "two-level bootstrap 95% CIs (seeds, then pairs). Source: `combine/frontier.csv`, `combine/summary.json`."
     )
     f = combined_keeps_both(run_dir)
-    s.paragraphs.append(f"{f.claim[0].upper() + f.claim[1:]}: **{f.verdict}**. {f.evidence}")
+    s.paragraphs.append(f.statement())
     gate = summary.get("gate")
     if gate:
         acc = gate["accuracy"]

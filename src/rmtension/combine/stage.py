@@ -14,14 +14,16 @@ for the `combined_keeps_both` claim is chosen on validation pairs, never on the 
 Writes `combine/frontier.csv` (`rmtension.combine.frontier.COLUMNS`), `combine/summary.json`
 (hypervolumes, the gate's accuracy, the selected dials and their paired differences from the best
 single RM) and `combine/judge.json` (the first seed's two-head standardisers and the gate, for the
-best-of-n picks of `rmtension.combine.picks`).
+best-of-n picks of `rmtension.judges.combined`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from rmtension.combine.dials import dial, interpolate_state, standardise, standardiser
+from rmtension.judges.dials import dial, interpolate_state, standardise, standardiser
 from rmtension.combine.frontier import (
     TESTS,
     Point,
@@ -31,19 +33,22 @@ from rmtension.combine.frontier import (
     select_dial,
     shortfalls,
 )
-from rmtension.combine.ratios import ratio_views
-from rmtension.combine.gate import prompt_embeddings, prompt_texts, train_gate
+from rmtension.data.ratios import ratio_views
+from rmtension.judges.gate import prompt_embeddings, prompt_texts, train_gate
 from rmtension.config import config_hash
 from rmtension.model.backbones import load_reward_model
 from rmtension.model.forward import PairForward
 from rmtension.model.trunk import trunk_fingerprint
-from rmtension.rm.evaluate import read_scores
-from rmtension.rm.registry import ratio_rm
-from rmtension.rm.stages import Prepared, pair_heads, train_hash, trunk_cache
-from rmtension.rm.stats import correct
+from rmtension.judges.pair_scores import read_scores
+from rmtension.model.kinds import ratio_rm
+from rmtension.run.prepared import Prepared, pair_heads, train_hash, trunk_cache
+from rmtension.stats.bootstrap import correct
 from rmtension.run import interrupt
 from rmtension.run.log import device, log
 from rmtension.run.runio import inside, stage_complete, write_csv, write_json, write_manifest
+from rmtension.combine.report import combined_keeps_both, section_combine
+from rmtension.report.section import Section, in_part
+from rmtension.stats.finding import Finding
 
 SINGLE = ("helpful", "harmless")
 
@@ -162,7 +167,7 @@ def combine_points(prep: Prepared) -> tuple[list[Point], dict[tuple[str, float],
     extra = (
         {} if gate is None else {"gate": {k: v for k, v in gate.items() if k not in ("test_weights", "gate")}}
     )
-    # what best-of-n needs to pick with the two-head dial and the gate (`rmtension.combine.picks`)
+    # what best-of-n needs to pick with the two-head dial and the gate (`rmtension.judges.combined`)
     if cc.two_head:
         seed = seeds[0]
         extra["judge"] = {
@@ -248,7 +253,7 @@ def weight_path(prep: Prepared, seed: int, lambdas: list[float]):
 
 
 def gate_doc(gate) -> dict:
-    """A fitted `Gate` as JSON (`rmtension.combine.picks.read_gate` reads it back)."""
+    """A fitted `Gate` as JSON (`rmtension.judges.combined.read_gate` reads it back)."""
     return {
         "weight": gate.weight.tolist(),
         "bias": gate.bias,
@@ -286,3 +291,15 @@ def fit_gate(prep: Prepared) -> dict:
         "features": "mean-pooled last hidden state of the untrained backbone, prompt only",
         "n_train_prompts": len(train_pairs),
     }
+
+
+run = stage_combine
+"""The stage contract (`rmtension.study.STAGES`): `run(prep)`, `sections(run_dir)`, `findings(run_dir)`."""
+
+
+def sections(run_dir: Path) -> list[Section]:
+    return in_part("combine", section_combine(run_dir))
+
+
+def findings(run_dir: Path) -> list[Finding]:
+    return [combined_keeps_both(run_dir)]

@@ -15,6 +15,8 @@ official test files (8,552 rows) hold beyond that:
   reply's text (rendering reproduces the original string) and flagged `trailing_human_turn`.
 - 11 kept pairs with an empty final reply (`...\\n\\nAssistant: ` at the end), flagged `empty_reply`.
 - No text before the first Human turn and no two Human turns in a row.
+
+Imports inside functions: datasets / huggingface_hub (optional download path) load only when used.
 """
 
 from __future__ import annotations

@@ -25,10 +25,12 @@ from rmtension.errors import RmtensionError
 from rmtension.judges.load import Judge
 from rmtension.model.arch import find_arch
 from rmtension.model.heads import score_head
-from rmtension.neurons.ablation_stage import run_ablation
+from rmtension.ablation.run import run_ablation
 from rmtension.neurons.config import AblationConfig, NeuronsConfig
-from rmtension.neurons.hooks import neuron_shape
-from rmtension.neurons.report import section_ablation, section_cross, section_overlap
+from rmtension.judges.hooks import neuron_shape
+from rmtension.ablation.report import section_ablation, section_cross
+from rmtension.neurons.config import claim_settings
+from rmtension.neurons.report import section_overlap
 from rmtension.neurons.stage import run_neuron_scoring
 from rmtension.report.section import write_document
 from rmtension.run.context import StudyContext
@@ -121,5 +123,8 @@ def dissect(
     tok = judges[0].tokenizer
     run_neuron_scoring(ctx, neurons, force=True, tokenizer=tok)
     run_ablation(ctx, ablation, force=True, tokenizer=tok)
-    sections = [s for s in (section_overlap(out), section_ablation(out), section_cross(out)) if s is not None]
+    st = claim_settings(out)
+    sections = [
+        s for s in (section_overlap(out), section_ablation(out, st), section_cross(out, st)) if s is not None
+    ]
     return write_document(out, f"Dissection: {judges[0].name} (A) and {judges[1].name} (B)", sections)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rmtension.data.types import Turn
-from rmtension.optimise.policy import build_prompt_ids, decode_responses, sample
+from rmtension.policy.sampling import build_prompt_ids, decode_responses, sample
 
 ITEMS_TAG = 0x4341_5041  # "CAPA": keeps the generator's stream apart from others seeded with `seed`
 WORDS = (
@@ -190,7 +190,7 @@ class CapabilityScore:
 
 
 def score_policy(policy, items: Sequence[Item], max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 32):
-    """Greedy replies of `policy` (a `rmtension.optimise.policy.Policy`) to the items, exact-match scored."""
+    """Greedy replies of `policy` (a `rmtension.policy.sampling.Policy`) to the items, exact-match scored."""
     ids = [build_prompt_ids(policy.tokenizer, it.turns(), 1 << 12) for it in items]
     drawn = sample(
         policy.model,

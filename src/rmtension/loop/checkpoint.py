@@ -4,7 +4,7 @@
   generation config and the tokenizer files: any HF causal-LM loader (`load_policy`,
   `AutoModelForCausalLM.from_pretrained`) reads it back to the same weights.
 - `save_rl_checkpoint(path, state)` / `load_rl_checkpoint(path)` write and read the
-  `rmtension.optimise.rl_loop.RLState` that `run_rloo` hands its `checkpoint` hook after every
+  `rmtension.rl.loop.RLState` that `run_rloo` hands its `checkpoint` hook after every
   update: the trained parameters, the optimiser state, the global generator states, the step and
   the logs so far. `run_rloo(initial_policy, ..., resume=load_rl_checkpoint(path))` then continues
   the run as if it had never stopped (tests/test_loop_checkpoint.py).
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from rmtension.errors import ArtifactError
-from rmtension.optimise.rl_loop import RLState
+from rmtension.rl.loop import RLState
 
 CHECKPOINT_VERSION = 1
 

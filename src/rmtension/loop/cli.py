@@ -33,8 +33,8 @@ def capability_command(
     import time
 
     from rmtension.loop.capability import generate_items, score_policy
-    from rmtension.optimise.config import PolicyConfig
-    from rmtension.optimise.policy import open_policy
+    from rmtension.policy.config import PolicyConfig
+    from rmtension.policy.sampling import open_policy
 
     policy = open_policy(PolicyConfig(backbone=backbone), cache_dir, precision="fp32")
     items = generate_items(n, seed)

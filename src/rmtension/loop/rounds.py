@@ -32,9 +32,9 @@ from rmtension.errors import ArtifactError
 from rmtension.loop.checkpoint import save_policy_folder
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.model.encode import collate
-from rmtension.optimise.policy import Policy, build_prompt_ids, decode_responses, load_policy, sample
-from rmtension.optimise.rl import kl_exact, pack, response_logprobs, swapped
-from rmtension.rm.losses import bradley_terry_loss
+from rmtension.policy.sampling import Policy, build_prompt_ids, decode_responses, load_policy, sample
+from rmtension.rl.rloo import kl_exact, pack, response_logprobs, swapped
+from rmtension.trainer.losses import bradley_terry_loss
 
 GoldFn = Callable[[Sequence[tuple[Turn, ...]], Sequence[str]], np.ndarray]
 """(contexts [N], replies [N]) -> [N] gold scores."""

@@ -2,6 +2,8 @@
 
 Registry entries resolve to a local HF model folder. Anything not in the registry is passed
 to `from_pretrained` as an HF path or hub id. Weights load from safetensors only.
+
+Imports inside functions: transformers loads only when a model does (the CLI's start-up).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 HEADS = ("helpful", "harmless")
-"""Objective of each row of a two-head model's score head; `rmtension.rm.conflict.HELPFUL`/`HARMLESS`
+"""Objective of each row of a two-head model's score head; `rmtension.trainer.conflict.HELPFUL`/`HARMLESS`
 are these rows' indices."""
 HEAD_PATHS = ("score", "classifier")
 """Attribute of the score head on a sequence-classification model: `score` (Llama, GPT-2, GPT-NeoX)

@@ -4,7 +4,7 @@
         h = run(**batch)                       # [B, T, H]: the residual stream entering block 3
 
 A hook that has what it needs raises `StopForward`; the runner (or the caller, for hooks
-installed through `rmtension.neurons.hooks.neuron_hooks`) catches it, so nothing after that
+installed through `rmtension.judges.hooks.neuron_hooks`) catches it, so nothing after that
 point is computed.
 """
 

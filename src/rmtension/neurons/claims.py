@@ -11,25 +11,45 @@ Claims (all at one top-p and one scorer, in the primary RM, mixed by default):
 - cross_effect:  ablating one objective's neurons also lowers the other objective's margin.
 - double_dissociation: each objective-only set hurts its own objective more than the other's (2x2
                  interaction). The ablation claims (mean ablation, margins in SDs of the unablated
-                 margin, equivalence rule) are in `rmtension.neurons.ablation_claims`.
+                 margin, equivalence rule) are in `rmtension.ablation.claims`.
 
-Each verdict is "supported", "not supported" or "inconclusive"; the sentence carries the numbers.
+Each is a `rmtension.stats.finding.Finding` whose evidence is rendered from its numbers; a claim
+whose file is absent is "not run".
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 
-from rmtension.neurons.claim_base import Claim, fmt_p, nearest_p, p_phrase  # noqa: F401 (re-exported)
+from rmtension.neurons.config import claim_settings
+from rmtension.stats.pvalues import nearest_p, p_phrase
 from rmtension.run.runio import read_json
+from rmtension.judges.neuron_sets import shared_share
+from rmtension.stats.bootstrap import spearman_ci
+from rmtension.stats.finding import (
+    CONFLICT_TRACKS_SHARED_NEURONS,
+    NEURON_SETS_DIFFER,
+    NEURONS_SHARED,
+    Finding,
+    not_run,
+)
+from rmtension.stats.verdicts import (
+    NOT_RUN,
+    INCONCLUSIVE,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    claim_min_effect,
+    equivalence_verdict,
+    min_detectable_effect,
+)
 
 
-def claim_shared(overlap: dict, scorer: str, p: float, alpha: float) -> Claim:
+def claim_shared(overlap: dict, scorer: str, p: float, alpha: float) -> Finding:
     by_p = overlap.get(scorer, {})
     if not by_p:
-        return Claim("shared", "inconclusive", f"No overlap results for scorer {scorer}.")
+        return Finding(NEURONS_SHARED, INCONCLUSIVE, f"No overlap results for scorer {scorer}.", OVERLAP_FILE)
     k = nearest_p(list(by_p), p)
     o = by_p[k]
     nums = {
@@ -43,24 +63,31 @@ def claim_shared(overlap: dict, scorer: str, p: float, alpha: float) -> Claim:
         f"hypergeometric p {p_phrase(o['p_value'])}."
     )
     if o["p_value"] < alpha and o["jaccard"] > o["jaccard_random"]:
-        verdict = "supported"
+        verdict = SUPPORTED
     elif o["jaccard"] <= o["jaccard_random"]:
-        verdict = "not supported"
+        verdict = NOT_SUPPORTED
     else:
-        verdict = "inconclusive"
+        verdict = INCONCLUSIVE
     text += (
         " (Chance here is random neuron sets of these sizes, a floor; whether the sets differ more than "
         "sampling noise is tested separately.)"
     )
     boot = o.get("jaccard_bootstrap")
+    decided = {}
     if boot and boot.get("n") and boot["sd"] == boot["sd"]:
-        from rmtension.report.verdicts import min_detectable_effect
-
         # Jaccard above the floor, its CI from the scoring pairs' bootstrap (the floor is exact)
         effect = o["jaccard"] - o["jaccard_random"]
         ci = [effect - 1.96 * boot["sd"], effect + 1.96 * boot["sd"]]
-        nums |= {"effect": effect, "ci95": ci, "min_detectable_effect": min_detectable_effect(ci)}
-    return Claim("shared", verdict, f"Shared neurons: {verdict}. " + text, nums)
+        decided = {
+            "effect": {"shared": effect},
+            "ci95": {"shared": ci},
+            "min_detectable_effect": min_detectable_effect(ci),
+        }
+    test, null = OVERLAP_TESTS["shared"]
+    key = f"Jaccard {o['jaccard']:.3f} vs {o['jaccard_random']:.3f} by chance, p {p_phrase(o['p_value'])}"
+    return Finding(
+        NEURONS_SHARED, verdict, text, OVERLAP_FILE, key, test=test, null=null, numbers=nums, **decided
+    )
 
 
 OVERLAP_TESTS = {
@@ -80,28 +107,28 @@ OVERLAP_TESTS = {
 """Claim name -> (the test that decides it, its null), for findings.json's `test` and `null`."""
 
 
-def claim_sets_differ(overlap: dict, scorer: str, p: float, alpha: float, min_effect: float) -> Claim:
+def claim_sets_differ(overlap: dict, scorer: str, p: float, alpha: float, min_effect: float) -> Finding:
     """Do the helpful and harmless top-p sets differ more than two samples of one objective would?
 
     Effect (Jaccard units): the permutation null's mean Jaccard minus the observed one, with the CI
     of `rmtension.neurons.nulls.sets_differ_effect`; verdict by the equivalence rule
-    (`rmtension.report.verdicts.equivalence_verdict`) against `min_effect`, and "supported" also
+    (`rmtension.stats.verdicts.equivalence_verdict`) against `min_effect`, and "supported" also
     needs the permutation p-value below `alpha`. A placebo (two samples of one objective) gives an
     effect near 0: "inconclusive", or "not supported" when the CI lies inside +-min_effect.
     """
-    from rmtension.report.verdicts import INCONCLUSIVE, SUPPORTED, equivalence_verdict, min_detectable_effect
-
-    name, head = "sets_differ", "The helpful and harmless neuron sets differ more than sampling noise"
     by_p = overlap.get(scorer, {})
     if not by_p:
-        return Claim(name, "inconclusive", f"{head}: inconclusive. No overlap results for scorer {scorer}.")
+        return Finding(
+            NEURON_SETS_DIFFER, INCONCLUSIVE, f"No overlap results for scorer {scorer}.", OVERLAP_FILE
+        )
     k = nearest_p(list(by_p), p)
     o = by_p[k]
+    setting = f"top {k}%, {scorer}"
     if "sets_differ" not in o:
         why = (
             o.get("nulls_skipped") or "neurons/overlap.json has no permutation null; re-run the neuron stage"
         )
-        return Claim(name, "inconclusive", f"{head} (top {k}%, {scorer}): inconclusive. {why}.")
+        return Finding(NEURON_SETS_DIFFER, INCONCLUSIVE, f"{why}.", OVERLAP_FILE, setting=setting)
     d, null, half = o["sets_differ"], o["jaccard_permutation"], o["jaccard_split_half"]
     base = o.get("jaccard_base", {})
     ci = d["ci95"]
@@ -121,10 +148,6 @@ def claim_sets_differ(overlap: dict, scorer: str, p: float, alpha: float, min_ef
     if verdict == INCONCLUSIVE:
         text += f" This sample could detect differences of about {mde:.3f} (80% power)."
     nums = {
-        "effect": d["effect"],
-        "ci95": ci,
-        "min_effect": min_effect,
-        "min_detectable_effect": mde,
         "jaccard": o["jaccard"],
         "jaccard_permutation": null["mean"],
         "p_value": null["p_value"],
@@ -132,78 +155,103 @@ def claim_sets_differ(overlap: dict, scorer: str, p: float, alpha: float, min_ef
         "jaccard_split_half": half["mean"],
         "jaccard_base": base.get("mean"),
     }
-    return Claim(name, verdict, f"{head} (top {k}%, {scorer}): {verdict}. {text}", nums)
+    key = (
+        f"Jaccard {o['jaccard']:.3f} vs {null['mean']:.3f} for random splits; "
+        f"null − observed {d['effect']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}], p {p_phrase(null['p_value'])}"
+    )
+    test, null_words = OVERLAP_TESTS["sets_differ"]
+    return Finding(
+        NEURON_SETS_DIFFER,
+        verdict,
+        text,
+        OVERLAP_FILE,
+        key,
+        effect={"sets_differ": d["effect"]},
+        ci95={"sets_differ": ci},
+        min_effect=min_effect,
+        min_detectable_effect=mde,
+        test=test,
+        null=null_words,
+        setting=setting,
+        numbers=nums,
+    )
 
 
-def paper_claims(
-    run_dir: str | Path,
-    p: float = 5.0,
-    scorer: str = "mean_act",
-    mode: str = "mean",
-    alpha: float = 0.05,
-    rm_objective: str | None = "mixed",
-) -> list[Claim]:
-    """The claims from neurons/overlap.json, ablation.csv, neurons/influence.json and
-    neurons/dissociation.json.
+OVERLAP_FILE = "neurons/overlap.json"
 
-    `rm_objective` picks the RMs (overlap: seeds averaged, p-values take the largest; ablation: every
-    seed is a part that must hold); it falls back to every ablated RM when none of that objective was
-    ablated. `mode`: the ablation mode the claims read (mean, the headline; another mode where the run
-    has none). Missing files give "inconclusive".
-    """
+
+def overlap_claims(
+    run_dir: str | Path, p: float = 5.0, scorer: str = "mean_act", alpha: float = 0.05
+) -> list[Finding]:
+    """`neurons_shared` and `neuron_sets_differ` from neurons/overlap.json ("not run" without it)."""
     run_dir = Path(run_dir)
-    out: list[Claim] = []
-    ov = run_dir / "neurons" / "overlap.json"
-    if ov.exists():
-        from rmtension.report.verdicts import claim_min_effect
+    if not (run_dir / OVERLAP_FILE).exists():
+        return [
+            not_run(cid, ("neurons",), run_dir, OVERLAP_FILE) for cid in (NEURONS_SHARED, NEURON_SETS_DIFFER)
+        ]
+    overlap = read_json(run_dir / OVERLAP_FILE)
+    return [
+        claim_shared(overlap, scorer, p, alpha),
+        claim_sets_differ(overlap, scorer, p, alpha, claim_min_effect(run_dir, NEURON_SETS_DIFFER)),
+    ]
 
-        overlap = read_json(ov)
-        out.append(claim_shared(overlap, scorer, p, alpha))
-        out.append(
-            claim_sets_differ(overlap, scorer, p, alpha, claim_min_effect(run_dir, "neuron_sets_differ"))
+
+def findings(run_dir: Path) -> list[Finding]:
+    """The neuron stage's claims at the run's claim settings: the overlap claims, and whether conflict
+    tracks the shared neurons (it reads the conflict stage's `conflict.json` too)."""
+    st = claim_settings(run_dir)
+    return [
+        *overlap_claims(run_dir, st["p"], st["scorer"], st["alpha"]),
+        conflict_tracks_shared_neurons(run_dir),
+    ]
+
+
+def settings_sentence(run_dir: Path) -> list[str]:
+    """The summary's sentence on the setting the neuron claims are read at (none without neuron results)."""
+    if not (run_dir / OVERLAP_FILE).exists():
+        return []
+    st = claim_settings(run_dir)
+    return [
+        f"The neuron claims are tested at top-{st['p']:g}% by `{st['scorer']}` with mean ablation (zero "
+        f"ablation where a run has no mean rows) in the {st['rm']} RM, at significance level {st['alpha']:g}."
+    ]
+
+
+def conflict_tracks_shared_neurons(run_dir: Path) -> Finding:
+    cid = CONFLICT_TRACKS_SHARED_NEURONS
+    path = run_dir / "conflict.json"
+    share = shared_share(run_dir)
+    if not path.exists() or share is None or "mixed" not in read_json(path)["rms"]:
+        why = "Not run in this study (needs `train.conflict_every` and `neurons:` with mean_act)."
+        return Finding(cid, NOT_RUN, why)
+    blocks = {b: d for b, d in read_json(path)["rms"]["mixed"]["blocks"].items() if b in share}
+    if len(blocks) < 3:
+        why = (
+            f"Not run: conflict is measured on {len(blocks)} transformer block(s) (the trainable ones); a rank "
+            "correlation needs at least 3 (train more blocks, e.g. `train.trainable: top:4` in configs/extended.yaml)."
         )
-    else:
-        out += [
-            Claim("shared", "inconclusive", "Shared neurons: inconclusive (no neurons/overlap.json)."),
-            Claim(
-                "sets_differ",
-                "inconclusive",
-                "The helpful and harmless neuron sets differ more than sampling noise: inconclusive "
-                "(no neurons/overlap.json).",
-            ),
-        ]
-    out += ablation_claims(run_dir, p, scorer, mode, rm_objective)
-    order = ["identified", "shared", "sets_differ", "influence", "cross_effect", "double_dissociation"]
-    return sorted(out, key=lambda c: order.index(c.name))
-
-
-def ablation_claims(run_dir: Path, p: float, scorer: str, mode: str, rm_objective: str | None) -> list[Claim]:
-    """identified, cross_effect, influence and double_dissociation (`rmtension.neurons.ablation_claims`)."""
-    from rmtension.neurons import ablation_claims as ac
-    from rmtension.report.verdicts import claim_min_effect
-
-    m = lambda claim_id: claim_min_effect(run_dir, claim_id)  # noqa: E731
-    out = []
-    csv = run_dir / "ablation.csv"
-    if csv.exists():
-        rows, chosen, used = ac.pick_rows(pd.read_csv(csv), rm_objective, scorer, p, mode)
-        out += [
-            ac.claim_identified(rows, chosen, used, m("neurons_identified")),
-            ac.claim_cross(rows, chosen, used, m("cross_ablation")),
-        ]
-    else:
-        out += [
-            Claim(n, "inconclusive", f"{n}: inconclusive (no ablation.csv).")
-            for n in ("identified", "cross_effect")
-        ]
-    for name, file, fn, cid in (
-        ("influence", "influence.json", ac.claim_influence, "shared_outsized"),
-        ("double_dissociation", "dissociation.json", ac.claim_double_dissociation, "double_dissociation"),
-    ):
-        path = run_dir / "neurons" / file
-        out.append(
-            fn(read_json(path), rm_objective, scorer, p, mode, m(cid))
-            if path.exists()
-            else Claim(name, "inconclusive", f"{name}: inconclusive (no neurons/{file}).")
-        )
-    return out
+        return Finding(cid, NOT_RUN, why, "conflict.json")
+    names = sorted(blocks, key=lambda b: int(b.split(".")[1]))
+    conflict = np.array([-blocks[b]["mean_cosine"] for b in names])
+    shared = np.array([share[b] for b in names])
+    rho, ci = spearman_ci(conflict, shared)
+    m = claim_min_effect(run_dir, cid)
+    verdict = equivalence_verdict(ci, m)
+    evidence = (
+        f"Spearman correlation over {len(names)} blocks between conflict (− mean cosine, `conflict.json`) and the "
+        f"share of the block's neurons in the mixed RM's shared set (`neurons/sets.json`): {rho:+.2f} "
+        f"[{ci[0]:+.2f}, {ci[1]:+.2f}]. Judged against ±{m:g}."
+    )
+    return Finding(
+        cid,
+        verdict,
+        evidence,
+        "conflict.json, neurons/sets.json",
+        f"rho {rho:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]",
+        effect={"rho": rho},
+        ci95={"rho": ci},
+        min_effect=m,
+        min_detectable_effect=min_detectable_effect(ci),
+        test="Spearman correlation over the trained blocks, Fisher-z CI",
+        null="no correlation (0), judged by the equivalence rule",
+    )

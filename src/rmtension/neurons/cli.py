@@ -3,6 +3,8 @@
 Each command reads the study config saved in `RUN_DIR/config.yaml`, applies `--set key=value`
 overrides (`neurons.max_pairs=64`, `ablation.modes=[zero]`, `model.max_length=128`) and writes
 into the run directory, like the study stage it repeats.
+
+Imports inside functions: the CLI answers --help and a bad argument in under a second.
 """
 
 from __future__ import annotations
@@ -11,14 +13,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
-from pydantic import ValidationError
 
-from rmtension.config import StudyConfig, _format_validation_error, apply_overrides, resolve_data_path
+from rmtension.config import StudyConfig, load_config, resolve_data_path
+from rmtension.errors import ArtifactError
+from rmtension.ablation.claims import ablation_claims
+from rmtension.neurons.claims import overlap_claims
+from rmtension.stats.finding import (
+    CROSS_ABLATION,
+    DOUBLE_DISSOCIATION,
+    NEURON_SETS_DIFFER,
+    NEURONS_IDENTIFIED,
+    NEURONS_SHARED,
+    SHARED_OUTSIZED,
+    Finding,
+)
+from rmtension.stats.pvalues import p_phrase
+from rmtension.neurons.config import AblationConfig, NeuronsConfig
 from rmtension.run.context import StudyContext
 from rmtension.run.runio import read_json
-from rmtension.errors import ArtifactError, ConfigError
-from rmtension.neurons.config import AblationConfig, NeuronsConfig
 
 app = typer.Typer(
     help="Score MLP neurons, select objective neuron sets and measure their overlap.",
@@ -42,20 +54,39 @@ def load_stage_configs(
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; is {run_dir} a run directory of `rmtension study`?")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
-    for key in ("neurons", "ablation"):  # a saved config holds `neurons: null` when the stage was off
-        raw[key] = raw.get(key) or {}
-    raw = apply_overrides(raw, overrides or [])
-    try:
-        study = StudyConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, str(path))) from None
-    return study, study.neurons or NeuronsConfig(), study.ablation or AblationConfig()
+    study = load_config(path, overrides, present=("neurons", "ablation"))
+    return study, study.neurons, study.ablation
+
+
+NEURON_CLAIMS = (
+    NEURONS_IDENTIFIED,
+    NEURONS_SHARED,
+    NEURON_SETS_DIFFER,
+    SHARED_OUTSIZED,
+    CROSS_ABLATION,
+    DOUBLE_DISSOCIATION,
+)
+"""The six claims of Tanwar & Atanasova (2026) on neurons, in report order."""
+
+
+def paper_claims(
+    run_dir: str | Path,
+    p: float = 5.0,
+    scorer: str = "mean_act",
+    mode: str = "mean",
+    alpha: float = 0.05,
+    rm_objective: str | None = "mixed",
+) -> list[Finding]:
+    """The six neuron claims, in report order: the neuron stage's overlap claims and the ablation
+    stage's (`rmtension.ablation.claims.ablation_claims`); "not run" where a file is absent."""
+    found = {
+        f.id: f
+        for f in [
+            *overlap_claims(run_dir, p, scorer, alpha),
+            *ablation_claims(run_dir, p, scorer, mode, rm_objective),
+        ]
+    }
+    return [found[cid] for cid in NEURON_CLAIMS]
 
 
 def build_context(run_dir: Path, study: StudyConfig) -> StudyContext:
@@ -71,11 +102,11 @@ def build_context(run_dir: Path, study: StudyConfig) -> StudyContext:
 @app.command("score")
 def score(run_dir: RunDir, overrides: Overrides = None) -> None:
     """Score every neuron of the run's RMs, then select the sets and measure their overlap."""
-    from rmtension.neurons.stage import run_neuron_scoring
+    from rmtension.study import run_study  # noqa: PLC0415 (the study imports every stage: seconds the other commands skip)
 
-    study, ncfg, _ = load_stage_configs(run_dir, overrides)
-    out = run_neuron_scoring(build_context(run_dir, study), ncfg, force=True)
-    typer.echo(f"wrote {out}")
+    study, _, _ = load_stage_configs(run_dir, overrides)
+    run_study(study, run_dir, only=("neurons",), force=("neurons",), report=False)
+    typer.echo(f"wrote {Path(run_dir) / 'neurons'}")
 
 
 @app.command("select")
@@ -90,13 +121,11 @@ def select(run_dir: RunDir, overrides: Overrides = None) -> None:
 @app.command("overlap")
 def overlap(run_dir: RunDir, overrides: Overrides = None) -> None:
     """Recompute neurons/overlap.json and scorer_agreement.json from sets.json and the scores."""
-    from rmtension.neurons.claims import p_phrase
-    from rmtension.neurons.stage import compute_overlap, p_key
+    from rmtension.neurons.config import p_key
+    from rmtension.neurons.stage import compute_overlap
 
     _, ncfg, _ = load_stage_configs(run_dir, overrides)
     a, b = compute_overlap(Path(run_dir), ncfg)
-    from rmtension.run.runio import read_json
-
     for scorer, by_p in read_json(a).items():
         for p, o in by_p.items():
             typer.echo(
@@ -111,12 +140,9 @@ def claims(run_dir: RunDir, overrides: Overrides = None) -> None:
     """Print one sentence per paper claim from the run's neuron and ablation results: the neuron
     entries of its findings.json; recomputed from the results when overrides are given or the run
     has no findings.json yet."""
-    from rmtension.neurons.claims import paper_claims
-    from rmtension.report.findings import NEURON_IDS
-
     findings = run_dir / "findings.json"
     if not overrides and findings.exists():
-        ids = set(NEURON_IDS.values())
+        ids = set(NEURON_CLAIMS)
         for f in read_json(findings)["findings"]:
             if f["id"] in ids:
                 typer.echo(f"{f['claim'][0].upper()}{f['claim'][1:]}: {f['verdict']}. {f['evidence']}")
@@ -126,15 +152,16 @@ def claims(run_dir: RunDir, overrides: Overrides = None) -> None:
     for c in paper_claims(
         run_dir, p=acfg.claim_p, scorer=acfg.scorers[0], alpha=acfg.alpha, rm_objective=ncfg.primary_rm
     ):
-        typer.echo(c.sentence)
+        typer.echo(c.statement().replace("**", ""))
 
 
 def ablate(run_dir: RunDir, overrides: Overrides = None) -> None:
     """Ablate the run's neuron sets and random controls; write ablation.csv and influence.json."""
-    from rmtension.neurons.ablation_stage import run_ablation
+    from rmtension.study import run_study  # noqa: PLC0415 (the study imports every stage: seconds the other commands skip)
 
-    study, _, acfg = load_stage_configs(run_dir, overrides)
-    typer.echo(f"wrote {run_ablation(build_context(run_dir, study), acfg, force=True)}")
+    study, _, _ = load_stage_configs(run_dir, overrides)
+    run_study(study, run_dir, only=("ablation",), force=("ablation",), report=False)
+    typer.echo(f"wrote {Path(run_dir) / 'ablation.csv'}")
 
 
 def mount(root: typer.Typer) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from rmtension.errors import ConfigError
-from rmtension.rm.registry import check_rm_names
+from rmtension.model.kinds import check_rm_names
+from rmtension.run.runio import read_config
 from rmtension.strict import Strict
 
 Scorer = Literal["mean_act", "fire_rate", "rms_change", "attribution", "contrast"]
@@ -26,7 +28,7 @@ class NeuronsConfig(Strict):
     enabled: bool = True
     """Run the neuron-scoring stage in `rmtension study`."""
     rms: list[str] = Field(default_factory=lambda: ["mixed", "helpful", "harmless"])
-    """Reward models to analyse, by registered name (`rmtension.rm.registry`). Each is scored on helpful and on harmless data, so its
+    """Reward models to analyse, by registered name (`rmtension.model.kinds`). Each is scored on helpful and on harmless data, so its
     helpful_top, harmless_top and shared sets all live inside that one model."""
     layers: Literal["trained", "all"] = "trained"
     """Blocks whose MLP neurons are analysed: `trained`, the blocks the RMs trained (`train.trainable`:
@@ -83,7 +85,7 @@ class AblationConfig(Strict):
     defaults 5 x (1 + 2 x 20) + 4 = 209 mean conditions and 5 x (1 + 2 x 3) + 4 = 39 zero ones; each
     other p of the sweep adds |sweep_sets| x (1 + 2 x sweep_draws) per mode. The random controls run
     on the HH test sets only (the XSTest sets get the sets themselves). A condition costs about 0.7
-    of a forward (`rmtension.neurons.ablation`); benchmarks/RESULTS-ablation.md has measured times.
+    of a forward (`rmtension.judges.ablate`); benchmarks/RESULTS-ablation.md has measured times.
     """
 
     enabled: bool = True
@@ -103,7 +105,7 @@ class AblationConfig(Strict):
     """mean: set activations to their mean over the set's objective's scoring data (the claims' headline);
     zero: to 0 (the paper's), reported beside it."""
     controls: list[Literal["layer", "magnitude"]] = Field(default_factory=lambda: ["layer", "magnitude"])
-    """Kinds of random control (`rmtension.neurons.controls`): the same number of neurons per layer, or per
+    """Kinds of random control (`rmtension.ablation.controls`): the same number of neurons per layer, or per
     layer and mean-|activation| decile (needs the mean_act scores). Each kind has its own draws and rows."""
     random_draws: int = Field(20, ge=1)
     """Random draws per control kind for every condition that carries a claim: the sets at `claim_p`
@@ -125,7 +127,7 @@ class AblationConfig(Strict):
     """Pairs per forward batch."""
     stack: int | None = Field(None, ge=1)
     """Conditions stacked in one forward (rows = stack x 2 x batch_size); None: 1 on a CPU, 8 on a GPU
-    (`rmtension.neurons.ablation.STACK`)."""
+    (`rmtension.judges.ablate.STACK`)."""
     bf16: bool | Literal["auto"] = "auto"
     """bf16 autocast for the forwards (clean and ablated alike); auto: on a GPU that supports it and on
     CPUs with native bf16 (AVX-512 BF16, AMX), else float32, which is about 4x faster on an AVX2 CPU."""
@@ -172,3 +174,11 @@ def check_neuron_sections(ncfg: NeuronsConfig | None, acfg: AblationConfig | Non
         raise ConfigError(f"ablation.scorers: {unscored} not among neurons.scorers {ncfg.scorers}")
     if "mean" in acfg.modes and "mean_act" not in ncfg.scorers:
         raise ConfigError("ablation.modes: 'mean' needs the mean_act scores; add mean_act to neurons.scorers")
+
+
+def claim_settings(run_dir: Path) -> dict:
+    """The claim settings saved in config.yaml (defaults where the run has no such section)."""
+    raw = read_config(run_dir)
+    n = NeuronsConfig.model_validate(raw.get("neurons") or {})
+    a = AblationConfig.model_validate(raw.get("ablation") or {})
+    return {"p": a.claim_p, "scorer": a.scorers[0], "alpha": a.alpha, "rm": n.primary_rm, "ci": a.ci}

@@ -4,7 +4,7 @@ The uniform floor of `rmtension.neurons.overlap` (random neuron sets of the same
 null: the neurons most active on any text are the top neurons of every objective, so two samples
 of one objective overlap far above it. A placebo (helpful vs helpful) came out "shared" at Jaccard
 0.673 against a uniform 0.026. These nulls are drawn from the scoring pairs themselves, from the
-per-pair sums of `rmtension.neurons.pairsums`, so every draw is a re-aggregation (one matrix
+per-pair sums of `rmtension.judges.pairsums`, so every draw is a re-aggregation (one matrix
 product per statistic), never another forward pass:
 
 - permutation (`jaccard_permutation`): pool the two objectives' pairs, split them at random into
@@ -27,7 +27,7 @@ the observed Jaccard's sampling spread; sd_null bounds the sampling spread of th
 data sets (the mean of R draws from one data set varies less than one draw), so the CI is
 conservative. On a placebo J_obs is itself a draw from the null: d is about 0 and the CI covers 0
 (about 99% of the time), so the verdict is "inconclusive", or "not supported" when the CI lies
-inside +-min_effect (`rmtension.report.verdicts.equivalence_verdict`).
+inside +-min_effect (`rmtension.stats.verdicts.equivalence_verdict`).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import torch
 from scipy import stats
 
 from rmtension.neurons.config import p_key
-from rmtension.neurons.pairsums import PairSums
-from rmtension.neurons.select import top_percent_rows
+from rmtension.judges.pairsums import PairSums
+from rmtension.judges.select import top_percent_rows
 
 CI_LEVEL = 0.95
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from rmtension.neurons.select import per_layer_counts, top_percent
+from rmtension.judges.select import per_layer_counts, top_percent
 
 
 def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -2,7 +2,7 @@
 
 Files (under the run directory):
     neurons/<rm>/pair_sums.safetensors   `<stat>/<objective>` [P, L, N], `chosen_tokens/<objective>` and
-                                          `rejected_tokens/<objective>` [P] (`rmtension.neurons.pairsums`)
+                                          `rejected_tokens/<objective>` [P] (`rmtension.judges.pairsums`)
     neurons/base/pair_sums.safetensors   the same for the base backbone (`BASE_SCORERS` only; no
                                           scores.safetensors, so it is never taken for an RM)
 
@@ -20,9 +20,9 @@ import torch
 from rmtension.neurons.config import NeuronsConfig
 from rmtension.neurons.nulls import Draws, base_overlap, mean_nulls, overlap_nulls
 from rmtension.neurons.overlap import jaccard
-from rmtension.neurons.pairsums import PairSums
-from rmtension.neurons.scorers import BASE_SCORERS
-from rmtension.neurons.select import stable_seed
+from rmtension.judges.pairsums import PairSums
+from rmtension.judges.neurons import BASE_SCORERS
+from rmtension.judges.select import stable_seed
 from rmtension.run.runio import inside, load_tensors, save_tensors
 
 PAIR_SUMS = "pair_sums.safetensors"

@@ -5,15 +5,14 @@ Each section reads its files and returns None when they are absent, so the repor
 - the overlap of helpful_top and harmless_top against chance, and where the shared neurons sit;
 - the ablation sections (heatmaps against layer- and magnitude-matched controls, the p-sweep, the
   cross-effects, the shared neurons' influence and the double dissociation) are in
-  `rmtension.neurons.ablation_report` and listed here.
+  `rmtension.ablation.report` and listed here.
 
 The paper's four claims, one sentence each, are in the report's summary of findings
-(`rmtension.report.findings`). `rmtension.report.document` places `SECTIONS` under its Neurons and Ablations headings.
+(`rmtension.report.findings`). The neuron stage places this section in the report's Neurons part (`rmtension.neurons.stage.sections`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -25,24 +24,13 @@ from rmtension.report.figures import (
     new_figure,
     save,
 )
-from rmtension.neurons import ablation_report
-from rmtension.neurons.claims import fmt_p, nearest_p
-from rmtension.report.core import read_config
+from rmtension.stats.pvalues import fmt_p, nearest_p
+from rmtension.neurons.config import claim_settings
 from rmtension.report.section import Section
 from rmtension.run.runio import read_json
 
 SETS = ["helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only"]
 SET_COLOURS = dict(zip(SETS, [PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[5], PALETTE[4]]))
-
-
-def claim_settings(run_dir: Path) -> dict:
-    """The claim settings saved in config.yaml (defaults where the run has no such section)."""
-    from rmtension.neurons.config import AblationConfig, NeuronsConfig
-
-    raw = read_config(run_dir)
-    n = NeuronsConfig.model_validate(raw.get("neurons") or {})
-    a = AblationConfig.model_validate(raw.get("ablation") or {})
-    return {"p": a.claim_p, "scorer": a.scorers[0], "alpha": a.alpha, "rm": n.primary_rm, "ci": a.ci}
 
 
 def section_overlap(run_dir: Path) -> Section | None:
@@ -189,26 +177,3 @@ def _agreement_table(agree: dict) -> pd.DataFrame | None:
                 }
             )
     return pd.DataFrame(rows)
-
-
-def section_ablation(run_dir: Path) -> Section | None:
-    """The ablation heatmaps and tables (`rmtension.neurons.ablation_report`)."""
-    return ablation_report.section_ablation(run_dir, claim_settings(run_dir))
-
-
-def section_sweep(run_dir: Path) -> Section | None:
-    """The margin change across top-p (`rmtension.neurons.ablation_report`)."""
-    return ablation_report.section_sweep(run_dir, claim_settings(run_dir))
-
-
-def section_cross(run_dir: Path) -> Section | None:
-    """Cross-effects, the shared neurons' influence and the double dissociation (`rmtension.neurons.ablation_report`)."""
-    return ablation_report.section_cross(run_dir, claim_settings(run_dir))
-
-
-SECTIONS: list[Callable[[Path], Section | None]] = [
-    section_overlap,
-    section_ablation,
-    section_sweep,
-    section_cross,
-]

@@ -41,29 +41,40 @@ from rmtension.run.context import StudyContext
 from rmtension.run.log import device, log
 from rmtension.errors import ArtifactError, ConfigError
 from rmtension.neurons.config import NeuronsConfig, p_key
-from rmtension.neurons.layers import first_layer
+from rmtension.judges.layers import first_layer
 from rmtension.neurons.overlap import overlap_stats, scorer_agreement
 from rmtension.neurons.overlap_stage import BASE, PAIR_SUMS, headline_nulls, rm_nulls, save_pair_sums
-from rmtension.neurons.select import (
-    mask_from_json,
+from rmtension.judges.select import (
     mask_to_json,
     neuron_sets,
     ranked_by_magnitude,
     stable_seed,
 )
+from rmtension.judges.neuron_sets import (
+    NEURONS,
+    load_sets,
+    read_scores,
+    rm_fingerprint,
+    sample_pairs,
+    set_mask,
+)
 from rmtension.run.runio import (
-    MANIFESTS,
     inside,
-    read_json,
     safe_name,
     save_tensors,
-    sha256_file,
     stage_complete,
     write_json,
     write_manifest,
 )
+from rmtension.neurons import claims as neuron_claims
+from rmtension.neurons.report import section_overlap
+from rmtension.report.section import Section, in_part
+from rmtension.run.prepared import Prepared, top_cache
+from rmtension.stats.finding import Finding
+from rmtension.model.encode import encode_pairs
+from rmtension.model.backbones import load_reward_model, load_tokenizer
+from rmtension.judges.neurons import BASE_SCORERS, score_neurons
 
-NEURONS = "neurons"
 DATA_OBJECTIVES = ("helpful", "harmless")
 
 
@@ -92,32 +103,6 @@ def find_rms(ctx: StudyContext, objectives: Sequence[str], max_seeds: int | None
             f"seeds {seeds}; run the training stage first"
         )
     return found
-
-
-def sample_pairs(pairs: Sequence, n: int | None, seed: int) -> list:
-    """A seeded sample of at most n pairs, kept in their original order."""
-    if n is None or len(pairs) <= n:
-        return list(pairs)
-    idx = np.sort(np.random.default_rng(seed).choice(len(pairs), n, replace=False))
-    return [pairs[i] for i in idx]
-
-
-def rm_fingerprint(run_dir: Path, objective: str, seed: int) -> str:
-    """What an RM's weights depend on: its training manifest's config hash, else a hash of its weights.
-
-    Reading the manifest keeps reruns cheap; the weight hash covers run directories whose RMs were
-    placed by hand.
-    """
-    name, head = objective.partition(":")[::2]  # a head of a multi-head RM: that RM's weights, and the head
-    manifest = Path(run_dir) / MANIFESTS / f"{safe_name(f'train/{name}/seed{seed}')}.json"
-    if manifest.is_file():
-        try:
-            return "train:" + read_json(manifest)["config_hash"] + (f":{head}" if head else "")
-        except (ArtifactError, KeyError, TypeError):
-            pass
-    folder = Path(run_dir) / "rm" / name / f"seed{seed}"
-    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("config.json"))
-    return "weights:" + ",".join(sha256_file(w)[:16] for w in weights) + (f":{head}" if head else "")
 
 
 def neurons_hash(ctx: StudyContext, cfg: NeuronsConfig, trunk: bool = False) -> str:
@@ -152,9 +137,6 @@ def run_neuron_scoring(
 def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None, cache=None) -> list[Path]:
     """Write neurons/<rm>/scores.safetensors and pair_sums.safetensors for every analysed RM, and the
     base backbone's pair sums (one streaming pass per objective; the base forward is shared)."""
-    from rmtension.model.encode import encode_pairs
-    from rmtension.model.backbones import load_reward_model, load_tokenizer
-    from rmtension.neurons.scorers import BASE_SCORERS, score_neurons
 
     t0 = time.perf_counter()
     mcfg = ctx.cfg.model
@@ -217,27 +199,6 @@ def score_models(ctx: StudyContext, cfg: NeuronsConfig, tokenizer=None, cache=No
     return paths
 
 
-def read_scores(run_dir: Path) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
-    """rm name -> (tensors, metadata) of every neurons/<rm>/scores.safetensors."""
-    from safetensors import safe_open
-
-    out = {}
-    for path in sorted((Path(run_dir) / NEURONS).glob("*/scores.safetensors")):
-        try:
-            with safe_open(
-                str(path), "pt"
-            ) as f:  # metadata comes back in no fixed order: sorted, for stable outputs
-                out[path.parent.name] = (
-                    {k: f.get_tensor(k) for k in f.keys()},
-                    dict(sorted((f.metadata() or {}).items())),
-                )
-        except Exception as e:  # safetensors raises its own types on truncation
-            raise ArtifactError(f"{path}: corrupted safetensors ({e})") from None
-    if not out:
-        raise ArtifactError(f"{Path(run_dir) / NEURONS}: no scores; run `rmtension neurons score` first")
-    return out
-
-
 def _scores_for(
     tensors: dict[str, torch.Tensor], scorer: str, where: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,22 +249,6 @@ def select_sets(run_dir: Path, cfg: NeuronsConfig) -> Path:
                 for p in cfg.ps
             }
     return write_json(Path(run_dir) / NEURONS / "sets.json", doc)
-
-
-def load_sets(run_dir: Path) -> dict:
-    return read_json(Path(run_dir) / NEURONS / "sets.json")
-
-
-def set_mask(doc: dict, rm: str, scorer: str, p: float, name: str) -> torch.Tensor:
-    """bool [K, N] over the analysed blocks (`model_mask` places it in the whole model)."""
-    try:
-        entry = doc["sets"][rm][scorer][p_key(p)][name]
-    except KeyError:
-        raise ConfigError(
-            f"neurons/sets.json has no set {rm}/{scorer}/p={p_key(p)}/{name}; "
-            "check ablation.rms/scorers/ps against the neuron stage"
-        ) from None
-    return mask_from_json(entry, tuple(doc["shape"]))
 
 
 def _mean_stats(entries: list[dict]) -> dict:
@@ -406,3 +351,19 @@ def _agreement(run_dir: Path, doc: dict, cfg: NeuronsConfig) -> dict:
             for rm, by in out["per_rm"].items()
         }
     return out
+
+
+def run(prep: Prepared) -> Path:
+    """neurons/: scores, sets and overlap of each analysed RM, starting from the study's trunk cache
+    when the sets lie in the trained blocks above it and the stage computes in the cache's precision."""
+    cfg = prep.ctx.cfg.neurons
+    trunk = top_cache(prep, cfg.bf16)
+    return run_neuron_scoring(prep.ctx, cfg, "neurons" in prep.force, prep.tokenizer, trunk)
+
+
+def sections(run_dir: Path) -> list[Section]:
+    return in_part("neurons", section_overlap(run_dir))
+
+
+def findings(run_dir: Path) -> list[Finding]:
+    return neuron_claims.findings(run_dir)

@@ -9,6 +9,7 @@ claim's verdict with its headline numbers. Reads only the run directories (each 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ from rmtension.report.core import calibration_cis, ordered_tests, read_config
 from rmtension.report.provenance import versions_table
 from rmtension.report.section import Section, prune_figures, write_document
 from rmtension.run.runio import read_json
+from rmtension.stats.finding import Finding
 
 RMS = ("helpful", "harmless", "mixed")
 
@@ -249,9 +251,9 @@ def section_calibration(runs: dict[str, Path], tables: dict[str, dict]) -> Secti
     return s
 
 
-def section_claims(runs: dict[str, Path]) -> Section:
-    from rmtension.report.findings import findings
-
+def section_claims(runs: dict[str, Path], findings: Callable[[Path], list[Finding]]) -> Section:
+    """Each claim's verdict per run; `findings(run_dir)` recomputes a run's findings from its files
+    (the stages' finding functions, `rmtension.study.findings`)."""
     per_run = {label: findings(d) for label, d in runs.items()}
     first = next(iter(per_run.values()))
     s = Section("Claims side by side", "claims")
@@ -307,8 +309,11 @@ def section_sources(runs: dict[str, Path]) -> Section:
     return s
 
 
-def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
-    """Write the side-by-side report of `run_dirs` under `out`; returns its report.html."""
+def compare_runs(
+    run_dirs: list[str | Path], out: str | Path, findings: Callable[[Path], list[Finding]]
+) -> Path:
+    """Write the side-by-side report of `run_dirs` under `out`; returns its report.html. `findings`:
+    computes a run's findings from its files (`rmtension.study.findings`)."""
     dirs = [Path(d).resolve() for d in run_dirs]
     check_runs(dirs)
     out = Path(out)
@@ -323,7 +328,7 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
         section_accuracy(runs, tables, out),
         section_interference(tables, out),
         section_calibration(runs, tables),
-        section_claims(runs),
+        section_claims(runs, findings),
         section_sources(runs),
     ]
     prune_figures(out, {p.stem for s in sections for _, p in s.figures})

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from rmtension.report.figures import (
     CHANCE_COLOUR,
@@ -25,8 +24,8 @@ from rmtension.report.figures import (
     save,
 )
 from rmtension.report.section import Section
-from rmtension.rm.stats import beats_chance
-from rmtension.run.runio import read_json, safe_name
+from rmtension.stats.bootstrap import beats_chance
+from rmtension.run.runio import configured, read_config, read_json, safe_name  # noqa: F401 (re-exported)
 
 
 def fmt_acc(d: dict) -> str:
@@ -36,20 +35,6 @@ def fmt_acc(d: dict) -> str:
 def ordered_tests(tests) -> list[str]:
     """helpful, harmless, then any other test set (e.g. RMB) by name."""
     return sorted(tests, key=lambda t: ({"helpful": 0, "harmless": 1}.get(t, 2), t))
-
-
-def read_config(run_dir: Path) -> dict:
-    """The run's resolved config as a plain dict ({} when absent or unreadable)."""
-    try:
-        return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
-def configured(config: dict, key: str) -> bool:
-    """Whether the config has section `key` and it is not switched off (`enabled: false`)."""
-    section = config.get(key)
-    return isinstance(section, dict) and section.get("enabled", True) is not False
 
 
 def interference_verdict(d: dict) -> str:

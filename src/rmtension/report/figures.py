@@ -18,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
+from rmtension.run.runio import atomic_write_bytes, write_json
+import json
 
 # Okabe & Ito (2008): blue, vermillion, bluish green, reddish purple, orange, sky blue, yellow, black.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -73,7 +75,6 @@ def enforce_min_font(fig, minimum: float = MIN_FONT_PT) -> float:
 
 def save(fig, run_dir: Path, name: str) -> Path:
     """Save `figures/<name>.png` and `.pdf` (deterministic bytes for the same figure); returns the PNG path."""
-    from rmtension.run.runio import atomic_write_bytes, write_json
 
     out = Path(run_dir) / "figures"
     out.mkdir(parents=True, exist_ok=True)
@@ -106,8 +107,6 @@ def save(fig, run_dir: Path, name: str) -> Path:
 
 
 def _read_index(path: Path) -> dict:
-    import json
-
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from rmtension.stats.verdicts import VERDICTS
+
 from rmtension.report.figures import inline_png
 from rmtension.run.runio import atomic_write_text, write_csv
-
-VERDICTS = ("supported", "non-zero but small", "not supported", "inconclusive", "not run")
 
 
 @dataclass
@@ -30,6 +30,16 @@ class Section:
     figures: list[tuple[str, Path]] = field(default_factory=list)
     """(caption, PNG path under figures/)."""
     subsections: list["Section"] = field(default_factory=list)
+    part: str = ""
+    """The report's top-level part it goes in (`rmtension.report.document.PARTS`); empty: not placed."""
+
+
+def in_part(part: str, *sections: Section | None) -> list[Section]:
+    """The sections that exist (not None), each placed in the report's part `part`, in order."""
+    out = [s for s in sections if s is not None]
+    for s in out:
+        s.part = part
+    return out
 
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45;background:#fff}
@@ -39,7 +49,7 @@ th{background:#f3f3f3}caption{caption-side:top;text-align:left;font-weight:600;p
 figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.85em;color:#555}
 pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em;max-height:24em}nav a{margin-right:.8em}
 .verdict{font-weight:600;padding:0 .3em;border-radius:3px}
-.v-supported{background:#cfe8f7}.v-not-supported{background:#f9d9c4}.v-non-zero-but-small{background:#fbeedd}.v-inconclusive{background:#eee}.v-not-run{background:#fff;border:1px dashed #999}
+.v-supported{background:#cfe8f7}.v-not-supported{background:#f9d9c4}.v-inconclusive{background:#eee}.v-non-zero-but-small{background:#fbefc9}.v-not-testable-here{background:#eee;border:1px dashed #999}.v-not-run{background:#fff;border:1px dashed #999}
 .csv{font-size:.8em;color:#555;font-weight:normal}"""
 
 

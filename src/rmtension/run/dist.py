@@ -19,6 +19,8 @@ Conventions, relied on by training, evaluation, neuron scoring and ablation:
 On a machine without a GPU, or with `ACCELERATE_USE_CPU=true`, processes run on the CPU and talk
 through gloo: accelerate's own `--cpu` flag starts several processes only through mpirun, so the
 CPU launch config (`configs/accelerate/ddp_cpu.yaml`) starts them through torchrun instead.
+
+Imports inside functions: accelerate loads only when a run uses processes or trackers.
 """
 
 from __future__ import annotations

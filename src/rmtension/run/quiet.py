@@ -14,6 +14,8 @@ What is silenced, and how a real problem still shows:
   (`rmtension.model.backbones.load_reward_model`), and the tokenizer's "longer than the specified
   maximum sequence length" note only in the calls that measure untruncated lengths
   (`rmtension.model.encode`): rmtension truncates every sequence it runs itself.
+
+Imports inside functions: the third-party loggers load only when a study quiets them.
 """
 
 from __future__ import annotations

@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from rmtension.run import dist
 from rmtension.errors import ArtifactError
+from safetensors.torch import save
+from safetensors.torch import load
 
 MANIFESTS = "manifests"
 
@@ -87,15 +90,12 @@ def save_tensors(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> Path:
     """safetensors, written atomically."""
-    from safetensors.torch import save
 
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
     return atomic_write_bytes(path, data)
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
-
     path = Path(path)
     try:
         return load(path.read_bytes())
@@ -192,3 +192,17 @@ def stage_complete(run_dir: str | Path, stage: str, config_hash: str, verify: bo
             )
             return False
     return True
+
+
+def read_config(run_dir: Path) -> dict:
+    """The run's resolved config as a plain dict ({} when absent or unreadable)."""
+    try:
+        return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def configured(config: dict, key: str) -> bool:
+    """Whether the config has section `key` and it is not switched off (`enabled: false`)."""
+    section = config.get(key)
+    return isinstance(section, dict) and section.get("enabled", True) is not False

@@ -7,6 +7,8 @@ written (`whole_on_main`, `full_tensors_on_main`, `gathered_state_dict`) and cut
 (`local_part`, `cut_optimizer_state`; under ZeRO-3 `set_param` gathers the one parameter it
 writes). While a model is sharded (`is_sharded`) every forward is a collective, so processes
 must run the same number of them. Without sharding every function here is an identity or a copy.
+
+Imports inside functions: torch.distributed / DeepSpeed load only under a distributed run.
 """
 
 from __future__ import annotations

@@ -1,2 +1,4 @@
-"""Statistics the verdicts read beside the raw accuracies: length-controlled estimates (`length`) and the
-Monte Carlo error of bootstrap bounds (`montecarlo`). Pure numpy functions, tested on hand-worked values."""
+"""Statistics and verdicts (shared core): bootstrap CIs (`bootstrap`), length-controlled estimates
+(`length`), the Monte Carlo error of bootstrap bounds (`montecarlo`), seed-level intervals (`seeds`),
+the decision rules (`verdicts`) and the `Finding` every claim becomes (`finding`). Pure functions,
+tested on hand-worked values."""

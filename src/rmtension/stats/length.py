@@ -10,7 +10,7 @@ tokens of the backbone's tokenizer over whole replies (as the length baselines c
 Pairs of equal length are dropped and counted. A stratum with fewer than `MIN_STRATUM_PAIRS` pairs
 makes the estimate "not estimable" (`LengthControlled.estimable`, with the reason), never a NaN.
 
-The CI is the two-level bootstrap of the raw accuracies (`rmtension.rm.stats.seed_pair_bootstrap`)
+The CI is the two-level bootstrap of the raw accuracies (`rmtension.stats.bootstrap.seed_pair_bootstrap`)
 with the same pair and seed resamples: each replicate's pair weights are rescaled within each
 stratum to sum to 1/2, so its weighted mean is the mean of the two stratum accuracies. Differences
 between RMs (interference) and between the raw and the length-controlled value (the length prior)
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from rmtension.stats.montecarlo import interval_mc_se
-from rmtension.rm.stats import bootstrap_p, interval, seed_pair_bootstrap, seed_resamples
+from rmtension.stats.bootstrap import bootstrap_p, interval, seed_pair_bootstrap, seed_resamples
 
 MIN_STRATUM_PAIRS = 30
 """Fewest pairs a length stratum needs for the length-controlled accuracy to be estimated."""
@@ -131,7 +131,7 @@ def length_controlled_accuracy(
 
     c: [S, N] per-pair correctness; strata: [N] (`length_strata`); pair_weights: [B, N] the raw CIs'
     pair resamples as counts (`resample_counts`) or cluster weights; seed_idx: [B, S] the raw CIs'
-    seed resamples (`rmtension.rm.stats.seed_resamples`).
+    seed resamples (`rmtension.stats.bootstrap.seed_resamples`).
     """
     reason = not_estimable_reason(strata, min_pairs)
     if reason:
@@ -229,7 +229,7 @@ def length_controlled(
     """One judge's length-controlled accuracy with its own two-level bootstrap (seeds and pairs).
 
     c: [S, N] (or [N], one seed) per-pair correctness; len_chosen, len_rejected: [N] reply lengths in
-    tokens; pair_weights: [B, N] cluster weights (`rmtension.rm.stats.cluster_weights`), else pairs are
+    tokens; pair_weights: [B, N] cluster weights (`rmtension.stats.bootstrap.cluster_weights`), else pairs are
     resampled. For one judge alone; the tension table shares its raw CIs' resamples instead.
     """
     c = np.atleast_2d(np.asarray(c, dtype=np.float64))

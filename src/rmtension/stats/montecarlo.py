@@ -43,7 +43,7 @@ def quantile_mc_se(replicates: np.ndarray, q: float) -> float:
 
 
 def interval_mc_se(replicates: np.ndarray, level: float = 0.95) -> list[float]:
-    """[MC SE of the lower bound, MC SE of the upper bound] of the percentile CI at `level` (`rm.stats.interval`)."""
+    """[MC SE of the lower bound, MC SE of the upper bound] of the percentile CI at `level` (`stats.bootstrap.interval`)."""
     a = (1 - level) / 2
     return [quantile_mc_se(replicates, a), quantile_mc_se(replicates, 1 - a)]
 
@@ -82,7 +82,7 @@ class DecidingBound:
 def equivalence_deciding_bounds(
     ci: Sequence[float], mc_se: Sequence[float], min_effect: float, verdict: str
 ) -> list[DecidingBound]:
-    """The bounds that decided an equivalence-rule verdict (`rmtension.report.verdicts.equivalence_verdict`).
+    """The bounds that decided an equivalence-rule verdict (`rmtension.stats.verdicts.equivalence_verdict`).
 
     supported: lower > 0 and upper > m; non-zero but small: lower > 0 and upper <= m; not supported:
     upper < 0 (the wrong side), else -m <= lower and upper <= m; inconclusive: none decides.

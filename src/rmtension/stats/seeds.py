@@ -1,6 +1,6 @@
 """Seeds as the unit: a random-effects interval with a t quantile for seed-averaged accuracies and their differences.
 
-The two-level percentile bootstrap (`rmtension.rm.stats.seed_pair_bootstrap`) resamples 3 seeds with
+The two-level percentile bootstrap (`rmtension.stats.bootstrap.seed_pair_bootstrap`) resamples 3 seeds with
 replacement: its seed variance is (S - 1) / S of the sample's, and its percentiles act like a normal
 quantile, so with 3 seeds it understates how far another 3 seeds could land. Here the seed-averaged
 estimate's variance has two parts,

@@ -1,2 +1,0 @@
-"""Reward models: losses, training (with checkpoints), evaluation, statistics and the study's
-train / eval / tension stages."""
