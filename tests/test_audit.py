@@ -234,7 +234,9 @@ def test_study_audit_stage_writes_scores_audit_json_section_and_finding(tiny_stu
     f = found["helpful_refusal_undervalued"]
     assert f["source_files"] == ["audit.json"] and set(f["ci95"]) == set(f["effect"]) == {"undervaluing"}
     acc = doc["rms"]["harmless"]["by_label_pair"]["helpful_refusal > verbose_bare_refusal"]
-    assert f["verdict"] == undervalued_verdict(acc["ci95"]) != "not run"
+    lo, hi = acc["ci95"]  # the rule worked out here: supported below 0.4, not supported at or above 0.4
+    expected = "supported" if hi < 0.4 else "not supported" if lo >= 0.4 else "inconclusive"
+    assert f["verdict"] == expected
     html = (out / "report.html").read_text()
     assert '<section id="audit"><h2>Helpful refusals (audit)</h2>' in html
     assert "helpful_refusal &gt; verbose_bare_refusal" in html

@@ -4,6 +4,7 @@ counted in data/summary.json; bad rows stop with file:line:reason; a tiny study 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -173,7 +174,7 @@ def test_shipped_bench_config_and_its_example_export(tmp_path, monkeypatch):
     entry = cfg.data.extra_train[0]
     assert entry.objective is None and entry.sha256 is not None  # routed by each row's bench.mode
     out = tmp_path / "again.jsonl"
-    env = {"PYTHONPATH": str(repo / "src"), "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
     script = repo / "configs" / "bench-example" / "make_export.py"
     subprocess.run([sys.executable, str(script), str(out)], check=True, env=env, capture_output=True)
     assert out.read_bytes() == (repo / entry.path).read_bytes()

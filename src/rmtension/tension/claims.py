@@ -23,6 +23,7 @@ from rmtension.stats.finding import (
 from rmtension.stats.finding import fmt_ci as _ci
 from rmtension.stats.verdicts import (
     ECE_WELL_CALIBRATED,
+    INCONCLUSIVE,
     any_of_parts,
     claim_min_effect,
     holm,
@@ -244,6 +245,9 @@ def calibrated(run_dir: Path) -> Finding:
         if (ts == rm or rm == "mixed") and ts in HH_TESTS
     ]
     cells = [(rm, ts, cal[rm][ts]["ece"], cis.get((rm, ts), [float("nan")] * 2)) for rm, ts in cells]
+    if not cells:  # no RM on its own HH test set: nothing to decide (all() of nothing is no evidence)
+        why = "No RM has a calibration row on its own HH test set in `tension.json`: nothing to decide."
+        return Finding(CALIBRATED, INCONCLUSIVE, why)
     if all(ci[1] <= ECE_WELL_CALIBRATED for *_, ci in cells):
         verdict = "supported"
     elif any(ci[0] > ECE_WELL_CALIBRATED for *_, ci in cells):
