@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from rmtension.errors import ConfigError
 from rmtension.model.kinds import check_rm_names
-from rmtension.run.runio import read_config
+from rmtension.run.saved_config import read_config
 from rmtension.strict import Strict
 
 Scorer = Literal["mean_act", "fire_rate", "rms_change", "attribution", "contrast"]

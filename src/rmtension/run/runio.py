@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from rmtension.run import dist
 from rmtension.errors import ArtifactError
+from rmtension.run.saved_config import configured, read_config  # noqa: F401 (re-exported: the run directory's files)
 from safetensors.torch import save
 from safetensors.torch import load
 
@@ -192,17 +192,3 @@ def stage_complete(run_dir: str | Path, stage: str, config_hash: str, verify: bo
             )
             return False
     return True
-
-
-def read_config(run_dir: Path) -> dict:
-    """The run's resolved config as a plain dict ({} when absent or unreadable)."""
-    try:
-        return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
-def configured(config: dict, key: str) -> bool:
-    """Whether the config has section `key` and it is not switched off (`enabled: false`)."""
-    section = config.get(key)
-    return isinstance(section, dict) and section.get("enabled", True) is not False
