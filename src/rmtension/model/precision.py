@@ -28,6 +28,20 @@ def bf16_native(device_type: str) -> bool:
     return False
 
 
+@functools.cache
+def cpu_bf16_instructions() -> bool:
+    """True if this CPU advertises bf16 arithmetic instructions (AVX512_BF16 or AMX-BF16; Linux flags).
+
+    oneDNN also reports bf16 support on AVX-512 CPUs without them, where it converts to fp32 inside its
+    kernels, so its bf16 results round differently from a native bf16 machine's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = {w for line in fh if line.startswith("flags") for w in line.split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def use_bf16(requested: bool, device: torch.device | str = "cpu") -> bool:
     """Whether a stage that asked for bf16 (`requested`) computes in it on `device`."""
     return bool(requested) and bf16_native(torch.device(device).type)
