@@ -17,6 +17,7 @@ from tiny import FAMILIES, save_tiny, tiny_reward_model
 from rmtension.config import MIN_EFFECT, StudyConfig, dump_config
 from rmtension.data.types import Pair, Turn
 from rmtension.model.encode import EncodedPairs
+from rmtension.model.precision import bf16_native
 from rmtension.model.scoring import score_pairs
 from rmtension.model.arch import find_arch
 from rmtension.model.trunk import TrunkCache, trunk_fingerprint
@@ -182,7 +183,7 @@ def test_bf16_fast_path_agrees_to_bf16_rounding():
     for key in conds:  # bf16 keeps 8 bits of mantissa: two ways of summing differ by about 2^-8 of the scale
         scale = max(1.0, float(np.abs(slow[key]).max()))
         np.testing.assert_allclose(fast[key], slow[key], atol=2e-2 * scale, err_msg=key)
-    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    native = bf16_native("cpu")
     assert resolve_bf16(False, "cpu") is False and resolve_bf16(False, "cuda") is False
     assert resolve_bf16("auto", "cpu") is native and resolve_bf16(True, "cpu") is native
 

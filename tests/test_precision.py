@@ -34,9 +34,18 @@ def test_precision_note_names_the_fallback(monkeypatch):
     assert precision.precision_note(True, "cpu") is None
 
 
-def test_bf16_native_agrees_with_onednn_on_this_cpu():
+def _cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        return {w for line in fh if line.startswith("flags") for w in line.split()}
+
+
+def test_bf16_native_needs_onednn_and_the_cpu_instructions():
     precision.bf16_native.cache_clear()
-    assert precision.bf16_native("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    precision.cpu_bf16_instructions.cache_clear()
+    has_instructions = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert precision.cpu_bf16_instructions() is has_instructions
+    assert precision.bf16_native("cpu") is (has_instructions and onednn)
     assert precision.bf16_native("meta") is False
 
 

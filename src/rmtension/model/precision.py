@@ -4,8 +4,12 @@ bf16 halves memory traffic, but on a CPU without bf16 matmul kernels (AVX2-only 
 PyTorch emulates it, and a bf16 matmul there runs hundreds of times slower than fp32 (measured on
 an AVX2 AMD EPYC: 0.33 GFLOP/s in bf16 against 127 in fp32 for a 2048² matmul). So every
 `bf16: true` in a config means "bf16 where the device computes it natively": CUDA devices that
-support it, and CPUs whose oneDNN has bf16 kernels (AVX-512 or AMX). Elsewhere the same run uses
-fp32, which there is both faster and exact. `precision_note` says which, for the run's log.
+support it, and CPUs that advertise bf16 instructions (AVX512_BF16 or AMX-BF16) and whose oneDNN
+has bf16 kernels. oneDNN alone is not enough: it also reports bf16 support on AVX-512 CPUs without
+those instructions, where it converts every operand to fp32 inside its kernels (measured on an
+Intel Xeon with AVX-512F/BW/VL/VNNI but no AVX512_BF16: 58 GFLOP/s for a 2048² bf16 matmul against
+196 in fp32, 2 threads). Elsewhere the same run uses fp32, which there is both faster and exact.
+`precision_note` says which, for the run's log.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ def bf16_native(device_type: str) -> bool:
     if device_type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device_type == "cpu":
+        if not cpu_bf16_instructions():
+            return False
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         except (AttributeError, RuntimeError):
