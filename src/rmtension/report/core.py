@@ -24,7 +24,7 @@ from rmtension.report.figures import (
     save,
 )
 from rmtension.report.section import Section
-from rmtension.stats.bootstrap import beats_chance
+from rmtension.stats.bootstrap import beats_chance, ece_pair_gaps
 from rmtension.run.runio import configured, read_config, read_json, safe_name  # noqa: F401 (re-exported)
 
 
@@ -248,12 +248,7 @@ def ece_replicates(margins: np.ndarray, bins: int, pair_idx: np.ndarray) -> np.n
     so ECE = sum over bins of |sum predicted - sum observed| / number of entries. Returns [B].
     """
     s, n = margins.shape
-    p = 1.0 / (1.0 + np.exp(-margins))  # [S, N]
-    which = np.clip(np.digitize(p, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
-    gap = np.zeros((n, bins))  # per pair and bin: sum of predicted minus observed over seeds and orientations
-    for k in range(s):
-        np.add.at(gap, (np.arange(n), which[k]), p[k] - 1.0)  # (p, outcome 1)
-        np.add.at(gap, (np.arange(n), bins - 1 - which[k]), 1.0 - p[k])  # (1 - p, outcome 0), mirrored bin
+    gap = ece_pair_gaps(margins, bins)  # [N, bins]
     weights = np.stack([np.bincount(row, minlength=n) for row in pair_idx])  # [B, N] times each pair is drawn
     return np.abs(weights @ gap).sum(axis=1) / (2 * s * n)
 
