@@ -154,7 +154,9 @@ def section_combine(run_dir: Path) -> Section | None:
             }
         )
     s.tables.append(("Each method's frontier", pd.DataFrame(rows)))
-    s.tables.append(("Every judge's accuracy on the HH test sets, raw and length-controlled [95% CI]", _table(front)))
+    s.tables.append(
+        ("Every judge's accuracy on the HH test sets, raw and length-controlled [95% CI]", _table(front))
+    )
     s.figures.append(
         (
             "Helpful vs harmless test accuracy of every way to combine the objectives, one curve per method "

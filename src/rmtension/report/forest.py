@@ -40,7 +40,9 @@ def verdict_table(fs: list[Finding]) -> pd.DataFrame:
                 or "–",
                 "length-controlled [95% CI]": _controlled(f),
                 "decided on": f.decided_on,
-                "margin": "–" if f.min_effect is None else f"±{f.min_effect:g}",
+                "margin": "–"
+                if f.min_effect is None
+                else f"±{f.min_effect:g}" + (" (post hoc)" if f.numbers.get("margin_post_hoc") else ""),
                 "detectable effect": "–"
                 if f.min_detectable_effect is None or not parts
                 else f"{f.min_detectable_effect:.3f}",
