@@ -182,3 +182,21 @@ def test_mixed_worse_is_decided_on_the_length_controlled_difference(tmp_path):
     (tmp_path / "tension.json").write_text(json.dumps({"interference": inter}))
     f = mixed_worse(tmp_path)
     assert f.verdict == "inconclusive" and "not estimable (fewer than 30 pairs)" in f.evidence
+
+
+def test_the_uniform_floor_does_not_decide_neurons_shared():
+    from rmtension.neurons.claims import claim_shared
+
+    # far above the floor with p 1e-30: once "supported"; the floor is a description now
+    o = {
+        "jaccard": 0.6,
+        "jaccard_random": 0.03,
+        "p_value": 1e-30,
+        "n_shared": 60,
+        "n_helpful": 80,
+        "n_harmless": 80,
+    }
+    boot = {"n": 100, "sd": 0.02}
+    f = claim_shared({"mean_act": {5: {**o, "jaccard_bootstrap": boot}}}, "mean_act", 5, 0.05)
+    assert f.verdict == "inconclusive" and "decides no verdict" in f.evidence
+    assert f.effect["shared"] == pytest.approx(0.57) and f.numbers["jaccard_random"] == 0.03
