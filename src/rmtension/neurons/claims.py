@@ -34,6 +34,7 @@ from rmtension.stats.finding import (
     NEURONS_SHARED,
     Finding,
     not_run,
+    single_part,
 )
 from rmtension.stats.verdicts import (
     NOT_RUN,
@@ -246,10 +247,8 @@ def conflict_tracks_shared_neurons(run_dir: Path) -> Finding:
         evidence,
         "conflict.json, neurons/sets.json",
         f"rho {rho:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]",
-        effect={"rho": rho},
-        ci95={"rho": ci},
+        **single_part("rho", rho, ci),
         min_effect=m,
-        min_detectable_effect=min_detectable_effect(ci),
         test="Spearman correlation over the trained blocks, Fisher-z CI",
         null="no correlation (0), judged by the equivalence rule",
     )
