@@ -58,9 +58,16 @@ def test_planted_interference_is_supported_and_covered(planted_runs):
     }
     found = {f["id"]: f for f in check_findings(planted)}["mixed_worse"]
     assert found["verdict"] == "supported", found["evidence"]
+    assert found["decided_on"] == "length-controlled"
     for ts, (lo, hi) in found[
         "ci95"
     ].items():  # "worse" is positive: the unflipped minus the flipped mixed RM
         planted_value = acc["unflipped"][ts]["mean"] - acc["planted"][ts]["mean"]
         assert planted_value > found["min_effect"], (ts, planted_value)  # the control reaches past the margin
         assert lo <= planted_value <= hi, (ts, planted_value, [lo, hi])
+        # the verdict's estimate: the same planted value in length-controlled accuracy, inside its CI
+        lc = {run: acc[run][ts]["length_controlled"]["estimate"] for run in acc}
+        planted_lc = lc["unflipped"] - lc["planted"]
+        lo_lc, hi_lc = found["length_controlled"][ts]["ci95"]
+        assert planted_lc > found["min_effect"], (ts, planted_lc)
+        assert lo_lc <= planted_lc <= hi_lc, (ts, planted_lc, [lo_lc, hi_lc])
