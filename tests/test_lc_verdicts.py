@@ -200,3 +200,31 @@ def test_the_uniform_floor_does_not_decide_neurons_shared():
     f = claim_shared({"mean_act": {5: {**o, "jaccard_bootstrap": boot}}}, "mean_act", 5, 0.05)
     assert f.verdict == "inconclusive" and "decides no verdict" in f.evidence
     assert f.effect["shared"] == pytest.approx(0.57) and f.numbers["jaccard_random"] == 0.03
+
+
+def test_the_length_prior_reads_an_entry_whose_seed_t_is_null(tmp_path):
+    from rmtension.tension.claims import tension_is_length_prior
+
+    # tension.json stores every LengthControlled field; the length prior has no seed-level interval (null)
+    prior = {
+        "estimable": True,
+        "estimate": -0.08,
+        "ci95": [-0.1, -0.06],
+        "p_value": 0.001,
+        "ci95_mc_se": [0.001, 0.001],
+        "seed_t": None,
+    }
+    lc = {"estimable": True, "estimate": -0.03, "ci95": [-0.06, 0.0]}
+    inter = {
+        ts: {
+            "mixed_minus_best_single": -0.11,
+            "ci95": [-0.15, -0.07],
+            "length_controlled": lc,
+            "length_prior": prior,
+        }
+        for ts in ("helpful", "harmless")
+    }
+    (tmp_path / "tension.json").write_text(json.dumps({"interference": inter}))
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    f = tension_is_length_prior(tmp_path)
+    assert f.verdict == "supported" and f.effect["helpful"] == pytest.approx(0.08)

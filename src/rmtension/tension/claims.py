@@ -202,7 +202,7 @@ def _worse_mc_se(d: dict) -> list[float] | None:
     se = d.get("ci95_mc_se")
     if se is None:
         return None
-    st = d.get("seed_t", {"ci95": d["ci95"]})
+    st = d.get("seed_t") or {"ci95": d["ci95"]}
     lo_se = se[0] if d["ci95"][0] <= st["ci95"][0] else 0.0
     hi_se = se[1] if d["ci95"][1] >= st["ci95"][1] else 0.0
     return [hi_se, lo_se]
