@@ -355,6 +355,7 @@ def calibrated(run_dir: Path) -> Finding:
         ),
         effect={f"{rm}/{ts}": float(ece) for rm, ts, ece, _ in cells},
         ci95={f"{rm}/{ts}": [float(ci[0]), float(ci[1])] for rm, ts, _, ci in cells},
+        min_effect=ECE_WELL_CALIBRATED,  # the bar the ECE is judged against
         min_detectable_effect=max((min_detectable_effect(ci) for ci in detectable), default=0.0),
         test="expected calibration error of each own-objective RM (and the mixed RM) on the HH test sets"
         + (
