@@ -62,3 +62,28 @@ def test_margins_equal_their_derivations(margins):
         0.1,
         0.30,
     )
+
+
+NEURONS = DEFAULT.parent / "neurons.yaml"
+PAPER_RELATIVE_DROP = {10: 11.5, 20: 16.9, 30: 19.9}
+"""Tanwar & Atanasova (2026): relative accuracy drop (%) from ablating the top 10/20/30% of neurons."""
+
+
+def test_neurons_config_margins_are_half_the_papers_effects():
+    cfg = yaml.safe_load(NEURONS.read_text())
+    a = cfg["ablation"]
+    # half the paper's effect at each p, rounded up to half a percentage point
+    assert a["relative_margins"] == {
+        p: ceil_to(0.005, pct / 100 / 2) for p, pct in PAPER_RELATIVE_DROP.items()
+    }
+    assert a["relative_margins"] == {10: 0.06, 20: 0.085, 30: 0.1}
+    # the design the issue fixes: the paper's top-p in zero mode, helpful and harmless RMs of three seeds
+    # with four trained blocks, at least 300 test pairs per objective, 5 + 5 matched draws
+    assert a["claim_ps"] == sorted(PAPER_RELATIVE_DROP) == cfg["neurons"]["ps"] and a["claim_mode"] == "zero"
+    assert a["rms"] == cfg["neurons"]["rms"] == ["helpful", "harmless"]
+    assert (
+        cfg["train"]["trainable"] == "top:4"
+        and len(cfg["train"]["seeds"]) == cfg["neurons"]["max_seeds"] == 3
+    )
+    assert a["max_test_pairs"] >= 300 and a["random_draws"] == 5 and a["controls"] == ["layer", "magnitude"]
+    assert a["positive_control"] == "attribution" and "attribution" in a["scorers"]
