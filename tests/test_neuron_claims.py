@@ -149,3 +149,51 @@ def test_default_design_keeps_its_numbers_as_description(tmp_path):
     ident = {f.id: f for f in ablation_findings(run)}["neurons_identified"]
     assert ident.verdict == "not run" and "configs/neurons.yaml" in ident.evidence
     assert ident.numbers["described_verdict"] == "supported" and "+0.300" in ident.evidence
+
+
+def test_claim_draws_positive_control_and_own_objective_in_the_plan():
+    from rmtension.ablation.plan import borrow_controls, draws_for
+    from rmtension.ablation.run import rm_config
+    from rmtension.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "neurons.yaml").ablation
+    claim = [10.0, 20.0, 30.0]
+    assert draws_for(cfg, 20.0, claim, "zero", "helpful_top", "mean_act") == 5  # claim mode: 5 per kind
+    assert draws_for(cfg, 20.0, claim, "mean", "helpful_top", "mean_act") == 0  # beside: the set alone
+    assert draws_for(cfg, 20.0, claim, "zero", "helpful_top", "attribution") == 0  # borrows
+    assert draws_for(cfg, 5.0, claim, "zero", "helpful_top", "mean_act") == 0  # not a claim p: sweep_draws
+    plan = [
+        {
+            "scorer": "mean_act",
+            "p": 10.0,
+            "set": "helpful_top",
+            "mode": "zero",
+            "n": 7,
+            "key": "a",
+            "controls": {"layer": ["a|l0"]},
+        },
+        {
+            "scorer": "attribution",
+            "p": 10.0,
+            "set": "helpful_top",
+            "mode": "zero",
+            "n": 7,
+            "key": "b",
+            "controls": {},
+        },
+        {
+            "scorer": "attribution",
+            "p": 20.0,
+            "set": "helpful_top",
+            "mode": "zero",
+            "n": 9,
+            "key": "c",
+            "controls": {},
+        },
+    ]
+    borrow_controls(plan, cfg)
+    assert plan[1]["controls"] == {"layer": ["a|l0"]} and plan[1]["controls_of"] == "a"
+    assert plan[2]["controls"] == {}  # no claim entry of that p: nothing to borrow
+    helpful = rm_config(cfg, "helpful")
+    assert helpful.sets == ["helpful_top"] and helpful.test_sets == ["helpful"]
+    assert rm_config(cfg, "mixed") is cfg
