@@ -114,6 +114,10 @@ class DataConfig(Strict):
     """Planted label noise (a positive control, `configs/planted.yaml`): objective -> share of its pairs
     in the mixed RM's training set whose chosen and rejected replies are swapped (seeded; counted in
     `data/summary.json`). Single RMs, controls, validation and test pairs keep their labels."""
+    shuffle_labels: bool = False
+    """A negative control for the neuron claims: every RM's training pairs have chosen and rejected
+    swapped on a seeded half (a coin per pair id, `rmtension.data.flips.shuffle_labels`), so the labels
+    carry nothing to learn; validation and test pairs keep theirs (counted in `data/summary.json`)."""
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
