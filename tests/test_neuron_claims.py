@@ -197,3 +197,43 @@ def test_claim_draws_positive_control_and_own_objective_in_the_plan():
     helpful = rm_config(cfg, "helpful")
     assert helpful.sets == ["helpful_top"] and helpful.test_sets == ["helpful"]
     assert rm_config(cfg, "mixed") is cfg
+
+
+def test_shuffled_labels_never_make_the_sets_differ_supported(tmp_path):
+    """The negative control of `neuron_sets_differ`: RMs trained on shuffled labels learn no preference, so the
+    trained-minus-base difference of their contrast sets must not come out "supported"."""
+    from studykit import tiny_config, write_config
+
+    from rmtension.cli import main
+    from rmtension.neurons.claims import overlap_claims
+    from rmtension.run.runio import read_json
+
+    cfg = tiny_config(
+        tmp_path,
+        helpful=(("helpful-base", 60),),
+        harmless=(("harmless-base", 60),),
+        max_train_pairs=32,
+        max_length=40,
+        train={"seeds": [0, 1], "epochs": 2},
+        neurons={
+            "rms": ["mixed"],
+            "max_seeds": 2,
+            "max_pairs": 24,
+            "ps": [20],
+            "scorers": ["mean_act", "contrast"],
+            "permutations": 50,
+            "batch_size": 8,
+        },
+    )
+    cfg["data"]["shuffle_labels"] = True
+    out = tmp_path / "run"
+    assert main(["study", "--config", str(write_config(tmp_path, cfg)), "--out", str(out)]) == 0
+    summary = read_json(out / "data" / "summary.json")["shuffled_labels"]
+    assert 0 < summary["mixed"]["flipped"] < summary["mixed"]["of"]
+    entry = read_json(out / "neurons" / "overlap.json")["contrast"]["20"]
+    assert (
+        "learning" in entry
+    )  # decided on the trained-minus-base difference, not on the RM's text-driven one
+    found = {f.id: f for f in overlap_claims(out, 20, "mean_act")}["neuron_sets_differ"]
+    assert found.verdict in ("not supported", "inconclusive"), found.evidence
+    assert "contrast" in found.setting and "base backbone" in found.evidence
