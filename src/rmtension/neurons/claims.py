@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rmtension.neurons.config import claim_settings
+from rmtension.neurons.config import AblationConfig, claim_settings
+from rmtension.run.saved_config import read_config
 from rmtension.stats.pvalues import nearest_p, p_phrase
 from rmtension.run.runio import read_json
 from rmtension.judges.neuron_sets import shared_share
@@ -233,9 +234,18 @@ def settings_sentence(run_dir: Path) -> list[str]:
     if not (run_dir / OVERLAP_FILE).exists():
         return []
     st = claim_settings(run_dir)
+    a = AblationConfig.model_validate(read_config(run_dir).get("ablation") or {})
+    if a.relative_margins:
+        return [
+            f"`neurons_identified` is tested at top-{'/'.join(f'{p:g}' for p in a.claim_points())}% by "
+            f"`{a.scorers[0]}` with {a.claim_mode} ablation in each objective's own RMs, seeds as the unit, in "
+            "relative accuracy drop against matched random neurons; `neuron_sets_differ` on the trained-minus-base "
+            "difference of the contrast sets."
+        ]
     return [
         f"The neuron claims are tested at top-{st['p']:g}% by `{st['scorer']}` with mean ablation (zero "
-        f"ablation where a run has no mean rows) in the {st['rm']} RM, at significance level {st['alpha']:g}."
+        f"ablation where a run has no mean rows) in the {st['rm']} RM, at significance level {st['alpha']:g}; "
+        "the ablation claims are described only (configs/neurons.yaml decides them)."
     ]
 
 
