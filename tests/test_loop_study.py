@@ -78,6 +78,7 @@ CONFIG = {
         "offline": {"pm": "offline"},
         "length": {"shortcuts": [{"kind": "length", "weight": 0.5}]},
         "placebo": {"shortcuts": [{"kind": "length", "weight": 0.0}], "noise_seed": 12},
+        "ensemble": {"pm": "ensemble", "ensemble": 2, "aggregate": "wco"},
     },
     "claims": {
         "online_beats_offline": 0.02,
@@ -104,7 +105,7 @@ def whole(tmp_path_factory):
 
 def test_the_loop_writes_a_row_per_arm_seed_and_round(whole):
     rows = pd.read_csv(whole / "loop" / "rounds.csv")
-    assert len(rows) == 4 * 2 * 3
+    assert len(rows) == 5 * 2 * 3
     assert set(rows["round"]) == {0, 1, 2}
     assert (rows["flip_rate"].between(0, 1)).all() and (rows.loc[rows["round"] > 0, "kl"] > 0).all()
     # round 0 is π_0 for every arm: same gold on the same held-out draws
@@ -119,7 +120,7 @@ def test_the_loop_writes_a_row_per_arm_seed_and_round(whole):
 
 def test_round_zero_is_shared_where_the_reviewer_is_the_same(whole):
     zeros = sorted(p.name for p in (whole / "loop" / "round0").iterdir())
-    assert len(zeros) == 3  # online and offline share one; length and placebo have their own
+    assert len(zeros) == 4  # online and offline share one; length, placebo and ensemble have their own
     rows = pd.read_csv(whole / "loop" / "rounds.csv")
     r0 = rows[rows["round"] == 0].set_index(["arm", "seed"])
     assert r0.loc[("online", 0), "agree_pm0"] == r0.loc[("offline", 0), "agree_pm0"]

@@ -141,6 +141,8 @@ class LoopConfig(Strict):
     def _arms_agree(self) -> LoopConfig:
         if self.baseline not in self.arms:
             raise ValueError(f"baseline arm {self.baseline!r} is not among the arms")
+        if self.reviewer.kind == "bench" and not self.reviewer.database:
+            raise ValueError("reviewer.kind bench needs reviewer.database (the bench's --db)")
         if self.placebo is not None and self.placebo in self.arms:
             cuts = self.arms[self.placebo].shortcuts
             if not cuts or any(s.weight != 0 for s in cuts):
@@ -155,9 +157,12 @@ class LoopConfig(Strict):
         return SimulatedReviewer(self.reviewer.beta, self.reviewer.epsilon, seed, cuts)
 
     def round0_key(self, arm: str) -> str:
-        """Arms whose reviewers label alike share round 0 (D_0 and PM_0): the key of that reviewer."""
-        r = self.reviewer_of(arm)
+        """Arms whose reviewers label alike share round 0 (D_0 and PM_0): the key of that reviewer (and of
+        the ensemble, for an ensemble arm)."""
+        r, a = self.reviewer_of(arm), self.arms[arm]
         blob = json.dumps([r.beta, r.epsilon, r.seed, [[s.kind, s.weight] for s in r.shortcuts]])
+        if a.pm == "ensemble":  # PM_0 is an ensemble too
+            blob += json.dumps([a.ensemble, a.aggregate, a.uwo_lambda])
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

@@ -32,10 +32,12 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from rmtension.data.types import Turn, render_transcript
+from rmtension.loop.bench_reviewer import BenchReviewer
 from rmtension.loop.config import LoopConfig
 from rmtension.loop.measure import GoldFn, Probes, measure_policy
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.loop.rounds import (
+    EnsemblePM,
     RoundSpec,
     pm_rewards,
     preference_pairs,
@@ -115,7 +117,7 @@ def run_round0(folder: Path, cfg: LoopConfig, arm: str, seed: int, parts: LoopPa
     labels = json.loads((folder / "labels.json").read_text())
     pm_file = folder / "pm" / "model.safetensors"
     if not pm_file.exists():
-        pm = parts.new_pm()
+        pm = new_pm(parts, cfg, arm)
         both = preference_pairs(contexts, pairs, labels["a_preferred"])
         losses = train_pm(
             pm, parts.pm_tokenizer, [c for c, _ in both], [r for _, r in both], round_spec(cfg, arm, seed, 0)
@@ -126,8 +128,16 @@ def run_round0(folder: Path, cfg: LoopConfig, arm: str, seed: int, parts: LoopPa
         Path(str(pm_file) + ".tmp").replace(pm_file)
 
 
-def load_pm(parts: LoopParts, file: Path) -> torch.nn.Module:
-    pm = parts.new_pm()
+def new_pm(parts: LoopParts, cfg: LoopConfig, arm: str) -> torch.nn.Module:
+    """The arm's fresh PM: one, or an `EnsemblePM` of `ensemble` (each then trains on its own batches)."""
+    a = cfg.arms[arm]
+    if a.pm != "ensemble":
+        return parts.new_pm()
+    return EnsemblePM([parts.new_pm() for _ in range(a.ensemble)], a.aggregate, a.uwo_lambda)
+
+
+def load_pm(parts: LoopParts, cfg: LoopConfig, arm: str, file: Path) -> torch.nn.Module:
+    pm = new_pm(parts, cfg, arm)
     load_model(pm, str(file))
     pm.eval()
     return pm
@@ -139,18 +149,20 @@ def history_of(folder: Path, contexts: Sequence[tuple[Turn, ...]], pairs: Pairs)
     return preference_pairs(contexts, pairs, labels["a_preferred"])
 
 
-def measure_into(folder: Path, policy, reference, pm_r, pm_0, parts, cfg, seed) -> dict:
-    """folder/measure.json: `measure_policy` of `policy`, computed once."""
+def measure_into(folder: Path, policy, reference, pm_r, pm_0, parts, cfg, seed, full: bool = True) -> dict:
+    """folder/measure.json: `measure_policy` of `policy`, computed once; without `full`, the capability
+    set and XSTest are left out (they are measured at rounds 0 and R only)."""
     path = folder / "measure.json"
     if not path.exists():
         tok = parts.pm_tokenizer
+        probes = parts.probes if full else _held_out_only(parts.probes)
         out = measure_policy(
             policy,
             reference,
             scorer(pm_r, tok, cfg.pm.max_length),
             scorer(pm_0, tok, cfg.pm.max_length),
             parts.gold,
-            parts.probes,
+            probes,
             seed,
         )
         write_json(path, out)
@@ -168,8 +180,8 @@ def run_arm_seed(
 ) -> None:
     """Round 0 (or its shared copy), rounds 1..R with their measures, then the weight path."""
     zero = out / "round0" / cfg.round0_key(arm) / f"seed{seed}"
-    run_round0(zero, cfg, arm, seed, parts, reviewer)
-    pm_0 = load_pm(parts, zero / "pm" / "model.safetensors")
+    run_round0(zero, cfg, arm, seed, parts, cfg.reviewer_of(arm))
+    pm_0 = load_pm(parts, cfg, arm, zero / "pm" / "model.safetensors")
     policy = parts.new_policy()
     reference = snapshot(policy.model, [n for n, _ in policy.model.named_parameters()])
     measure_into(zero, policy, reference, pm_0, pm_0, parts, cfg, seed)
@@ -178,7 +190,7 @@ def run_arm_seed(
     for r in range(1, cfg.rounds + 1):
         folder = out / "arms" / arm / f"seed{seed}" / f"round{r}"
         contexts = parts.prompts[(r - 1) * n : r * n]
-        pm = load_pm(parts, pm_file)
+        pm = load_pm(parts, cfg, arm, pm_file)
         result = run_round(
             folder,
             round_spec(cfg, arm, seed, r),
@@ -194,7 +206,7 @@ def run_arm_seed(
         )
         history = history + preference_pairs(contexts, result.pairs, result.a_preferred)
         pm_file = folder / "pm" / "model.safetensors"
-        measure_into(folder, policy, reference, pm, pm_0, parts, cfg, seed)
+        measure_into(folder, policy, reference, pm, pm_0, parts, cfg, seed, full=r == cfg.rounds)
         if after_phase:
             after_phase("measure")
     weight_path(out / "arms" / arm / f"seed{seed}", cfg, policy, reference, parts, seed)
@@ -227,6 +239,10 @@ def weight_path(
     write_json(path, rows)
 
 
+def _held_out_only(probes: Probes) -> Probes:
+    return Probes(probes.heldout, [], [], [], probes.max_new_tokens, probes.max_prompt_tokens)
+
+
 def _no_xstest(probes: Probes) -> Probes:
     return Probes(probes.heldout, probes.capability, [], [], probes.max_new_tokens, probes.max_prompt_tokens)
 
@@ -240,6 +256,14 @@ def check_sizes(cfg: LoopConfig, parts: LoopParts) -> None:
             f"the loop needs {need} round prompts ({cfg.rounds} rounds x {cfg.prompts_per_round}), "
             f"the data gives {len(parts.prompts)}"
         )
+
+
+def round_reviewer(cfg: LoopConfig, arm: str):
+    """Who labels rounds 1..R of `arm`: its simulated reviewer, or people on the bench (`reviewer.kind:
+    bench`; round 0's D_0 is then still relabelled by the simulated reviewer of the same β and ε)."""
+    if cfg.reviewer.kind == "bench":
+        return BenchReviewer(cfg.reviewer.database, cfg.reviewer.k, task_prefix=cfg.name)
+    return cfg.reviewer_of(arm)
 
 
 def run_loop(
@@ -256,7 +280,7 @@ def run_loop(
     out.mkdir(parents=True, exist_ok=True)
     check_sizes(cfg, parts)
     write_json(out / "config.json", cfg.model_dump(mode="json"))
-    reviewers = reviewers or {arm: cfg.reviewer_of(arm) for arm in cfg.arms}
+    reviewers = reviewers or {arm: round_reviewer(cfg, arm) for arm in cfg.arms}
     for seed in cfg.seeds:
         for arm in cfg.arms:
             run_arm_seed(out, cfg, arm, seed, parts, reviewers[arm], after_phase)
