@@ -187,3 +187,30 @@ def test_nested_bootstrap_of_constant_and_two_valued_cells():
     v = np.array([[0.0, np.nan], [1.0, 1.0]])  # NaN cells are left out of each draw's mean
     mean, ci, _ = nested_bootstrap(v, 400)
     assert mean == pytest.approx(2 / 3) and 0.0 <= ci[0] <= ci[1] <= 1.0
+
+
+def test_the_report_section_is_written_from_the_loop_files(whole):
+    from rmtension.loop.report import write_loop_report
+
+    page = write_loop_report(whole).read_text()
+    assert "The steering loop" in page and "shortcut_steers_policy" not in page  # statements, not ids
+    fs = json.loads((whole / "loop" / "findings.json").read_text())["findings"]
+    assert all(f["verdict"] in page for f in fs)
+    assert (whole / "loop" / "report" / "figures" / "loop_gold_kl.png").exists()
+
+
+def test_a_bad_loop_config_is_one_line_naming_file_and_key(tmp_path):
+    from rmtension.errors import ConfigError
+    from rmtension.loop.config import load_loop_config
+
+    bad = tmp_path / "loop.yaml"
+    bad.write_text(json.dumps({**CONFIG, "rounds": 0}))
+    with pytest.raises(ConfigError, match=r"loop.yaml: rounds: .*greater than or equal to 1"):
+        load_loop_config(bad)
+    placebo = {
+        **CONFIG,
+        "arms": {**CONFIG["arms"], "placebo": {"shortcuts": [{"kind": "length", "weight": 0.1}]}},
+    }
+    bad.write_text(json.dumps(placebo))
+    with pytest.raises(ConfigError, match="placebo arm 'placebo' needs shortcuts of weight 0"):
+        load_loop_config(bad)
