@@ -49,6 +49,10 @@ from rmtension.judges.layers import model_mask
 from rmtension.model.scope import parse_scope
 
 
+MODELS = {"smollm2": "smollm2-135m"}
+"""Short names for `--model`: the packaged SmolLM2-135M (30 blocks), dequantised into RMTENSION_CACHE."""
+
+
 def default_data() -> Path:
     env = os.environ.get("RMTENSION_DATA")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf"
@@ -143,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--trainable", default="top:1", help="train.trainable behind --layers trained (default study's)"
     )
-    ap.add_argument("--model", default="minilm", help="RM folder, or a backbone registry name")
+    ap.add_argument(
+        "--model", default="minilm", help="RM folder, a backbone registry name, or smollm2 (SmolLM2-135M)"
+    )
     ap.add_argument("--data", type=Path, default=default_data(), help="hh-rlhf root (official layout)")
     ap.add_argument("--bf16-baseline", type=int, default=0, help="conditions to time naive bf16 on")
     ap.add_argument("--repeat", type=int, default=1, help="time each path this many times; keep the best")
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage:
         return stage(args.stage, args.set)
 
-    path = resolve_backbone(args.model)
+    path = resolve_backbone(MODELS.get(args.model, args.model))
     tok = load_tokenizer(path, args.max_length)
     torch.manual_seed(0)
     model = load_reward_model(path, tok).eval()
