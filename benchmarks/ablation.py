@@ -10,8 +10,9 @@ ablation (`rmtension.ablation.plan` does the same in the stage).
           forward over every batch (`rmtension.model.scoring.score_pairs`): same batches, same precision.
 - ours:   `rmtension.judges.ablate.run_conditions`: one clean forward per batch; each condition
           starts after its first ablated block from the clean states (the linear change of that
-          block's MLP output), conditions stacked per forward on a GPU, and the last block's MLP
-          only at the position the head reads.
+          block's MLP output), conditions stacked per forward on a GPU, the last block's MLP
+          only at the position the head reads, and each batch's rows run in length groups cut to
+          their longest row (no padded positions past a row's end).
 
 Both in float32: the results must agree to 1e-5. Prints conditions/s of each and `ratio ablation: <x>`
 (target >= 5). `--bf16-baseline N` also times the naive path on N conditions under bf16 autocast (the
@@ -21,6 +22,7 @@ native bf16. `--stage RUN_DIR` instead times the ablation stage on a run directo
 `ablation:` section plus `--set` overrides) and prints its conditions and seconds.
 
     .venv/bin/python benchmarks/ablation.py [--pairs 16] [--draws 2] [--bf16-baseline 2]
+    .venv/bin/python benchmarks/ablation.py --layers all --model smollm2 --pairs 4 --draws 0
     .venv/bin/python benchmarks/ablation.py --stage runs/default --set ablation.random_draws=2
 """
 
@@ -37,7 +39,7 @@ import torch
 
 from rmtension.model.arch import n_layers, n_neurons
 from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
-from rmtension.model.encode import encode_pairs
+from rmtension.model.encode import batches, encode_pairs
 from rmtension.model.scoring import score_pairs
 from rmtension.judges.ablate import Condition, run_conditions
 from rmtension.ablation.plan import mean_values, set_objective
@@ -168,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         f"model: {args.model} ({n_layers(model)} x {n_neurons(model)} neurons), {len(enc)} test pairs, "
         f"max_length {args.max_length}, torch threads {torch.get_num_threads()}"
     )
+    real = sum(len(c) + len(r) for c, r in zip(enc.chosen, enc.rejected))
+    padded = sum(
+        2 * len(idx) * int(enc.lengths()[idx].max()) for idx in batches(enc.lengths(), args.batch, None)
+    )
+    print(f"tokens / padded positions in the naive path's batches: {real / padded:.2f}")
     conds = build(model, tok, args.data, args)
     n = len(conds)
     pad = tok.pad_token_id

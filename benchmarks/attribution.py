@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     values = next(c.values for c in sets.values() if c.values is not None)  # the sets' mean values [L, N]
     singles = single_neurons(neuron_shape(model), args.per_layer, values, seed=3)
     conds = {**singles, **sets}
-    print(f"model: {args.model}, {len(enc)} test pairs, {len(singles)} single-neuron and {len(sets)} set conditions")
+    print(
+        f"model: {args.model}, {len(enc)} test pairs, {len(singles)} single-neuron and {len(sets)} set conditions"
+    )
 
     t0 = time.process_time()
     clean, exact = run_conditions(model, enc, pad, conds, args.batch, bf16=False)

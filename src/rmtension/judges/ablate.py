@@ -19,7 +19,17 @@ and the norms run at position 0 only; the first batch checks that this gives the
 rewards and turns it off if not. In `POST_NORM` families a condition may start after the last
 block too: then only the head runs, and ablating the top block's neurons (the trained block below a
 frozen trunk) costs a rank-|S| product and a norm per condition, at the read position.
-Conditions with no neurons reuse the clean result, and identical conditions run once.
+Conditions with no neurons reuse the clean result, and identical conditions run once. The rows of a
+batch that run blocks under a condition run in groups of similar length, each cut to its longest row
+(`_length_groups`): with right padding a row's reward does not depend on the padding after it, so the
+padded positions of short rows (a pair's shorter reply, a batch's shorter pairs) are not computed; the
+first batch checks that this gives the clean model's margins and turns it off if not.
+
+A set with a neuron in block 0 (every set over all blocks ranked by activation, and its random controls)
+shares nothing with the clean pass but block 0: such a condition costs about a full forward less one
+block, whatever the engine; only the per-block sets of a layer sweep, or sets in the upper blocks, share
+more. `rmtension.judges.attribution` estimates every set's effect from one forward and backward instead,
+for ranking and screening only.
 
 `resume=False` is the reference: one full forward per condition, hooks on every ablated layer.
 In float32 both agree to about 1e-6 (tests/test_ablation.py, benchmarks/ablation.py); under bf16
