@@ -12,6 +12,7 @@ from rmtension.judges.attribution import (
     attribute,
     estimate_conditions,
     gradient_sums,
+    most_harmful,
     neuron_effects,
     set_effects,
 )
@@ -41,6 +42,12 @@ def test_neuron_and_set_effects_by_hand():
     assert mean.tolist() == [[-1.5, -1.5, -1.0]]
     masks = torch.tensor([[1, 0], [1, 1], [0, 1]])  # sets {0, 1} and {1, 2}
     assert set_effects(mean, masks).tolist() == [[-3.0, -2.5]]
+
+
+def test_most_harmful_picks_the_most_negative_estimates():
+    effects = torch.tensor([[0.5, -2.0, 0.0], [-1.0, -2.0, 3.0]])
+    assert most_harmful(effects, 2).tolist() == [[False, True, False], [False, True, False]]
+    assert most_harmful(effects, 3).tolist() == [[False, True, False], [True, True, False]]
 
 
 def _enc(n: int = 5) -> EncodedPairs:

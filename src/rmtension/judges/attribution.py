@@ -68,6 +68,15 @@ def set_effects(effects: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return effects @ masks.to(effects.dtype)
 
 
+def most_harmful(effects: torch.Tensor, k: int) -> torch.Tensor:
+    """bool [L, N]: the k neurons whose estimated ablation lowers the mean margin most (most negative
+    `effects` [L, N], e.g. `Attribution.mean_effects`); ties broken by index. A positive control's set."""
+    order = torch.argsort(effects.flatten(), stable=True)[:k]
+    mask = torch.zeros(effects.numel(), dtype=torch.bool)
+    mask[order] = True
+    return mask.reshape(effects.shape)
+
+
 @dataclass
 class Attribution:
     """Per-pair sums of one forward and backward over pairs, in `enc` order."""
