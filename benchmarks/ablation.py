@@ -10,9 +10,8 @@ ablation (`rmtension.ablation.plan` does the same in the stage).
           forward over every batch (`rmtension.model.scoring.score_pairs`): same batches, same precision.
 - ours:   `rmtension.judges.ablate.run_conditions`: one clean forward per batch; each condition
           starts after its first ablated block from the clean states (the linear change of that
-          block's MLP output), conditions stacked per forward on a GPU, the last block's MLP
-          only at the position the head reads, and each batch's rows run in length groups cut to
-          their longest row (no padded positions past a row's end).
+          block's MLP output), conditions stacked per forward on a GPU, and the last block's MLP
+          only at the position the head reads.
 
 Both in float32: the results must agree to 1e-5. Prints conditions/s of each and `ratio ablation: <x>`
 (target >= 5). `--bf16-baseline N` also times the naive path on N conditions under bf16 autocast (the

@@ -21,7 +21,6 @@ from rmtension.model.precision import bf16_native
 from rmtension.model.scoring import score_pairs
 from rmtension.model.arch import find_arch
 from rmtension.model.trunk import TrunkCache, trunk_fingerprint
-from rmtension.judges import ablate as ablate_module
 from rmtension.judges.ablate import HEAD_STACK, Condition, resolve_bf16, run_conditions
 from rmtension.ablation.stats import double_dissociation, paired_t, versus_controls
 from rmtension.neurons.cli import paper_claims
@@ -163,46 +162,13 @@ def test_fast_path_equals_a_full_forward_per_condition(family, stack):
     assert sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules()) == 0
 
 
-def test_length_groups_by_hand(monkeypatch):
-    mask = torch.tensor([[1] * 5, [1] * 2 + [0] * 3, [1] * 5, [1] + [0] * 4])  # lengths 5, 2, 5, 1
-    monkeypatch.setattr(ablate_module, "CALL_COST", 0)  # every distinct length its own group
-    groups = [(idx.tolist(), w) for idx, w in ablate_module._length_groups(mask)]
-    assert groups == [([0, 2], 5), ([1], 2), ([3], 1)]
-    # CALL_COST 3: {5,5,2,1}: 20 + 3 = 23; {5,5},{2,1}: 10 + 3 + 4 + 3 = 20; {5,5},{2},{1}: 22; {5,5,2},{1}: 22
-    monkeypatch.setattr(ablate_module, "CALL_COST", 3)
-    groups = [(idx.tolist(), w) for idx, w in ablate_module._length_groups(mask)]
-    assert groups == [([0, 2], 5), ([1, 3], 2)]
-
-
-@pytest.mark.parametrize("family", ["bert", "llama"])
-def test_conditions_from_different_layers_in_length_groups_equal_full_forwards(family, monkeypatch):
-    """The shared clean prefix (each condition starts after its first ablated block) with the rows run in
-    length groups cut to their longest: equal to one padded full forward per condition, to 1e-5."""
-    monkeypatch.setattr(ablate_module, "CALL_COST", 0)
-    model = tiny_reward_model(family, layers=3)
-    enc = _enc(9)
-    conds = _conditions(model)
-    assert {c.first_layer for c in conds.values()} >= {0, 1, 2}
-    calls = []
-    run = ablate_module._length_groups
-    monkeypatch.setattr(ablate_module, "_length_groups", lambda m: calls.append(run(m)) or calls[-1])
-    _, fast = run_conditions(model, enc, 0, conds, batch_size=4, bf16=False, stack=2)
-    assert max(len(g) for g in calls) > 2  # the rows really ran in several groups
-    direct = _direct(model, enc, conds)
-    for key in conds:
-        np.testing.assert_allclose(fast[key], direct[key], atol=1e-5, rtol=0, err_msg=key)
-
-
-def test_a_head_that_reads_more_than_position_0_turns_the_top_cut_off(monkeypatch):
+def test_a_head_that_reads_more_than_position_0_turns_the_top_cut_off():
     model = tiny_reward_model("bert", layers=3)
     model.bert.pooler.forward = lambda h: torch.tanh(
         model.bert.pooler.dense(h.mean(1))
     )  # reads every position
     enc = _enc()
     conds = _conditions(model)
-    monkeypatch.setattr(
-        ablate_module, "CALL_COST", 0
-    )  # the rows would run in length groups: the check stops it
     _, fast = run_conditions(model, enc, 0, conds, batch_size=3, bf16=False)  # the batches (pads) of _direct
     direct = _direct(model, enc, conds)
     for key in conds:

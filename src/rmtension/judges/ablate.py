@@ -19,11 +19,7 @@ and the norms run at position 0 only; the first batch checks that this gives the
 rewards and turns it off if not. In `POST_NORM` families a condition may start after the last
 block too: then only the head runs, and ablating the top block's neurons (the trained block below a
 frozen trunk) costs a rank-|S| product and a norm per condition, at the read position.
-Conditions with no neurons reuse the clean result, and identical conditions run once. The rows of a
-batch that run blocks under a condition run in groups of similar length, each cut to its longest row
-(`_length_groups`): with right padding a row's reward does not depend on the padding after it, so the
-padded positions of short rows (a pair's shorter reply, a batch's shorter pairs) are not computed; the
-first batch checks that this gives the clean model's margins and turns it off if not.
+Conditions with no neurons reuse the clean result, and identical conditions run once.
 
 A set with a neuron in block 0 (every set over all blocks ranked by activation, and its random controls)
 shares nothing with the clean pass but block 0: such a condition costs about a full forward less one
@@ -142,7 +138,6 @@ def run_conditions(
     margins = {fp: np.zeros(len(enc)) for fp in unique}
     mine: list[int] = []
     top = resume and reads_first(model)
-    trim = True
     skip = _cached_blocks(model, cache, enc, unique.values()) if resume else 0
     if skip:  # the model runs cut to its blocks above the cache: masks and layers count from there
         unique = {
@@ -173,8 +168,6 @@ def run_conditions(
             check = j == 0 and top  # the first clean forward runs in full, to check the cut against
             with _clean_states(model, sorted(groups)) as states, read_first(model, top and not check):
                 clean[idx] = _margins(model, batch, bf16)[0]
-            if j == 0:
-                trim = _trim_holds(model, batch, bf16, clean[idx], inputs)
             if check:
                 top = _read_first_holds(model, batch, bf16, clean[idx])
                 if top:  # this batch's clean pass ran in full: the head-only conditions need position 0
@@ -183,8 +176,7 @@ def run_conditions(
                 size = HEAD_STACK if _head_only(model, start) else stack
                 for k in range(0, len(fps), size):
                     part = fps[k : k + size]
-                    conds = [unique[fp] for fp in part]
-                    out = _run_stacked(model, batch, start, states, conds, bf16, top, trim)
+                    out = _run_stacked(model, batch, start, states, [unique[fp] for fp in part], bf16, top)
                     for fp, m in zip(part, out):
                         margins[fp][idx] = m
     finally:
@@ -318,10 +310,8 @@ def _run_stacked(
     conds: list[Condition],
     bf16: bool,
     top: bool,
-    trim: bool = True,
 ) -> np.ndarray:
-    """[C, B] margins of conditions that all start at layer `start`, run stacked (`trim`: the rows in
-    groups of similar length, each cut to its longest; else one forward of every row at full width)."""
+    """[C, B] margins of conditions that all start at layer `start`, run in one stacked forward."""
     n_layers = neuron_shape(model)[0]
     c = len(conds)
     with autocast(bf16, batch["input_ids"].device):
@@ -334,60 +324,16 @@ def _run_stacked(
     after_last = first == n_layers  # only the head is left: no block to cut to its read position
     if after_last and top:  # the head reads position 0: the state there is all it needs (masks too)
         state, batch = state[:, :1], {k: v[:, :1] for k, v in batch.items()}
+    tokens = {k: v.repeat(c, 1) for k, v in batch.items()}
     fns = _stacked_hooks(conds, first, neuron_shape(model))
-    rows = len(batch["input_ids"])  # 2B
-    # Right padding: a row's rewards do not depend on the padding after it, so rows of similar length run
-    # together, cut to their longest (after the last block only position 0 is left: nothing to cut).
-    whole = [(torch.arange(rows), state.shape[1])]
-    groups = _length_groups(batch["attention_mask"]) if trim and not after_last else whole
-    state = state.reshape(c, rows, *state.shape[1:])  # [C, 2B, T, H]
-    r = torch.zeros(c, rows, dtype=torch.float64)
     with (
         cut_trunk(model, n_layers - first) as inputs,
         neuron_hooks(model, fns),
         read_first(model, top and not after_last),
     ):
-        for idx, width in groups:
-            part = state[:, idx.to(state.device), :width].reshape(c * len(idx), width, *state.shape[3:])
-            for stand_in in inputs:
-                stand_in.value = part
-            tokens = {k: v[idx.to(v.device), :width].repeat(c, 1) for k, v in batch.items()}
-            with autocast(bf16, batch["input_ids"].device):
-                out = model(**tokens).logits.squeeze(-1).float()
-            r[:, idx] = out.reshape(c, len(idx)).double().cpu()
-    b = rows // 2
-    return (r[:, :b] - r[:, b:]).numpy()
-
-
-CALL_COST = 512
-"""Cost of one more forward call in `_length_groups`, in row positions (the call's overhead and the lower
-throughput of smaller matrices): about three rows of 192 tokens."""
-
-
-def _length_groups(attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
-    """Rows [2B] in groups of similar length: [(row indices, width: the group's longest row)].
-
-    Minimises the sum over groups of rows x width + CALL_COST, over groups contiguous in length order
-    (exactly, by dynamic programming over the sorted lengths).
-    """
-    lengths = attention_mask.sum(1).cpu()
-    order = torch.argsort(lengths, descending=True, stable=True)
-    sorted_len = lengths[order].tolist()
-    n = len(sorted_len)
-    best = [0.0] + [float("inf")] * n  # best[j]: cost of the first j rows (longest first)
-    cut = [0] * (n + 1)
-    for j in range(1, n + 1):
-        for i in range(j):  # group i..j-1, width sorted_len[i]
-            cost = best[i] + (j - i) * sorted_len[i] + CALL_COST
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    groups = []
-    j = n
-    while j > 0:
-        i = cut[j]
-        groups.append((order[i:j], int(sorted_len[i])))
-        j = i
-    return groups[::-1]
+        for stand_in in inputs:
+            stand_in.value = state
+        return _margins(model, tokens, bf16, groups=c)
 
 
 def _stacked_hooks(conds: list[Condition], first: int, shape: tuple[int, int]) -> dict:
@@ -418,37 +364,6 @@ def _stacked_hooks(conds: list[Condition], first: int, shape: tuple[int, int]) -
 
         fns[neuron_hook_name(layer - first)] = fn  # the cut model numbers its blocks from 0
     return fns
-
-
-def _trim_holds(
-    model: nn.Module,
-    batch: dict[str, torch.Tensor],
-    bf16: bool,
-    full: np.ndarray,
-    stand_ins: Sequence,
-) -> bool:
-    """Whether running this batch's rows in `_length_groups`, each cut to its longest row, leaves the
-    clean margins (`full`) unchanged: a head that reads the padding (a mean over every position) turns
-    the cut off. `stand_ins`: those of a model cut above the trunk cache (their states are cut too), or []."""
-    cached = stand_ins[0].value if stand_ins else None
-    groups = _length_groups(batch["attention_mask"])
-    if len(groups) == 1:
-        return True
-    r = torch.zeros(len(batch["input_ids"]), dtype=torch.float64)
-    for idx, width in groups:
-        for stand_in in stand_ins:
-            stand_in.value = cached[idx.to(cached.device), :width]
-        tokens = {k: v[idx.to(v.device), :width] for k, v in batch.items()}
-        with autocast(bf16, batch["input_ids"].device):
-            r[idx] = model(**tokens).logits.squeeze(-1).double().cpu()
-    for stand_in in stand_ins:
-        stand_in.value = cached
-    b = len(r) // 2
-    tol = 3e-2 if bf16 else 1e-4
-    ok = bool(np.allclose((r[:b] - r[b:]).numpy(), full, atol=tol, rtol=tol))
-    if not ok:
-        log("ablation: this model's rewards depend on the padding; every row runs at the batch's width")
-    return ok
 
 
 def _read_first_holds(model: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, full: np.ndarray) -> bool:
