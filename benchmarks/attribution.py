@@ -72,6 +72,35 @@ def compare(name: str, keys: list[str], exact: dict, est: dict, clean: np.ndarra
     )
 
 
+def tiny_setting(args) -> tuple:
+    """A tiny random reward model (tests/tiny.py), random token pairs, and random sets in every block
+    (zero and mean mode, the mean being each neuron's mean activation over the pairs' tokens)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tiny import tiny_reward_model
+
+    from rmtension.judges.hooks import capture
+    from rmtension.model.encode import EncodedPairs, collate_pairs
+
+    model = tiny_reward_model(args.tiny, layers=4)
+    g = torch.Generator().manual_seed(1)
+    n = 2 * args.pairs
+    seq = lambda: torch.randint(4, 260, (int(torch.randint(8, 40, (1,), generator=g)),), generator=g).tolist()  # noqa: E731
+    enc = EncodedPairs(
+        [f"p{i}" for i in range(n)], [seq() for _ in range(n)], [seq() for _ in range(n)], 0, 0
+    )
+    batch = collate_pairs(enc, list(range(n)), 0)
+    with torch.no_grad(), capture(model) as acts:
+        model(**batch)
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    shape = neuron_shape(model)
+    values = torch.stack([(acts[f"layers.{i}.mlp.act"] * m).sum((0, 1)) / m.sum() for i in range(shape[0])])
+    sets = {}
+    for d in range(5 * (1 + 2 * args.draws)):
+        sets[f"random{d}"] = Condition(torch.rand(shape, generator=g) < args.p / 100, values)
+    print(f"tiny {args.tiny} reward model {shape[0]} x {shape[1]} neurons, {n} random token pairs")
+    return model, enc, 0, both_modes(sets)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=8, help="test pairs per objective")
@@ -83,16 +112,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-length", type=int, default=192)
     ap.add_argument("--model", default="minilm", help="RM folder, or a backbone registry name")
     ap.add_argument("--data", type=Path, default=default_data(), help="hh-rlhf root (official layout)")
+    ap.add_argument(
+        "--tiny",
+        choices=["bert", "llama", "gpt2", "gpt_neox"],
+        help="instead: a tiny random model of this family (tests/tiny.py, 4 blocks) on random token pairs, "
+        "with random sets of `--p`%% of the neurons: a model where every ablation moves the margin",
+    )
     args = ap.parse_args(argv)
     args.layers, args.trainable = "all", "top:1"
 
-    path = resolve_backbone(MODELS.get(args.model, args.model))
-    tok = load_tokenizer(path, args.max_length)
-    torch.manual_seed(0)
-    model = load_reward_model(path, tok).eval()
-    enc = encode_pairs(load_hh(args.data, args.pairs), tok, args.max_length)
-    pad = tok.pad_token_id
-    sets = both_modes(build(model, tok, args.data, args))
+    if args.tiny:
+        model, enc, pad, sets = tiny_setting(args)
+    else:
+        path = resolve_backbone(MODELS.get(args.model, args.model))
+        tok = load_tokenizer(path, args.max_length)
+        torch.manual_seed(0)
+        model = load_reward_model(path, tok).eval()
+        enc = encode_pairs(load_hh(args.data, args.pairs), tok, args.max_length)
+        pad = tok.pad_token_id
+        sets = both_modes(build(model, tok, args.data, args))
     values = next(c.values for c in sets.values() if c.values is not None)  # the sets' mean values [L, N]
     singles = single_neurons(neuron_shape(model), args.per_layer, values, seed=3)
     conds = {**singles, **sets}
