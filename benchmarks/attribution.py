@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     singles = single_neurons(neuron_shape(model), args.per_layer, values, seed=3)
     conds = {**singles, **sets}
     print(
-        f"model: {args.model}, {len(enc)} test pairs, {len(singles)} single-neuron and {len(sets)} set conditions"
+        f"model: {args.tiny or args.model}, {len(enc)} test pairs, {len(singles)} single-neuron and {len(sets)} set conditions"
     )
 
     t0 = time.process_time()
