@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from rmtension.combine.config import CombineConfig
 from rmtension.errors import ConfigError
-from rmtension.audit.config import AuditConfig, find_suite
+from rmtension.audit.config import AuditConfig, find_beside, find_suite
 from rmtension.neurons.config import AblationConfig, NeuronsConfig, check_neuron_sections
 from rmtension.policy.config import (
     BonConfig,
@@ -402,13 +402,25 @@ def load_config(
         if raw.get(name) is None:
             raw[name] = {}
     raw = apply_overrides(raw, overrides or [])
+    config_dir = None if path is None else Path(path).parent
+    _extra_beside_config(raw, config_dir)
     try:
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
     if cfg.audit is not None and cfg.audit.enabled:  # a relative suite path also works from another folder
-        cfg.audit.suite = find_suite(cfg.audit.suite, None if path is None else Path(path).parent)
+        cfg.audit.suite = find_suite(cfg.audit.suite, config_dir)
     return cfg
+
+
+def _extra_beside_config(raw: dict, config_dir: Path | None) -> None:
+    """`data.extra_train` paths, like the audit suite's, also resolve beside the config file (in place,
+    before validation, so each file's SHA-256 is taken from the file meant)."""
+    data = raw.get("data")
+    entries = data.get("extra_train") if isinstance(data, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            entry["path"] = find_beside(entry["path"], config_dir)
 
 
 def config_hash(*parts: BaseModel | dict | str | None) -> str:
