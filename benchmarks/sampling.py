@@ -30,7 +30,6 @@ import contextlib
 import gzip
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from rmtension.model.precision import bf16_native
 from rmtension.policy import decode
 from rmtension.policy.decode import left_pad
 from rmtension.policy.sampling import build_prompt_ids, load_policy, sample, stop_token_ids
+from timing_args import add_timing_args, apply_timing_args
 
 
 LEVERS = {
@@ -157,18 +157,10 @@ def main() -> None:
     ap.add_argument(
         "--distinct-prompts", action="store_true", help="batch B holds the first B prompts once each"
     )
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
-    ap.add_argument(
-        "--clock",
-        choices=["wall", "cpu"],
-        default="wall",
-        help="cpu: this process's CPU time; with --threads 1 it ignores other jobs on a shared machine",
-    )
+    add_timing_args(ap)
     args = ap.parse_args()
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    clock = apply_timing_args(args)
 
     path = resolve_backbone("smollm2-135m")
     tok = load_tokenizer(path, 2048)
