@@ -13,7 +13,7 @@ import threading
 import pytest
 import requests
 
-from benchkit import LOGIN_CSRF, Reviewer, Server, free_port, login, write_batch, write_task
+from benchkit import LOGIN_CSRF, Reviewer, Server, free_port, write_batch, write_task
 from browser import chromium_paths, start_chromium
 from requires import missing
 from rmtension.bench.access import add_reviewer, token_owner
@@ -94,8 +94,14 @@ def test_session_cookie_is_secure_behind_https(served):
     )
     assert r.status_code == 303 and "secure" in _session_cookie_header(r).split("; ")
     # a proxy elsewhere: --secure-cookies marks them Secure although the bench speaks http
-    r = login(requests.Session(), proxied.url, add_reviewer(engine, "cid"))
-    assert r.history[0].status_code == 303 and "secure" in _session_cookie_header(r.history[0]).split("; ")
+    token = add_reviewer(engine, "cid")
+    page = requests.get(f"{proxied.url}/login", params={"token": token}, timeout=10)
+    (nonce,) = [h for h in page.raw.headers.getlist("set-cookie") if h.startswith("bench_login=")]
+    assert "secure" in nonce.lower().split("; ")  # so a client on plain http would not send it back
+    form = {"token": token, "login_csrf": LOGIN_CSRF.search(page.text).group(1)}
+    cookie = {"Cookie": nonce.split(";")[0]}  # as the browser behind the proxy, over https, would
+    r = requests.post(f"{proxied.url}/login", data=form, headers=cookie, allow_redirects=False, timeout=10)
+    assert r.status_code == 303 and "secure" in _session_cookie_header(r).split("; ")
 
 
 def test_an_unknown_item_answers_as_one_assigned_to_someone_else(served):

@@ -88,12 +88,14 @@ def login_page(request: Request, message: str, status: int, token: str = "", own
 
 def same_origin(request: Request) -> bool:
     """The request does not come from another site: the browser's Sec-Fetch-Site and Origin headers,
-    where sent, name this site (a non-browser client sends neither)."""
+    where sent, name this site (a non-browser client sends neither). Our pages' `Referrer-Policy:
+    no-referrer` makes a browser send `Origin: null` with their own posts, so `null` is left to
+    Sec-Fetch-Site and the login nonce."""
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         return False
     origin = request.headers.get("origin")
-    return origin is None or urlsplit(origin).netloc == request.headers.get("host", "")
+    return origin in (None, "null") or urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 async def posted(request: Request) -> dict[str, str]:
