@@ -234,3 +234,18 @@ def test_smollm2_greedy_equals_generate_in_fp32():
         pad_id=policy.pad_id,
     )
     assert got.tokens == [e for e in expected for _ in range(2)]
+
+
+def test_fp16_sampling_weights_are_refused_where_claims_read_the_samples():
+    from rmtension.config import StudyConfig
+    from rmtension.errors import ConfigError
+
+    fast = {"policy": {"sampling_weights": "fp16"}, "pm_halves": {}}
+    for stage in ("bon", "rl"):
+        with pytest.raises(ConfigError, match=f"policy.sampling_weights: {stage} needs `exact`"):
+            StudyConfig.model_validate({**fast, stage: {}})
+    assert StudyConfig.model_validate(fast).policy.sampling_weights == "fp16"  # e.g. `rmtension sample`
+    assert (
+        StudyConfig.model_validate({"policy": {}, "pm_halves": {}, "bon": {}}).policy.sampling_weights
+        == "exact"
+    )

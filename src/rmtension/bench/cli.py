@@ -36,6 +36,12 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback unless told otherwise)."),
     port: int = typer.Option(8000, help="Port."),
     cache_dir: str = typer.Option(None, "--cache-dir", help="Model cache for packaged policies."),
+    secure_cookies: bool = typer.Option(
+        False,
+        "--secure-cookies",
+        help="Mark cookies Secure although the bench itself speaks http: for a TLS-terminating proxy "
+        "in front of it (over https they are Secure anyway).",
+    ),
 ) -> None:
     """Serve the bench until interrupted."""
     import uvicorn
@@ -57,7 +63,8 @@ def serve(
             replies[t.name] = PolicyReplies(t.source, cache_dir)
             replies[t.name].policies()  # load now: the first reviewer should not wait for it
     print(f"bench: serving {', '.join(tasks)} on http://{host}:{port}/", flush=True)
-    uvicorn.run(make_app(Bench(engine, tasks, replies)), host=host, port=port, log_level="warning")
+    bench = Bench(engine, tasks, replies, secure_cookies=secure_cookies)
+    uvicorn.run(make_app(bench), host=host, port=port, log_level="warning")
 
 
 @app.command("add-reviewer")

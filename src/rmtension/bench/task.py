@@ -29,6 +29,10 @@ class SourceConfig(Strict):
     """Nucleus filter; 1 turns it off."""
     top_k: int = Field(0, ge=0)
     """Keep only the k most likely tokens; 0 turns it off."""
+    sampling_weights: Literal["exact", "fp16"] = "fp16"
+    """What the policies' decode steps multiply by (`policy.sampling_weights`): `fp16` copies of an fp32
+    Llama policy's matrices halve a reply's time on a CPU (log-probs move by up to ~0.005); each
+    judgment records which one drew its replies. `exact` for replies that a claim will read."""
     path: str | None = None
     """Batch only: a JSONL of {"prompt", "reply_a", "reply_b"} or a run directory's bon/samples.parquet."""
 

@@ -3,8 +3,10 @@ with the CSRF token, the CSRF check of posted forms, and the bounds on request b
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -16,9 +18,11 @@ from rmtension.bench.task import Task
 
 HERE = Path(__file__).parent
 COOKIE = "bench_session"
+LOGIN_COOKIE = "bench_login"
+"""The login page's nonce (`access.login_csrf`): SameSite=Strict, so a cross-site post never carries it."""
 MAX_BODY = 32 * 1024
 """Bytes a POST may carry: a turn (4,000 characters), a note and the form's fields fit many times."""
-PUBLIC = ("/login",)
+PUBLIC = ("/login", "/static/login.js")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -44,6 +48,14 @@ class Bench:
     tasks: dict[str, Task]
     replies: dict[str, object] = field(default_factory=dict)
     """Task name -> an object whose `stream(turns, seed)` yields the events of `bench.replies.PolicyReplies`."""
+    secure_cookies: bool = False
+    """Mark cookies Secure even when the request came over http: behind a TLS-terminating proxy."""
+
+
+def secure(request: Request) -> bool:
+    """Cookies get the Secure flag: served over https (uvicorn also takes X-Forwarded-Proto from a
+    proxy it trusts, by default one on 127.0.0.1) or `Bench.secure_cookies`."""
+    return request.url.scheme == "https" or request.app.state.bench.secure_cookies
 
 
 def page(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
@@ -54,8 +66,36 @@ def page(request: Request, template: str, status: int = 200, **context) -> HTMLR
     return HTMLResponse(html, status_code=status)
 
 
-def login_page(message: str, status: int) -> HTMLResponse:
-    return HTMLResponse(templates.get_template("login.html").render(message=message), status_code=status)
+def login_page(request: Request, message: str, status: int, token: str = "", owner: str = "") -> HTMLResponse:
+    """The login form, with a fresh login nonce in a cookie and its hash in the form; `token` and
+    `owner`: a login link's token, posted by the reviewer's click, and whose account it opens."""
+    nonce = secrets.token_urlsafe(32)
+    html = templates.get_template("login.html").render(
+        message=message, token=token, owner=owner, login_csrf=access.login_csrf(nonce)
+    )
+    response = HTMLResponse(html, status_code=status)
+    response.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=3600,
+        path="/login",
+        httponly=True,
+        samesite="strict",
+        secure=secure(request),
+    )
+    return response
+
+
+def same_origin(request: Request) -> bool:
+    """The request does not come from another site: the browser's Sec-Fetch-Site and Origin headers,
+    where sent, name this site (a non-browser client sends neither). Our pages' `Referrer-Policy:
+    no-referrer` makes a browser send `Origin: null` with their own posts, so `null` is left to
+    Sec-Fetch-Site and the login nonce."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    return origin in (None, "null") or urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 async def posted(request: Request) -> dict[str, str]:

@@ -75,6 +75,8 @@ class Policy:
     stop_ids: list[int]
     pad_id: int
     path: str
+    sampling_weights: str = "exact"
+    """What decode steps multiply by (`PolicyConfig.sampling_weights`)."""
 
     def sample(
         self, prompts: Sequence[Sequence[int]], cfg, n: int, seed: int | None, progress=None
@@ -96,7 +98,7 @@ def open_policy(
     if precision == "bf16" and not use_bf16(True, device):
         precision = "fp32"  # no native bf16 matmul here: bf16 weights would be far slower than fp32
     model = load_policy(path, precision, cfg.trust_remote_code).to(device)
-    return Policy(model, tok, stop_token_ids(tok, model), int(tok.pad_token_id), path)
+    return Policy(model, tok, stop_token_ids(tok, model), int(tok.pad_token_id), path, cfg.sampling_weights)
 
 
 def uses_chat_template(tokenizer) -> bool:
@@ -290,12 +292,15 @@ def sample(
     seed: int | None = 0,
     progress=None,
     fused: bool = True,
+    sampling_weights: str = "exact",
 ) -> Sampled:
     """Draw `n` responses for each prompt (token-id lists, already chat-formatted).
 
     Rows come back grouped by prompt in prompt order. `seed` makes the draws reproducible for a
     fixed batch plan; `progress(done_rows, total_rows)` is called after each batch. `fused=False`
     forces the generic decoder (`rmtension.policy.decode`) on a model that has the fused one.
+    `sampling_weights`: the decode steps' weights (`decode.SAMPLING_WEIGHTS`; `fp16` changes the
+    numbers, so nothing a claim reads passes it).
     """
     prompts = [list(p) for p in prompts]
     if any(len(p) == 0 for p in prompts):
@@ -308,7 +313,14 @@ def sample(
     model.eval()
     by_row: dict[tuple[int, int], tuple[list[int], bool]] = {}
     plan = plan_rows([len(p) for p in prompts], n, batch_size)
-    decoder = make_decoder(model, max_new_tokens, pad_id, fused, steps=len(plan) * max_new_tokens)
+    decoder = make_decoder(
+        model,
+        max_new_tokens,
+        pad_id,
+        fused,
+        steps=len(plan) * max_new_tokens,
+        sampling_weights=sampling_weights,
+    )
     for rows in plan:
         toks, fin = _decode_batch(
             decoder,
@@ -346,7 +358,7 @@ def sample_with(
     progress=None,
 ) -> Sampled:
     """`sample` with the decoding settings of `cfg` (a `PolicyConfig`: temperature, top-k, top-p, batch
-    size, and `max_new_tokens` unless given), so no caller unpacks them by hand."""
+    size, sampling weights, and `max_new_tokens` unless given), so no caller unpacks them by hand."""
     return sample(
         model,
         prompts,
@@ -360,4 +372,5 @@ def sample_with(
         pad_id=pad_id,
         seed=seed,
         progress=progress,
+        sampling_weights=cfg.sampling_weights,
     )
