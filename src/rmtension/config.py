@@ -29,6 +29,7 @@ from rmtension.policy.config import (
     RLConfig,
     check_optimise_sections,
 )
+from rmtension.yaml_file import read_mapping
 from rmtension.strict import OBJECTIVES, Strict
 
 __all__ = ["OBJECTIVES", "Strict", "StudyConfig", "load_config"]
@@ -386,18 +387,7 @@ def load_config(
     source = "config"
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        raw = read_mapping(path, "config", "top level must be a mapping of sections", empty_ok=True)
     for name in present:  # before the overrides, so `neurons.max_pairs=6` reaches a saved `neurons: null`
         if raw.get(name) is None:
             raw[name] = {}

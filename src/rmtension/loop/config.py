@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from rmtension.errors import ConfigError
 from rmtension.loop.reviewer import SimulatedReviewer, Shortcut
 from rmtension.strict import Strict
+from rmtension.yaml_file import read_mapping
 
 
 class ShortcutConfig(Strict):
@@ -175,16 +175,7 @@ def _format_error(err: ValidationError, source: str) -> str:
 
 def load_loop_config(path: str | Path, overrides: dict | None = None) -> LoopConfig:
     """Read `path` (YAML); `overrides` (top-level keys) replace the file's. ConfigError on any problem."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the loop config ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the loop config is a mapping of keys (arms, claims, ...)")
+    raw = read_mapping(path, "the loop config", "the loop config is a mapping of keys (arms, claims, ...)")
     raw.update(overrides or {})
     try:
         return LoopConfig.model_validate(raw)
