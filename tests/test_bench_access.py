@@ -63,6 +63,7 @@ def test_login_post_needs_its_pages_nonce_and_this_origin(served):
     forged = [
         (requests.Session(), lambda: {"token": token}, {}),  # no nonce cookie, no field: another site's form
         (http, lambda: {"token": token, "login_csrf": "0" * 64}, {}),  # the cookie without its page's field
+        (http, lambda: {"token": token, "login_csrf": "\u00e9" * 64}, {}),  # non-ASCII: a 403, not a 500
         (http, lambda: {"token": token, "login_csrf": fresh_field()}, {"Origin": "http://evil.example"}),
         (http, lambda: {"token": token, "login_csrf": fresh_field()}, {"Sec-Fetch-Site": "cross-site"}),
     ]

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from rmtension.config import MIN_EFFECT
+from rmtension.neurons.config import AblationConfig
 from rmtension.stats.verdicts import min_detectable_effect
 
 DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
@@ -87,3 +89,10 @@ def test_neurons_config_margins_are_half_the_papers_effects():
     )
     assert a["max_test_pairs"] >= 300 and a["random_draws"] == 5 and a["controls"] == ["layer", "magnitude"]
     assert a["positive_control"] == "attribution" and "attribution" in a["scorers"]
+
+
+def test_a_claim_p_without_its_relative_margin_is_refused():
+    with pytest.raises(ValidationError, match=r"no margin for claim p \[20.0\]"):
+        AblationConfig.model_validate({"claim_ps": [10, 20], "relative_margins": {10: 0.06}})
+    ok = AblationConfig.model_validate({"claim_ps": [10, 20], "relative_margins": {10: 0.06, 20: 0.085}})
+    assert ok.relative_margins == {10.0: 0.06, 20.0: 0.085}

@@ -41,8 +41,14 @@ def csrf_token(session_token: str) -> str:
     return hashlib.sha256(b"csrf:" + session_token.encode()).hexdigest()
 
 
+def _same_text(expected: str, sent: str) -> bool:
+    """Constant-time comparison of `expected` (hex) with browser-sent text, which may hold any
+    characters: `hmac.compare_digest` raises TypeError on non-ASCII str, so compare UTF-8 bytes."""
+    return hmac.compare_digest(expected.encode(), sent.encode("utf-8", "replace"))
+
+
 def csrf_ok(session_token: str, sent: str | None) -> bool:
-    return bool(sent) and hmac.compare_digest(csrf_token(session_token), sent)
+    return bool(sent) and _same_text(csrf_token(session_token), sent)
 
 
 def login_csrf(nonce: str) -> str:
@@ -50,7 +56,7 @@ def login_csrf(nonce: str) -> str:
 
 
 def login_csrf_ok(nonce: str | None, sent: str | None) -> bool:
-    return bool(nonce) and bool(sent) and len(nonce) <= 128 and hmac.compare_digest(login_csrf(nonce), sent)
+    return bool(nonce) and bool(sent) and len(nonce) <= 128 and _same_text(login_csrf(nonce), sent)
 
 
 def token_owner(engine: Engine, login_token: str) -> str | None:

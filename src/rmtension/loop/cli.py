@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(
-    help="The steering loop: simulated reviewers, detectors, capability set.", no_args_is_help=True
-)
+app = typer.Typer(help="The steering loop: run, report, detectors, capability set.", no_args_is_help=True)
 
 
 @app.command("detectors")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from rmtension.errors import ConfigError
 from rmtension.model.kinds import check_rm_names
@@ -134,8 +134,9 @@ class AblationConfig(Strict):
     helpful RM) on its own test set. The mixed RM keeps `sets` and `test_sets`."""
     relative_margins: dict[float, float] | None = None
     """Margins in the paper's unit, the relative accuracy drop (acc_controls - acc_set) / acc_clean, per
-    claim p; when set, `neurons_identified` is read in that unit at every p of `claim_ps` (Holm over the
-    parts) instead of in SDs of the margin. Fixed in the config before the run."""
+    claim p; when set, `neurons_identified` is read in that unit at every p of `claim_ps` (every part must
+    hold: an intersection-union test) instead of in SDs of the margin; every claim p needs its margin.
+    Fixed in the config before the run."""
     influence_matched: bool = True
     """Also compare `shared` with an equally large set of helpful_only (harmless_only) neurons,
     cutting the larger of the two to a random subset: a size-matched test of the shared
@@ -185,6 +186,16 @@ class AblationConfig(Strict):
         if v is not None and any(not 0 < m < 1 for m in v.values()):
             raise ValueError(f"every relative margin must lie in (0, 1), got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _margin_per_claim_p(self) -> AblationConfig:
+        """A claim p without its margin would be judged against NaN (`rmtension.ablation.relative`)."""
+        if self.relative_margins is not None:
+            have = {p_key(p) for p in self.relative_margins}
+            missing = [p for p in self.claim_points() if p_key(p) not in have]
+            if missing:
+                raise ValueError(f"relative_margins has no margin for claim p {missing}")
+        return self
 
     def claim_points(self) -> list[float]:
         """The top-p percentages that decide the claims."""
