@@ -2,6 +2,7 @@
 judgments are missing, and continues once simulated reviewers have posted them to a served bench."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from benchkit import Reviewer, Server
 from rmtension.bench.schema import open_engine
 from rmtension.bench.store import load_judgments
-from rmtension.loop.bench_reviewer import BenchReviewer, LoopPaused, majority
+from rmtension.errors import ConfigError
+from rmtension.loop.bench_reviewer import BenchReviewer, LoopPaused, majority, shown_database
+from rmtension.loop.config import load_loop_config
 from rmtension.loop.rounds import run_round
 from test_loop_rounds import CONTEXTS, SPEC, fresh, gold
 
@@ -66,3 +69,19 @@ def test_majority_of_hand_written_judgments():
     got = majority(js, "t", 4)
     assert got.a_preferred.tolist() == [True, False, False, False]  # an even split and a tie go to b
     assert got.judgments.tolist() == [3, 2, 1, 0]
+
+
+def test_a_database_url_is_printed_without_its_password():
+    assert shown_database("postgresql+psycopg://bench:s3cret@db:5432/bench") == (
+        "postgresql+psycopg://bench:***@db:5432/bench"
+    )
+    assert shown_database("runs/bench.db") == "runs/bench.db"
+    assert "s3cret" not in shown_database("postgresql://u:s3cret@h:notaport/x")
+
+
+def test_a_bench_reviewer_labels_the_helpful_objective_only(tmp_path):
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "loop.yaml"
+    bench = {"reviewer": {"kind": "bench", "database": str(tmp_path / "bench.db")}}
+    assert load_loop_config(shipped, {**bench, "objective": "helpful"}).reviewer.kind == "bench"
+    with pytest.raises(ConfigError, match="helpful objective only"):
+        load_loop_config(shipped, {**bench, "objective": "harmless"})

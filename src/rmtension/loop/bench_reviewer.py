@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from rmtension.data.types import Turn
 from rmtension.errors import RmtensionError
@@ -108,7 +110,8 @@ class BenchReviewer:
         if missing:
             raise LoopPaused(
                 f"{task_file.parent}: {missing} of {self.k * len(replies_a)} judgments missing in bench task "
-                f"{name!r}; serve it (rmtension bench serve --db {self.database} --task {task_file}) and rerun"
+                f"{name!r}; serve it (rmtension bench serve --db {shown_database(self.database)} --task {task_file}) "
+                "and rerun"
             )
         return labels
 
@@ -121,3 +124,13 @@ def majority(judgments, task: str, n: int) -> BenchLabels:
         picks[index][j.preferred] += 1
     a = np.array([picks[i][0] > picks[i][1] for i in range(n)], dtype=bool)
     return BenchLabels(a, np.array([sum(picks[i].values()) for i in range(n)], dtype=int))
+
+
+def shown_database(database: str) -> str:
+    """`database` as it may be printed: a URL's password masked (`***`), a SQLite path as given."""
+    if "://" not in database:
+        return database
+    try:
+        return make_url(database).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy can parse: show only its scheme
+        return database.split("://", 1)[0] + "://***"

@@ -143,6 +143,11 @@ class LoopConfig(Strict):
             raise ValueError(f"baseline arm {self.baseline!r} is not among the arms")
         if self.reviewer.kind == "bench" and not self.reviewer.database:
             raise ValueError("reviewer.kind bench needs reviewer.database (the bench's --db)")
+        if self.reviewer.kind == "bench" and self.objective != "helpful":
+            raise ValueError(
+                "reviewer.kind bench asks reviewers which reply is more helpful, so it labels the helpful "
+                "objective only; a harmless loop takes simulated reviewers"
+            )
         if self.placebo is not None and self.placebo in self.arms:
             cuts = self.arms[self.placebo].shortcuts
             if not cuts or any(s.weight != 0 for s in cuts):
