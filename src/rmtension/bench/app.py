@@ -106,7 +106,7 @@ async def _sign_in(bench: Bench, request: Request, token: str) -> Response:
     if session is None:
         return login_page(request, INVALID_LINK, 403)
     response = RedirectResponse("/", status_code=303)
-    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    response.delete_cookie(LOGIN_COOKIE, path="/")
     response.set_cookie(
         COOKIE,
         session,

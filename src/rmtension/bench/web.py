@@ -4,6 +4,7 @@ with the CSRF token, the CSRF check of posted forms, and the bounds on request b
 from __future__ import annotations
 
 import secrets
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +21,8 @@ HERE = Path(__file__).parent
 COOKIE = "bench_session"
 LOGIN_COOKIE = "bench_login"
 """The login page's nonce (`access.login_csrf`): SameSite=Strict, so a cross-site post never carries it."""
+NONCE_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
+"""The characters of `secrets.token_urlsafe`: a login cookie of others is replaced, not reused."""
 MAX_BODY = 32 * 1024
 """Bytes a POST may carry: a turn (4,000 characters), a note and the form's fields fit many times."""
 PUBLIC = ("/login", "/static/login.js")
@@ -67,9 +70,14 @@ def page(request: Request, template: str, status: int = 200, **context) -> HTMLR
 
 
 def login_page(request: Request, message: str, status: int, token: str = "", owner: str = "") -> HTMLResponse:
-    """The login form, with a fresh login nonce in a cookie and its hash in the form; `token` and
-    `owner`: a login link's token, posted by the reviewer's click, and whose account it opens."""
-    nonce = secrets.token_urlsafe(32)
+    """The login form, with the browser's login nonce in a cookie (a fresh one where it has none) and
+    its hash in the form; `token` and `owner`: a login link's token, posted by the reviewer's click, and
+    whose account it opens. The nonce is kept across renders: a browser also fetches other pages (its
+    favicon, say) that answer with this page before sign-in, and a fresh nonce there would no longer
+    match the form it already shows (so the cookie's path is the whole site)."""
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    if not (32 <= len(nonce) <= 128 and set(nonce) <= NONCE_CHARS):
+        nonce = secrets.token_urlsafe(32)
     html = templates.get_template("login.html").render(
         message=message, token=token, owner=owner, login_csrf=access.login_csrf(nonce)
     )
@@ -78,7 +86,7 @@ def login_page(request: Request, message: str, status: int, token: str = "", own
         LOGIN_COOKIE,
         nonce,
         max_age=3600,
-        path="/login",
+        path="/",
         httponly=True,
         samesite="strict",
         secure=secure(request),
