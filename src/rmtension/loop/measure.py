@@ -28,7 +28,7 @@ from rmtension.data.types import Turn
 from rmtension.loop.behaviour import behaviour
 from rmtension.loop.capability import Item, score_policy
 from rmtension.loop.detectors import hedges, refuses
-from rmtension.policy.sampling import Policy, build_prompt_ids, decode_responses, sample
+from rmtension.policy.sampling import Policy, build_prompt_ids, decode_responses
 from rmtension.rl.rloo import kl_exact, pack, response_logprobs, swapped
 
 GoldFn = Callable[[Sequence[tuple[Turn, ...]], Sequence[str]], np.ndarray]
@@ -84,15 +84,7 @@ def greedy_replies(policy: Policy, contexts: Sequence[tuple[Turn, ...]], probes:
     if not contexts:
         return []
     ids = [build_prompt_ids(policy.tokenizer, c, probes.max_prompt_tokens) for c in contexts]
-    drawn = sample(
-        policy.model,
-        ids,
-        n=1,
-        max_new_tokens=probes.max_new_tokens,
-        temperature=0.0,
-        stop_ids=policy.stop_ids,
-        pad_id=policy.pad_id,
-    )
+    drawn = policy.draw(ids, n=1, max_new_tokens=probes.max_new_tokens, temperature=0.0)
     return decode_responses(policy.tokenizer, drawn.tokens)
 
 
@@ -108,16 +100,8 @@ def measure_policy(
     """Every per-round measure of `policy` (π_r) as a JSON-able dict (module docstring)."""
     ctx = probes.heldout
     ids = [build_prompt_ids(policy.tokenizer, c, probes.max_prompt_tokens) for c in ctx]
-    drawn = sample(
-        policy.model,
-        ids,
-        n=2,
-        max_new_tokens=probes.max_new_tokens,
-        temperature=1.0,
-        stop_ids=policy.stop_ids,
-        pad_id=policy.pad_id,
-        seed=seed * 1_000_003 + MEASURE_SALT,
-    )
+    salted = seed * 1_000_003 + MEASURE_SALT
+    drawn = policy.draw(ids, n=2, max_new_tokens=probes.max_new_tokens, temperature=1.0, seed=salted)
     replies = decode_responses(policy.tokenizer, drawn.tokens)
     both = [ctx[p] for p in drawn.prompt_index.tolist()]
     g, r, r0 = gold(both, replies), pm_r(both, replies), pm_0(both, replies)

@@ -32,7 +32,7 @@ from rmtension.errors import ArtifactError
 from rmtension.loop.checkpoint import save_policy_folder
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.model.encode import collate
-from rmtension.policy.sampling import Policy, build_prompt_ids, decode_responses, load_policy, sample
+from rmtension.policy.sampling import Policy, build_prompt_ids, decode_responses, load_policy
 from rmtension.rl.rloo import kl_exact, pack, response_logprobs, swapped
 from rmtension.trainer.losses import bradley_terry_loss
 
@@ -76,16 +76,8 @@ def write_json(path: Path, obj) -> None:
 
 
 def draw(policy: Policy, prompt_ids: list[list[int]], n: int, spec: RoundSpec, salt: int):
-    return sample(
-        policy.model,
-        prompt_ids,
-        n=n,
-        max_new_tokens=spec.max_new_tokens,
-        temperature=1.0,
-        stop_ids=policy.stop_ids,
-        pad_id=policy.pad_id,
-        seed=spec.seed * 1_000_003 + spec.round * 101 + salt,
-    )
+    seed = spec.seed * 1_000_003 + spec.round * 101 + salt
+    return policy.draw(prompt_ids, n=n, max_new_tokens=spec.max_new_tokens, temperature=1.0, seed=seed)
 
 
 def pm_texts(

@@ -84,6 +84,29 @@ class Policy:
         """`n` responses per prompt with the decoding settings of `cfg` (a `PolicyConfig`)."""
         return sample_with(self.model, prompts, cfg, n, seed, self.stop_ids, self.pad_id, progress=progress)
 
+    def draw(
+        self,
+        prompts: Sequence[Sequence[int]],
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        seed: int | None = 0,
+        batch_size: int = 32,
+    ) -> Sampled:
+        """`n` responses per prompt at `temperature` (0: greedy), no top-k or top-p, on the exact
+        weights whatever `sampling_weights` says (what the steering loop measures and trains on)."""
+        return sample(
+            self.model,
+            prompts,
+            n=n,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            batch_size=batch_size,
+            stop_ids=self.stop_ids,
+            pad_id=self.pad_id,
+            seed=seed,
+        )
+
 
 def open_policy(
     cfg, cache_dir: str | None = None, precision: str | None = None, device: str = "cpu"
