@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from rmtension.model.encode import pad
 from rmtension.policy.llama_step import (
+    COMPRESSED,
     LlamaWeights,
     attend,
     compress,
@@ -346,6 +347,13 @@ def step_weights(weights: LlamaWeights, sampling_weights: str) -> LlamaWeights |
     if sampling_weights not in SAMPLING_WEIGHTS:
         raise ValueError(f"sampling_weights must be one of {SAMPLING_WEIGHTS}, got {sampling_weights!r}")
     return None if sampling_weights == "exact" else compress(weights, sampling_weights)
+
+
+def weights_used(decoder: LlamaDecoder | HFDecoder) -> str:
+    """The `SAMPLING_WEIGHTS` choice a decoder's steps really use (`exact` where fp16 copies did not
+    apply)."""
+    step = getattr(decoder, "step_w", None)
+    return step.layout if step is not None and step.layout in COMPRESSED else "exact"
 
 
 def make_decoder(

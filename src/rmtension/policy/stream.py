@@ -23,9 +23,10 @@ import torch
 from rmtension.data.types import Turn
 from rmtension.errors import RmtensionError
 from rmtension.policy import decode
-from rmtension.policy.decode import HFDecoder, LlamaDecoder, make_decoder
-from rmtension.policy.llama_step import COMPRESSED, LlamaWeights, llama_weights
+from rmtension.policy.decode import HFDecoder, LlamaDecoder, make_decoder, weights_used
+from rmtension.policy.llama_step import LlamaWeights, llama_weights
 from rmtension.policy.sampling import (
+    NUCLEUS_PREFILTER,
     TRANSCRIPT_STOP,
     Policy,
     build_prompt_ids,
@@ -171,13 +172,6 @@ def reply_decoder(policy: Policy, max_new_tokens: int) -> LlamaDecoder | HFDecod
     return LlamaDecoder(weights, max_new_tokens, step_weights=step)
 
 
-def weights_used(decoder: LlamaDecoder | HFDecoder) -> str:
-    """The `decode.SAMPLING_WEIGHTS` choice a decoder's steps really use (`exact` where fp16 copies
-    did not apply)."""
-    step = getattr(decoder, "step_w", None)
-    return step.layout if step is not None and step.layout in COMPRESSED else "exact"
-
-
 class PolicyRows:
     """One policy's batched decode of `rows` replies to one prompt: the prompt is prefilled once,
     its cache copied to every row, and each `draw` steps every live row by one token.
@@ -203,7 +197,8 @@ class PolicyRows:
             logits = self.decoder.prefill([self.prompt], expand)
         else:
             logits = self.decoder.step(self.tok)
-        self.tok = next_tokens(logits, temperature, top_k, top_p, self.generator)
+        prefilter = NUCLEUS_PREFILTER if weights_used(self.decoder) != "exact" else 0
+        self.tok = next_tokens(logits, temperature, top_k, top_p, self.generator, prefilter)
         return list(zip(self.alive, self.tok.tolist()))
 
     def end(self, rows: set[int]) -> None:
