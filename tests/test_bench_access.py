@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import http.server
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -21,6 +23,11 @@ from rmtension.bench.batch import read_jsonl
 from rmtension.bench.schema import open_engine
 from rmtension.bench.store import add_items, put_task
 from rmtension.bench.task import load_task
+from rmtension.bench.web import public_origins
+
+
+PUBLIC = "https://Bench.Example.org"
+"""Where reviewers open the proxied bench: a proxy there forwards to it with its own Host header."""
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +40,8 @@ def served(tmp_path_factory):
     add_items(engine, read_jsonl(write_batch(work / "b.jsonl", 4), "t"))
     server = Server(db, [task], work / "serve.log")
     try:  # the same bench behind a TLS-terminating proxy elsewhere: told so by --secure-cookies
-        proxied = Server(db, [task], work / "proxied.log", extra=("--secure-cookies",))
+        extra = ("--secure-cookies", "--origin", PUBLIC)
+        proxied = Server(db, [task], work / "proxied.log", extra=extra)
     except BaseException:
         server.stop()
         raise
@@ -103,6 +111,37 @@ def test_session_cookie_is_secure_behind_https(served):
     cookie = {"Cookie": nonce.split(";")[0]}  # as the browser behind the proxy, over https, would
     r = requests.post(f"{proxied.url}/login", data=form, headers=cookie, allow_redirects=False, timeout=10)
     assert r.status_code == 303 and "secure" in _session_cookie_header(r).split("; ")
+
+
+def test_a_login_through_a_proxy_that_rewrites_host_needs_a_declared_origin(served):
+    """Behind a proxy the browser's Origin names the public address while Host names the bench's
+    own; `--origin` declares that address, and every other origin is still refused."""
+    server, engine, proxied = served
+    for bench, origin, status in (
+        (proxied, "https://bench.example.org", 303),  # the declared one (case does not matter)
+        (proxied, "https://evil.example.org", 403),
+        (proxied, "http://bench.example.org", 403),  # another scheme is another origin
+        (server, "https://bench.example.org", 403),  # declared on the other server only
+    ):
+        token = add_reviewer(engine, f"px{status}{len(origin)}{bench is server}")
+        http = requests.Session()
+        page = http.get(f"{bench.url}/login", params={"token": token}, timeout=10)
+        (nonce,) = [h for h in page.raw.headers.getlist("set-cookie") if h.startswith("bench_login=")]
+        headers = {"Origin": origin, "Sec-Fetch-Site": "same-origin", "Cookie": nonce.split(";")[0]}
+        form = {"token": token, "login_csrf": LOGIN_CSRF.search(page.text).group(1)}
+        r = requests.post(f"{bench.url}/login", data=form, headers=headers, allow_redirects=False, timeout=10)
+        assert r.status_code == status, (origin, r.text[:200])
+
+
+def test_a_malformed_origin_stops_serve_with_one_line(tmp_path):
+    task = write_task(tmp_path / "t.yaml", "t", "batch", k=1)
+    for origin in ("bench.example.org", "https://bench.example.org/judge", "ftp://bench.example.org"):
+        cmd = [sys.executable, "-m", "rmtension", "bench", "serve", "--db", str(tmp_path / "b.db")]
+        run = subprocess.run([*cmd, "--task", str(task), "--origin", origin], capture_output=True, text=True)
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode != 0 and len(lines) == 1 and "--origin" in lines[0], run.stderr
+        assert "Traceback" not in run.stderr + run.stdout
+    assert public_origins(["HTTPS://Bench.Example.org:8443/"]) == {"https://bench.example.org:8443"}
 
 
 def test_an_unknown_item_answers_as_one_assigned_to_someone_else(served):

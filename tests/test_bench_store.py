@@ -78,7 +78,7 @@ def test_judgment_in_canonical_order_and_idempotent(engine, tmp_path):
         store.record(engine, task, "ann", store.Choice("other-key-2", "i0", "right", 1, ""))
     with pytest.raises(store.Refused, match="no such item among yours"):  # as for an unknown item id
         store.record(engine, task, "bob", store.Choice("bob-key-01", "i0", "right", 1, ""))
-    with pytest.raises(store.Refused, match="belongs to someone else"):
+    with pytest.raises(store.Refused, match="judgment key is taken"):
         store.record(engine, task, "bob", choice)
     assert [j.judgment_id for j in store.load_judgments(engine, "t")] == ["same-key-1"]
 

@@ -42,15 +42,23 @@ def serve(
         help="Mark cookies Secure although the bench itself speaks http: for a TLS-terminating proxy "
         "in front of it (over https they are Secure anyway).",
     ),
+    origin: list[str] = typer.Option(
+        [],
+        "--origin",
+        help="An address reviewers open the bench at, e.g. https://bench.example.org, where a proxy in "
+        "front rewrites the Host header; the browser's Origin must then be one of these or this host.",
+    ),
 ) -> None:
     """Serve the bench until interrupted."""
     import uvicorn
 
     from rmtension.bench.app import Bench, make_app
+    from rmtension.bench.web import public_origins
     from rmtension.bench.live import reset_interrupted
     from rmtension.bench.store import put_task
     from rmtension.bench.task import load_task
 
+    origins = public_origins(origin)
     tasks = {t.name: t for t in (load_task(p) for p in task)}
     engine = _engine(db)
     reset_interrupted(engine)
@@ -63,7 +71,7 @@ def serve(
             replies[t.name] = PolicyReplies(t.source, cache_dir)
             replies[t.name].policies()  # load now: the first reviewer should not wait for it
     print(f"bench: serving {', '.join(tasks)} on http://{host}:{port}/", flush=True)
-    bench = Bench(engine, tasks, replies, secure_cookies=secure_cookies)
+    bench = Bench(engine, tasks, replies, secure_cookies=secure_cookies, origins=origins)
     uvicorn.run(make_app(bench), host=host, port=port, log_level="warning")
 
 

@@ -269,7 +269,7 @@ def _existing(conn, judgment_id: str, reviewer: str) -> Judgment | None:
     if row is None:
         return None
     if row.reviewer != reviewer:
-        raise Refused("that judgment key belongs to someone else")
+        raise Refused("that judgment key is taken: reload the page for a new one")
     return judgment_from_row(row)
 
 

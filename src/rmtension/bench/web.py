@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from rmtension.bench import access
 from rmtension.bench.task import Task
+from rmtension.errors import ConfigError
 
 HERE = Path(__file__).parent
 COOKIE = "bench_session"
@@ -53,6 +54,21 @@ class Bench:
     """Task name -> an object whose `stream(turns, seed)` yields the events of `bench.replies.PolicyReplies`."""
     secure_cookies: bool = False
     """Mark cookies Secure even when the request came over http: behind a TLS-terminating proxy."""
+    origins: frozenset[str] = frozenset()
+    """scheme://host[:port] addresses the bench is opened at through a proxy that rewrites Host
+    (`public_origins`); the page's own host is always one."""
+
+
+def public_origins(urls: list[str]) -> frozenset[str]:
+    """`--origin` values -> the Origin headers a browser sends from them (scheme://host[:port],
+    lower case); a value without scheme and host, or with a path, is a ConfigError."""
+    out = set()
+    for url in urls:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ConfigError(f"--origin {url!r}: give scheme and host only, e.g. https://bench.example.org")
+        out.add(f"{parts.scheme}://{parts.netloc}".lower())
+    return frozenset(out)
 
 
 def secure(request: Request) -> bool:
@@ -103,7 +119,9 @@ def same_origin(request: Request) -> bool:
     if site is not None and site not in ("same-origin", "none"):
         return False
     origin = request.headers.get("origin")
-    return origin in (None, "null") or urlsplit(origin).netloc == request.headers.get("host", "")
+    if origin in (None, "null") or origin.lower() in request.app.state.bench.origins:
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 async def posted(request: Request) -> dict[str, str]:
