@@ -21,6 +21,7 @@ native bf16. `--stage RUN_DIR` instead times the ablation stage on a run directo
 `ablation:` section plus `--set` overrides) and prints its conditions and seconds.
 
     .venv/bin/python benchmarks/ablation.py [--pairs 16] [--draws 2] [--bf16-baseline 2]
+    .venv/bin/python benchmarks/ablation.py --layers all --model smollm2 --pairs 4 --draws 0
     .venv/bin/python benchmarks/ablation.py --stage runs/default --set ablation.random_draws=2
 """
 
@@ -37,7 +38,7 @@ import torch
 
 from rmtension.model.arch import n_layers, n_neurons
 from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
-from rmtension.model.encode import encode_pairs
+from rmtension.model.encode import batches, encode_pairs
 from rmtension.model.scoring import score_pairs
 from rmtension.judges.ablate import Condition, run_conditions
 from rmtension.ablation.plan import mean_values, set_objective
@@ -47,6 +48,10 @@ from rmtension.judges.neurons import score_neurons
 from rmtension.judges.select import neuron_sets
 from rmtension.judges.layers import model_mask
 from rmtension.model.scope import parse_scope
+
+
+MODELS = {"smollm2": "smollm2-135m"}
+"""Short names for `--model`: the packaged SmolLM2-135M (30 blocks), dequantised into RMTENSION_CACHE."""
 
 
 def default_data() -> Path:
@@ -143,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--trainable", default="top:1", help="train.trainable behind --layers trained (default study's)"
     )
-    ap.add_argument("--model", default="minilm", help="RM folder, or a backbone registry name")
+    ap.add_argument(
+        "--model", default="minilm", help="RM folder, a backbone registry name, or smollm2 (SmolLM2-135M)"
+    )
     ap.add_argument("--data", type=Path, default=default_data(), help="hh-rlhf root (official layout)")
     ap.add_argument("--bf16-baseline", type=int, default=0, help="conditions to time naive bf16 on")
     ap.add_argument("--repeat", type=int, default=1, help="time each path this many times; keep the best")
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage:
         return stage(args.stage, args.set)
 
-    path = resolve_backbone(args.model)
+    path = resolve_backbone(MODELS.get(args.model, args.model))
     tok = load_tokenizer(path, args.max_length)
     torch.manual_seed(0)
     model = load_reward_model(path, tok).eval()
@@ -162,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         f"model: {args.model} ({n_layers(model)} x {n_neurons(model)} neurons), {len(enc)} test pairs, "
         f"max_length {args.max_length}, torch threads {torch.get_num_threads()}"
     )
+    real = sum(len(c) + len(r) for c, r in zip(enc.chosen, enc.rejected))
+    padded = sum(
+        2 * len(idx) * int(enc.lengths()[idx].max()) for idx in batches(enc.lengths(), args.batch, None)
+    )
+    print(f"tokens / padded positions in the naive path's batches: {real / padded:.2f}")
     conds = build(model, tok, args.data, args)
     n = len(conds)
     pad = tok.pad_token_id

@@ -34,6 +34,7 @@ from rmtension.bench.store import add_items, load_judgments, put_task
 from rmtension.bench.task import load_task
 
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+LOGIN_CSRF = re.compile(r'name="login_csrf" value="([0-9a-f]+)"')
 ITEM = re.compile(r'name="item_id" value="([^"]+)"')
 TASK = """name: load
 mode: helpful
@@ -99,7 +100,9 @@ def serve(db: str, task_file: Path, log: Path) -> tuple[subprocess.Popen, str]:
 
 def reviewer_loop(url: str, token: str, max_items: int, latencies: list[float]) -> None:
     http = requests.Session()
-    page = http.get(f"{url}/login", params={"token": token}, timeout=30)
+    link = http.get(f"{url}/login", params={"token": token}, timeout=30)  # shows the form; a click signs in
+    form = {"token": token, "login_csrf": LOGIN_CSRF.search(link.text).group(1)}
+    page = http.post(f"{url}/login", data=form, timeout=30)
     csrf = CSRF.search(page.text).group(1)
     for _ in range(max_items):
         found = ITEM.search(http.get(f"{url}/task/load/next", timeout=60).text)

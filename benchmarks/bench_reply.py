@@ -7,7 +7,10 @@ exactly --new-tokens long (stop ids off in ours, `min_new_tokens` in `generate`)
 settings in every method:
 
   * ours: `rmtension.policy.stream.stream_pair` with one policy: the conversation prefilled once,
-    both replies two rows of one batched decode, text deltas streamed as they become certain;
+    both replies two rows of one batched decode, text deltas streamed as they become certain, decode
+    steps on fp16 copies of the weights (the bench's default `source.sampling_weights: fp16`;
+    prefill stays exact). These are the targets' numbers;
+  * ours, exact weights (`sampling_weights: exact`, what best-of-n and RL sample with);
   * generate + streamer (the baseline of the ratios): what a team would build with transformers,
     `model.generate` in a thread with a `TextIteratorStreamer` read by the caller. The streamer takes
     one sequence only ("TextStreamer only supports batch size 1"), so the two replies are two
@@ -20,8 +23,9 @@ settings in every method:
 
 Methods run interleaved, --repeats times, in one process; each reports its median. To measure an
 AVX2-only CPU on a machine that also has AVX-512, cap every kernel library at AVX2:
-`ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2` (the first line of
-the output names the instruction set that PyTorch's own kernels use).
+`ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+FBGEMM_ENABLE_INSTRUCTIONS=AVX2` (FBGEMM runs the fp16 weights; the second line of the output
+names the instruction set that PyTorch's own kernels use, and the caps).
 
     python benchmarks/bench_reply.py [--data PATH/hh-rlhf] [--repeats 5] [--new-tokens 96]
         [--prompt-tokens 300] [--threads N] [--clock wall|cpu]
@@ -42,9 +46,11 @@ from pathlib import Path
 import torch
 from transformers import TextIteratorStreamer
 
+from rmtension.bench.task import SourceConfig
 from rmtension.policy.config import PolicyConfig
 from rmtension.policy.sampling import Policy, build_prompt_ids, open_policy
 from rmtension.policy.stream import ReplyDelta, ReplyDone, conversation, stream_pair
+from timing_args import add_timing_args, apply_timing_args
 
 clock = time.perf_counter
 """The clock of every timing (--clock)."""
@@ -150,21 +156,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="interleaved runs per method; medians count")
     ap.add_argument("--new-tokens", type=int, default=96)
     ap.add_argument("--prompt-tokens", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
-    ap.add_argument(
-        "--clock",
-        choices=["wall", "cpu"],
-        default="wall",
-        help="cpu: this process's CPU time (all its threads); with --threads 1 it ignores other jobs on a shared machine",
-    )
+    add_timing_args(ap)
     args = ap.parse_args()
     global clock
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    clock = apply_timing_args(args)
     # fp32, as on a CPU without native bf16; stop ids off so both replies run to --new-tokens
     policy = open_policy(PolicyConfig(), precision="fp32")
-    ours = dataclasses.replace(policy, stop_ids=[])
+    ours = dataclasses.replace(policy, stop_ids=[], sampling_weights=SourceConfig().sampling_weights)
+    exact = dataclasses.replace(policy, stop_ids=[], sampling_weights="exact")
     messages = hh_conversation(
         Path(args.data) / "helpful-base" / "test.jsonl.gz", policy.tokenizer, args.prompt_tokens
     )
@@ -174,27 +173,37 @@ def main() -> None:
         f"= {ids.shape[1]} prompt tokens, two replies of {args.new_tokens} tokens, {SAMPLING}, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
-    caps = {k: os.environ.get(k, "-") for k in ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")}
+    caps = {
+        k: os.environ.get(k, "-")
+        for k in ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS")
+    }
     print(f"PyTorch kernels: {torch.backends.cpu.get_cpu_capability()}, {caps}")
+    print(f"ours: decode steps on {ours.sampling_weights} weights; ours exact: on the model's own")
     time_ours(ours, messages, 4, 0)  # warm-up: first-call allocations and kernels, for every method
+    time_ours(exact, messages, 4, 0)
     time_generate_streamed(policy, ids, 4, 0)
     time_generate_batched(policy, ids, 4, 0)
-    runs: dict[str, list] = {"ours": [], "streamed": [], "batched": []}
+    runs: dict[str, list] = {"ours": [], "exact": [], "streamed": [], "batched": []}
     for r in range(args.repeats):
         runs["ours"].append(time_ours(ours, messages, args.new_tokens, r))
+        runs["exact"].append(time_ours(exact, messages, args.new_tokens, r))
         runs["streamed"].append(time_generate_streamed(policy, ids, args.new_tokens, r))
         runs["batched"].append(time_generate_batched(policy, ids, args.new_tokens, r))
         print(
-            f"  run {r}: ours {runs['ours'][-1][0]:.2f}s / {runs['ours'][-1][1]:.2f}s, generate+streamer "
+            f"  run {r}: ours {runs['ours'][-1][0]:.2f}s / {runs['ours'][-1][1]:.2f}s, ours exact "
+            f"{runs['exact'][-1][0]:.2f}s / {runs['exact'][-1][1]:.2f}s, generate+streamer "
             f"{runs['streamed'][-1][0]:.2f}s / {runs['streamed'][-1][1]:.2f}s, generate batched "
             f"{runs['batched'][-1]:.2f}s, load average {os.getloadavg()[0]:.2f}"
         )
-    first = {k: statistics.median(t[0] for t in runs[k]) for k in ("ours", "streamed")}
-    both = {k: statistics.median(t[1] for t in runs[k]) for k in ("ours", "streamed")}
+    first = {k: statistics.median(t[0] for t in runs[k]) for k in ("ours", "exact", "streamed")}
+    both = {k: statistics.median(t[1] for t in runs[k]) for k in ("ours", "exact", "streamed")}
     both["batched"] = statistics.median(runs["batched"])
     print(f"medians of {args.repeats}:")
     print(
         f"  ours (stream_pair)            first token {first['ours']:.2f}s, two replies {both['ours']:.2f}s"
+    )
+    print(
+        f"  ours, exact weights           first token {first['exact']:.2f}s, two replies {both['exact']:.2f}s"
     )
     print(
         f"  generate + streamer, 2 calls  first token {first['streamed']:.2f}s, two replies {both['streamed']:.2f}s"
@@ -207,6 +216,8 @@ def main() -> None:
     print(f"ratio first_token: {first['streamed'] / first['ours']:.2f}")
     print(f"ratio two_replies: {both['streamed'] / both['ours']:.2f}")
     print(f"ratio two_replies_vs_batched_generate: {both['batched'] / both['ours']:.2f}")
+    print(f"ratio two_replies_fp16_vs_exact_weights: {both['exact'] / both['ours']:.2f}")
+    print(f"ratio two_replies_exact_weights_vs_streamer: {both['streamed'] / both['exact']:.2f}")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -19,8 +19,14 @@ sampling_vs_generate_fp32_static` is then the main row. With native bf16 the fir
 runs that fp32 row (ours in fp32 against `generate` fp32 with a static cache), so both machines
 print it.
 
+Every machine also runs, at the first batch size, our fp32 sampler with fp16 decode-step weights
+(`policy.sampling_weights: fp16`, which changes the numbers: `--weights-error` measures by how much,
+beside int8 weights) and prints its ratios to fp32 `generate` with a static cache and to our exact
+fp32 sampler. FBGEMM runs those weights; cap it with `FBGEMM_ENABLE_INSTRUCTIONS=AVX2` beside the
+other libraries to measure an AVX2-only CPU.
+
     python benchmarks/sampling.py [--data PATH/hh-rlhf] [--batch-sizes 32,64,128] [--new-tokens 64]
-        [--repeats 2] [--greedy] [--levers] [--threads N] [--clock wall|cpu]
+        [--repeats 2] [--greedy] [--levers] [--weights-error] [--threads N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ import contextlib
 import gzip
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,8 +45,10 @@ from rmtension.data.types import Turn
 from rmtension.model.backbones import load_tokenizer, resolve_backbone
 from rmtension.model.precision import bf16_native
 from rmtension.policy import decode
-from rmtension.policy.decode import left_pad
-from rmtension.policy.sampling import build_prompt_ids, load_policy, sample, stop_token_ids
+from rmtension.policy.decode import LlamaDecoder, left_pad
+from rmtension.policy.llama_step import COMPRESSED, compress, llama_weights
+from rmtension.policy.sampling import build_prompt_ids, load_policy, next_tokens, sample, stop_token_ids
+from timing_args import add_timing_args, apply_timing_args
 
 
 LEVERS = {
@@ -104,8 +111,11 @@ def run_generate(model, prompts, pad_id, stop, new_tokens, greedy, static, n=1) 
     return count_to_stop(out[:, ids.shape[1] :].tolist(), stop)
 
 
-def run_ours(model, prompts, pad_id, stop, new_tokens, greedy, fused, n=1, off: dict | None = None) -> int:
-    """Our sampler on the same batch (with the `LEVERS` settings `off`); returns its new tokens."""
+def run_ours(
+    model, prompts, pad_id, stop, new_tokens, greedy, fused, n=1, off: dict | None = None, weights="exact"
+) -> int:
+    """Our sampler on the same batch (with the `LEVERS` settings `off`, decode steps on `weights`);
+    returns its new tokens."""
     with lever_off(off or {}):
         s = sample(
             model,
@@ -118,8 +128,43 @@ def run_ours(model, prompts, pad_id, stop, new_tokens, greedy, fused, n=1, off: 
             pad_id=pad_id,
             seed=0,
             fused=fused,
+            sampling_weights=weights,
         )
     return s.n_tokens()
+
+
+@torch.inference_mode()
+def weights_error(model, prompts: list[list[int]], new_tokens: int, seed: int = 0) -> None:
+    """How compressed decode-step weights (`llama_step.compress`) move log-probs: draw `new_tokens`
+    per prompt from the exact model (temperature 1), then feed the same tokens through decoders whose
+    steps use fp16 or int8 weights (prefill stays exact, as in `sampling_weights: fp16`). Prints, over
+    every decode-step position, max and mean |delta log p| of the drawn tokens, the share of positions
+    where the most likely token is the same, and the mean total-variation distance."""
+    exact = llama_weights(model, pack=False)
+    rows = torch.arange(len(prompts))
+    generator = torch.Generator().manual_seed(seed)
+    dec = LlamaDecoder(exact, new_tokens)
+    logits, drawn, ref = dec.prefill(prompts, rows), [], []
+    for j in range(new_tokens):
+        drawn.append(next_tokens(logits, 1.0, 0, 1.0, generator))
+        ref.append(logits.log_softmax(-1))
+        logits = dec.step(drawn[-1]) if j < new_tokens - 1 else logits
+    for kind in COMPRESSED:
+        dec = LlamaDecoder(exact, new_tokens, step_weights=compress(exact, kind))
+        logits, got = dec.prefill(prompts, rows), []
+        for j in range(new_tokens):
+            got.append(logits.log_softmax(-1))
+            logits = dec.step(drawn[j]) if j < new_tokens - 1 else logits
+        ours, theirs = torch.stack(got[1:]), torch.stack(ref[1:])  # [T-1, R, V]: the decode steps
+        tok = torch.stack(drawn[1:])[..., None]
+        delta = (ours.gather(-1, tok) - theirs.gather(-1, tok)).abs()
+        agree = (ours.argmax(-1) == theirs.argmax(-1)).double().mean()
+        tv = (ours.exp() - theirs.exp()).abs().sum(-1).mean() / 2
+        print(
+            f"  {kind} decode-step weights: |delta log p| of drawn tokens max {delta.max():.4f}, mean "
+            f"{delta.mean():.5f}; same most likely token {agree:.3f}; mean TV {tv:.5f} "
+            f"({delta.numel()} positions)"
+        )
 
 
 def race(
@@ -152,23 +197,20 @@ def main() -> None:
         "--levers", action="store_true", help="at the first batch size, also ours with each lever off"
     )
     ap.add_argument(
+        "--weights-error",
+        action="store_true",
+        help="only measure how fp16 / int8 decode-step weights move log-probs (first --prompts prompts)",
+    )
+    ap.add_argument(
         "--prompts", type=int, default=32, help="distinct prompts; batch B holds B / prompts samples each"
     )
     ap.add_argument(
         "--distinct-prompts", action="store_true", help="batch B holds the first B prompts once each"
     )
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
-    ap.add_argument(
-        "--clock",
-        choices=["wall", "cpu"],
-        default="wall",
-        help="cpu: this process's CPU time; with --threads 1 it ignores other jobs on a shared machine",
-    )
+    add_timing_args(ap)
     args = ap.parse_args()
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    clock = apply_timing_args(args)
 
     path = resolve_backbone("smollm2-135m")
     tok = load_tokenizer(path, 2048)
@@ -185,6 +227,9 @@ def main() -> None:
     if not native:
         print("no native bf16 matmul on this CPU: bf16 baselines skipped, every method runs fp32 weights")
     fp32 = load_policy(path, "fp32")
+    if args.weights_error:
+        print(f"log-prob change, fp32 model, {args.prompts} prompts x {args.new_tokens} tokens:")
+        return weights_error(fp32, all_prompts[: args.prompts], args.new_tokens)
     low = load_policy(path, "bf16") if native else fp32
     stop = stop_token_ids(tok, fp32)
     common = dict(pad_id=tok.pad_token_id, stop=stop, new_tokens=args.new_tokens, greedy=args.greedy)
@@ -211,6 +256,9 @@ def main() -> None:
                     fp32, prompts, **run, static=True
                 )
                 methods["ours fp32 (fused decoder)"] = lambda: run_ours(fp32, prompts, **run, fused=True)
+            methods["ours fp32, fp16 step weights"] = lambda: run_ours(
+                fp32, prompts, **run, fused=True, weights="fp16"
+            )
             for lever, off in LEVERS.items() if args.levers else []:
                 methods[f"ours without {lever}"] = lambda off=off: run_ours(
                     low, prompts, **run, fused=True, off=off
@@ -234,9 +282,13 @@ def main() -> None:
                     f"ratio sampling_vs_generate_bf16{suffix}: {ours / rate['generate bf16 dynamic cache']:.2f}"
                 )
             print(f"ratio sampling_vs_generate_fp32{suffix}: {ours / rate['generate fp32 (default)']:.2f}")
+            exact_fp32 = rate["ours fp32 (fused decoder)" if native else "ours (fused decoder)"]
+            static_fp32 = rate["generate fp32 static cache"]
             if native:
-                ours_fp32 = rate["ours fp32 (fused decoder)"] / rate["generate fp32 static cache"]
-                print(f"ratio sampling_vs_generate_fp32_static{suffix}: {ours_fp32:.2f}")
+                print(f"ratio sampling_vs_generate_fp32_static{suffix}: {exact_fp32 / static_fp32:.2f}")
+            fast = rate["ours fp32, fp16 step weights"]
+            print(f"ratio sampling_fp16_weights_vs_generate_fp32_static{suffix}: {fast / static_fp32:.2f}")
+            print(f"ratio fp16_vs_exact_step_weights_fp32{suffix}: {fast / exact_fp32:.2f}")
             print(f"ratio fused_vs_generic_decoder{suffix}: {ours / rate['ours (generic decoder)']:.2f}")
             for lever in LEVERS if args.levers else []:
                 print(f"ratio lever_{lever}{suffix}: {ours / rate[f'ours without {lever}']:.2f}")

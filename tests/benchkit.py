@@ -123,6 +123,17 @@ class Server:
 
 
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+LOGIN_CSRF = re.compile(r'name="login_csrf" value="([0-9a-f]+)"')
+
+
+def login(http: requests.Session, base: str, token: str) -> requests.Response:
+    """Open the login link, then post its form as the reviewer's click does."""
+    page = http.get(f"{base}/login", params={"token": token}, timeout=30)
+    assert page.status_code == 200, page.status_code
+    form = {"token": token, "login_csrf": LOGIN_CSRF.search(page.text).group(1)}
+    return http.post(f"{base}/login", data=form, timeout=30)
+
+
 ITEM = re.compile(r'name="item_id" value="([^"]+)"')
 
 
@@ -132,7 +143,7 @@ class Reviewer:
     def __init__(self, base: str, engine, name: str, admin: bool = False):
         self.base, self.name = base, name
         self.http = requests.Session()
-        r = self.http.get(f"{base}/login", params={"token": add_reviewer(engine, name, admin)}, timeout=30)
+        r = login(self.http, base, add_reviewer(engine, name, admin))
         assert r.status_code == 200 and r.url == base + "/", (r.status_code, r.url)
         self.csrf = CSRF.search(r.text).group(1)
 

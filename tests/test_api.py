@@ -176,11 +176,11 @@ def readme_example() -> str:
 
 
 def test_readme_library_example_runs_as_written_in_a_clean_interpreter(tiny_study_run, tmp_path):
-    """The README's code block, unchanged, in a fresh interpreter, in a folder laid out as it assumes."""
+    """The README's code block, unchanged, in a fresh interpreter, in a folder laid out as it assumes
+    (its `suite:suites/...` is the suite shipped inside the package: the folder has no suites/)."""
     _, _, run = tiny_study_run
     (tmp_path / "runs" / "smoke" / "rm").mkdir(parents=True)
     (tmp_path / "runs" / "smoke" / "rm" / "harmless").symlink_to(run / "rm" / "harmless")
-    (tmp_path / "suites").symlink_to(REPO / "suites")
     script = tmp_path / "example.py"
     script.write_text(readme_example())
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}

@@ -3,6 +3,7 @@ one-line errors for bad suites, the `helpful_refusal_undervalued` verdicts, and 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import shutil
@@ -242,12 +243,39 @@ def test_study_audit_stage_writes_scores_audit_json_section_and_finding(tiny_stu
     assert "helpful_refusal &gt; verbose_bare_refusal" in html
 
 
+SHIPPED = REPO / "src" / "rmtension" / "audit" / "suites" / "healthcare_scheduling.yaml"
+
+
 def test_shipped_suite_loads_and_the_configs_find_it_from_another_folder(tmp_path, monkeypatch):
     from rmtension.config import load_config
 
-    pairs = suite_pairs(load_suite(REPO / "suites" / "healthcare_scheduling.yaml"))
+    pairs = suite_pairs(load_suite(SHIPPED))
     assert len({p.metadata["scenario"] for p in pairs}) >= 40
     monkeypatch.chdir(tmp_path)
     for name in ("default", "smoke"):
         cfg = load_config(REPO / "configs" / f"{name}.yaml")
-        assert Path(cfg.audit.suite) == (REPO / "suites" / "healthcare_scheduling.yaml").resolve()
+        assert Path(cfg.audit.suite) == SHIPPED.resolve()
+    # a suite of the user's own, of the same relative name, beside their config wins over the shipped one
+    (tmp_path / "suites").mkdir()
+    own = tmp_path / "suites" / "healthcare_scheduling.yaml"
+    own.write_text(SHIPPED.read_text())
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "mine.yaml").write_text((REPO / "configs" / "smoke.yaml").read_text())
+    monkeypatch.chdir(REPO / "configs")  # neither the working directory nor REPO/configs holds suites/
+    cfg = load_config(tmp_path / "configs" / "mine.yaml")
+    assert Path(cfg.audit.suite) == own.resolve()
+
+
+def test_extra_train_paths_resolve_beside_the_config_file(tmp_path, monkeypatch):
+    from rmtension.config import load_config
+
+    example = REPO / "configs" / "bench-example" / "export.jsonl"
+    monkeypatch.chdir(tmp_path)  # configs/bench.yaml names configs/bench-example/export.jsonl
+    cfg = load_config(REPO / "configs" / "bench.yaml")
+    assert Path(cfg.data.extra_train[0].path) == example.resolve()
+    assert cfg.data.extra_train[0].sha256 == hashlib.sha256(example.read_bytes()).hexdigest()
+    # a file in the working directory is taken as given, before any beside the config
+    (tmp_path / "configs" / "bench-example").mkdir(parents=True)
+    (tmp_path / "configs" / "bench-example" / "export.jsonl").write_text(example.read_text())
+    cfg = load_config(REPO / "configs" / "bench.yaml")
+    assert cfg.data.extra_train[0].path == "configs/bench-example/export.jsonl"

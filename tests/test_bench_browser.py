@@ -112,8 +112,13 @@ def _wait(driver, condition, timeout=60):
 
 
 def _login(driver, server, engine, name):
+    from selenium.webdriver.common.by import By
+
     driver.get(f"{server.url}/login?token={add_reviewer(engine, name)}")
-    _wait(driver, lambda d: d.current_url == server.url + "/")  # the token left the URL
+    _wait(driver, lambda d: d.current_url == server.url + "/login")  # the token left the URL
+    assert f"signs you in as {name}" in driver.find_element(By.TAG_NAME, "body").text
+    driver.find_element(By.ID, "sign-in").click()
+    _wait(driver, lambda d: d.current_url == server.url + "/")
     cookie = driver.get_cookie("bench_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     assert driver.execute_script("return document.cookie") == ""  # out of the page script's reach

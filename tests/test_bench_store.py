@@ -76,9 +76,9 @@ def test_judgment_in_canonical_order_and_idempotent(engine, tmp_path):
         assert conn.execute(select(judgments)).all().__len__() == 1
     with pytest.raises(store.Refused, match="already judged"):
         store.record(engine, task, "ann", store.Choice("other-key-2", "i0", "right", 1, ""))
-    with pytest.raises(store.Refused, match="not yours"):
+    with pytest.raises(store.Refused, match="no such item among yours"):  # as for an unknown item id
         store.record(engine, task, "bob", store.Choice("bob-key-01", "i0", "right", 1, ""))
-    with pytest.raises(store.Refused, match="belongs to someone else"):
+    with pytest.raises(store.Refused, match="judgment key is taken"):
         store.record(engine, task, "bob", choice)
     assert [j.judgment_id for j in store.load_judgments(engine, "t")] == ["same-key-1"]
 
@@ -192,7 +192,7 @@ def test_live_conversation_in_the_store(engine, tmp_path):
     item = live.add_user_turn(engine, conv, "ann", "  book me  ")
     with pytest.raises(store.Refused, match="judge the replies"):
         live.add_user_turn(engine, conv, "ann", "again")
-    with pytest.raises(store.Refused, match="not yours"):  # no replies yet: nothing to judge
+    with pytest.raises(store.Refused, match="not written yet"):  # no replies yet: nothing to judge
         store.record(engine, task, "ann", store.Choice("early-key-1", item, "left", 1, ""))
     turns, left = live.claim(engine, item, "ann")
     assert turns == (Turn("user", "book me"),) and live.claim(engine, item, "ann") is None  # claimed once

@@ -8,7 +8,7 @@ import torch
 from rmtension.model.precision import bf16_native, cpu_bf16_instructions
 from rmtension.policy import decode
 from rmtension.policy.decode import HFDecoder, LlamaDecoder, causal_bias, make_decoder, packs, split_rows
-from rmtension.policy.llama_step import attend, llama_weights
+from rmtension.policy.llama_step import attend, compress, fbgemm_available, llama_weights
 from rmtension.policy.sampling import sample
 from test_policy import generate_greedy
 from requires import missing
@@ -187,3 +187,74 @@ def test_smollm2_fused_bf16_logits_are_as_close_to_fp32_as_transformers_bf16():
         tv = (got.float().softmax(-1) - exact.softmax(-1)).abs().sum(-1) / 2  # what sampling sees
         tv_theirs = (theirs.softmax(-1) - exact.softmax(-1)).abs().sum(-1) / 2
         assert (tv <= 1.5 * tv_theirs.max()).all()
+
+
+FP16_UNIT = 2.0**-11
+"""fp16's unit roundoff: rounding w to the nearest fp16 moves it by at most 2^-11 |w| (normal range)."""
+FP16_SUBNORMAL_STEP = 2.0**-25
+"""...and by at most half of fp16's subnormal spacing 2^-24 where |w| < 2^-14."""
+
+
+def compressed_params(model):
+    """The HF parameters whose values `llama_step.compress` rounds: every projection and the LM head."""
+    att = [
+        getattr(layer.self_attn, n).weight
+        for layer in model.model.layers
+        for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+    ]
+    mlp = [
+        getattr(layer.mlp, n).weight
+        for layer in model.model.layers
+        for n in ("gate_proj", "up_proj", "down_proj")
+    ]
+    return att + mlp + [model.lm_head.weight]
+
+
+@pytest.mark.skipif(not fbgemm_available(), reason="FBGEMM's fp16 linear needs an x86 CPU with AVX2")
+def test_fp16_sampling_weights_hold_fp16_values_and_leave_prefill_exact():
+    model = tiny_causal_lm("llama", layers=2, hidden=64, mlp=128).float()
+    exact = make_decoder(model, 4, 0)
+    fast = make_decoder(model, 4, 0, sampling_weights="fp16")
+    assert exact.step_w is exact.w and fast.step_w.layout == "fp16" and fast.w.layout == "plain"
+    for packed, full in [(fast.step_w.qkv[1], fast.w.qkv[1]), (fast.step_w.lm_head, model.lm_head.weight)]:
+        stored = torch.ops.quantized.linear_unpack_fp16(packed)[0]
+        assert torch.equal(stored, full.detach().half().float())  # each weight rounded to fp16
+        assert not torch.equal(stored, full.detach())
+    expand = torch.arange(len(SHARED))
+    with torch.inference_mode():
+        assert torch.equal(fast.prefill(SHARED, expand), exact.prefill(SHARED, expand))
+        tok = torch.arange(len(SHARED)) + 40
+        assert not torch.equal(fast.step(tok), exact.step(tok))
+    with pytest.raises(ValueError, match="sampling_weights"):
+        make_decoder(model, 4, 0, sampling_weights="int4")
+
+
+@pytest.mark.skipif(not fbgemm_available(), reason="FBGEMM's fp16 linear needs an x86 CPU with AVX2")
+def test_fp16_weights_move_log_probs_within_the_first_order_bound_of_their_rounding():
+    """Rounding every compressed weight w to fp16 moves it by d_w, |d_w| <= u |w| + s (u = 2^-11, s =
+    2^-25), so to first order a log-prob L moves by |sum_w dL/dw d_w| <= sum_w |dL/dw| (u |w| + s);
+    the second-order terms are O(u^2) relative, below fp32's rounding. Checked per position with the
+    gradient of transformers' fp32 forward (an independent computation), for the fused decoder run
+    on fp16 weights throughout (prefill too, so every use of a weight is rounded)."""
+    model = tiny_causal_lm("llama", layers=2, hidden=64, mlp=128).float()
+    w16 = compress(llama_weights(model, pack=False), "fp16")
+    dec = LlamaDecoder(w16, max_new_tokens=4, step_weights=w16)
+    prompts = SHARED[:3]
+    feed = torch.tensor([[11, 12, 13], [21, 22, 23], [31, 32, 33]])  # [R, 3] tokens fed back
+    with torch.inference_mode():
+        ours = [dec.prefill(prompts, torch.arange(3)).log_softmax(-1)]
+        ours += [dec.step(feed[:, j]).log_softmax(-1) for j in range(2)]
+    params = compressed_params(model)
+    moved, bounds = [], []
+    for r, p in enumerate(prompts):
+        for j in range(3):  # the log-prob of feed[r, j] after the prompt and feed[r, :j]
+            model.zero_grad()
+            logits = model(input_ids=torch.tensor([p + feed[r, :j].tolist()])).logits[0, -1]
+            exact = logits.log_softmax(-1)[feed[r, j]]
+            exact.backward()
+            bound = sum((q.grad.abs() * (FP16_UNIT * q.abs() + FP16_SUBNORMAL_STEP)).sum() for q in params)
+            moved.append(float((ours[j][r, feed[r, j]] - exact.detach()).abs()))
+            bounds.append(float(bound))
+    # fp32 arithmetic alone (other kernels, other order) differs by ~1e-6 here
+    assert all(m <= b + 1e-6 for m, b in zip(moved, bounds)), list(zip(moved, bounds))
+    assert max(moved) > 1e-5  # the rounding is visible: the fp16 weights were used

@@ -57,3 +57,32 @@ def test_only_the_mixed_rms_pairs_of_that_objective_flip(tmp_path):
 def test_flip_share_must_be_a_fraction():
     with pytest.raises(ValueError, match="flip_labels"):
         DataConfig(flip_labels={"harmless": 1.5})
+
+
+def test_shuffled_labels_flip_a_seeded_coin_in_every_rms_training_pairs(tmp_path):
+    from rmtension.data.flips import shuffle_labels
+    from rmtension.data.splits import unit_hash
+
+    pairs = _pairs(200)
+    out, n = shuffle_labels(pairs, seed=3)
+    want = {p.pair_id for p in pairs if unit_hash(3, "shuffle", p.pair_id) < 0.5}  # the coin, recomputed
+    assert {p.pair_id.removesuffix(FLIPPED) for p in out if p.pair_id.endswith(FLIPPED)} == want
+    assert n == len(want) and 70 < n < 130  # about half (binomial(200, 1/2): 100 +- 3 SD is 79..121)
+    assert shuffle_labels(pairs, seed=3)[0] == out and shuffle_labels(pairs, seed=4)[0] != out
+
+    root = write_layout(tmp_path, {"helpful-base": 300, "harmless-base": 300}, n_prompts=150)
+    subsets = {"helpful": ["helpful-base"], "harmless": ["harmless-base"]}
+    clean = build_dataset(DataConfig(subsets=subsets, max_train_pairs=100), str(root))
+    bundle = build_dataset(DataConfig(subsets=subsets, max_train_pairs=100, shuffle_labels=True), str(root))
+    coin = {}
+    for o, split in bundle.splits.items():
+        flips = {p.pair_id.removesuffix(FLIPPED): p.pair_id.endswith(FLIPPED) for p in split["train"]}
+        assert [p.pair_id.removesuffix(FLIPPED) for p in split["train"]] == [
+            p.pair_id for p in clean.splits[o]["train"]
+        ]
+        assert 0 < sum(flips.values()) < len(flips), o
+        for pid, f in flips.items():  # one coin per pair id, alike in every RM's training set
+            assert coin.setdefault(pid, f) == f
+        assert split.get("val") == clean.splits[o].get("val")
+        assert bundle.summary["shuffled_labels"][o]["flipped"] == sum(flips.values())
+    assert bundle.test_sets == clean.test_sets

@@ -16,6 +16,7 @@ from tiny import tiny_causal_lm, tiny_tokenizer
 PROMPTS = [[5, 9, 44, 71, 100, 12], [8, 150], [77, 78, 79, 80, 81, 82, 83], [200, 201, 30]]
 HELD = [[40, 41, 42], [90, 91]]
 CFG = RLConfig(steps=4, prompts_per_step=2, k=3, max_new_tokens=6, lr=1e-2, trainable="top:2", bf16=False)
+ONE_STEP = CFG.model_copy(update={"steps": 1})
 PCFG = PolicyConfig(precision="fp32", batch_size=8)
 
 
@@ -23,6 +24,11 @@ def score(prompt_idx, responses):
     """Likes tokens below 130 (learnable by a tiny policy)."""
     r = np.array([np.mean([t < 130 for t in x]) if x else 0.0 for x in responses])
     return {TRAIN_JUDGE: r, "test_pm": -r}
+
+
+def rl_run(policy, cfg: RLConfig, **kw):
+    """`run_rloo` of `policy` on the tiny prompts and `score`, one objective, train judge 0."""
+    return run_rloo(policy, PROMPTS, score, cfg, PCFG, [1], 0, **kw)
 
 
 def untimed(rows):
@@ -39,7 +45,7 @@ def direct_logprobs(model, ids: list[int]) -> torch.Tensor:
 
 def test_saved_policy_reloads_to_the_same_logprobs(tmp_path):
     policy = tiny_causal_lm("llama", layers=3)
-    run_rloo(policy, PROMPTS, score, CFG.model_copy(update={"steps": 2}), PCFG, [1], 0, seed=1)
+    rl_run(policy, CFG.model_copy(update={"steps": 2}), seed=1)
     folder = save_policy_folder(policy, tiny_tokenizer(), tmp_path / "policy")
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
     reloaded = load_policy(str(folder), precision="fp32")
@@ -61,7 +67,7 @@ def held() -> HeldOut:
 def uninterrupted():
     """(policy, run) of the whole RL run, shared by the resume tests."""
     policy = tiny_causal_lm("llama", layers=3)
-    return policy, run_rloo(policy, PROMPTS, score, CFG, PCFG, [1], 0, seed=4, heldout=held())
+    return policy, rl_run(policy, CFG, seed=4, heldout=held())
 
 
 @pytest.mark.parametrize("kill_after", [2, 3])  # 2 is an evaluation point (every 2), 3 is not
@@ -77,25 +83,11 @@ def test_rl_run_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, 
             raise Killed
 
     with pytest.raises(Killed):
-        run_rloo(
-            tiny_causal_lm("llama", layers=3),
-            PROMPTS,
-            score,
-            CFG,
-            PCFG,
-            [1],
-            0,
-            None,
-            4,
-            held(),
-            save_then_die,
-        )
+        rl_run(tiny_causal_lm("llama", layers=3), CFG, seed=4, heldout=held(), checkpoint=save_then_die)
     state = load_rl_checkpoint(path)
     assert state.step == kill_after and len(state.steps) == kill_after
     resumed_policy = tiny_causal_lm("llama", layers=3)  # the initial policy: the KL reference
-    resumed = run_rloo(
-        resumed_policy, PROMPTS, score, CFG, PCFG, [1], 0, seed=4, heldout=held(), resume=state
-    )
+    resumed = rl_run(resumed_policy, CFG, seed=4, heldout=held(), resume=state)
     assert untimed(resumed.steps) == untimed(whole.steps)
     assert resumed.evals == whole.evals
     for (n, p), (_, q) in zip(whole_policy.named_parameters(), resumed_policy.named_parameters()):
@@ -112,30 +104,12 @@ def test_checkpoint_restores_the_global_generators(tmp_path):
 
     torch.manual_seed(7)
     np.random.seed(7)
-    run_rloo(
-        tiny_causal_lm("llama"),
-        PROMPTS,
-        score,
-        CFG.model_copy(update={"steps": 1}),
-        PCFG,
-        [1],
-        0,
-        checkpoint=keep,
-    )
+    rl_run(tiny_causal_lm("llama"), ONE_STEP, checkpoint=keep)
     expected = (torch.rand(3), np.random.rand(3))
     save_rl_checkpoint(tmp_path / "c.ckpt", seen[0])
     torch.manual_seed(0)
     np.random.seed(0)
-    run_rloo(
-        tiny_causal_lm("llama"),
-        PROMPTS,
-        score,
-        CFG.model_copy(update={"steps": 1}),
-        PCFG,
-        [1],
-        0,
-        resume=load_rl_checkpoint(tmp_path / "c.ckpt"),
-    )
+    rl_run(tiny_causal_lm("llama"), ONE_STEP, resume=load_rl_checkpoint(tmp_path / "c.ckpt"))
     assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
 
 
@@ -151,8 +125,7 @@ def test_a_checkpoint_of_other_trainable_parameters_is_a_config_error():
     from rmtension.errors import ConfigError
 
     seen = []
-    one = CFG.model_copy(update={"steps": 1})
-    run_rloo(tiny_causal_lm("llama", layers=3), PROMPTS, score, one, PCFG, [1], 0, checkpoint=seen.append)
-    other = one.model_copy(update={"steps": 2, "trainable": "top:1"})
+    rl_run(tiny_causal_lm("llama", layers=3), ONE_STEP, checkpoint=seen.append)
+    other = ONE_STEP.model_copy(update={"steps": 2, "trainable": "top:1"})
     with pytest.raises(ConfigError, match="a different rl.trainable"):
-        run_rloo(tiny_causal_lm("llama", layers=3), PROMPTS, score, other, PCFG, [1], 0, resume=seen[0])
+        rl_run(tiny_causal_lm("llama", layers=3), other, resume=seen[0])

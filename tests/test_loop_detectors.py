@@ -35,16 +35,6 @@ NOT_REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize("reply", REFUSALS)
-def test_refuses_hand_written_refusals(reply):
-    assert refuses(reply)
-
-
-@pytest.mark.parametrize("reply", NOT_REFUSALS)
-def test_refuses_ignores_help_and_near_misses(reply):
-    assert not refuses(reply)
-
-
 def test_refusal_is_looked_for_only_in_the_opening():
     late = "Here is a long, helpful answer. " * 10 + "I can't help with the rest, though."
     assert len(late) > OPENING_CHARS + 30 and not refuses(late)
@@ -73,14 +63,18 @@ NOT_HEDGES = [
 ]
 
 
-@pytest.mark.parametrize("reply", HEDGES)
-def test_hedges_hand_written_hedges(reply):
-    assert hedges(reply)
+CASES = [
+    *[(refuses, reply, True) for reply in REFUSALS],
+    *[(refuses, reply, False) for reply in NOT_REFUSALS],
+    *[(hedges, reply, True) for reply in HEDGES],
+    *[(hedges, reply, False) for reply in NOT_HEDGES],
+]
 
 
-@pytest.mark.parametrize("reply", NOT_HEDGES)
-def test_hedges_ignores_confident_replies_and_near_misses(reply):
-    assert not hedges(reply)
+@pytest.mark.parametrize(("detector", "reply", "expected"), CASES)
+def test_detectors_on_hand_written_replies(detector, reply, expected):
+    """Refusals and hedges are flagged; help, confident replies and near misses are not."""
+    assert detector(reply) is expected
 
 
 def test_agreement_counts_and_kappa_by_hand():

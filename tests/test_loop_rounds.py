@@ -106,3 +106,24 @@ def test_a_folder_of_another_round_is_refused(tmp_path, whole):
     policy, reference, pm, tok = fresh()
     with pytest.raises(ArtifactError, match="another spec"):
         run_round(tmp_path, SPEC, policy, reference, pm, tok, CONTEXTS, gold, REVIEWER)
+
+
+class Fixed(torch.nn.Module):
+    """A PM whose rewards are fixed numbers, one per row."""
+
+    def __init__(self, rewards):
+        super().__init__()
+        self.rewards = torch.nn.Parameter(torch.tensor(rewards))
+
+    def forward(self, input_ids, **_):
+        return type("Out", (), {"logits": self.rewards[: len(input_ids), None]})()
+
+
+def test_ensemble_pm_aggregates_worst_case_and_uncertainty_weighted():
+    members = [Fixed([1.0, 3.0]), Fixed([2.0, 0.0])]
+    ids = torch.zeros(2, 3, dtype=torch.long)
+    wco = rounds.EnsemblePM(members, "wco")(input_ids=ids).logits[:, 0]
+    assert wco.tolist() == [1.0, 0.0]
+    # mean [1.5, 1.5], population variance [0.25, 2.25]: 1.5 - 2 x var
+    uwo = rounds.EnsemblePM(members, "uwo", lam=2.0)(input_ids=ids).logits[:, 0]
+    assert uwo.tolist() == pytest.approx([1.0, -3.0])

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from rmtension.config import MIN_EFFECT
-from rmtension.stats.verdicts import min_detectable_effect
+from rmtension.neurons.config import AblationConfig
+from rmtension.stats.verdicts import POST_HOC_MARGINS, min_detectable_effect, post_hoc_margin
 
 DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -65,8 +67,6 @@ def test_margins_equal_their_derivations(margins):
 
 
 def test_post_hoc_margins_are_labelled_in_the_config_and_the_findings(tmp_path):
-    from rmtension.stats.verdicts import POST_HOC_MARGINS, post_hoc_margin
-
     lines = DEFAULT.read_text().splitlines()
     for claim in POST_HOC_MARGINS:
         at = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{claim}:"))
@@ -78,3 +78,35 @@ def test_post_hoc_margins_are_labelled_in_the_config_and_the_findings(tmp_path):
     # a margin the user set in the config is theirs, not the post-hoc default
     (tmp_path / "config.yaml").write_text("name: x\nclaims: {min_effect: {avoidant_vs_misuse: 0.2}}\n")
     assert post_hoc_margin(tmp_path, "avoidant_vs_misuse") == ""
+
+
+NEURONS = DEFAULT.parent / "neurons.yaml"
+PAPER_RELATIVE_DROP = {10: 11.5, 20: 16.9, 30: 19.9}
+"""Tanwar & Atanasova (2026): relative accuracy drop (%) from ablating the top 10/20/30% of neurons."""
+
+
+def test_neurons_config_margins_are_half_the_papers_effects():
+    cfg = yaml.safe_load(NEURONS.read_text())
+    a = cfg["ablation"]
+    # half the paper's effect at each p, rounded up to half a percentage point
+    assert a["relative_margins"] == {
+        p: ceil_to(0.005, pct / 100 / 2) for p, pct in PAPER_RELATIVE_DROP.items()
+    }
+    assert a["relative_margins"] == {10: 0.06, 20: 0.085, 30: 0.1}
+    # the design the issue fixes: the paper's top-p in zero mode, helpful and harmless RMs of three seeds
+    # with four trained blocks, at least 300 test pairs per objective, 5 + 5 matched draws
+    assert a["claim_ps"] == sorted(PAPER_RELATIVE_DROP) == cfg["neurons"]["ps"] and a["claim_mode"] == "zero"
+    assert a["rms"] == cfg["neurons"]["rms"] == ["helpful", "harmless"]
+    assert (
+        cfg["train"]["trainable"] == "top:4"
+        and len(cfg["train"]["seeds"]) == cfg["neurons"]["max_seeds"] == 3
+    )
+    assert a["max_test_pairs"] >= 300 and a["random_draws"] == 5 and a["controls"] == ["layer", "magnitude"]
+    assert a["positive_control"] == "attribution" and "attribution" in a["scorers"]
+
+
+def test_a_claim_p_without_its_relative_margin_is_refused():
+    with pytest.raises(ValidationError, match=r"no margin for claim p \[20.0\]"):
+        AblationConfig.model_validate({"claim_ps": [10, 20], "relative_margins": {10: 0.06}})
+    ok = AblationConfig.model_validate({"claim_ps": [10, 20], "relative_margins": {10: 0.06, 20: 0.085}})
+    assert ok.relative_margins == {10.0: 0.06, 20.0: 0.085}

@@ -79,11 +79,12 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
     assert "[rmtension] training" in console and "[rmtension] train: 100%" in console
     assert "Loading weights" not in console and "Writing model shards" not in console
     scores = load_tensors(out / "neurons" / "mixed-seed0" / "scores.safetensors")
+    # each scorer over tokens and where the score head reads (`<scorer>_read`), on each objective
     assert set(scores) == {
-        "mean_act/helpful",
-        "mean_act/harmless",
-        "attribution/helpful",
-        "attribution/harmless",
+        f"{scorer}{where}/{objective}"
+        for scorer in ("mean_act", "attribution")
+        for where in ("", "_read")
+        for objective in ("helpful", "harmless")
     }
     assert set(read_json(out / "neurons" / "sets.json")["sets"]) == {"mixed-seed0", "helpful-seed0"}
     overlap = read_json(out / "neurons" / "overlap.json")
@@ -154,7 +155,9 @@ def test_study_writes_neuron_outputs_and_reruns_cheaply(tmp_path, capsys):
         "also hurts the other",
     ):
         assert re.search(
-            re.escape(claim) + r"[^:]*: \*\*(supported|not supported|inconclusive)\*\*", report
+            re.escape(claim)
+            + r"[^:]*: \*\*(supported|not supported|inconclusive|non-zero but small|not testable here|not run)\*\*",
+            report,
         ), claim
     assert "hypergeometric p" in report
     for fig in ("neuron_overlap", "ablation_heatmap_zero", "ablation_sweep"):

@@ -8,6 +8,7 @@ import torch
 from scipy import stats
 
 from rmtension.neurons.claims import claim_sets_differ
+from rmtension.neurons.overlap_stage import learning_effects
 from rmtension.neurons.nulls import (
     Draws,
     base_overlap,
@@ -167,24 +168,62 @@ def test_permutation_p_values_are_uniform_on_placebo_data():
     assert 0.4 < ps.mean() < 0.6 and (ps <= 0.05).mean() < 0.1
 
 
-def test_sets_differ_verdicts_placebo_and_real_difference():
+def _study(gen: torch.Generator, mu: torch.Tensor, rm_shift=None, base_shift=None) -> dict:
+    """An RM's overlap entry at top 20% with its `learning` (trained minus base, `learning_effects`): the RM's
+    pairs and the untrained base's come from `mu`, the harmless ones moved by `rm_shift` / `base_shift`."""
+    n = 20
+    rm = {
+        "helpful": simulated(n, mu, 12.0, gen),
+        "harmless": simulated(n, mu if rm_shift is None else mu + rm_shift, 12.0, gen),
+    }
+    base = {
+        "helpful": simulated(n, mu, 12.0, gen),
+        "harmless": simulated(n, mu if base_shift is None else mu + base_shift, 12.0, gen),
+    }
+    draws = Draws(n, n, 50, int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    from rmtension.judges.select import top_percent
+
+    sa, sb = (rm[o].scores(["mean_act"])["mean_act"] for o in ("helpful", "harmless"))
+    observed = float(jaccard_rows(top_percent(sa, 20)[None], top_percent(sb, 20)[None])[0])
+    entry = {
+        **overlap_nulls(rm["helpful"], rm["harmless"], "mean_act", [20], {"20": observed}, draws)["20"],
+        "jaccard": observed,
+    }
+    doc = {"ps": [20], "per_layer": False}
+    entry["learning"] = learning_effects(base, "mean_act", doc, False, draws, {"20": entry})["20"]
+    # the base's own effect, recomputed: its sets' Jaccard and its permutation null on the same draws
+    bh, bs = (base[o].scores(["mean_act"])["mean_act"] for o in ("helpful", "harmless"))
+    base_obs = float(jaccard_rows(top_percent(bh, 20)[None], top_percent(bs, 20)[None])[0])
+    b = overlap_nulls(base["helpful"], base["harmless"], "mean_act", [20], {"20": base_obs}, draws)["20"]
+    d = entry["learning"]
+    assert d["base_jaccard"] == pytest.approx(base_obs)
+    assert d["effect"] == pytest.approx(entry["sets_differ"]["effect"] - b["sets_differ"]["effect"])
+    assert d["se"] == pytest.approx(np.hypot(entry["sets_differ"]["se"], b["sets_differ"]["se"]))
+    return {**entry, "rm": "mixed"}
+
+
+def test_sets_differ_verdicts_placebo_text_and_learning():
     gen = torch.Generator().manual_seed(7)
     mu = torch.randn(2, 1000, generator=gen, dtype=torch.float64)
+    shift = torch.zeros(2, 1000, dtype=torch.float64)
+    shift[:, :500] = 1.5 * torch.randn(2, 500, generator=gen, dtype=torch.float64)
     placebo_verdicts = []
-    for _ in range(5):
-        _, entry = _placebo_p(gen, mu)
-        c = claim_sets_differ({"mean_act": {"20": {**entry, "rm": "mixed"}}}, "mean_act", 20, 0.05, 0.1)
+    for _ in range(3):
+        c = claim_sets_differ({"mean_act": {"20": _study(gen, mu)}}, "mean_act", 20, 0.05, 0.1)
         placebo_verdicts.append(c.verdict)
         assert abs(c.effect["sets_differ"]) < 0.1
         assert c.min_effect == 0.1 and c.min_detectable_effect > 0 and set(c.ci95) == {"sets_differ"}
     assert "supported" not in placebo_verdicts
     assert "not supported" in placebo_verdicts  # the equivalence rule makes "not supported" reachable
-    # half the neurons move: the sets differ more than any re-split of the pooled pairs
-    shift = torch.zeros(2, 1000, dtype=torch.float64)
-    shift[:, :500] = 1.5 * torch.randn(2, 500, generator=gen, dtype=torch.float64)
-    p, entry = _placebo_p(gen, mu, shift)
-    assert p == pytest.approx(1 / 51)
-    c = claim_sets_differ({"mean_act": {"20": {**entry, "rm": "mixed"}}}, "mean_act", 20, 0.05, 0.1)
+    # text alone: the two objectives' inputs differ alike in the RM and in the untrained base: not learning
+    text = _study(gen, mu, shift, shift)
+    assert text["sets_differ"]["ci95"][0] > 0.1  # the RM's own difference is large ...
+    c = claim_sets_differ({"mean_act": {"20": text}}, "mean_act", 20, 0.05, 0.1)
+    assert (
+        c.verdict != "supported" and abs(c.effect["sets_differ"]) < 0.1
+    )  # ... but no larger than the base's
+    # learning: the RM's sets differ where the base's do not
+    c = claim_sets_differ({"mean_act": {"20": _study(gen, mu, shift)}}, "mean_act", 20, 0.05, 0.1)
     assert c.verdict == "supported" and c.ci95["sets_differ"][0] > 0
     assert (
         "the objectives' neuron sets differ more than sampling noise (top 20%, mean_act): **supported**."
@@ -193,7 +232,11 @@ def test_sets_differ_verdicts_placebo_and_real_difference():
     # the summary table's numbers: the observed and null Jaccard and the effect with its CI, from the claim
     n, ci = c.numbers, c.ci95["sets_differ"]
     assert f"Jaccard {n['jaccard']:.3f} vs {n['jaccard_permutation']:.3f}" in c.key
-    assert f"{n['jaccard_permutation'] - n['jaccard']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" in c.key
+    assert f"{n['rm_effect'] - n['base_effect']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" in c.key
+    # without the base's difference the claim cannot tell learning from text
+    bare = {k: v for k, v in _study(gen, mu, shift).items() if k != "learning"}
+    c = claim_sets_differ({"mean_act": {"20": bare}}, "mean_act", 20, 0.05, 0.1)
+    assert c.verdict == "not testable here" and "trained-minus-base" in c.evidence
     # an old overlap.json without the null: inconclusive, with the reason
     old = claim_sets_differ({"mean_act": {"5": {"jaccard": 0.5}}}, "mean_act", 5, 0.05, 0.1)
     assert old.verdict == "inconclusive" and "no permutation null" in old.evidence

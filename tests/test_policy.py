@@ -5,6 +5,7 @@ import torch
 from rmtension.data.types import Turn
 from rmtension.policy.decode import left_pad, positions
 from rmtension.policy.sampling import (
+    nucleus_among_top,
     build_prompt_ids,
     decode_responses,
     filter_logits,
@@ -144,6 +145,43 @@ def test_filter_logits_matches_transformers_warpers(top_k, top_p):
     assert torch.equal(got[~torch.isinf(got)], logits[~torch.isinf(got)])
 
 
+def test_nucleus_among_top_keeps_the_full_filters_set_and_probabilities():
+    # hand-worked: probabilities 0.5, 0.3, 0.15, 0.05 (ids 2, 0, 3, 1); top-p 0.7 keeps the tokens
+    # whose more likely tokens hold < 0.7: id 2 (0), id 0 (0.5); id 3 has 0.8 above it
+    logits = torch.tensor([[0.3, 0.05, 0.5, 0.15]]).log()
+    ids, weights = nucleus_among_top(logits, 0.7, k=4)
+    assert ids.tolist() == [[0, 1, 2, 3]]  # vocabulary order
+    torch.testing.assert_close(weights, torch.tensor([[0.3, 0.0, 0.5, 0.0]]))
+    # top 2 hold 0.8 >= 0.7 only from the third token on: k = 2 cannot show where the nucleus ends
+    assert nucleus_among_top(logits, 0.7, k=2) is None
+    assert nucleus_among_top(logits, 0.7, k=3) is not None
+    torch.manual_seed(0)
+    peaked = torch.randn(64, 5000) * 4  # a few dozen tokens hold 0.9
+    full = torch.isfinite(filter_logits(peaked, 0, 0.9))
+    ids, weights = nucleus_among_top(peaked, 0.9, k=256)
+    kept = torch.zeros_like(full).scatter(1, ids, weights > 0)
+    assert torch.equal(kept, full)
+    torch.testing.assert_close(weights, peaked.softmax(-1).gather(1, ids) * (weights > 0))
+
+
+def test_next_tokens_prefilter_draws_what_the_full_sort_draws():
+    """Same uniforms, same tokens: the prefilter changes how the nucleus is found, not the draw;
+    where the nucleus is wider than the prefilter (flat logits) it falls back to the full sort."""
+    torch.manual_seed(0)
+    peaked, flat = torch.randn(2000, 5000) * 4, torch.randn(500, 5000) * 0.1
+    for logits in (peaked, flat):
+        full = next_tokens(logits, 0.7, 0, 0.9, torch.Generator().manual_seed(3))
+        fast = next_tokens(logits, 0.7, 0, 0.9, torch.Generator().manual_seed(3), prefilter=256)
+        assert torch.equal(fast, full)
+    assert nucleus_among_top(flat / 0.7, 0.9, 256) is None  # the flat case did take the fallback
+    assert nucleus_among_top(peaked / 0.7, 0.9, 256) is not None
+    # top-k set, or top-p off: the prefilter does not apply and the draws are the plain ones
+    for top_k, top_p in ((5, 0.9), (0, 1.0)):
+        plain = next_tokens(peaked, 0.7, top_k, top_p, torch.Generator().manual_seed(4))
+        asked = next_tokens(peaked, 0.7, top_k, top_p, torch.Generator().manual_seed(4), prefilter=256)
+        assert torch.equal(asked, plain)
+
+
 def test_sort_ascending_is_torch_sort_up_to_the_order_of_equal_values():
     torch.manual_seed(0)
     distinct = torch.randperm(1000).float().view(2, 500) / 7  # no ties: the same order as torch.sort
@@ -234,3 +272,18 @@ def test_smollm2_greedy_equals_generate_in_fp32():
         pad_id=policy.pad_id,
     )
     assert got.tokens == [e for e in expected for _ in range(2)]
+
+
+def test_fp16_sampling_weights_are_refused_where_claims_read_the_samples():
+    from rmtension.config import StudyConfig
+    from rmtension.errors import ConfigError
+
+    fast = {"policy": {"sampling_weights": "fp16"}, "pm_halves": {}}
+    for stage in ("bon", "rl"):
+        with pytest.raises(ConfigError, match=f"policy.sampling_weights: {stage} needs `exact`"):
+            StudyConfig.model_validate({**fast, stage: {}})
+    assert StudyConfig.model_validate(fast).policy.sampling_weights == "fp16"  # e.g. `rmtension sample`
+    assert (
+        StudyConfig.model_validate({"policy": {}, "pm_halves": {}, "bon": {}}).policy.sampling_weights
+        == "exact"
+    )

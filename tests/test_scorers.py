@@ -12,8 +12,10 @@ from rmtension.judges.neurons import (
     BASE_SCORERS,
     SCORERS,
     NeuronSums,
+    at_positions,
     attribution_sums,
     fire_counts,
+    read_positions,
     real_tokens,
     score_neurons,
     sq_change_sums,
@@ -92,6 +94,25 @@ def test_finalize_by_hand():
 # ---- a tiny model, the slow way --------------------------------------------------------------
 
 
+def test_read_position_mean_by_hand():
+    # last real token of each row: positions 1, 0, 2, 0; values (3, 0), (2, 2), (5, -3), (-1, 0.5)
+    assert read_positions(MASK, first=False).tolist() == [1, 0, 2, 0]
+    assert read_positions(MASK, first=True).tolist() == [0, 0, 0, 0]
+    torch.testing.assert_close(
+        at_positions(ACTS, read_positions(MASK, False)),
+        torch.tensor([[3.0, 0.0], [2.0, 2.0], [5.0, -3.0], [-1.0, 0.5]]),
+    )
+    for first, want in ((False, [2.25, -0.125]), (True, [0.5, 1.375])):  # means of the four rows
+        s = NeuronSums.zeros(1, 2)
+        s.add_batch(MASK)
+        s.read_at = read_positions(MASK, first)
+        s.add_layer(0, ACTS, MASK)
+        got = s.finalize(["mean_act"])
+        torch.testing.assert_close(got["mean_act_read"][0], torch.tensor(want))
+        # the token mean over the 7 real tokens is another number: (8 / 7, 0.5)
+        torch.testing.assert_close(got["mean_act"][0], torch.tensor([8 / 7, 0.5]))
+
+
 def _pairs() -> EncodedPairs:
     g = torch.Generator().manual_seed(0)
     lengths = [(9, 4), (3, 7), (6, 6), (2, 10), (5, 3)]
@@ -116,6 +137,9 @@ def _slow_scores(model, base, enc: EncodedPairs) -> dict[str, torch.Tensor]:
     gated = model.config.model_type == "llama"
     assert not gated or model.config.hidden_act == "silu"
     attr = torch.zeros(len(names), 64)
+    attr_read = torch.zeros(len(names), 64)
+    read = []  # [L, N] per row: the activation where the head reads (BERT: position 0; else the last token)
+    at = 0 if model.config.model_type == "bert" else -1
     sq = torch.zeros(len(names), 64)
     for i in range(len(enc)):
         per_side, rewards = {}, {}
@@ -146,6 +170,8 @@ def _slow_scores(model, base, enc: EncodedPairs) -> dict[str, torch.Tensor]:
         grads = torch.autograd.grad(margin, flat)
         for k, (a, g) in enumerate(zip(flat, grads)):
             attr[k % len(names)] += (a.detach() * g)[0].sum(0)
+            attr_read[k % len(names)] += (a.detach() * g)[0, at]
+        read += [acts[side][-1][:, at] for side in ("c", "r")]
     chosen = torch.cat(acts["c"], dim=1)  # [L, Tc_total, N]
     rejected = torch.cat(acts["r"], dim=1)
     every = torch.cat([chosen, rejected], dim=1)
@@ -156,6 +182,8 @@ def _slow_scores(model, base, enc: EncodedPairs) -> dict[str, torch.Tensor]:
         "rms_change": (sq / every.shape[1]).sqrt(),
         "attribution": attr / len(enc),
         "contrast": chosen.mean(1) - rejected.mean(1),
+        "mean_act_read": torch.stack(read).mean(0),
+        "attribution_read": attr_read / len(enc),
     }
 
 
@@ -167,7 +195,7 @@ def test_streaming_scores_match_slow_computation(family):
     expected = _slow_scores(model, base, enc)
     got = score_neurons({"rm": model}, enc, pad_id=0, base=base, batch_size=2, bf16=False)["rm"]
     assert got.n_pairs == 5 and got.n_tokens == sum(map(len, enc.chosen + enc.rejected))
-    for name in SCORERS:
+    for name in (*SCORERS, "mean_act_read", "attribution_read"):
         assert got.scores[name].shape == (2, 64)
         torch.testing.assert_close(got.scores[name], expected[name], atol=2e-5, rtol=1e-4, msg=name)
     assert all(p.requires_grad for p in model.parameters()), "parameters must be unfrozen afterwards"
@@ -175,6 +203,7 @@ def test_streaming_scores_match_slow_computation(family):
     quick = score_neurons(
         {"rm": model}, enc, pad_id=0, scorers=["mean_act", "fire_rate", "contrast"], batch_size=3, bf16=False
     )["rm"]
+    assert "attribution_read" not in quick.scores
     for name in quick.scores:
         torch.testing.assert_close(quick.scores[name], expected[name], atol=2e-5, rtol=1e-4, msg=name)
     assert sum(len(m._forward_pre_hooks) for m in model.modules()) == 0
@@ -195,7 +224,7 @@ def test_scorer_subset_and_errors():
     enc = _pairs()
     model = tiny_reward_model("gpt_neox")
     out = score_neurons({"m": model}, enc, 0, scorers=["mean_act", "contrast"], batch_size=4)["m"]
-    assert set(out.scores) == {"mean_act", "contrast"}
+    assert set(out.scores) == {"mean_act", "contrast", "mean_act_read"}  # the read position beside
     with pytest.raises(ValueError, match="base backbone"):
         score_neurons({"m": model}, enc, 0, scorers=["rms_change"])
     with pytest.raises(ValueError, match="unknown scorers"):
@@ -260,8 +289,9 @@ def test_base_backbone_scored_in_the_same_pass():
     model, base = tiny_reward_model("gpt2", seed=0), tiny_reward_model("gpt2", seed=1)
     out = score_neurons({"rm": model}, enc, 0, base=base, batch_size=2, bf16=False, score_base=True)
     alone = score_neurons({"b": base}, enc, 0, scorers=BASE_SCORERS, batch_size=4, bf16=False)["b"]
-    assert set(out["base"].scores) == set(BASE_SCORERS) == {"mean_act", "fire_rate", "contrast"}
-    for name in BASE_SCORERS:
+    assert set(BASE_SCORERS) == {"mean_act", "fire_rate", "contrast"}
+    assert set(out["base"].scores) == {*BASE_SCORERS, "mean_act_read"}
+    for name in (*BASE_SCORERS, "mean_act_read"):
         torch.testing.assert_close(out["base"].scores[name], alone.scores[name], atol=2e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="base backbone"):
         score_neurons({"rm": model}, enc, 0, score_base=True)

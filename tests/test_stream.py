@@ -121,6 +121,7 @@ def test_one_policy_samples_two_rows_exactly_as_sample_does(policies):
         assert d.settings == {
             "model": policy.path,
             "dtype": "float32",
+            "sampling_weights": "exact",
             "temperature": 0.9,
             "top_p": 0.95,
             "top_k": 50,

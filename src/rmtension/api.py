@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rmtension.audit.config import find_suite
 from rmtension.audit.stats import audit_breakdown, wrong_pairs
 from rmtension.audit.suite import load_suite, suite_pairs
 from rmtension.config import DataConfig, resolve_data_path
@@ -113,6 +114,7 @@ def load_test_set(spec: str, data: DataConfig | None = None) -> TestSet:
             raise RmtensionError("test set rmb needs its folder or file: rmb:PATH (RMB pairwise set)")
         return TestSet("rmb", list(load_rmb(folder, lenient=data.lenient).pairs), source=folder)
     if kind == "suite" and rest:
+        rest = find_suite(rest)
         suite = load_suite(rest)
         pairs = suite_pairs(suite)
         return TestSet(

@@ -106,7 +106,7 @@ def _mount(command: str | None = None) -> None:
     mount_neurons(app)  # `neurons score|select|overlap|claims`, `ablate`
     app.add_typer(optimise_app)  # `policy sample`, `bon`, `rl`
     mount_judge(app)  # `judge eval|dissect`
-    app.add_typer(loop_app, name="loop", help="The steering loop's tools (detectors, capability set).")
+    app.add_typer(loop_app, name="loop", help="The steering loop: run, report, detectors, capability set.")
 
 
 OWN_COMMANDS = ("study", "report", "compare")

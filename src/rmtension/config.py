@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from rmtension.combine.config import CombineConfig
 from rmtension.errors import ConfigError
-from rmtension.audit.config import AuditConfig, find_suite
+from rmtension.audit.config import AuditConfig, find_beside, find_suite
 from rmtension.neurons.config import AblationConfig, NeuronsConfig, check_neuron_sections
 from rmtension.policy.config import (
     BonConfig,
@@ -29,6 +29,7 @@ from rmtension.policy.config import (
     RLConfig,
     check_optimise_sections,
 )
+from rmtension.yaml_file import read_mapping
 from rmtension.strict import OBJECTIVES, Strict
 
 __all__ = ["OBJECTIVES", "Strict", "StudyConfig", "load_config"]
@@ -114,6 +115,10 @@ class DataConfig(Strict):
     """Planted label noise (a positive control, `configs/planted.yaml`): objective -> share of its pairs
     in the mixed RM's training set whose chosen and rejected replies are swapped (seeded; counted in
     `data/summary.json`). Single RMs, controls, validation and test pairs keep their labels."""
+    shuffle_labels: bool = False
+    """A negative control for the neuron claims: every RM's training pairs have chosen and rejected
+    swapped on a seeded half (a coin per pair id, `rmtension.data.flips.shuffle_labels`), so the labels
+    carry nothing to learn; validation and test pairs keep theirs (counted in `data/summary.json`)."""
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -382,29 +387,30 @@ def load_config(
     source = "config"
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        raw = read_mapping(path, "config", "top level must be a mapping of sections", empty_ok=True)
     for name in present:  # before the overrides, so `neurons.max_pairs=6` reaches a saved `neurons: null`
         if raw.get(name) is None:
             raw[name] = {}
     raw = apply_overrides(raw, overrides or [])
+    config_dir = None if path is None else Path(path).parent
+    _extra_beside_config(raw, config_dir)
     try:
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
     if cfg.audit is not None and cfg.audit.enabled:  # a relative suite path also works from another folder
-        cfg.audit.suite = find_suite(cfg.audit.suite, None if path is None else Path(path).parent)
+        cfg.audit.suite = find_suite(cfg.audit.suite, config_dir)
     return cfg
+
+
+def _extra_beside_config(raw: dict, config_dir: Path | None) -> None:
+    """`data.extra_train` paths, like the audit suite's, also resolve beside the config file (in place,
+    before validation, so each file's SHA-256 is taken from the file meant)."""
+    data = raw.get("data")
+    entries = data.get("extra_train") if isinstance(data, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            entry["path"] = find_beside(entry["path"], config_dir)
 
 
 def config_hash(*parts: BaseModel | dict | str | None) -> str:

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from rmtension.neurons.config import claim_settings
+from rmtension.ablation.relative import identified_relative
+from rmtension.neurons.config import AblationConfig, claim_settings
 from rmtension.run.runio import read_json
+from rmtension.run.saved_config import read_config
 from rmtension.stats.pvalues import nearest_p, p_phrase
 from rmtension.stats.finding import (
     CROSS_ABLATION,
@@ -38,6 +40,7 @@ from rmtension.stats.finding import (
 )
 from rmtension.stats.verdicts import (
     INCONCLUSIVE,
+    NOT_RUN,
     all_of,
     claim_min_effect,
     equivalence_verdict,
@@ -323,7 +326,59 @@ def ablation_claims(
     return [out.get(cid) or not_run(cid, ("ablation",), run_dir, SOURCES[cid]) for cid in SOURCES]
 
 
+NEURONS_CONFIG = "configs/neurons.yaml"
+"""The config whose design can decide the neuron-ablation claims (the paper's top-p, zero mode, seeds,
+skill and positive-control gates, margins in the paper's unit)."""
+
+
 def findings(run_dir: Path) -> list[Finding]:
-    """The ablation stage's claims at the run's claim settings (mean ablation)."""
+    """The ablation stage's claims at the run's claim settings.
+
+    A run whose `ablation.relative_margins` is set (`configs/neurons.yaml`) decides `neurons_identified`
+    in the paper's unit where it can hold (`rmtension.ablation.relative`); the other three are not in
+    that design. Any other run (the default: one trained block, top 5%, mean mode, one seed, margins in
+    SDs) describes its smaller analysis: each claim keeps its numbers, with the verdict "not run" and a
+    pointer to `configs/neurons.yaml`.
+    """
+    raw = read_config(run_dir).get("ablation") or {}
+    acfg = AblationConfig.model_validate(raw)
+    if acfg.relative_margins and (run_dir / "ablation.csv").exists():
+        st = claim_settings(run_dir)
+        frame = pd.read_csv(run_dir / "ablation.csv")
+        ident = identified_relative(
+            run_dir,
+            frame,
+            acfg.claim_points(),
+            acfg.relative_margins,
+            acfg.scorers[0],
+            acfg.claim_mode,
+            acfg.positive_control,
+            st["rm"],
+        )
+        why = (
+            "Not run in this design: its RMs are ablated on their own objective only "
+            "(`ablation.own_objective`); the claim needs the mixed RM's sets on both objectives."
+        )
+        rest = [
+            Finding(cid, NOT_RUN, why, SOURCES[cid], test=TESTS[cid][0], null=TESTS[cid][1])
+            for cid in SOURCES
+            if cid != NEURONS_IDENTIFIED
+        ]
+        return [ident, *rest]
     st = claim_settings(run_dir)
-    return ablation_claims(run_dir, st["p"], st["scorer"], "mean", st["rm"])
+    described = ablation_claims(run_dir, st["p"], st["scorer"], "mean", st["rm"])
+    return [_described(f) for f in described]
+
+
+def _described(f: Finding) -> Finding:
+    """A claim of the smaller analysis kept as description: "not run", its numbers and a pointer."""
+    if f.verdict == NOT_RUN:
+        return f
+    f.numbers = {**f.numbers, "described_verdict": f.verdict}
+    f.evidence = (
+        f"Not run: this design cannot decide it (it lacks the paper's top-p and zero mode, seeds as the unit, "
+        f"the skill and positive-control gates and margins in the paper's unit); `{NEURONS_CONFIG}` can. "
+        f"Its own numbers, as description (the equivalence rule would say {f.verdict}): {f.evidence}"
+    )
+    f.verdict = NOT_RUN
+    return f

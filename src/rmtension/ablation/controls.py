@@ -4,8 +4,8 @@
               (`rmtension.judges.select.random_controls`);
 - magnitude:  as many neurons in every (layer, mean-|activation| decile) bin as the set, drawn
               uniformly from that bin. Deciles are per layer, from |mean activation| over the set's
-              objective's scoring data (`mean_act/<objective>`), so a set of very active neurons is
-              compared with equally active random ones of the same layers.
+              objective's scoring data at the read position (`mean_act_read/<objective>`), so a set
+              of very active neurons is compared with equally active random ones of the same layers.
 
 Both draw from all neurons of the layer (or bin), the set's own included, as a random set of
 that layer would; a bin the set fills entirely gives a control equal to the set there.

@@ -4,10 +4,13 @@ Every (scorer, p, set, mode) is one plan entry: the set's own condition and, per
 (`rmtension.ablation.controls`), `draws` random sets (`draws_for`). The five sets at `claim_p` carry
 the claims; the size-matched sets `<a>@<b>` (influence) get no controls of their own.
 
-Mean ablation replaces each neuron by its mean activation over the set's objective's scoring
-data (`mean_act/helpful` for helpful_top and helpful_only, `mean_act/harmless` for the harmless
-sets, their average for `shared`); a set's random controls use the same values, and its
-magnitude-matched controls are binned by the absolute value of the same means.
+Mean ablation replaces each neuron by its mean activation at the position the score head reads, over
+the set's objective's scoring data (`mean_act_read/helpful` for helpful_top and helpful_only,
+`mean_act_read/harmless` for the harmless sets, their average for `shared`;
+`rmtension.judges.neurons`), never by its mean over all tokens: the head reads one position, and a
+token mean written there is an injected off-distribution value, not the neuron's removal. The value
+is written at every position of the ablated neurons. A set's random controls use the same values,
+and its magnitude-matched controls are binned by the absolute value of the same means.
 """
 
 from __future__ import annotations
@@ -43,29 +46,49 @@ def set_objective(name: str) -> str:
     return "both" if name.startswith("shared") else SET_OBJECTIVE.get(name.split("@")[0], "both")
 
 
+READ_MEAN = "mean_act_read"
+"""Score key of the mean activation at the read position (`rmtension.judges.neurons`)."""
+
+
 def mean_values(tensors: dict[str, torch.Tensor], objective: str) -> torch.Tensor:
-    """[L, N] replacement values for mean ablation (see the module docstring)."""
-    if "mean_act/helpful" not in tensors:
+    """[L, N] replacement values for mean ablation: the mean at the read position (module docstring)."""
+    if f"{READ_MEAN}/helpful" not in tensors:
         raise ConfigError(
-            "ablation: mean ablation and magnitude-matched controls need the mean_act scores; "
-            "add mean_act to neurons.scorers"
+            "ablation: mean ablation and magnitude-matched controls need the mean activation at the read "
+            "position (mean_act_read); add mean_act to neurons.scorers and re-run the neuron stage"
         )
     if objective == "both":
-        return (tensors["mean_act/helpful"] + tensors["mean_act/harmless"]) / 2
-    return tensors[f"mean_act/{objective}"]
+        return (tensors[f"{READ_MEAN}/helpful"] + tensors[f"{READ_MEAN}/harmless"]) / 2
+    return tensors[f"{READ_MEAN}/{objective}"]
 
 
-def draws_for(cfg: AblationConfig, p: float, claim_p: float, mode: str, name: str) -> int:
+def draws_for(
+    cfg: AblationConfig, p: float, claim_ps: list[float], mode: str, name: str, scorer: str = ""
+) -> int:
     """Random draws per control kind: `random_draws` where a claim is decided against the controls
-    (`AGAINST_RANDOM` at `claim_p`, mean mode), `zero_draws` for zero mode at `claim_p`, `sweep_draws`
-    elsewhere; none for the size-matched sets."""
-    if "@" in name:
+    (`AGAINST_RANDOM` at a claim p, in `claim_mode`), `draws_beside()` in the other mode at a claim p,
+    `sweep_draws` elsewhere; none for the size-matched sets and for the positive control's sets
+    (they borrow the claim sets' controls, `borrow_controls`)."""
+    if "@" in name or (scorer and scorer == cfg.positive_control and scorer != cfg.scorers[0]):
         return 0
-    if p != claim_p:
+    if p not in claim_ps:
         return cfg.sweep_draws
-    if mode == "zero":
-        return cfg.zero_draws
+    if mode != cfg.claim_mode:
+        return cfg.draws_beside()
     return cfg.random_draws if name in AGAINST_RANDOM else cfg.sweep_draws
+
+
+def borrow_controls(plan: list[dict], cfg: AblationConfig) -> None:
+    """Give each positive-control entry (scorer `cfg.positive_control`) the random controls of the claim
+    scorer's entry of the same p, set and mode (the same number of neurons), in place."""
+    if cfg.positive_control is None or cfg.positive_control == cfg.scorers[0]:
+        return
+    claim = {(e["p"], e["set"], e["mode"]): e for e in plan if e["scorer"] == cfg.scorers[0]}
+    for e in plan:
+        own = claim.get((e["p"], e["set"], e["mode"]))
+        if e["scorer"] == cfg.positive_control and own is not None and own["n"] == e["n"]:
+            e["controls"] = dict(own["controls"])
+            e["controls_of"] = own["key"]
 
 
 def build_conditions(
@@ -85,10 +108,10 @@ def build_conditions(
         whole = None if values is None else model_mask(doc, values, layers)
         return Condition(model_mask(doc, mask, layers), whole)
 
-    claim_p = float(nearest_p(ps, cfg.claim_p))
+    claim_ps = sorted({float(nearest_p(ps, q)) for q in cfg.claim_points()})
     for scorer in cfg.scorers:
         for p in ps:
-            names = [n for n in cfg.sets if p == claim_p or cfg.sweep_sets is None or n in cfg.sweep_sets]
+            names = [n for n in cfg.sets if p in claim_ps or cfg.sweep_sets is None or n in cfg.sweep_sets]
             masks = {name: set_mask(doc, rm, scorer, p, name) for name in names}
             if cfg.influence_matched and "shared" in masks:
                 for other in (o for o in ONLY if o in masks):
@@ -102,7 +125,7 @@ def build_conditions(
                     values = None if mode == "zero" else mean_values(tensors, set_objective(name))
                     key = f"{scorer}|{p_key(p)}|{name}|{mode}"
                     conds[key] = condition(mask, values)
-                    draws = draws_for(cfg, p, claim_p, mode, name)
+                    draws = draws_for(cfg, p, claim_ps, mode, name, scorer)
                     kinds: dict[str, list[str]] = {}
                     for kind in cfg.controls if draws else ():
                         magnitude = (
@@ -124,4 +147,5 @@ def build_conditions(
                             "seed": seed,
                         }
                     )
+    borrow_controls(plan, cfg)
     return conds, plan

@@ -22,7 +22,12 @@ set a cut to the size of set b. Columns, after the documented first eleven (`COL
 - margin_sd: the SD of the unablated margin on that test set, the unit of the standardised
   columns std_delta_margin (with std_ci_lo / std_ci_hi) and std_vs_random (delta_vs_random / margin_sd,
   with std_vs_random_ci_lo / std_vs_random_ci_hi), which the claims read;
-- control_seed.
+- control_seed;
+- the paper's unit, the relative accuracy drop: rel_drop_vs_base = (acc_clean - acc_set) / acc_clean
+  and rel_drop_vs_random = (acc_controls - acc_set) / acc_clean (per-pair mean correctness over the
+  draws), each with its paired bootstrap CI (`_ci_lo`, `_ci_hi`), and the latter's bootstrap SE
+  (`rel_drop_vs_random_se`, what the seed-level interval of the claims adds up;
+  `rmtension.ablation.stats.relative_drop`).
 """
 
 from __future__ import annotations
@@ -84,6 +89,13 @@ COLUMNS = [
     "random_min",
     "random_max",
     "control_seed",
+    "rel_drop_vs_base",
+    "rel_drop_vs_base_ci_lo",
+    "rel_drop_vs_base_ci_hi",
+    "rel_drop_vs_random",
+    "rel_drop_vs_random_ci_lo",
+    "rel_drop_vs_random_ci_hi",
+    "rel_drop_vs_random_se",
 ]
 
 
@@ -130,12 +142,16 @@ def run_ablation(
     tok = tokenizer or load_tokenizer(
         str(ctx.rm_dir(first["objective"], first["seed"])), mcfg.max_length, mcfg.trust_remote_code
     )
-    encs = _test_pairs(ctx, cfg, tok)
+    rcfgs = {rm: rm_config(cfg, doc["rms"][rm]["objective"]) for rm in rms}
+    by_tests = {tuple(c.test_sets): c for c in rcfgs.values()}
+    encs_of = {k: _test_pairs(ctx, c, tok) for k, c in by_tests.items()}
     bf16 = resolve_bf16(cfg.bf16, device())
     out: dict[str, list] = {"rows": [], "influence": [], "cross": [], "dissociation": []}
     layers = int(doc.get("first_layer", 0)) + doc["shape"][0]  # the analysed blocks run to the top
-    plans = {rm: build_conditions(doc, scores[rm][0], rm, cfg, ps, layers) for rm in rms}
-    total = sum(len(part_conditions(*plans[rm], part)) for rm in rms for part in encs)
+    plans = {rm: build_conditions(doc, scores[rm][0], rm, rcfgs[rm], ps, layers) for rm in rms}
+    total = sum(
+        len(part_conditions(*plans[rm], part)) for rm in rms for part in encs_of[tuple(rcfgs[rm].test_sets)]
+    )
     with stage_bar("ablation", total, "condition") as bar:
         for rm in rms:
             r = doc["rms"][rm]
@@ -147,7 +163,7 @@ def run_ablation(
             ).to(device())
             conds, plan = plans[rm]
             per_test: Margins = {}
-            for part, (enc, slices) in encs.items():
+            for part, (enc, slices) in encs_of[tuple(rcfgs[rm].test_sets)].items():
                 run = part_conditions(conds, plan, part)
                 t1 = time.perf_counter()
                 clean, margins = run_conditions(
@@ -160,7 +176,7 @@ def run_ablation(
                 )
                 for t, sl in slices.items():
                     per_test[t] = (clean[sl], {k: m[sl] for k, m in margins.items()})
-            for key, items in summarise(rm, plan, per_test, cfg).items():
+            for key, items in summarise(rm, plan, per_test, rcfgs[rm]).items():
                 out[key] += items
             del model
             interrupt.check(f"after ablating {rm}")
@@ -191,6 +207,15 @@ def run_ablation(
     write_manifest(run_dir, ABLATION, h, outputs)
     log(f"ablation: done in {time.perf_counter() - t0:.0f}s")
     return outputs[0]
+
+
+def rm_config(cfg: AblationConfig, objective: str) -> AblationConfig:
+    """The ablation settings of one RM: under `own_objective` a single-objective RM gets its own top set
+    on its own test set only (`<objective>_top` on `<objective>`); any other RM gets `cfg` itself."""
+    own = f"{objective}_top"
+    if not cfg.own_objective or own not in cfg.sets or objective not in cfg.test_sets:
+        return cfg
+    return cfg.model_copy(update={"sets": [own], "test_sets": [objective], "influence_matched": False})
 
 
 def part_conditions(conds: dict, plan: list[dict], part: str) -> dict:

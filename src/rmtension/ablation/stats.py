@@ -75,6 +75,37 @@ def versus_controls(
     }
 
 
+def relative_drop(
+    clean: np.ndarray,
+    ablated: np.ndarray,
+    controls: list[np.ndarray] | None,
+    idx: np.ndarray,
+    level: float = 0.95,
+) -> dict:
+    """The paper's unit: the relative accuracy drop (acc_ref - acc_set) / acc_clean, with its CI and SE.
+
+    clean, ablated [P] and each control draw [P]: margins; correctness c = 1 (margin > 0), 0.5 (tie),
+    0 (margin < 0). acc_ref is the per-pair mean correctness over the control draws, or the clean
+    model's where `controls` is None; so with controls
+
+        rel_drop = (mean_i mean_d c(control_d)_i - mean_i c(set)_i) / mean_i c(clean)_i
+
+    idx [B, P]: bootstrap resamples of the pairs; each replicate recomputes numerator and denominator on
+    its pairs (a ratio estimate), `se` is the SD of the replicates.
+    """
+    c_clean = (np.sign(clean) + 1) / 2
+    c_set = (np.sign(ablated) + 1) / 2
+    c_ref = c_clean if controls is None else np.mean([(np.sign(x) + 1) / 2 for x in controls], axis=0)
+    v = c_ref - c_set
+    reps = v[idx].mean(1) / np.maximum(c_clean[idx].mean(1), 1e-12)
+    lo, hi = interval(reps, level)
+    return {
+        "rel_drop": float(v.mean() / max(c_clean.mean(), 1e-12)),
+        "ci": [lo, hi],
+        "se": float(np.std(reps, ddof=1)) if len(reps) > 1 else float("nan"),
+    }
+
+
 def standardised_drop(clean: np.ndarray, ablated: np.ndarray, sd: float) -> np.ndarray:
     """[P] per-pair drop (clean - ablated) / sd: positive where the ablation hurts."""
     return (clean - ablated) / sd

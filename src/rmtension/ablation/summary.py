@@ -13,6 +13,7 @@ from rmtension.ablation.stats import (
     margin_sd,
     mean_ci,
     paired_t,
+    relative_drop,
     versus_controls,
 )
 from rmtension.neurons.config import AblationConfig
@@ -72,9 +73,22 @@ def set_row(
         "margin": float(m.mean()),
         **margin_change(clean, m, idx, cfg.ci, sd),
     }
+    base = relative_drop(clean, m, None, idx, cfg.ci)
+    row.update(
+        rel_drop_vs_base=base["rel_drop"],
+        rel_drop_vs_base_ci_lo=base["ci"][0],
+        rel_drop_vs_base_ci_hi=base["ci"][1],
+    )
     if ctrl:
         rand = [float(correctness(x).mean()) for x in ctrl]
         row.update(versus_controls(m, ctrl, idx, cfg.ci, sd))
+        rel = relative_drop(clean, m, ctrl, idx, cfg.ci)
+        row.update(
+            rel_drop_vs_random=rel["rel_drop"],
+            rel_drop_vs_random_ci_lo=rel["ci"][0],
+            rel_drop_vs_random_ci_hi=rel["ci"][1],
+            rel_drop_vs_random_se=rel["se"],
+        )
         row.update(
             random_accuracy=float(np.mean(rand)),
             random_min=min(rand),

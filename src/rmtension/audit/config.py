@@ -16,7 +16,8 @@ class AuditConfig(Strict):
     """Run every trained RM on the suite in `rmtension study`."""
     suite: str = SHIPPED_SUITE
     """Suite file (`rmtension.audit.suite`). A relative path is looked up in the working directory,
-    then beside the config file and its parent folder, then in the project the package came from."""
+    then beside the config file and its parent folder, then among the suites shipped inside the
+    package (`suites/healthcare_scheduling.yaml` is one)."""
     bootstrap: int = Field(2000, ge=100)
     """Bootstrap resamples of the scenario-level CIs."""
     ci: float = Field(0.95, gt=0, lt=1)
@@ -25,16 +26,26 @@ class AuditConfig(Strict):
     """Pairs per forward."""
 
 
-def find_suite(suite: str, config_dir: Path | None) -> str:
-    """The suite file: as given (absolute, or relative to the working directory), else beside the config
-    file or in its parent folder (`configs/` sits in the project root), else in the project this package
-    was installed from. Unchanged when none exists (the stage then says so in one line)."""
-    path = Path(suite)
+PACKAGE_DIR = Path(__file__).resolve().parent
+"""Holds `suites/`, shipped as package data, so an installed wheel finds the shipped suite too."""
+
+
+def find_beside(name: str, config_dir: Path | None, package_dir: Path | None = None) -> str:
+    """A relative file path as the user meant it: as given (absolute, or relative to the working
+    directory), else beside the config file or in its parent folder (`configs/` sits in the project
+    root), else under `package_dir`. Unchanged when none exists (the reader then says so in one line)."""
+    path = Path(name)
     if path.is_absolute() or path.is_file():
-        return suite
+        return name
     folders = [config_dir, config_dir.parent] if config_dir is not None else []
-    folders.append(Path(__file__).resolve().parents[3])  # <project>/src/rmtension/audit/config.py
+    if package_dir is not None:
+        folders.append(package_dir)
     for folder in folders:
         if (folder / path).is_file():
             return str((folder / path).resolve())
-    return suite
+    return name
+
+
+def find_suite(suite: str, config_dir: Path | None = None) -> str:
+    """The suite file (`find_beside`), falling back to the suites shipped in the package."""
+    return find_beside(suite, config_dir, PACKAGE_DIR)

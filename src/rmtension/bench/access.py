@@ -4,6 +4,10 @@ A login link carries a random token; the server exchanges it once for a session 
 forgets it. The CSRF token of a page is a hash of the session cookie's value: a forged
 cross-site post can read neither the cookie nor the page, so it cannot send the token, and
 the token outlives a server restart as the session does.
+
+Login itself is guarded the same way (against a third-party page signing a reviewer into another
+account): the login page sets a random `login nonce` cookie (SameSite=Strict) and puts a hash of it
+in its form (`login_csrf`), and only a POST that carries both exchanges a token.
 """
 
 from __future__ import annotations
@@ -37,8 +41,34 @@ def csrf_token(session_token: str) -> str:
     return hashlib.sha256(b"csrf:" + session_token.encode()).hexdigest()
 
 
+def _same_text(expected: str, sent: str) -> bool:
+    """Constant-time comparison of `expected` (hex) with browser-sent text, which may hold any
+    characters: `hmac.compare_digest` raises TypeError on non-ASCII str, so compare UTF-8 bytes."""
+    return hmac.compare_digest(expected.encode(), sent.encode("utf-8", "replace"))
+
+
 def csrf_ok(session_token: str, sent: str | None) -> bool:
-    return bool(sent) and hmac.compare_digest(csrf_token(session_token), sent)
+    return bool(sent) and _same_text(csrf_token(session_token), sent)
+
+
+def login_csrf(nonce: str) -> str:
+    return hashlib.sha256(b"login:" + nonce.encode()).hexdigest()
+
+
+def login_csrf_ok(nonce: str | None, sent: str | None) -> bool:
+    return bool(nonce) and bool(sent) and len(nonce) <= 128 and _same_text(login_csrf(nonce), sent)
+
+
+def token_owner(engine: Engine, login_token: str) -> str | None:
+    """The active reviewer whose unused login token this is (the token is not spent), or None."""
+    if not login_token or len(login_token) > 128:
+        return None
+    with engine.connect() as conn:
+        return conn.execute(
+            select(reviewers.c.name).where(
+                reviewers.c.token_hash == digest(login_token), reviewers.c.active.is_(True)
+            )
+        ).scalar()
 
 
 def check_name(name: str) -> str:

@@ -36,15 +36,29 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback unless told otherwise)."),
     port: int = typer.Option(8000, help="Port."),
     cache_dir: str = typer.Option(None, "--cache-dir", help="Model cache for packaged policies."),
+    secure_cookies: bool = typer.Option(
+        False,
+        "--secure-cookies",
+        help="Mark cookies Secure although the bench itself speaks http: for a TLS-terminating proxy "
+        "in front of it (over https they are Secure anyway).",
+    ),
+    origin: list[str] = typer.Option(
+        [],
+        "--origin",
+        help="An address reviewers open the bench at, e.g. https://bench.example.org, where a proxy in "
+        "front rewrites the Host header; the browser's Origin must then be one of these or this host.",
+    ),
 ) -> None:
     """Serve the bench until interrupted."""
     import uvicorn
 
     from rmtension.bench.app import Bench, make_app
+    from rmtension.bench.web import public_origins
     from rmtension.bench.live import reset_interrupted
     from rmtension.bench.store import put_task
     from rmtension.bench.task import load_task
 
+    origins = public_origins(origin)
     tasks = {t.name: t for t in (load_task(p) for p in task)}
     engine = _engine(db)
     reset_interrupted(engine)
@@ -57,7 +71,8 @@ def serve(
             replies[t.name] = PolicyReplies(t.source, cache_dir)
             replies[t.name].policies()  # load now: the first reviewer should not wait for it
     print(f"bench: serving {', '.join(tasks)} on http://{host}:{port}/", flush=True)
-    uvicorn.run(make_app(Bench(engine, tasks, replies)), host=host, port=port, log_level="warning")
+    bench = Bench(engine, tasks, replies, secure_cookies=secure_cookies, origins=origins)
+    uvicorn.run(make_app(bench), host=host, port=port, log_level="warning")
 
 
 @app.command("add-reviewer")

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from rmtension.bench.records import Turn
 from rmtension.bench.schema import assignments, conversations, items, judgments
-from rmtension.bench.store import Refused, parse_turns, turns_json
+from rmtension.bench.store import NOT_YOURS, Refused, parse_turns, turns_json
 
 MAX_TURN_CHARS = 4000
 MAX_TURNS = 40
@@ -199,7 +199,7 @@ def claim(engine: Engine, item_id: str, reviewer: str) -> tuple[tuple[Turn, ...]
             )
         ).first()
         if asg is None:
-            raise Refused("no such item")
+            raise Refused(NOT_YOURS)
         done = conn.execute(
             update(items)
             .where(items.c.item_id == item_id, items.c.kind == "live", items.c.state == "pending")
@@ -254,5 +254,5 @@ def shown_item(engine: Engine, item_id: str, reviewer: str):
             .where(assignments.c.item_id == item_id, assignments.c.reviewer == reviewer)
         ).first()
     if row is None:
-        raise Refused("no such item")
+        raise Refused(NOT_YOURS)
     return row

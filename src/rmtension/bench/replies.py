@@ -30,9 +30,8 @@ class PolicyReplies:
     def policies(self) -> list[Policy]:
         if not self._policies:
             for name in self.source.policies:
-                self._policies.append(
-                    open_policy(PolicyConfig(backbone=name), self.cache_dir, precision="fp32")
-                )
+                cfg = PolicyConfig(backbone=name, sampling_weights=self.source.sampling_weights)
+                self._policies.append(open_policy(cfg, self.cache_dir, precision="fp32"))
         return self._policies
 
     def stream(self, turns: tuple[Turn, ...], seed: int) -> Iterator[tuple]:

@@ -32,6 +32,11 @@ class Refused(Exception):
     """A request the store will not carry out; the message is for the reviewer."""
 
 
+NOT_YOURS = "no such item among yours"
+"""The one answer for an item id that does not exist and for one assigned to someone else, so that
+the answer does not tell which ids exist."""
+
+
 @dataclass(frozen=True)
 class Shown:
     """An item as one reviewer sees it: which reply is on the left, since when."""
@@ -264,7 +269,7 @@ def _existing(conn, judgment_id: str, reviewer: str) -> Judgment | None:
     if row is None:
         return None
     if row.reviewer != reviewer:
-        raise Refused("that judgment key belongs to someone else")
+        raise Refused("that judgment key is taken: reload the page for a new one")
     return judgment_from_row(row)
 
 
@@ -285,8 +290,10 @@ def record(engine: Engine, task: Task, reviewer: str, choice: Choice) -> Judgmen
                 )
             ).first()
             state = conn.execute(select(items.c.state).where(items.c.item_id == choice.item_id)).scalar()
-            if asg is None or asg.task != task.name or state != "ready":
-                raise Refused("this item is not yours to judge")
+            if asg is None or asg.task != task.name:
+                raise Refused(NOT_YOURS)
+            if state != "ready":
+                raise Refused("these replies are not written yet")
             if asg.done:
                 raise Refused("you have already judged this item")
             values = _judgment_values(choice, task, reviewer, asg)

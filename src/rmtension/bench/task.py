@@ -9,11 +9,11 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rmtension.errors import ConfigError
 from rmtension.strict import Strict
+from rmtension.yaml_file import read_mapping
 
 
 class SourceConfig(Strict):
@@ -29,6 +29,10 @@ class SourceConfig(Strict):
     """Nucleus filter; 1 turns it off."""
     top_k: int = Field(0, ge=0)
     """Keep only the k most likely tokens; 0 turns it off."""
+    sampling_weights: Literal["exact", "fp16"] = "fp16"
+    """What the policies' decode steps multiply by (`policy.sampling_weights`): `fp16` copies of an fp32
+    Llama policy's matrices halve a reply's time on a CPU (log-probs move by up to ~0.005); each
+    judgment records which one drew its replies. `exact` for replies that a claim will read."""
     path: str | None = None
     """Batch only: a JSONL of {"prompt", "reply_a", "reply_b"} or a run directory's bon/samples.parquet."""
 
@@ -86,16 +90,7 @@ def _format_error(err: ValidationError, source: str) -> str:
 
 def load_task(path: str | Path) -> Task:
     """Parse a task YAML; ConfigError naming the file and the key on any problem."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read task ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a task is a mapping of keys (name, mode, guidelines, ...)")
+    raw = read_mapping(path, "task", "a task is a mapping of keys (name, mode, guidelines, ...)")
     try:
         return Task.model_validate(raw)
     except ValidationError as e:

@@ -21,13 +21,13 @@ from rmtension.bench import live, store
 from rmtension.bench.web import HERE, Bench, page, posted
 from rmtension.bench.export import PERSONAL_DATA_WARNING, export_pairs
 from rmtension.bench.markup import guidelines_html
-from rmtension.bench.schema import items
+from rmtension.bench.schema import assignments, items
 from rmtension.bench.stats_page import stats_blocks
 
 log = logging.getLogger("rmtension.bench")
 KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_NOTE = 2000
-STATIC = {"bench.js": "text/javascript", "bench.css": "text/css"}
+STATIC = {"bench.js": "text/javascript", "bench.css": "text/css", "login.js": "text/javascript"}
 
 
 def _task(bench: Bench, name: str):
@@ -37,13 +37,17 @@ def _task(bench: Bench, name: str):
     return task
 
 
-def item_meta(bench: Bench, item_id: str):
+def item_meta(bench: Bench, item_id: str, reviewer: str):
+    """Task, kind and conversation of an item assigned to `reviewer`; an item id that does not exist
+    and one assigned to others are refused alike (`store.NOT_YOURS`)."""
     with bench.engine.connect() as conn:
         row = conn.execute(
-            select(items.c.task, items.c.kind, items.c.conversation_id).where(items.c.item_id == item_id)
+            select(items.c.task, items.c.kind, items.c.conversation_id)
+            .join(assignments, assignments.c.item_id == items.c.item_id)
+            .where(items.c.item_id == item_id, assignments.c.reviewer == reviewer)
         ).first()
     if row is None:
-        raise store.Refused("no such item")
+        raise store.Refused(store.NOT_YOURS)
     return row
 
 
@@ -111,7 +115,7 @@ def _choice(form: dict[str, str]) -> store.Choice:
 
 def judge(bench: Bench, reviewer: str, choice: store.Choice) -> dict:
     """Record the judgment; a live pick of A or B also continues the conversation with it."""
-    meta = item_meta(bench, choice.item_id)
+    meta = item_meta(bench, choice.item_id, reviewer)
     task = _task(bench, meta.task)
     j = store.record(bench.engine, task, reviewer, choice)
     if meta.kind == "batch":
@@ -152,7 +156,7 @@ def reply_events(bench: Bench, item_id: str, turns, left: int, source):
 
 def stream_replies(bench: Bench, request: Request, item_id: str):
     reviewer = request.state.reviewer.name
-    meta = item_meta(bench, item_id)
+    meta = item_meta(bench, item_id, reviewer)
     claimed = live.claim(bench.engine, item_id, reviewer)
     if claimed is None:  # written already (a reload) or being written by another request
         row = live.shown_item(bench.engine, item_id, reviewer)

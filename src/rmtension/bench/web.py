@@ -3,8 +3,11 @@ with the CSRF token, the CSRF check of posted forms, and the bounds on request b
 
 from __future__ import annotations
 
+import secrets
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -13,12 +16,17 @@ from sqlalchemy import Engine
 
 from rmtension.bench import access
 from rmtension.bench.task import Task
+from rmtension.errors import ConfigError
 
 HERE = Path(__file__).parent
 COOKIE = "bench_session"
+LOGIN_COOKIE = "bench_login"
+"""The login page's nonce (`access.login_csrf`): SameSite=Strict, so a cross-site post never carries it."""
+NONCE_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
+"""The characters of `secrets.token_urlsafe`: a login cookie of others is replaced, not reused."""
 MAX_BODY = 32 * 1024
 """Bytes a POST may carry: a turn (4,000 characters), a note and the form's fields fit many times."""
-PUBLIC = ("/login",)
+PUBLIC = ("/login", "/static/login.js")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -44,6 +52,29 @@ class Bench:
     tasks: dict[str, Task]
     replies: dict[str, object] = field(default_factory=dict)
     """Task name -> an object whose `stream(turns, seed)` yields the events of `bench.replies.PolicyReplies`."""
+    secure_cookies: bool = False
+    """Mark cookies Secure even when the request came over http: behind a TLS-terminating proxy."""
+    origins: frozenset[str] = frozenset()
+    """scheme://host[:port] addresses the bench is opened at through a proxy that rewrites Host
+    (`public_origins`); the page's own host is always one."""
+
+
+def public_origins(urls: list[str]) -> frozenset[str]:
+    """`--origin` values -> the Origin headers a browser sends from them (scheme://host[:port],
+    lower case); a value without scheme and host, or with a path, is a ConfigError."""
+    out = set()
+    for url in urls:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ConfigError(f"--origin {url!r}: give scheme and host only, e.g. https://bench.example.org")
+        out.add(f"{parts.scheme}://{parts.netloc}".lower())
+    return frozenset(out)
+
+
+def secure(request: Request) -> bool:
+    """Cookies get the Secure flag: served over https (uvicorn also takes X-Forwarded-Proto from a
+    proxy it trusts, by default one on 127.0.0.1) or `Bench.secure_cookies`."""
+    return request.url.scheme == "https" or request.app.state.bench.secure_cookies
 
 
 def page(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
@@ -54,8 +85,43 @@ def page(request: Request, template: str, status: int = 200, **context) -> HTMLR
     return HTMLResponse(html, status_code=status)
 
 
-def login_page(message: str, status: int) -> HTMLResponse:
-    return HTMLResponse(templates.get_template("login.html").render(message=message), status_code=status)
+def login_page(request: Request, message: str, status: int, token: str = "", owner: str = "") -> HTMLResponse:
+    """The login form, with the browser's login nonce in a cookie (a fresh one where it has none) and
+    its hash in the form; `token` and `owner`: a login link's token, posted by the reviewer's click, and
+    whose account it opens. The nonce is kept across renders: a browser also fetches other pages (its
+    favicon, say) that answer with this page before sign-in, and a fresh nonce there would no longer
+    match the form it already shows (so the cookie's path is the whole site)."""
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    if not (32 <= len(nonce) <= 128 and set(nonce) <= NONCE_CHARS):
+        nonce = secrets.token_urlsafe(32)
+    html = templates.get_template("login.html").render(
+        message=message, token=token, owner=owner, login_csrf=access.login_csrf(nonce)
+    )
+    response = HTMLResponse(html, status_code=status)
+    response.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=3600,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=secure(request),
+    )
+    return response
+
+
+def same_origin(request: Request) -> bool:
+    """The request does not come from another site: the browser's Sec-Fetch-Site and Origin headers,
+    where sent, name this site (a non-browser client sends neither). Our pages' `Referrer-Policy:
+    no-referrer` makes a browser send `Origin: null` with their own posts, so `null` is left to
+    Sec-Fetch-Site and the login nonce."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin in (None, "null") or origin.lower() in request.app.state.bench.origins:
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 async def posted(request: Request) -> dict[str, str]:

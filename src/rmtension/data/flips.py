@@ -1,4 +1,5 @@
-"""Planted label noise: one objective's labels flipped on a known share of the mixed RM's training pairs.
+"""Planted label noise: one objective's labels flipped on a known share of the mixed RM's training pairs;
+and shuffled labels (`shuffle_labels`): every RM's training pairs flipped on a seeded coin.
 
 A positive control for the interference claims (`configs/planted.yaml`): the mixed RM learns from
 pairs whose chosen and rejected replies are swapped, so it is worse than the single-objective RMs by
@@ -37,3 +38,13 @@ def flip_share(
     chosen = set(mine[:n_flip])
     out = [flipped(p) if p.pair_id in chosen else p for p in pairs]
     return out, {"flipped": n_flip, "of": len(mine)}
+
+
+def shuffle_labels(pairs: Sequence[Pair], seed: int) -> tuple[list[Pair], int]:
+    """`pairs` with chosen and rejected swapped where unit_hash(seed, "shuffle", pair id) < 1/2, and the count.
+
+    A coin per pair id, so a pair flips alike in every RM's training set (the mixed RM's and a single
+    objective's), and the labels carry no preference to learn: a negative control.
+    """
+    coin = [unit_hash(seed, "shuffle", p.pair_id) < 0.5 for p in pairs]
+    return [flipped(p) if c else p for p, c in zip(pairs, coin)], sum(coin)

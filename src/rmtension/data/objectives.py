@@ -33,7 +33,7 @@ from typing import Any
 
 from rmtension.config import DataConfig
 from rmtension.data.extra import add_extra_train
-from rmtension.data.flips import FLIPPED, flip_share
+from rmtension.data.flips import FLIPPED, flip_share, shuffle_labels
 from rmtension.data.formats import load_hub, load_pairs, load_rmb
 from rmtension.data.xstest import load_xstest, xstest_account
 from rmtension.data import hh
@@ -184,6 +184,9 @@ def build_objectives(
     for objective, fraction in sorted(cfg.flip_labels.items()):  # planted label noise, the mixed RM's only
         ids = {p.pair_id for p in pool[objective]["train"]}
         splits["mixed"]["train"], _ = flip_share(splits["mixed"]["train"], ids, fraction, seed)
+    if cfg.shuffle_labels:  # a negative control: every RM's training labels on a seeded coin
+        for split in splits.values():
+            split["train"], _ = shuffle_labels(split["train"], seed)
     return splits, {o: splits[o]["test"] for o in SINGLE}
 
 
@@ -263,4 +266,9 @@ def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
     summary["groups_in_two_splits"] = len(check_no_leak(splits))
     if cfg.flip_labels:
         summary["flipped_labels"] = flip_account(splits["mixed"]["train"], cfg)
+    if cfg.shuffle_labels:
+        summary["shuffled_labels"] = {
+            o: {"flipped": sum(p.pair_id.endswith(FLIPPED) for p in s["train"]), "of": len(s["train"])}
+            for o, s in splits.items()
+        }
     return DataBundle(splits, test_sets, summary)

@@ -21,6 +21,12 @@ block too: then only the head runs, and ablating the top block's neurons (the tr
 frozen trunk) costs a rank-|S| product and a norm per condition, at the read position.
 Conditions with no neurons reuse the clean result, and identical conditions run once.
 
+A set with a neuron in block 0 (every set over all blocks ranked by activation, and its random controls)
+shares nothing with the clean pass but block 0: such a condition costs about a full forward less one
+block, whatever the engine; only the per-block sets of a layer sweep, or sets in the upper blocks, share
+more. `rmtension.judges.attribution` estimates every set's effect from one forward and backward instead,
+for ranking and screening only.
+
 `resume=False` is the reference: one full forward per condition, hooks on every ablated layer.
 In float32 both agree to about 1e-6 (tests/test_ablation.py, benchmarks/ablation.py); under bf16
 autocast they differ by bf16 rounding, as any two bf16 computations of the same sum do.

@@ -15,6 +15,13 @@ Scores, each [layers, neurons] float32 (Tanwar & Atanasova 2026 name the first t
                 positive value marks a neuron the preference relies on. Not in the paper.
 - `contrast`    token-mean activation on chosen minus token-mean on rejected.
 
+Where the head reads: a reward model's score reads one position of the last block (position 0 for
+BERT-style heads, `rmtension.model.readout`; the last real token otherwise, `read_positions`). Beside
+the token scores, every pass records `mean_act_read` (the mean activation at that position over the
+chosen and rejected rows) and, with attribution, `attribution_read` (a * d(margin)/da at that position,
+averaged over pairs). Mean ablation replaces a neuron by `mean_act_read`, never by its token mean: a
+token mean written into the read position is an off-distribution value, not the neuron's removal.
+
 Gated MLPs (Llama, SmolLM2: down(act(gate) * up)): the sign of a neuron's activation act(gate) * up
 is not identifiable (negating row j of up and column j of down leaves the network unchanged), so
 there fire_rate reads act(gate), whose sign is, and mean_act is ranked by |mean|
@@ -36,6 +43,7 @@ from torch import nn
 
 from rmtension.run import dist
 from rmtension.model.arch import neuron_hook_name
+from rmtension.model.readout import reads_first
 from rmtension.model.encode import EncodedPairs, batches, collate_pairs
 from rmtension.judges.hooks import frozen, gate_hooks, is_gated, neuron_hooks, neuron_shape
 from rmtension.judges.pairsums import STATS, PairSums, scores_from_sums, stats_for
@@ -79,6 +87,20 @@ def attribution_sums(real: torch.Tensor, real_grads: torch.Tensor) -> torch.Tens
     return (real * real_grads).sum(0)
 
 
+def read_positions(mask: torch.Tensor, first: bool) -> torch.Tensor:
+    """mask [R, T] (1 = real token, right padding) -> [R] long: the position the score head reads in
+    each row, 0 when it reads the first position (`first`), else the row's last real token."""
+    if first:
+        return torch.zeros(mask.shape[0], dtype=torch.long, device=mask.device)
+    return (mask.long().sum(1) - 1).clamp(min=0)
+
+
+def at_positions(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """x [R, T, N], positions [R] -> [R, N] float32: each row's value at its position."""
+    rows = torch.arange(x.shape[0], device=x.device)
+    return x[rows, positions.to(x.device)].float()
+
+
 def row_sums(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """x [R, T, N], mask [R, T] (1 = real token) -> [R, N] float32: each row's sum over its real tokens.
 
@@ -106,6 +128,13 @@ class NeuronSums:
     per_pair: PairSums | None = None
     batch_pairs: torch.Tensor | None = None
     """[B] positions (in 0..P-1) of the current batch's pairs; per-pair mode only."""
+    act_read: torch.Tensor | None = None
+    """[L, N] sum over rows of the activation at the position the head reads."""
+    attr_read: torch.Tensor | None = None
+    """[L, N] sum over rows of activation * margin gradient at the read position."""
+    read_rows: float = 0.0
+    read_at: torch.Tensor | None = None
+    """[2B] the read position of each row of the current batch (`read_positions`); None: not recorded."""
 
     @classmethod
     def zeros(
@@ -113,7 +142,7 @@ class NeuronSums:
     ) -> "NeuronSums":
         z = lambda: torch.zeros(layers, neurons, dtype=torch.float64)  # noqa: E731
         per_pair = None if pairs is None else PairSums.zeros(pairs, layers, neurons, stats)
-        return cls(z(), z(), z(), z(), z(), per_pair=per_pair)
+        return cls(z(), z(), z(), z(), z(), per_pair=per_pair, act_read=z(), attr_read=z())
 
     def add_batch(self, mask: torch.Tensor, pair_idx: Sequence[int] | None = None) -> None:
         """Count the tokens and pairs of a batch: mask [2B, T], chosen rows first; pair_idx [B] their positions."""
@@ -160,6 +189,10 @@ class NeuronSums:
         `fire_from` [2B, T, N]: what "fires" is read from (act(gate) for gated MLPs); default `acts`.
         """
         self._fold("act", layer, row_sums(acts, mask))
+        if self.read_at is not None:
+            self.act_read[layer] += at_positions(acts, self.read_at).double().sum(0).cpu()
+            if layer == 0:
+                self.read_rows += float(len(self.read_at))
         fires = (fire_from if fire_from is not None else acts) > 0
         self._fold("fire", layer, row_sums(fires, mask))
         if base is not None:
@@ -171,6 +204,10 @@ class NeuronSums:
     ) -> None:
         """Fold activations and margin gradients [2B, T, N] of one layer into the attribution sums."""
         self._fold("attr", layer, row_sums(acts.float() * grads.float(), mask))
+        if self.read_at is not None:
+            self.attr_read[layer] += (
+                at_positions(acts.float() * grads.float(), self.read_at).double().sum(0).cpu()
+            )
 
     def add_across_processes(self) -> None:
         """Replace every running sum by its sum over processes (each one scored its own shard)."""
@@ -178,10 +215,16 @@ class NeuronSums:
             torch.stack([self.act, self.act_chosen, self.fire, self.sq_change, self.attr])
         )  # [5, L, N]
         self.act, self.act_chosen, self.fire, self.sq_change, self.attr = sums.unbind(0)
+        self.act_read, self.attr_read = dist.sum_across(torch.stack([self.act_read, self.attr_read])).unbind(
+            0
+        )
         counts = dist.sum_across(
-            torch.tensor([self.tokens, self.chosen_tokens, float(self.pairs)], dtype=torch.float64)
+            torch.tensor(
+                [self.tokens, self.chosen_tokens, float(self.pairs), self.read_rows], dtype=torch.float64
+            )
         )
         self.tokens, self.chosen_tokens, self.pairs = float(counts[0]), float(counts[1]), int(counts[2])
+        self.read_rows = float(counts[3])
         pp = self.per_pair
         if pp is not None:  # each process filled its own pairs' rows; the others are 0
             pp.stats = {s: dist.sum_across(v) for s, v in pp.stats.items()}
@@ -200,6 +243,11 @@ class NeuronSums:
         out = scores_from_sums(
             sums, self.chosen_tokens, self.tokens - self.chosen_tokens, self.pairs, scorers
         )
+        if self.read_rows > 0:  # where the head reads (module docstring)
+            if "mean_act" in scorers:
+                out["mean_act_read"] = self.act_read / self.read_rows
+            if "attribution" in scorers:
+                out["attribution_read"] = self.attr_read / max(1, self.pairs)
         return {s: v.float() for s, v in out.items()}
 
 
@@ -276,6 +324,7 @@ def _score_all(models, enc, pad_id, base, scorers, batch_size, bf16, per_pair, s
         if neuron_shape(m) != shape:
             raise ValueError(f"model {name}: neurons {neuron_shape(m)} != {shape}")
     gated = is_gated(first)
+    reads_at_first = reads_first(first)
     device = next(first.parameters()).device
     n_pairs = len(enc) if per_pair else None
     sums = {name: NeuronSums.zeros(*shape, n_pairs, stats_for(scorers)) for name in models}
@@ -296,6 +345,8 @@ def _score_all(models, enc, pad_id, base, scorers, batch_size, bf16, per_pair, s
                     stand_in.value = states.to(device)
             batch = {k: v.to(device) for k, v in tokens.items()}
             mask = batch["attention_mask"]
+            for s in sums.values():
+                s.read_at = read_positions(mask, reads_at_first)
             base_acts, base_gates = (
                 _base_activations(base, batch, bf16, shape[0]) if need_base else (None, None)
             )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rmtension.data.types import Turn
-from rmtension.policy.sampling import build_prompt_ids, decode_responses, sample
+from rmtension.policy.sampling import build_prompt_ids, decode_responses
 
 ITEMS_TAG = 0x4341_5041  # "CAPA": keeps the generator's stream apart from others seeded with `seed`
 WORDS = (
@@ -192,16 +192,7 @@ class CapabilityScore:
 def score_policy(policy, items: Sequence[Item], max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 32):
     """Greedy replies of `policy` (a `rmtension.policy.sampling.Policy`) to the items, exact-match scored."""
     ids = [build_prompt_ids(policy.tokenizer, it.turns(), 1 << 12) for it in items]
-    drawn = sample(
-        policy.model,
-        ids,
-        n=1,
-        max_new_tokens=max_new_tokens,
-        temperature=0.0,
-        batch_size=batch_size,
-        stop_ids=policy.stop_ids,
-        pad_id=policy.pad_id,
-    )
+    drawn = policy.draw(ids, n=1, max_new_tokens=max_new_tokens, temperature=0.0, batch_size=batch_size)
     replies = decode_responses(policy.tokenizer, drawn.tokens)
     correct = exact_match(replies, items)
     kinds = sorted({it.kind for it in items})

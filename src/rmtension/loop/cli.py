@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(
-    help="The steering loop: simulated reviewers, detectors, capability set.", no_args_is_help=True
-)
+app = typer.Typer(help="The steering loop: run, report, detectors, capability set.", no_args_is_help=True)
 
 
 @app.command("detectors")
@@ -43,3 +41,33 @@ def capability_command(
     for kind, acc in score.by_kind.items():
         print(f"{kind:<18}{sum(it.kind == kind for it in items):>5}{acc:>8.3f}")
     print(f"{'all':<18}{len(items):>5}{score.accuracy:>8.3f}   ({time.perf_counter() - t0:.0f} s)")
+
+
+@app.command("run")
+def run_command(
+    config: str = typer.Option("configs/loop.yaml", "--config", help="The loop's YAML config."),
+    out: str = typer.Option(..., "--out", help="Run directory (the loop writes out/loop/); rerun to resume."),
+    cache_dir: str = typer.Option(None, "--cache-dir", help="Model cache (default: $RMTENSION_CACHE)."),
+) -> None:
+    """Run (or resume) the steering loop: every arm and seed, then rounds.csv, loop.json, findings.json."""
+    import time
+
+    from rmtension.loop.config import load_loop_config
+    from rmtension.loop.parts import build_parts
+    from rmtension.loop.report import write_loop_report
+    from rmtension.loop.study import run_loop
+
+    cfg = load_loop_config(config)
+    t0 = time.perf_counter()
+    parts = build_parts(cfg, out, cache_dir)
+    loop = run_loop(out, cfg, parts)
+    write_loop_report(out)
+    print(f"{loop}: rounds.csv, loop.json, findings.json, report/ ({time.perf_counter() - t0:.0f} s)")
+
+
+@app.command("report")
+def report_command(out: str = typer.Argument(..., help="Run directory of a finished loop.")) -> None:
+    """Rewrite the loop's report (loop/report/report.html) from its files."""
+    from rmtension.loop.report import write_loop_report
+
+    print(write_loop_report(out))

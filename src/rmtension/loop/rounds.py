@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from rmtension.errors import ArtifactError
 from rmtension.loop.checkpoint import save_policy_folder
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.model.encode import collate
-from rmtension.policy.sampling import Policy, build_prompt_ids, decode_responses, load_policy, sample
+from rmtension.policy.sampling import Policy, build_prompt_ids, decode_responses, load_policy
 from rmtension.rl.rloo import kl_exact, pack, response_logprobs, swapped
 from rmtension.trainer.losses import bradley_terry_loss
 
@@ -76,16 +76,8 @@ def write_json(path: Path, obj) -> None:
 
 
 def draw(policy: Policy, prompt_ids: list[list[int]], n: int, spec: RoundSpec, salt: int):
-    return sample(
-        policy.model,
-        prompt_ids,
-        n=n,
-        max_new_tokens=spec.max_new_tokens,
-        temperature=1.0,
-        stop_ids=policy.stop_ids,
-        pad_id=policy.pad_id,
-        seed=spec.seed * 1_000_003 + spec.round * 101 + salt,
-    )
+    seed = spec.seed * 1_000_003 + spec.round * 101 + salt
+    return policy.draw(prompt_ids, n=n, max_new_tokens=spec.max_new_tokens, temperature=1.0, seed=seed)
 
 
 def pm_texts(
@@ -109,8 +101,37 @@ def preference_pairs(
     return [(x, y) if pick else (y, x) for x, y, pick in zip(texts_a, texts_b, a_preferred)]
 
 
+class EnsemblePM(torch.nn.Module):
+    """Several PMs read as one (Coste et al. 2024, "Reward Model Ensembles Help Mitigate
+    Overoptimization"): the reward is the members' minimum (`wco`, worst-case) or their mean minus
+    `lam` times their variance (`uwo`, uncertainty-weighted). `train_pm` trains each member on its own
+    batch order; the aggregate is what best-of-n picks by and what the loop measures."""
+
+    def __init__(self, members: Sequence[torch.nn.Module], aggregate: str = "wco", lam: float = 1.0):
+        super().__init__()
+        if aggregate not in ("wco", "uwo"):
+            raise ValueError(f"aggregate must be wco or uwo, got {aggregate!r}")
+        self.members, self.aggregate, self.lam = torch.nn.ModuleList(members), aggregate, lam
+
+    def forward(self, **batch):
+        r = torch.stack([m(**batch).logits[:, 0] for m in self.members])  # [K, N]
+        agg = r.min(0).values if self.aggregate == "wco" else r.mean(0) - self.lam * r.var(0, unbiased=False)
+        return _Logits(agg[:, None])
+
+
+@dataclass
+class _Logits:
+    logits: torch.Tensor
+
+
 def train_pm(pm, tokenizer, chosen: list[str], rejected: list[str], spec: RoundSpec) -> list[float]:
-    """`pm_steps` AdamW steps of the Bradley-Terry loss on batches drawn with the round's seed; the losses."""
+    """`pm_steps` AdamW steps of the Bradley-Terry loss on batches drawn with the round's seed; the losses.
+    An `EnsemblePM` trains member k with seed `spec.seed * 1000 + k` (its losses concatenated)."""
+    if isinstance(pm, EnsemblePM):
+        out = []
+        for k, member in enumerate(pm.members):
+            out += train_pm(member, tokenizer, chosen, rejected, replace(spec, seed=spec.seed * 1000 + k))
+        return out
     pm.eval()  # no dropout: the steps are deterministic
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=spec.pm_lr, weight_decay=0.0)
     rng = np.random.default_rng([spec.seed, spec.round, 0x504D])
@@ -200,7 +221,12 @@ def run_round(
 
     if not (folder / "labels.json").exists():
         ctx = [contexts[p] for p in pairs.prompt]
-        labels = reviewer.label(pairs.a, pairs.b, gold(ctx, pairs.a), gold(ctx, pairs.b), stream=spec.round)
+        if hasattr(reviewer, "label_round"):  # people on the bench (`rmtension.loop.bench_reviewer`)
+            labels = reviewer.label_round(folder, spec.round, ctx, pairs.a, pairs.b)
+        else:
+            labels = reviewer.label(
+                pairs.a, pairs.b, gold(ctx, pairs.a), gold(ctx, pairs.b), stream=spec.round
+            )
         write_json(
             folder / "labels.json",
             {"a_preferred": labels.a_preferred.tolist(), "flip_rate": labels.flip_rate},

@@ -5,8 +5,11 @@ Claims (all at one top-p and one scorer, in the primary RM, mixed by default):
 - identified:    ablating an objective's top neurons lowers its margin more than matched random neurons.
 - shared:        helpful_top and harmless_top overlap, described against random neuron sets of the same
                  sizes (hypergeometric p): a floor, not a test of "the same neurons", so never a verdict.
-- sets_differ:   the two sets differ more than sampling noise (permutation null of pseudo-objectives
-                 drawn from the pooled scoring pairs; equivalence rule on null minus observed Jaccard).
+- sets_differ:   the two sets differ more than sampling noise and more than input text alone makes them
+                 (permutation null of pseudo-objectives drawn from the pooled scoring pairs; effect: the
+                 RM's null minus observed Jaccard minus the untrained base backbone's, by a
+                 preference-dependent scorer the base has, contrast; equivalence rule). A run without
+                 it is "not testable here".
 - influence:     shared neurons matter more than as many objective-only neurons (paired bootstrap CI).
 - cross_effect:  ablating one objective's neurons also lowers the other objective's margin.
 - double_dissociation: each objective-only set hurts its own objective more than the other's (2x2
@@ -23,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rmtension.neurons.config import claim_settings
+from rmtension.neurons.config import AblationConfig, claim_settings
+from rmtension.run.saved_config import read_config
 from rmtension.stats.pvalues import nearest_p, p_phrase
 from rmtension.run.runio import read_json
 from rmtension.judges.neuron_sets import shared_share
@@ -36,8 +40,10 @@ from rmtension.stats.finding import (
     not_run,
     single_part,
 )
+from rmtension.neurons.overlap_stage import LEARNING_SCORERS
 from rmtension.stats.verdicts import (
     NOT_RUN,
+    NOT_TESTABLE,
     INCONCLUSIVE,
     SUPPORTED,
     claim_min_effect,
@@ -130,7 +136,17 @@ def claim_sets_differ(overlap: dict, scorer: str, p: float, alpha: float, min_ef
         return Finding(NEURON_SETS_DIFFER, INCONCLUSIVE, f"{why}.", OVERLAP_FILE, setting=setting)
     d, null, half = o["sets_differ"], o["jaccard_permutation"], o["jaccard_split_half"]
     base = o.get("jaccard_base", {})
-    ci = d["ci95"]
+    learned = o.get("learning")
+    if learned is None:
+        why = (
+            f"Not testable here with {scorer}: the claim is about learning, so it reads the trained-minus-base "
+            "difference of a preference-dependent scorer the base backbone has (contrast, with the base's "
+            "per-pair sums); this run has none. The RM's own difference, which input text alone also "
+            f"produces, as description: Jaccard {o['jaccard']:.3f} vs {null['mean']:.3f} for random splits, "
+            f"null − observed {d['effect']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]."
+        )
+        return Finding(NEURON_SETS_DIFFER, NOT_TESTABLE, why, OVERLAP_FILE, setting=setting)
+    ci = learned["ci95"]
     mde = min_detectable_effect(ci)
     verdict = equivalence_verdict(ci, min_effect)
     if verdict == SUPPORTED and not null["p_value"] < alpha:
@@ -141,8 +157,10 @@ def claim_sets_differ(overlap: dict, scorer: str, p: float, alpha: float, min_ef
         f"pseudo-objectives of the same sizes ({null['n']} splits, permutation p {p_phrase(null['p_value'])}); "
         f"two halves of one objective overlap at {half['mean']:.3f}"
         + (f", each set and the base backbone's at {base['mean']:.3f}" if "mean" in base else "")
-        + f". Null minus observed {d['effect']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] (95% CI), "
-        f"judged against ±{min_effect:g}."
+        + f". Null minus observed {d['effect']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] in the RM, "
+        f"{learned['base_effect']:+.3f} in the untrained base backbone on the same pairs (its sets' Jaccard "
+        f"{learned['base_jaccard']:.3f}: the part input text alone explains); trained minus base "
+        f"{learned['effect']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] (95% CI), judged against ±{min_effect:g}."
     )
     if verdict == INCONCLUSIVE:
         text += f" This sample could detect differences of about {mde:.3f} (80% power)."
@@ -153,10 +171,14 @@ def claim_sets_differ(overlap: dict, scorer: str, p: float, alpha: float, min_ef
         "n_permutations": null["n"],
         "jaccard_split_half": half["mean"],
         "jaccard_base": base.get("mean"),
+        "rm_effect": d["effect"],
+        "rm_ci95": d["ci95"],
+        "base_effect": learned["base_effect"],
+        "base_jaccard": learned["base_jaccard"],
     }
     key = (
-        f"Jaccard {o['jaccard']:.3f} vs {null['mean']:.3f} for random splits; "
-        f"null − observed {d['effect']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}], p {p_phrase(null['p_value'])}"
+        f"Jaccard {o['jaccard']:.3f} vs {null['mean']:.3f} for random splits; trained − base "
+        f"{learned['effect']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}], p {p_phrase(null['p_value'])}"
     )
     test, null_words = OVERLAP_TESTS["sets_differ"]
     return Finding(
@@ -165,7 +187,7 @@ def claim_sets_differ(overlap: dict, scorer: str, p: float, alpha: float, min_ef
         text,
         OVERLAP_FILE,
         key,
-        effect={"sets_differ": d["effect"]},
+        effect={"sets_differ": learned["effect"]},
         ci95={"sets_differ": ci},
         min_effect=min_effect,
         min_detectable_effect=mde,
@@ -189,9 +211,10 @@ def overlap_claims(
             not_run(cid, ("neurons",), run_dir, OVERLAP_FILE) for cid in (NEURONS_SHARED, NEURON_SETS_DIFFER)
         ]
     overlap = read_json(run_dir / OVERLAP_FILE)
+    learning = next((s for s in LEARNING_SCORERS if s in overlap), scorer)
     return [
         claim_shared(overlap, scorer, p, alpha),
-        claim_sets_differ(overlap, scorer, p, alpha, claim_min_effect(run_dir, NEURON_SETS_DIFFER)),
+        claim_sets_differ(overlap, learning, p, alpha, claim_min_effect(run_dir, NEURON_SETS_DIFFER)),
     ]
 
 
@@ -210,9 +233,18 @@ def settings_sentence(run_dir: Path) -> list[str]:
     if not (run_dir / OVERLAP_FILE).exists():
         return []
     st = claim_settings(run_dir)
+    a = AblationConfig.model_validate(read_config(run_dir).get("ablation") or {})
+    if a.relative_margins:
+        return [
+            f"`neurons_identified` is tested at top-{'/'.join(f'{p:g}' for p in a.claim_points())}% by "
+            f"`{a.scorers[0]}` with {a.claim_mode} ablation in each objective's own RMs, seeds as the unit, in "
+            "relative accuracy drop against matched random neurons; `neuron_sets_differ` on the trained-minus-base "
+            "difference of the contrast sets."
+        ]
     return [
         f"The neuron claims are tested at top-{st['p']:g}% by `{st['scorer']}` with mean ablation (zero "
-        f"ablation where a run has no mean rows) in the {st['rm']} RM, at significance level {st['alpha']:g}."
+        f"ablation where a run has no mean rows) in the {st['rm']} RM, at significance level {st['alpha']:g}; "
+        "the ablation claims are described only (configs/neurons.yaml decides them)."
     ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from rmtension.errors import ConfigError
 from rmtension.model.kinds import check_rm_names
@@ -112,8 +112,31 @@ class AblationConfig(Strict):
     in mean mode. The set is tested against the per-pair mean over the draws."""
     zero_draws: int = Field(3, ge=1)
     """Draws per control kind for zero ablation at `claim_p`."""
-    sweep_draws: int = Field(1, ge=1)
-    """Draws per control kind at the sweep's other p (either mode)."""
+    sweep_draws: int = Field(1, ge=0)
+    """Draws per control kind at the sweep's other p (either mode), and for the claim sets that no claim
+    compares with their controls; 0: those sets run without controls."""
+    claim_ps: list[float] | None = None
+    """Top-p percentages that each decide the claims (the paper's 10, 20 and 30 in configs/neurons.yaml);
+    None: `claim_p` alone. Every one gets the claim draws."""
+    claim_mode: Literal["mean", "zero"] = "mean"
+    """The ablation mode whose rows decide the claims and get `random_draws`; the other mode is reported
+    beside it with `beside_draws` draws."""
+    beside_draws: int | None = Field(None, ge=0)
+    """Draws per control kind at a claim p in the mode beside `claim_mode`; None: `zero_draws` (the
+    default claim mode is mean, zero mode beside it). 0: the sets alone, against the clean model."""
+    positive_control: Scorer | None = None
+    """A scorer whose top sets, ablated like the claim sets and compared with the claim sets' own random
+    controls (the same sizes), show that the pipeline can reach a claim's margin: the top attribution
+    neurons, selected on the scoring pairs (train split), disjoint from the test pairs. A claim whose
+    positive control does not reach its margin is "not testable here" (`rmtension.ablation.claims`)."""
+    own_objective: bool = False
+    """Each single-objective RM is ablated on its own objective only: its own top set (helpful_top in the
+    helpful RM) on its own test set. The mixed RM keeps `sets` and `test_sets`."""
+    relative_margins: dict[float, float] | None = None
+    """Margins in the paper's unit, the relative accuracy drop (acc_controls - acc_set) / acc_clean, per
+    claim p; when set, `neurons_identified` is read in that unit at every p of `claim_ps` (every part must
+    hold: an intersection-union test) instead of in SDs of the margin; every claim p needs its margin.
+    Fixed in the config before the run."""
     influence_matched: bool = True
     """Also compare `shared` with an equally large set of helpful_only (harmless_only) neurons,
     cutting the larger of the two to a random subset: a size-matched test of the shared
@@ -151,6 +174,36 @@ class AblationConfig(Strict):
     @classmethod
     def _registered(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else check_rm_names(v)
+
+    @field_validator("claim_ps")
+    @classmethod
+    def _valid_claim_ps(cls, v: list[float] | None) -> list[float] | None:
+        return None if v is None else _check_ps(v)
+
+    @field_validator("relative_margins")
+    @classmethod
+    def _valid_margins(cls, v: dict[float, float] | None) -> dict[float, float] | None:
+        if v is not None and any(not 0 < m < 1 for m in v.values()):
+            raise ValueError(f"every relative margin must lie in (0, 1), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _margin_per_claim_p(self) -> AblationConfig:
+        """A claim p without its margin would be judged against NaN (`rmtension.ablation.relative`)."""
+        if self.relative_margins is not None:
+            have = {p_key(p) for p in self.relative_margins}
+            missing = [p for p in self.claim_points() if p_key(p) not in have]
+            if missing:
+                raise ValueError(f"relative_margins has no margin for claim p {missing}")
+        return self
+
+    def claim_points(self) -> list[float]:
+        """The top-p percentages that decide the claims."""
+        return list(self.claim_ps) if self.claim_ps else [self.claim_p]
+
+    def draws_beside(self) -> int:
+        """Draws per control kind in the mode beside `claim_mode` at a claim p."""
+        return self.zero_draws if self.beside_draws is None else self.beside_draws
 
 
 def p_key(p: float) -> str:

@@ -229,4 +229,11 @@ def mean_nulls(entries: Sequence[dict]) -> dict:
         ],
         "se": float(np.sqrt(np.mean([e["sets_differ"]["se"] ** 2 for e in entries]))),
     }
+    if all("learning" in e for e in entries):  # the trained-minus-base effect, spanning every seed's CI
+        ls = [e["learning"] for e in entries]
+        out["learning"] = {
+            **{k: float(np.mean([x[k] for x in ls])) for k in ls[0] if k != "ci95"},
+            "ci95": [min(x["ci95"][0] for x in ls), max(x["ci95"][1] for x in ls)],
+            "n_seeds": len(ls),
+        }
     return out

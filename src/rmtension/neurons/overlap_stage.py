@@ -7,7 +7,10 @@ Files (under the run directory):
                                           scores.safetensors, so it is never taken for an RM)
 
 For every RM, scorer and p, `rm_nulls` adds to the overlap entry (`rmtension.neurons.nulls`):
-`jaccard_permutation`, `jaccard_split_half`, `jaccard_bootstrap`, `sets_differ` and `jaccard_base`.
+`jaccard_permutation`, `jaccard_split_half`, `jaccard_bootstrap`, `sets_differ` and `jaccard_base`;
+for the preference-dependent scorers the base has too (`LEARNING_SCORERS`), `learning`: the RM's
+sets_differ effect minus the base backbone's own (`learning_effects`), so that what the two objectives'
+texts alone separate is not counted as learning.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 
-from rmtension.neurons.config import NeuronsConfig
+from rmtension.neurons.config import NeuronsConfig, p_key
 from rmtension.neurons.nulls import Draws, base_overlap, mean_nulls, overlap_nulls
 from rmtension.neurons.overlap import jaccard
 from rmtension.judges.pairsums import PairSums
 from rmtension.judges.neurons import BASE_SCORERS
-from rmtension.judges.select import stable_seed
+from rmtension.judges.select import stable_seed, top_percent_rows
 from rmtension.run.runio import inside, load_tensors, save_tensors
 
 PAIR_SUMS = "pair_sums.safetensors"
@@ -79,10 +83,64 @@ def rm_nulls(
                 out[scorer][k]["jaccard_base"] = base_overlap(
                     scores, {"helpful": h, "harmless": s}, float(k), doc["per_layer"], mag
                 )
+            if (
+                draws is not None
+                and scorer in LEARNING_SCORERS
+                and "sets_differ" in next(iter(out[scorer].values()))
+            ):
+                for k, d in learning_effects(base, scorer, doc, mag, draws, out[scorer]).items():
+                    out[scorer][k]["learning"] = d
         else:
             why = NO_BASE.get(scorer, f"no base-backbone sums in neurons/{BASE}/{PAIR_SUMS}")
             for k in by_p:
                 out[scorer][k]["jaccard_base"] = {"skipped": why}
+    return out
+
+
+LEARNING_SCORERS = ("contrast",)
+"""Preference-dependent scorers the base backbone has too (chosen minus rejected activation): their
+trained-minus-base difference is what `neuron_sets_differ` reads. Attribution depends on the
+preference as well, but the base's untrained head gives it no base value."""
+
+
+def learning_effects(
+    base: dict[str, PairSums], scorer: str, doc: dict, mag: bool, draws: Draws, trained: dict[str, dict]
+) -> dict[str, dict]:
+    """p key -> the RM's sets_differ effect minus the base backbone's, on the same pairs and draws.
+
+    The base's helpful and harmless top-p sets (by `scorer` on each objective's scoring pairs) and their
+    permutation null give the base's effect d_base (null minus observed Jaccard): how much the two
+    objectives' sets differ from text alone. learning = d_rm - d_base, its CI
+    learning +- z sqrt(se_rm^2 + se_base^2) (the two share the draws, so this is conservative).
+    """
+    tops = {
+        o: base[o].scores([scorer])[scorer] for o in OBJECTIVES
+    }  # [L, N] each: the base's scores per objective
+    observed = {
+        p_key(p): jaccard(
+            top_percent_rows(tops["helpful"].unsqueeze(0), p, doc["per_layer"], mag)[0],
+            top_percent_rows(tops["harmless"].unsqueeze(0), p, doc["per_layer"], mag)[0],
+        )
+        for p in doc["ps"]
+    }
+    nulls = overlap_nulls(
+        base["helpful"], base["harmless"], scorer, doc["ps"], observed, draws, doc["per_layer"], mag
+    )
+    z = float(stats.norm.ppf(0.975))
+    out = {}
+    for k, b in nulls.items():
+        t = trained[k]["sets_differ"]
+        effect = t["effect"] - b["sets_differ"]["effect"]
+        se = float(np.sqrt(t["se"] ** 2 + b["sets_differ"]["se"] ** 2))
+        out[k] = {
+            "effect": float(effect),
+            "ci95": [float(effect - z * se), float(effect + z * se)],
+            "se": se,
+            "rm_effect": t["effect"],
+            "base_effect": b["sets_differ"]["effect"],
+            "base_jaccard": observed[k],
+            "base_jaccard_permutation": b["jaccard_permutation"]["mean"],
+        }
     return out
 
 

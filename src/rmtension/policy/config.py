@@ -41,6 +41,11 @@ class PolicyConfig(Strict):
     """Seed of prompt selection and of the sampler."""
     trust_remote_code: bool = False
     """Allow the policy's repo to run its own code."""
+    sampling_weights: Literal["exact", "fp16"] = "exact"
+    """What decode steps multiply by. `fp16`: fp16 copies of an fp32 Llama policy's matrices on an x86
+    CPU (FBGEMM; elsewhere exact), ~2x faster steps at small batch, log-probs moved by up to ~0.005
+    (`benchmarks/RESULTS-sampling.md`). Not for best-of-n or RL: their claims read exact samples (a
+    config error there); the comparison bench turns it on for its replies (`source.sampling_weights`)."""
 
 
 class PMHalvesConfig(Strict):
@@ -162,6 +167,11 @@ def check_optimise_sections(cfg) -> None:
             )
         if cfg.pm_halves is None:
             raise ConfigError(f"{name}: needs a `pm_halves:` section (pm_train / pm_test are its judges)")
+        if cfg.policy.sampling_weights != "exact":
+            raise ConfigError(
+                f"policy.sampling_weights: {name} needs `exact` (got {cfg.policy.sampling_weights!r}): "
+                "its claims read samples of the policy itself"
+            )
     if cfg.rl is not None:
         missing = [o for o in cfg.rl.objectives if o not in cfg.pm_halves.objectives]
         if missing:

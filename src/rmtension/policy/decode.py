@@ -26,8 +26,10 @@ import torch.nn.functional as F
 
 from rmtension.model.encode import pad
 from rmtension.policy.llama_step import (
+    COMPRESSED,
     LlamaWeights,
     attend,
+    compress,
     llama_layers,
     llama_logits,
     llama_weights,
@@ -42,6 +44,10 @@ PREPACK_STEPS = 48
 """Decode steps from which a sampling call prepacks its bf16 weights (`llama_step.prepack`): packing
 SmolLM2-135M takes 0.25-0.9 s (fresh memory, page faults included) and saves ~15 ms per decode step
 (one thread), so an RL step's single 32-token batch samples faster without it."""
+SAMPLING_WEIGHTS = ("exact", "fp16")
+"""What decode steps multiply by: the model's own weights, or (fp32 models on CPU) fp16 copies
+(`llama_step.compress`): a batch-2 step of SmolLM2-135M reads 540 MB of fp32 matrices, and the step
+waits for that memory. Prefill always uses the exact weights."""
 GROUP_COST = 512
 """What one more cache group costs per decode step, in cache cells (rows x columns) that attention
 reads: its ~12 extra small kernels per layer take about as long as reading 512 cells' keys and
@@ -132,6 +138,8 @@ class LlamaDecoder:
 
     Decode attends over all of a group's cache columns, the future ones masked: slicing the cache
     to the filled columns makes the batched matmuls copy it (measured 2x slower per step).
+    `step_weights` (default `weights`): what decode steps use, e.g. `llama_step.compress`ed copies;
+    prefill (compute-bound, and the first token's distribution) uses `weights`.
     """
 
     def __init__(
@@ -140,8 +148,10 @@ class LlamaDecoder:
         max_new_tokens: int,
         pack_tokens: int | None = None,
         group_cost: int | None = None,
+        step_weights: LlamaWeights | None = None,
     ):
         self.w, self.max_new_tokens = weights, max_new_tokens
+        self.step_w = weights if step_weights is None else step_weights
         self.pack_tokens = PACK_TOKENS if pack_tokens is None else pack_tokens
         self.group_cost = GROUP_COST if group_cost is None else group_cost
 
@@ -261,10 +271,12 @@ class LlamaDecoder:
         self.pos = self.pos + 1
         for g in self.groups:
             g.bias[..., g.col] = 0.0
-        hidden = llama_layers(self.w, tok[:, None], *self._rope(self.pos[:, None]), self._decode_attention)
+        hidden = llama_layers(
+            self.step_w, tok[:, None], *self._rope(self.pos[:, None]), self._decode_attention
+        )
         for g in self.groups:
             g.col += 1
-        return llama_logits(self.w, hidden[:, -1])
+        return llama_logits(self.step_w, hidden[:, -1])
 
     def keep(self, rows: torch.Tensor) -> None:
         """Drop every row not in `rows` ([R'] increasing indices into the current rows)."""
@@ -329,14 +341,37 @@ class HFDecoder:
         self.mask, self.pos = self.mask[rows], self.pos[rows]
 
 
+def step_weights(weights: LlamaWeights, sampling_weights: str) -> LlamaWeights | None:
+    """The decode steps' weights for a `SAMPLING_WEIGHTS` choice: None (the exact ones) for `exact`,
+    or where `fp16` copies do not apply (`llama_step.compress`)."""
+    if sampling_weights not in SAMPLING_WEIGHTS:
+        raise ValueError(f"sampling_weights must be one of {SAMPLING_WEIGHTS}, got {sampling_weights!r}")
+    return None if sampling_weights == "exact" else compress(weights, sampling_weights)
+
+
+def weights_used(decoder: LlamaDecoder | HFDecoder) -> str:
+    """The `SAMPLING_WEIGHTS` choice a decoder's steps really use (`exact` where fp16 copies did not
+    apply)."""
+    step = getattr(decoder, "step_w", None)
+    return step.layout if step is not None and step.layout in COMPRESSED else "exact"
+
+
 def make_decoder(
-    model, max_new_tokens: int, pad_id: int, fused: bool = True, steps: int | None = None
+    model,
+    max_new_tokens: int,
+    pad_id: int,
+    fused: bool = True,
+    steps: int | None = None,
+    sampling_weights: str = "exact",
 ) -> LlamaDecoder | HFDecoder:
     """The fused decoder where the model allows it (and `fused`), else the generic one.
 
     `steps`: how many decode steps the decoder will run (all batches); its weights are prepacked
-    only from `PREPACK_STEPS` on, where the packing pays for itself.
+    only from `PREPACK_STEPS` on, where the packing pays for itself. `sampling_weights`: the decode
+    steps' weights (`SAMPLING_WEIGHTS`; the generic decoder is always exact).
     """
     pack = steps is None or steps >= PREPACK_STEPS
     weights = llama_weights(model, pack) if fused else None
-    return LlamaDecoder(weights, max_new_tokens) if weights is not None else HFDecoder(model, pad_id)
+    if weights is None:
+        return HFDecoder(model, pad_id)
+    return LlamaDecoder(weights, max_new_tokens, step_weights=step_weights(weights, sampling_weights))

@@ -14,6 +14,7 @@ model's own rotary module), so in fp32 the logits match the HF forward to roundi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,13 @@ from transformers import LlamaForCausalLM
 
 # RoPE types whose frequencies do not depend on the sequence length, so a table computed once serves.
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")
+LAYOUTS = ("plain", "onednn", "fp16", "int8")
+"""How a `LlamaWeights`' matrices are stored: the model's own tensors (`plain`); bf16 in oneDNN's
+blocked layout (`onednn`, `prepack`: the same numbers); or compressed copies of fp32 matrices for
+FBGEMM (`compress`: other numbers, for sampling that no claim reads): `fp16` weights with fp32
+activations and accumulation, or `int8` weights per output channel with dynamically quantised
+activations (measured in `benchmarks/sampling.py --weights-error`, too coarse to offer)."""
+COMPRESSED = ("fp16", "int8")
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -59,9 +67,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
 @dataclass
 class LlamaWeights:
     """A Llama-family HF model's weights for one sampling call: the model's own tensors, except
-    q/k/v and gate/up concatenated per layer and, when `packed`, the matrices in oneDNN's layout."""
+    q/k/v and gate/up concatenated per layer and, unless `layout` is `plain`, the matrices stored
+    for another kernel (`LAYOUTS`: prepacked for oneDNN, or compressed for FBGEMM)."""
 
     embed: torch.Tensor  # [V, C]
+    # the matrices, [N, K] tensors or FBGEMM's packed objects (`layout`)
     qkv: list[torch.Tensor]  # per layer [(H + 2 Hk) D, C]
     o: list[torch.Tensor]  # [C, H D]
     gate_up: list[torch.Tensor]  # [2 I, C]
@@ -75,7 +85,12 @@ class LlamaWeights:
     kv_heads: int
     head_dim: int
     rotary: torch.nn.Module  # the model's own RoPE module: cos/sin for any static RoPE type
-    packed: bool = False  # qkv, o, gate_up, down and lm_head are in oneDNN's layout (`prepack`)
+    layout: str = "plain"
+    """How qkv, o, gate_up, down and lm_head are stored (`LAYOUTS`)."""
+
+    @property
+    def packed(self) -> bool:
+        return self.layout == "onednn"
 
 
 def prepack(weight: torch.Tensor) -> torch.Tensor | None:
@@ -91,11 +106,71 @@ def prepack(weight: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, packed: bool) -> torch.Tensor:
-    """x [..., K], weight [N, K] (plain, or `prepack`ed when `packed`) -> x @ weight.T [..., N]."""
-    if not packed:
+def fbgemm_available() -> bool:
+    """FBGEMM's fp16 and int8 linears run here: an x86 build of PyTorch, a CPU with AVX2 or later."""
+    return (
+        "fbgemm" in torch.backends.quantized.supported_engines
+        and torch.backends.cpu.get_cpu_capability()
+        in (
+            "AVX2",
+            "AVX512",
+        )
+    )
+
+
+def pack_fp16(weight: torch.Tensor) -> torch.ScriptObject:
+    """[N, K] fp32 weight -> FBGEMM's packed fp16 copy (`linear`): each weight rounded to the nearest
+    fp16, |w - fl16(w)| <= 2^-11 |w| (plus 2^-25 where |w| < 2^-14, fp16's subnormals)."""
+    return torch.ops.quantized.linear_prepack_fp16(weight.detach().float(), None)
+
+
+def pack_int8(weight: torch.Tensor) -> torch.ScriptObject:
+    """[N, K] fp32 weight -> FBGEMM's packed int8 copy: symmetric per output channel, w_nk ~ s_n q_nk
+    with s_n = max_k |w_nk| / 127 and q_nk in [-127, 127], so |w_nk - s_n q_nk| <= s_n / 2."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+    zero = torch.zeros_like(scale, dtype=torch.long)
+    q = torch.quantize_per_channel(w, scale.double(), zero, 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(q, None)
+
+
+def compress(w: LlamaWeights, kind: str) -> LlamaWeights | None:
+    """`w` (plain fp32 matrices) with qkv, o, gate_up, down and lm_head as FBGEMM `kind` copies
+    (`COMPRESSED`); the embedding, norms and RoPE are shared. None where that does not apply
+    (other dtypes or layouts, no FBGEMM). Halves (fp16) or quarters (int8) the bytes a decode step
+    reads, which is what a small-batch step waits for."""
+    if kind not in COMPRESSED:
+        raise ValueError(f"compress: kind must be one of {COMPRESSED}, got {kind!r}")
+    cpu = w.lm_head.device.type == "cpu"
+    if w.layout != "plain" or w.lm_head.dtype != torch.float32 or not cpu or not fbgemm_available():
+        return None
+    pack = pack_fp16 if kind == "fp16" else pack_int8
+    return dataclasses.replace(
+        w,
+        qkv=[pack(m) for m in w.qkv],
+        o=[pack(m) for m in w.o],
+        gate_up=[pack(m) for m in w.gate_up],
+        down=[pack(m) for m in w.down],
+        lm_head=pack(w.lm_head),
+        layout=kind,
+    )
+
+
+def linear(x: torch.Tensor, weight, layout: str) -> torch.Tensor:
+    """x [..., K], weight [N, K] stored as `layout` (`LAYOUTS`) -> x @ weight.T [..., N].
+
+    `fp16`: FBGEMM converts the weights to fp32 inside the kernel and multiplies in fp32. `int8`:
+    FBGEMM's dynamic linear, which also rounds x to 7-bit integers with one scale and zero point per
+    call (`reduce_range`: no int16 overflow in AVX2's multiply-add), then accumulates in int32."""
+    if layout == "plain":
         return F.linear(x, weight)
-    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), weight, None, "none", [], "")
+    flat = x.reshape(-1, x.shape[-1])
+    if layout == "fp16":
+        out = torch.ops.quantized.linear_dynamic_fp16(flat, weight)
+    elif layout == "int8":
+        out = torch.ops.quantized.linear_dynamic(flat, weight, True)
+    else:
+        out = torch.ops.mkldnn._linear_pointwise(flat, weight, None, "none", [], "")
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
@@ -130,9 +205,10 @@ def llama_weights(model, pack: bool = True) -> LlamaWeights | None:
         [m.down_proj.weight for m in mlp],
         [model.lm_head.weight],
     ]
+    layout = "plain"
     packed = [[prepack(w) for w in ws] for ws in mats] if pack else []
     if packed and all(p is not None for ps in packed for p in ps):
-        mats = packed
+        mats, layout = packed, "onednn"
     return LlamaWeights(
         embed=base.embed_tokens.weight,
         qkv=mats[0],
@@ -148,7 +224,7 @@ def llama_weights(model, pack: bool = True) -> LlamaWeights | None:
         kv_heads=cfg.num_key_value_heads,
         head_dim=att[0].head_dim,
         rotary=base.rotary_emb,
-        packed=mats is packed,
+        layout=layout,
     )
 
 
@@ -168,15 +244,15 @@ def llama_layers(
     h, hk, d = w.heads, w.kv_heads, w.head_dim
     x = F.embedding(ids, w.embed)  # [R, T, C]
     for i in range(len(w.qkv)):
-        qkv = linear(rms_norm(x, w.norm_attn[i], w.eps), w.qkv[i], w.packed)  # [R, T, (H + 2 Hk) D]
+        qkv = linear(rms_norm(x, w.norm_attn[i], w.eps), w.qkv[i], w.layout)  # [R, T, (H + 2 Hk) D]
         qk = rope(qkv[..., : (h + hk) * d].view(r, t, h + hk, d).transpose(1, 2), cos, sin)  # q and k at once
         v = qkv[..., (h + hk) * d :].view(r, t, hk, d).transpose(1, 2)  # [R, Hk, T, D]
-        x = x + linear(attention(i, qk[:, :h], qk[:, h:], v), w.o[i], w.packed)
-        gate, up = linear(rms_norm(x, w.norm_mlp[i], w.eps), w.gate_up[i], w.packed).chunk(2, dim=-1)
-        x = x + linear(F.silu(gate) * up, w.down[i], w.packed)
+        x = x + linear(attention(i, qk[:, :h], qk[:, h:], v), w.o[i], w.layout)
+        gate, up = linear(rms_norm(x, w.norm_mlp[i], w.eps), w.gate_up[i], w.layout).chunk(2, dim=-1)
+        x = x + linear(F.silu(gate) * up, w.down[i], w.layout)
     return x
 
 
 def llama_logits(w: LlamaWeights, hidden: torch.Tensor) -> torch.Tensor:
     """[..., C] final hidden states -> [..., V] logits (final RMSNorm, LM head)."""
-    return linear(rms_norm(hidden, w.norm_out, w.eps), w.lm_head, w.packed)
+    return linear(rms_norm(hidden, w.norm_out, w.eps), w.lm_head, w.layout)

@@ -23,9 +23,10 @@ import torch
 from rmtension.data.types import Turn
 from rmtension.errors import RmtensionError
 from rmtension.policy import decode
-from rmtension.policy.decode import HFDecoder, LlamaDecoder, make_decoder
+from rmtension.policy.decode import HFDecoder, LlamaDecoder, make_decoder, weights_used
 from rmtension.policy.llama_step import LlamaWeights, llama_weights
 from rmtension.policy.sampling import (
+    NUCLEUS_PREFILTER,
     TRANSCRIPT_STOP,
     Policy,
     build_prompt_ids,
@@ -124,7 +125,7 @@ class ReplyText:
         return rest
 
 
-_FUSED: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, LlamaWeights | None]] = (
+_FUSED: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, LlamaWeights | None, dict]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -142,8 +143,18 @@ def fused_weights(model: torch.nn.Module, pack: bool) -> LlamaWeights | None:
     key = (pack, tuple((p.data_ptr(), p._version) for p in model.parameters()))
     cached = _FUSED.get(model)
     if cached is None or cached[0] != key:
-        cached = _FUSED[model] = (key, llama_weights(model, pack))
+        cached = _FUSED[model] = (key, llama_weights(model, pack), {})
     return cached[1]
+
+
+def fused_step_weights(model: torch.nn.Module, pack: bool, sampling_weights: str) -> LlamaWeights | None:
+    """The decode steps' weights (`decode.step_weights`) beside `fused_weights(model, pack)`, kept with
+    it (fp16 copies of SmolLM2-135M: 270 MB more); None for the exact weights."""
+    weights = fused_weights(model, pack)
+    steps = _FUSED[model][2]
+    if weights is not None and sampling_weights not in steps:
+        steps[sampling_weights] = decode.step_weights(weights, sampling_weights)
+    return steps.get(sampling_weights)
 
 
 def reply_decoder(policy: Policy, max_new_tokens: int) -> LlamaDecoder | HFDecoder:
@@ -153,8 +164,12 @@ def reply_decoder(policy: Policy, max_new_tokens: int) -> LlamaDecoder | HFDecod
     if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
         return make_decoder(model, max_new_tokens, policy.pad_id, steps=max_new_tokens)
     bf16 = next(model.parameters()).dtype == torch.bfloat16  # only bf16 weights are ever prepacked
-    weights = fused_weights(model, bf16 and max_new_tokens >= decode.PREPACK_STEPS)
-    return LlamaDecoder(weights, max_new_tokens) if weights is not None else HFDecoder(model, policy.pad_id)
+    pack = bf16 and max_new_tokens >= decode.PREPACK_STEPS
+    weights = fused_weights(model, pack)
+    if weights is None:
+        return HFDecoder(model, policy.pad_id)
+    step = fused_step_weights(model, pack, policy.sampling_weights)
+    return LlamaDecoder(weights, max_new_tokens, step_weights=step)
 
 
 class PolicyRows:
@@ -182,7 +197,8 @@ class PolicyRows:
             logits = self.decoder.prefill([self.prompt], expand)
         else:
             logits = self.decoder.step(self.tok)
-        self.tok = next_tokens(logits, temperature, top_k, top_p, self.generator)
+        prefilter = NUCLEUS_PREFILTER if weights_used(self.decoder) != "exact" else 0
+        self.tok = next_tokens(logits, temperature, top_k, top_p, self.generator, prefilter)
         return list(zip(self.alive, self.tok.tolist()))
 
     def end(self, rows: set[int]) -> None:
@@ -209,10 +225,11 @@ def conversation(messages: Sequence[dict]) -> list[Turn]:
     return turns
 
 
-def reply_settings(policy: Policy, **sampling) -> dict:
-    """The record of what drew a reply (`ReplyDone.settings`)."""
+def reply_settings(policy: Policy, sampling_weights: str = "exact", **sampling) -> dict:
+    """The record of what drew a reply (`ReplyDone.settings`); `sampling_weights`: what the decode
+    steps multiplied by (`weights_used`)."""
     dtype = str(next(policy.model.parameters()).dtype).removeprefix("torch.")
-    return {"model": policy.path, "dtype": dtype, **sampling}
+    return {"model": policy.path, "dtype": dtype, "sampling_weights": sampling_weights, **sampling}
 
 
 def stream_pair(
@@ -274,6 +291,8 @@ def stream_pair(
                     rest = text.finish()
                     if rest:
                         yield ReplyDelta(which, rest)
-                    settings = reply_settings(rows.policy, **sampling, row=row, rows=rows.rows)
+                    settings = reply_settings(
+                        rows.policy, weights_used(rows.decoder), **sampling, row=row, rows=rows.rows
+                    )
                     yield ReplyDone(which, text.text, tuple(ids), stop or text.stopped, settings)
             rows.end(ended)

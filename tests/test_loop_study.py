@@ -1,0 +1,216 @@
+"""The whole steering loop at tiny size: every arm and seed, its files, exact resume, the placebo."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rmtension.data.types import Turn
+from rmtension.loop.capability import generate_items
+from rmtension.loop.config import LoopConfig
+from rmtension.loop.measure import Probes, agreement, top_quartile
+from rmtension.loop.results import nested_bootstrap
+from rmtension.loop.study import LoopParts, run_loop
+from rmtension.policy.sampling import Policy
+from rmtension.stats.verdicts import SUPPORTED
+from tiny import tiny_causal_lm, tiny_reward_model, tiny_tokenizer
+
+WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud", "bird", "lamp"]
+
+
+def gold(contexts, replies) -> np.ndarray:
+    """Likes lower-case letters a..m (a judge a tiny policy can move on)."""
+    return np.array([sum("a" <= ch <= "m" for ch in r) / max(1, len(r)) for r in replies])
+
+
+def ask(i: int) -> tuple[Turn, ...]:
+    return (Turn("user", f"{WORDS[i % len(WORDS)]} {WORDS[(3 * i + 1) % len(WORDS)]}?"),)
+
+
+def tiny_parts() -> LoopParts:
+    tok = tiny_tokenizer()
+
+    def new_policy():
+        return Policy(tiny_causal_lm("llama", layers=1), tok, [tok.eos_token_id], tok.pad_token_id, "tiny")
+
+    d0 = [(ask(i), f"{WORDS[i % 9]} and {WORDS[(i + 2) % 9]}", "zz yy " * (i % 3 + 1)) for i in range(6)]
+    probes = Probes(
+        heldout=[ask(20 + i) for i in range(4)],
+        capability=generate_items(4, seed=0),
+        xstest_respond=[ask(40)],
+        xstest_refuse=[ask(41)],
+        max_new_tokens=5,
+        max_prompt_tokens=64,
+    )
+    return LoopParts(
+        new_policy,
+        lambda: tiny_reward_model("llama", layers=1),
+        tok,
+        gold,
+        d0,
+        [ask(100 + i) for i in range(6)],
+        probes,
+    )
+
+
+CONFIG = {
+    "seeds": [0, 1],
+    "rounds": 2,
+    "prompts_per_round": 3,
+    "heldout_prompts": 4,
+    "d0_pairs": 6,
+    "weight_path": [0.0, 1.0],
+    "bootstrap": 200,
+    "pm": {"steps0": 2, "steps": 2, "batch": 3, "lr": 1e-3, "max_length": 128},
+    "round": {
+        "max_new_tokens": 5,
+        "max_prompt_tokens": 64,
+        "n_best_of": 3,
+        "distill_steps": 2,
+        "distill_lr": 1e-3,
+    },
+    "reviewer": {"beta": 4.0, "epsilon": 0.25, "seed": 11},
+    "arms": {
+        "online": {},
+        "offline": {"pm": "offline"},
+        "length": {"shortcuts": [{"kind": "length", "weight": 0.5}]},
+        "placebo": {"shortcuts": [{"kind": "length", "weight": 0.0}], "noise_seed": 12},
+        "ensemble": {"pm": "ensemble", "ensemble": 2, "aggregate": "wco"},
+    },
+    "claims": {
+        "online_beats_offline": 0.02,
+        "offline_judge_fades_at_high_end": 0.1,
+        "shortcut_steers_policy": {"length": 1.0},
+        "alignment_tax": 0.05,
+    },
+}
+
+
+def loop_files(out) -> dict:
+    """Every measure, label and weight-path file under out/loop, by relative path."""
+    root = out / "loop"
+    keep = ("measure.json", "labels.json", "weight_path.json", "pairs.json", "improve.json", "rounds.csv")
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.name in keep}
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    out = tmp_path_factory.mktemp("loop")
+    run_loop(out, LoopConfig.model_validate(CONFIG), tiny_parts())
+    return out
+
+
+def test_the_loop_writes_a_row_per_arm_seed_and_round(whole):
+    rows = pd.read_csv(whole / "loop" / "rounds.csv")
+    assert len(rows) == 5 * 2 * 3
+    assert set(rows["round"]) == {0, 1, 2}
+    assert (rows["flip_rate"].between(0, 1)).all() and (rows.loc[rows["round"] > 0, "kl"] > 0).all()
+    # round 0 is π_0 for every arm: same gold on the same held-out draws
+    zero = rows[rows["round"] == 0].groupby("seed")["gold"].nunique()
+    assert (zero == 1).all()
+    loop = json.loads((whole / "loop" / "loop.json").read_text())
+    assert set(loop["arms"]) == set(CONFIG["arms"])
+    entry = loop["arms"]["online"]["rounds"][2]["gold"]
+    assert entry["ci95"][0] <= entry["mean"] <= entry["ci95"][1]
+    assert [w["lambda"] for w in loop["arms"]["online"]["weight_path"]] == [0.0, 1.0]
+
+
+def test_round_zero_is_shared_where_the_reviewer_is_the_same(whole):
+    zeros = sorted(p.name for p in (whole / "loop" / "round0").iterdir())
+    assert len(zeros) == 4  # online and offline share one; length, placebo and ensemble have their own
+    rows = pd.read_csv(whole / "loop" / "rounds.csv")
+    r0 = rows[rows["round"] == 0].set_index(["arm", "seed"])
+    assert r0.loc[("online", 0), "agree_pm0"] == r0.loc[("offline", 0), "agree_pm0"]
+
+
+def test_the_offline_arm_keeps_pm0_and_the_online_arm_retrains(whole):
+    loop = whole / "loop"
+    rows = pd.read_csv(loop / "rounds.csv")
+    off = rows[rows["arm"] == "offline"]
+    assert (off["agree_pm0"] == off["agree_pmr"]).all()
+    cfg = LoopConfig.model_validate(CONFIG)
+    pm0 = load_file(loop / "round0" / cfg.round0_key("online") / "seed0" / "pm" / "model.safetensors")
+    for arm, same in (("offline", True), ("online", False)):
+        pm2 = load_file(loop / "arms" / arm / "seed0" / "round2" / "pm" / "model.safetensors")
+        assert all(torch.equal(pm0[k], pm2[k]) for k in pm0) == same, arm
+
+
+def test_the_zero_weight_placebo_is_not_supported(whole):
+    fs = {f["id"]: f for f in json.loads((whole / "loop" / "findings.json").read_text())["findings"]}
+    assert {"online_beats_offline", "offline_judge_fades_at_high_end", "alignment_tax"} <= fs.keys()
+    placebo = fs["shortcut_steers_policy:placebo"]
+    assert placebo["numbers"]["placebo"] is True
+    assert placebo["verdict"] != SUPPORTED
+    assert fs["shortcut_steers_policy:length"]["numbers"]["placebo"] is False
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_loop_killed_mid_round_resumes_to_identical_outputs(tmp_path, whole):
+    seen = []
+
+    def die(phase):
+        seen.append(phase)
+        if seen.count("pm") == 2:  # seed 0, online, round 2: after its pm phase, before improve
+            raise Killed
+
+    cfg = LoopConfig.model_validate(CONFIG)
+    with pytest.raises(Killed):
+        run_loop(tmp_path, cfg, tiny_parts(), after_phase=die)
+    assert seen == ["sample", "label", "pm", "improve", "measure", "sample", "label", "pm"]
+    run_loop(tmp_path, cfg, tiny_parts())
+    assert loop_files(tmp_path) == loop_files(whole)
+
+
+def test_agreement_and_top_quartile_on_hand_worked_pairs():
+    got = agreement(
+        np.array([1.0, 0.0, 2.0, 5.0]),
+        np.array([0.0, 1.0, 2.0, 1.0]),
+        np.array([3, 3, 1, 2.0]),
+        np.array([1, 1, 0, 2.0]),
+    )
+    np.testing.assert_array_equal(got[:3], [1.0, 0.0, 0.0])  # a judge's tie disagrees
+    assert np.isnan(got[3])  # gold ties: no order to agree with
+    np.testing.assert_array_equal(
+        top_quartile(np.array([1.0, 2, 3, 4, 5, 6, 7, 8])), [0, 0, 0, 0, 0, 0, 1, 1]
+    )
+
+
+def test_nested_bootstrap_of_constant_and_two_valued_cells():
+    mean, ci, sd = nested_bootstrap(np.full((2, 5), 0.3), 100)
+    assert mean == pytest.approx(0.3) and ci == pytest.approx([0.3, 0.3]) and sd == pytest.approx(0.0)
+    v = np.array([[0.0, np.nan], [1.0, 1.0]])  # NaN cells are left out of each draw's mean
+    mean, ci, _ = nested_bootstrap(v, 400)
+    assert mean == pytest.approx(2 / 3) and 0.0 <= ci[0] <= ci[1] <= 1.0
+
+
+def test_the_report_section_is_written_from_the_loop_files(whole):
+    from rmtension.loop.report import write_loop_report
+
+    page = write_loop_report(whole).read_text()
+    assert "The steering loop" in page and "shortcut_steers_policy" not in page  # statements, not ids
+    fs = json.loads((whole / "loop" / "findings.json").read_text())["findings"]
+    assert all(f["verdict"] in page for f in fs)
+    assert (whole / "loop" / "report" / "figures" / "loop_gold_kl.png").exists()
+
+
+def test_a_bad_loop_config_is_one_line_naming_file_and_key(tmp_path):
+    from rmtension.errors import ConfigError
+    from rmtension.loop.config import load_loop_config
+
+    bad = tmp_path / "loop.yaml"
+    bad.write_text(json.dumps({**CONFIG, "rounds": 0}))
+    with pytest.raises(ConfigError, match=r"loop.yaml: rounds: .*greater than or equal to 1"):
+        load_loop_config(bad)
+    placebo = {
+        **CONFIG,
+        "arms": {**CONFIG["arms"], "placebo": {"shortcuts": [{"kind": "length", "weight": 0.1}]}},
+    }
+    bad.write_text(json.dumps(placebo))
+    with pytest.raises(ConfigError, match="placebo arm 'placebo' needs shortcuts of weight 0"):
+        load_loop_config(bad)
