@@ -58,6 +58,8 @@ def test_planted_interference_is_supported_and_covered(planted_runs):
     }
     found = {f["id"]: f for f in check_findings(planted)}["mixed_worse"]
     assert found["verdict"] == "supported", found["evidence"]
+    twin = {f["id"]: f for f in check_findings(unflipped)}["mixed_worse"]
+    assert twin["verdict"] != "supported", twin["evidence"]  # without the flips nothing is planted
     assert found["decided_on"] == "length-controlled"
     for ts, (lo, hi) in found[
         "ci95"

@@ -115,6 +115,11 @@ class DataConfig(Strict):
     """Planted label noise (a positive control, `configs/planted.yaml`): objective -> share of its pairs
     in the mixed RM's training set whose chosen and rejected replies are swapped (seeded; counted in
     `data/summary.json`). Single RMs, controls, validation and test pairs keep their labels."""
+    cue_share: float = 0.0
+    """A planted cue (a positive control, `configs/planted.yaml`): on this seeded share of the pairs, in
+    every objective, split and RM, the human-chosen reply ends with " alpha" and the rejected one with
+    " omega" (`rmtension.data.flips.add_cue`; one token each, so length is unchanged). With
+    `flip_labels` the mixed RM learns it backwards: interference that length control cannot remove."""
     shuffle_labels: bool = False
     """A negative control for the neuron claims: every RM's training pairs have chosen and rejected
     swapped on a seeded half (a coin per pair id, `rmtension.data.flips.shuffle_labels`), so the labels
@@ -128,6 +133,8 @@ class DataConfig(Strict):
             raise ValueError("split needs non-zero train and test fractions")
         if any(not 0.0 <= v <= 1.0 for v in self.flip_labels.values()):
             raise ValueError(f"flip_labels: every share must lie in [0, 1], got {self.flip_labels}")
+        if not 0.0 <= self.cue_share <= 1.0:
+            raise ValueError(f"cue_share must lie in [0, 1], got {self.cue_share}")
         return self
 
 
