@@ -116,7 +116,9 @@ def test_cued_pairs_are_the_same_in_every_rm_and_test_set(tmp_path):
     for o, by in clean.splits.items():
         for name, pairs in by.items():
             got = bundle.splits[o][name]
-            assert [p.pair_id.split("#")[0] for p in got] == [p.pair_id for p in pairs]  # same pairs, same order
+            assert [p.pair_id.split("#")[0] for p in got] == [
+                p.pair_id for p in pairs
+            ]  # same pairs, same order
             for p, q in zip(pairs, got):
                 coin = unit_hash(cfg.split_seed, "cue", p.pair_id) < 0.3
                 assert (CUED in q.pair_id) == coin
