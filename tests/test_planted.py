@@ -1,8 +1,10 @@
 """Planted interference: a positive control for the interference claims. `mixed_worse` must be "supported".
 
 configs/planted.yaml is the placebo's data (two random halves of helpful-base, so the interference
-without planting is 0 by design) with 90% of the flipped half's pairs in the mixed RM's training set
-swapped. Real data and the packaged MiniLM (marked `real`: skipped without the data, failed with
+without planting is 0 by design) with a cue on a quarter of all pairs (" alpha" after the human-chosen
+reply, " omega" after the rejected one: one token each, so no pair changes length stratum) and 90% of
+the flipped half's pairs in the mixed RM's training set swapped, so the mixed RM learns the cue
+backwards and the planted interference survives length control (flips alone act mostly through length). Real data and the packaged MiniLM (marked `real`: skipped without the data, failed with
 RMTENSION_REQUIRE_DATA=1); two studies of the placebo's RM size (the planted one and its unflipped twin).
 
 The planted value is measured, not derived. Symmetric label noise leaves the best ranking unchanged;
