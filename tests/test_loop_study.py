@@ -214,3 +214,31 @@ def test_a_bad_loop_config_is_one_line_naming_file_and_key(tmp_path):
     bad.write_text(json.dumps(placebo))
     with pytest.raises(ConfigError, match="placebo arm 'placebo' needs shortcuts of weight 0"):
         load_loop_config(bad)
+    hedging = {
+        **CONFIG,
+        "arms": {**CONFIG["arms"], "hedge": {"shortcuts": [{"kind": "confidence", "weight": 1}]}},
+    }
+    hedging["claims"] = {**CONFIG["claims"], "shortcut_steers_policy": {"length": 5.0}}
+    bad.write_text(json.dumps(hedging))
+    with pytest.raises(ConfigError, match="arm 'hedge' has a confidence shortcut but .* no margin"):
+        load_loop_config(bad)
+
+
+def test_loop_config_folders_resolve_beside_the_config(tmp_path, monkeypatch):
+    """A relative data_path / xstest_path / gold judge names a folder beside the config (or in its
+    parent), wherever the command runs; a path that exists from the working directory stays as given."""
+    from rmtension.loop.config import load_loop_config
+
+    (tmp_path / "project" / "configs").mkdir(parents=True)
+    for folder in ("project/configs/hh", "project/xs", "project/judge"):
+        (tmp_path / folder).mkdir()
+    config = tmp_path / "project" / "configs" / "loop.yaml"
+    gold = {**CONFIG.get("gold", {}), "judges": ["judge", "hub-org/some-judge"]}
+    config.write_text(json.dumps({**CONFIG, "data_path": "hh", "xstest_path": "xs", "gold": gold}))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_loop_config(config)
+    assert cfg.data_path == str(tmp_path / "project" / "configs" / "hh")
+    assert cfg.xstest_path == str(tmp_path / "project" / "xs")  # the config folder's parent
+    assert cfg.gold.judges == [str(tmp_path / "project" / "judge"), "hub-org/some-judge"]  # a hub id stays
+    (tmp_path / "hh").mkdir()
+    assert load_loop_config(config).data_path == "hh"  # there from the working directory: as given
