@@ -99,13 +99,17 @@ def loop_files(out) -> dict:
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
     out = tmp_path_factory.mktemp("loop")
-    run_loop(out, LoopConfig.model_validate(CONFIG), tiny_parts())
+    lines: list[str] = []
+    run_loop(out, LoopConfig.model_validate(CONFIG), tiny_parts(), progress=lines.append)
+    (out / "progress.txt").write_text("\n".join(lines))
     return out
 
 
 def test_the_loop_writes_a_row_per_arm_seed_and_round(whole):
     rows = pd.read_csv(whole / "loop" / "rounds.csv")
     assert len(rows) == 5 * 2 * 3
+    said = (whole / "progress.txt").read_text().splitlines()  # one line as each seed and arm starts
+    assert said == [f"seed {s}, arm {a}" for s in CONFIG["seeds"] for a in CONFIG["arms"]]
     assert set(rows["round"]) == {0, 1, 2}
     assert (rows["flip_rate"].between(0, 1)).all() and (rows.loc[rows["round"] > 0, "kl"] > 0).all()
     # round 0 is π_0 for every arm: same gold on the same held-out draws

@@ -272,8 +272,10 @@ def run_loop(
     parts: LoopParts,
     reviewers: dict[str, SimulatedReviewer] | None = None,
     after_phase: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
-    """Every seed and arm into out/loop/, then rounds.csv, loop.json and findings.json there."""
+    """Every seed and arm into out/loop/, then rounds.csv, loop.json and findings.json there.
+    `progress(line)` hears which seed and arm start; `after_phase(name)` each phase of a round."""
     from rmtension.loop.results import write_results
 
     out = Path(out) / "loop"
@@ -283,6 +285,8 @@ def run_loop(
     reviewers = reviewers or {arm: round_reviewer(cfg, arm) for arm in cfg.arms}
     for seed in cfg.seeds:
         for arm in cfg.arms:
+            if progress:
+                progress(f"seed {seed}, arm {arm}")
             run_arm_seed(out, cfg, arm, seed, parts, reviewers[arm], after_phase)
     write_results(out, cfg)
     return out
