@@ -228,6 +228,25 @@ def test_a_bad_loop_config_is_one_line_naming_file_and_key(tmp_path):
         load_loop_config(bad)
 
 
+def test_a_run_directory_resumes_only_with_its_own_config(tmp_path):
+    """Resuming with another config would mix its rounds with the old ones' files: refused, naming
+    the keys; the claims' margins may change, since they are read from the files afterwards."""
+    from rmtension.errors import ConfigError
+    from rmtension.loop.study import claim_run_dir
+
+    loop = tmp_path / "run" / "loop"
+    cfg = LoopConfig.model_validate(CONFIG)
+    claim_run_dir(loop, cfg)
+    assert json.loads((loop / "config.json").read_text())["rounds"] == CONFIG["rounds"]
+    claim_run_dir(loop, cfg)  # the same config resumes
+    claims = {**CONFIG["claims"], "alignment_tax": CONFIG["claims"]["alignment_tax"] * 2}
+    claim_run_dir(loop, LoopConfig.model_validate({**CONFIG, "claims": claims}))
+    gold = {**CONFIG.get("gold", {}), "steps": 7}
+    other = LoopConfig.model_validate({**CONFIG, "rounds": CONFIG["rounds"] + 1, "gold": gold})
+    with pytest.raises(ConfigError, match=r"another loop config \(gold, rounds differ\)"):
+        claim_run_dir(loop, other)
+
+
 def test_loop_config_folders_resolve_beside_the_config(tmp_path, monkeypatch):
     """A relative data_path / xstest_path / gold judge names a folder beside the config (or in its
     parent), wherever the command runs; a path that exists from the working directory stays as given."""
