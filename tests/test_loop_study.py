@@ -265,3 +265,37 @@ def test_loop_config_folders_resolve_beside_the_config(tmp_path, monkeypatch):
     assert cfg.gold.judges == [str(tmp_path / "project" / "judge"), "hub-org/some-judge"]  # a hub id stays
     (tmp_path / "hh").mkdir()
     assert load_loop_config(config).data_path == "hh"  # there from the working directory: as given
+
+
+def test_gold_top_k_trains_only_its_top_blocks_and_head(tmp_path):
+    """gold.trainable top:1: the embeddings and every block below the top stay as loaded; the top
+    block and the score head move (the BERT backbone, as MiniLM)."""
+    from rmtension.data.types import Pair
+    from rmtension.loop.config import GoldConfig
+    from rmtension.loop.gold import build_gold
+    from tiny import save_tiny
+
+    folder = save_tiny(tmp_path / "bert", "bert")
+    before = load_file(folder / "model.safetensors")
+    pairs = [
+        Pair(
+            f"p{i}",
+            (Turn("user", f"question {i}"),),
+            f"a long helpful answer {i}",
+            f"no {i}",
+            "t",
+            "t",
+            i + 1,
+        )
+        for i in range(16)
+    ]
+    cfg = GoldConfig(
+        backbone=str(folder), trainable="top:1", pairs=16, steps=3, batch=4, max_length=32, lr=1e-2
+    )
+    build_gold(cfg, pairs, tmp_path / "gold", None)
+    after = load_file(tmp_path / "gold" / "member0" / "model.safetensors")
+    moved = {k for k in after if k in before and not torch.equal(after[k], before[k])}
+    assert moved and all(
+        k.startswith(("bert.encoder.layer.1.", "bert.pooler.", "classifier.", "score.")) for k in moved
+    ), moved
+    assert any(".layer.1." in k for k in moved)  # the top block itself trained
