@@ -299,3 +299,20 @@ def test_gold_top_k_trains_only_its_top_blocks_and_head(tmp_path):
         k.startswith(("bert.encoder.layer.1.", "bert.pooler.", "classifier.", "score.")) for k in moved
     ), moved
     assert any(".layer.1." in k for k in moved)  # the top block itself trained
+
+
+def test_kl_to_the_reference_is_zero_at_it_and_positive_after_a_change():
+    from rmtension.loop.measure import kl_per_reply
+    from rmtension.rl.rloo import snapshot
+
+    policy = tiny_parts().new_policy()
+    reference = snapshot(policy.model, [n for n, _ in policy.model.named_parameters()])
+    prompts, replies = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]]
+    assert kl_per_reply(policy, reference, prompts, replies).tolist() == [0.0, 0.0]
+    with torch.no_grad():
+        next(policy.model.parameters()).add_(0.5)  # the embeddings: every position's logits move
+    kl = kl_per_reply(policy, reference, prompts, replies)
+    assert (kl > 0).all()
+    assert kl_per_reply(policy, {}, prompts, replies).shape == (
+        2,
+    )  # no reference given: computed, not skipped
