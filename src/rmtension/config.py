@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from rmtension.combine.config import CombineConfig
 from rmtension.errors import ConfigError
-from rmtension.audit.config import AuditConfig, find_beside, find_suite
+from rmtension.audit.config import AuditConfig, find_suite
 from rmtension.neurons.config import AblationConfig, NeuronsConfig, check_neuron_sections
 from rmtension.policy.config import (
     BonConfig,
@@ -29,7 +29,7 @@ from rmtension.policy.config import (
     RLConfig,
     check_optimise_sections,
 )
-from rmtension.yaml_file import read_mapping
+from rmtension.yaml_file import find_beside, read_mapping
 from rmtension.strict import OBJECTIVES, Strict
 
 __all__ = ["OBJECTIVES", "Strict", "StudyConfig", "load_config"]

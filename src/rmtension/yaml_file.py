@@ -1,5 +1,6 @@
 """Reading a user's YAML file (a study config, a bench task, a loop config) as a mapping, with errors
-for the user: one line naming the file, the line of a YAML syntax error, and the reason."""
+for the user: one line naming the file, the line of a YAML syntax error, and the reason; and finding
+the files and folders such a file names."""
 
 from __future__ import annotations
 
@@ -28,3 +29,20 @@ def read_mapping(path: str | Path, what: str, not_a_mapping: str, empty_ok: bool
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: {not_a_mapping}")
     return raw
+
+
+def find_beside(name: str, config_dir: Path | None, package_dir: Path | None = None) -> str:
+    """A relative file or folder path as the user meant it: as given (absolute, or relative to the
+    working directory), else beside the config file or in its parent folder (`configs/` sits in the
+    project root), else under `package_dir`. Unchanged when none exists (the reader then says so in
+    one line)."""
+    path = Path(name)
+    if path.is_absolute() or path.exists():
+        return name
+    folders = [config_dir, config_dir.parent] if config_dir is not None else []
+    if package_dir is not None:
+        folders.append(package_dir)
+    for folder in folders:
+        if (folder / path).exists():
+            return str((folder / path).resolve())
+    return name

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from rmtension.strict import Strict
+from rmtension.yaml_file import find_beside
 
 SHIPPED_SUITE = "suites/healthcare_scheduling.yaml"
 
@@ -28,22 +29,6 @@ class AuditConfig(Strict):
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 """Holds `suites/`, shipped as package data, so an installed wheel finds the shipped suite too."""
-
-
-def find_beside(name: str, config_dir: Path | None, package_dir: Path | None = None) -> str:
-    """A relative file path as the user meant it: as given (absolute, or relative to the working
-    directory), else beside the config file or in its parent folder (`configs/` sits in the project
-    root), else under `package_dir`. Unchanged when none exists (the reader then says so in one line)."""
-    path = Path(name)
-    if path.is_absolute() or path.is_file():
-        return name
-    folders = [config_dir, config_dir.parent] if config_dir is not None else []
-    if package_dir is not None:
-        folders.append(package_dir)
-    for folder in folders:
-        if (folder / path).is_file():
-            return str((folder / path).resolve())
-    return name
 
 
 def find_suite(suite: str, config_dir: Path | None = None) -> str:

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from rmtension.errors import ConfigError
 from rmtension.loop.reviewer import SimulatedReviewer, Shortcut
 from rmtension.strict import Strict
-from rmtension.yaml_file import read_mapping
+from rmtension.yaml_file import find_beside, read_mapping
 
 
 class ShortcutConfig(Strict):
@@ -62,6 +62,8 @@ class GoldConfig(Strict):
     `members` > 1); or `judges:` any folders / hub ids `rmtension.api.load_judge` reads."""
 
     backbone: str = "minilm"
+    trainable: str = Field("all", pattern=r"^(all|top:[1-9][0-9]*)$")
+    """What of each member trains (`all`, or `top:K` blocks and the head; `model.scope`)."""
     judges: list[str] = []
     """Use these judges (z-scored on the D_0 pairs, averaged) instead of training; empty: train."""
     members: int = Field(1, ge=1)
@@ -77,6 +79,9 @@ class GoldConfig(Strict):
 
 class PMConfig(Strict):
     backbone: str = "minilm"
+    trainable: str = Field("all", pattern=r"^(all|top:[1-9][0-9]*)$")
+    """What of a proxy PM trains (`all`, or `top:K` blocks and the head; `model.scope`): the frozen
+    blocks below need no backward pass."""
     max_length: int = Field(256, ge=16)
     steps0: int = Field(64, ge=1)
     """Bradley-Terry steps of PM_0 on D_0."""
@@ -148,6 +153,13 @@ class LoopConfig(Strict):
                 "reviewer.kind bench asks reviewers which reply is more helpful, so it labels the helpful "
                 "objective only; a harmless loop takes simulated reviewers"
             )
+        for arm, a in self.arms.items():
+            for cut in a.shortcuts:
+                if arm != self.baseline and cut.kind not in self.claims.shortcut_steers_policy:
+                    raise ValueError(
+                        f"arm {arm!r} has a {cut.kind} shortcut but claims.shortcut_steers_policy gives no "
+                        f"margin for {cut.kind!r}, so its claim could not be decided"
+                    )
         if self.placebo is not None and self.placebo in self.arms:
             cuts = self.arms[self.placebo].shortcuts
             if not cuts or any(s.weight != 0 for s in cuts):
@@ -179,9 +191,19 @@ def _format_error(err: ValidationError, source: str) -> str:
 
 
 def load_loop_config(path: str | Path, overrides: dict | None = None) -> LoopConfig:
-    """Read `path` (YAML); `overrides` (top-level keys) replace the file's. ConfigError on any problem."""
+    """Read `path` (YAML); `overrides` (top-level keys) replace the file's. ConfigError on any problem.
+
+    Relative `data_path`, `xstest_path` and `gold.judges` folders also resolve beside the config file
+    or in its parent folder (`yaml_file.find_beside`), so the config runs from any folder."""
     raw = read_mapping(path, "the loop config", "the loop config is a mapping of keys (arms, claims, ...)")
     raw.update(overrides or {})
+    here = Path(path).resolve().parent
+    for key in ("data_path", "xstest_path"):
+        if isinstance(raw.get(key), str):
+            raw[key] = find_beside(raw[key], here)
+    gold = raw.get("gold")
+    if isinstance(gold, dict) and isinstance(gold.get("judges"), list):
+        gold["judges"] = [find_beside(j, here) if isinstance(j, str) else j for j in gold["judges"]]
     try:
         return LoopConfig.model_validate(raw)
     except ValidationError as e:
