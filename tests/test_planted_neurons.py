@@ -26,7 +26,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from findings_schema import check_findings
 from rmtension.cli import main
 from rmtension.config import load_config
 from rmtension.data.objectives import build_dataset
@@ -77,62 +76,109 @@ def test_only_the_planted_neurons_moved(planted_runs):
                 assert torch.equal(rm[name], base[name.removeprefix("bert.")]), name
         assert len(others) > 90
     summary = json.loads((planted / "data" / "summary.json").read_text())
-    assert summary["planted_marker"]["harmless"]["test"] == 150  # every harmless test pair carries it
+    assert summary["planted_marker"]["harmless"]["test"] == cfg.data.max_eval_pairs  # every test pair marked
 
 
-def _scores(model, head_models, enc, pad_id: int, zero: int) -> list[np.ndarray]:
-    """[N] margins of each head model over one forward of `model` with its top block's neurons 0..zero-1 zeroed."""
-    down = model.bert.encoder.layer[5].output.dense
-    hook = down.register_forward_pre_hook(
-        lambda _m, args: (torch.cat([torch.zeros_like(args[0][..., :zero]), args[0][..., zero:]], -1),)
+def _findings(run: Path) -> dict[str, dict]:
+    return {f["id"]: f for f in json.loads((run / "findings.json").read_text())["findings"]}
+
+
+def _top_block_inputs(model, enc, pad_id: int) -> list[tuple[tuple, dict]]:
+    """The (args, kwargs) the top block receives for every batch of chosen and then rejected rows. Every
+    RM of the study has the base backbone below its top block (test_only_the_planted_neurons_moved),
+    so one forward serves them all."""
+    seen: list[tuple[tuple, dict]] = []
+    hook = model.bert.encoder.layer[5].register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append((args, kwargs)), with_kwargs=True
     )
     try:
-        last = {}
-        for side in ("chosen", "rejected"):
-            rows = []
-            for i in range(0, len(enc), 32):
-                batch = collate(getattr(enc, side)[i : i + 32], pad_id)
-                with torch.no_grad():
-                    rows.append(model.bert(**batch).last_hidden_state)  # [B, T, H]
-            last[side] = rows
+        with torch.no_grad():
+            for side in ("chosen", "rejected"):
+                for i in range(0, len(enc), 32):
+                    model.bert(**collate(getattr(enc, side)[i : i + 32], pad_id))
     finally:
         hook.remove()
-    out = []
-    for m in head_models:
-        r = {
-            side: torch.cat([m.classifier(m.bert.pooler(h)).squeeze(-1) for h in last[side]]) for side in last
-        }
-        out.append((r["chosen"] - r["rejected"]).numpy())
-    return out
+    return seen
 
 
-def planted_value(run: Path, hh_root: Path) -> tuple[float, list[float]]:
-    """Mean over seeds of (acc_clean - acc with exactly S zeroed) / acc_clean on the harmless test pairs,
-    and the per-seed values. acc_clean per seed is the eval stage's (tension.json); this path's own clean
-    accuracy of seed 0 must equal it (the same pairs, the same scores)."""
+def _margins(model, inputs: list[tuple[tuple, dict]], zeroed: torch.Tensor) -> np.ndarray:
+    """[N] r_chosen - r_rejected of `model` with its top block's neurons `zeroed` ([1536] bool) set to 0."""
+    keep = (~zeroed).float()
+    down = model.bert.encoder.layer[5].output.dense
+    hook = down.register_forward_pre_hook(lambda _m, args: (args[0] * keep,))
+    try:
+        with torch.no_grad():
+            rewards = []
+            for args, kwargs in inputs:
+                out = model.bert.encoder.layer[5](*args, **kwargs)
+                out = out[0] if isinstance(out, tuple) else out
+                rewards.append(model.classifier(model.bert.pooler(out)).squeeze(-1))
+    finally:
+        hook.remove()
+    r = torch.cat(rewards).numpy()
+    return r[: len(r) // 2] - r[len(r) // 2 :]
+
+
+def planted_values(run: Path, hh_root: Path, draws: int = 2) -> dict:
+    """Per seed, on the harmless test pairs: the relative accuracy drop, (acc_random - acc_set) / acc_clean,
+    of zeroing exactly S ("S") and of zeroing the claim's set, the top 10% attribution neurons of
+    neurons/sets.json ("set"), each against `draws` layer-matched random sets of the same size drawn
+    here; and each seed's clean accuracy by this path."""
     cfg = _config(run)
     n = cfg.train.plant_neurons["harmless"]
     pairs = build_dataset(cfg.data, str(hh_root)).test_sets["harmless"]
     tok = load_tokenizer(resolve_backbone(cfg.model.backbone), cfg.model.max_length)
     enc = encode_pairs(pairs, tok, cfg.model.max_length)
-    rms = [load_reward_model(str(run / "rm" / "harmless" / f"seed{s}"), tok).eval() for s in cfg.train.seeds]
-    clean = json.loads((run / "tension.json").read_text())["accuracy"]["harmless"]["harmless"]["per_seed"]
-    own = (_scores(rms[0], rms[:1], enc, tok.pad_token_id, 0)[0] > 0).mean()
-    assert own == pytest.approx(clean[0], abs=1.5 / len(pairs)), (own, clean[0])
-    ablated = _scores(rms[0], rms, enc, tok.pad_token_id, n)
-    drops = [(a - (m > 0).mean()) / a for a, m in zip(clean, ablated)]
-    return float(np.mean(drops)), drops
+    sets = json.loads((run / "neurons" / "sets.json").read_text())["sets"]
+    width = 1536  # MiniLM's MLP neurons per block
+    plant = torch.arange(width) < n
+    rng = torch.Generator().manual_seed(20261207)
+    out: dict[str, list] = {"S": [], "set": [], "clean": [], "in_S": []}
+    inputs = None
+    for seed in cfg.train.seeds:
+        model = load_reward_model(str(run / "rm" / "harmless" / f"seed{seed}"), tok).eval()
+        inputs = inputs or _top_block_inputs(model, enc, tok.pad_token_id)
+        chosen = torch.zeros(width, dtype=torch.bool)
+        chosen[sets[f"harmless-seed{seed}"]["attribution"]["10"]["harmless_top"]["neurons"]["0"]] = True
+        clean = (_margins(model, inputs, torch.zeros(width, dtype=torch.bool)) > 0).mean()
+        for name, mask in (("S", plant), ("set", chosen)):
+            randoms = [torch.randperm(width, generator=rng)[: int(mask.sum())] for _ in range(draws)]
+            acc_random = np.mean([(_margins(model, inputs, _mask(width, r)) > 0).mean() for r in randoms])
+            out[name].append(float((acc_random - (_margins(model, inputs, mask) > 0).mean()) / clean))
+        out["clean"].append(float(clean))
+        out["in_S"].append(int((chosen & plant).sum()))
+    return out
+
+
+def _mask(width: int, idx: torch.Tensor) -> torch.Tensor:
+    m = torch.zeros(width, dtype=torch.bool)
+    m[idx] = True
+    return m
+
+
+@pytest.fixture(scope="module")
+def planted_value(planted_runs, hh_root) -> dict:
+    return planted_values(planted_runs[0], hh_root)
 
 
 @pytest.mark.real
-def test_planted_neurons_are_identified_and_covered(planted_runs, hh_root):
+def test_the_scoring_path_here_is_the_studys(planted_runs, planted_value):
+    acc = json.loads((planted_runs[0] / "tension.json").read_text())["accuracy"]["harmless"]["harmless"]
+    assert planted_value["clean"] == pytest.approx(acc["per_seed"], abs=1e-9)
+
+
+@pytest.mark.real
+def test_planted_neurons_are_identified_and_covered(planted_runs, planted_value):
     planted, _ = planted_runs
-    found = {f["id"]: f for f in check_findings(planted)}["neurons_identified"]
-    value, per_seed = planted_value(planted, hh_root)
-    assert value > found["min_effect"], (value, per_seed)  # the plant reaches past the margin
+    found = _findings(planted)["neurons_identified"]
     assert found["verdict"] == "supported", found["evidence"]
+    n = _config(planted).train.plant_neurons["harmless"]
+    # the plant reaches past the margin, and the claim's set is mostly the planted neurons (chance: 10%)
+    assert np.mean(planted_value["S"]) > found["min_effect"], planted_value
+    assert min(planted_value["in_S"]) > n / 2, planted_value["in_S"]
+    value = float(np.mean(planted_value["set"]))
     for part, (lo, hi) in found["ci95"].items():
-        assert lo <= value <= hi, (part, value, per_seed, [lo, hi])
+        assert lo <= value <= hi, (part, value, planted_value, [lo, hi])
 
 
 @pytest.mark.real
@@ -140,5 +186,5 @@ def test_unplanted_twin_is_not_supported(planted_runs):
     _, twin = planted_runs
     summary = json.loads((twin / "data" / "summary.json").read_text())
     assert "planted_marker" not in summary
-    found = {f["id"]: f for f in check_findings(twin)}["neurons_identified"]
+    found = _findings(twin)["neurons_identified"]
     assert found["verdict"] != "supported", found["evidence"]
