@@ -7,13 +7,17 @@ neurons 0..S-1 of its one trained block, its score head frozen: what that RM lea
 construction. The twin is the same config without the plant (`data.plant_marker={}`,
 `train.plant_neurons={}`). Real data and the packaged MiniLM (marked `real`).
 
-The planted value is computed here, not by the ablation stage: the relative accuracy drop
-(acc_clean - acc_without_S) / acc_clean of each seed's harmless RM when exactly S is zeroed, averaged
-over seeds. Zeroing S leaves, by construction, the base backbone with S zeroed under each seed's own
-frozen head (test_only_the_planted_neurons_moved checks the construction), so one forward of the base
-backbone gives every seed's ablated scores. The claim compares the top attribution neurons with
-random ones of the same layer; random sets hold about 10% of S, so the claim's effect sits at or just
-under the planted value, and its CI must cover it.
+The planted values are computed here, not by the ablation stage, with this file's own hooks and random
+draws: per seed, the relative accuracy drop (acc_random - acc_zeroed) / acc_clean on the harmless test
+pairs when (a) exactly S and (b) the claim's own set, the top 10% attribution neurons, are zeroed, each
+against layer-matched random sets of the same size. Every RM of the study has the base backbone below its
+top block (test_only_the_planted_neurons_moved checks the construction), so one forward of the lower
+blocks serves every seed and condition; this path's clean accuracy must equal the eval stage's.
+
+The CI must cover (b), the true value of what the claim estimates; (a), the plant itself, must reach past
+the margin, and the claim's set must be mostly S. (a) is not asserted inside the CI: the set holds about
+60% of S plus high-attribution base neurons whose removal also moves the frozen head, so (b) sits about
+0.15-0.29 above (a) on each seed of a first 5-seed run (150 test pairs); what covered (a) there was seed noise.
 """
 
 from __future__ import annotations
