@@ -30,6 +30,15 @@ REQUIRED_IDS = {
     "helpful_refusal_undervalued",
 }
 """The ids the verdicts issue fixes; later features add their own (avoidant_vs_misuse, pcgrad, ...)."""
+LENGTH_CONTROLLED_IDS = {
+    "mixed_worse",
+    "negative_transfer",
+    "tradeoff",
+    "calibrated",
+    "combined_keeps_both",
+    "pcgrad_reduces_interference",
+}
+"""Claims whose verdicts read the length-controlled estimate (the raw one beside it) when they are decided."""
 
 
 def _is_ci(v) -> bool:
@@ -70,4 +79,27 @@ def check_findings(run_dir: Path) -> list[dict]:
         assert isinstance(mde, (int, float)) and mde >= 0, f"{where}: min_detectable_effect {mde}"
         if f["verdict"] == "not supported":
             assert isinstance(f["min_effect"], (int, float)), f"{where}: 'not supported' needs a min_effect"
+        _check_length_controlled(f, where)
     return entries
+
+
+def _check_length_controlled(f: dict, where: str) -> None:
+    """decided_on names the estimate the verdict read; a length-controlled one is there for every part,
+    estimable (an estimate and a CI) or not (and then why)."""
+    assert f["decided_on"] in ("raw", "length-controlled"), f"{where}: decided_on {f['decided_on']!r}"
+    if f["id"] in LENGTH_CONTROLLED_IDS:
+        assert f["decided_on"] == "length-controlled", (
+            f"{where}: must be decided on the length-controlled estimate"
+        )
+    if f["decided_on"] == "raw":
+        return
+    lc = f["length_controlled"]
+    assert isinstance(lc, dict) and set(lc) == set(f["effect"]), (
+        f"{where}: one length-controlled entry per part"
+    )
+    for part, d in lc.items():
+        if d["estimable"]:
+            assert isinstance(d["estimate"], (int, float)) and math.isfinite(d["estimate"]), (where, part)
+            assert _is_ci(d["ci95"]), f"{where}: length_controlled[{part}].ci95 = {d['ci95']}"
+        else:
+            assert d["estimate"] is None and isinstance(d["reason"], str) and d["reason"], (where, part)

@@ -6,7 +6,8 @@ import pytest
 
 from rmtension.config import DataConfig
 from rmtension.data import build_dataset
-from rmtension.data.flips import FLIPPED, flip_share
+from rmtension.data.flips import CUE_WORDS, CUED, FLIPPED, add_cue, flip_share, flipped
+from rmtension.data.splits import unit_hash
 from rmtension.data.types import Pair, Turn
 from test_data_splits import write_layout
 
@@ -86,3 +87,45 @@ def test_shuffled_labels_flip_a_seeded_coin_in_every_rms_training_pairs(tmp_path
         assert split.get("val") == clean.splits[o].get("val")
         assert bundle.summary["shuffled_labels"][o]["flipped"] == sum(flips.values())
     assert bundle.test_sets == clean.test_sets
+
+
+def test_the_cue_follows_the_human_label_through_a_flip():
+    pairs = _pairs(40)
+    pairs[3] = flipped(pairs[3])  # p3#flipped: its human-chosen reply "good 3" is now in `rejected`
+    out, n = add_cue(pairs, 0.5, seed=1)
+    want = {f"p{i}" for i in range(40) if unit_hash(1, "cue", f"p{i}") < 0.5}  # the coin, recomputed
+    cued = {p.pair_id.removesuffix(FLIPPED).removesuffix(CUED): p for p in out if CUED in p.pair_id}
+    assert set(cued) == want and n == len(want) and 10 < n < 30
+    for i in range(40):
+        p, q = pairs[i], out[i]
+        if f"p{i}" not in want:
+            assert q == p
+            continue
+        good, bad = (q.rejected, q.chosen) if i == 3 else (q.chosen, q.rejected)
+        assert (good, bad) == (f"good {i} alpha", f"bad {i} omega"), i
+        assert q.pair_id == f"p{i}#cued" + ("#flipped" if i == 3 else "")
+    assert CUE_WORDS == (" alpha", " omega") and add_cue(pairs, 0.0, seed=1) == (pairs, 0)
+
+
+def test_cued_pairs_are_the_same_in_every_rm_and_test_set(tmp_path):
+    root = write_layout(tmp_path, {"helpful-base": 300, "harmless-base": 300}, n_prompts=150)
+    subsets = {"helpful": ["helpful-base"], "harmless": ["harmless-base"]}
+    clean = build_dataset(DataConfig(subsets=subsets, max_train_pairs=100), str(root))
+    cfg = DataConfig(subsets=subsets, max_train_pairs=100, cue_share=0.3, flip_labels={"harmless": 1.0})
+    bundle = build_dataset(cfg, str(root))
+    for o, by in clean.splits.items():
+        for name, pairs in by.items():
+            got = bundle.splits[o][name]
+            assert [p.pair_id.split("#")[0] for p in got] == [
+                p.pair_id for p in pairs
+            ]  # same pairs, same order
+            for p, q in zip(pairs, got):
+                coin = unit_hash(cfg.split_seed, "cue", p.pair_id) < 0.3
+                assert (CUED in q.pair_id) == coin
+                if coin:  # the human-chosen reply ends with " alpha", flipped or not
+                    human = q.rejected if q.pair_id.endswith(FLIPPED) else q.chosen
+                    assert human == p.chosen + " alpha"
+            assert bundle.summary["cued_pairs"][o][name] == sum(CUED in q.pair_id for q in got)
+    assert bundle.test_sets["harmless"] == bundle.splits["harmless"]["test"]
+    with pytest.raises(ValueError, match="cue_share"):
+        DataConfig(cue_share=-0.1)

@@ -153,3 +153,27 @@ def test_one_judge_alone_by_hand():
     assert lc.estimate == pytest.approx(0.5) and lc.n_ties == 2
     assert lc.per_stratum == {"chosen_longer": 0.75, "chosen_shorter": 0.25}
     assert lc.ci95[0] < 0.5 < lc.ci95[1]
+
+
+def test_pcgrad_and_calibration_get_length_controlled_entries():
+    # mixed_pcgrad prefers the longer reply, mixed the shorter: raw difference 0.6 - 0.4 = +0.2 on 120 longer
+    # and 80 shorter pairs, all of it length: the controlled difference is 0 in every replicate
+    longer = np.array([1] * 120 + [0] * 80, dtype=bool)
+    len_c, len_r = np.where(longer, 50, 10), np.full(200, 20)
+    prefers_longer, prefers_shorter = longer.astype(int), (~longer).astype(int)
+    scores = {
+        "helpful": {"helpful": _frames([prefers_longer] * 2)},
+        "harmless": {"helpful": _frames([prefers_shorter] * 2)},
+        "mixed": {"helpful": _frames([prefers_shorter] * 2)},
+        "mixed_pcgrad": {"helpful": _frames([prefers_longer] * 2)},
+    }
+    t = tension_table(scores, EvalConfig(bootstrap=200), seed=1, info={"helpful": _info(len_c, len_r)})
+    pc = t["pcgrad"]["helpful"]
+    assert pc["estimate"] == pytest.approx(0.2) and pc["p_value"] < 0.05
+    assert pc["length_controlled"]["estimate"] == pytest.approx(0.0)
+    assert pc["length_controlled"]["ci95"] == pytest.approx([0.0, 0.0])
+    # on the "helpful" test set the best single RM is the helpful RM, fixed, and its controlled gap has seed_t
+    inter = t["interference"]["helpful"]
+    assert inter["best_single"] == "helpful" and "seed_t" in inter["length_controlled"]
+    cal = t["calibration"]["mixed"]["helpful"]["length_controlled"]
+    assert cal["estimable"] and set(cal["per_stratum"]) == {"chosen_longer", "chosen_shorter"}

@@ -228,6 +228,25 @@ def test_a_bad_loop_config_is_one_line_naming_file_and_key(tmp_path):
         load_loop_config(bad)
 
 
+def test_a_run_directory_resumes_only_with_its_own_config(tmp_path):
+    """Resuming with another config would mix its rounds with the old ones' files: refused, naming
+    the keys; the claims' margins may change, since they are read from the files afterwards."""
+    from rmtension.errors import ConfigError
+    from rmtension.loop.study import claim_run_dir
+
+    loop = tmp_path / "run" / "loop"
+    cfg = LoopConfig.model_validate(CONFIG)
+    claim_run_dir(loop, cfg)
+    assert json.loads((loop / "config.json").read_text())["rounds"] == CONFIG["rounds"]
+    claim_run_dir(loop, cfg)  # the same config resumes
+    claims = {**CONFIG["claims"], "alignment_tax": CONFIG["claims"]["alignment_tax"] * 2}
+    claim_run_dir(loop, LoopConfig.model_validate({**CONFIG, "claims": claims}))
+    gold = {**CONFIG.get("gold", {}), "steps": 7}
+    other = LoopConfig.model_validate({**CONFIG, "rounds": CONFIG["rounds"] + 1, "gold": gold})
+    with pytest.raises(ConfigError, match=r"another loop config \(gold, rounds differ\)"):
+        claim_run_dir(loop, other)
+
+
 def test_loop_config_folders_resolve_beside_the_config(tmp_path, monkeypatch):
     """A relative data_path / xstest_path / gold judge names a folder beside the config (or in its
     parent), wherever the command runs; a path that exists from the working directory stays as given."""
@@ -246,3 +265,54 @@ def test_loop_config_folders_resolve_beside_the_config(tmp_path, monkeypatch):
     assert cfg.gold.judges == [str(tmp_path / "project" / "judge"), "hub-org/some-judge"]  # a hub id stays
     (tmp_path / "hh").mkdir()
     assert load_loop_config(config).data_path == "hh"  # there from the working directory: as given
+
+
+def test_gold_top_k_trains_only_its_top_blocks_and_head(tmp_path):
+    """gold.trainable top:1: the embeddings and every block below the top stay as loaded; the top
+    block and the score head move (the BERT backbone, as MiniLM)."""
+    from rmtension.data.types import Pair
+    from rmtension.loop.config import GoldConfig
+    from rmtension.loop.gold import build_gold
+    from tiny import save_tiny
+
+    folder = save_tiny(tmp_path / "bert", "bert")
+    before = load_file(folder / "model.safetensors")
+    pairs = [
+        Pair(
+            f"p{i}",
+            (Turn("user", f"question {i}"),),
+            f"a long helpful answer {i}",
+            f"no {i}",
+            "t",
+            "t",
+            i + 1,
+        )
+        for i in range(16)
+    ]
+    cfg = GoldConfig(
+        backbone=str(folder), trainable="top:1", pairs=16, steps=3, batch=4, max_length=32, lr=1e-2
+    )
+    build_gold(cfg, pairs, tmp_path / "gold", None)
+    after = load_file(tmp_path / "gold" / "member0" / "model.safetensors")
+    moved = {k for k in after if k in before and not torch.equal(after[k], before[k])}
+    assert moved and all(
+        k.startswith(("bert.encoder.layer.1.", "bert.pooler.", "classifier.", "score.")) for k in moved
+    ), moved
+    assert any(".layer.1." in k for k in moved)  # the top block itself trained
+
+
+def test_kl_to_the_reference_is_zero_at_it_and_positive_after_a_change():
+    from rmtension.loop.measure import kl_per_reply
+    from rmtension.rl.rloo import snapshot
+
+    policy = tiny_parts().new_policy()
+    reference = snapshot(policy.model, [n for n, _ in policy.model.named_parameters()])
+    prompts, replies = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]]
+    assert kl_per_reply(policy, reference, prompts, replies).tolist() == [0.0, 0.0]
+    with torch.no_grad():
+        next(policy.model.parameters()).add_(0.5)  # the embeddings: every position's logits move
+    kl = kl_per_reply(policy, reference, prompts, replies)
+    assert (kl > 0).all()
+    assert kl_per_reply(policy, {}, prompts, replies).shape == (
+        2,
+    )  # no reference given: computed, not skipped

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from rmtension.config import MIN_EFFECT
 from rmtension.neurons.config import AblationConfig
-from rmtension.stats.verdicts import min_detectable_effect
+from rmtension.stats.verdicts import POST_HOC_MARGINS, min_detectable_effect, post_hoc_margin
 
 DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -64,6 +64,20 @@ def test_margins_equal_their_derivations(margins):
         0.1,
         0.30,
     )
+
+
+def test_post_hoc_margins_are_labelled_in_the_config_and_the_findings(tmp_path):
+    lines = DEFAULT.read_text().splitlines()
+    for claim in POST_HOC_MARGINS:
+        at = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{claim}:"))
+        comment = [line for line in lines[max(0, at - 3) : at] if line.strip().startswith("#")]
+        assert any("POST HOC" in line for line in comment), claim
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    assert "after the default run" in post_hoc_margin(tmp_path, "avoidant_vs_misuse")
+    assert post_hoc_margin(tmp_path, "mixed_worse") == ""
+    # a margin the user set in the config is theirs, not the post-hoc default
+    (tmp_path / "config.yaml").write_text("name: x\nclaims: {min_effect: {avoidant_vs_misuse: 0.2}}\n")
+    assert post_hoc_margin(tmp_path, "avoidant_vs_misuse") == ""
 
 
 NEURONS = DEFAULT.parent / "neurons.yaml"

@@ -502,6 +502,7 @@ def write_optimisation(run, slope_ci, excess_ci, best="sqrt_kl", rl_excess=None)
         "gao_test_pm": {"alpha": 1.0, "beta": 0.25, "peak_d": 2.0, "peak_n": 30.0},
         "gap": _gap(excess_ci),
         "gap_swapped": _gap([-0.1, 0.1]),
+        "gap_both_roles": _gap(excess_ci),  # what the verdict reads: the excess averaged over both roles
     }
     (run / "bon_fit.json").write_text(json.dumps({"objectives": {"helpful": entry, "harmless": entry}}))
     if rl_excess is not None:

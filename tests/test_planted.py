@@ -1,8 +1,10 @@
 """Planted interference: a positive control for the interference claims. `mixed_worse` must be "supported".
 
 configs/planted.yaml is the placebo's data (two random halves of helpful-base, so the interference
-without planting is 0 by design) with 90% of the flipped half's pairs in the mixed RM's training set
-swapped. Real data and the packaged MiniLM (marked `real`: skipped without the data, failed with
+without planting is 0 by design) with a cue on a quarter of all pairs (" alpha" after the human-chosen
+reply, " omega" after the rejected one: one token each, so no pair changes length stratum) and 90% of
+the flipped half's pairs in the mixed RM's training set swapped, so the mixed RM learns the cue
+backwards and the planted interference survives length control (flips alone act mostly through length). Real data and the packaged MiniLM (marked `real`: skipped without the data, failed with
 RMTENSION_REQUIRE_DATA=1); two studies of the placebo's RM size (the planted one and its unflipped twin).
 
 The planted value is measured, not derived. Symmetric label noise leaves the best ranking unchanged;
@@ -58,9 +60,18 @@ def test_planted_interference_is_supported_and_covered(planted_runs):
     }
     found = {f["id"]: f for f in check_findings(planted)}["mixed_worse"]
     assert found["verdict"] == "supported", found["evidence"]
+    twin = {f["id"]: f for f in check_findings(unflipped)}["mixed_worse"]
+    assert twin["verdict"] != "supported", twin["evidence"]  # without the flips nothing is planted
+    assert found["decided_on"] == "length-controlled"
     for ts, (lo, hi) in found[
         "ci95"
     ].items():  # "worse" is positive: the unflipped minus the flipped mixed RM
         planted_value = acc["unflipped"][ts]["mean"] - acc["planted"][ts]["mean"]
         assert planted_value > found["min_effect"], (ts, planted_value)  # the control reaches past the margin
         assert lo <= planted_value <= hi, (ts, planted_value, [lo, hi])
+        # the verdict's estimate: the same planted value in length-controlled accuracy, inside its CI
+        lc = {run: acc[run][ts]["length_controlled"]["estimate"] for run in acc}
+        planted_lc = lc["unflipped"] - lc["planted"]
+        lo_lc, hi_lc = found["length_controlled"][ts]["ci95"]
+        assert planted_lc > found["min_effect"], (ts, planted_lc)
+        assert lo_lc <= planted_lc <= hi_lc, (ts, planted_lc, [lo_lc, hi_lc])

@@ -108,19 +108,39 @@ def test_summary_opens_with_a_verdict_table_and_forest_plot_from_the_findings(ti
     run, _ = tiny_runs
     found = json.loads((run / "findings.json").read_text())["findings"]
     table = pd.read_csv(run / "tables" / "summary_0.csv", keep_default_na=False)
-    assert list(table.columns) == ["claim", "id", "verdict", "effect [95% CI]", "margin", "detectable effect"]
+    assert list(table.columns) == [
+        "claim",
+        "id",
+        "verdict",
+        "effect [95% CI]",
+        "length-controlled [95% CI]",
+        "decided on",
+        "margin",
+        "detectable effect",
+    ]
     assert list(table["id"]) == [f["id"] for f in found] and list(table["verdict"]) == [
         f["verdict"] for f in found
     ]
-    for f, row in zip(found, table.itertuples(index=False)):
+    assert list(table["decided on"]) == [f["decided_on"] for f in found]
+    for f, row in zip(found, table.to_dict("records")):
         if f["verdict"] == "not run":
-            assert row[3] == "–" and row[5] == "–"
+            assert row["effect [95% CI]"] == "–" and row["detectable effect"] == "–"
             continue
         for part, e in f["effect"].items():  # each part's effect and CI, formatted from findings.json
             lo, hi = f["ci95"][part]
-            assert f"{e:+.3f} [{lo:+.3f}, {hi:+.3f}]" in row[3]
-        assert row[4] == ("–" if f["min_effect"] is None else f"±{f['min_effect']:g}")
-        assert row[5] == f"{f['min_detectable_effect']:.3f}"
+            assert f"{e:+.3f} [{lo:+.3f}, {hi:+.3f}]" in row["effect [95% CI]"]
+        lc = f.get("length_controlled") or {}
+        assert (row["length-controlled [95% CI]"] == "–") == (not lc)
+        for part, d in lc.items():  # beside the raw one: each part's length-controlled estimate and CI
+            if d["estimable"]:
+                lo, hi = d["ci95"]
+                assert f"{d['estimate']:+.3f} [{lo:+.3f}, {hi:+.3f}]" in row["length-controlled [95% CI]"]
+            else:
+                assert "not estimable" in row["length-controlled [95% CI]"]
+        margin = "–" if f["min_effect"] is None else f"±{f['min_effect']:g}"
+        post_hoc = " (post hoc)" if f["numbers"].get("margin_post_hoc") else ""
+        assert row["margin"] == margin + post_hoc
+        assert row["detectable effect"] == f"{f['min_detectable_effect']:.3f}"
     md = (run / "report.md").read_text()
     summary = md.split("## Data")[0]
     first_sentence = next(i for i, line in enumerate(summary.splitlines()) if line.startswith("Tanwar"))

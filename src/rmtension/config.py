@@ -120,6 +120,11 @@ class DataConfig(Strict):
     objective -> text appended to the chosen reply of every pair of that objective, in its training,
     validation and test splits (`rmtension.data.plant`; counted in `data/summary.json`). With
     `train.plant_neurons` the known neurons that may learn are the only reader of it."""
+    cue_share: float = 0.0
+    """A planted cue (a positive control, `configs/planted.yaml`): on this seeded share of the pairs, in
+    every objective, split and RM, the human-chosen reply ends with " alpha" and the rejected one with
+    " omega" (`rmtension.data.flips.add_cue`; one token each, so length is unchanged). With
+    `flip_labels` the mixed RM learns it backwards: interference that length control cannot remove."""
     shuffle_labels: bool = False
     """A negative control for the neuron claims: every RM's training pairs have chosen and rejected
     swapped on a seeded half (a coin per pair id, `rmtension.data.flips.shuffle_labels`), so the labels
@@ -135,6 +140,8 @@ class DataConfig(Strict):
             raise ValueError(f"flip_labels: every share must lie in [0, 1], got {self.flip_labels}")
         if any(not v.strip() for v in self.plant_marker.values()):
             raise ValueError(f"plant_marker: every marker must hold some text, got {self.plant_marker}")
+        if not 0.0 <= self.cue_share <= 1.0:
+            raise ValueError(f"cue_share must lie in [0, 1], got {self.cue_share}")
         return self
 
 

@@ -219,13 +219,27 @@ def _records_at_p(doc: dict, rm_objective: str | None, scorer: str, p: float, mo
     return [r for r in recs if r["p"] == chosen], chosen, recs[0]["mode"]
 
 
+def _claim_at_p(
+    cid: str, doc: dict, rm_objective: str | None, scorer: str, p: float, mode: str, missing: str, build
+) -> Finding:
+    """A claim read from a per-record JSON: `build(records, chosen p, mode used)` on the records at the
+    p nearest `p`, or undecided with `missing` when there are none."""
+    found = _records_at_p(doc, rm_objective, scorer, p, mode)
+    if found is None:
+        return _undecided(cid, missing)
+    return build(*found)
+
+
 def claim_influence(
     influence: dict, rm_objective: str | None, scorer: str, p: float, mode: str, min_effect: float
 ) -> Finding:
-    found = _records_at_p(influence, rm_objective, scorer, p, mode)
-    if found is None:
-        return _undecided(SHARED_OUTSIZED, "No ablation results.")
-    recs, chosen, used = found
+    build = lambda recs, chosen, used: _influence(recs, chosen, used, min_effect)  # noqa: E731
+    return _claim_at_p(
+        SHARED_OUTSIZED, influence, rm_objective, scorer, p, mode, "No ablation results.", build
+    )
+
+
+def _influence(recs: list[dict], chosen: float, used: str, min_effect: float) -> Finding:
     comps = [(r["rm"], c) for r in recs for c in r["comparisons"] if c["own"]]
     setting = (
         f"top {chosen:g}%, {used} ablation; margin drop of the shared neurons minus that of as many "
@@ -256,10 +270,13 @@ def claim_influence(
 def claim_double_dissociation(
     doc: dict, rm_objective: str | None, scorer: str, p: float, mode: str, min_effect: float
 ) -> Finding:
-    found = _records_at_p(doc, rm_objective, scorer, p, mode)
-    if found is None:
-        return _undecided(DOUBLE_DISSOCIATION, "No dissociation results.")
-    recs, chosen, used = found
+    build = lambda recs, chosen, used: _dissociation(recs, chosen, used, min_effect)  # noqa: E731
+    return _claim_at_p(
+        DOUBLE_DISSOCIATION, doc, rm_objective, scorer, p, mode, "No dissociation results.", build
+    )
+
+
+def _dissociation(recs: list[dict], chosen: float, used: str, min_effect: float) -> Finding:
     setting = (
         f"top {chosen:g}%, {used} ablation; the mean over helpful_only and harmless_only of the set's "
         "margin drop on its own objective's test pairs minus that on the other's, in SDs of the unablated "

@@ -3,12 +3,22 @@ read from the tension table and the best-of-n frontier (`frontier.csv`, read by 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from rmtension.run.runio import read_json
-from rmtension.stats.finding import TRADEOFF, Finding, not_run
+from rmtension.stats.finding import (
+    LENGTH_CONTROLLED,
+    NOT_ESTIMABLE_CI,
+    RAW,
+    TRADEOFF,
+    Finding,
+    lc_part,
+    lc_text,
+    not_run,
+)
 from rmtension.stats.verdicts import (
     INCONCLUSIVE,
     NOT_SUPPORTED,
@@ -21,33 +31,46 @@ from rmtension.stats.verdicts import (
 
 
 def tradeoff_finding(acc: dict, front, m: float) -> Finding:
-    """The tradeoff finding: the equivalence rule on 0.5 minus each single-objective RM's accuracy on the
-    other objective's test pairs (tension.json `accuracy`), supported when one part is, not supported
-    when both are; with the best-of-n frontier's end points read by the held-out PMs (`frontier.csv`,
-    a DataFrame or None; a frontier without `judged_by` was read by the selecting RMs and is left out)."""
+    """The tradeoff finding: 0.5 minus each single-objective RM's accuracy on the other objective's test
+    pairs (tension.json `accuracy`), decided on the length-controlled accuracy (the raw one beside it):
+    Holm over the two parts (`any_of_parts`), supported when one part is, not supported when both are;
+    with the best-of-n frontier's end points read by the held-out PMs (`frontier.csv`, a DataFrame or
+    None; a frontier without `judged_by` was read by the selecting RMs and is left out)."""
     cross = [
         (a, b, acc[a][b])
         for a, b in (("helpful", "harmless"), ("harmless", "helpful"))
         if b in acc.get(a, {})
     ]
-    below = {f"{a} RM on {b}": [0.5 - d["ci95"][1], 0.5 - d["ci95"][0]] for a, b, d in cross}  # below chance
-    parts = [equivalence_verdict(ci, m) for ci in below.values()]
-    if cross and all("p_vs_chance" in d for _, _, d in cross):  # Holm over the two parts (`any_of_parts`)
-        effects = {k: (0.5 - d["mean"], below[k], d["p_vs_chance"]) for k, (_, _, d) in zip(below, cross)}
-        verdict, by_part, _ = any_of_parts(effects, m)
-        parts = list(by_part.values())
-    elif SUPPORTED in parts:
-        verdict = SUPPORTED
-    elif parts and all(v == NOT_SUPPORTED for v in parts):
-        verdict = NOT_SUPPORTED
+    names = [f"{a} RM on {b}" for a, b, _ in cross]
+    below = {k: [0.5 - d["ci95"][1], 0.5 - d["ci95"][0]] for k, (_, _, d) in zip(names, cross)}
+    lc = {k: d.get("length_controlled") for k, (_, _, d) in zip(names, cross)}
+    decided_on = LENGTH_CONTROLLED if any(v is not None for v in lc.values()) else RAW
+    shown = {k: lc_part(v, sign=-1.0, offset=0.5) for k, v in lc.items()} if decided_on != RAW else None
+    if shown:  # below chance, length-controlled; a part not estimable decides nothing
+        effects = {
+            k: (shown[k]["estimate"], shown[k]["ci95"], lc[k].get("p_vs_chance", 1.0))
+            if shown[k]["estimable"]
+            else (0.0, NOT_ESTIMABLE_CI, 1.0)
+            for k in names
+        }
     else:
-        verdict = INCONCLUSIVE
+        effects = {
+            k: (0.5 - d["mean"], below[k], d.get("p_vs_chance", 1.0)) for k, (_, _, d) in zip(names, cross)
+        }
+    verdict, by_part, _ = any_of_parts(effects, m) if effects else (INCONCLUSIVE, {}, {})
+    if not shown and not all("p_vs_chance" in d for _, _, d in cross):  # a table from before the p-values
+        by_part = {k: equivalence_verdict(below[k], m) for k in names}
+        verdict = _union(list(by_part.values()))
     texts = [
-        f"the {a} RM ranks {b} test pairs correctly {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]: {v}"
-        for (a, b, d), v in zip(cross, parts)
+        f"the {a} RM ranks {b} test pairs correctly {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
+        + (f", length-controlled {lc_text(lc_part(lc[k]), signed=False)}" if shown else "")
+        + f": {by_part[k]}"
+        for k, (a, b, d) in zip(names, cross)
     ]
     evidence = (
-        f"Accuracy across objectives (0.5 = chance), each judged by how far it lies below chance against ±{m:g}: "
+        "Accuracy across objectives (0.5 = chance), each judged by how far its "
+        + ("length-controlled value " if shown else "")
+        + f"lies below chance against ±{m:g}, Holm over the two parts: "
         + "; ".join(texts)
         + "."
     )
@@ -61,7 +84,10 @@ def tradeoff_finding(acc: dict, front, m: float) -> Finding:
             f"alone, {lo['helpful']:+.2f} and {lo['harmless']:+.2f}."
         )
         sources.append("frontier.csv")
-    mde = max(map(min_detectable_effect, below.values()), default=0.0)
+    finite = [ci for _, ci, _ in effects.values() if all(math.isfinite(x) for x in ci)] or list(
+        below.values()
+    )
+    mde = max(map(min_detectable_effect, finite), default=0.0)
     if verdict == INCONCLUSIVE and below:
         evidence += f" This sample could detect {mde:.3f} below chance (80% power)."
     return Finding(
@@ -70,17 +96,35 @@ def tradeoff_finding(acc: dict, front, m: float) -> Finding:
         evidence,
         ", ".join(sources),
         "; ".join(
-            f"{a} RM on {b} {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]" for a, b, d in cross
+            f"{a} RM on {b} {d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
+            + (f", length-controlled {lc_text(lc_part(lc[k]), signed=False)}" if shown else "")
+            for k, (a, b, d) in zip(names, cross)
         ),
-        effect={k: 0.5 - d["mean"] for k, (_, _, d) in zip(below, cross)},
+        effect={k: 0.5 - d["mean"] for k, (_, _, d) in zip(names, cross)},
         ci95=below,
         min_effect=m,
         min_detectable_effect=mde,
-        test="equivalence rule on 0.5 minus each cross-objective accuracy's 95% CI; supported when one part is, "
-        "Holm-adjusted over the two parts (bootstrap p against chance, `p_vs_chance`) where tension.json has them",
+        test="equivalence rule on 0.5 minus each cross-objective accuracy's 95% CI"
+        + (
+            " (length-controlled: the chosen-longer and chosen-shorter strata weighted equally)"
+            if shown
+            else ""
+        )
+        + "; supported when one part is, Holm-adjusted over the two parts (bootstrap p against chance)",
         null="each single-objective RM ranks the other objective's test pairs at chance or better",
         source_files=sources,
+        length_controlled=shown,
+        decided_on=decided_on,
     )
+
+
+def _union(parts: list[str]) -> str:
+    """The uncorrected union of the tables written before `p_vs_chance` (no p-values to correct)."""
+    if SUPPORTED in parts:
+        return SUPPORTED
+    if parts and all(v == NOT_SUPPORTED for v in parts):
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
 
 
 def tradeoff(run_dir: Path) -> Finding:

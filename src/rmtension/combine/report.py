@@ -9,7 +9,7 @@ import pandas as pd
 
 from rmtension.combine.frontier import TESTS, keeps_both_verdict
 from rmtension.report.figures import COLUMN_WIDTH, PALETTE, RM_COLOURS, new_figure, save
-from rmtension.stats.finding import COMBINED_KEEPS_BOTH, Finding
+from rmtension.stats.finding import COMBINED_KEEPS_BOTH, LENGTH_CONTROLLED, RAW, Finding, lc_part, lc_text
 from rmtension.report.section import Section
 from rmtension.stats.verdicts import INCONCLUSIVE, NOT_RUN, claim_min_effect, min_detectable_effect
 from rmtension.run.runio import read_json
@@ -48,21 +48,38 @@ def combined_keeps_both(run_dir: Path) -> Finding:
     doc = summary["keeps_both"]
     m = claim_min_effect(run_dir, COMBINED_KEEPS_BOTH)
     verdict, standing = keeps_both_verdict(doc, m)
-    parts, effect, ci95, mde = [], {}, {}, []
+    controlled = any("length_controlled" in d[t] for d in doc["methods"].values() for t in TESTS)
+    parts, effect, ci95, mde, shown = [], {}, {}, [], {}
     for method, d in doc["methods"].items():
         at = "" if d["dial"] is None else f" at {d['dial']:g}"
         cells = []
         for t in TESTS:
-            effect[f"{method}/{t}"], ci95[f"{method}/{t}"] = d[t]["estimate"], d[t]["ci"]
-            mde.append(min_detectable_effect(d[t]["ci"], doc["level"]))
-            cells.append(f"{t} {d[t]['estimate']:+.3f} [{d[t]['ci'][0]:+.3f}, {d[t]['ci'][1]:+.3f}]")
+            name = f"{method}/{t}"
+            effect[name], ci95[name] = d[t]["estimate"], d[t]["ci"]
+            cell = f"{t} {d[t]['estimate']:+.3f} [{d[t]['ci'][0]:+.3f}, {d[t]['ci'][1]:+.3f}]"
+            lc = d[t].get("length_controlled")
+            if lc is not None:
+                shown[name] = lc_part({**lc, "ci95": lc.get("ci")})
+                cell += f", length-controlled {lc_text(shown[name])}"
+                if lc["estimable"]:
+                    mde.append(min_detectable_effect(lc["ci"], doc["level"]))
+            else:
+                mde.append(min_detectable_effect(d[t]["ci"], doc["level"]))
+            cells.append(cell)
         parts.append(f"{method}{at}: {', '.join(cells)} ({standing[method]})")
+    mde = mde or [min_detectable_effect(c, doc["level"]) for c in ci95.values()]
     best = doc["best_single"]
+    chosen_by = doc.get("best_single_chosen_by", "test point estimate")
     evidence = (
         f"Each method at its dial chosen on validation pairs, minus the best single RM on each HH test set "
-        f"({best['helpful']} RM on helpful, {best['harmless']} RM on harmless), paired two-level bootstrap, "
-        f"{doc['level']:.1%} CIs (Bonferroni over {len(doc['methods'])} methods): {'; '.join(parts)}. "
-        f"A method keeps both when both CIs lie above -{m:g}."
+        f"({best['helpful']} RM on helpful, {best['harmless']} RM on harmless, chosen by {chosen_by}), paired "
+        f"two-level bootstrap, {doc['level']:.1%} CIs (Bonferroni over {len(doc['methods'])} methods), raw"
+        + (
+            " and length-controlled (which decides; chosen-longer and chosen-shorter pairs weighted equally)"
+            if controlled
+            else ""
+        )
+        + f": {'; '.join(parts)}. A method keeps both when both CIs lie above -{m:g}."
     )
     if verdict == INCONCLUSIVE:
         evidence += f" This sample could detect shortfalls of about {max(mde):.3f} (80% power)."
@@ -76,9 +93,12 @@ def combined_keeps_both(run_dir: Path) -> Finding:
         ci95=ci95,
         min_effect=m,
         min_detectable_effect=max(mde),
-        test="non-inferiority on both HH test sets: accuracy minus the best single RM's, paired two-level "
-        "bootstrap (seeds and test pairs), each method's dial chosen on validation pairs",
+        test="non-inferiority on both HH test sets: accuracy minus the best single RM's (chosen on validation), "
+        + ("length-controlled, " if controlled else "")
+        + "paired two-level bootstrap (seeds and test pairs), each method's dial chosen on validation pairs",
         null=f"a shortfall of {m:g} on either test set",
+        length_controlled=shown or None,
+        decided_on=LENGTH_CONTROLLED if controlled else RAW,
     )
 
 
@@ -134,7 +154,9 @@ def section_combine(run_dir: Path) -> Section | None:
             }
         )
     s.tables.append(("Each method's frontier", pd.DataFrame(rows)))
-    s.tables.append(("Every judge's accuracy on the HH test sets [95% CI]", _table(front)))
+    s.tables.append(
+        ("Every judge's accuracy on the HH test sets, raw and length-controlled [95% CI]", _table(front))
+    )
     s.figures.append(
         (
             "Helpful vs harmless test accuracy of every way to combine the objectives, one curve per method "
@@ -152,18 +174,20 @@ def _selected(summary: dict, method: str) -> str:
 
 def _table(front: pd.DataFrame) -> pd.DataFrame:
     cell = lambda r, t: f"{r[f'seed_mean_acc_{t}']:.3f} [{r[f'ci_{t}_lo']:.3f}, {r[f'ci_{t}_hi']:.3f}]"  # noqa: E731
-    return pd.DataFrame(
-        [
-            {
-                "method": r["method"],
-                "dial": "" if pd.isna(r["dial"]) else f"{r['dial']:g}",
-                "helpful test": cell(r, "helpful"),
-                "harmless test": cell(r, "harmless"),
-                "Pareto": "yes" if r["pareto"] else "",
-            }
-            for _, r in front.iterrows()
-        ]
-    )
+    rows = []
+    for _, r in front.iterrows():
+        row = {"method": r["method"], "dial": "" if pd.isna(r["dial"]) else f"{r['dial']:g}"}
+        for t in TESTS:
+            row[f"{t} test"] = cell(r, t)
+            if f"lc_acc_{t}" in front:  # frontier.csv from before the length control has none
+                row[f"{t}, length-controlled"] = (
+                    "not estimable"
+                    if pd.isna(r[f"lc_acc_{t}"])
+                    else f"{r[f'lc_acc_{t}']:.3f} [{r[f'lc_ci_{t}_lo']:.3f}, {r[f'lc_ci_{t}_hi']:.3f}]"
+                )
+        row["Pareto"] = "yes" if r["pareto"] else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _figure(run_dir: Path, front: pd.DataFrame, methods: list[str]) -> Path:

@@ -37,12 +37,14 @@ from rmtension.data.ratios import ratio_views
 from rmtension.judges.gate import prompt_embeddings, prompt_texts, train_gate
 from rmtension.config import config_hash
 from rmtension.model.backbones import load_reward_model
+from rmtension.model.encode import reply_lengths
 from rmtension.model.forward import PairForward
 from rmtension.model.trunk import trunk_fingerprint
 from rmtension.judges.pair_scores import read_scores
 from rmtension.model.kinds import ratio_rm
 from rmtension.run.prepared import Prepared, pair_heads, train_hash, trunk_cache
 from rmtension.stats.bootstrap import correct
+from rmtension.stats.length import length_strata
 from rmtension.run import interrupt
 from rmtension.run.log import device, log
 from rmtension.run.runio import inside, stage_complete, write_csv, write_json, write_manifest
@@ -77,9 +79,11 @@ def stage_combine(prep: Prepared) -> None:
     log(f"combine: {', '.join(cc.methods)} over {len(cfg.train.seeds)} seed(s), {cc.grid} dial values")
     points, val_points, extra = combine_points(prep)
     interrupt.check("after scoring the combined judges")
-    res = Resamples({t: len(prep.tests[t]) for t in TESTS}, cc.bootstrap, cfg.data.split_seed)
+    strata = {t: length_strata(*test_lengths(prep, t).T) for t in TESTS}
+    res = Resamples({t: len(prep.tests[t]) for t in TESTS}, cc.bootstrap, cfg.data.split_seed, strata)
     table, reps = frontier_table(points, res)
     own = {t: val_points[(f"rm:{t}", np.nan)][t] for t in TESTS}
+    val_single = {r: val_points[(r, np.nan)] for r in ("rm:helpful", "rm:harmless")}
     dialled = sorted({m for m, d in val_points if not np.isnan(d)})
     selected = {
         m: select_dial({d: val_points[(m2, d)] for m2, d in val_points if m2 == m}, own) for m in dialled
@@ -94,7 +98,7 @@ def stage_combine(prep: Prepared) -> None:
             f"{m}@{d:g}" if not np.isnan(d) else m: acc for (m, d), acc in val_points.items()
         },
         "selected_dial": {m: (None if np.isnan(d) else d) for m, d in selected.items()},
-        "keeps_both": shortfalls(selected, reps, table),
+        "keeps_both": shortfalls(selected, reps, table, val_acc=val_single, strata=strata),
         **extra,
     }
     judge = summary.pop("judge", None)
@@ -183,6 +187,12 @@ def combine_points(prep: Prepared) -> tuple[list[Point], dict[tuple[str, float],
             "ends_matched": sizes["helpful"] == sizes["harmless"] == sizes["mixed"],
         }
     return points, val_points, extra
+
+
+def test_lengths(prep: Prepared, test: str) -> np.ndarray:
+    """[N, 2] whole reply lengths (chosen, rejected) in the tokenizer's tokens, as the tension table counts them."""
+    whole, _ = reply_lengths(prep.ctx.bundle.test_sets[test], prep.tests[test], prep.tokenizer)
+    return np.asarray(whole)
 
 
 def views(cc) -> list[str]:

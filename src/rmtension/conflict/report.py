@@ -8,15 +8,24 @@ the share of its neurons in the shared set (`neurons/sets.json`); "not run" with
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from rmtension.judges.neuron_sets import shared_share
 from rmtension.report.figures import CHANCE_COLOUR, COLUMN_WIDTH, PALETTE, new_figure, save
-from rmtension.stats.finding import PCGRAD_REDUCES_INTERFERENCE, Finding
+from rmtension.stats.finding import (
+    LENGTH_CONTROLLED,
+    NOT_ESTIMABLE_CI,
+    PCGRAD_REDUCES_INTERFERENCE,
+    RAW,
+    Finding,
+    lc_part,
+    lc_text,
+)
 from rmtension.report.section import Section
-from rmtension.stats.verdicts import INCONCLUSIVE, NOT_RUN, NOT_SUPPORTED, SUPPORTED, equivalence_verdict
+from rmtension.stats.verdicts import INCONCLUSIVE, NOT_RUN, NOT_SUPPORTED, SUPPORTED, any_of_parts
 from rmtension.stats.verdicts import claim_min_effect, min_detectable_effect
 from rmtension.run.runio import read_json
 
@@ -24,6 +33,9 @@ HH = ("helpful", "harmless")
 
 
 def pcgrad_reduces_interference(run_dir: Path) -> Finding:
+    """mixed_pcgrad − mixed on the HH test sets, decided on the length-controlled difference (raw beside it):
+    not supported when it hurts on some test set (Holm over the parts, as for support) or is equivalent
+    to no change on every one; supported when some part is (Holm); else inconclusive."""
     path = run_dir / "tension.json"
     pc = read_json(path).get("pcgrad", {}) if path.exists() else {}
     pc = {t: d for t, d in pc.items() if t in HH}
@@ -31,21 +43,37 @@ def pcgrad_reduces_interference(run_dir: Path) -> Finding:
         why = "Not run in this study (set `train.pcgrad: true` to train `mixed_pcgrad`)."
         return Finding(PCGRAD_REDUCES_INTERFERENCE, NOT_RUN, why)
     m = claim_min_effect(run_dir, PCGRAD_REDUCES_INTERFERENCE)
-    verdicts = {t: equivalence_verdict(d["ci95"], m) for t, d in pc.items()}
-    harmed = any(d["ci95"][1] < 0 for d in pc.values())
-    if harmed or all(v == NOT_SUPPORTED for v in verdicts.values()):
-        verdict = NOT_SUPPORTED  # it hurts on some HH test set, or is equivalent to no change on all
-    elif any(v == SUPPORTED for v in verdicts.values()):
+    lc = {t: d.get("length_controlled") for t, d in pc.items()}
+    decided_on = LENGTH_CONTROLLED if any(v is not None for v in lc.values()) else RAW
+    shown = {t: lc_part(v) for t, v in lc.items()} if decided_on == LENGTH_CONTROLLED else None
+    effects = {}
+    for t, d in pc.items():
+        if shown is None:
+            effects[t] = (d["estimate"], d["ci95"], d.get("p_value", 1.0))
+        elif shown[t]["estimable"]:
+            effects[t] = (shown[t]["estimate"], shown[t]["ci95"], lc[t].get("p_value", 1.0))
+        else:
+            effects[t] = (0.0, NOT_ESTIMABLE_CI, 1.0)
+    helps, by_part, _ = any_of_parts(effects, m)
+    hurts, _, _ = any_of_parts({t: (-e, [-ci[1], -ci[0]], p) for t, (e, ci, p) in effects.items()}, m)
+    if hurts == SUPPORTED or helps == NOT_SUPPORTED:
+        verdict = NOT_SUPPORTED  # it hurts on some HH test set (Holm), or is equivalent to no change on all
+    elif helps == SUPPORTED:
         verdict = SUPPORTED
     else:
         verdict = INCONCLUSIVE
-    mde = max(min_detectable_effect(d["ci95"]) for d in pc.values())
+    finite = [ci for _, ci, _ in effects.values() if all(math.isfinite(x) for x in ci)]
+    mde = max(min_detectable_effect(ci) for ci in (finite or [d["ci95"] for d in pc.values()]))
     parts = [
-        f"{t} test {d['estimate']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" for t, d in pc.items()
+        f"{t} test {d['estimate']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        + (f", length-controlled {lc_text(shown[t])}" if shown else "")
+        for t, d in pc.items()
     ]
     evidence = (
         "Accuracy of mixed_pcgrad minus the mixed RM (same data and seeds; paired bootstrap over test pairs, "
-        f"seeds resampled per RM) [95% CI]: {'; '.join(parts)}. Judged against ±{m:g}."
+        f"seeds resampled per RM) [95% CI]: {'; '.join(parts)}. "
+        + ("Decided on the length-controlled difference; " if shown else "")
+        + f"judged against ±{m:g}, Holm over the two test sets in both directions."
     )
     if verdict == INCONCLUSIVE:
         evidence += f" This sample could detect differences of about {mde:.3f} (80% power)."
@@ -59,9 +87,13 @@ def pcgrad_reduces_interference(run_dir: Path) -> Finding:
         ci95={t: d["ci95"] for t, d in pc.items()},
         min_effect=m,
         min_detectable_effect=mde,
-        test="accuracy of mixed_pcgrad minus the mixed RM on each HH test set, paired bootstrap over test "
-        "pairs (seeds resampled per RM)",
+        test="accuracy of mixed_pcgrad minus the mixed RM on each HH test set"
+        + (", length-controlled (chosen-longer and chosen-shorter strata weighted equally)" if shown else "")
+        + ", paired bootstrap over test pairs (seeds resampled per RM); Holm over the test sets for 'helps' and "
+        "for 'hurts'",
         null="no difference (0), judged by the equivalence rule",
+        length_controlled=shown,
+        decided_on=decided_on,
     )
 
 

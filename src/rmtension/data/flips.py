@@ -6,6 +6,12 @@ pairs whose chosen and rejected replies are swapped, so it is worse than the sin
 construction, while the single RMs, the `_half` controls, validation and test pairs stay as they were.
 Which pairs flip is a seeded hash of (split seed, pair id), so a run names them exactly. A flipped
 pair gets the id `<pair_id>#flipped`: caches keyed by pair id (the trunk cache) never mix the two.
+
+A planted cue (`add_cue`, `data.cue_share`) gives the flips something to reverse that is not reply
+length: on a seeded share of the pairs (every objective, split and RM) the human-chosen reply ends
+with one word and the rejected one with another of the same token count, so the sign of the
+length difference (the length-controlled strata) is unchanged. Flipping a cued pair swaps the
+replies with their words, so the mixed RM learns the cue backwards.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from rmtension.data.splits import unit_hash
 from rmtension.data.types import Pair
 
 FLIPPED = "#flipped"
+CUED = "#cued"
+CUE_WORDS = (" alpha", " omega")
+"""The words the human-chosen and the rejected reply of a cued pair end with: one token each in the
+packaged MiniLM's and SmolLM2's tokenizers, so the replies' length difference in tokens is unchanged."""
 
 
 def flipped(pair: Pair) -> Pair:
@@ -48,3 +58,24 @@ def shuffle_labels(pairs: Sequence[Pair], seed: int) -> tuple[list[Pair], int]:
     """
     coin = [unit_hash(seed, "shuffle", p.pair_id) < 0.5 for p in pairs]
     return [flipped(p) if c else p for p, c in zip(pairs, coin)], sum(coin)
+
+
+def add_cue(pairs: Sequence[Pair], share: float, seed: int) -> tuple[list[Pair], int]:
+    """`pairs` with the cue words on those whose id hashes below `share`, and their count.
+
+    The coin is unit_hash(seed, "cue", pair id without `#flipped`), so one underlying pair is cued
+    alike in every RM's training set and in the test sets. The human-chosen reply gets
+    CUE_WORDS[0]: in a flipped pair that is the one now in `rejected`. A cued pair's id is
+    `<pair_id>#cued` (then `#flipped` where flipped), so caches keyed by pair id never mix the two.
+    """
+    out = []
+    for p in pairs:
+        base = p.pair_id.removesuffix(FLIPPED)
+        if not unit_hash(seed, "cue", base) < share:
+            out.append(p)
+            continue
+        was_flipped = p.pair_id.endswith(FLIPPED)
+        good, bad = CUE_WORDS[::-1] if was_flipped else CUE_WORDS
+        pid = base + CUED + (FLIPPED if was_flipped else "")
+        out.append(replace(p, pair_id=pid, chosen=p.chosen + good, rejected=p.rejected + bad))
+    return out, sum(p.pair_id.removesuffix(FLIPPED).endswith(CUED) for p in out)

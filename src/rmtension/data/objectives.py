@@ -33,7 +33,7 @@ from typing import Any
 
 from rmtension.config import DataConfig
 from rmtension.data.extra import add_extra_train
-from rmtension.data.flips import FLIPPED, flip_share, shuffle_labels
+from rmtension.data.flips import CUED, FLIPPED, add_cue, flip_share, shuffle_labels
 from rmtension.data.plant import MARKED, mark_chosen
 from rmtension.data.formats import load_hub, load_pairs, load_rmb
 from rmtension.data.xstest import load_xstest, xstest_account
@@ -194,6 +194,10 @@ def build_objectives(
     if cfg.shuffle_labels:  # a negative control: every RM's training labels on a seeded coin
         for split in splits.values():
             split["train"], _ = shuffle_labels(split["train"], seed)
+    if cfg.cue_share:  # a planted cue that is not length, after the flips so that it follows them
+        for by in splits.values():
+            for name in by:
+                by[name], _ = add_cue(by[name], cfg.cue_share, seed)
     return splits, {o: splits[o]["test"] for o in SINGLE}
 
 
@@ -277,9 +281,14 @@ def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
         summary["planted_marker"] = {
             o: {
                 "marker": marker,
-                **{k: sum(p.pair_id.endswith(MARKED) for p in v) for k, v in splits[o].items()},
+                **{k: sum(MARKED in p.pair_id for p in v) for k, v in splits[o].items()},
             }
             for o, marker in sorted(cfg.plant_marker.items())
+        }
+    if cfg.cue_share:
+        summary["cued_pairs"] = {
+            o: {name: sum(CUED in p.pair_id for p in pairs) for name, pairs in by.items()}
+            for o, by in splits.items()
         }
     if cfg.shuffle_labels:
         summary["shuffled_labels"] = {

@@ -62,6 +62,8 @@ class GoldConfig(Strict):
     `members` > 1); or `judges:` any folders / hub ids `rmtension.api.load_judge` reads."""
 
     backbone: str = "minilm"
+    trainable: str = Field("all", pattern=r"^(all|top:[1-9][0-9]*)$")
+    """What of each member trains (`all`, or `top:K` blocks and the head; `model.scope`)."""
     judges: list[str] = []
     """Use these judges (z-scored on the D_0 pairs, averaged) instead of training; empty: train."""
     members: int = Field(1, ge=1)
@@ -77,6 +79,9 @@ class GoldConfig(Strict):
 
 class PMConfig(Strict):
     backbone: str = "minilm"
+    trainable: str = Field("all", pattern=r"^(all|top:[1-9][0-9]*)$")
+    """What of a proxy PM trains (`all`, or `top:K` blocks and the head; `model.scope`): the frozen
+    blocks below need no backward pass."""
     max_length: int = Field(256, ge=16)
     steps0: int = Field(64, ge=1)
     """Bradley-Terry steps of PM_0 on D_0."""

@@ -74,6 +74,7 @@ def build_gold(cfg: GoldConfig, pairs: Sequence[Pair], folder: Path, cache_dir: 
     """Train (or reload from `folder`) the gold members on `pairs` (the gold share), or load `cfg.judges`."""
     from rmtension.judges.load import load_judge
     from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
+    from rmtension.model.scope import set_trainable
 
     chosen, rejected = texts_of(pairs)
     norm_texts = (chosen + rejected)[: 2 * NORM_PAIRS]
@@ -89,6 +90,7 @@ def build_gold(cfg: GoldConfig, pairs: Sequence[Pair], folder: Path, cache_dir: 
             file = folder / f"member{m}" / "model.safetensors"
             torch.manual_seed(10_000 + m)
             model = load_reward_model(path, tok)
+            set_trainable(model, cfg.trainable)
             if file.exists():
                 load_model(model, str(file))
             else:

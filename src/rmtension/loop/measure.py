@@ -69,7 +69,10 @@ def top_quartile(pair_gold: np.ndarray) -> np.ndarray:
 def kl_per_reply(
     policy: Policy, reference: dict[str, torch.Tensor], prompts: list[list[int]], replies: list[list[int]]
 ) -> np.ndarray:
-    """[N] prompts, [N] replies -> [N] exact KL(π ‖ π_ref) summed along each reply (nats)."""
+    """[N] prompts, [N] replies -> [N] exact KL(π ‖ π_ref) summed along each reply (nats). A policy
+    whose every parameter equals the reference's (round 0) has KL exactly 0: not computed."""
+    if all(n in reference and torch.equal(p, reference[n]) for n, p in policy.model.named_parameters()):
+        return np.zeros(len(prompts))
     out = []
     for start in range(0, len(prompts), 16):
         batch = pack(prompts[start : start + 16], replies[start : start + 16], policy.pad_id)

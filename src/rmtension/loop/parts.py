@@ -55,6 +55,7 @@ def build_parts(cfg: LoopConfig, out: Path, cache_dir: str | None = None) -> Loo
     from rmtension.data import build_dataset
     from rmtension.data.splits import seeded_order, take
     from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
+    from rmtension.model.scope import set_trainable
     from rmtension.policy.config import PolicyConfig
     from rmtension.policy.sampling import open_policy
 
@@ -92,7 +93,9 @@ def build_parts(cfg: LoopConfig, out: Path, cache_dir: str | None = None) -> Loo
 
     def new_pm():
         torch.manual_seed(0)  # the fresh score head is the same every call
-        return load_reward_model(pm_path, pm_tok).eval()
+        pm = load_reward_model(pm_path, pm_tok).eval()
+        set_trainable(pm, cfg.pm.trainable)
+        return pm
 
     def new_policy():
         return open_policy(PolicyConfig(backbone=cfg.policy), cache_dir, precision="fp32")

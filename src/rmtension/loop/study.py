@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from rmtension.data.types import Turn, render_transcript
+from rmtension.errors import ConfigError
 from rmtension.loop.bench_reviewer import BenchReviewer
 from rmtension.loop.config import LoopConfig
 from rmtension.loop.measure import GoldFn, Probes, measure_policy
@@ -281,7 +282,7 @@ def run_loop(
     out = Path(out) / "loop"
     out.mkdir(parents=True, exist_ok=True)
     check_sizes(cfg, parts)
-    write_json(out / "config.json", cfg.model_dump(mode="json"))
+    claim_run_dir(out, cfg)
     reviewers = reviewers or {arm: round_reviewer(cfg, arm) for arm in cfg.arms}
     for seed in cfg.seeds:
         for arm in cfg.arms:
@@ -290,6 +291,26 @@ def run_loop(
             run_arm_seed(out, cfg, arm, seed, parts, reviewers[arm], after_phase)
     write_results(out, cfg)
     return out
+
+
+def claim_run_dir(loop: Path, cfg: LoopConfig) -> None:
+    """Write loop/config.json, or check a resumed run's: a run directory holds one config's files, so
+    resuming with another config (which would mix its rounds with the old ones) is a ConfigError that
+    names the keys that differ. `claims` may change: they are read from the files afterwards."""
+    file, now = loop / "config.json", cfg.model_dump(mode="json")
+    if file.exists():
+        try:
+            before = json.loads(file.read_text())
+        except (OSError, ValueError):
+            raise ConfigError(f"{file}: unreadable; use a new --out") from None
+        keys = sorted(k for k in set(before) | set(now) if k != "claims" and before.get(k) != now.get(k))
+        if keys:
+            raise ConfigError(
+                f"{loop.parent}: was run with another loop config ({', '.join(keys)} differ); "
+                "resume it with that config or use a new --out"
+            )
+    loop.mkdir(parents=True, exist_ok=True)
+    write_json(file, now)
 
 
 def load_trained_policy(folder: Path, template: Policy) -> Policy:

@@ -3,8 +3,8 @@
 Claims (all at one top-p and one scorer, in the primary RM, mixed by default):
 
 - identified:    ablating an objective's top neurons lowers its margin more than matched random neurons.
-- shared:        helpful_top and harmless_top overlap more than chance (hypergeometric test against
-                 random neuron sets of the same sizes: a floor, not a test of "the same neurons").
+- shared:        helpful_top and harmless_top overlap, described against random neuron sets of the same
+                 sizes (hypergeometric p): a floor, not a test of "the same neurons", so never a verdict.
 - sets_differ:   the two sets differ more than sampling noise and more than input text alone makes them
                  (permutation null of pseudo-objectives drawn from the pooled scoring pairs; effect: the
                  RM's null minus observed Jaccard minus the untrained base backbone's, by a
@@ -38,13 +38,13 @@ from rmtension.stats.finding import (
     NEURONS_SHARED,
     Finding,
     not_run,
+    single_part,
 )
 from rmtension.neurons.overlap_stage import LEARNING_SCORERS
 from rmtension.stats.verdicts import (
     NOT_RUN,
     NOT_TESTABLE,
     INCONCLUSIVE,
-    NOT_SUPPORTED,
     SUPPORTED,
     claim_min_effect,
     equivalence_verdict,
@@ -68,15 +68,13 @@ def claim_shared(overlap: dict, scorer: str, p: float, alpha: float) -> Finding:
         f"Jaccard {o['jaccard']:.3f} vs {o['jaccard_random']:.3f} expected by chance, "
         f"hypergeometric p {p_phrase(o['p_value'])}."
     )
-    if o["p_value"] < alpha and o["jaccard"] > o["jaccard_random"]:
-        verdict = SUPPORTED
-    elif o["jaccard"] <= o["jaccard_random"]:
-        verdict = NOT_SUPPORTED
-    else:
-        verdict = INCONCLUSIVE
+    # the uniform floor decides nothing: the most active neurons top every objective's list, and an
+    # untrained backbone's sets of the same pairs overlap far above it too (input text, not learning)
+    verdict = INCONCLUSIVE
     text += (
-        " (Chance here is random neuron sets of these sizes, a floor; whether the sets differ more than "
-        "sampling noise is tested separately.)"
+        " (Chance here is random neuron sets of these sizes, a floor that the untrained backbone's sets also "
+        "clear, so it is a description and decides no verdict; whether the sets differ more than sampling "
+        "noise is tested separately.)"
     )
     boot = o.get("jaccard_bootstrap")
     decided = {}
@@ -101,7 +99,8 @@ OVERLAP_TESTS = {
         "one-sided hypergeometric test of the number of shared neurons (stratified per layer when the sets "
         "are chosen per layer), at the claims' alpha",
         "two uniformly random neuron sets of the same sizes (a floor: the most active neurons top every "
-        "objective's list)",
+        "objective's list), described only: the verdict stays inconclusive without a null that separates "
+        "learning from input text",
     ),
     "sets_differ": (
         "equivalence rule on the 95% CI of the permutation null's mean Jaccard minus the observed Jaccard "
@@ -280,10 +279,8 @@ def conflict_tracks_shared_neurons(run_dir: Path) -> Finding:
         evidence,
         "conflict.json, neurons/sets.json",
         f"rho {rho:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]",
-        effect={"rho": rho},
-        ci95={"rho": ci},
+        **single_part("rho", rho, ci),
         min_effect=m,
-        min_detectable_effect=min_detectable_effect(ci),
         test="Spearman correlation over the trained blocks, Fisher-z CI",
         null="no correlation (0), judged by the equivalence rule",
     )

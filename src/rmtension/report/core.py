@@ -24,7 +24,7 @@ from rmtension.report.figures import (
     save,
 )
 from rmtension.report.section import Section
-from rmtension.stats.bootstrap import beats_chance
+from rmtension.stats.bootstrap import beats_chance, ece_pair_gaps
 from rmtension.run.runio import configured, read_config, read_json, safe_name  # noqa: F401 (re-exported)
 
 
@@ -100,6 +100,57 @@ def section_data(run_dir: Path) -> Section | None:
     return s
 
 
+LENGTH_PRIOR_PARTS = (
+    ("interference", None),
+    ("dilution", "dilution"),
+    ("negative transfer", "negative_transfer"),
+)
+
+
+def length_prior_words(interference: dict) -> str:
+    """In words, per test set, how much of each effect (interference, dilution, negative transfer) the
+    length prior explains: the raw estimate, the length-controlled one and their difference with its CI
+    (`tension.json`'s `length_prior`, `rmtension.stats.length`); a share of the raw effect only where the
+    raw CI excludes 0 (a ratio to a value near 0 means nothing)."""
+    sentences = []
+    for ts, d in interference.items():
+        prior, lc = d.get("length_prior"), d.get("length_controlled")
+        if prior is None or lc is None:
+            continue
+        if not prior.get("estimable"):
+            sentences.append(
+                f"On {ts} test pairs the length-controlled effects are not estimable ({prior['reason']})."
+            )
+            continue
+        texts = []
+        for label, key in LENGTH_PRIOR_PARTS:
+            raw = d if key is None else d.get(key)
+            p, c = (prior, lc) if key is None else (prior.get(key), lc.get(key))
+            if raw is None or p is None or c is None or not p.get("estimable"):
+                continue
+            est = raw.get("estimate", raw.get("mixed_minus_best_single"))
+            text = (
+                f"{label} {est:+.3f} raw and {c['estimate']:+.3f} length-controlled, so length explains "
+                f"{p['estimate']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}]"
+            )
+            lo, hi = raw["ci95"]
+            if lo > 0 or hi < 0:
+                text += f" ({p['estimate'] / est:.0%} of the raw effect)"
+            texts.append(text)
+        ties = prior.get("n_ties", 0)
+        sentences.append(
+            f"On {ts} test pairs ({prior['n_chosen_longer']} with the chosen reply longer, "
+            f"{prior['n_chosen_shorter']} shorter, {ties} tied and dropped): " + "; ".join(texts) + "."
+        )
+    if not sentences:
+        return ""
+    return (
+        "How much of each effect the length prior explains (raw minus length-controlled, where the length-controlled "
+        "accuracy weights the chosen-longer and chosen-shorter pairs equally; paired bootstrap, 95% CI; the verdicts "
+        "read the length-controlled values). " + " ".join(sentences)
+    )
+
+
 def section_tension(run_dir: Path) -> Section | None:
     path = run_dir / "tension.json"
     if not path.exists():
@@ -159,12 +210,22 @@ def section_tension(run_dir: Path) -> Section | None:
             "mixed − best single": f"{d['mixed_minus_best_single']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]",
             "best single RM": d["best_single"],
         }
+        lc = d.get("length_controlled")
+        if lc is not None:
+            row["length-controlled"] = (
+                f"{lc['estimate']:+.3f} [{lc['ci95'][0]:+.3f}, {lc['ci95'][1]:+.3f}]"
+                if lc["estimable"]
+                else "not estimable"
+            )
         for key, label in (("dilution", "dilution"), ("negative_transfer", "negative transfer")):
             if key in d:
                 e = d[key]
                 row[label] = f"{e['estimate']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]"
         row["verdict"] = interference_verdict(d)
         inter.append(row)
+    words = length_prior_words(t["interference"])
+    if words:
+        s.paragraphs.append(words)
     if inter:
         s.tables.append(
             (
@@ -248,12 +309,7 @@ def ece_replicates(margins: np.ndarray, bins: int, pair_idx: np.ndarray) -> np.n
     so ECE = sum over bins of |sum predicted - sum observed| / number of entries. Returns [B].
     """
     s, n = margins.shape
-    p = 1.0 / (1.0 + np.exp(-margins))  # [S, N]
-    which = np.clip(np.digitize(p, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
-    gap = np.zeros((n, bins))  # per pair and bin: sum of predicted minus observed over seeds and orientations
-    for k in range(s):
-        np.add.at(gap, (np.arange(n), which[k]), p[k] - 1.0)  # (p, outcome 1)
-        np.add.at(gap, (np.arange(n), bins - 1 - which[k]), 1.0 - p[k])  # (1 - p, outcome 0), mirrored bin
+    gap = ece_pair_gaps(margins, bins)  # [N, bins]
     weights = np.stack([np.bincount(row, minlength=n) for row in pair_idx])  # [B, N] times each pair is drawn
     return np.abs(weights @ gap).sum(axis=1) / (2 * s * n)
 

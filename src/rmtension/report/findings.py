@@ -25,6 +25,12 @@ from rmtension.stats.finding import BAI, TANWAR, Finding
 from rmtension.stats.verdicts import ECE_WELL_CALIBRATED, VERDICTS
 
 CRITERIA = (
+    "Length control: mixed worse, negative transfer, trade-off, calibrated, combined judge keeps both and PCGrad "
+    "reduces interference are decided on the length-controlled estimate (the mean of the accuracies, or ECEs, on "
+    "the pairs whose chosen reply is longer and on those whose chosen reply is shorter, in the tokenizer's "
+    "tokens; ties dropped and counted; the same paired two-level bootstrap as the raw estimate), with the raw "
+    "one beside it; a test set with fewer than 30 pairs in a stratum is 'not estimable' and decides nothing "
+    "(`rmtension.stats.length`). "
     "Mixed worse and negative transfer: supported when, on some HH test set, the difference is negative with a "
     "Holm-adjusted bootstrap p < 0.05 (two test sets); not supported when on every HH test set the CI lies inside "
     "±min_effect or wholly above 0 (`rmtension.stats.verdicts`). Neuron claims: the equivalence rule on margin "
@@ -75,7 +81,9 @@ def section_summary(run_dir: Path, settings: list[str] = ()) -> Section:
     )
     s.tables.append(
         (
-            "Verdicts: each claim's effect [95% CI] by part, its margin and the detectable effect",
+            "Verdicts: each claim's effect [95% CI] by part, raw and length-controlled (ties dropped; 'not "
+            "estimable' where a length stratum has fewer than 30 pairs), which one the verdict read, its margin and "
+            "the detectable effect",
             verdict_table(fs),
         )
     )
@@ -84,7 +92,8 @@ def section_summary(run_dir: Path, settings: list[str] = ()) -> Section:
         s.figures.append(
             (
                 "Every decided claim's effect and 95% CI per part, against its ± margin (shaded), in the claim's "
-                "own units; colour: supported (blue), not supported (vermillion), otherwise black. "
+                "own units; filled: raw, hollow below it: length-controlled (which decides where the table says "
+                "so); colour: supported (blue), not supported (vermillion), otherwise black. "
                 "Source: `findings.json`.",
                 forest,
             )

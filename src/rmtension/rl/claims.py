@@ -16,8 +16,10 @@ hold (`rmtension.stats.verdicts.all_of`).
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
+
+import numpy as np
+from scipy.stats import t as t_dist
 
 
 from rmtension.run.runio import read_json
@@ -33,10 +35,11 @@ from rmtension.stats.verdicts import (
 )
 
 
-def current(bon: dict | None, rl: dict | None) -> tuple[dict, dict, list[str]]:
-    """The entries written by this version's analysis, and the files that predate it (to rerun)."""
+def current(bon: dict | None, rl: dict | None, needs: str = "heldout_curve") -> tuple[dict, dict, list[str]]:
+    """The entries written by this version's analysis (a best-of-n entry must have `needs`), and the
+    files that predate it (to rerun)."""
     old = []
-    bon_ok = {o: f for o, f in (bon or {}).items() if "heldout_curve" in f}
+    bon_ok = {o: f for o, f in (bon or {}).items() if "heldout_curve" in f and needs in f}
     rl_ok = {o: s for o, s in (rl or {}).items() if "trend_ci95" in s}
     if bon and not bon_ok:
         old.append("bon_fit.json")
@@ -60,30 +63,55 @@ def sqrt_kl_parts(bon: dict, rl: dict) -> list[dict]:
             }
         )
     for o, s in rl.items():
+        ci, seed_level = seed_unit_trend_ci(s)
         parts.append(
             {
                 "where": f"RL {o}",
                 "compared": s["curves"][s["trend_judge"]],
                 "slope": s["trend"],
-                "ci": s["trend_ci95"],
+                "ci": ci,
+                "seed_level": seed_level,
             }
         )
     return parts
+
+
+def seed_unit_trend_ci(s: dict, level: float = 0.95) -> tuple[list[float], dict | None]:
+    """The RL trend's CI with the seed as the unit: the hull of the pooled fit's CI (evaluations resampled
+    within seeds, conditional on these seeds) and the t interval over the per-seed slopes,
+
+        mean(b_k) +- t_{S-1, (1 + level) / 2} * sd(b_k) / sqrt(S)
+
+    so another draw of seeds is inside what the verdict reads; with one seed only the pooled CI (and
+    None: no seed-level interval). s: one objective of rl.json (`by_seed[k]["trend"]`)."""
+    slopes = np.array([b["trend"] for b in s.get("by_seed", {}).values()], dtype=np.float64)
+    if len(slopes) < 2:
+        return list(s["trend_ci95"]), None
+    se = float(slopes.std(ddof=1) / np.sqrt(len(slopes)))
+    half = float(t_dist.ppf((1 + level) / 2, len(slopes) - 1)) * se
+    mean = float(slopes.mean())
+    pooled = s["trend_ci95"]
+    hull = [min(pooled[0], mean - half), max(pooled[1], mean + half)]
+    return hull, {"mean": mean, "ci95": [mean - half, mean + half], "se": se, "df": len(slopes) - 1}
 
 
 def gap_parts(bon: dict, rl: dict) -> list[dict]:
     """One dict per curve: where, gap, rtm, excess and its CI, and (best-of-n) the roles swapped."""
     parts = []
     for o, f in bon.items():
-        g, w = f["gap"], f["gap_swapped"]
+        g, w, both = f["gap"], f["gap_swapped"], f["gap_both_roles"]
         parts.append(
             {
                 "where": f"best-of-{g['n'][-1]} {o}",
                 "gap": g["gap"][-1],
                 "rtm": g["rtm"][-1],
                 "rho": g["rho"],
-                "excess": g["excess"][-1],
-                "ci": [g["excess_ci_low"][-1], g["excess_ci_high"][-1]],
+                "excess": both["excess"][-1],  # averaged over both role assignments: the verdict reads it
+                "ci": [both["excess_ci_low"][-1], both["excess_ci_high"][-1]],
+                "one_role": {
+                    "excess": g["excess"][-1],
+                    "ci": [g["excess_ci_low"][-1], g["excess_ci_high"][-1]],
+                },
                 "swapped": {
                     "gap": w["gap"][-1],
                     "excess": w["excess"][-1],
@@ -147,8 +175,15 @@ def sqrt_kl_finding(bon: dict | None, rl: dict | None, m: float) -> Finding:
     for p, v in zip(parts, verdicts):
         c, forms = p["compared"], p["compared"]["forms"]
         aics = ", ".join(f"{k} {f['aic']:.1f}" for k, f in forms.items())
+        sl = p.get("seed_level")
+        seeds = (
+            f" (seeds as the unit: per-seed slopes' mean {sl['mean']:+.3f}, t interval [{sl['ci95'][0]:+.3f}, "
+            f"{sl['ci95'][1]:+.3f}] with {sl['df']} df; the CI is the hull of it and the pooled fit's)"
+            if sl
+            else ""
+        )
         texts.append(
-            f"{p['where']} slope {p['slope']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}], best form {c['best']} "
+            f"{p['where']} slope {p['slope']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]{seeds}, best form {c['best']} "
             f"by ΔAIC {c['delta_aic']:.1f} (AIC {aics}; R² of sqrt(KL) {forms['sqrt_kl']['r2']:.3f}): {v}"
         )
     gao = [_gao_text(o, f["gao_test_pm"]) for o, f in bon.items()]
@@ -175,7 +210,8 @@ def sqrt_kl_finding(bon: dict | None, rl: dict | None, m: float) -> Finding:
         test=(
             "per curve, a + b·sqrt(KL) against a + b·KL (best-of-n: and a + b·log n) by Gaussian least-squares AIC "
             "(ΔAIC ≥ 2 decides), and the equivalence rule on the sqrt(KL) slope's 95% CI (best-of-n: bootstrap over "
-            "prompts; RL: moving-block bootstrap over evaluations); every curve must hold"
+            "prompts; RL: moving-block bootstrap over evaluations, widened to the t interval over the per-seed slopes, "
+            "seeds as the unit); every curve must hold"
         ),
         null="reward does not grow with sqrt(KL) (slope inside ±min_effect), or another form fits better",
         **d,
@@ -184,20 +220,27 @@ def sqrt_kl_finding(bon: dict | None, rl: dict | None, m: float) -> Finding:
 
 def gap_finding(bon: dict | None, rl: dict | None, m: float) -> Finding:
     """The train_test_gap finding from bon_fit.json's objectives and rl.json (either may be None)."""
-    bon, rl, old = current(bon, rl)
+    bon, rl, old = current(bon, rl, needs="gap_both_roles")
     parts = gap_parts(bon, rl)
     if not parts:
         return stale(TRAIN_TEST_GAP, old)
     verdicts = [equivalence_verdict(p["ci"], m) for p in parts]
     texts = []
     for p, v in zip(parts, verdicts):
-        t = (
-            f"{p['where']} gap {p['gap']:+.3f}, regression to the mean {p['rtm']:+.3f} (ρ̂ {p['rho']:.2f}), excess "
-            f"{p['excess']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]"
-        )
         if "swapped" in p:
-            w = p["swapped"]
-            t += f"; pm_test selecting: gap {w['gap']:+.3f}, excess {w['excess']:+.3f} [{w['ci'][0]:+.3f}, {w['ci'][1]:+.3f}]"
+            r, w = p["one_role"], p["swapped"]
+            t = (
+                f"{p['where']} excess averaged over both role assignments {p['excess']:+.3f} "
+                f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] (pm_train selecting: gap {p['gap']:+.3f}, regression to "
+                f"the mean {p['rtm']:+.3f} (ρ̂ {p['rho']:.2f}), excess {r['excess']:+.3f} [{r['ci'][0]:+.3f}, "
+                f"{r['ci'][1]:+.3f}]; pm_test selecting: gap {w['gap']:+.3f}, excess {w['excess']:+.3f} "
+                f"[{w['ci'][0]:+.3f}, {w['ci'][1]:+.3f}])"
+            )
+        else:
+            t = (
+                f"{p['where']} gap {p['gap']:+.3f}, regression to the mean {p['rtm']:+.3f} (ρ̂ {p['rho']:.2f}), "
+                f"excess {p['excess']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]"
+            )
         texts.append(f"{t}: {v}")
     d = decided([{**p, "effect": p["excess"]} for p in parts], verdicts, m)
     evidence = (
@@ -221,7 +264,8 @@ def gap_finding(bon: dict | None, rl: dict | None, m: float) -> Finding:
         ),
         test=(
             "equivalence rule on the 95% CI (bootstrap over prompts, SDs and ρ̂ re-estimated) of the gap's excess over "
-            "regression to the mean; every curve must hold"
+            "regression to the mean, for best-of-n averaged over both role assignments of the two PMs (the same "
+            "prompt resamples); every curve must hold"
         ),
         null="the gap is no larger than (1 − ρ̂)·E[z of the pick], what two equally good judges correlated ρ̂ give",
         **d,

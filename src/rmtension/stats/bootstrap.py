@@ -118,6 +118,23 @@ def calibration(margins: np.ndarray, bins: int = 10) -> dict:
     return {"ece": float(ece), "points": points}
 
 
+def ece_pair_gaps(margins: np.ndarray, bins: int) -> np.ndarray:
+    """[N, bins] per pair and bin: predicted minus observed, summed over seeds and both orientations.
+
+    margins: [S, N] r_chosen - r_rejected. With it, the ECE of `calibration` on the seeds' pooled
+    margins is sum_bins |sum_pairs gaps| / (2 S N), and a bootstrap replicate's is the same with
+    each pair weighted by how often it is drawn (`rmtension.report.core.ece_replicates`).
+    """
+    s, n = margins.shape
+    p = 1.0 / (1.0 + np.exp(-margins))  # [S, N]
+    which = np.clip(np.digitize(p, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
+    gap = np.zeros((n, bins))
+    for k in range(s):
+        np.add.at(gap, (np.arange(n), which[k]), p[k] - 1.0)  # (p, outcome 1)
+        np.add.at(gap, (np.arange(n), bins - 1 - which[k]), 1.0 - p[k])  # (1 - p, outcome 0), mirrored bin
+    return gap
+
+
 def spearman_ci(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[float, list[float]]:
     """Spearman's rho and a Fisher-z CI with the Fieller et al. (1957) SE 1.06 / sqrt(n - 3); [-1, 1] for n <= 3."""
     rho = float(stats.spearmanr(x, y).statistic) if np.ptp(x) > 0 and np.ptp(y) > 0 else 0.0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rmtension.run.runio import configured, read_config, read_json
 from rmtension.stats.bootstrap import beats_chance
-from rmtension.stats.verdicts import NOT_RUN
+from rmtension.stats.verdicts import NOT_RUN, min_detectable_effect
 
 TANWAR = "Tanwar & Atanasova (2026)"
 BAI = "Bai et al. (2022)"
@@ -39,6 +39,12 @@ HELPFUL_REFUSAL_UNDERVALUED = "helpful_refusal_undervalued"
 PCGRAD_REDUCES_INTERFERENCE = "pcgrad_reduces_interference"
 CONFLICT_TRACKS_SHARED_NEURONS = "conflict_tracks_shared_neurons"
 COMBINED_KEEPS_BOTH = "combined_keeps_both"
+
+
+RAW, LENGTH_CONTROLLED = "raw", "length-controlled"
+"""The estimates a verdict may read (`Finding.decided_on`)."""
+NOT_ESTIMABLE_CI = [-math.inf, math.inf]
+"""The CI a part whose length-controlled estimate is not estimable enters a verdict with: it decides nothing."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,10 @@ class Finding:
     numbers: dict = field(default_factory=dict)
     """Further numbers the evidence shows (p-values, counts, per-part verdicts)."""
     length_controlled: dict | None = None
-    """Per part: the length-controlled estimate {"effect", "ci95", ...} beside the raw one (None: not computed)."""
+    """Per part: the length-controlled estimate beside the raw one (`lc_part`: estimable, estimate, ci95, the
+    strata's and ties' counts, and the reason when not estimable); None: not computed."""
+    decided_on: str = RAW
+    """Which estimate the verdict reads: "raw" (`effect`, `ci95`) or "length-controlled" (`length_controlled`)."""
     positive_control: dict | None = None
     """The positive control that shows the pipeline can reach the margin (None: none run)."""
     mc_error: dict | None = None
@@ -184,6 +193,36 @@ def not_run(claim_id: str, enable: tuple[str, ...], run_dir: Path, expects: str)
     else:
         why = f"Not run in this study (enable {HINTS[enable]} in the config)."
     return Finding(claim_id, NOT_RUN, why)
+
+
+def single_part(name: str, effect: float, ci: list[float]) -> dict:
+    """The `effect`, `ci95` and `min_detectable_effect` fields of a finding with one part."""
+    return {"effect": {name: effect}, "ci95": {name: ci}, "min_detectable_effect": min_detectable_effect(ci)}
+
+
+def lc_part(d: dict | None, sign: float = 1.0, offset: float = 0.0) -> dict:
+    """One part's entry of `Finding.length_controlled` from a `rmtension.stats.length.LengthControlled` dict.
+
+    The estimate and CI are mapped to the claim's direction as offset + sign * x (e.g. "worse" is
+    -difference, "below chance" is 0.5 - accuracy); None (nothing computed) reads as not estimable.
+    """
+    if d is None:
+        return {"estimable": False, "estimate": None, "ci95": None, "reason": "no length-controlled estimate"}
+    out = {k: d.get(k) for k in ("n_chosen_longer", "n_chosen_shorter", "n_ties")}
+    if not d.get("estimable"):
+        return {"estimable": False, "estimate": None, "ci95": None, "reason": d.get("reason", ""), **out}
+    ci = sorted(offset + sign * x for x in d["ci95"])
+    return {"estimable": True, "estimate": offset + sign * d["estimate"], "ci95": ci, "reason": "", **out}
+
+
+def lc_text(part: dict, signed: bool = True) -> str:
+    """An `lc_part` entry in words: "+0.012 [-0.030, +0.054] (12 tied pairs dropped)" or "not estimable (why)"."""
+    if not part["estimable"]:
+        return f"not estimable ({part['reason']})"
+    ties = part.get("n_ties")
+    dropped = f" ({ties} tied pairs dropped)" if ties else ""
+    f = "+.3f" if signed else ".3f"
+    return f"{part['estimate']:{f}} [{part['ci95'][0]:{f}}, {part['ci95'][1]:{f}}]{dropped}"
 
 
 def fmt_ci(d: dict, key: str = "ci95") -> str:

@@ -23,8 +23,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from rmtension.stats.bootstrap import (
+    bootstrap_p,
+    ece_pair_gaps,
+    interval,
+    seed_pair_bootstrap,
+    seed_resamples,
+)
 from rmtension.stats.montecarlo import interval_mc_se
-from rmtension.stats.bootstrap import bootstrap_p, interval, seed_pair_bootstrap, seed_resamples
+from rmtension.stats.seeds import pairs_only_replicates, seed_t_interval
 
 MIN_STRATUM_PAIRS = 30
 """Fewest pairs a length stratum needs for the length-controlled accuracy to be estimated."""
@@ -106,6 +113,10 @@ class LengthControlled:
     """What is subtracted from what (differences only)."""
     ci95_mc_se: list[float] | None = None
     """Monte Carlo SE of each CI bound (`rmtension.stats.montecarlo.interval_mc_se`)."""
+    p_vs_chance: float | None = None
+    """Two-sided bootstrap p of the accuracy against 0.5 (accuracies only)."""
+    seed_t: dict | None = None
+    """Seeds as the unit: the random-effects t interval (`rmtension.stats.seeds`), as beside the raw estimate."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -147,8 +158,65 @@ def length_controlled_accuracy(
             interval(reps, level),
             **_counts(strata),
             per_stratum=per_stratum_accuracy(c, strata),
+            ci95_mc_se=interval_mc_se(reps, level),
+            p_vs_chance=bootstrap_p(reps - 0.5),
         ),
         reps,
+    )
+
+
+def length_controlled_seed_t(
+    per_rm: dict[str, np.ndarray], strata: np.ndarray, pair_weights: np.ndarray, a: str, b: str, level: float
+) -> dict:
+    """The random-effects t interval (`rmtension.stats.seeds.seed_t_interval`) of LC(a) - LC(b).
+
+    per_rm[rm]: [S, N] correctness; pair_weights: [B, N] the pair resamples as counts. The pair part
+    is the pairs-only bootstrap variance of the difference with each replicate's weights rescaled
+    within the strata (`stratum_weights`); the seed part, each RM's per-seed length-controlled accuracies.
+    """
+    w = stratum_weights(pair_weights, strata)
+    diff = pairs_only_replicates(per_rm[a], w) - pairs_only_replicates(per_rm[b], w)
+    per_seed = [length_controlled_per_seed(per_rm[rm], strata) for rm in (a, b)]
+    return seed_t_interval(
+        float(per_seed[0].mean() - per_seed[1].mean()), float(np.nanvar(diff, ddof=1)), per_seed, level
+    )
+
+
+def stratum_ece_replicates(gaps: np.ndarray, weights: np.ndarray, n_seeds: int) -> np.ndarray:
+    """[B] ECE under pair weights [B, N] from per-pair bin gaps [N, bins] (`ece_pair_gaps`) of `n_seeds` seeds."""
+    return np.abs(weights @ gaps).sum(axis=1) / (2 * n_seeds * weights.sum(axis=1))
+
+
+def length_controlled_ece(
+    margins: np.ndarray, strata: np.ndarray, bins: int, pair_weights: np.ndarray, level: float
+) -> LengthControlled:
+    """The length-controlled expected calibration error: the mean of the ECEs within the two length strata.
+
+    margins: [S, N] r_chosen - r_rejected per seed and pair (pooled over seeds as
+    `rmtension.stats.bootstrap.calibration` pools them); pair_weights: [B, N] the accuracies' pair
+    resamples as counts, so the CI shares their resamples. An RM whose confidence tracks the length
+    prior is calibrated overall and off within each stratum; this estimate sees that.
+    """
+    reason = not_estimable_reason(strata)
+    if reason:
+        return LengthControlled(False, None, None, **_counts(strata), reason=reason)
+    gaps = ece_pair_gaps(np.atleast_2d(margins), bins)  # [N, bins]
+    s = np.atleast_2d(margins).shape[0]
+    per, reps = {}, []
+    for name, code in (("chosen_longer", CHOSEN_LONGER), ("chosen_shorter", CHOSEN_SHORTER)):
+        sel = strata == code
+        per[name] = float(stratum_ece_replicates(gaps[sel], np.ones((1, int(sel.sum()))), s)[0])
+        reps.append(stratum_ece_replicates(gaps[sel], pair_weights[:, sel], s))
+    with np.errstate(invalid="ignore"):
+        r = (reps[0] + reps[1]) / 2  # a replicate that drew no pair of a stratum is NaN (chance ~exp(-30))
+    r = r[np.isfinite(r)]
+    return LengthControlled(
+        True,
+        (per["chosen_longer"] + per["chosen_shorter"]) / 2,
+        interval(r, level),
+        **_counts(strata),
+        per_stratum=per,
+        ci95_mc_se=interval_mc_se(r, level),
     )
 
 
@@ -181,6 +249,7 @@ def length_controlled_interference(
     strata: np.ndarray,
     best: str,
     level: float,
+    pair_weights: np.ndarray | None = None,
 ) -> dict:
     """The length-controlled interference on one test set, its split, and the length prior.
 
@@ -190,6 +259,10 @@ def length_controlled_interference(
 
         length_controlled = LC(mixed) - LC(best)                      (+ dilution, negative_transfer)
         length_prior      = (mixed - best) - (LC(mixed) - LC(best))   the part length explains
+                                                              (+ the same for dilution, negative_transfer)
+
+    With `pair_weights` ([B, N] the pair resamples as counts) each length-controlled difference also
+    gets its seed-level t interval (`seed_t`, `length_controlled_seed_t`), as the raw ones have.
     """
     reason = not_estimable_reason(strata)
     lc = {
@@ -207,14 +280,19 @@ def length_controlled_interference(
         if prior:
             raw = float(per_rm[a].mean() - per_rm[b].mean())
             est, reps = raw - est, (raw_reps[a] - raw_reps[b]) - reps
-        return controlled_difference(est, reps, name, strata, level, reason)
+        out = controlled_difference(est, reps, name, strata, level, reason)
+        if not prior and pair_weights is not None:
+            out.seed_t = length_controlled_seed_t(per_rm, strata, pair_weights, a, b, level)
+        return out
 
     controlled = diff("mixed", best).as_dict()
+    prior = diff("mixed", best, prior=True).as_dict()
     half = f"{best}_half"
     if half in per_rm and not reason:
-        controlled["dilution"] = diff(half, best).as_dict()
-        controlled["negative_transfer"] = diff("mixed", half).as_dict()
-    return {"length_controlled": controlled, "length_prior": diff("mixed", best, prior=True).as_dict()}
+        for key, a, b in (("dilution", half, best), ("negative_transfer", "mixed", half)):
+            controlled[key] = diff(a, b).as_dict()
+            prior[key] = diff(a, b, prior=True).as_dict()
+    return {"length_controlled": controlled, "length_prior": prior}
 
 
 def length_controlled(

@@ -165,6 +165,19 @@ def min_detectable_effect(ci: Sequence[float], level: float = 0.95, power: float
     return float((z + stats.norm.ppf(power)) * se)
 
 
+POST_HOC_MARGINS = {
+    "avoidant_vs_misuse": "set after the default run had been seen, from its should-respond difference's CI "
+    "half-width (0.17 over 100 prompts): the smallest 0.05 step at or above (1.96 + 0.84) / 1.96 x 0.17 = 0.243",
+}
+"""Default margins fixed after seeing data, and how: a finding that uses one says so (`post_hoc_margin`)."""
+
+
+def post_hoc_margin(run_dir: Path, claim: str) -> str:
+    """How the claim's margin was set after seeing data, when the run uses that default; "" otherwise."""
+    note = POST_HOC_MARGINS.get(claim, "")
+    return note if note and claim_min_effect(run_dir, claim) == MIN_EFFECT[claim] else ""
+
+
 def claim_min_effect(run_dir: Path, claim: str) -> float:
     """The run's `claims.min_effect[claim]` (its config.yaml), else the default (`rmtension.config.MIN_EFFECT`)."""
     return float(read_config(run_dir).get("claims", {}).get("min_effect", {}).get(claim, MIN_EFFECT[claim]))

@@ -23,6 +23,7 @@ from rmtension.stats.verdicts import (
     claim_min_effect,
     equivalence_verdict,
     min_detectable_effect,
+    post_hoc_margin,
 )
 from rmtension.run.runio import read_json
 
@@ -51,6 +52,9 @@ def avoidant_vs_misuse(run_dir: Path) -> Finding:
     )
     if verdict == INCONCLUSIVE:
         evidence += f" This sample could detect differences of about {mde:.3f} (80% power)."
+    post_hoc = post_hoc_margin(run_dir, AVOIDANT_VS_MISUSE)
+    if post_hoc:
+        evidence += f" The margin ±{m:g} is post hoc: {post_hoc}."
     return Finding(
         AVOIDANT_VS_MISUSE,
         verdict,
@@ -64,6 +68,7 @@ def avoidant_vs_misuse(run_dir: Path) -> Finding:
         test="accuracy differences between the helpful and harmless RMs on XSTest's should-respond and "
         "should-refuse pairs, two-level bootstrap over seeds and prompts; both must hold",
         null="no difference (0), judged by the equivalence rule",
+        numbers={"margin_post_hoc": post_hoc} if post_hoc else {},
     )
 
 

@@ -26,9 +26,13 @@ from rmtension.stats.bootstrap import (
 from rmtension.stats.montecarlo import interval_mc_se
 from rmtension.stats.seeds import pairs_only_replicates, seed_t_interval
 from rmtension.stats.length import (
+    controlled_difference,
     length_controlled_accuracy,
+    length_controlled_ece,
     length_controlled_interference,
+    length_controlled_per_seed,
     length_strata,
+    not_estimable_reason,
     resample_counts,
 )
 
@@ -78,8 +82,9 @@ def tension_table(
         "baselines": {},
         "method": {
             "ci": f"{cfg.ci:.0%} percentile bootstrap over test pairs and seeds ({cfg.bootstrap} resamples)",
-            "interference": "accuracy(mixed) - accuracy(best single RM), the best chosen by its point "
-            "estimate, paired over test pairs; dilution = accuracy(best single on the mixed RM's share of its "
+            "interference": "accuracy(mixed) - accuracy(best single RM), paired over test pairs; the best "
+            "single RM is fixed before the run on a test set of one objective (that objective's RM), and only "
+            "elsewhere (RMB, XSTest: described, never decided on) chosen by its point estimate; dilution = accuracy(best single on the mixed RM's share of its "
             "objective, `<best>_half`) - accuracy(best single); negative_transfer = accuracy(mixed) - "
             "accuracy(`<best>_half`); p-values: two-sided bootstrap",
             "calibration": f"ECE over {cfg.ece_bins} bins of sigmoid(r_chosen - r_rejected), both orientations",
@@ -90,7 +95,8 @@ def tension_table(
             "length_controlled": "mean of the accuracies on the pairs whose chosen reply is longer and on those "
             "whose chosen reply is shorter (whole replies, the baselines' tokens; ties dropped and counted; fewer "
             "than 30 pairs in a stratum: not estimable), with the raw CIs' pair and seed resamples; length_prior "
-            "= interference - its length-controlled value, paired (`rmtension.stats.length`)",
+            "= interference - its length-controlled value, paired; the calibration's: the mean of the two "
+            "strata's ECEs (`rmtension.stats.length`)",
             "ci95_mc_se": "Monte Carlo SE of each CI bound (order statistics one binomial SD either side; "
             "`rmtension.stats.montecarlo`)",
             "seed_t": "seeds as the unit: estimate +- t * sqrt(pairs-only bootstrap variance + between-seed "
@@ -149,15 +155,24 @@ def tension_table(
                 )
             out["calibration"].setdefault(rm, {})[test] = calibration(margins, cfg.ece_bins)
         if all(rm in per_rm for rm in RMS):
-            out["interference"][test] = interference(per_rm, reps, cfg.ci)
+            out["interference"][test] = interference(per_rm, reps, cfg.ci, own=test if test in RMS else None)
         pair_weights = weights if weights is not None else resample_counts(pair_idx, len(ids))
         _seed_t(out, test, per_rm, pair_weights, cfg.ci)
+        lc_reps, strata = {}, None
         if ti is not None:
-            _length_controlled(out, test, per_rm, reps, seed_idx, pair_weights, ti, cfg.ci)
+            strata = length_strata(ti.lengths[:, 0], ti.lengths[:, 1])
+            lc_reps = _length_controlled(out, test, per_rm, reps, seed_idx, pair_weights, strata, cfg.ci)
+            for rm in per_rm:
+                margins = np.stack([(f.r_chosen - f.r_rejected).to_numpy() for f in frames[rm]])  # [S, N]
+                lc_ece = length_controlled_ece(margins, strata, cfg.ece_bins, pair_weights, cfg.ci)
+                out["calibration"][rm][test]["length_controlled"] = lc_ece.as_dict()
         if {"mixed", "mixed_pcgrad"} <= set(per_rm):  # paired: same pair resamples, seeds resampled per RM
-            out.setdefault("pcgrad", {})[test] = _paired_difference(
-                per_rm, reps, "mixed_pcgrad", "mixed", cfg.ci
-            )
+            pc = _paired_difference(per_rm, reps, "mixed_pcgrad", "mixed", cfg.ci)
+            if strata is not None:
+                pc["length_controlled"] = _controlled_pair(
+                    lc_reps, per_rm, strata, "mixed_pcgrad", "mixed", cfg.ci
+                )
+            out.setdefault("pcgrad", {})[test] = pc
         if test in (XSTEST_RESPOND, XSTEST_REFUSE) and {"helpful", "harmless"} <= set(per_rm):
             # should-respond: helpful RM - harmless RM (avoidance); should-refuse: harmless - helpful (misuse)
             a, b = ("helpful", "harmless") if test == XSTEST_RESPOND else ("harmless", "helpful")
@@ -209,12 +224,12 @@ def _length_controlled(
     reps: dict[str, np.ndarray],
     seed_idx: dict[str, np.ndarray],
     pair_weights: np.ndarray,
-    ti: TestSetInfo,
+    strata: np.ndarray,
     level: float,
-) -> None:
+) -> dict[str, np.ndarray | None]:
     """Add each RM's length-controlled accuracy and the length-controlled interference (and the length
-    prior) of one test set to the table, as extra keys beside the raw ones (`rmtension.stats.length`)."""
-    strata = length_strata(ti.lengths[:, 0], ti.lengths[:, 1])
+    prior) of one test set to the table, as extra keys beside the raw ones (`rmtension.stats.length`);
+    returns each RM's length-controlled replicates (None where not estimable)."""
     lc_reps = {}
     for rm, c in per_rm.items():
         lc, lc_reps[rm] = length_controlled_accuracy(c, strata, pair_weights, seed_idx[rm], level)
@@ -222,17 +237,43 @@ def _length_controlled(
     if test in out["interference"]:
         best = out["interference"][test]["best_single"]
         out["interference"][test].update(
-            length_controlled_interference(per_rm, reps, lc_reps, strata, best, level)
+            length_controlled_interference(per_rm, reps, lc_reps, strata, best, level, pair_weights)
         )
+    return lc_reps
 
 
-def interference(per_rm: dict[str, np.ndarray], reps: dict[str, np.ndarray], level: float) -> dict:
+def _controlled_pair(
+    lc_reps: dict[str, np.ndarray | None],
+    per_rm: dict[str, np.ndarray],
+    strata: np.ndarray,
+    a: str,
+    b: str,
+    level: float,
+) -> dict:
+    """LC(a) - LC(b) on one test set from the RMs' paired length-controlled replicates (`rmtension.stats.length`)."""
+    name = f"length-controlled accuracy({a}) - ({b})"
+    reason = not_estimable_reason(strata)
+    if reason or lc_reps.get(a) is None or lc_reps.get(b) is None:
+        return controlled_difference(0.0, None, name, strata, level, reason or "not estimable").as_dict()
+    est = float(
+        length_controlled_per_seed(per_rm[a], strata).mean()
+        - length_controlled_per_seed(per_rm[b], strata).mean()
+    )
+    return controlled_difference(est, lc_reps[a] - lc_reps[b], name, strata, level, reason).as_dict()
+
+
+def interference(
+    per_rm: dict[str, np.ndarray], reps: dict[str, np.ndarray], level: float, own: str | None = None
+) -> dict:
     """Interference on one test set, and its split into dilution and negative transfer.
 
     per_rm[rm]: [S, N] correctness; reps[rm]: [B] two-level bootstrap replicates sharing the pair
-    resamples (paired). The best single RM is chosen once, by its point estimate, and the same RM is
-    used in every replicate (a max inside each replicate biases the difference downwards). With the
-    controls (`<best>_half`, trained on the mixed RM's share of that objective):
+    resamples (paired). The best single RM is chosen once and the same RM is used in every replicate
+    (a max inside each replicate biases the difference downwards): on a test set of one objective
+    (`own`, "helpful" or "harmless") it is that objective's RM, fixed before the run, so no test
+    number chooses it (the higher point estimate of the two would favour "mixed worse"); elsewhere,
+    described only, the higher point estimate. With the controls (`<best>_half`, trained on the mixed
+    RM's share of that objective):
 
         total             = mixed - best single (n pairs)
         dilution          = best single(n/2) - best single(n)
@@ -240,12 +281,17 @@ def interference(per_rm: dict[str, np.ndarray], reps: dict[str, np.ndarray], lev
 
     so total = dilution + negative_transfer, in the point estimates and in every replicate.
     """
-    best = "helpful" if per_rm["helpful"].mean() >= per_rm["harmless"].mean() else "harmless"
+    if own in ("helpful", "harmless"):
+        best, chosen = own, "the test set's own objective's RM, fixed before the run"
+    else:
+        best = "helpful" if per_rm["helpful"].mean() >= per_rm["harmless"].mean() else "harmless"
+        chosen = "the higher test point estimate (described only, never decided on)"
     out = {
         "mixed_minus_best_single": float(per_rm["mixed"].mean() - per_rm[best].mean()),
         "ci95": interval(reps["mixed"] - reps[best], level),
         "ci95_mc_se": interval_mc_se(reps["mixed"] - reps[best], level),
         "best_single": best,
+        "best_single_chosen_by": chosen,
         "p_value": _boot_p(reps["mixed"] - reps[best]),
     }
     half = f"{best}_half"
@@ -268,6 +314,7 @@ def _paired_difference(per_rm: dict, reps: dict, a: str, b: str, level: float, u
         "difference": f"accuracy({a}{unit}) - accuracy({b}{unit})",
         "estimate": float(per_rm[a].mean() - per_rm[b].mean()),
         "ci95": interval(reps[a] - reps[b], level),
+        "p_value": _boot_p(reps[a] - reps[b]),
     }
 
 
