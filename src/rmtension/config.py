@@ -115,6 +115,11 @@ class DataConfig(Strict):
     """Planted label noise (a positive control, `configs/planted.yaml`): objective -> share of its pairs
     in the mixed RM's training set whose chosen and rejected replies are swapped (seeded; counted in
     `data/summary.json`). Single RMs, controls, validation and test pairs keep their labels."""
+    plant_marker: dict[Literal["helpful", "harmless"], str] = Field(default_factory=dict)
+    """Planted feature (a positive control for the neuron claims, `configs/planted-neurons.yaml`):
+    objective -> text appended to the chosen reply of every pair of that objective, in its training,
+    validation and test splits (`rmtension.data.plant`; counted in `data/summary.json`). With
+    `train.plant_neurons` the known neurons that may learn are the only reader of it."""
     cue_share: float = 0.0
     """A planted cue (a positive control, `configs/planted.yaml`): on this seeded share of the pairs, in
     every objective, split and RM, the human-chosen reply ends with " alpha" and the rejected one with
@@ -133,6 +138,8 @@ class DataConfig(Strict):
             raise ValueError("split needs non-zero train and test fractions")
         if any(not 0.0 <= v <= 1.0 for v in self.flip_labels.values()):
             raise ValueError(f"flip_labels: every share must lie in [0, 1], got {self.flip_labels}")
+        if any(not v.strip() for v in self.plant_marker.values()):
+            raise ValueError(f"plant_marker: every marker must hold some text, got {self.plant_marker}")
         if not 0.0 <= self.cue_share <= 1.0:
             raise ValueError(f"cue_share must lie in [0, 1], got {self.cue_share}")
         return self
@@ -201,6 +208,12 @@ class TrainConfig(Strict):
     (PCGrad, Yu et al. 2020). One process or DDP (not FSDP / DeepSpeed)."""
     pcgrad_scope: Literal["global", "block"] = "global"
     """Project over all trainable parameters at once, or block by block."""
+    plant_neurons: dict[Literal["helpful", "harmless"], int] = Field(default_factory=dict)
+    """Planted neurons (a positive control for the neuron claims, `configs/planted-neurons.yaml`): RM name
+    -> n; that RM trains only MLP neurons 0..n-1 of each trainable block (their rows of the MLP's input
+    projections and columns of its output projection, `rmtension.model.scope.restrict_to_neurons`),
+    everything else frozen, its score head too: what it learns, only those neurons carry. Needs
+    `weight_decay: 0` (decay would move the frozen entries)."""
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     """Also send the training metrics to these accelerate trackers (`metrics.jsonl` is always
     written); each must be installed. Does not change results, so not part of the training hash."""
@@ -214,6 +227,14 @@ class TrainConfig(Strict):
         if missing:
             raise ValueError(f"{missing} not installed (pip install {' '.join(missing)})")
         return list(dict.fromkeys(trackers))
+
+    @model_validator(mode="after")
+    def _plant_keeps_frozen(self) -> "TrainConfig":
+        if self.plant_neurons and self.weight_decay > 0:
+            raise ValueError("plant_neurons needs weight_decay: 0 (decay would move the frozen weights)")
+        if any(n < 1 for n in self.plant_neurons.values()):
+            raise ValueError(f"plant_neurons: every count must be at least 1, got {self.plant_neurons}")
+        return self
 
 
 class EvalConfig(Strict):

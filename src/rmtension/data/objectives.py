@@ -34,6 +34,7 @@ from typing import Any
 from rmtension.config import DataConfig
 from rmtension.data.extra import add_extra_train
 from rmtension.data.flips import CUED, FLIPPED, add_cue, flip_share, shuffle_labels
+from rmtension.data.plant import MARKED, mark_chosen
 from rmtension.data.formats import load_hub, load_pairs, load_rmb
 from rmtension.data.xstest import load_xstest, xstest_account
 from rmtension.data import hh
@@ -181,8 +182,14 @@ def build_objectives(
             "train": [p for p in mixed_train if p.pair_id in share],
             "val": splits[single]["val"],
         }
+    for o, marker in sorted(cfg.plant_marker.items()):  # a planted feature, wherever o's pairs are
+        ids = {p.pair_id for pairs in pool[o].values() for p in pairs}
+        for split in splits.values():
+            for name, pairs in split.items():
+                split[name] = mark_chosen(pairs, marker, ids)
     for objective, fraction in sorted(cfg.flip_labels.items()):  # planted label noise, the mixed RM's only
         ids = {p.pair_id for p in pool[objective]["train"]}
+        ids |= {i + MARKED for i in ids}  # the same pairs when they carry a planted marker
         splits["mixed"]["train"], _ = flip_share(splits["mixed"]["train"], ids, fraction, seed)
     if cfg.shuffle_labels:  # a negative control: every RM's training labels on a seeded coin
         for split in splits.values():
@@ -270,6 +277,14 @@ def build_dataset(cfg: DataConfig, root: str | None) -> DataBundle:
     summary["groups_in_two_splits"] = len(check_no_leak(splits))
     if cfg.flip_labels:
         summary["flipped_labels"] = flip_account(splits["mixed"]["train"], cfg)
+    if cfg.plant_marker:
+        summary["planted_marker"] = {
+            o: {
+                "marker": marker,
+                **{k: sum(MARKED in p.pair_id for p in v) for k, v in splits[o].items()},
+            }
+            for o, marker in sorted(cfg.plant_marker.items())
+        }
     if cfg.cue_share:
         summary["cued_pairs"] = {
             o: {name: sum(CUED in p.pair_id for p in pairs) for name, pairs in by.items()}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from rmtension.model.arch import base_model, find_arch, get_path
+from rmtension.model.arch import ArchSpec, base_model, find_arch, get_path
 
 
 def parse_scope(scope: str, n_layers: int) -> int:
@@ -48,3 +49,44 @@ def set_trainable(model: nn.Module, scope: str, head: bool = True) -> int:
             if id(p) not in inside:
                 p.requires_grad_(False)
     return k
+
+
+def neuron_weights(block: nn.Module, spec: ArchSpec) -> list[tuple[nn.Parameter, int]]:
+    """(parameter, neuron dimension) of every weight of `block`'s MLP that belongs to one neuron per
+    slice: the output projection's weight (its input side) and, for each `nn.Linear` of the block whose
+    output size is the neuron count (BERT's `intermediate.dense`, a gated MLP's gate and up), its
+    weight and bias (the output side)."""
+    out = get_path(block, spec.mlp_out)
+    n = out.weight.shape[spec.neuron_dim]
+    found = [(out.weight, spec.neuron_dim)]
+    for m in block.modules():
+        if isinstance(m, nn.Linear) and m is not out and m.out_features == n:
+            found += [(m.weight, 0)] + ([(m.bias, 0)] if m.bias is not None else [])
+    if len(found) == 1:
+        raise ValueError(f"{spec.family}: no MLP input projection with {n} outputs in the block")
+    return found
+
+
+def restrict_to_neurons(model: nn.Module, k: int, n: int) -> list:
+    """Let only MLP neurons 0..n-1 of the top `k` blocks train; returns the gradient hooks' handles.
+
+    Everything is frozen except those neurons' weights (`neuron_weights`): whole tensors keep
+    requires_grad, and a hook zeroes the gradient of every other neuron's slice, so with no weight
+    decay AdamW leaves those entries exactly as they were (zero gradient: zero first and second
+    moments, zero update). The score head is frozen too: what the model learns, those n neurons carry.
+    """
+    spec = find_arch(model)
+    layers = get_path(base_model(model), spec.layers)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    handles = []
+    for block in list(layers)[len(layers) - k :]:
+        for weight, dim in neuron_weights(block, spec):
+            if n > weight.shape[dim]:
+                raise ValueError(f"plant_neurons={n}: a block has only {weight.shape[dim]} neurons")
+            shape = [1] * weight.dim()
+            shape[dim] = weight.shape[dim]
+            keep = (torch.arange(weight.shape[dim]) < n).to(weight.dtype).view(shape).to(weight.device)
+            weight.requires_grad_(True)
+            handles.append(weight.register_hook(lambda g, keep=keep: g * keep))
+    return handles

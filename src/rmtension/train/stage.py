@@ -61,6 +61,7 @@ def run(prep: Prepared) -> None:
                 pcgrad=lookup(objective).pcgrad,
                 resume_key=h,
                 heads=(pair_heads(prep, "train"), pair_heads(prep, "val")) if heads else None,
+                plant_neurons=cfg.train.plant_neurons.get(objective),
             )
             log(
                 f"  best val accuracy {res.best_val_accuracy:.3f} at step {res.best_step}, "

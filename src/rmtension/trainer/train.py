@@ -37,7 +37,7 @@ from rmtension.trainer.losses import bradley_terry_loss, split_rewards
 from rmtension.run.progress import stage_bar
 from rmtension.run.runio import write_csv, write_json
 from rmtension.run.tracking import MetricsLog
-from rmtension.model.scope import set_trainable
+from rmtension.model.scope import restrict_to_neurons, set_trainable
 from rmtension.model.trunk import TrunkCache
 from rmtension.trainer.checkpoint import Checkpoint, load_trainable, save_hf_folder, trainable_state
 from rmtension.trainer.conflict import CSV_COLUMNS, block_names, measure, pcgrad_step
@@ -111,6 +111,7 @@ def train_reward_model(
     pcgrad: bool = False,
     resume_key: str | None = None,
     heads: tuple[np.ndarray, np.ndarray | None] | None = None,
+    plant_neurons: int | None = None,
 ) -> TrainResult:
     """Train with the Bradley-Terry loss, keep the best checkpoint on `val`, save an HF folder to `out_dir`.
 
@@ -131,10 +132,13 @@ def train_reward_model(
     its own head.
 
     `bar`: a progress bar (tqdm) to advance by each optimiser step (the stage's); else `progress` draws one.
+
+    `plant_neurons`: n; only MLP neurons 0..n-1 of the trainable blocks train, the score head frozen
+    (`train.plant_neurons`, `rmtension.model.scope.restrict_to_neurons`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = _setup(model, train, cfg, out_dir, cache, objectives, pcgrad, heads)
+    run = _setup(model, train, cfg, out_dir, cache, objectives, pcgrad, heads, plant_neurons)
     torch.manual_seed(seed)
     state, best, ckpt = _start(run, out_dir, resume, resume_key)
     log = MetricsLog(
@@ -179,8 +183,10 @@ class Run:
     """The head of every validation pair of a multi-head model, else None."""
 
 
-def _setup(model, train, cfg, out_dir, cache, objectives, pcgrad, heads) -> Run:
+def _setup(model, train, cfg, out_dir, cache, objectives, pcgrad, heads, plant_neurons=None) -> Run:
     k = set_trainable(model, cfg.trainable)
+    if plant_neurons is not None:
+        restrict_to_neurons(model, k, plant_neurons)
     if cfg.disable_dropout:
         disable_dropout(model)
     if cache is not None and cache.k != k:
