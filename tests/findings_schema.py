@@ -69,6 +69,9 @@ def check_findings(run_dir: Path) -> list[dict]:
         assert f["source_files"], f"{where}: no source files"
         for s in f["source_files"]:
             assert (run_dir / s).exists(), f"{where}: source file {s} is not in the run directory"
+        if f["verdict"] == "not testable here":  # the reason is its evidence; nothing was estimated
+            assert f["evidence"], f"{where}: says why it is not testable"
+            continue
         assert isinstance(f["effect"], dict) and f["effect"], f"{where}: effect must be a non-empty dict"
         assert isinstance(f["ci95"], dict) and set(f["ci95"]) == set(f["effect"]), (
             f"{where}: one CI per effect"

@@ -237,6 +237,7 @@ def test_sets_differ_verdicts_placebo_text_and_learning():
     bare = {k: v for k, v in _study(gen, mu, shift).items() if k != "learning"}
     c = claim_sets_differ({"mean_act": {"20": bare}}, "mean_act", 20, 0.05, 0.1)
     assert c.verdict == "not testable here" and "trained-minus-base" in c.evidence
+    assert c.test and c.null  # what would have been tested, for findings.json's schema
     # an old overlap.json without the null: inconclusive, with the reason
     old = claim_sets_differ({"mean_act": {"5": {"jaccard": 0.5}}}, "mean_act", 5, 0.05, 0.1)
     assert old.verdict == "inconclusive" and "no permutation null" in old.evidence

@@ -145,7 +145,10 @@ def claim_sets_differ(overlap: dict, scorer: str, p: float, alpha: float, min_ef
             f"produces, as description: Jaccard {o['jaccard']:.3f} vs {null['mean']:.3f} for random splits, "
             f"null − observed {d['effect']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]."
         )
-        return Finding(NEURON_SETS_DIFFER, NOT_TESTABLE, why, OVERLAP_FILE, setting=setting)
+        test, null_words = OVERLAP_TESTS["sets_differ"]
+        return Finding(
+            NEURON_SETS_DIFFER, NOT_TESTABLE, why, OVERLAP_FILE, test=test, null=null_words, setting=setting
+        )
     ci = learned["ci95"]
     mde = min_detectable_effect(ci)
     verdict = equivalence_verdict(ci, min_effect)
