@@ -24,6 +24,7 @@ from rmtension.bench.schema import open_engine
 from rmtension.bench.store import add_items, put_task
 from rmtension.bench.task import load_task
 from rmtension.bench.web import public_origins
+from rmtension.errors import ConfigError
 
 
 PUBLIC = "https://Bench.Example.org"
@@ -142,6 +143,19 @@ def test_a_malformed_origin_stops_serve_with_one_line(tmp_path):
         assert run.returncode != 0 and len(lines) == 1 and "--origin" in lines[0], run.stderr
         assert "Traceback" not in run.stderr + run.stdout
     assert public_origins(["HTTPS://Bench.Example.org:8443/"]) == {"https://bench.example.org:8443"}
+    # as a browser writes its Origin: the default port left out, a Unicode host in punycode
+    assert public_origins(["https://bench.example.org:443", "http://bench.example.org:80"]) == {
+        "https://bench.example.org",
+        "http://bench.example.org",
+    }
+    assert public_origins(["https://bücher.example"]) == {"https://xn--bcher-kva.example"}
+    for bad in (
+        "https://u:p@bench.example.org",
+        "https://bench.example.org/?a=1",
+        "https://bench.example.org:x",
+    ):
+        with pytest.raises(ConfigError, match="--origin"):
+            public_origins([bad])
 
 
 def test_an_unknown_item_answers_as_one_assigned_to_someone_else(served):

@@ -243,7 +243,19 @@ def test_a_run_directory_resumes_only_with_its_own_config(tmp_path):
     claim_run_dir(loop, LoopConfig.model_validate({**CONFIG, "claims": claims}))
     gold = {**CONFIG.get("gold", {}), "steps": 7}
     other = LoopConfig.model_validate({**CONFIG, "rounds": CONFIG["rounds"] + 1, "gold": gold})
+    (loop / "gold").mkdir()  # something trained: the config is now this folder's
     with pytest.raises(ConfigError, match=r"another loop config \(gold, rounds differ\)"):
+        claim_run_dir(loop, other)
+    (loop / "gold").rmdir()  # nothing trained (the run stopped at once): the new config takes over
+    claim_run_dir(loop, other)
+    assert json.loads((loop / "config.json").read_text())["rounds"] == CONFIG["rounds"] + 1
+    (loop / "gold").mkdir()
+    stored = json.loads((loop / "config.json").read_text())  # written by an older version: fewer keys,
+    del stored["gold"]["trainable"]  # the defaults it did not know are no change
+    (loop / "config.json").write_text(json.dumps(stored))
+    claim_run_dir(loop, other)
+    (loop / "config.json").write_text("[]")
+    with pytest.raises(ConfigError, match="config.json: not a loop config"):
         claim_run_dir(loop, other)
 
 
@@ -263,8 +275,8 @@ def test_loop_config_folders_resolve_beside_the_config(tmp_path, monkeypatch):
     assert cfg.data_path == str(tmp_path / "project" / "configs" / "hh")
     assert cfg.xstest_path == str(tmp_path / "project" / "xs")  # the config folder's parent
     assert cfg.gold.judges == [str(tmp_path / "project" / "judge"), "hub-org/some-judge"]  # a hub id stays
-    (tmp_path / "hh").mkdir()
-    assert load_loop_config(config).data_path == "hh"  # there from the working directory: as given
+    (tmp_path / "hh").mkdir()  # there from the working directory: that one, recorded absolute
+    assert load_loop_config(config).data_path == str(tmp_path / "hh")
 
 
 def test_gold_top_k_trains_only_its_top_blocks_and_head(tmp_path):

@@ -60,14 +60,23 @@ class Bench:
 
 
 def public_origins(urls: list[str]) -> frozenset[str]:
-    """`--origin` values -> the Origin headers a browser sends from them (scheme://host[:port],
-    lower case); a value without scheme and host, or with a path, is a ConfigError."""
+    """`--origin` values -> the Origin headers a browser sends from them: scheme://host[:port] in
+    lower case, the host IDNA-encoded and a default port (443 for https, 80 for http) left out, as
+    browsers send it. A value without scheme and host, or with a path, user, query or fragment, is a
+    ConfigError."""
     out = set()
     for url in urls:
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        try:
+            parts = urlsplit(url.strip())
+            host, port = parts.hostname, parts.port  # the port raises ValueError when it is no number
+            host = host.encode("idna").decode("ascii") if host else None
+        except (ValueError, UnicodeError):
+            host = None
+        bad = parts.path not in ("", "/") or parts.username or parts.query or parts.fragment
+        if parts.scheme not in ("http", "https") or not host or bad:
             raise ConfigError(f"--origin {url!r}: give scheme and host only, e.g. https://bench.example.org")
-        out.add(f"{parts.scheme}://{parts.netloc}".lower())
+        default = {"https": 443, "http": 80}[parts.scheme]
+        out.add(f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else ""))
     return frozenset(out)
 
 

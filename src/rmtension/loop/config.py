@@ -190,20 +190,29 @@ def _format_error(err: ValidationError, source: str) -> str:
     return f"{source}: {key}: {msg}"[:300]
 
 
+def _absolute(path: str) -> str:
+    """An existing folder as an absolute path (so a run directory records the same folder from any
+    working directory); anything else (a hub id, a missing folder the reader reports) as given."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
+
+
 def load_loop_config(path: str | Path, overrides: dict | None = None) -> LoopConfig:
     """Read `path` (YAML); `overrides` (top-level keys) replace the file's. ConfigError on any problem.
 
     Relative `data_path`, `xstest_path` and `gold.judges` folders also resolve beside the config file
-    or in its parent folder (`yaml_file.find_beside`), so the config runs from any folder."""
+    or in its parent folder (`yaml_file.find_beside`), so the config runs from any folder; found
+    folders are stored as absolute paths."""
     raw = read_mapping(path, "the loop config", "the loop config is a mapping of keys (arms, claims, ...)")
     raw.update(overrides or {})
     here = Path(path).resolve().parent
     for key in ("data_path", "xstest_path"):
         if isinstance(raw.get(key), str):
-            raw[key] = find_beside(raw[key], here)
+            raw[key] = _absolute(find_beside(raw[key], here))
     gold = raw.get("gold")
     if isinstance(gold, dict) and isinstance(gold.get("judges"), list):
-        gold["judges"] = [find_beside(j, here) if isinstance(j, str) else j for j in gold["judges"]]
+        gold["judges"] = [
+            _absolute(find_beside(j, here)) if isinstance(j, str) else j for j in gold["judges"]
+        ]
     try:
         return LoopConfig.model_validate(raw)
     except ValidationError as e:

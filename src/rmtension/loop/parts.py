@@ -25,7 +25,7 @@ from rmtension.loop.config import LoopConfig
 from rmtension.loop.gold import build_gold, gold_share, pair_accuracy
 from rmtension.loop.measure import Probes
 from rmtension.loop.rounds import write_json
-from rmtension.loop.study import LoopParts
+from rmtension.loop.study import LoopParts, check_prompts
 
 
 def distinct_prompts(pairs: Sequence[Pair], skip: set[str] = frozenset()) -> list[tuple[Turn, ...]]:
@@ -65,6 +65,9 @@ def build_parts(cfg: LoopConfig, out: Path, cache_dir: str | None = None) -> Loo
     bundle = build_dataset(DataConfig(path=root), root)
     train, test = bundle.splits[cfg.objective]["train"], bundle.test_sets[cfg.objective]
     gold_pairs, proxy_pairs = gold_share(train)
+    d0 = take(proxy_pairs, cfg.d0_pairs, 0, "loop-d0")
+    prompts = distinct_prompts(seeded_order(proxy_pairs, 0, "loop-prompts"), {p.group_key for p in d0})
+    check_prompts(cfg, len(prompts))  # before the gold trains
     loop = Path(out) / "loop"
     gold = build_gold(cfg.gold, gold_pairs, loop / "gold", cache_dir)
     if not (loop / "gold.json").exists():
@@ -77,8 +80,6 @@ def build_parts(cfg: LoopConfig, out: Path, cache_dir: str | None = None) -> Loo
                 "proxy_pairs": len(proxy_pairs),
             },
         )
-    d0 = take(proxy_pairs, cfg.d0_pairs, 0, "loop-d0")
-    prompts = distinct_prompts(seeded_order(proxy_pairs, 0, "loop-prompts"), {p.group_key for p in d0})
     respond, refuse = xstest_prompts(cfg.xstest_path, cfg.xstest_prompts)
     probes = Probes(
         distinct_prompts(test)[: cfg.heldout_prompts],

@@ -248,15 +248,18 @@ def _no_xstest(probes: Probes) -> Probes:
     return Probes(probes.heldout, probes.capability, [], [], probes.max_new_tokens, probes.max_prompt_tokens)
 
 
-def check_sizes(cfg: LoopConfig, parts: LoopParts) -> None:
-    from rmtension.errors import ConfigError
-
+def check_prompts(cfg: LoopConfig, available: int) -> None:
+    """ConfigError when the data gives fewer distinct round prompts than the rounds need."""
     need = cfg.rounds * cfg.prompts_per_round
-    if len(parts.prompts) < need:
+    if available < need:
         raise ConfigError(
             f"the loop needs {need} round prompts ({cfg.rounds} rounds x {cfg.prompts_per_round}), "
-            f"the data gives {len(parts.prompts)}"
+            f"the data gives {available}"
         )
+
+
+def check_sizes(cfg: LoopConfig, parts: LoopParts) -> None:
+    check_prompts(cfg, len(parts.prompts))
 
 
 def round_reviewer(cfg: LoopConfig, arm: str):
@@ -296,13 +299,16 @@ def run_loop(
 def claim_run_dir(loop: Path, cfg: LoopConfig) -> None:
     """Write loop/config.json, or check a resumed run's: a run directory holds one config's files, so
     resuming with another config (which would mix its rounds with the old ones) is a ConfigError that
-    names the keys that differ. `claims` may change: they are read from the files afterwards."""
+    names the keys that differ. `claims` may change: they are read from the files afterwards. A
+    folder that holds nothing but its config.json (a run that stopped before it trained anything)
+    takes the new config."""
     file, now = loop / "config.json", cfg.model_dump(mode="json")
-    if file.exists():
+    made = [p.name for p in loop.iterdir() if p.name != "config.json"] if loop.is_dir() else []
+    if file.exists() and made:
         try:
-            before = json.loads(file.read_text())
-        except (OSError, ValueError):
-            raise ConfigError(f"{file}: unreadable; use a new --out") from None
+            before = LoopConfig.model_validate(json.loads(file.read_text())).model_dump(mode="json")
+        except (OSError, ValueError):  # unreadable, not JSON, or not a loop config
+            raise ConfigError(f"{file}: not a loop config this version reads; use a new --out") from None
         keys = sorted(k for k in set(before) | set(now) if k != "claims" and before.get(k) != now.get(k))
         if keys:
             raise ConfigError(

@@ -315,8 +315,9 @@ def _decode_batch(
     stop: torch.Tensor,
     generator: torch.Generator | None,
 ) -> tuple[list[list[int]], list[bool]]:
-    """Generate for one batch of rows; each distinct prompt is prefilled once. Decode steps on
-    compressed weights find the nucleus among the most likely tokens (`NUCLEUS_PREFILTER`)."""
+    """Generate for one batch of rows; each distinct prompt is prefilled once. With a decoder whose
+    steps use compressed weights, every draw (the first, from the exact prefill, too) finds the
+    nucleus among the most likely tokens (`NUCLEUS_PREFILTER`)."""
     device = stop.device
     prefilter = NUCLEUS_PREFILTER if weights_used(decoder) != "exact" else 0
     slot = {p: i for i, p in enumerate(dict.fromkeys(p for p, _ in rows))}
