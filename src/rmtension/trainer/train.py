@@ -208,6 +208,8 @@ def _setup(model, train, cfg, out_dir, cache, objectives, pcgrad, heads, plant_n
         raise ConfigError(
             "train.conflict_every and train.pcgrad run on one process or DDP, not FSDP / DeepSpeed"
         )
+    if plant_neurons is not None and not strategy.takes_gradient_hooks:  # its masks are gradient hooks
+        raise ConfigError("train.plant_neurons runs on one process or DDP, not FSDP / DeepSpeed")
     if pcgrad and objectives is None:
         raise ValueError("pcgrad needs the objective of every training pair")
     if heads is not None and (conflict_on or pcgrad):
