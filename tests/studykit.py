@@ -13,6 +13,18 @@ import yaml
 
 from tiny import save_tiny
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shipped_study(config: str, out: Path, hh_root: Path, *overrides: str) -> Path:
+    """`rmtension study` of the shipped `configs/<config>` on the HH data at `hh_root`, into `out`."""
+    from rmtension.cli import main
+
+    argv = ["study", "--config", str(REPO / "configs" / config), "--out", str(out), f"data.path={hh_root}"]
+    assert main([*argv, *overrides]) == 0
+    return out
+
+
 WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud", "lamp", "door", "bird"]
 
 

@@ -13,25 +13,14 @@ from pathlib import Path
 import pytest
 
 from findings_schema import check_findings
-from rmtension.cli import main
+from studykit import shipped_study
 
-REPO = Path(__file__).resolve().parents[1]
 TENSION_CLAIMS = ("mixed_worse", "negative_transfer", "tradeoff", "neuron_sets_differ", "double_dissociation")
 
 
 @pytest.fixture(scope="module")
 def placebo_run(tmp_path_factory, hh_root) -> Path:
-    out = tmp_path_factory.mktemp("placebo") / "run"
-    argv = [
-        "study",
-        "--config",
-        str(REPO / "configs" / "placebo.yaml"),
-        "--out",
-        str(out),
-        f"data.path={hh_root}",
-    ]
-    assert main(argv) == 0
-    return out
+    return shipped_study("placebo.yaml", tmp_path_factory.mktemp("placebo") / "run", hh_root)
 
 
 @pytest.mark.real

@@ -24,22 +24,15 @@ from pathlib import Path
 import pytest
 
 from findings_schema import check_findings
-from rmtension.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "planted.yaml"
-
-
-def _study(out: Path, hh_root: Path, *overrides: str) -> Path:
-    argv = ["study", "--config", str(CONFIG), "--out", str(out), f"data.path={hh_root}", *overrides]
-    assert main(argv) == 0
-    return out
+from studykit import shipped_study
 
 
 @pytest.fixture(scope="module")
 def planted_runs(tmp_path_factory, hh_root) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("planted")
-    return _study(base / "planted", hh_root), _study(base / "unflipped", hh_root, "data.flip_labels={}")
+    return shipped_study("planted.yaml", base / "planted", hh_root), shipped_study(
+        "planted.yaml", base / "unflipped", hh_root, "data.flip_labels={}"
+    )
 
 
 @pytest.mark.real

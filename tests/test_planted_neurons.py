@@ -30,28 +30,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rmtension.cli import main
 from rmtension.config import load_config
 from rmtension.data.objectives import build_dataset
 from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
 from rmtension.model.encode import collate, encode_pairs
+from studykit import shipped_study
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "planted-neurons.yaml"
 BLOCK = "bert.encoder.layer.5"  # MiniLM's top block, the one `top:1` trains
-
-
-def _study(out: Path, hh_root: Path, *overrides: str) -> Path:
-    argv = ["study", "--config", str(CONFIG), "--out", str(out), f"data.path={hh_root}", *overrides]
-    assert main(argv) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
 def planted_runs(tmp_path_factory, hh_root) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("planted-neurons")
     twin = ("data.plant_marker={}", "train.plant_neurons={}")
-    return _study(base / "planted", hh_root), _study(base / "twin", hh_root, *twin)
+    return shipped_study("planted-neurons.yaml", base / "planted", hh_root), shipped_study(
+        "planted-neurons.yaml", base / "twin", hh_root, *twin
+    )
 
 
 def _config(run: Path):
