@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import typer
 
@@ -58,7 +57,7 @@ def run_command(
     from rmtension.loop.config import load_loop_config
     from rmtension.loop.parts import build_parts
     from rmtension.loop.report import write_loop_report
-    from rmtension.loop.study import claim_run_dir, run_loop
+    from rmtension.loop.study import run_loop
     from rmtension.run.runio import write_json
 
     cfg = load_loop_config(config)
@@ -67,7 +66,6 @@ def run_command(
     def say(what: str) -> None:  # one line per step, so a long run shows where it is
         print(f"[{time.perf_counter() - t0:7.0f} s] {what}", file=sys.stderr, flush=True)
 
-    claim_run_dir(Path(out) / "loop", cfg)  # before the gold trains into it
     say("preparing: HH prompts and pairs, the gold judge, π_0")
     parts = build_parts(cfg, out, cache_dir)
     loop = run_loop(out, cfg, parts, after_phase=lambda phase: say(f"  {phase} done"), progress=say)

@@ -25,7 +25,7 @@ from rmtension.loop.config import LoopConfig
 from rmtension.loop.gold import build_gold, gold_share, pair_accuracy
 from rmtension.loop.measure import Probes
 from rmtension.loop.rounds import write_json
-from rmtension.loop.study import LoopParts, check_prompts
+from rmtension.loop.study import LoopParts, check_prompts, claim_run_dir
 
 
 def distinct_prompts(pairs: Sequence[Pair], skip: set[str] = frozenset()) -> list[tuple[Turn, ...]]:
@@ -59,6 +59,7 @@ def build_parts(cfg: LoopConfig, out: Path, cache_dir: str | None = None) -> Loo
     from rmtension.policy.config import PolicyConfig
     from rmtension.policy.sampling import open_policy
 
+    claim_run_dir(Path(out) / "loop", cfg)  # before anything trains into it (run_loop checks again)
     root = cfg.data_path or os.environ.get("RMTENSION_DATA")
     if not root:
         raise RmtensionError("the loop needs HH-RLHF in the official layout: set RMTENSION_DATA or data_path")

@@ -258,10 +258,6 @@ def check_prompts(cfg: LoopConfig, available: int) -> None:
         )
 
 
-def check_sizes(cfg: LoopConfig, parts: LoopParts) -> None:
-    check_prompts(cfg, len(parts.prompts))
-
-
 def round_reviewer(cfg: LoopConfig, arm: str):
     """Who labels rounds 1..R of `arm`: its simulated reviewer, or people on the bench (`reviewer.kind:
     bench`; round 0's D_0 is then still relabelled by the simulated reviewer of the same β and ε)."""
@@ -284,7 +280,7 @@ def run_loop(
 
     out = Path(out) / "loop"
     out.mkdir(parents=True, exist_ok=True)
-    check_sizes(cfg, parts)
+    check_prompts(cfg, len(parts.prompts))
     claim_run_dir(out, cfg)
     reviewers = reviewers or {arm: round_reviewer(cfg, arm) for arm in cfg.arms}
     for seed in cfg.seeds:

@@ -239,6 +239,12 @@ tokens to a few dozen, so 256 holds it at almost every step, and a step where it
 to the full sort."""
 
 
+def nucleus_prefilter(decoder: LlamaDecoder | HFDecoder) -> int:
+    """`next_tokens`' prefilter for a decoder's draws: `NUCLEUS_PREFILTER` where its steps use
+    compressed weights (the fast path), 0 (the full sort, bit for bit) on exact ones."""
+    return NUCLEUS_PREFILTER if weights_used(decoder) != "exact" else 0
+
+
 def nucleus_among_top(logits: torch.Tensor, top_p: float, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """[B, V] logits -> (ids [B, k], weights [B, k]): the nucleus of `filter_logits(top_p=top_p)`
     found among each row's k most likely tokens, ids in vocabulary order and weights the
@@ -319,7 +325,7 @@ def _decode_batch(
     steps use compressed weights, every draw (the first, from the exact prefill, too) finds the
     nucleus among the most likely tokens (`NUCLEUS_PREFILTER`)."""
     device = stop.device
-    prefilter = NUCLEUS_PREFILTER if weights_used(decoder) != "exact" else 0
+    prefilter = nucleus_prefilter(decoder)
     slot = {p: i for i, p in enumerate(dict.fromkeys(p for p, _ in rows))}
     expand = torch.tensor([slot[p] for p, _ in rows], device=device)
     logits = decoder.prefill([prompts[p] for p in slot], expand)

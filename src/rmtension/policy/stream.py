@@ -26,11 +26,11 @@ from rmtension.policy import decode
 from rmtension.policy.decode import HFDecoder, LlamaDecoder, make_decoder, weights_used
 from rmtension.policy.llama_step import LlamaWeights, llama_weights
 from rmtension.policy.sampling import (
-    NUCLEUS_PREFILTER,
     TRANSCRIPT_STOP,
     Policy,
     build_prompt_ids,
     next_tokens,
+    nucleus_prefilter,
     uses_chat_template,
 )
 
@@ -197,7 +197,7 @@ class PolicyRows:
             logits = self.decoder.prefill([self.prompt], expand)
         else:
             logits = self.decoder.step(self.tok)
-        prefilter = NUCLEUS_PREFILTER if weights_used(self.decoder) != "exact" else 0
+        prefilter = nucleus_prefilter(self.decoder)
         self.tok = next_tokens(logits, temperature, top_k, top_p, self.generator, prefilter)
         return list(zip(self.alive, self.tok.tolist()))
 
