@@ -72,14 +72,18 @@ def pcgrad(g_a: torch.Tensor, g_b: torch.Tensor, w_a: float, w_b: float) -> torc
     g_a' = g_a - (g_a . g_b / |g_b|^2) g_b when g_a . g_b < 0, else g_a; g_b' likewise with the
     original g_a. Shapes: [P] -> [P].
     """
-    dot = g_a @ g_b
+    # The inner products in float64: an fp32 dot over millions of coordinates rounds differently
+    # with the BLAS's split of the sum over threads, and the projection would carry that last digit
+    # into the weights (a resumed run must train bit for bit as an uninterrupted one).
+    a64, b64 = g_a.double(), g_b.double()
+    dot = float(a64 @ b64)
     pa, pb = g_a, g_b
     if dot < 0:
-        nb2, na2 = g_b @ g_b, g_a @ g_a
+        nb2, na2 = float(b64 @ b64), float(a64 @ a64)
         if nb2 > 0:
-            pa = g_a - dot / nb2 * g_b
+            pa = g_a - (dot / nb2) * g_b
         if na2 > 0:
-            pb = g_b - dot / na2 * g_a
+            pb = g_b - (dot / na2) * g_a
     return w_a * pa + w_b * pb
 
 
