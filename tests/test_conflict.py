@@ -13,7 +13,7 @@ from test_train import synthetic
 from tiny import tiny_reward_model, tiny_tokenizer
 
 from rmtension.config import TrainConfig
-from rmtension.trainer.conflict import block_names, conflict_stats, pcgrad, pcgrad_update, per_block
+from rmtension.trainer.conflict import block_names, conflict_stats, dot64, pcgrad, pcgrad_update, per_block
 from rmtension.conflict.aggregate import aggregate, two_level_mean
 from rmtension.trainer.train import train_reward_model
 
@@ -185,3 +185,15 @@ def test_a_pcgrad_step_on_a_real_batch_matches_gradients_taken_by_hand():
         )
     got = torch.cat([p.grad.reshape(-1) for p in params])
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_dot64_sums_chunks_in_float64_whatever_the_chunk_size():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1000, generator=g), torch.randn(1000, generator=g)
+    want = float((a.double() * b.double()).sum())
+    for chunk in (1, 7, 333, 1000, 4096):
+        assert dot64(a, b, chunk) == pytest.approx(want, rel=1e-12, abs=1e-12)
+    # an fp32 value whose square is lost in an fp32 sum next to a large one: float64 keeps it
+    big = torch.tensor([1e7, 1.0])  # both exact in fp32; 1e14 + 1 is exact in float64, not in fp32
+    assert dot64(big, big) == 1e14 + 1.0
+    assert float(big @ big) != 1e14 + 1.0

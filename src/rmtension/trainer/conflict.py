@@ -66,6 +66,14 @@ def conflict_stats(g_a: torch.Tensor, g_b: torch.Tensor) -> tuple[float, float, 
     return cos, na, nb, opposite
 
 
+def dot64(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 22) -> float:
+    """a . b of two flat tensors [P], accumulated in float64 a chunk at a time (at most 2 x `chunk`
+    float64 values in memory, whatever P)."""
+    return sum(
+        float(a[i : i + chunk].double() @ b[i : i + chunk].double()) for i in range(0, a.numel(), chunk)
+    )
+
+
 def pcgrad(g_a: torch.Tensor, g_b: torch.Tensor, w_a: float, w_b: float) -> torch.Tensor:
     """w_a * g_a' + w_b * g_b', where a conflicting gradient is projected off the other (Yu et al. 2020).
 
@@ -75,11 +83,10 @@ def pcgrad(g_a: torch.Tensor, g_b: torch.Tensor, w_a: float, w_b: float) -> torc
     # The inner products in float64: an fp32 dot over millions of coordinates rounds differently
     # with the BLAS's split of the sum over threads, and the projection would carry that last digit
     # into the weights (a resumed run must train bit for bit as an uninterrupted one).
-    a64, b64 = g_a.double(), g_b.double()
-    dot = float(a64 @ b64)
+    dot = dot64(g_a, g_b)
     pa, pb = g_a, g_b
     if dot < 0:
-        nb2, na2 = float(b64 @ b64), float(a64 @ a64)
+        nb2, na2 = dot64(g_b, g_b), dot64(g_a, g_a)
         if nb2 > 0:
             pa = g_a - (dot / nb2) * g_b
         if na2 > 0:
