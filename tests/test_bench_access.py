@@ -149,10 +149,12 @@ def test_a_malformed_origin_stops_serve_with_one_line(tmp_path):
         "http://bench.example.org",
     }
     assert public_origins(["https://bücher.example"]) == {"https://xn--bcher-kva.example"}
+    assert public_origins(["https://[::1]:8443"]) == {"https://[::1]:8443"}  # IPv6 keeps its brackets
     for bad in (
         "https://u:p@bench.example.org",
         "https://bench.example.org/?a=1",
         "https://bench.example.org:x",
+        "http://[::1",  # does not parse: a ConfigError, not a traceback
     ):
         with pytest.raises(ConfigError, match="--origin"):
             public_origins([bad])

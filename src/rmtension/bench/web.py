@@ -61,23 +61,32 @@ class Bench:
 
 def public_origins(urls: list[str]) -> frozenset[str]:
     """`--origin` values -> the Origin headers a browser sends from them: scheme://host[:port] in
-    lower case, the host IDNA-encoded and a default port (443 for https, 80 for http) left out, as
-    browsers send it. A value without scheme and host, or with a path, user, query or fragment, is a
-    ConfigError."""
+    lower case, the host IDNA-encoded (an IPv6 host in brackets) and a default port (443 for https,
+    80 for http) left out, as browsers send it. A value without scheme and host, with a path, user,
+    query or fragment, or that does not parse, is a ConfigError."""
     out = set()
     for url in urls:
-        try:
-            parts = urlsplit(url.strip())
-            host, port = parts.hostname, parts.port  # the port raises ValueError when it is no number
-            host = host.encode("idna").decode("ascii") if host else None
-        except (ValueError, UnicodeError):
-            host = None
-        bad = parts.path not in ("", "/") or parts.username or parts.query or parts.fragment
-        if parts.scheme not in ("http", "https") or not host or bad:
+        origin = _browser_origin(url)
+        if origin is None:
             raise ConfigError(f"--origin {url!r}: give scheme and host only, e.g. https://bench.example.org")
-        default = {"https": 443, "http": 80}[parts.scheme]
-        out.add(f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else ""))
+        out.add(origin)
     return frozenset(out)
+
+
+def _browser_origin(url: str) -> str | None:
+    """The Origin header a browser sends from `url`, or None when `url` is no bare scheme://host[:port]."""
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port  # the port raises ValueError when it is no number
+        host = host.encode("idna").decode("ascii") if host else None
+    except (ValueError, UnicodeError):  # an unclosed [IPv6] bracket, a bad port, a host IDNA refuses
+        return None
+    bad = parts.path not in ("", "/") or parts.username or parts.query or parts.fragment
+    if parts.scheme not in ("http", "https") or not host or bad:
+        return None
+    host = f"[{host}]" if ":" in host else host  # `hostname` drops an IPv6 host's brackets
+    default = {"https": 443, "http": 80}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 def secure(request: Request) -> bool:
