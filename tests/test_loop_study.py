@@ -171,6 +171,25 @@ def test_a_loop_killed_mid_round_resumes_to_identical_outputs(tmp_path, whole):
     assert loop_files(tmp_path) == loop_files(whole)
 
 
+def test_the_weight_path_ends_read_from_the_round_measures_equal_fresh_draws(whole, tmp_path):
+    """λ = 0 and 1 are read from π_0's and π_R's measure.json; sampling them again gives the same rows."""
+    from rmtension.loop.study import load_trained_policy, weight_path
+    from rmtension.rl.rloo import snapshot
+
+    cfg = LoopConfig.model_validate(CONFIG)
+    parts = tiny_parts()
+    start = parts.new_policy()
+    reference = snapshot(start.model, [n for n, _ in start.model.named_parameters()])
+    seed_dir = whole / "loop" / "arms" / "online" / "seed1"
+    policy = load_trained_policy(seed_dir / f"round{cfg.rounds}", start)
+    weight_path(tmp_path, cfg, policy, reference, parts, 1)  # no ends given: every λ sampled
+    fresh = json.loads((tmp_path / "weight_path.json").read_text())
+    stored = json.loads((seed_dir / "weight_path.json").read_text())
+    assert [row["lambda"] for row in fresh] == [0.0, 1.0]
+    assert fresh == stored
+    assert max(fresh[0]["kl"]) == 0 < min(fresh[1]["kl"])  # π_0 and π_R: two different ends
+
+
 def test_agreement_and_top_quartile_on_hand_worked_pairs():
     got = agreement(
         np.array([1.0, 0.0, 2.0, 5.0]),

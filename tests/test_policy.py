@@ -287,3 +287,32 @@ def test_fp16_sampling_weights_are_refused_where_claims_read_the_samples():
         StudyConfig.model_validate({"policy": {}, "pm_halves": {}, "bon": {}}).policy.sampling_weights
         == "exact"
     )
+
+
+def test_draw_bf16_samples_from_a_bf16_copy_that_follows_the_weights():
+    """`draw_bf16`: the draws are those of the model cast to bf16, also after its fp32 weights change."""
+    import copy
+
+    from rmtension.policy.sampling import Policy
+
+    tok = tiny_tokenizer()
+    model = tiny_causal_lm("llama", layers=1)
+    policy = Policy(model, tok, [tok.eos_token_id], tok.pad_token_id, "tiny", draw_bf16=True)
+    prompts = [[5, 6, 7], [8, 9]]
+
+    def by_bf16_copy():
+        ref = copy.deepcopy(model).to(torch.bfloat16)
+        kw = dict(
+            n=3, max_new_tokens=6, temperature=1.0, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id
+        )
+        return sample(ref, prompts, seed=4, **kw).tokens
+
+    before = by_bf16_copy()
+    assert policy.draw(prompts, n=3, max_new_tokens=6, temperature=1.0, seed=4).tokens == before
+    assert next(policy.sampler().parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32  # the policy itself stays fp32
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-3.0)  # an update in place: the copy must follow it
+    after = by_bf16_copy()
+    assert after != before
+    assert policy.draw(prompts, n=3, max_new_tokens=6, temperature=1.0, seed=4).tokens == after

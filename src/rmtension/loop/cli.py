@@ -50,6 +50,9 @@ def run_command(
     config: str = typer.Option("configs/loop.yaml", "--config", help="The loop's YAML config."),
     out: str = typer.Option(..., "--out", help="Run directory (the loop writes out/loop/); rerun to resume."),
     cache_dir: str = typer.Option(None, "--cache-dir", help="Model cache (default: $RMTENSION_CACHE)."),
+    xstest: str = typer.Option(
+        None, "--xstest", help="XSTest v2 folder (official layout): sets the config's xstest_path."
+    ),
 ) -> None:
     """Run (or resume) the steering loop: every arm and seed, then rounds.csv, loop.json, findings.json."""
     import time
@@ -60,7 +63,7 @@ def run_command(
     from rmtension.loop.study import run_loop
     from rmtension.run.runio import write_json
 
-    cfg = load_loop_config(config)
+    cfg = load_loop_config(config, {"xstest_path": xstest} if xstest else None)
     t0 = time.perf_counter()
 
     def say(what: str) -> None:  # one line per step, so a long run shows where it is

@@ -97,6 +97,9 @@ class RoundConfig(Strict):
     n_best_of: int = Field(8, ge=2)
     distill_steps: int = Field(4, ge=1)
     distill_lr: float = 2e-5
+    trainable: str = Field("all", pattern=r"^(all|top:[1-9][0-9]*)$")
+    """What of the policy distillation trains: `all`, or the top K blocks (the LM head, tied to the
+    embeddings, then stays frozen; the frozen blocks' states are computed once per round)."""
 
 
 class Margins(Strict):
@@ -131,6 +134,10 @@ class LoopConfig(Strict):
     bootstrap: int = Field(2000, ge=100)
     policy: str = "smollm2-135m"
     """Registry name or HF causal-LM folder of π_0."""
+    precision: Literal["bf16", "fp32"] = "fp32"
+    """bf16: where the CPU or GPU has native bf16 matmuls, the policy samples from a bf16 copy of its
+    weights and the PMs and gold train and score under bf16 autocast (master weights, distillation,
+    log-probs and KL stay fp32); elsewhere, and with fp32, everything runs in fp32."""
     pm: PMConfig = PMConfig()
     gold: GoldConfig = GoldConfig()
     round: RoundConfig = RoundConfig()

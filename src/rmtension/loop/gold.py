@@ -51,27 +51,34 @@ class Gold:
     """A scoring function (contexts [N], replies [N]) -> [N] gold scores over z-scored members."""
 
     def __init__(
-        self, members: list[tuple[torch.nn.Module, object]], norms: list[tuple[float, float]], max_length: int
+        self,
+        members: list[tuple[torch.nn.Module, object]],
+        norms: list[tuple[float, float]],
+        max_length: int,
+        bf16: bool = False,
     ):
-        self.members, self.norms, self.max_length = members, norms, max_length
+        self.members, self.norms, self.max_length, self.bf16 = members, norms, max_length, bf16
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros(len(texts))
         for (model, tok), (mean, sd) in zip(self.members, self.norms):
-            out += (score_texts(model, tok, list(texts), self.max_length, bf16=False) - mean) / sd
+            out += (score_texts(model, tok, list(texts), self.max_length, bf16=self.bf16) - mean) / sd
         return out / len(self.members)
 
     def __call__(self, contexts: Sequence[tuple[Turn, ...]], replies: Sequence[str]) -> np.ndarray:
         return self.score_texts([render_transcript(tuple(c), r) for c, r in zip(contexts, replies)])
 
 
-def member_norm(model, tok, texts: Sequence[str], max_length: int) -> tuple[float, float]:
-    s = score_texts(model, tok, list(texts), max_length, bf16=False)
+def member_norm(model, tok, texts: Sequence[str], max_length: int, bf16: bool = False) -> tuple[float, float]:
+    s = score_texts(model, tok, list(texts), max_length, bf16=bf16)
     return float(s.mean()), float(s.std()) or 1.0
 
 
-def build_gold(cfg: GoldConfig, pairs: Sequence[Pair], folder: Path, cache_dir: str | None) -> Gold:
-    """Train (or reload from `folder`) the gold members on `pairs` (the gold share), or load `cfg.judges`."""
+def build_gold(
+    cfg: GoldConfig, pairs: Sequence[Pair], folder: Path, cache_dir: str | None, bf16: bool = False
+) -> Gold:
+    """Train (or reload from `folder`) the gold members on `pairs` (the gold share), or load `cfg.judges`;
+    `bf16`: training and scoring under bf16 autocast where native (`RoundSpec.bf16`)."""
     from rmtension.judges.load import load_judge
     from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
     from rmtension.model.scope import set_trainable
@@ -102,6 +109,7 @@ def build_gold(cfg: GoldConfig, pairs: Sequence[Pair], folder: Path, cache_dir: 
                     pm_lr=cfg.lr,
                     pm_batch=cfg.batch,
                     pm_max_length=cfg.max_length,
+                    bf16=bf16,
                 )
                 losses = train_pm(model, tok, [chosen[i] for i in idx], [rejected[i] for i in idx], spec)
                 file.parent.mkdir(parents=True, exist_ok=True)
@@ -109,8 +117,8 @@ def build_gold(cfg: GoldConfig, pairs: Sequence[Pair], folder: Path, cache_dir: 
                 save_model(model, str(file) + ".tmp")
                 Path(str(file) + ".tmp").replace(file)
             members.append((model.eval(), tok))
-    norms = [member_norm(model, tok, norm_texts, cfg.max_length) for model, tok in members]
-    return Gold(members, norms, cfg.max_length)
+    norms = [member_norm(model, tok, norm_texts, cfg.max_length, bf16) for model, tok in members]
+    return Gold(members, norms, cfg.max_length, bf16)
 
 
 def pair_accuracy(score, pairs: Sequence[Pair], n_boot: int, seed: int = 0) -> dict:

@@ -29,7 +29,9 @@ from rmtension.loop.behaviour import behaviour
 from rmtension.loop.capability import Item, score_policy
 from rmtension.loop.detectors import hedges, refuses
 from rmtension.policy.sampling import Policy, build_prompt_ids, decode_responses
-from rmtension.rl.rloo import kl_exact, pack, response_logprobs, swapped
+from rmtension.model.arch import base_model, find_arch, get_path, n_layers
+from rmtension.model.scoring import autocast
+from rmtension.rl.rloo import kl_exact, pack, response_logprobs, swapped, trunk_states
 
 GoldFn = Callable[[Sequence[tuple[Turn, ...]], Sequence[str]], np.ndarray]
 ScoreFn = Callable[[Sequence[tuple[Turn, ...]], Sequence[str]], np.ndarray]
@@ -67,20 +69,49 @@ def top_quartile(pair_gold: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def kl_per_reply(
-    policy: Policy, reference: dict[str, torch.Tensor], prompts: list[list[int]], replies: list[list[int]]
+    policy: Policy,
+    reference: dict[str, torch.Tensor],
+    prompts: list[list[int]],
+    replies: list[list[int]],
+    bf16: bool = False,
 ) -> np.ndarray:
     """[N] prompts, [N] replies -> [N] exact KL(π ‖ π_ref) summed along each reply (nats). A policy
-    whose every parameter equals the reference's (round 0) has KL exactly 0: not computed."""
-    if all(n in reference and torch.equal(p, reference[n]) for n, p in policy.model.named_parameters()):
+    whose every parameter equals the reference's (round 0) has KL exactly 0: not computed.
+
+    The blocks below the lowest one whose parameters differ from the reference's run once, shared by
+    both passes (`rl.rloo.trunk_states`); `bf16`: the passes under bf16 autocast where native."""
+    model = policy.model
+    differs = [
+        n for n, p in model.named_parameters() if n not in reference or not torch.equal(p, reference[n])
+    ]
+    if not differs:
         return np.zeros(len(prompts))
+    top = top_blocks_changed(model, differs)
     out = []
     for start in range(0, len(prompts), 16):
         batch = pack(prompts[start : start + 16], replies[start : start + 16], policy.pad_id)
-        _, logq = response_logprobs(policy.model, batch, bf16=False, full=True)
-        with swapped(policy.model, reference):
-            _, ref_logq = response_logprobs(policy.model, batch, bf16=False, full=True)
+        trunk = None
+        if top < n_layers(model):
+            with autocast(bf16):
+                trunk = trunk_states(model, batch, top, 1)
+        _, logq = response_logprobs(model, batch, bf16, trunk, top, full=True)
+        with swapped(model, {n: reference[n] for n in differs if n in reference}):
+            _, ref_logq = response_logprobs(model, batch, bf16, trunk, top, full=True)
         out.append(kl_exact(logq, ref_logq, batch.response_mask).numpy())
     return np.concatenate(out).astype(np.float64)
+
+
+def top_blocks_changed(model: torch.nn.Module, names: Sequence[str]) -> int:
+    """K >= 1 such that no parameter in `names` lies below the top K blocks; every block when one of
+    them is an embedding's (a tied LM head is one)."""
+    named = dict(model.named_parameters())
+    changed = {id(named[n]) for n in names}
+    spec, base = find_arch(model), base_model(model)
+    blocks = list(get_path(base, spec.layers))
+    if any(id(p) in changed for e in spec.embeddings for p in get_path(base, e).parameters()):
+        return len(blocks)
+    lowest = next((i for i, b in enumerate(blocks) if any(id(p) in changed for p in b.parameters())), None)
+    return 1 if lowest is None else len(blocks) - lowest
 
 
 def greedy_replies(policy: Policy, contexts: Sequence[tuple[Turn, ...]], probes: Probes) -> list[str]:
@@ -99,8 +130,10 @@ def measure_policy(
     gold: GoldFn,
     probes: Probes,
     seed: int,
+    bf16: bool = False,
 ) -> dict:
-    """Every per-round measure of `policy` (π_r) as a JSON-able dict (module docstring)."""
+    """Every per-round measure of `policy` (π_r) as a JSON-able dict (module docstring); `bf16`: the
+    KL's passes under bf16 autocast where native (`kl_per_reply`)."""
     ctx = probes.heldout
     ids = [build_prompt_ids(policy.tokenizer, c, probes.max_prompt_tokens) for c in ctx]
     salted = seed * 1_000_003 + MEASURE_SALT
@@ -108,7 +141,7 @@ def measure_policy(
     replies = decode_responses(policy.tokenizer, drawn.tokens)
     both = [ctx[p] for p in drawn.prompt_index.tolist()]
     g, r, r0 = gold(both, replies), pm_r(both, replies), pm_0(both, replies)
-    kl = kl_per_reply(policy, reference, [ids[p] for p in drawn.prompt_index.tolist()], drawn.tokens)
+    kl = kl_per_reply(policy, reference, [ids[p] for p in drawn.prompt_index.tolist()], drawn.tokens, bf16)
     ga, gb = g[0::2], g[1::2]
     respond = greedy_replies(policy, probes.xstest_respond, probes)
     refuse = greedy_replies(policy, probes.xstest_refuse, probes)

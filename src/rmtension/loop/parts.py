@@ -57,6 +57,7 @@ def build_parts(cfg: LoopConfig, out: Path, cache_dir: str | None = None) -> Loo
     from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
     from rmtension.model.scope import set_trainable
     from rmtension.policy.config import PolicyConfig
+    from rmtension.model.precision import use_bf16
     from rmtension.policy.sampling import open_policy
 
     claim_run_dir(Path(out) / "loop", cfg)  # before anything trains into it (run_loop checks again)
@@ -70,7 +71,8 @@ def build_parts(cfg: LoopConfig, out: Path, cache_dir: str | None = None) -> Loo
     prompts = distinct_prompts(seeded_order(proxy_pairs, 0, "loop-prompts"), {p.group_key for p in d0})
     check_prompts(cfg, len(prompts))  # before the gold trains
     loop = Path(out) / "loop"
-    gold = build_gold(cfg.gold, gold_pairs, loop / "gold", cache_dir)
+    bf16 = cfg.precision == "bf16"
+    gold = build_gold(cfg.gold, gold_pairs, loop / "gold", cache_dir, bf16)
     if not (loop / "gold.json").exists():
         test_pairs = take(test, cfg.gold.test_pairs, 0, "loop-gold-test")
         write_json(
@@ -100,7 +102,9 @@ def build_parts(cfg: LoopConfig, out: Path, cache_dir: str | None = None) -> Loo
         return pm
 
     def new_policy():
-        return open_policy(PolicyConfig(backbone=cfg.policy), cache_dir, precision="fp32")
+        policy = open_policy(PolicyConfig(backbone=cfg.policy), cache_dir, precision="fp32")
+        policy.draw_bf16 = use_bf16(bf16)  # samples from a bf16 copy where native; trains in fp32
+        return policy
 
     return LoopParts(
         new_policy,

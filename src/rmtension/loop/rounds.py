@@ -32,8 +32,11 @@ from rmtension.errors import ArtifactError
 from rmtension.loop.checkpoint import save_policy_folder
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.model.encode import collate
+from rmtension.model.scoring import autocast
 from rmtension.policy.sampling import Policy, build_prompt_ids, decode_responses, load_policy
-from rmtension.rl.rloo import kl_exact, pack, response_logprobs, swapped
+from rmtension.model.arch import n_layers
+from rmtension.model.scope import set_trainable
+from rmtension.rl.rloo import kl_exact, pack, response_logprobs, swapped, trunk_states
 from rmtension.trainer.losses import bradley_terry_loss
 
 GoldFn = Callable[[Sequence[tuple[Turn, ...]], Sequence[str]], np.ndarray]
@@ -58,6 +61,16 @@ class RoundSpec:
     distill_steps: int = 2
     distill_lr: float = 1e-3
     pm_max_length: int = 512
+    bf16: bool = False
+    """PM and distillation forward and backward passes under bf16 autocast where the device has
+    native bf16 (master weights fp32; `rmtension.model.scoring.autocast`); elsewhere fp32. The KL is
+    always measured in fp32."""
+    policy_trainable: str = "all"
+    """What of the policy distillation trains: `all`, or `top:K` blocks (`model.scope`; the LM head,
+    tied to the embeddings, stays frozen), the frozen blocks' states computed once per round."""
+    fresh_after: bool = True
+    """`improve` draws two fresh replies per prompt from π_r for its KL and gold (improve.json); off,
+    both are None there (the steering loop measures them on held-out prompts instead)."""
 
 
 @dataclass
@@ -87,10 +100,14 @@ def pm_texts(
     return [render_transcript(tuple(contexts[p]), r) for p, r in zip(prompt, replies)]
 
 
-def pm_rewards(pm: torch.nn.Module, tokenizer, texts: Sequence[str], max_length: int) -> torch.Tensor:
-    """[N] texts -> [N] PM rewards (the first logit), one right-padded batch."""
+def pm_rewards(
+    pm: torch.nn.Module, tokenizer, texts: Sequence[str], max_length: int, bf16: bool = False
+) -> torch.Tensor:
+    """[N] texts -> [N] PM rewards (the first logit, fp32), one right-padded batch; `bf16`: under bf16
+    autocast where native."""
     ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    return pm(**collate(ids, tokenizer.pad_token_id)).logits[:, 0]
+    with autocast(bf16):
+        return pm(**collate(ids, tokenizer.pad_token_id)).logits[:, 0].float()
 
 
 def preference_pairs(
@@ -139,7 +156,7 @@ def train_pm(pm, tokenizer, chosen: list[str], rejected: list[str], spec: RoundS
     for _ in range(spec.pm_steps):
         idx = rng.choice(len(chosen), size=min(spec.pm_batch, len(chosen)), replace=False)
         texts = [chosen[i] for i in idx] + [rejected[i] for i in idx]
-        r = pm_rewards(pm, tokenizer, texts, spec.pm_max_length)
+        r = pm_rewards(pm, tokenizer, texts, spec.pm_max_length, spec.bf16)
         loss = bradley_terry_loss(*r.chunk(2))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -165,18 +182,24 @@ def distill(
     """`distill_steps` AdamW steps of −mean_i Σ_t log π(y_it | x_i) on the picked replies; the losses.
     Each step's gradient is summed over micro-batches of `rows` replies, each padded on its own."""
     model = policy.model
+    full = spec.policy_trainable == "all"  # every parameter, as loaded
+    top = n_layers(model) if full else set_trainable(model, spec.policy_trainable, head=False)
     opt = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=spec.distill_lr, weight_decay=0.0
     )
     parts = [
         pack(prompt_ids[i : i + rows], picks[i : i + rows], policy.pad_id) for i in range(0, len(picks), rows)
     ]
+    trunks = [None] * len(parts)
+    if top < n_layers(model):  # the frozen lower blocks do not change over the steps: run them once
+        with torch.no_grad(), autocast(spec.bf16):
+            trunks = [trunk_states(model, batch, top, 1) for batch in parts]
     losses = []
     for _ in range(spec.distill_steps):
         opt.zero_grad(set_to_none=True)
         total = 0.0
-        for batch in parts:
-            logp = response_logprobs(model, batch, bf16=False)  # [rows, T]
+        for batch, trunk in zip(parts, trunks):
+            logp = response_logprobs(model, batch, spec.bf16, trunk, top)  # [rows, T]
             loss = -(logp * batch.response_mask).sum(-1).sum() / len(picks)
             loss.backward()
             total += float(loss.detach())
@@ -194,14 +217,15 @@ class RoundResult:
     flip_rate: float
     pm_losses: list[float]
     distill_losses: list[float]
-    kl: float
-    """Mean exact KL(π_r ‖ π_ref) along fresh samples of π_r on the round's prompts (nats per reply)."""
+    kl: float | None
+    """Mean exact KL(π_r ‖ π_ref) along fresh samples of π_r on the round's prompts (nats per reply);
+    None without `RoundSpec.fresh_after`."""
     gold_before: float
     """Mean gold score of the n replies π_{r-1} drew for distillation."""
     gold_picked: float
     """Mean gold score of the PM's picks among them."""
-    gold_after: float
-    """Mean gold score of the fresh samples of π_r that the KL is measured on."""
+    gold_after: float | None
+    """Mean gold score of the fresh samples of π_r that the KL is measured on (None as `kl`)."""
 
 
 def run_round(
@@ -282,22 +306,27 @@ def improve(folder, spec, policy, reference, pm, pm_tokenizer, contexts, gold, p
     replies = decode_responses(policy.tokenizer, drawn.tokens)
     prompt = drawn.prompt_index.tolist()
     with torch.no_grad():
-        scores = pm_rewards(pm, pm_tokenizer, pm_texts(contexts, prompt, replies), spec.pm_max_length)
+        texts = pm_texts(contexts, prompt, replies)
+        scores = pm_rewards(pm, pm_tokenizer, texts, spec.pm_max_length, spec.bf16)
     best = scores.view(len(prompt_ids), n).argmax(-1)  # [P]: the PM's pick per prompt
     picks = [drawn.tokens[p * n + int(best[p])] for p in range(len(prompt_ids))]
     gold_all = gold([contexts[p] for p in prompt], replies).reshape(len(prompt_ids), n)
     losses = distill(policy, prompt_ids, picks, spec)
     save_policy_folder(policy.model, policy.tokenizer, folder / "policy")
-    after = draw(policy, prompt_ids, 2, spec, salt=2)  # fresh samples of π_r
-    after_prompts = after.prompt_index.tolist()
-    after_replies = decode_responses(policy.tokenizer, after.tokens)
-    return {
+    out = {
         "distill_losses": losses,
-        "kl": measure_kl(policy, reference, [prompt_ids[p] for p in after_prompts], after.tokens),
+        "kl": None,
         "gold_before": float(gold_all.mean()),
         "gold_picked": float(gold_all[np.arange(len(prompt_ids)), best.numpy()].mean()),
-        "gold_after": float(gold([contexts[p] for p in after_prompts], after_replies).mean()),
+        "gold_after": None,
     }
+    if spec.fresh_after:
+        after = draw(policy, prompt_ids, 2, spec, salt=2)  # fresh samples of π_r
+        after_prompts = after.prompt_index.tolist()
+        after_replies = decode_responses(policy.tokenizer, after.tokens)
+        out["kl"] = measure_kl(policy, reference, [prompt_ids[p] for p in after_prompts], after.tokens)
+        out["gold_after"] = float(gold([contexts[p] for p in after_prompts], after_replies).mean())
+    return out
 
 
 @torch.no_grad()

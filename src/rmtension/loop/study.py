@@ -83,16 +83,22 @@ def round_spec(cfg: LoopConfig, arm: str, seed: int, r: int) -> RoundSpec:
         distill_steps=cfg.round.distill_steps,
         distill_lr=cfg.round.distill_lr,
         pm_max_length=cfg.pm.max_length,
+        bf16=cfg.precision == "bf16",
+        policy_trainable=cfg.round.trainable,
+        fresh_after=False,  # KL and gold are measured on the held-out prompts (measure.json)
     )
 
 
-def scorer(pm: torch.nn.Module, tokenizer, max_length: int):
-    """A PM as a score function: (contexts [N], replies [N]) -> [N] rewards, in batches of 32."""
+def scorer(pm: torch.nn.Module, tokenizer, max_length: int, bf16: bool = False):
+    """A PM as a score function: (contexts [N], replies [N]) -> [N] rewards, in batches of 32 (`bf16`:
+    under bf16 autocast where native)."""
 
     @torch.no_grad()
     def score(contexts: Sequence[tuple[Turn, ...]], replies: Sequence[str]) -> np.ndarray:
         texts = [render_transcript(tuple(c), r) for c, r in zip(contexts, replies)]
-        out = [pm_rewards(pm, tokenizer, texts[i : i + 32], max_length) for i in range(0, len(texts), 32)]
+        out = [
+            pm_rewards(pm, tokenizer, texts[i : i + 32], max_length, bf16) for i in range(0, len(texts), 32)
+        ]
         return torch.cat(out).double().numpy() if out else np.zeros(0)
 
     return score
@@ -160,11 +166,12 @@ def measure_into(folder: Path, policy, reference, pm_r, pm_0, parts, cfg, seed, 
         out = measure_policy(
             policy,
             reference,
-            scorer(pm_r, tok, cfg.pm.max_length),
-            scorer(pm_0, tok, cfg.pm.max_length),
+            scorer(pm_r, tok, cfg.pm.max_length, cfg.precision == "bf16"),
+            scorer(pm_0, tok, cfg.pm.max_length, cfg.precision == "bf16"),
             parts.gold,
             probes,
             seed,
+            cfg.precision == "bf16",
         )
         write_json(path, out)
     return json.loads(path.read_text())
@@ -210,22 +217,34 @@ def run_arm_seed(
         measure_into(folder, policy, reference, pm, pm_0, parts, cfg, seed, full=r == cfg.rounds)
         if after_phase:
             after_phase("measure")
-    weight_path(out / "arms" / arm / f"seed{seed}", cfg, policy, reference, parts, seed)
+    ends = {0.0: zero / "measure.json", 1.0: folder / "measure.json"}
+    weight_path(out / "arms" / arm / f"seed{seed}", cfg, policy, reference, parts, seed, ends)
 
 
 def interpolate(
     model: torch.nn.Module, start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], lam: float
 ):
-    """Set every parameter of `model` to λ·end + (1 − λ)·start."""
+    """Set every parameter of `model` to λ·end + (1 − λ)·start (exactly `start` where end equals it)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(lam * end[name] + (1.0 - lam) * start[name])
+            same = torch.equal(start[name], end[name])
+            p.copy_(start[name] if same else lam * end[name] + (1.0 - lam) * start[name])
 
 
 def weight_path(
-    folder: Path, cfg: LoopConfig, policy: Policy, reference, parts: LoopParts, seed: int
+    folder: Path,
+    cfg: LoopConfig,
+    policy: Policy,
+    reference,
+    parts: LoopParts,
+    seed: int,
+    ends: dict[float, Path] | None = None,
 ) -> None:
-    """folder/weight_path.json: gold reward and capability along θ = λ·θ_R + (1 − λ)·θ_0."""
+    """folder/weight_path.json: gold reward and capability along θ = λ·θ_R + (1 − λ)·θ_0.
+
+    `ends` maps λ = 0 and 1 to the full measure.json of π_0 and π_R with the same seed: θ is then
+    exactly θ_0 or θ_R (λ·a + (1 − λ)·b with λ ∈ {0, 1} is a or b bit for bit), so the same draws
+    give the same numbers and are read instead of sampled again."""
     path = folder / "weight_path.json"
     if path.exists() or not cfg.weight_path:
         return
@@ -233,8 +252,15 @@ def weight_path(
     rows = []
     no_pm = lambda contexts, replies: np.zeros(len(replies))  # noqa: E731
     for lam in cfg.weight_path:
-        interpolate(policy.model, reference, final, lam)
-        m = measure_policy(policy, reference, no_pm, no_pm, parts.gold, _no_xstest(parts.probes), seed)
+        known = (ends or {}).get(float(lam))
+        if known is not None and known.exists():
+            m = json.loads(known.read_text())
+        else:
+            interpolate(policy.model, reference, final, lam)
+            probes = _no_xstest(parts.probes)
+            m = measure_policy(
+                policy, reference, no_pm, no_pm, parts.gold, probes, seed, cfg.precision == "bf16"
+            )
         rows.append({"lambda": lam, "gold": m["gold"], "capability": m["capability"], "kl": m["kl"]})
     interpolate(policy.model, reference, final, 1.0)
     write_json(path, rows)
@@ -323,4 +349,5 @@ def load_trained_policy(folder: Path, template: Policy) -> Policy:
         template.stop_ids,
         template.pad_id,
         str(folder),
+        draw_bf16=template.draw_bf16,
     )

@@ -21,7 +21,8 @@ mode the tokens equal `generate(do_sample=False)` (tests/test_policy.py, tests/t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -77,6 +78,23 @@ class Policy:
     path: str
     sampling_weights: str = "exact"
     """What decode steps multiply by (`PolicyConfig.sampling_weights`)."""
+    draw_bf16: bool = False
+    """`draw` samples from a bf16 copy of `model` (set it only where bf16 is native: `use_bf16`)."""
+    _bf16: tuple | None = field(default=None, repr=False, compare=False)
+    """(the model it copies, the bf16 copy): made once per model object, refreshed on every draw."""
+
+    def sampler(self) -> torch.nn.Module:
+        """What `draw` samples from: `model`, or its bf16 copy with `model`'s current weights."""
+        if not self.draw_bf16:
+            return self.model
+        if self._bf16 is None or self._bf16[0] is not self.model:
+            self._bf16 = (self.model, copy.deepcopy(self.model).to(torch.bfloat16).eval())
+        else:
+            with torch.no_grad():
+                src = self.model.state_dict()
+                for name, t in self._bf16[1].state_dict().items():
+                    t.copy_(src[name])
+        return self._bf16[1]
 
     def sample(
         self, prompts: Sequence[Sequence[int]], cfg, n: int, seed: int | None, progress=None
@@ -94,9 +112,10 @@ class Policy:
         batch_size: int = 32,
     ) -> Sampled:
         """`n` responses per prompt at `temperature` (0: greedy), no top-k or top-p, on the exact
-        weights whatever `sampling_weights` says (what the steering loop measures and trains on)."""
+        weights whatever `sampling_weights` says (what the steering loop measures and trains on), or
+        on their bf16 copy with `draw_bf16`."""
         return sample(
-            self.model,
+            self.sampler(),
             prompts,
             n=n,
             max_new_tokens=max_new_tokens,
