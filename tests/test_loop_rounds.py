@@ -144,3 +144,53 @@ def test_distill_in_micro_batches_takes_the_steps_of_one_batch():
     assert whole[-1] < whole[0]  # the steps do lower the loss
     for losses in runs[1:]:
         assert losses == pytest.approx(whole, rel=1e-5)
+
+
+def test_distilling_the_top_block_over_a_computed_trunk_equals_a_full_pass_with_the_rest_frozen():
+    """`policy_trainable: top:1` runs block 0 once (`trunk_states`); the same steps with block 0 and the
+    embeddings frozen by hand and every pass running the whole model give the same losses and weights."""
+    from rmtension.model.arch import base_model
+
+    prompt_ids = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]
+    picks = [[20, 21, 22], [23, 24], [25]]
+    spec = RoundSpec(round=1, distill_steps=3, distill_lr=1e-2, policy_trainable="top:1")
+    ours, _, _, _ = fresh()
+    start = {n: p.detach().clone() for n, p in ours.model.named_parameters()}
+    got = rounds.distill(ours, prompt_ids, picks, spec, rows=2)
+    by_hand, _, _, _ = fresh()
+    base = base_model(by_hand.model)
+    for p in list(base.embed_tokens.parameters()) + list(base.layers[0].parameters()):
+        p.requires_grad_(False)
+    for p in by_hand.model.lm_head.parameters():
+        p.requires_grad_(False)
+    want = rounds.distill(
+        by_hand, prompt_ids, picks, RoundSpec(**{**spec.__dict__, "policy_trainable": "all"}), rows=2
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    after = dict(ours.model.named_parameters())
+    for name, p in by_hand.model.named_parameters():
+        torch.testing.assert_close(after[name], p, rtol=1e-3, atol=1e-4)  # Adam steps of 1e-2
+        moved = not torch.equal(after[name], start[name])
+        assert moved == (name.startswith("model.layers.1.") or name == "model.norm.weight"), name
+
+
+def test_kl_with_the_unchanged_lower_block_shared_equals_two_full_passes():
+    from rmtension.loop.measure import kl_per_reply, top_blocks_changed
+    from rmtension.rl.rloo import kl_exact, pack, response_logprobs, swapped
+
+    policy, reference, _, _ = fresh()
+    with torch.no_grad():
+        for p in policy.model.model.layers[1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    changed = [n for n, p in policy.model.named_parameters() if not torch.equal(p, reference[n])]
+    assert top_blocks_changed(policy.model, changed) == 1
+    prompts, replies = [[5, 6, 7], [8, 9], [4]], [[10, 11], [12, 13, 14], [15]]
+    batch = pack(prompts, replies, policy.pad_id)
+    with torch.no_grad():
+        _, logq = response_logprobs(policy.model, batch, False, full=True)
+        with swapped(policy.model, reference):
+            _, ref_logq = response_logprobs(policy.model, batch, False, full=True)
+    want = kl_exact(logq, ref_logq, batch.response_mask).double().numpy()
+    got = kl_per_reply(policy, reference, prompts, replies)
+    assert (want > 0).all()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
