@@ -347,3 +347,36 @@ def test_kl_to_the_reference_is_zero_at_it_and_positive_after_a_change():
     assert kl_per_reply(policy, {}, prompts, replies).shape == (
         2,
     )  # no reference given: computed, not skipped
+
+
+def test_a_loop_that_distills_the_top_block_moves_only_it_and_measures_the_weight_path(tmp_path):
+    """`round.trainable: top:1` on a two-block policy: π_R differs from π_0 in the top block and the
+    final norm only, and the weight path's midpoint has a KL between its two ends'."""
+    from rmtension.policy.sampling import load_policy
+
+    parts = tiny_parts()
+    two_blocks = LoopParts(
+        lambda: Policy(tiny_causal_lm("llama", layers=2), tiny_tokenizer(), [1], 0, "tiny"),
+        *[getattr(parts, f) for f in ("new_pm", "pm_tokenizer", "gold", "d0", "prompts", "probes")],
+    )
+    cfg = {
+        **CONFIG,
+        "seeds": [0],
+        "rounds": 1,
+        "weight_path": [0.0, 0.5, 1.0],
+        "arms": {"online": {}},
+        "round": {**CONFIG["round"], "trainable": "top:1", "distill_lr": 1e-2},
+        "placebo": None,
+    }
+    run_loop(tmp_path, LoopConfig.model_validate(cfg), two_blocks)
+    seed_dir = tmp_path / "loop" / "arms" / "online" / "seed0"
+    start = dict(two_blocks.new_policy().model.named_parameters())
+    moved = {
+        n
+        for n, p in load_policy(str(seed_dir / "round1" / "policy"), precision="fp32").named_parameters()
+        if not torch.equal(p, start[n])
+    }
+    assert moved and all(n.startswith("model.layers.1.") or n == "model.norm.weight" for n in moved), moved
+    path = json.loads((seed_dir / "weight_path.json").read_text())
+    kl = [float(np.mean(row["kl"])) for row in path]
+    assert kl[0] == 0.0 < kl[1] < kl[2]

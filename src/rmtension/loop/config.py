@@ -136,8 +136,8 @@ class LoopConfig(Strict):
     """Registry name or HF causal-LM folder of π_0."""
     precision: Literal["bf16", "fp32"] = "fp32"
     """bf16: where the CPU or GPU has native bf16 matmuls, the policy samples from a bf16 copy of its
-    weights and the PMs and gold train and score under bf16 autocast (master weights, distillation,
-    log-probs and KL stay fp32); elsewhere, and with fp32, everything runs in fp32."""
+    weights, and the PMs and gold (training and scores), distillation and the KL's passes run under
+    bf16 autocast (master weights fp32); elsewhere, and with fp32, everything runs in fp32."""
     pm: PMConfig = PMConfig()
     gold: GoldConfig = GoldConfig()
     round: RoundConfig = RoundConfig()

@@ -12,7 +12,8 @@ loading it instead; every phase is deterministic given its inputs and `RoundSpec
 and batch orders, eval-mode models), so a round killed anywhere resumes to the same policy, bit for
 bit. The PM is warm-started: it continues from the state it is handed (PM_{r-1}) and trains on
 this round's labelled pairs plus `history` (the (chosen, rejected) transcripts of D_0 ... D_{r-1}).
-The policy is fp32 and every parameter trains; each phase's optimiser starts fresh.
+The policy's master weights are fp32; distillation trains every parameter or the top K blocks
+(`RoundSpec.policy_trainable`); each phase's optimiser starts fresh.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ class RoundSpec:
     distill_lr: float = 1e-3
     pm_max_length: int = 512
     bf16: bool = False
-    """PM and distillation forward and backward passes under bf16 autocast where the device has
-    native bf16 (master weights fp32; `rmtension.model.scoring.autocast`); elsewhere fp32. The KL is
-    always measured in fp32."""
+    """PM and distillation forward and backward passes under bf16 autocast (master weights fp32;
+    `rmtension.model.scoring.autocast`). Set by the loop only where bf16 is native (`use_bf16`), so a
+    run resumed on a machine of the other kind is refused (`check_spec`) rather than mixed."""
     policy_trainable: str = "all"
     """What of the policy distillation trains: `all`, or `top:K` blocks (`model.scope`; the LM head,
     tied to the embeddings, stays frozen), the frozen blocks' states computed once per round."""

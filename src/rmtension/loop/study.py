@@ -37,6 +37,7 @@ from rmtension.loop.bench_reviewer import BenchReviewer
 from rmtension.loop.config import LoopConfig
 from rmtension.loop.measure import GoldFn, Probes, measure_policy
 from rmtension.loop.reviewer import SimulatedReviewer
+from rmtension.model.precision import use_bf16
 from rmtension.loop.rounds import (
     EnsemblePM,
     RoundSpec,
@@ -83,7 +84,7 @@ def round_spec(cfg: LoopConfig, arm: str, seed: int, r: int) -> RoundSpec:
         distill_steps=cfg.round.distill_steps,
         distill_lr=cfg.round.distill_lr,
         pm_max_length=cfg.pm.max_length,
-        bf16=cfg.precision == "bf16",
+        bf16=use_bf16(cfg.precision == "bf16"),  # what runs here: a resume elsewhere must match it
         policy_trainable=cfg.round.trainable,
         fresh_after=False,  # KL and gold are measured on the held-out prompts (measure.json)
     )
