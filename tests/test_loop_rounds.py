@@ -184,7 +184,9 @@ def test_kl_with_the_unchanged_lower_block_shared_equals_two_full_passes():
             p.add_(0.05 * torch.randn_like(p))
     changed = [n for n, p in policy.model.named_parameters() if not torch.equal(p, reference[n])]
     assert top_blocks_changed(policy.model, changed) == 1
-    prompts, replies = [[5, 6, 7], [8, 9], [4]], [[10, 11], [12, 13, 14], [15]]
+    # two replies per prompt, not adjacent: the trunk runs each prompt once for both (group 2)
+    prompts = [[5, 6, 7], [8, 9], [5, 6, 7], [8, 9], [4], [4]]
+    replies = [[10, 11], [12, 13, 14], [16], [17, 18], [15], [19, 20, 21]]
     batch = pack(prompts, replies, policy.pad_id)
     with torch.no_grad():
         _, logq = response_logprobs(policy.model, batch, False, full=True)
@@ -194,3 +196,14 @@ def test_kl_with_the_unchanged_lower_block_shared_equals_two_full_passes():
     got = kl_per_reply(policy, reference, prompts, replies)
     assert (want > 0).all()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_kl_batches_keep_a_prompts_rows_together_and_order_prompts_by_length():
+    from rmtension.loop.measure import kl_batches
+
+    prompts = [[1, 2, 3], [4], [1, 2, 3], [4], [5, 6]]
+    replies = [[9], [9], [9, 9], [9], [9]]
+    # prompts by length: [4] (rows 1, 3), [5, 6] (row 4), [1, 2, 3] (rows 0, 2)
+    assert kl_batches(prompts, replies, rows=16) == [([1, 3, 4, 0, 2], 1)]
+    assert kl_batches(prompts, replies, rows=2) == [([1, 3], 2), ([4], 1), ([0, 2], 2)]
+    assert kl_batches([[1], [1], [2], [2]], [[9]] * 4, rows=4) == [([0, 1, 2, 3], 2)]

@@ -129,8 +129,13 @@ class LoopConfig(Strict):
     """XSTest prompts per kind (should-respond, should-refuse)."""
     capability_items: int = Field(104, ge=8)
     capability_seed: int = 0
+    heldout_between: int | None = Field(None, ge=4)
+    """Held-out prompts measured after rounds 1..R−1 (the first this many of the `heldout_prompts`;
+    None: all). Rounds 0 and R, which the claims read, always use all."""
     weight_path: list[float] = [0.0, 0.5, 1.0]
     """λ of θ = λ·θ_R + (1 − λ)·θ_0, measured after the last round."""
+    weight_path_arms: list[str] | None = None
+    """The arms whose weight path is measured (None: every arm)."""
     bootstrap: int = Field(2000, ge=100)
     policy: str = "smollm2-135m"
     """Registry name or HF causal-LM folder of π_0."""

@@ -87,18 +87,43 @@ def kl_per_reply(
     if not differs:
         return np.zeros(len(prompts))
     top = top_blocks_changed(model, differs)
-    out = []
-    for start in range(0, len(prompts), 16):
-        batch = pack(prompts[start : start + 16], replies[start : start + 16], policy.pad_id)
+    out = np.zeros(len(prompts), np.float64)
+    for rows, group in kl_batches(prompts, replies):
+        batch = pack([prompts[i] for i in rows], [replies[i] for i in rows], policy.pad_id)
         trunk = None
         if top < n_layers(model):
             with autocast(bf16):
-                trunk = trunk_states(model, batch, top, 1)
+                trunk = trunk_states(model, batch, top, group)
         _, logq = response_logprobs(model, batch, bf16, trunk, top, full=True)
         with swapped(model, {n: reference[n] for n in differs if n in reference}):
             _, ref_logq = response_logprobs(model, batch, bf16, trunk, top, full=True)
-        out.append(kl_exact(logq, ref_logq, batch.response_mask).numpy())
-    return np.concatenate(out).astype(np.float64)
+        out[rows] = kl_exact(logq, ref_logq, batch.response_mask).double().numpy()
+    return out
+
+
+def kl_batches(
+    prompts: Sequence[Sequence[int]], replies: Sequence[Sequence[int]], rows: int = 16
+) -> list[tuple[list[int], int]]:
+    """Batches of row indices for `kl_per_reply`, little padding: the rows of one prompt together
+    (their prompt then runs once in the trunk), prompts by length, and each batch's group size (the
+    rows per prompt when every prompt of the batch has that many, else 1)."""
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_prompt.setdefault(tuple(p), []).append(i)
+    groups = sorted(by_prompt.values(), key=lambda g: (len(prompts[g[0]]), max(len(replies[i]) for i in g)))
+    out, current = [], []
+    for g in groups:
+        if current and len(current) + len(g) > rows:
+            out.append(current)
+            current = []
+        current = current + g
+    if current:
+        out.append(current)
+    batches = []
+    for batch in out:
+        sizes = {len(by_prompt[tuple(prompts[i])]) for i in batch}
+        batches.append((batch, sizes.pop() if len(sizes) == 1 else 1))
+    return batches
 
 
 def top_blocks_changed(model: torch.nn.Module, names: Sequence[str]) -> int:

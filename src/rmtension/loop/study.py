@@ -163,7 +163,7 @@ def measure_into(folder: Path, policy, reference, pm_r, pm_0, parts, cfg, seed, 
     path = folder / "measure.json"
     if not path.exists():
         tok = parts.pm_tokenizer
-        probes = parts.probes if full else _held_out_only(parts.probes)
+        probes = parts.probes if full else _held_out_only(parts.probes, cfg.heldout_between)
         out = measure_policy(
             policy,
             reference,
@@ -218,8 +218,9 @@ def run_arm_seed(
         measure_into(folder, policy, reference, pm, pm_0, parts, cfg, seed, full=r == cfg.rounds)
         if after_phase:
             after_phase("measure")
-    ends = {0.0: zero / "measure.json", 1.0: folder / "measure.json"}
-    weight_path(out / "arms" / arm / f"seed{seed}", cfg, policy, reference, parts, seed, ends)
+    if cfg.weight_path_arms is None or arm in cfg.weight_path_arms:
+        ends = {0.0: zero / "measure.json", 1.0: folder / "measure.json"}
+        weight_path(out / "arms" / arm / f"seed{seed}", cfg, policy, reference, parts, seed, ends)
 
 
 def interpolate(
@@ -267,8 +268,9 @@ def weight_path(
     write_json(path, rows)
 
 
-def _held_out_only(probes: Probes) -> Probes:
-    return Probes(probes.heldout, [], [], [], probes.max_new_tokens, probes.max_prompt_tokens)
+def _held_out_only(probes: Probes, n: int | None = None) -> Probes:
+    """The first `n` (None: all) held-out prompts, without the capability set and XSTest."""
+    return Probes(probes.heldout[:n], [], [], [], probes.max_new_tokens, probes.max_prompt_tokens)
 
 
 def _no_xstest(probes: Probes) -> Probes:
