@@ -245,6 +245,12 @@ def test_a_bad_loop_config_is_one_line_naming_file_and_key(tmp_path):
     bad.write_text(json.dumps(hedging))
     with pytest.raises(ConfigError, match="arm 'hedge' has a confidence shortcut but .* no margin"):
         load_loop_config(bad)
+    bad.write_text(json.dumps({**CONFIG, "weight_path_arms": ["onlin"]}))
+    with pytest.raises(ConfigError, match=r"weight_path_arms names \['onlin'\]"):
+        load_loop_config(bad)
+    bad.write_text(json.dumps({**CONFIG, "heldout_between": CONFIG["heldout_prompts"] + 1}))
+    with pytest.raises(ConfigError, match="heldout_between .* is more than heldout_prompts"):
+        load_loop_config(bad)
 
 
 def test_a_run_directory_resumes_only_with_its_own_config(tmp_path):
@@ -276,6 +282,26 @@ def test_a_run_directory_resumes_only_with_its_own_config(tmp_path):
     (loop / "config.json").write_text("[]")
     with pytest.raises(ConfigError, match="config.json: not a loop config"):
         claim_run_dir(loop, other)
+
+
+def test_a_run_is_not_resumed_in_another_precision(tmp_path, monkeypatch):
+    """A loop that ran in bf16 (asked for and native) is not continued in fp32 on another machine."""
+    from rmtension.errors import ConfigError
+    from rmtension.loop import study
+
+    loop = tmp_path / "run" / "loop"
+    cfg = LoopConfig.model_validate({**CONFIG, "precision": "bf16"})
+    monkeypatch.setattr(study, "use_bf16", lambda requested, device="cpu": bool(requested))  # a bf16 machine
+    study.claim_run_dir(loop, cfg)
+    assert json.loads((loop / "precision.json").read_text()) == {"bf16": True}
+    (loop / "gold").mkdir()  # something trained
+    study.claim_run_dir(loop, cfg)  # the same kind of machine resumes
+    monkeypatch.setattr(study, "use_bf16", lambda requested, device="cpu": False)  # an AVX2 machine
+    with pytest.raises(ConfigError, match="ran in bf16, and this machine would continue it in fp32"):
+        study.claim_run_dir(loop, cfg)
+    (loop / "gold").rmdir()  # nothing trained yet: the folder takes this machine's precision
+    study.claim_run_dir(loop, cfg)
+    assert json.loads((loop / "precision.json").read_text()) == {"bf16": False}
 
 
 def test_loop_config_folders_resolve_beside_the_config(tmp_path, monkeypatch):
@@ -362,9 +388,11 @@ def test_a_loop_that_distills_the_top_block_moves_only_it_and_measures_the_weigh
     cfg = {
         **CONFIG,
         "seeds": [0],
-        "rounds": 1,
+        "rounds": 2,
+        "heldout_between": 2,  # round 1 measures the first 2 of the 4 held-out prompts
         "weight_path": [0.0, 0.5, 1.0],
-        "arms": {"online": {}},
+        "weight_path_arms": ["online"],
+        "arms": {"online": {}, "offline": {"pm": "offline"}},
         "round": {**CONFIG["round"], "trainable": "top:1", "distill_lr": 1e-2},
         "placebo": None,
     }
@@ -373,10 +401,13 @@ def test_a_loop_that_distills_the_top_block_moves_only_it_and_measures_the_weigh
     start = dict(two_blocks.new_policy().model.named_parameters())
     moved = {
         n
-        for n, p in load_policy(str(seed_dir / "round1" / "policy"), precision="fp32").named_parameters()
+        for n, p in load_policy(str(seed_dir / "round2" / "policy"), precision="fp32").named_parameters()
         if not torch.equal(p, start[n])
     }
     assert moved and all(n.startswith("model.layers.1.") or n == "model.norm.weight" for n in moved), moved
     path = json.loads((seed_dir / "weight_path.json").read_text())
     kl = [float(np.mean(row["kl"])) for row in path]
     assert kl[0] == 0.0 < kl[1] < kl[2]
+    assert not (tmp_path / "loop" / "arms" / "offline" / "seed0" / "weight_path.json").exists()
+    held = [len(json.loads((seed_dir / f"round{r}" / "measure.json").read_text())["gold"]) for r in (1, 2)]
+    assert held == [2, len(parts.probes.heldout)]

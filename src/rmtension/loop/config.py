@@ -129,7 +129,7 @@ class LoopConfig(Strict):
     """XSTest prompts per kind (should-respond, should-refuse)."""
     capability_items: int = Field(104, ge=8)
     capability_seed: int = 0
-    heldout_between: int | None = Field(None, ge=4)
+    heldout_between: int | None = Field(None, ge=1)
     """Held-out prompts measured after rounds 1..R−1 (the first this many of the `heldout_prompts`;
     None: all). Rounds 0 and R, which the claims read, always use all."""
     weight_path: list[float] = [0.0, 0.5, 1.0]
@@ -172,6 +172,13 @@ class LoopConfig(Strict):
                         f"arm {arm!r} has a {cut.kind} shortcut but claims.shortcut_steers_policy gives no "
                         f"margin for {cut.kind!r}, so its claim could not be decided"
                     )
+        unknown = [a for a in self.weight_path_arms or [] if a not in self.arms]
+        if unknown:
+            raise ValueError(f"weight_path_arms names {unknown}, which are not among the arms")
+        if self.heldout_between is not None and self.heldout_between > self.heldout_prompts:
+            raise ValueError(
+                f"heldout_between ({self.heldout_between}) is more than heldout_prompts ({self.heldout_prompts})"
+            )
         if self.placebo is not None and self.placebo in self.arms:
             cuts = self.arms[self.placebo].shortcuts
             if not cuts or any(s.weight != 0 for s in cuts):

@@ -328,7 +328,8 @@ def claim_run_dir(loop: Path, cfg: LoopConfig) -> None:
     folder that holds nothing but its config.json (a run that stopped before it trained anything)
     takes the new config."""
     file, now = loop / "config.json", cfg.model_dump(mode="json")
-    made = [p.name for p in loop.iterdir() if p.name != "config.json"] if loop.is_dir() else []
+    own = ("config.json", "precision.json")
+    made = [p.name for p in loop.iterdir() if p.name not in own] if loop.is_dir() else []
     if file.exists() and made:
         try:
             before = LoopConfig.model_validate(json.loads(file.read_text())).model_dump(mode="json")
@@ -342,6 +343,24 @@ def claim_run_dir(loop: Path, cfg: LoopConfig) -> None:
             )
     loop.mkdir(parents=True, exist_ok=True)
     write_json(file, now)
+    check_precision(loop, use_bf16(cfg.precision == "bf16"), fresh=not made)
+
+
+def check_precision(loop: Path, bf16: bool, fresh: bool = False) -> None:
+    """loop/precision.json records whether this run computes in bf16 (asked for and native here); a
+    resume on a machine where that differs is a ConfigError, not a run of mixed precisions. A `fresh`
+    folder (nothing trained yet) takes this machine's."""
+    file = loop / "precision.json"
+    if file.exists() and not fresh:
+        before = json.loads(file.read_text()).get("bf16")
+        if before != bf16:
+            ran, here = ("bf16", "fp32") if before else ("fp32", "bf16")
+            raise ConfigError(
+                f"{loop.parent}: its loop ran in {ran}, and this machine would continue it in {here} "
+                "(`precision` and native bf16 decide); resume it on a machine of the same kind or use a new --out"
+            )
+    else:
+        write_json(file, {"bf16": bf16})
 
 
 def load_trained_policy(folder: Path, template: Policy) -> Policy:
