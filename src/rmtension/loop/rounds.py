@@ -31,13 +31,14 @@ from safetensors.torch import load_model, save_model
 from rmtension.data.types import Turn, render_transcript
 from rmtension.errors import ArtifactError
 from rmtension.loop.checkpoint import save_policy_folder
+from rmtension.loop.measure import kl_per_reply
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.model.encode import collate
 from rmtension.model.scoring import autocast
 from rmtension.policy.sampling import Policy, build_prompt_ids, decode_responses, load_policy
 from rmtension.model.arch import n_layers
 from rmtension.model.scope import set_trainable
-from rmtension.rl.rloo import kl_exact, pack, response_logprobs, swapped, trunk_states
+from rmtension.rl.rloo import pack, response_logprobs, trunk_states
 from rmtension.trainer.losses import bradley_terry_loss
 
 GoldFn = Callable[[Sequence[tuple[Turn, ...]], Sequence[str]], np.ndarray]
@@ -325,21 +326,10 @@ def improve(folder, spec, policy, reference, pm, pm_tokenizer, contexts, gold, p
         after = draw(policy, prompt_ids, 2, spec, salt=2)  # fresh samples of π_r
         after_prompts = after.prompt_index.tolist()
         after_replies = decode_responses(policy.tokenizer, after.tokens)
-        out["kl"] = measure_kl(policy, reference, [prompt_ids[p] for p in after_prompts], after.tokens)
+        after_ids = [prompt_ids[p] for p in after_prompts]
+        out["kl"] = float(kl_per_reply(policy, reference, after_ids, after.tokens, spec.bf16).mean())
         out["gold_after"] = float(gold([contexts[p] for p in after_prompts], after_replies).mean())
     return out
-
-
-@torch.no_grad()
-def measure_kl(
-    policy: Policy, reference: dict[str, torch.Tensor], prompts: list[list[int]], replies: list[list[int]]
-) -> float:
-    """Mean over replies of the exact KL(π ‖ π_ref) summed along each (`kl_exact`); [N] prompts, [N] replies."""
-    batch = pack(prompts, replies, policy.pad_id)
-    _, logq = response_logprobs(policy.model, batch, bf16=False, full=True)
-    with swapped(policy.model, reference):
-        _, ref_logq = response_logprobs(policy.model, batch, bf16=False, full=True)
-    return float(kl_exact(logq, ref_logq, batch.response_mask).mean())
 
 
 def check_spec(folder: Path, spec: RoundSpec, reviewer: SimulatedReviewer) -> None:
