@@ -411,3 +411,111 @@ def test_a_loop_that_distills_the_top_block_moves_only_it_and_measures_the_weigh
     assert not (tmp_path / "loop" / "arms" / "offline" / "seed0" / "weight_path.json").exists()
     held = [len(json.loads((seed_dir / f"round{r}" / "measure.json").read_text())["gold"]) for r in (1, 2)]
     assert held == [2, len(parts.probes.heldout)]
+
+
+def test_a_kept_policy_hands_back_pi0s_draw_and_draws_afresh_once_its_weights_move():
+    from rmtension.loop.kept import KeptPolicy
+    from rmtension.rl.rloo import snapshot
+
+    plain = tiny_parts().new_policy()
+    reference = snapshot(plain.model, [n for n, _ in plain.model.named_parameters()])
+    kept: dict = {}
+    policy = KeptPolicy.of(plain, reference, kept)
+    prompts = [[5, 6, 7], [8, 9]]
+    first = policy.draw(prompts, n=3, max_new_tokens=6, temperature=1.0, seed=4)
+    assert len(kept) == 1
+    want = Policy.draw(plain, prompts, n=3, max_new_tokens=6, temperature=1.0, seed=4)
+    assert first.tokens == want.tokens and (first.finished == want.finished).all()
+    first.tokens[0].append(99)  # a caller's change does not reach the kept draw
+    again = KeptPolicy.of(tiny_parts().new_policy(), reference, kept)  # the next arm's π_0
+    assert again.draw(prompts, n=3, max_new_tokens=6, temperature=1.0, seed=4).tokens == want.tokens
+    assert len(kept) == 1  # the same call: nothing new kept
+    with torch.no_grad():
+        next(again.model.parameters()).add_(0.5)  # no longer π_0
+    moved = again.draw(prompts, n=3, max_new_tokens=6, temperature=1.0, seed=4)
+    assert len(kept) == 1 and moved.tokens == Policy.draw(again, prompts, 3, 6, 1.0, 4).tokens
+    assert moved.tokens != want.tokens
+
+
+def test_kept_gold_scores_a_repeated_call_once():
+    from rmtension.loop.kept import kept_gold
+
+    calls = []
+
+    def counted(contexts, replies):
+        calls.append(len(replies))
+        return gold(contexts, replies)
+
+    kept: dict = {}
+    score = kept_gold(counted, kept)
+    ctx, replies = [ask(1), ask(2)], ["abc", "zzz a"]
+    first = score(ctx, replies)
+    np.testing.assert_array_equal(first, gold(ctx, replies))
+    first[0] = 7.0  # a caller's change does not reach the kept scores
+    np.testing.assert_array_equal(score(ctx, replies), gold(ctx, replies))
+    score(ctx, replies[::-1])  # another call (another order): scored
+    assert calls == [2, 2]
+
+
+def test_arms_sharing_pi0s_work_write_the_files_each_arm_writes_alone(tmp_path):
+    """run_loop keeps π_0's draws and the gold's calls across arms; running each arm alone, with
+    nothing kept, gives the same files bit for bit."""
+    from rmtension.loop.study import run_arm_seed
+
+    cfg = LoopConfig.model_validate(
+        {
+            **CONFIG,
+            "seeds": [1],
+            "arms": {k: CONFIG["arms"][k] for k in ("online", "length")},
+            "placebo": None,
+        }
+    )
+    run_loop(tmp_path / "shared", cfg, tiny_parts())
+    alone = tmp_path / "alone" / "loop"
+    for arm in cfg.arms:
+        run_arm_seed(alone, cfg, arm, 1, tiny_parts(), cfg.reviewer_of(arm))
+    keep = ("measure.json", "labels.json", "weight_path.json", "pairs.json", "improve.json")
+    shared = {k: v for k, v in loop_files(tmp_path / "shared").items() if k.endswith(keep)}
+    assert shared and shared == loop_files(tmp_path / "alone")
+
+
+def test_headroom_of_a_shortcut_measure_on_hand_worked_replies():
+    """Words: a reply cut at the cap cannot grow; one that ended can grow to the cut replies' mean."""
+    from rmtension.loop.results import headroom
+
+    seed0 = {"words": [10.0, 20.0], "finished": [1.0, 0.0], "refuses": [1.0, 0.0], "hedges": [0.0, 0.0]}
+    seed1 = {"words": [20.0, 4.0], "finished": [0.0, 1.0], "refuses": [0.0, 0.0], "hedges": [1.0, 0.0]}
+    room, why = headroom("length", 1.0, [seed0, seed1])
+    assert room == pytest.approx((10 + 0 + 0 + 16) / 4) and "50%" in why  # the cap: 20 words
+    assert headroom("length", -1.0, [seed0, seed1])[0] == pytest.approx(13.5)  # shrinking: to 0
+    assert headroom("refusal", 1.0, [seed0, seed1])[0] == pytest.approx(0.75)
+    assert headroom("confidence", -1.0, [seed0, seed1])[0] == pytest.approx(0.25)  # hedging can fall 0.25
+    old = {k: v for k, v in seed0.items() if k != "finished"}  # written before the flags were kept
+    assert headroom("length", 1.0, [old, seed1])[0] is None
+    done = {**seed0, "finished": [1.0, 1.0]}
+    assert headroom("length", 1.0, [done])[0] == float("inf")
+
+
+def test_a_shortcut_claim_without_room_for_its_margin_is_not_testable(whole):
+    """The length arm's claim reads the baseline's last-round words and finished flags: below the
+    margin, a "not supported" or "inconclusive" becomes "not testable here"."""
+    from rmtension.loop.results import round_folders
+    from rmtension.stats.verdicts import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE
+
+    cfg = LoopConfig.model_validate(CONFIG)
+    last = [
+        json.loads((round_folders(whole / "loop", cfg, "online", s)[-1] / "measure.json").read_text())
+        for s in cfg.seeds
+    ]
+    words = np.concatenate([m["words"] for m in last])
+    cut = ~np.concatenate([m["finished"] for m in last]).astype(bool)
+    assert cut.any()  # 5-token replies: some reach the cap
+    room = np.mean([0.0 if c else max(words[cut].mean() - w, 0.0) for w, c in zip(words, cut)])
+    fs = {f["id"]: f for f in json.loads((whole / "loop" / "findings.json").read_text())["findings"]}
+    length = fs["shortcut_steers_policy:length"]
+    assert length["numbers"]["headroom"] == pytest.approx(room)
+    margin = CONFIG["claims"]["shortcut_steers_policy"]["length"]
+    if room < margin:
+        assert length["verdict"] not in (NOT_SUPPORTED, INCONCLUSIVE)
+    else:
+        assert length["verdict"] != NOT_TESTABLE

@@ -180,6 +180,7 @@ def measure_policy(
         "top_quartile": top_quartile((ga + gb) / 2).tolist(),
         "behaviour": asdict(behaviour(replies)),
         "words": [float(len(x.split())) for x in replies],
+        "finished": [float(f) for f in drawn.finished],  # 0: cut at max_new_tokens (the length ceiling)
         "refuses": [float(refuses(x)) for x in replies],
         "hedges": [float(hedges(x)) for x in replies],
         "xstest_comply": [float(not refuses(x)) for x in respond],

@@ -17,7 +17,7 @@ import pandas as pd
 from rmtension.loop.config import LoopConfig
 from rmtension.loop.rounds import write_json
 from rmtension.stats.finding import Finding
-from rmtension.stats.verdicts import INCONCLUSIVE, equivalence_verdict
+from rmtension.stats.verdicts import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, equivalence_verdict
 
 LOOP_PAPERS = "Bai et al. (2022); Gao et al. (2022)"
 CLAIM_TEXT = {
@@ -188,6 +188,33 @@ def finding(
     )
 
 
+def headroom(kind: str, sign: float, base: list[dict]) -> tuple[float | None, str]:
+    """The largest mean drift of a shortcut's measure, in the direction `sign`, that the baseline's
+    last-round replies leave room for (seeds pooled), and why; None where the measures cannot say.
+
+    A rate (refusal, hedging) can move at most to 1 or 0. Words can shrink to 0, and grow only as far
+    as the reply cap allows: a reply cut at `max_new_tokens` cannot grow, and one that ended earlier
+    can grow at most to the mean word count of the cut replies (the cap in words, as this policy
+    writes). Measures written before the sampler's `finished` flags were kept give None."""
+    values = np.concatenate([np.asarray(m[MEASURES[kind]], np.float64) for m in base])
+    if kind != "length":
+        room = float(1.0 - values.mean()) if sign > 0 else float(values.mean())
+        return room, f"the baseline's rate is {values.mean():.3f}"
+    if sign < 0:
+        return float(values.mean()), f"the baseline's replies average {values.mean():.1f} words"
+    if any("finished" not in m for m in base):
+        return None, ""
+    finished = np.concatenate([np.asarray(m["finished"], bool) for m in base])
+    if finished.all():
+        return float("inf"), "no reply reached the cap"
+    cap = values[~finished].mean()
+    room = float(np.where(finished, np.maximum(cap - values, 0.0), 0.0).mean())
+    return room, (
+        f"{(~finished).mean():.0%} of the baseline's last-round replies end at the max_new_tokens cap "
+        f"(about {cap:.1f} words)"
+    )
+
+
 def loop_findings(out: Path, cfg: LoopConfig) -> list[Finding]:
     """The four claims (and the placebo's own `shortcut_steers_policy`) from the measures."""
     last = lambda arm: [read_measure(round_folders(out, cfg, arm, s)[-1]) for s in cfg.seeds]  # noqa: E731
@@ -228,17 +255,22 @@ def loop_findings(out: Path, cfg: LoopConfig) -> list[Finding]:
         margin = m.shortcut_steers_policy.get(kind)
         if margin is None:
             continue
-        fs.append(
-            finding(
-                "shortcut_steers_policy",
-                arm,
-                diff,
-                margin,
-                cfg.bootstrap,
-                f"{MEASURES[kind]} drift of `{arm}` against `{base}` in the shortcut's direction, last round",
-                {"gold_cost": c_mean, "gold_cost_ci95": c_ci, "placebo": arm == cfg.placebo},
-            )
+        room, why = headroom(kind, sign, last(base))
+        f = finding(
+            "shortcut_steers_policy",
+            arm,
+            diff,
+            margin,
+            cfg.bootstrap,
+            f"{MEASURES[kind]} drift of `{arm}` against `{base}` in the shortcut's direction, last round",
+            {"gold_cost": c_mean, "gold_cost_ci95": c_ci, "placebo": arm == cfg.placebo, "headroom": room},
         )
+        if room is not None and room < margin and f.verdict in (NOT_SUPPORTED, INCONCLUSIVE):
+            f.verdict = NOT_TESTABLE
+            f.evidence += (
+                f" Not testable here: {why}, so a drift of {room:.3f} at most is possible, below the margin."
+            )
+        fs.append(f)
     tax = stack(first(base), "capability") - stack(last(base), "capability")
     fs.append(
         finding(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from rmtension.data.types import Turn, render_transcript
 from rmtension.errors import ConfigError
 from rmtension.loop.bench_reviewer import BenchReviewer
 from rmtension.loop.config import LoopConfig
+from rmtension.loop.kept import KeptPolicy, kept_gold
 from rmtension.loop.measure import GoldFn, Probes, measure_policy
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.model.precision import use_bf16
@@ -186,13 +187,17 @@ def run_arm_seed(
     parts: LoopParts,
     reviewer: SimulatedReviewer,
     after_phase: Callable[[str], None] | None = None,
+    kept: dict | None = None,
 ) -> None:
-    """Round 0 (or its shared copy), rounds 1..R with their measures, then the weight path."""
+    """Round 0 (or its shared copy), rounds 1..R with their measures, then the weight path. `kept`:
+    π_0's draws, shared with the other arms (`rmtension.loop.kept`)."""
     zero = out / "round0" / cfg.round0_key(arm) / f"seed{seed}"
     run_round0(zero, cfg, arm, seed, parts, cfg.reviewer_of(arm))
     pm_0 = load_pm(parts, cfg, arm, zero / "pm" / "model.safetensors")
     policy = parts.new_policy()
     reference = snapshot(policy.model, [n for n, _ in policy.model.named_parameters()])
+    if kept is not None:
+        policy = KeptPolicy.of(policy, reference, kept)
     measure_into(zero, policy, reference, pm_0, pm_0, parts, cfg, seed)
     history = history_of(zero, [c for c, _, _ in parts.d0], d0_pairs(parts))
     pm_file, n = zero / "pm" / "model.safetensors", cfg.prompts_per_round
@@ -312,11 +317,13 @@ def run_loop(
     check_prompts(cfg, len(parts.prompts))
     claim_run_dir(out, cfg)
     reviewers = reviewers or {arm: round_reviewer(cfg, arm) for arm in cfg.arms}
+    parts = replace(parts, gold=kept_gold(parts.gold, {}))  # every arm's repeated gold calls, once
     for seed in cfg.seeds:
+        kept: dict = {}  # π_0's draws with this seed, the same in every arm
         for arm in cfg.arms:
             if progress:
                 progress(f"seed {seed}, arm {arm}")
-            run_arm_seed(out, cfg, arm, seed, parts, reviewers[arm], after_phase)
+            run_arm_seed(out, cfg, arm, seed, parts, reviewers[arm], after_phase, kept)
     write_results(out, cfg)
     return out
 
