@@ -37,6 +37,9 @@ GoldFn = Callable[[Sequence[tuple[Turn, ...]], Sequence[str]], np.ndarray]
 ScoreFn = Callable[[Sequence[tuple[Turn, ...]], Sequence[str]], np.ndarray]
 """(contexts [N], replies [N]) -> [N] scores (gold, or a PM's reward)."""
 MEASURE_SALT = 7
+DRAW_ROWS = 64
+"""Rows per decode batch of the loop's draws: for SmolLM2-135M on 2 cores (bf16 copy), 64 rows drew
+about 12% faster than the sampler's default of 32."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ def greedy_replies(policy: Policy, contexts: Sequence[tuple[Turn, ...]], probes:
     if not contexts:
         return []
     ids = [build_prompt_ids(policy.tokenizer, c, probes.max_prompt_tokens) for c in contexts]
-    drawn = policy.draw(ids, n=1, max_new_tokens=probes.max_new_tokens, temperature=0.0)
+    drawn = policy.draw(ids, n=1, max_new_tokens=probes.max_new_tokens, temperature=0.0, batch_size=DRAW_ROWS)
     return decode_responses(policy.tokenizer, drawn.tokens)
 
 
@@ -151,26 +154,30 @@ def measure_policy(
     policy: Policy,
     reference: dict[str, torch.Tensor],
     pm_r: ScoreFn,
-    pm_0: ScoreFn,
+    pm_0: ScoreFn | None,
     gold: GoldFn,
     probes: Probes,
     seed: int,
     bf16: bool = False,
 ) -> dict:
-    """Every per-round measure of `policy` (π_r) as a JSON-able dict (module docstring); `bf16`: the
-    KL's passes under bf16 autocast where native (`kl_per_reply`)."""
+    """Every per-round measure of `policy` (π_r) as a JSON-able dict (module docstring); `pm_0` None:
+    PM_0 is PM_r (its scores are PM_r's); `bf16`: the KL's passes under bf16 autocast where native
+    (`kl_per_reply`)."""
     ctx = probes.heldout
     ids = [build_prompt_ids(policy.tokenizer, c, probes.max_prompt_tokens) for c in ctx]
     salted = seed * 1_000_003 + MEASURE_SALT
-    drawn = policy.draw(ids, n=2, max_new_tokens=probes.max_new_tokens, temperature=1.0, seed=salted)
+    drawn = policy.draw(
+        ids, n=2, max_new_tokens=probes.max_new_tokens, temperature=1.0, seed=salted, batch_size=DRAW_ROWS
+    )
     replies = decode_responses(policy.tokenizer, drawn.tokens)
     both = [ctx[p] for p in drawn.prompt_index.tolist()]
-    g, r, r0 = gold(both, replies), pm_r(both, replies), pm_0(both, replies)
+    g, r = gold(both, replies), pm_r(both, replies)
+    r0 = r if pm_0 is None else pm_0(both, replies)
     kl = kl_per_reply(policy, reference, [ids[p] for p in drawn.prompt_index.tolist()], drawn.tokens, bf16)
     ga, gb = g[0::2], g[1::2]
     respond = greedy_replies(policy, probes.xstest_respond, probes)
     refuse = greedy_replies(policy, probes.xstest_refuse, probes)
-    cap = score_policy(policy, probes.capability) if probes.capability else None
+    cap = score_policy(policy, probes.capability, batch_size=DRAW_ROWS) if probes.capability else None
     return {
         "gold": ((ga + gb) / 2).tolist(),
         "proxy": ((r[0::2] + r[1::2]) / 2).tolist(),

@@ -31,7 +31,7 @@ from safetensors.torch import load_model, save_model
 from rmtension.data.types import Turn, render_transcript
 from rmtension.errors import ArtifactError
 from rmtension.loop.checkpoint import save_policy_folder
-from rmtension.loop.measure import kl_per_reply
+from rmtension.loop.measure import DRAW_ROWS, kl_per_reply
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.model.encode import collate
 from rmtension.model.scoring import autocast
@@ -92,7 +92,9 @@ def write_json(path: Path, obj) -> None:
 
 def draw(policy: Policy, prompt_ids: list[list[int]], n: int, spec: RoundSpec, salt: int):
     seed = spec.seed * 1_000_003 + spec.round * 101 + salt
-    return policy.draw(prompt_ids, n=n, max_new_tokens=spec.max_new_tokens, temperature=1.0, seed=seed)
+    return policy.draw(
+        prompt_ids, n=n, max_new_tokens=spec.max_new_tokens, temperature=1.0, seed=seed, batch_size=DRAW_ROWS
+    )
 
 
 def pm_texts(

@@ -35,7 +35,7 @@ from rmtension.data.types import Turn, render_transcript
 from rmtension.errors import ConfigError
 from rmtension.loop.bench_reviewer import BenchReviewer
 from rmtension.loop.config import LoopConfig
-from rmtension.loop.kept import KeptPolicy, kept_gold
+from rmtension.loop.kept import KeptPolicy, kept_gold, same_weights
 from rmtension.loop.measure import GoldFn, Probes, measure_policy
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.model.precision import use_bf16
@@ -165,11 +165,12 @@ def measure_into(folder: Path, policy, reference, pm_r, pm_0, parts, cfg, seed, 
     if not path.exists():
         tok = parts.pm_tokenizer
         probes = parts.probes if full else _held_out_only(parts.probes, cfg.heldout_between)
+        same = pm_r is pm_0 or same_weights(pm_r, dict(pm_0.named_parameters()))  # offline: PM_r is PM_0
         out = measure_policy(
             policy,
             reference,
             scorer(pm_r, tok, cfg.pm.max_length, cfg.precision == "bf16"),
-            scorer(pm_0, tok, cfg.pm.max_length, cfg.precision == "bf16"),
+            None if same else scorer(pm_0, tok, cfg.pm.max_length, cfg.precision == "bf16"),
             parts.gold,
             probes,
             seed,
@@ -318,8 +319,8 @@ def run_loop(
     claim_run_dir(out, cfg)
     reviewers = reviewers or {arm: round_reviewer(cfg, arm) for arm in cfg.arms}
     parts = replace(parts, gold=kept_gold(parts.gold, {}))  # every arm's repeated gold calls, once
+    kept: dict = {}  # π_0's draws: those with a seed's sampling seed are the same in every arm, greedy ones in every seed
     for seed in cfg.seeds:
-        kept: dict = {}  # π_0's draws with this seed, the same in every arm
         for arm in cfg.arms:
             if progress:
                 progress(f"seed {seed}, arm {arm}")
