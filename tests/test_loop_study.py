@@ -519,3 +519,26 @@ def test_a_shortcut_claim_without_room_for_its_margin_is_not_testable(whole):
         assert length["verdict"] not in (NOT_SUPPORTED, INCONCLUSIVE)
     else:
         assert length["verdict"] != NOT_TESTABLE
+
+
+def test_seeds_run_apart_write_the_files_of_one_run(tmp_path, whole):
+    """`loop run --workers`: each worker runs its seeds (`run_loop(seeds=...)`), the parent writes the
+    results; the files equal a one-process run's."""
+    from rmtension.loop.results import write_results
+
+    cfg = LoopConfig.model_validate(CONFIG)
+    for seed in cfg.seeds:
+        run_loop(tmp_path, cfg, tiny_parts(), seeds=[seed])
+        assert not (tmp_path / "loop" / "rounds.csv").exists()  # a worker writes no results
+    write_results(tmp_path / "loop", cfg)
+    assert loop_files(tmp_path) == loop_files(whole)
+
+
+def test_a_failing_worker_is_one_line_naming_it(tmp_path):
+    from rmtension.errors import RmtensionError
+    from rmtension.loop.workers import run_workers, worker_command
+
+    assert worker_command(["loop", "run", "--out", "x"], 1, 2)[-4:] == ["--workers", "1", "--part", "1/2"]
+    bad = ["loop", "run", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "out")]
+    with pytest.raises(RmtensionError, match=r"^worker 1/2 exited with \d+; worker 2/2 exited with \d+ "):
+        run_workers(bad, 2)

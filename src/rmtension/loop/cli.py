@@ -53,6 +53,14 @@ def run_command(
     xstest: str = typer.Option(
         None, "--xstest", help="XSTest v2 folder (official layout): sets the config's xstest_path."
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Processes, each running its share of the seeds with cores/workers threads (the gold "
+        "trains first, once). Resume with the same number for bit-identical files.",
+    ),
+    part: str = typer.Option(None, "--part", hidden=True, help="k/N: one worker's share (internal)."),
 ) -> None:
     """Run (or resume) the steering loop: every arm and seed, then rounds.csv, loop.json, findings.json."""
     import time
@@ -65,13 +73,30 @@ def run_command(
 
     cfg = load_loop_config(config, {"xstest_path": xstest} if xstest else None)
     t0 = time.perf_counter()
+    k, n = (int(x) for x in part.split("/")) if part else (0, 1)
+    tag = f"seeds {cfg.seeds[k::n]}: " if part else ""
 
     def say(what: str) -> None:  # one line per step, so a long run shows where it is
-        print(f"[{time.perf_counter() - t0:7.0f} s] {what}", file=sys.stderr, flush=True)
+        print(f"[{time.perf_counter() - t0:7.0f} s] {tag}{what}", file=sys.stderr, flush=True)
 
     say("preparing: HH prompts and pairs, the gold judge, π_0")
     parts = build_parts(cfg, out, cache_dir)
-    loop = run_loop(out, cfg, parts, after_phase=lambda phase: say(f"  {phase} done"), progress=say)
+    if part:  # a worker: its seeds only; the parent writes the results
+        run_loop(
+            out, cfg, parts, after_phase=lambda p: say(f"  {p} done"), progress=say, seeds=cfg.seeds[k::n]
+        )
+        return
+    if workers > 1:  # each seed's rounds in a worker, then the results from their files
+        from pathlib import Path
+
+        from rmtension.loop.results import write_results
+        from rmtension.loop.workers import run_workers
+
+        run_workers(sys.argv[1:], min(workers, len(cfg.seeds)))
+        loop = Path(out) / "loop"
+        write_results(loop, cfg)
+    else:
+        loop = run_loop(out, cfg, parts, after_phase=lambda phase: say(f"  {phase} done"), progress=say)
     write_loop_report(out)
     seconds = time.perf_counter() - t0
     write_json(

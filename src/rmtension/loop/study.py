@@ -308,9 +308,12 @@ def run_loop(
     reviewers: dict[str, SimulatedReviewer] | None = None,
     after_phase: Callable[[str], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> Path:
     """Every seed and arm into out/loop/, then rounds.csv, loop.json and findings.json there.
-    `progress(line)` hears which seed and arm start; `after_phase(name)` each phase of a round."""
+    `progress(line)` hears which seed and arm start; `after_phase(name)` each phase of a round.
+    `seeds`: only these of the config's seeds, and no results (one worker of `rmtension loop run
+    --workers`; the files of a seed do not depend on which process ran it)."""
     from rmtension.loop.results import write_results
 
     out = Path(out) / "loop"
@@ -320,12 +323,13 @@ def run_loop(
     reviewers = reviewers or {arm: round_reviewer(cfg, arm) for arm in cfg.arms}
     parts = replace(parts, gold=kept_gold(parts.gold, {}))  # every arm's repeated gold calls, once
     kept: dict = {}  # π_0's draws: those with a seed's sampling seed are the same in every arm, greedy ones in every seed
-    for seed in cfg.seeds:
+    for seed in cfg.seeds if seeds is None else seeds:
         for arm in cfg.arms:
             if progress:
                 progress(f"seed {seed}, arm {arm}")
             run_arm_seed(out, cfg, arm, seed, parts, reviewers[arm], after_phase, kept)
-    write_results(out, cfg)
+    if seeds is None:
+        write_results(out, cfg)
     return out
 
 
