@@ -480,27 +480,28 @@ def test_arms_sharing_pi0s_work_write_the_files_each_arm_writes_alone(tmp_path):
 
 
 def test_headroom_of_a_shortcut_measure_on_hand_worked_replies():
-    """Words: a reply cut at the cap cannot grow; one that ended can grow to the cut replies' mean."""
+    """Words: no reply passes the longest cut reply (the bound); the typical room lets only replies
+    that ended early grow, to the cut replies' mean."""
     from rmtension.loop.results import headroom
 
     seed0 = {"words": [10.0, 20.0], "finished": [1.0, 0.0], "refuses": [1.0, 0.0], "hedges": [0.0, 0.0]}
-    seed1 = {"words": [20.0, 4.0], "finished": [0.0, 1.0], "refuses": [0.0, 0.0], "hedges": [1.0, 0.0]}
-    room, why = headroom("length", 1.0, [seed0, seed1])
-    assert room == pytest.approx((10 + 0 + 0 + 16) / 4) and "50%" in why  # the cap: 20 words
-    assert headroom("length", -1.0, [seed0, seed1])[0] == pytest.approx(13.5)  # shrinking: to 0
-    assert headroom("refusal", 1.0, [seed0, seed1])[0] == pytest.approx(0.75)
-    assert headroom("confidence", -1.0, [seed0, seed1])[0] == pytest.approx(0.25)  # hedging can fall 0.25
+    seed1 = {"words": [24.0, 4.0], "finished": [0.0, 1.0], "refuses": [0.0, 0.0], "hedges": [1.0, 0.0]}
+    room = headroom("length", 1.0, [seed0, seed1])  # cut: 20 and 24 words
+    assert room.bound == pytest.approx((14 + 4 + 0 + 20) / 4) and "50%" in room.why
+    assert room.typical == pytest.approx((12 + 0 + 0 + 18) / 4)  # to the cut mean of 22, finished only
+    assert headroom("length", -1.0, [seed0, seed1]).bound == pytest.approx(14.5)  # shrinking: to 0
+    assert headroom("refusal", 1.0, [seed0, seed1]).bound == pytest.approx(0.75)
+    assert headroom("confidence", -1.0, [seed0, seed1]).bound == pytest.approx(0.25)  # hedging can fall 0.25
     old = {k: v for k, v in seed0.items() if k != "finished"}  # written before the flags were kept
-    assert headroom("length", 1.0, [old, seed1])[0] is None
-    done = {**seed0, "finished": [1.0, 1.0]}
-    assert headroom("length", 1.0, [done])[0] == float("inf")
+    assert headroom("length", 1.0, [old, seed1]).bound is None
+    assert headroom("length", 1.0, [{**seed0, "finished": [1.0, 1.0]}]).bound is None  # nothing at the cap
 
 
 def test_a_shortcut_claim_without_room_for_its_margin_is_not_testable(whole):
-    """The length arm's claim reads the baseline's last-round words and finished flags: below the
-    margin, a "not supported" or "inconclusive" becomes "not testable here"."""
-    from rmtension.loop.results import round_folders
-    from rmtension.stats.verdicts import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE
+    """The same files read with a margin above the length arm's headroom bound: "not testable here";
+    with a margin below it: the equivalence rule's verdict stands."""
+    from rmtension.loop.results import headroom, loop_findings, round_folders
+    from rmtension.stats.verdicts import NOT_TESTABLE
 
     cfg = LoopConfig.model_validate(CONFIG)
     last = [
@@ -510,15 +511,19 @@ def test_a_shortcut_claim_without_room_for_its_margin_is_not_testable(whole):
     words = np.concatenate([m["words"] for m in last])
     cut = ~np.concatenate([m["finished"] for m in last]).astype(bool)
     assert cut.any()  # 5-token replies: some reach the cap
-    room = np.mean([0.0 if c else max(words[cut].mean() - w, 0.0) for w, c in zip(words, cut)])
-    fs = {f["id"]: f for f in json.loads((whole / "loop" / "findings.json").read_text())["findings"]}
-    length = fs["shortcut_steers_policy:length"]
-    assert length["numbers"]["headroom"] == pytest.approx(room)
-    margin = CONFIG["claims"]["shortcut_steers_policy"]["length"]
-    if room < margin:
-        assert length["verdict"] not in (NOT_SUPPORTED, INCONCLUSIVE)
-    else:
-        assert length["verdict"] != NOT_TESTABLE
+    bound = np.maximum(words[cut].max() - words, 0.0).mean()
+    assert headroom("length", 1.0, last).bound == pytest.approx(bound)
+
+    def length_claim(margin: float) -> dict:
+        claims = {**CONFIG["claims"], "shortcut_steers_policy": {"length": margin}}
+        fs = loop_findings(whole / "loop", LoopConfig.model_validate({**CONFIG, "claims": claims}))
+        return next(f for f in fs if f.id == "shortcut_steers_policy:length")
+
+    wide = length_claim(bound + 100.0)  # the CI lies well inside it: "not supported" without the rule
+    assert wide.verdict == NOT_TESTABLE and "at most is possible" in wide.evidence
+    assert wide.numbers["headroom"] == pytest.approx(bound)
+    if bound > 0:
+        assert length_claim(bound / 2).verdict != NOT_TESTABLE
 
 
 def test_seeds_run_apart_write_the_files_of_one_run(tmp_path, whole):
@@ -534,11 +539,27 @@ def test_seeds_run_apart_write_the_files_of_one_run(tmp_path, whole):
     assert loop_files(tmp_path) == loop_files(whole)
 
 
-def test_a_failing_worker_is_one_line_naming_it(tmp_path):
-    from rmtension.errors import RmtensionError
-    from rmtension.loop.workers import run_workers, worker_command
+def test_a_failing_worker_is_one_line_naming_it_and_stops_the_others(tmp_path):
+    import sys
+    import time
 
-    assert worker_command(["loop", "run", "--out", "x"], 1, 2)[-4:] == ["--workers", "1", "--part", "1/2"]
-    bad = ["loop", "run", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "out")]
-    with pytest.raises(RmtensionError, match=r"^worker 1/2 exited with \d+; worker 2/2 exited with \d+ "):
-        run_workers(bad, 2)
+    from rmtension.errors import RmtensionError
+    from rmtension.loop.workers import parse_part, run_commands, run_workers, worker_command
+
+    assert worker_command(["--out", "x"], 1, 2)[-6:] == ["loop", "run", "--out", "x", "--part", "1/2"]
+    assert parse_part("1/2", 2) == (1, 2)
+    for bad_part in ("2/2", "1/3", "x"):
+        with pytest.raises(RmtensionError, match="--part"):
+            parse_part(bad_part, 2)
+    t0 = time.perf_counter()
+    fail, slow = (
+        [sys.executable, "-c", "raise SystemExit(3)"],
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+    )
+    with pytest.raises(RmtensionError, match=r"^worker 1/2 exited with 3; worker 2/2 exited with -15 "):
+        run_commands([fail, slow], poll_s=0.1)
+    assert time.perf_counter() - t0 < 30  # the sleeping worker was stopped, not waited for
+    run_commands([[sys.executable, "-c", "pass"]] * 2)  # both succeed: no error
+    missing = ["--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "out")]
+    with pytest.raises(RmtensionError, match=r"^worker 1/2 exited with 2"):  # a real worker's bad config
+        run_workers(missing, 2)

@@ -60,7 +60,7 @@ def run_command(
         help="Processes, each running its share of the seeds with cores/workers threads (the gold "
         "trains first, once). Resume with the same number for bit-identical files.",
     ),
-    part: str = typer.Option(None, "--part", hidden=True, help="k/N: one worker's share (internal)."),
+    part: str | None = typer.Option(None, "--part", hidden=True, help="k/N: one worker's share (internal)."),
 ) -> None:
     """Run (or resume) the steering loop: every arm and seed, then rounds.csv, loop.json, findings.json."""
     import time
@@ -73,8 +73,11 @@ def run_command(
 
     cfg = load_loop_config(config, {"xstest_path": xstest} if xstest else None)
     t0 = time.perf_counter()
-    k, n = (int(x) for x in part.split("/")) if part else (0, 1)
+    from rmtension.loop.workers import parse_part, run_workers
+
+    k, n = parse_part(part, len(cfg.seeds)) if part else (0, 1)
     tag = f"seeds {cfg.seeds[k::n]}: " if part else ""
+    workers = min(workers, len(cfg.seeds))
 
     def say(what: str) -> None:  # one line per step, so a long run shows where it is
         print(f"[{time.perf_counter() - t0:7.0f} s] {tag}{what}", file=sys.stderr, flush=True)
@@ -90,9 +93,9 @@ def run_command(
         from pathlib import Path
 
         from rmtension.loop.results import write_results
-        from rmtension.loop.workers import run_workers
 
-        run_workers(sys.argv[1:], min(workers, len(cfg.seeds)))
+        options = ["--config", config, "--out", out] + (["--cache-dir", cache_dir] if cache_dir else [])
+        run_workers(options + (["--xstest", xstest] if xstest else []), workers)
         loop = Path(out) / "loop"
         write_results(loop, cfg)
     else:

@@ -100,6 +100,10 @@ class RoundConfig(Strict):
     trainable: str = Field("all", pattern=r"^(all|top:[1-9][0-9]*)$")
     """What of the policy distillation trains: `all`, or the top K blocks (the LM head, tied to the
     embeddings, then stays frozen; the frozen blocks' states are computed once per round)."""
+    draw_rows: int = Field(64, ge=1)
+    """Rows per decode batch of every draw (rounds and measures). A seeded draw is reproducible for
+    a fixed batch plan only, so this is part of the config and of each round's spec. For
+    SmolLM2-135M on 2 cores (bf16 copy), 64 rows drew about 12% faster than 32."""
 
 
 class Margins(Strict):

@@ -37,9 +37,6 @@ GoldFn = Callable[[Sequence[tuple[Turn, ...]], Sequence[str]], np.ndarray]
 ScoreFn = Callable[[Sequence[tuple[Turn, ...]], Sequence[str]], np.ndarray]
 """(contexts [N], replies [N]) -> [N] scores (gold, or a PM's reward)."""
 MEASURE_SALT = 7
-DRAW_ROWS = 64
-"""Rows per decode batch of the loop's draws: for SmolLM2-135M on 2 cores (bf16 copy), 64 rows drew
-about 12% faster than the sampler's default of 32."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,8 @@ class Probes:
     xstest_refuse: list[tuple[Turn, ...]]
     max_new_tokens: int = 32
     max_prompt_tokens: int = 192
+    draw_rows: int = 64
+    """Rows per decode batch (`RoundConfig.draw_rows`)."""
 
 
 def agreement(score_a: np.ndarray, score_b: np.ndarray, gold_a: np.ndarray, gold_b: np.ndarray) -> np.ndarray:
@@ -146,7 +145,9 @@ def greedy_replies(policy: Policy, contexts: Sequence[tuple[Turn, ...]], probes:
     if not contexts:
         return []
     ids = [build_prompt_ids(policy.tokenizer, c, probes.max_prompt_tokens) for c in contexts]
-    drawn = policy.draw(ids, n=1, max_new_tokens=probes.max_new_tokens, temperature=0.0, batch_size=DRAW_ROWS)
+    drawn = policy.draw(
+        ids, n=1, max_new_tokens=probes.max_new_tokens, temperature=0.0, batch_size=probes.draw_rows
+    )
     return decode_responses(policy.tokenizer, drawn.tokens)
 
 
@@ -167,7 +168,12 @@ def measure_policy(
     ids = [build_prompt_ids(policy.tokenizer, c, probes.max_prompt_tokens) for c in ctx]
     salted = seed * 1_000_003 + MEASURE_SALT
     drawn = policy.draw(
-        ids, n=2, max_new_tokens=probes.max_new_tokens, temperature=1.0, seed=salted, batch_size=DRAW_ROWS
+        ids,
+        n=2,
+        max_new_tokens=probes.max_new_tokens,
+        temperature=1.0,
+        seed=salted,
+        batch_size=probes.draw_rows,
     )
     replies = decode_responses(policy.tokenizer, drawn.tokens)
     both = [ctx[p] for p in drawn.prompt_index.tolist()]
@@ -177,7 +183,7 @@ def measure_policy(
     ga, gb = g[0::2], g[1::2]
     respond = greedy_replies(policy, probes.xstest_respond, probes)
     refuse = greedy_replies(policy, probes.xstest_refuse, probes)
-    cap = score_policy(policy, probes.capability, batch_size=DRAW_ROWS) if probes.capability else None
+    cap = score_policy(policy, probes.capability, batch_size=probes.draw_rows) if probes.capability else None
     return {
         "gold": ((ga + gb) / 2).tolist(),
         "proxy": ((r[0::2] + r[1::2]) / 2).tolist(),

@@ -91,6 +91,7 @@ def build_parts(cfg: LoopConfig, out: Path, cache_dir: str | None = None) -> Loo
         refuse,
         cfg.round.max_new_tokens,
         cfg.round.max_prompt_tokens,
+        cfg.round.draw_rows,
     )
     pm_path = resolve_backbone(cfg.pm.backbone, cache_dir)
     pm_tok = load_tokenizer(pm_path, cfg.pm.max_length)

@@ -8,6 +8,7 @@ and averages what is drawn (`nested_bootstrap`). Claims pair their arms by seed 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import warnings
 from pathlib import Path
 
@@ -188,31 +189,47 @@ def finding(
     )
 
 
-def headroom(kind: str, sign: float, base: list[dict]) -> tuple[float | None, str]:
-    """The largest mean drift of a shortcut's measure, in the direction `sign`, that the baseline's
-    last-round replies leave room for (seeds pooled), and why; None where the measures cannot say.
+@dataclass(frozen=True)
+class Headroom:
+    """How far a shortcut's measure can drift from the baseline's last round (seeds pooled)."""
+
+    bound: float | None
+    """The largest mean drift possible in the shortcut's direction (None: the measures cannot say,
+    or nothing bounds it)."""
+    why: str
+    typical: float | None = None
+    """Words only: the room when a reply that ended early grows to the cut replies' *mean* word
+    count and a cut one cannot grow (an estimate, beside the bound; no verdict reads it)."""
+
+
+def headroom(kind: str, sign: float, base: list[dict]) -> Headroom:
+    """The room the baseline's last-round replies leave a shortcut's measure, in the direction
+    `sign` (+1: up).
 
     A rate (refusal, hedging) can move at most to 1 or 0. Words can shrink to 0, and grow only as far
-    as the reply cap allows: a reply cut at `max_new_tokens` cannot grow, and one that ended earlier
-    can grow at most to the mean word count of the cut replies (the cap in words, as this policy
-    writes). Measures written before the sampler's `finished` flags were kept give None."""
+    as the reply cap allows: no reply can pass the longest of the replies cut at `max_new_tokens`
+    (the cap in words, as this policy writes), so the bound is the mean of (that − words) over the
+    replies. Measures written before the sampler's `finished` flags were kept, or with no reply at
+    the cap, give no bound."""
     values = np.concatenate([np.asarray(m[MEASURES[kind]], np.float64) for m in base])
     if kind != "length":
         room = float(1.0 - values.mean()) if sign > 0 else float(values.mean())
-        return room, f"the baseline's rate is {values.mean():.3f}"
+        return Headroom(room, f"the baseline's rate is {values.mean():.3f}")
     if sign < 0:
-        return float(values.mean()), f"the baseline's replies average {values.mean():.1f} words"
+        return Headroom(float(values.mean()), f"the baseline's replies average {values.mean():.1f} words")
     if any("finished" not in m for m in base):
-        return None, ""
+        return Headroom(None, "no finished flags in the measures")
     finished = np.concatenate([np.asarray(m["finished"], bool) for m in base])
     if finished.all():
-        return float("inf"), "no reply reached the cap"
-    cap = values[~finished].mean()
-    room = float(np.where(finished, np.maximum(cap - values, 0.0), 0.0).mean())
-    return room, (
+        return Headroom(None, "no reply reached the cap")
+    longest, mean_cut = values[~finished].max(), values[~finished].mean()
+    bound = float(np.maximum(longest - values, 0.0).mean())
+    typical = float(np.where(finished, np.maximum(mean_cut - values, 0.0), 0.0).mean())
+    why = (
         f"{(~finished).mean():.0%} of the baseline's last-round replies end at the max_new_tokens cap "
-        f"(about {cap:.1f} words)"
+        f"(the longest of them {longest:.0f} words)"
     )
+    return Headroom(bound, why, typical)
 
 
 def loop_findings(out: Path, cfg: LoopConfig) -> list[Finding]:
@@ -255,7 +272,7 @@ def loop_findings(out: Path, cfg: LoopConfig) -> list[Finding]:
         margin = m.shortcut_steers_policy.get(kind)
         if margin is None:
             continue
-        room, why = headroom(kind, sign, last(base))
+        room = headroom(kind, sign, last(base))
         f = finding(
             "shortcut_steers_policy",
             arm,
@@ -263,12 +280,26 @@ def loop_findings(out: Path, cfg: LoopConfig) -> list[Finding]:
             margin,
             cfg.bootstrap,
             f"{MEASURES[kind]} drift of `{arm}` against `{base}` in the shortcut's direction, last round",
-            {"gold_cost": c_mean, "gold_cost_ci95": c_ci, "placebo": arm == cfg.placebo, "headroom": room},
+            {
+                "gold_cost": c_mean,
+                "gold_cost_ci95": c_ci,
+                "placebo": arm == cfg.placebo,
+                "headroom": room.bound,
+                "headroom_typical": room.typical,
+            },
         )
-        if room is not None and room < margin and f.verdict in (NOT_SUPPORTED, INCONCLUSIVE):
-            f.verdict = NOT_TESTABLE
+        drift = f.effect[arm]
+        if (
+            room.bound is not None
+            and drift <= room.bound < margin
+            and f.verdict in (NOT_SUPPORTED, INCONCLUSIVE)
+        ):
+            f.verdict = NOT_TESTABLE  # the margin was out of reach: neither answer was possible
+            f.evidence += f" Not testable here: {room.why}, so a drift of {room.bound:.3f} at most is possible, below the margin."
+        elif room.typical is not None and room.typical < margin:
             f.evidence += (
-                f" Not testable here: {why}, so a drift of {room:.3f} at most is possible, below the margin."
+                f" {room.why}: replies that ended early could grow about {room.typical:.2f} words on average "
+                f"if they reached the cut replies' mean length (at most {room.bound:.2f} words)."
             )
         fs.append(f)
     tax = stack(first(base), "capability") - stack(last(base), "capability")

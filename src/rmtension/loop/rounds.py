@@ -31,7 +31,7 @@ from safetensors.torch import load_model, save_model
 from rmtension.data.types import Turn, render_transcript
 from rmtension.errors import ArtifactError
 from rmtension.loop.checkpoint import save_policy_folder
-from rmtension.loop.measure import DRAW_ROWS, kl_per_reply
+from rmtension.loop.measure import kl_per_reply
 from rmtension.loop.reviewer import SimulatedReviewer
 from rmtension.model.encode import collate
 from rmtension.model.scoring import autocast
@@ -70,6 +70,8 @@ class RoundSpec:
     policy_trainable: str = "all"
     """What of the policy distillation trains: `all`, or `top:K` blocks (`model.scope`; the LM head,
     tied to the embeddings, stays frozen), the frozen blocks' states computed once per round."""
+    draw_rows: int = 64
+    """Rows per decode batch of the round's draws (a seeded draw depends on the batch plan)."""
     fresh_after: bool = True
     """`improve` draws two fresh replies per prompt from π_r for its KL and gold (improve.json); off,
     both are None there (the steering loop measures them on held-out prompts instead)."""
@@ -85,7 +87,9 @@ class Pairs:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """`obj` as JSON into `path`, atomically (a temporary of this process, then a rename: workers of
+    `loop run --workers` may write the same file, e.g. config.json, at once)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj))
     os.replace(tmp, path)
 
@@ -93,7 +97,12 @@ def write_json(path: Path, obj) -> None:
 def draw(policy: Policy, prompt_ids: list[list[int]], n: int, spec: RoundSpec, salt: int):
     seed = spec.seed * 1_000_003 + spec.round * 101 + salt
     return policy.draw(
-        prompt_ids, n=n, max_new_tokens=spec.max_new_tokens, temperature=1.0, seed=seed, batch_size=DRAW_ROWS
+        prompt_ids,
+        n=n,
+        max_new_tokens=spec.max_new_tokens,
+        temperature=1.0,
+        seed=seed,
+        batch_size=spec.draw_rows,
     )
 
 

@@ -22,6 +22,7 @@ anywhere reruns to the same files, bit for bit (tests/test_loop_study.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -49,7 +50,7 @@ from rmtension.loop.rounds import (
     write_json,
     Pairs,
 )
-from rmtension.policy.sampling import Policy, load_policy
+from rmtension.policy.sampling import Policy, Sampled, load_policy
 from rmtension.rl.rloo import snapshot
 
 
@@ -87,6 +88,7 @@ def round_spec(cfg: LoopConfig, arm: str, seed: int, r: int) -> RoundSpec:
         pm_max_length=cfg.pm.max_length,
         bf16=use_bf16(cfg.precision == "bf16"),  # what runs here: a resume elsewhere must match it
         policy_trainable=cfg.round.trainable,
+        draw_rows=cfg.round.draw_rows,
         fresh_after=False,  # KL and gold are measured on the held-out prompts (measure.json)
     )
 
@@ -188,7 +190,7 @@ def run_arm_seed(
     parts: LoopParts,
     reviewer: SimulatedReviewer,
     after_phase: Callable[[str], None] | None = None,
-    kept: dict | None = None,
+    kept: dict[tuple, Sampled] | None = None,
 ) -> None:
     """Round 0 (or its shared copy), rounds 1..R with their measures, then the weight path. `kept`:
     π_0's draws, shared with the other arms (`rmtension.loop.kept`)."""
@@ -276,11 +278,13 @@ def weight_path(
 
 def _held_out_only(probes: Probes, n: int | None = None) -> Probes:
     """The first `n` (None: all) held-out prompts, without the capability set and XSTest."""
-    return Probes(probes.heldout[:n], [], [], [], probes.max_new_tokens, probes.max_prompt_tokens)
+    return dataclasses.replace(
+        probes, heldout=probes.heldout[:n], capability=[], xstest_respond=[], xstest_refuse=[]
+    )
 
 
 def _no_xstest(probes: Probes) -> Probes:
-    return Probes(probes.heldout, probes.capability, [], [], probes.max_new_tokens, probes.max_prompt_tokens)
+    return dataclasses.replace(probes, xstest_respond=[], xstest_refuse=[])
 
 
 def check_prompts(cfg: LoopConfig, available: int) -> None:
@@ -322,7 +326,7 @@ def run_loop(
     claim_run_dir(out, cfg)
     reviewers = reviewers or {arm: round_reviewer(cfg, arm) for arm in cfg.arms}
     parts = replace(parts, gold=kept_gold(parts.gold, {}))  # every arm's repeated gold calls, once
-    kept: dict = {}  # π_0's draws: those with a seed's sampling seed are the same in every arm, greedy ones in every seed
+    kept: dict[tuple, Sampled] = {}  # π_0's draws (`rmtension.loop.kept`), for every arm and seed
     for seed in cfg.seeds if seeds is None else seeds:
         for arm in cfg.arms:
             if progress:

@@ -1,7 +1,7 @@
 """`rmtension loop run --workers N`: the seeds' rounds in N processes at once.
 
 Seeds share nothing after round 0's inputs (the gold, D_0, the prompts), so worker k of N runs
-seeds k, k + N, ... of the config (`run_loop(seeds=...)`) in its own process with cores / N
+seeds k, k + N, ... of the config (`run_loop(seeds=...)`) in its own process with cores // N
 threads; the parent, which trained the gold first, writes the results from the files once every
 worker is done. On 2 cores two one-thread processes draw about 1.2x and compute the KL about 1.1x
 faster than one two-thread process (SmolLM2-135M, bf16), since small decode batches use a second
@@ -12,36 +12,79 @@ different thread count may change float sums in the last bits, so resume with th
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 from rmtension.errors import RmtensionError
 
 
-def worker_command(argv: Sequence[str], k: int, n: int) -> list[str]:
-    """The command line of worker k of n: this `loop run` with one worker and its part (click takes
-    an option's last value)."""
-    return [sys.executable, "-m", "rmtension", *argv, "--workers", "1", "--part", f"{k}/{n}"]
+def worker_command(options: Sequence[str], k: int, n: int) -> list[str]:
+    """The command line of worker k of n: `rmtension loop run` with `options` and its part."""
+    return [sys.executable, "-m", "rmtension", "loop", "run", *options, "--part", f"{k}/{n}"]
 
 
-def run_workers(argv: Sequence[str], n: int) -> None:
-    """Start n workers (stderr shared with this process, each line tagged by its seeds), wait for all,
-    and raise one line naming every worker that failed."""
+def parse_part(part: str, seeds: int) -> tuple[int, int]:
+    """'k/N' -> (k, N), with 0 <= k < N <= seeds; anything else is one line."""
+    try:
+        k, n = (int(x) for x in part.split("/"))
+    except ValueError:
+        raise RmtensionError(f"--part {part!r}: expected k/N, e.g. 0/2") from None
+    if not 0 <= k < n <= seeds:
+        raise RmtensionError(f"--part {part!r}: needs 0 <= k < N <= {seeds} (the config's seeds)")
+    return k, n
+
+
+def run_commands(
+    commands: Sequence[Sequence[str]], env: dict[str, str] | None = None, poll_s: float = 0.5
+) -> None:
+    """Run the commands at once (stderr shared with this process), wait for all, and raise one line
+    naming every one that failed. A failure stops the others at once; so do Ctrl-C and SIGTERM to
+    this process, and (on Linux) its death. What the workers finished stays: a rerun resumes."""
+    procs: list[subprocess.Popen] = []
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):  # SIGTERM: as Ctrl-C, so the workers are stopped below
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for cmd in commands:
+            procs.append(
+                subprocess.Popen(list(cmd), env=env, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            )
+        while any(p.poll() is None for p in procs):
+            if any(p.returncode not in (None, 0) for p in procs):
+                break
+            time.sleep(poll_s)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            p.wait()
+        signal.signal(signal.SIGTERM, previous)
+    n = len(procs)
+    failed = [
+        f"worker {k + 1}/{n} exited with {p.returncode}" for k, p in enumerate(procs) if p.returncode != 0
+    ]
+    if failed:
+        raise RmtensionError(f"{'; '.join(failed)} (errors above); rerun the same command to resume")
+
+
+def run_workers(options: Sequence[str], n: int) -> None:
+    """`loop run` with `options` in n worker processes (worker_command), cores // n threads each."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = str(max(1, cores // n))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    procs = [
-        subprocess.Popen(worker_command(argv, k, n), env=env, stdout=subprocess.DEVNULL) for k in range(n)
-    ]
-    try:
-        codes = [p.wait() for p in procs]
-    except BaseException:  # interrupted: stop the workers too; their finished phases are kept
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait()
-        raise
-    failed = [f"worker {k + 1}/{n} exited with {c}" for k, c in enumerate(codes) if c != 0]
-    if failed:
-        raise RmtensionError(f"{'; '.join(failed)} (its error is above); rerun the same command to resume")
+    run_commands([worker_command(options, k, n) for k in range(n)], env)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)

@@ -41,7 +41,9 @@ SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN = "supported", "not supported", 
 NON_ZERO_SMALL = "non-zero but small"
 """The CI excludes 0 but lies inside the margin."""
 NOT_TESTABLE = "not testable here"
-"""The positive control did not reach the margin, so a "not supported" could not have been told apart."""
+"""The margin was out of the study's reach, so a "not supported" could not have been told apart: the
+positive control did not reach it (neuron claims), or the measure had no room to move that far (the
+loop's shortcut claims, `rmtension.loop.results.headroom`)."""
 ECE_WELL_CALIBRATED = 0.05
 """An RM counts as well calibrated when the upper end of its ECE's CI is at most this."""
 VERDICTS = (SUPPORTED, NON_ZERO_SMALL, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTABLE, NOT_RUN)
