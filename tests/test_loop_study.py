@@ -293,7 +293,7 @@ def test_a_run_is_not_resumed_in_another_precision(tmp_path, monkeypatch):
     cfg = LoopConfig.model_validate({**CONFIG, "precision": "bf16"})
     monkeypatch.setattr(study, "use_bf16", lambda requested, device="cpu": bool(requested))  # a bf16 machine
     study.claim_run_dir(loop, cfg)
-    assert json.loads((loop / "precision.json").read_text()) == {"bf16": True}
+    assert json.loads((loop / "precision.json").read_text()) == {"bf16": True, "workers": 1}
     (loop / "gold").mkdir()  # something trained
     study.claim_run_dir(loop, cfg)  # the same kind of machine resumes
     monkeypatch.setattr(study, "use_bf16", lambda requested, device="cpu": False)  # an AVX2 machine
@@ -301,6 +301,16 @@ def test_a_run_is_not_resumed_in_another_precision(tmp_path, monkeypatch):
         study.claim_run_dir(loop, cfg)
     (loop / "gold").rmdir()  # nothing trained yet: the folder takes this machine's precision
     study.claim_run_dir(loop, cfg)
+    assert json.loads((loop / "precision.json").read_text()) == {"bf16": False, "workers": 1}
+    (loop / "gold").mkdir()
+    two = LoopConfig.model_validate({**CONFIG, "precision": "bf16", "workers": 2})  # 2 seeds: 2 workers
+    with pytest.raises(
+        ConfigError,
+        match="ran with 1 worker\\(s\\), this would continue it with 2; resume it with --workers 1",
+    ):
+        study.claim_run_dir(loop, two)  # the config may differ in workers, precision.json may not
+    (loop / "precision.json").write_text(json.dumps({"bf16": False}))  # an older run: bf16 checked only
+    study.claim_run_dir(loop, two)
     assert json.loads((loop / "precision.json").read_text()) == {"bf16": False}
 
 

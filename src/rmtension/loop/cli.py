@@ -54,11 +54,11 @@ def run_command(
         None, "--xstest", help="XSTest v2 folder (official layout): sets the config's xstest_path."
     ),
     workers: int = typer.Option(
-        1,
+        None,
         "--workers",
         min=1,
-        help="Processes, each running its share of the seeds with cores/workers threads (the gold "
-        "trains first, once). Resume with the same number for bit-identical files.",
+        help="Processes, each running its share of the seeds with cores // workers threads (the gold "
+        "trains first, once); default: the config's `workers`. A run resumes with the number it started with.",
     ),
     part: str | None = typer.Option(None, "--part", hidden=True, help="k/N: one worker's share (internal)."),
 ) -> None:
@@ -71,13 +71,14 @@ def run_command(
     from rmtension.loop.study import run_loop
     from rmtension.run.runio import write_json
 
-    cfg = load_loop_config(config, {"xstest_path": xstest} if xstest else None)
+    overrides = {**({"xstest_path": xstest} if xstest else {}), **({"workers": workers} if workers else {})}
+    cfg = load_loop_config(config, overrides or None)
     t0 = time.perf_counter()
     from rmtension.loop.workers import parse_part, run_workers
 
     k, n = parse_part(part, len(cfg.seeds)) if part else (0, 1)
     tag = f"seeds {cfg.seeds[k::n]}: " if part else ""
-    workers = min(workers, len(cfg.seeds))
+    workers = min(cfg.workers, len(cfg.seeds))
 
     def say(what: str) -> None:  # one line per step, so a long run shows where it is
         print(f"[{time.perf_counter() - t0:7.0f} s] {tag}{what}", file=sys.stderr, flush=True)
@@ -94,8 +95,11 @@ def run_command(
 
         from rmtension.loop.results import write_results
 
-        options = ["--config", config, "--out", out] + (["--cache-dir", cache_dir] if cache_dir else [])
-        run_workers(options + (["--xstest", xstest] if xstest else []), workers)
+        options = ["--config", config, "--out", out, "--workers", str(cfg.workers)]  # the same config
+        options += (["--cache-dir", cache_dir] if cache_dir else []) + (
+            ["--xstest", xstest] if xstest else []
+        )
+        run_workers(options, workers)
         loop = Path(out) / "loop"
         write_results(loop, cfg)
     else:

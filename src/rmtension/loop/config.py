@@ -147,6 +147,11 @@ class LoopConfig(Strict):
     """bf16: where the CPU or GPU has native bf16 matmuls, the policy samples from a bf16 copy of its
     weights, and the PMs and gold (training and scores), distillation and the KL's passes run under
     bf16 autocast (master weights fp32); elsewhere, and with fp32, everything runs in fp32."""
+    workers: int = Field(1, ge=1)
+    """Processes for the seeds' rounds (`rmtension loop run --workers` overrides it): each runs its
+    share of the seeds with cores // workers threads (`rmtension.loop.workers`). The thread count may
+    change float sums in the last bits, so a run resumes only with the number it started with
+    (loop/precision.json)."""
     pm: PMConfig = PMConfig()
     gold: GoldConfig = GoldConfig()
     round: RoundConfig = RoundConfig()

@@ -351,7 +351,8 @@ def claim_run_dir(loop: Path, cfg: LoopConfig) -> None:
             before = LoopConfig.model_validate(json.loads(file.read_text())).model_dump(mode="json")
         except (OSError, ValueError):  # unreadable, not JSON, or not a loop config
             raise ConfigError(f"{file}: not a loop config this version reads; use a new --out") from None
-        keys = sorted(k for k in set(before) | set(now) if k != "claims" and before.get(k) != now.get(k))
+        free = ("claims", "workers")  # read afterwards / checked in precision.json
+        keys = sorted(k for k in set(before) | set(now) if k not in free and before.get(k) != now.get(k))
         if keys:
             raise ConfigError(
                 f"{loop.parent}: was run with another loop config ({', '.join(keys)} differ); "
@@ -359,24 +360,33 @@ def claim_run_dir(loop: Path, cfg: LoopConfig) -> None:
             )
     loop.mkdir(parents=True, exist_ok=True)
     write_json(file, now)
-    check_precision(loop, use_bf16(cfg.precision == "bf16"), fresh=not made)
+    check_precision(
+        loop, use_bf16(cfg.precision == "bf16"), fresh=not made, workers=min(cfg.workers, len(cfg.seeds))
+    )
 
 
-def check_precision(loop: Path, bf16: bool, fresh: bool = False) -> None:
-    """loop/precision.json records whether this run computes in bf16 (asked for and native here); a
-    resume on a machine where that differs is a ConfigError, not a run of mixed precisions. A `fresh`
-    folder (nothing trained yet) takes this machine's."""
+def check_precision(loop: Path, bf16: bool, fresh: bool = False, workers: int = 1) -> None:
+    """loop/precision.json records how this run computes: in bf16 or not (asked for and native here),
+    and in how many worker processes (their thread count may change float sums in the last bits). A
+    resume where either differs is a ConfigError, not a run of mixed numerics; a file written before
+    workers were recorded checks bf16 only. A `fresh` folder (nothing trained yet) takes this run's."""
     file = loop / "precision.json"
     if file.exists() and not fresh:
-        before = json.loads(file.read_text()).get("bf16")
-        if before != bf16:
-            ran, here = ("bf16", "fp32") if before else ("fp32", "bf16")
+        before = json.loads(file.read_text())
+        if before.get("bf16") != bf16:
+            ran, here = ("bf16", "fp32") if before.get("bf16") else ("fp32", "bf16")
             raise ConfigError(
                 f"{loop.parent}: its loop ran in {ran}, and this machine would continue it in {here} "
                 "(`precision` and native bf16 decide); resume it on a machine of the same kind or use a new --out"
             )
-    else:
-        write_json(file, {"bf16": bf16})
+        if before.get("workers", workers) != workers:
+            raise ConfigError(
+                f"{loop.parent}: its loop ran with {before['workers']} worker(s), this would continue it with "
+                f"{workers}; resume it with --workers {before['workers']} or use a new --out"
+            )
+        if "workers" not in before:
+            return  # an older run's file stays as it was
+    write_json(file, {"bf16": bf16, "workers": workers})
 
 
 def load_trained_policy(folder: Path, template: Policy) -> Policy:
