@@ -22,7 +22,6 @@ anywhere reruns to the same files, bit for bit (tests/test_loop_study.py).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -278,13 +277,11 @@ def weight_path(
 
 def _held_out_only(probes: Probes, n: int | None = None) -> Probes:
     """The first `n` (None: all) held-out prompts, without the capability set and XSTest."""
-    return dataclasses.replace(
-        probes, heldout=probes.heldout[:n], capability=[], xstest_respond=[], xstest_refuse=[]
-    )
+    return replace(probes, heldout=probes.heldout[:n], capability=[], xstest_respond=[], xstest_refuse=[])
 
 
 def _no_xstest(probes: Probes) -> Probes:
-    return dataclasses.replace(probes, xstest_respond=[], xstest_refuse=[])
+    return replace(probes, xstest_respond=[], xstest_refuse=[])
 
 
 def check_prompts(cfg: LoopConfig, available: int) -> None:
