@@ -10,8 +10,10 @@ batches of 64 rows), then the exact KL of those replies to π_0 with the top 6 b
   --workers);
 - workers: at once, in two processes with half the threads each (`--workers 2`).
 
-Each arm runs --repeats times, alternating, and keeps its fastest wall time; the ratio is baseline /
-workers per step (draw, KL) and for the whole unit.
+Each arm runs --repeats times, alternating, and keeps its run with the least draw + KL time (process
+start-up and model loading left out). A worker's time is its own draw + KL; the two workers' time is
+the slower worker's. The ratios are baseline / workers for the whole unit and, beside it, per step
+(the slower worker's step times).
 
     python benchmarks/loop_workers.py [--data PATH/hh-rlhf] [--prompts 64] [--repeats 2]
 """
@@ -66,6 +68,14 @@ def unit(data: str, prompts: int, seeds: list[int]) -> dict[str, float]:
     return out
 
 
+def finish(proc: subprocess.Popen) -> dict[str, float]:
+    """A started `run`'s times; one line and exit if it failed."""
+    out = proc.communicate()[0]
+    if proc.returncode != 0:
+        sys.exit(f"benchmarks/loop_workers.py: a unit exited with {proc.returncode} (its error is above)")
+    return json.loads(out)
+
+
 def run(data: str, prompts: int, seeds: list[int], threads: int) -> subprocess.Popen:
     """`unit` started in a fresh process with `threads` threads (its JSON comes on stdout)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -99,15 +109,9 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     best: dict[str, dict[str, float]] = {}
     for _ in range(args.repeats):
-        t = time.perf_counter()
-        one = run(args.data, args.prompts, [0, 1], cores)
-        base = json.loads(one.communicate()[0])
-        base["wall"] = time.perf_counter() - t
-        t = time.perf_counter()
+        base = finish(run(args.data, args.prompts, [0, 1], cores))
         procs = [run(args.data, args.prompts, [seed], max(1, cores // 2)) for seed in (0, 1)]
-        parts = [json.loads(p.communicate()[0]) for p in procs]
-        two = {k: max(p[k] for p in parts) for k in ("draw", "kl")}  # both finish when the slower does
-        two["wall"] = time.perf_counter() - t
+        two = max((finish(p) for p in procs), key=lambda p: p["draw"] + p["kl"])  # both end with the slower
         for name, got in (("baseline", base), ("workers", two)):
             if name not in best or got["draw"] + got["kl"] < best[name]["draw"] + best[name]["kl"]:
                 best[name] = got

@@ -279,6 +279,10 @@ def test_a_run_directory_resumes_only_with_its_own_config(tmp_path):
     del stored["gold"]["trainable"]  # the defaults it did not know are no change
     (loop / "config.json").write_text(json.dumps(stored))
     claim_run_dir(loop, other)
+    del stored["round"]["draw_rows"]  # written before the batch plan was recorded: its draws differ
+    (loop / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ConfigError, match="drew in decode batches of 32 rows without recording it"):
+        claim_run_dir(loop, other)
     (loop / "config.json").write_text("[]")
     with pytest.raises(ConfigError, match="config.json: not a loop config"):
         claim_run_dir(loop, other)
@@ -566,10 +570,15 @@ def test_a_failing_worker_is_one_line_naming_it_and_stops_the_others(tmp_path):
         [sys.executable, "-c", "raise SystemExit(3)"],
         [sys.executable, "-c", "import time; time.sleep(60)"],
     )
-    with pytest.raises(RmtensionError, match=r"^worker 1/2 exited with 3; worker 2/2 exited with -15 "):
+    with pytest.raises(
+        RmtensionError,
+        match=r"^worker 1/2 exited with 3; worker 2/2 stopped \(errors above\); rerun the same command",
+    ):
         run_commands([fail, slow], poll_s=0.1)
     assert time.perf_counter() - t0 < 30  # the sleeping worker was stopped, not waited for
     run_commands([[sys.executable, "-c", "pass"]] * 2)  # both succeed: no error
     missing = ["--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "out")]
-    with pytest.raises(RmtensionError, match=r"^worker 1/2 exited with 2"):  # a real worker's bad config
+    with pytest.raises(
+        RmtensionError, match=r"^worker \d/2 exited with 2.*\(errors above\)$"
+    ):  # a real worker's bad config
         run_workers(missing, 2)

@@ -99,7 +99,9 @@ def run_command(
         options += (["--cache-dir", cache_dir] if cache_dir else []) + (
             ["--xstest", xstest] if xstest else []
         )
+        say(f"the gold is ready; {workers} workers start")
         run_workers(options, workers)
+        say("the workers are done; writing the results")
         loop = Path(out) / "loop"
         write_results(loop, cfg)
     else:

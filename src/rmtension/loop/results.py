@@ -8,8 +8,8 @@ and averages what is drawn (`nested_bootstrap`). Claims pair their arms by seed 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -207,9 +207,9 @@ def headroom(kind: str, sign: float, base: list[dict]) -> Headroom:
     `sign` (+1: up).
 
     A rate (refusal, hedging) can move at most to 1 or 0. Words can shrink to 0, and grow only as far
-    as the reply cap allows: no reply can pass the longest of the replies cut at `max_new_tokens`
-    (the cap in words, as this policy writes), so the bound is the mean of (that − words) over the
-    replies. Measures written before the sampler's `finished` flags were kept, or with no reply at
+    as the reply cap allows, taken empirically as the longest of the replies cut at `max_new_tokens`
+    (the cap in words, as this policy writes; a policy that packed shorter words into the same tokens
+    could pass it), so the bound is the mean of (that − words) over the replies. Measures written before the sampler's `finished` flags were kept, or with no reply at
     the cap, give no bound."""
     values = np.concatenate([np.asarray(m[MEASURES[kind]], np.float64) for m in base])
     if kind != "length":

@@ -345,9 +345,15 @@ def claim_run_dir(loop: Path, cfg: LoopConfig) -> None:
     made = [p.name for p in loop.iterdir() if p.name not in own] if loop.is_dir() else []
     if file.exists() and made:
         try:
-            before = LoopConfig.model_validate(json.loads(file.read_text())).model_dump(mode="json")
+            stored = json.loads(file.read_text())
+            before = LoopConfig.model_validate(stored).model_dump(mode="json")
         except (OSError, ValueError):  # unreadable, not JSON, or not a loop config
             raise ConfigError(f"{file}: not a loop config this version reads; use a new --out") from None
+        if "draw_rows" not in stored.get("round", {}):  # drawn in 32-row batches, not recorded then
+            raise ConfigError(
+                f"{loop.parent}: was run by a version that drew in decode batches of 32 rows without "
+                "recording it (round.draw_rows); its draws cannot be continued exactly: use a new --out"
+            )
         free = ("claims", "workers")  # read afterwards / checked in precision.json
         keys = sorted(k for k in set(before) | set(now) if k not in free and before.get(k) != now.get(k))
         if keys:

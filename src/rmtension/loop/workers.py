@@ -44,6 +44,7 @@ def run_commands(
     naming every one that failed. A failure stops the others at once; so do Ctrl-C and SIGTERM to
     this process, and (on Linux) its death. What the workers finished stays: a rerun resumes."""
     procs: list[subprocess.Popen] = []
+    stopped: set[int] = set()  # the workers this function terminated
     previous = signal.getsignal(signal.SIGTERM)
 
     def stop(signum, frame):  # SIGTERM: as Ctrl-C, so the workers are stopped below
@@ -60,18 +61,23 @@ def run_commands(
                 break
             time.sleep(poll_s)
     finally:
-        for p in procs:
+        for k, p in enumerate(procs):
             if p.poll() is None:
                 p.terminate()
+                stopped.add(k)
         for p in procs:
             p.wait()
         signal.signal(signal.SIGTERM, previous)
     n = len(procs)
-    failed = [
-        f"worker {k + 1}/{n} exited with {p.returncode}" for k, p in enumerate(procs) if p.returncode != 0
-    ]
-    if failed:
-        raise RmtensionError(f"{'; '.join(failed)} (errors above); rerun the same command to resume")
+    failed = [(k, p.returncode) for k, p in enumerate(procs) if p.returncode != 0 and k not in stopped]
+    if failed or stopped:
+        said = [f"worker {k + 1}/{n} exited with {code}" for k, code in failed]
+        said += [f"worker {k + 1}/{n} stopped" for k in sorted(stopped)]
+        user = bool(failed) and all(
+            code == RmtensionError.exit_code for _, code in failed
+        )  # bad config, data
+        advice = "" if user else "; rerun the same command to resume"
+        raise RmtensionError(f"{'; '.join(said)} (errors above){advice}")
 
 
 def run_workers(options: Sequence[str], n: int) -> None:
@@ -83,8 +89,25 @@ def run_workers(options: Sequence[str], n: int) -> None:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG); libc is
+    loaded in the parent (`_PRCTL`), so the child only makes the call."""
+    if _PRCTL is not None:
+        try:
+            _PRCTL(1, signal.SIGTERM)
+        except Exception:  # noqa: BLE001 - best effort: without it the parent's handlers still stop them
+            pass
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+def _load_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        import ctypes.util
+
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
