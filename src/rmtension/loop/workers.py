@@ -3,9 +3,9 @@
 Seeds share nothing after round 0's inputs (the gold, D_0, the prompts), so worker k of N runs
 seeds k, k + N, ... of the config (`run_loop(seeds=...)`) in its own process with cores // N
 threads; the parent, which trained the gold first, writes the results from the files once every
-worker is done. On 2 cores two one-thread processes draw about 1.2x and compute the KL about 1.1x
-faster than one two-thread process (SmolLM2-135M, bf16), since small decode batches use a second
-thread poorly. A worker's files equal those of a one-process run of the same thread count; a
+worker is done. On 2 bf16 cores two one-thread processes draw 1.22x and compute the KL 1.30x
+faster than one two-thread process (SmolLM2-135M; benchmarks/RESULTS-loop.md), since small decode
+batches use a second thread poorly. A worker's files equal those of a one-process run of the same thread count; a
 different thread count may change float sums in the last bits, so resume with the same --workers.
 """
 
