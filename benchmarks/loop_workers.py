@@ -106,7 +106,9 @@ def main() -> None:
     if args.unit:
         print(json.dumps(unit(args.data, args.prompts, [int(s) for s in args.unit.split(",")])))
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from rmtension.loop.workers import usable_cores
+
+    cores = usable_cores()
     best: dict[str, dict[str, float]] = {}
     for _ in range(args.repeats):
         base = finish(run(args.data, args.prompts, [0, 1], cores))

@@ -21,16 +21,14 @@ import numpy as np
 import torch
 
 from rmtension.data.types import Turn
-from rmtension.loop.measure import GoldFn
+from rmtension.loop.measure import GoldFn, changed_params
 from rmtension.policy.sampling import Policy, Sampled
 
 
 def same_weights(model: torch.nn.Module, reference: dict[str, torch.Tensor]) -> bool:
-    """True when every parameter of `model` equals (bit for bit) the reference's of the same name."""
-    named = list(model.named_parameters())
-    return len(named) == len(reference) and all(
-        n in reference and torch.equal(p, reference[n]) for n, p in named
-    )
+    """True when every parameter of `model` equals (bit for bit) the reference's of the same name, and
+    the reference holds no others."""
+    return len(dict(model.named_parameters())) == len(reference) and not changed_params(model, reference)
 
 
 @dataclass

@@ -83,9 +83,7 @@ def kl_per_reply(
     The blocks below the lowest one whose parameters differ from the reference's run once, shared by
     both passes (`rl.rloo.trunk_states`); `bf16`: the passes under bf16 autocast where native."""
     model = policy.model
-    differs = [
-        n for n, p in model.named_parameters() if n not in reference or not torch.equal(p, reference[n])
-    ]
+    differs = changed_params(model, reference)
     if not differs:
         return np.zeros(len(prompts))
     top = top_blocks_changed(model, differs)
@@ -101,6 +99,11 @@ def kl_per_reply(
             _, ref_logq = response_logprobs(model, batch, bf16, trunk, top, full=True)
         out[rows] = kl_exact(logq, ref_logq, batch.response_mask).double().numpy()
     return out
+
+
+def changed_params(model: torch.nn.Module, reference: dict[str, torch.Tensor]) -> list[str]:
+    """Names of `model`'s parameters that the reference lacks or holds with other values (bit for bit)."""
+    return [n for n, p in model.named_parameters() if n not in reference or not torch.equal(p, reference[n])]
 
 
 def kl_batches(

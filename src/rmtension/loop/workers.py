@@ -80,10 +80,14 @@ def run_commands(
         raise RmtensionError(f"{'; '.join(said)} (errors above){advice}")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run_workers(options: Sequence[str], n: int) -> None:
     """`loop run` with `options` in n worker processes (worker_command), cores // n threads each."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = str(max(1, cores // n))
+    threads = str(max(1, usable_cores() // n))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     run_commands([worker_command(options, k, n) for k in range(n)], env)
 
