@@ -230,6 +230,28 @@ def test_held_out_evaluation_leaves_training_unchanged_and_measures_the_policy()
     assert r["kl"] == pytest.approx(by_hand, rel=1e-4, abs=1e-6)
 
 
+def test_held_out_kl_skips_the_passes_while_the_policy_is_the_reference(monkeypatch):
+    import rmtension.rl.heldout as heldout
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return response_logprobs(*args, **kwargs)
+
+    monkeypatch.setattr(heldout, "response_logprobs", counted)
+    cfg = RLConfig(steps=3, prompts_per_step=2, k=2, max_new_tokens=5, lr=1e-2, trainable="top:1", bf16=False)
+    pcfg = PolicyConfig(precision="fp32", batch_size=8)
+    score = lambda idx, responses: {TRAIN_JUDGE: low_token_reward(responses)}  # noqa: E731
+    held = HeldOut([[40, 41, 42], [90, 91], [7, 8, 9, 10]], score, k=3, every=2, prompts_per_chunk=2)
+    run = run_rloo(tiny_causal_lm("llama", layers=3), PROMPTS, score, cfg, pcfg, [1], 0, seed=5, heldout=held)
+    # evaluations at steps 0, 2 and 3, two chunks of prompts each, a policy and a reference pass per
+    # chunk: step 0 (the reference's own weights) runs none
+    assert sorted({r["step"] for r in run.evals}) == [0, 2, 3] and len(calls) == 2 * 2 * 2
+    assert all(r["kl"] == 0.0 for r in run.evals if r["step"] == 0)
+    assert np.mean([r["kl"] for r in run.evals if r["step"] == 3]) > 0
+
+
 def test_rl_seed_is_a_deprecated_alias_of_seeds():
     assert RLConfig(seed=3).seeds == [3]
     assert RLConfig().seeds == [0]
