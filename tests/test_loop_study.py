@@ -1,6 +1,7 @@
 """The whole steering loop at tiny size: every arm and seed, its files, exact resume, the placebo."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -538,6 +539,62 @@ def test_a_shortcut_claim_without_room_for_its_margin_is_not_testable(whole):
     assert wide.numbers["headroom"] == pytest.approx(bound)
     if bound > 0:
         assert length_claim(bound / 2).verdict != NOT_TESTABLE
+
+
+def test_a_shortcut_that_changed_no_label_is_not_testable(tmp_path, whole):
+    """A refusal arm whose reviewer gave every pair the baseline's label (the tiny policy never
+    refuses, so the shortcut never acts) is the baseline itself: "not testable here", not "not
+    supported"; one label of its own, and the equivalence rule's verdict stands."""
+    from rmtension.loop.results import loop_findings, round_folders
+    from rmtension.stats.verdicts import NOT_SUPPORTED, NOT_TESTABLE
+
+    arms = {**CONFIG["arms"], "refusal": {"shortcuts": [{"kind": "refusal", "weight": 1.0}]}}
+    claims = {**CONFIG["claims"], "shortcut_steers_policy": {"length": 1.0, "refusal": 0.05}}
+    cfg = LoopConfig.model_validate({**CONFIG, "arms": arms, "claims": claims})
+    run = tmp_path / "loop"
+    shutil.copytree(whole / "loop", run)
+    for s in cfg.seeds:  # the refusal arm's files: the online arm's, as a reviewer whose shortcut never acted
+        for src, dst in zip(round_folders(run, cfg, "online", s), round_folders(run, cfg, "refusal", s)):
+            shutil.copytree(src, dst)
+
+    def refusal_claim():
+        return next(f for f in loop_findings(run, cfg) if f.id == "shortcut_steers_policy:refusal")
+
+    same = refusal_claim()
+    assert same.verdict == NOT_TESTABLE and "changed none of the reviewer's labels" in same.evidence
+    pairs = [
+        json.loads((f / "pairs.json").read_text())
+        for s in cfg.seeds
+        for f in round_folders(run, cfg, "refusal", s)[1:]
+    ]
+    assert same.numbers["labelled_pairs"] == sum(len(p["a"]) for p in pairs)
+    assert same.numbers["feature_pairs"] == 0  # random tokens: no reply refuses
+
+    labels_file = round_folders(run, cfg, "refusal", 1)[2] / "labels.json"
+    labels = json.loads(labels_file.read_text())
+    labels["a_preferred"][0] = not labels["a_preferred"][0]
+    labels_file.write_text(json.dumps(labels))
+    own = refusal_claim()  # the measures are still the baseline's: a drift of 0, inside the margin
+    assert own.verdict == NOT_SUPPORTED and "changed none" not in own.evidence
+
+
+def test_loop_report_rewrites_the_results_from_the_rounds_files(tmp_path, whole, capsys):
+    """`loop report` recomputes rounds.csv, loop.json and findings.json from the rounds' files (a
+    results rule changed after a run applies without rerunning it): the same bytes as the run wrote;
+    a folder without a finished loop is refused in one line."""
+    from rmtension.cli import main
+
+    shutil.copytree(whole / "loop", tmp_path / "loop")
+    written = {n: (whole / "loop" / n).read_bytes() for n in ("rounds.csv", "loop.json", "findings.json")}
+    for name in written:
+        (tmp_path / "loop" / name).write_text("stale")
+    (tmp_path / "loop" / "rounds.csv").write_bytes(written["rounds.csv"])  # what marks a finished loop
+    assert main(["loop", "report", str(tmp_path)]) == 0
+    assert {n: (tmp_path / "loop" / n).read_bytes() for n in written} == written
+    capsys.readouterr()
+    assert main(["loop", "report", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no finished loop here" in err and "Traceback" not in err
 
 
 def test_seeds_run_apart_write_the_files_of_one_run(tmp_path, whole):

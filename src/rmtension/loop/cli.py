@@ -117,7 +117,20 @@ def run_command(
 
 @app.command("report")
 def report_command(out: str = typer.Argument(..., help="Run directory of a finished loop.")) -> None:
-    """Rewrite the loop's report (loop/report/report.html) from its files."""
-    from rmtension.loop.report import write_loop_report
+    """Rewrite the loop's results (rounds.csv, loop.json, findings.json) and its report
+    (loop/report/report.html) from the rounds' files, with this version's rules; nothing reruns."""
+    import json
+    from pathlib import Path
 
+    from rmtension.errors import ArtifactError
+    from rmtension.loop.config import LoopConfig
+    from rmtension.loop.report import write_loop_report
+    from rmtension.loop.results import write_results
+
+    loop = Path(out) / "loop"
+    if not (loop / "config.json").is_file() or not (loop / "rounds.csv").is_file():
+        raise ArtifactError(
+            f"{loop}: no finished loop here (`loop run` writes its config.json and rounds.csv)"
+        )
+    write_results(loop, LoopConfig.model_validate(json.loads((loop / "config.json").read_text())))
     print(write_loop_report(out))

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from rmtension.loop.config import LoopConfig
+from rmtension.loop.reviewer import shortcut_feature
 from rmtension.loop.rounds import write_json
 from rmtension.stats.finding import Finding
-from rmtension.stats.verdicts import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, equivalence_verdict
+from rmtension.stats.verdicts import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, equivalence_verdict
 
 LOOP_PAPERS = "Bai et al. (2022); Gao et al. (2022)"
 CLAIM_TEXT = {
@@ -232,6 +233,38 @@ def headroom(kind: str, sign: float, base: list[dict]) -> Headroom:
     return Headroom(bound, why, typical)
 
 
+def labels_of(folder: Path) -> tuple[list, object]:
+    """A round's labels (`a_preferred`) and the pairs they label (None for round 0's D_0, which are
+    the same HH pairs for every arm)."""
+    pairs = folder / "pairs.json"
+    labels = json.loads((folder / "labels.json").read_text())["a_preferred"]
+    return labels, json.loads(pairs.read_text()) if pairs.exists() else None
+
+
+def same_labels(out: Path, cfg: LoopConfig, arm: str, base: str) -> bool:
+    """Whether `arm`'s reviewer gave every pair the label `base`'s reviewer gave, on the same pairs,
+    in every seed and round (D_0 included): then its shortcut changed no label, and the arm's data,
+    PMs and policies are the baseline's; the arm says nothing about the shortcut."""
+    for s in cfg.seeds:
+        for fa, fb in zip(round_folders(out, cfg, arm, s), round_folders(out, cfg, base, s)):
+            if labels_of(fa) != labels_of(fb):
+                return False
+    return True
+
+
+def feature_pairs(out: Path, cfg: LoopConfig, arm: str, kind: str) -> tuple[int, int]:
+    """(pairs whose two replies differ in the shortcut's feature, pairs) over `arm`'s rounds 1..R and
+    seeds: the comparisons in which the shortcut could move a label probability at all."""
+    differ = total = 0
+    for s in cfg.seeds:
+        for folder in round_folders(out, cfg, arm, s)[1:]:
+            pairs = json.loads((folder / "pairs.json").read_text())
+            for a, b in zip(pairs["a"], pairs["b"]):
+                differ += shortcut_feature(kind, a) != shortcut_feature(kind, b)
+                total += 1
+    return differ, total
+
+
 def loop_findings(out: Path, cfg: LoopConfig) -> list[Finding]:
     """The four claims (and the placebo's own `shortcut_steers_policy`) from the measures."""
     last = lambda arm: [read_measure(round_folders(out, cfg, arm, s)[-1]) for s in cfg.seeds]  # noqa: E731
@@ -273,6 +306,7 @@ def loop_findings(out: Path, cfg: LoopConfig) -> list[Finding]:
         if margin is None:
             continue
         room = headroom(kind, sign, last(base))
+        differ, total = feature_pairs(out, cfg, arm, kind)
         f = finding(
             "shortcut_steers_policy",
             arm,
@@ -286,10 +320,19 @@ def loop_findings(out: Path, cfg: LoopConfig) -> list[Finding]:
                 "placebo": arm == cfg.placebo,
                 "headroom": room.bound,
                 "headroom_typical": room.typical,
+                "feature_pairs": differ,
+                "labelled_pairs": total,
             },
         )
         drift = f.effect[arm]
-        if (
+        if f.verdict != SUPPORTED and same_labels(out, cfg, arm, base):
+            f.verdict = NOT_TESTABLE  # the arm is the baseline: its reviewer's shortcut never acted
+            f.evidence += (
+                f" Not testable here: the shortcut changed none of the reviewer's labels (in {differ} of the "
+                f"{total} pairs of rounds 1..{cfg.rounds} the replies differed in its feature, and every label, "
+                f"D_0's included, equals `{base}`'s), so the arm is `{base}` itself."
+            )
+        elif (
             room.bound is not None
             and drift <= room.bound < margin
             and f.verdict in (NOT_SUPPORTED, INCONCLUSIVE)
