@@ -41,7 +41,7 @@ from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve
 from rmtension.model.encode import batches, encode_pairs
 from rmtension.model.scoring import score_pairs
 from rmtension.judges.ablate import Condition, run_conditions
-from rmtension.ablation.plan import mean_values, set_objective
+from rmtension.ablation.plan import READ_MEAN, mean_values, set_objective
 from rmtension.ablation.controls import controls
 from rmtension.judges.hooks import ablate
 from rmtension.judges.neurons import score_neurons
@@ -78,6 +78,7 @@ def build(model, tok, root: Path, args) -> dict[str, Condition]:
             {"rm": model}, enc, tok.pad_token_id, scorers=["mean_act"], batch_size=8, bf16=False
         )
         scored[f"mean_act/{obj}"] = res["rm"].scores["mean_act"]
+        scored[f"{READ_MEAN}/{obj}"] = res["rm"].scores[READ_MEAN]  # mean ablation's values, as the study's
     layers = n_layers(model)
     first = 0 if args.layers == "all" else layers - parse_scope(args.trainable, layers)
     scored = {k: v[first:] for k, v in scored.items()}  # the analysed blocks, as the neuron stage keeps them

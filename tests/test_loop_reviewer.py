@@ -112,6 +112,29 @@ def test_zero_weight_shortcut_equals_the_unbiased_reviewer_exactly():
     assert not np.array_equal(biased.label(replies_a, replies_b, gold_a, gold_b, 1).prob_a, plain.prob_a)
 
 
+def test_shortcut_changed_counts_the_labels_the_bias_turned():
+    """The labels a shortcut changed are those where the biased and the unbiased reviewer, with the same
+    seed and stream (the same draws), disagree; none without the bias, none at weight 0."""
+    rng = np.random.default_rng(2)
+    n = 300
+    gold_a, gold_b = rng.normal(size=n), rng.normal(size=n)
+    replies_a = ["I can't help with that." if i % 4 == 0 else "Sure, here it is." for i in range(n)]
+    replies_b = ["Sure, it is done." for _ in range(n)]
+    plain = SimulatedReviewer(beta=1.0, epsilon=0.25, seed=9).label(replies_a, replies_b, gold_a, gold_b, 3)
+    assert not plain.shortcut_changed.any()
+    zero = SimulatedReviewer(beta=1.0, epsilon=0.25, seed=9, shortcuts=(Shortcut("refusal", 0.0),))
+    assert not zero.label(replies_a, replies_b, gold_a, gold_b, 3).shortcut_changed.any()
+    biased = SimulatedReviewer(beta=1.0, epsilon=0.25, seed=9, shortcuts=(Shortcut("refusal", 2.0),))
+    got = biased.label(replies_a, replies_b, gold_a, gold_b, 3)
+    expected = got.a_preferred != plain.a_preferred
+    assert np.array_equal(got.shortcut_changed, expected) and expected.any()
+    refusing = np.arange(n) % 4 == 0
+    assert not got.shortcut_changed[~refusing].any()  # equal features: the bias cancels, no label moves
+    # a changed label went the bias's way: toward the refusing reply a
+    assert got.a_preferred[got.shortcut_changed & ~got.flipped].all()
+    assert not got.a_preferred[got.shortcut_changed & got.flipped].any()
+
+
 def test_reviewer_rejects_bad_parameters_and_ragged_input():
     with pytest.raises(ValueError, match="epsilon"):
         SimulatedReviewer(epsilon=0.6)

@@ -542,40 +542,86 @@ def test_a_shortcut_claim_without_room_for_its_margin_is_not_testable(whole):
 
 
 def test_a_shortcut_that_changed_no_label_is_not_testable(tmp_path, whole):
-    """A refusal arm whose reviewer gave every pair the baseline's label (the tiny policy never
-    refuses, so the shortcut never acts) is the baseline itself: "not testable here", not "not
-    supported"; one label of its own, and the equivalence rule's verdict stands."""
+    """A refusal arm whose shortcut changed no label (the tiny policy never refuses) says nothing about
+    the shortcut: "not testable here", not "not supported". Its files here are the online arm's. With
+    one changed label counted, the equivalence rule's verdict stands. Files written before labels.json
+    counted the changes: the arm counts as the baseline only when every label equals the baseline's and
+    the arm differs from it in its reviewer alone. The placebo is never asked."""
     from rmtension.loop.results import loop_findings, round_folders
     from rmtension.stats.verdicts import NOT_SUPPORTED, NOT_TESTABLE
 
-    arms = {**CONFIG["arms"], "refusal": {"shortcuts": [{"kind": "refusal", "weight": 1.0}]}}
     claims = {**CONFIG["claims"], "shortcut_steers_policy": {"length": 1.0, "refusal": 0.05}}
-    cfg = LoopConfig.model_validate({**CONFIG, "arms": arms, "claims": claims})
-    run = tmp_path / "loop"
-    shutil.copytree(whole / "loop", run)
-    for s in cfg.seeds:  # the refusal arm's files: the online arm's, as a reviewer whose shortcut never acted
-        for src, dst in zip(round_folders(run, cfg, "online", s), round_folders(run, cfg, "refusal", s)):
-            shutil.copytree(src, dst)
 
-    def refusal_claim():
-        return next(f for f in loop_findings(run, cfg) if f.id == "shortcut_steers_policy:refusal")
+    def refusal_run(arm: dict):
+        cfg = LoopConfig.model_validate(
+            {**CONFIG, "arms": {**CONFIG["arms"], "refusal": arm}, "claims": claims}
+        )
+        run = tmp_path / f"loop{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(whole / "loop", run)
+        for s in cfg.seeds:  # the refusal arm's files: the online arm's
+            for src, dst in zip(round_folders(run, cfg, "online", s), round_folders(run, cfg, "refusal", s)):
+                shutil.copytree(src, dst)
+        return run, cfg
 
-    same = refusal_claim()
-    assert same.verdict == NOT_TESTABLE and "changed none of the reviewer's labels" in same.evidence
-    pairs = [
+    def claim(run, cfg, arm="refusal"):
+        return next(f for f in loop_findings(run, cfg) if f.id == f"shortcut_steers_policy:{arm}")
+
+    def edit_labels(run, cfg, change, folders=slice(None)):
+        for s in cfg.seeds:
+            for folder in round_folders(run, cfg, "refusal", s)[folders]:
+                labels = json.loads((folder / "labels.json").read_text())
+                change(labels)
+                (folder / "labels.json").write_text(json.dumps(labels))
+
+    refusal = {"shortcuts": [{"kind": "refusal", "weight": 1.0}]}
+    run, cfg = refusal_run(refusal)
+    idle = claim(run, cfg)
+    assert idle.verdict == NOT_TESTABLE and "changed none of the reviewer's labels" in idle.evidence
+    replies = [
         json.loads((f / "pairs.json").read_text())
         for s in cfg.seeds
         for f in round_folders(run, cfg, "refusal", s)[1:]
     ]
-    assert same.numbers["labelled_pairs"] == sum(len(p["a"]) for p in pairs)
-    assert same.numbers["feature_pairs"] == 0  # random tokens: no reply refuses
+    assert idle.numbers["labelled_pairs"] == sum(len(p["a"]) for p in replies)
+    assert (
+        idle.numbers["feature_pairs"] == 0 and idle.numbers["labels_changed"] == 0
+    )  # random tokens never refuse
+    placebo = claim(run, cfg, "placebo")  # weight 0: it changes no label either, and is decided as measured
+    assert placebo.numbers["labels_changed"] == 0 and "changed none" not in placebo.evidence
 
-    labels_file = round_folders(run, cfg, "refusal", 1)[2] / "labels.json"
-    labels = json.loads(labels_file.read_text())
-    labels["a_preferred"][0] = not labels["a_preferred"][0]
-    labels_file.write_text(json.dumps(labels))
-    own = refusal_claim()  # the measures are still the baseline's: a drift of 0, inside the margin
-    assert own.verdict == NOT_SUPPORTED and "changed none" not in own.evidence
+    edit_labels(run, cfg, lambda d: d.update(shortcut_changed=1), slice(2, 3))  # one changed label per seed
+    acted = claim(run, cfg)  # the measures are still the baseline's: a drift of 0, inside the margin
+    assert acted.verdict == NOT_SUPPORTED and acted.numbers["labels_changed"] == 2
+
+    edit_labels(run, cfg, lambda d: d.pop("shortcut_changed"))  # files from before the count
+    same = claim(run, cfg)
+    assert same.verdict == NOT_TESTABLE and "is `online` itself" in same.evidence
+    assert same.numbers["labels_changed"] is None
+    edit_labels(run, cfg, lambda d: d["a_preferred"].__setitem__(0, not d["a_preferred"][0]), slice(1, 2))
+    assert claim(run, cfg).verdict == NOT_SUPPORTED  # a label of its own: the arm is not the baseline
+
+    run, cfg = refusal_run({**refusal, "pm": "offline"})  # equal labels, but another PM: not the baseline
+    edit_labels(run, cfg, lambda d: d.pop("shortcut_changed"))
+    assert claim(run, cfg).verdict != NOT_TESTABLE
+
+
+def test_arms_are_described_against_the_baseline_paired_by_seed_and_prompt(whole):
+    """loop.json's `minus_baseline`: an arm's last-round gold, gap and KL minus the baseline's, paired.
+    The offline arm's gold difference is `online_beats_offline` with the sign turned."""
+    loop = json.loads((whole / "loop" / "loop.json").read_text())
+    assert "minus_baseline" not in loop["arms"]["online"]
+    fs = {f["id"]: f for f in json.loads((whole / "loop" / "findings.json").read_text())["findings"]}
+    claim = fs["online_beats_offline"]
+    gold = loop["arms"]["offline"]["minus_baseline"]["gold"]
+    assert gold["mean"] == pytest.approx(-claim["effect"]["online_beats_offline"], abs=1e-12)
+    lo, hi = claim["ci95"]["online_beats_offline"]
+    assert gold["ci95"] == pytest.approx([-hi, -lo], abs=1e-12)
+    for arm in ("offline", "length", "ensemble"):
+        kl = loop["arms"][arm]["minus_baseline"]["kl"]["mean"]
+        by_round = (
+            loop["arms"][arm]["rounds"][-1]["kl"]["mean"] - loop["arms"]["online"]["rounds"][-1]["kl"]["mean"]
+        )
+        assert kl == pytest.approx(by_round, abs=1e-9)  # a mean of differences is the difference of means
 
 
 def test_loop_report_rewrites_the_results_from_the_rounds_files(tmp_path, whole, capsys):
@@ -595,6 +641,11 @@ def test_loop_report_rewrites_the_results_from_the_rounds_files(tmp_path, whole,
     assert main(["loop", "report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no finished loop here" in err and "Traceback" not in err
+    measure = next((tmp_path / "loop" / "arms").rglob("measure.json"))
+    measure.write_text("{")  # a round's file cut short
+    assert main(["loop", "report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot rewrite the results" in err and "Traceback" not in err
 
 
 def test_seeds_run_apart_write_the_files_of_one_run(tmp_path, whole):

@@ -118,7 +118,8 @@ def run_command(
 @app.command("report")
 def report_command(out: str = typer.Argument(..., help="Run directory of a finished loop.")) -> None:
     """Rewrite the loop's results (rounds.csv, loop.json, findings.json) and its report
-    (loop/report/report.html) from the rounds' files, with this version's rules; nothing reruns."""
+    (loop/report/report.html) from the rounds' files with this version's rules, replacing the earlier
+    ones; nothing reruns."""
     import json
     from pathlib import Path
 
@@ -132,5 +133,9 @@ def report_command(out: str = typer.Argument(..., help="Run directory of a finis
         raise ArtifactError(
             f"{loop}: no finished loop here (`loop run` writes its config.json and rounds.csv)"
         )
-    write_results(loop, LoopConfig.model_validate(json.loads((loop / "config.json").read_text())))
+    try:
+        write_results(loop, LoopConfig.model_validate(json.loads((loop / "config.json").read_text())))
+    except (OSError, ValueError, KeyError) as e:  # a config or a round's file this version cannot read
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ArtifactError(f"{loop}: cannot rewrite the results from its files: {reason}") from None
     print(write_loop_report(out))

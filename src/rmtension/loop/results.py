@@ -19,7 +19,7 @@ from rmtension.loop.config import LoopConfig
 from rmtension.loop.reviewer import shortcut_feature
 from rmtension.loop.rounds import write_json
 from rmtension.stats.finding import Finding
-from rmtension.stats.verdicts import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, equivalence_verdict
+from rmtension.stats.verdicts import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, equivalence_verdict
 
 LOOP_PAPERS = "Bai et al. (2022); Gao et al. (2022)"
 CLAIM_TEXT = {
@@ -138,6 +138,13 @@ def write_results(out: Path, cfg: LoopConfig) -> None:
             entry = {"round": r, **{k: summarise(stack(measures, k), cfg.bootstrap) for k in CI_KEYS}}
             per_round.append(entry)
         arms[arm] = {"rounds": per_round, "weight_path": weight_path_summary(out, cfg, arm)}
+    last = [read_measure(round_folders(out, cfg, cfg.baseline, s)[-1]) for s in cfg.seeds]
+    for arm in cfg.arms:  # descriptions, paired by seed and prompt: no claim reads them
+        if arm != cfg.baseline:
+            own = [read_measure(round_folders(out, cfg, arm, s)[-1]) for s in cfg.seeds]
+            arms[arm]["minus_baseline"] = {
+                k: summarise(stack(own, k) - stack(last, k), cfg.bootstrap) for k in ("gold", "gap", "kl")
+            }
     pd.DataFrame(rows).to_csv(out / "rounds.csv", index=False)
     gold = json.loads((out / "gold.json").read_text()) if (out / "gold.json").exists() else None
     write_json(out / "loop.json", {"arms": arms, "gold": gold, "seeds": cfg.seeds, "rounds": cfg.rounds})
@@ -252,6 +259,40 @@ def same_labels(out: Path, cfg: LoopConfig, arm: str, base: str) -> bool:
     return True
 
 
+def labels_changed(out: Path, cfg: LoopConfig, arm: str) -> int | None:
+    """The labels `arm`'s shortcuts changed (`labels.json`'s `shortcut_changed`), over its seeds and
+    rounds, D_0 included; None where a labels.json predates that count."""
+    changed = 0
+    for s in cfg.seeds:
+        for folder in round_folders(out, cfg, arm, s):
+            labels = json.loads((folder / "labels.json").read_text())
+            if "shortcut_changed" not in labels:
+                return None
+            changed += int(labels["shortcut_changed"])
+    return changed
+
+
+def same_but_reviewer(cfg: LoopConfig, arm: str, base: str) -> bool:
+    """Whether `arm` differs from `base` in its reviewer's shortcuts and noise seed only."""
+    rest = lambda a: a.model_dump(exclude={"shortcuts", "noise_seed"})  # noqa: E731
+    return rest(cfg.arms[arm]) == rest(cfg.arms[base])
+
+
+def shortcut_idle(out: Path, cfg: LoopConfig, arm: str, base: str, changed: int | None) -> str | None:
+    """Why `arm`'s shortcut never acted, or None: it changed no label (the count in labels.json), or,
+    in files written before that count, every label equals `base`'s on the same pairs and the arm
+    differs from `base` only in its reviewer, so the arm is `base` itself. The placebo is not asked:
+    its shortcut never acts by design, and the equivalence rule alone decides it."""
+    if changed == 0:
+        return "the shortcut changed none of the reviewer's labels, D_0's included (the same draws give every label without it)"
+    if changed is None and same_but_reviewer(cfg, arm, base) and same_labels(out, cfg, arm, base):
+        return (
+            f"every label, D_0's included, equals `{base}`'s on the same pairs and the arm differs from "
+            f"`{base}` only in its reviewer, so the arm is `{base}` itself"
+        )
+    return None
+
+
 def feature_pairs(out: Path, cfg: LoopConfig, arm: str, kind: str) -> tuple[int, int]:
     """(pairs whose two replies differ in the shortcut's feature, pairs) over `arm`'s rounds 1..R and
     seeds: the comparisons in which the shortcut could move a label probability at all."""
@@ -307,6 +348,7 @@ def loop_findings(out: Path, cfg: LoopConfig) -> list[Finding]:
             continue
         room = headroom(kind, sign, last(base))
         differ, total = feature_pairs(out, cfg, arm, kind)
+        changed = labels_changed(out, cfg, arm)
         f = finding(
             "shortcut_steers_policy",
             arm,
@@ -322,16 +364,14 @@ def loop_findings(out: Path, cfg: LoopConfig) -> list[Finding]:
                 "headroom_typical": room.typical,
                 "feature_pairs": differ,
                 "labelled_pairs": total,
+                "labels_changed": changed,
             },
         )
         drift = f.effect[arm]
-        if f.verdict != SUPPORTED and same_labels(out, cfg, arm, base):
-            f.verdict = NOT_TESTABLE  # the arm is the baseline: its reviewer's shortcut never acted
-            f.evidence += (
-                f" Not testable here: the shortcut changed none of the reviewer's labels (in {differ} of the "
-                f"{total} pairs of rounds 1..{cfg.rounds} the replies differed in its feature, and every label, "
-                f"D_0's included, equals `{base}`'s), so the arm is `{base}` itself."
-            )
+        idle = None if arm == cfg.placebo else shortcut_idle(out, cfg, arm, base, changed)
+        if idle:  # whatever the drift, the shortcut cannot have caused it
+            f.verdict = NOT_TESTABLE
+            f.evidence += f" Not testable here: {idle} (its feature differed in {differ} of the {total} pairs of rounds 1..{cfg.rounds})."
         elif (
             room.bound is not None
             and drift <= room.bound < margin

@@ -113,6 +113,9 @@ class Labels:
     """[N] float64: the shortcut bias added to a's gold score."""
     bias_b: np.ndarray
     """[N] float64: the same for b."""
+    shortcut_changed: np.ndarray
+    """[N] bool: the label differs from the one the same draws give without the shortcuts' bias (all
+    False without shortcuts): the labels the shortcuts changed."""
 
     @property
     def flip_rate(self) -> float:
@@ -165,7 +168,8 @@ class SimulatedReviewer:
         )
         u = self.noise(stream).random((2, n))
         a_preferred, flipped = draw_labels(prob_a, self.epsilon, u[0], u[1])
-        return Labels(a_preferred, prob_a, flipped, bias_a, bias_b)
+        plain, _ = draw_labels(preference_prob(gold_a, gold_b, self.beta), self.epsilon, u[0], u[1])
+        return Labels(a_preferred, prob_a, flipped, bias_a, bias_b, a_preferred != plain)
 
 
 def label_prob(delta: np.ndarray, beta: float, epsilon: float) -> np.ndarray:
@@ -213,3 +217,13 @@ def fit_reviewer(delta: np.ndarray, a_preferred: np.ndarray, max_beta: float = 1
     )
     beta, epsilon = (float(v) for v in best.x)
     return FittedReviewer(beta, epsilon, len(delta), label_log_likelihood(delta, labels, beta, epsilon))
+
+
+def labels_file(labels) -> dict:
+    """What a round's labels.json holds: the labels, the measured flip rate and, for a simulated
+    reviewer, how many labels its shortcuts changed (`Labels.shortcut_changed`; people on the bench
+    have no such count)."""
+    out = {"a_preferred": labels.a_preferred.tolist(), "flip_rate": labels.flip_rate}
+    if hasattr(labels, "shortcut_changed"):
+        out["shortcut_changed"] = int(labels.shortcut_changed.sum())
+    return out

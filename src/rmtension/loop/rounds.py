@@ -32,7 +32,7 @@ from rmtension.data.types import Turn, render_transcript
 from rmtension.errors import ArtifactError
 from rmtension.loop.checkpoint import save_policy_folder
 from rmtension.loop.measure import kl_per_reply
-from rmtension.loop.reviewer import SimulatedReviewer
+from rmtension.loop.reviewer import SimulatedReviewer, labels_file
 from rmtension.model.encode import collate
 from rmtension.model.scoring import autocast
 from rmtension.policy.sampling import Policy, build_prompt_ids, decode_responses, load_policy
@@ -283,7 +283,7 @@ def run_round(
             )
         write_json(
             folder / "labels.json",
-            {"a_preferred": labels.a_preferred.tolist(), "flip_rate": labels.flip_rate},
+            labels_file(labels),
         )
         done("label")
     labels = json.loads((folder / "labels.json").read_text())

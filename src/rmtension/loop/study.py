@@ -37,7 +37,7 @@ from rmtension.loop.bench_reviewer import BenchReviewer
 from rmtension.loop.config import LoopConfig
 from rmtension.loop.kept import KeptPolicy, kept_gold, same_weights
 from rmtension.loop.measure import GoldFn, Probes, measure_policy
-from rmtension.loop.reviewer import SimulatedReviewer
+from rmtension.loop.reviewer import SimulatedReviewer, labels_file
 from rmtension.model.precision import use_bf16
 from rmtension.loop.rounds import (
     EnsemblePM,
@@ -122,7 +122,7 @@ def run_round0(folder: Path, cfg: LoopConfig, arm: str, seed: int, parts: LoopPa
         )
         write_json(
             folder / "labels.json",
-            {"a_preferred": labels.a_preferred.tolist(), "flip_rate": labels.flip_rate},
+            labels_file(labels),
         )
     labels = json.loads((folder / "labels.json").read_text())
     pm_file = folder / "pm" / "model.safetensors"
