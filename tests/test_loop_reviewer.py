@@ -119,7 +119,8 @@ def test_shortcut_changed_counts_the_labels_the_bias_turned():
     n = 300
     gold_a, gold_b = rng.normal(size=n), rng.normal(size=n)
     replies_a = ["I can't help with that." if i % 4 == 0 else "Sure, here it is." for i in range(n)]
-    replies_b = ["Sure, it is done." for _ in range(n)]
+    replies_b = ["I can't help with that." if i % 4 == 1 else "Sure, it is done." for i in range(n)]
+    replies_a[1::4] = ["I'm sorry, I can't do that."] * len(replies_a[1::4])  # both refuse: equal biases
     plain = SimulatedReviewer(beta=1.0, epsilon=0.25, seed=9).label(replies_a, replies_b, gold_a, gold_b, 3)
     assert not plain.shortcut_changed.any()
     zero = SimulatedReviewer(beta=1.0, epsilon=0.25, seed=9, shortcuts=(Shortcut("refusal", 0.0),))
@@ -128,8 +129,9 @@ def test_shortcut_changed_counts_the_labels_the_bias_turned():
     got = biased.label(replies_a, replies_b, gold_a, gold_b, 3)
     expected = got.a_preferred != plain.a_preferred
     assert np.array_equal(got.shortcut_changed, expected) and expected.any()
-    refusing = np.arange(n) % 4 == 0
-    assert not got.shortcut_changed[~refusing].any()  # equal features: the bias cancels, no label moves
+    refusing = np.arange(n) % 4 == 0  # a refuses, b does not; where both refuse or neither, the biases cancel
+    assert not got.shortcut_changed[~refusing].any() and (got.bias_a[1::4] == got.bias_b[1::4]).all()
+    assert (got.bias_a[1::4] == 2.0).all()
     # a changed label went the bias's way: toward the refusing reply a
     assert got.a_preferred[got.shortcut_changed & ~got.flipped].all()
     assert not got.a_preferred[got.shortcut_changed & got.flipped].any()

@@ -641,11 +641,17 @@ def test_loop_report_rewrites_the_results_from_the_rounds_files(tmp_path, whole,
     assert main(["loop", "report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no finished loop here" in err and "Traceback" not in err
-    measure = next((tmp_path / "loop" / "arms").rglob("measure.json"))
-    measure.write_text("{")  # a round's file cut short
+    pairs = tmp_path / "loop" / "arms" / "length" / "seed0" / "round1" / "pairs.json"
+    pairs.write_text("{")  # a round's file cut short, read last (by the length claim)
+    before = {n: (tmp_path / "loop" / n).read_bytes() for n in written}
+    (tmp_path / "loop" / "rounds.csv").write_text("stale")  # nothing is written when a file cannot be read
     assert main(["loop", "report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot rewrite the results" in err and "Traceback" not in err
+    assert (tmp_path / "loop" / "rounds.csv").read_text() == "stale"
+    assert {n: (tmp_path / "loop" / n).read_bytes() for n in ("loop.json", "findings.json")} == {
+        n: before[n] for n in ("loop.json", "findings.json")
+    }
 
 
 def test_seeds_run_apart_write_the_files_of_one_run(tmp_path, whole):

@@ -136,6 +136,6 @@ def report_command(out: str = typer.Argument(..., help="Run directory of a finis
     try:
         write_results(loop, LoopConfig.model_validate(json.loads((loop / "config.json").read_text())))
     except (OSError, ValueError, KeyError) as e:  # a config or a round's file this version cannot read
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
         raise ArtifactError(f"{loop}: cannot rewrite the results from its files: {reason}") from None
     print(write_loop_report(out))

@@ -145,10 +145,10 @@ def write_results(out: Path, cfg: LoopConfig) -> None:
             arms[arm]["minus_baseline"] = {
                 k: summarise(stack(own, k) - stack(last, k), cfg.bootstrap) for k in ("gold", "gap", "kl")
             }
-    pd.DataFrame(rows).to_csv(out / "rounds.csv", index=False)
     gold = json.loads((out / "gold.json").read_text()) if (out / "gold.json").exists() else None
+    findings = loop_findings(out, cfg)  # everything read before anything is written
+    pd.DataFrame(rows).to_csv(out / "rounds.csv", index=False)
     write_json(out / "loop.json", {"arms": arms, "gold": gold, "seeds": cfg.seeds, "rounds": cfg.rounds})
-    findings = loop_findings(out, cfg)
     write_json(out / "findings.json", {"findings": [f.as_dict() for f in findings]})
 
 
@@ -250,8 +250,8 @@ def labels_of(folder: Path) -> tuple[list, object]:
 
 def same_labels(out: Path, cfg: LoopConfig, arm: str, base: str) -> bool:
     """Whether `arm`'s reviewer gave every pair the label `base`'s reviewer gave, on the same pairs,
-    in every seed and round (D_0 included): then its shortcut changed no label, and the arm's data,
-    PMs and policies are the baseline's; the arm says nothing about the shortcut."""
+    in every seed and round (D_0 included). Together with `same_but_reviewer` the arm's data, PMs and
+    policies are then the baseline's, and the arm says nothing about the shortcut."""
     for s in cfg.seeds:
         for fa, fb in zip(round_folders(out, cfg, arm, s), round_folders(out, cfg, base, s)):
             if labels_of(fa) != labels_of(fb):

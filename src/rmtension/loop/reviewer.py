@@ -114,8 +114,9 @@ class Labels:
     bias_b: np.ndarray
     """[N] float64: the same for b."""
     shortcut_changed: np.ndarray
-    """[N] bool: the label differs from the one the same draws give without the shortcuts' bias (all
-    False without shortcuts): the labels the shortcuts changed."""
+    """[N] bool: the label differs from the one the same draws give without the shortcuts' bias, in a
+    pair whose two replies get different biases (all False without shortcuts): the labels the
+    shortcuts changed."""
 
     @property
     def flip_rate(self) -> float:
@@ -169,7 +170,8 @@ class SimulatedReviewer:
         u = self.noise(stream).random((2, n))
         a_preferred, flipped = draw_labels(prob_a, self.epsilon, u[0], u[1])
         plain, _ = draw_labels(preference_prob(gold_a, gold_b, self.beta), self.epsilon, u[0], u[1])
-        return Labels(a_preferred, prob_a, flipped, bias_a, bias_b, a_preferred != plain)
+        changed = (a_preferred != plain) & (bias_a != bias_b)  # equal biases cancel (up to rounding)
+        return Labels(a_preferred, prob_a, flipped, bias_a, bias_b, changed)
 
 
 def label_prob(delta: np.ndarray, beta: float, epsilon: float) -> np.ndarray:

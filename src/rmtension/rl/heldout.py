@@ -81,9 +81,8 @@ def evaluate(
     rows_per_chunk = held.prompts_per_chunk * held.k
     # the policy still has the reference's weights (step 0): both passes would be the same, their KL 0 exactly
     is_ref = all(torch.equal(p, ref[n]) for n, p in policy.named_parameters() if n in ref)
-    for start in range(
-        0, 0 if is_ref else len(drawn), rows_per_chunk
-    ):  # rows come grouped by prompt, k per prompt
+    # rows come grouped by prompt, k per prompt
+    for start in range(0, 0 if is_ref else len(drawn), rows_per_chunk):
         rows = range(start, min(len(drawn), start + rows_per_chunk))
         batch = pack(
             [held.prompts[drawn.prompt_index[r]] for r in rows], [drawn.tokens[r] for r in rows], pad_id
