@@ -53,6 +53,8 @@ class PageCheck:
     requests: list[str] = field(default_factory=list)
     """URLs the page fetched beyond itself (resource timing)."""
     page_height: int = 0
+    overflow_x: int = 0
+    """How many CSS pixels the page is wider than the window (a horizontal scroll bar when > 0)."""
     screenshot: bytes = b""
 
     @property
@@ -106,15 +108,12 @@ def open_page(html_file: Path) -> PageCheck:
         metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
         size = metrics.get("cssContentSize") or metrics["contentSize"]
         out.page_height = int(size["height"])
-        shot = driver.execute_cdp_cmd(
-            "Page.captureScreenshot",
-            {
-                "format": "png",
-                "captureBeyondViewport": True,
-                "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
-            },
+        out.overflow_x = int(
+            driver.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
         )
-        out.screenshot = base64.b64decode(shot["data"])
+        out.screenshot = _scrolled_screenshot(driver, out.page_height)
         out.console = [
             {"level": e.get("level"), "message": e.get("message")} for e in driver.get_log("browser")
         ]
@@ -122,6 +121,41 @@ def open_page(html_file: Path) -> PageCheck:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+SHOT_SCALE = 0.5
+"""The full-page screenshot is stitched from viewport captures at this scale."""
+
+
+def _scrolled_screenshot(driver, page_height: int) -> bytes:
+    """The whole page as one PNG at `SHOT_SCALE`, stitched from one capture per scrolled viewport.
+
+    One capture beyond the viewport renders the whole page as a single surface; a report 50,000 px
+    tall crashed the tab that way in CI, so the page is scrolled a viewport at a time instead.
+    """
+    from PIL import Image
+
+    view_h = int(driver.execute_script("return window.innerHeight"))
+    view_w = int(driver.execute_script("return window.innerWidth"))
+    ratio = float(driver.execute_script("return window.devicePixelRatio")) or 1.0
+    sheet = Image.new("RGB", (round(view_w * SHOT_SCALE), round(page_height * SHOT_SCALE)), "white")
+    y = 0
+    while y < page_height:
+        top = int(
+            driver.execute_async_script(
+                "const done = arguments[arguments.length - 1]; window.scrollTo(0, arguments[0]);"
+                "requestAnimationFrame(() => requestAnimationFrame(() => done(window.scrollY)));",
+                y,
+            )
+        )
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+        tile = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
+        tile = tile.resize((round(tile.width / ratio * SHOT_SCALE), round(tile.height / ratio * SHOT_SCALE)))
+        sheet.paste(tile, (0, round(top * SHOT_SCALE)))
+        y = max(y, top) + view_h
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def blankness(png: bytes) -> dict:

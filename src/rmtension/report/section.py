@@ -47,7 +47,7 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}td,th{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
 figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.85em;color:#555}
-pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em;max-height:24em}nav a{margin-right:.8em}
+.wide{overflow-x:auto}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em;max-height:24em}nav a{margin-right:.8em}
 .verdict{font-weight:600;padding:0 .3em;border-radius:3px}
 .v-supported{background:#cfe8f7}.v-not-supported{background:#f9d9c4}.v-inconclusive{background:#eee}.v-non-zero-but-small{background:#fbefc9}.v-not-testable-here{background:#eee;border:1px dashed #999}.v-not-run{background:#fff;border:1px dashed #999}
 .csv{font-size:.8em;color:#555;font-weight:normal}"""
@@ -116,7 +116,8 @@ def html_table(table: pd.DataFrame, caption: str, csv: str | None = None) -> str
     raw = table.to_html(index=False, border=0, escape=True, na_rep="")
     cut = raw.index(">") + 1
     link = f'<span class="csv">(<code>{html.escape(csv)}</code>)</span>' if csv else ""
-    return raw[:cut] + f"<caption>{inline_md(caption)}{link}</caption>" + _badges(raw[cut:])
+    table_html = raw[:cut] + f"<caption>{inline_md(caption)}{link}</caption>" + _badges(raw[cut:])
+    return f'<div class="wide">{table_html}</div>'  # a wide table scrolls inside itself, not the page
 
 
 def _badges(cells: str) -> str:
