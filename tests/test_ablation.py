@@ -425,6 +425,37 @@ def test_stages_write_the_documented_outputs(tmp_path):
         ("mixed-seed0", 5.0, "zero"),
     }
     assert all(r["ci"][0] <= r["effect"] <= r["ci"][1] for r in dd)
+
+    # the paper's unit, derived here from ablation.csv's accuracies: (acc(other) - acc(shared)) / acc(clean)
+    # for the size-matched sets, and the interaction of relative drops for the objective-only sets
+    def acc(rm, name, test, p=5.0, mode="zero"):
+        at = frame[(frame["rm"] == rm) & (frame["neuron_set"] == name) & (frame["test_set"] == test)]
+        if name != "none":
+            at = at[(at["p"] == p) & (at["mode"] == mode) & (at["scorer"] == "mean_act")]
+        return float(at["accuracy"].iloc[0])
+
+    rec = next(
+        r
+        for r in influence["records"]
+        if (r["rm"], r["p"], r["mode"], r["scorer"]) == ("mixed-seed0", 5.0, "zero", "mean_act")
+    )
+    for c in (c for c in rec["comparisons"] if "matched_rel" in c):
+        t, other = c["test_set"], c["other"]
+        # a clean accuracy of 0 (a tiny model on 16 pairs) is floored at 1e-12, as relative_drop does
+        want = (acc("mixed-seed0", f"{other}@shared", t) - acc("mixed-seed0", f"shared@{other}", t)) / max(
+            acc("mixed-seed0", "none", t), 1e-12
+        )
+        assert c["matched_rel"]["rel_drop"] == pytest.approx(want, rel=1e-9, abs=1e-12)
+        assert c["matched_rel"]["ci"][0] <= want + 1e-12 <= c["matched_rel"]["ci"][1] + 2e-12
+    r0 = next(
+        r for r in dd if (r["rm"], r["p"], r["mode"], r["scorer"]) == ("mixed-seed0", 5.0, "zero", "mean_act")
+    )
+    within = {
+        t: (acc("mixed-seed0", f"{other}_only", t) - acc("mixed-seed0", f"{t}_only", t))
+        / max(acc("mixed-seed0", "none", t), 1e-12)
+        for t, other in (("helpful", "harmless"), ("harmless", "helpful"))
+    }
+    assert r0["relative"]["effect"] == pytest.approx((within["helpful"] + within["harmless"]) / 2, abs=1e-12)
     claims = paper_claims(run)
     names = [c.id for c in claims]
     assert {

@@ -110,3 +110,20 @@ def test_a_claim_p_without_its_relative_margin_is_refused():
         AblationConfig.model_validate({"claim_ps": [10, 20], "relative_margins": {10: 0.06}})
     ok = AblationConfig.model_validate({"claim_ps": [10, 20], "relative_margins": {10: 0.06, 20: 0.085}})
     assert ok.relative_margins == {10.0: 0.06, 20.0: 0.085}
+
+
+def test_mixed_neurons_config_is_the_neurons_design_on_the_mixed_rm():
+    """configs/neurons-mixed.yaml: the same margins, data, training and draws as configs/neurons.yaml;
+    only the RM ablated (mixed, every set on both objectives) and what follows from it differ."""
+    base = yaml.safe_load(NEURONS.read_text())
+    mixed = yaml.safe_load((DEFAULT.parent / "neurons-mixed.yaml").read_text())
+    a, b = mixed["ablation"], base["ablation"]
+    assert a["relative_margins"] == b["relative_margins"]
+    assert (
+        mixed["data"] == base["data"] and mixed["train"] == base["train"] and mixed["model"] == base["model"]
+    )
+    for key in ("claim_ps", "claim_mode", "random_draws", "controls", "positive_control", "max_test_pairs"):
+        assert a[key] == b[key], key
+    assert a["rms"] == mixed["neurons"]["rms"] == ["mixed"] and a["own_objective"] is False
+    assert a["influence_matched"] is True
+    assert set(a["sets"]) == {"helpful_top", "harmless_top", "shared", "helpful_only", "harmless_only"}

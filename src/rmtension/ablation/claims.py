@@ -25,7 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from rmtension.ablation.relative import identified_relative
+from rmtension.ablation.relative import (
+    cross_relative,
+    dissociation_relative,
+    identified_relative,
+    shared_relative,
+)
 from rmtension.neurons.config import AblationConfig, claim_settings
 from rmtension.run.runio import read_json
 from rmtension.run.saved_config import read_config
@@ -326,6 +331,10 @@ def ablation_claims(
     return [out.get(cid) or not_run(cid, ("ablation",), run_dir, SOURCES[cid]) for cid in SOURCES]
 
 
+MIXED_CONFIG = "configs/neurons-mixed.yaml"
+"""The config that ablates the mixed RM's sets on both objectives (cross_ablation, shared_outsized,
+double_dissociation in the paper's unit)."""
+
 NEURONS_CONFIG = "configs/neurons.yaml"
 """The config whose design can decide the neuron-ablation claims (the paper's top-p, zero mode, seeds,
 skill and positive-control gates, margins in the paper's unit)."""
@@ -334,9 +343,11 @@ skill and positive-control gates, margins in the paper's unit)."""
 def findings(run_dir: Path) -> list[Finding]:
     """The ablation stage's claims at the run's claim settings.
 
-    A run whose `ablation.relative_margins` is set (`configs/neurons.yaml`) decides `neurons_identified`
-    in the paper's unit where it can hold (`rmtension.ablation.relative`); the other three are not in
-    that design. Any other run (the default: one trained block, top 5%, mean mode, one seed, margins in
+    A run whose `ablation.relative_margins` is set decides the claims in the paper's unit where they can
+    hold (`rmtension.ablation.relative`): `neurons_identified` (`configs/neurons.yaml`, and
+    `configs/neurons-mixed.yaml` in the mixed RM); `cross_ablation`, `shared_outsized` and
+    `double_dissociation` where the mixed RM's sets were ablated on both objectives
+    (`configs/neurons-mixed.yaml`), else "not run" with a pointer to it. Any other run (the default: one trained block, top 5%, mean mode, one seed, margins in
     SDs) describes its smaller analysis: each claim keeps its numbers, with the verdict "not run" and a
     pointer to `configs/neurons.yaml`.
     """
@@ -345,26 +356,50 @@ def findings(run_dir: Path) -> list[Finding]:
     if acfg.relative_margins and (run_dir / "ablation.csv").exists():
         st = claim_settings(run_dir)
         frame = pd.read_csv(run_dir / "ablation.csv")
-        ident = identified_relative(
-            run_dir,
-            frame,
+        args = (
             acfg.claim_points(),
             acfg.relative_margins,
             acfg.scorers[0],
             acfg.claim_mode,
             acfg.positive_control,
-            st["rm"],
         )
-        why = (
-            "Not run in this design: its RMs are ablated on their own objective only "
-            "(`ablation.own_objective`); the claim needs the mixed RM's sets on both objectives."
-        )
-        rest = [
-            Finding(cid, NOT_RUN, why, SOURCES[cid], test=TESTS[cid][0], null=TESTS[cid][1])
-            for cid in SOURCES
-            if cid != NEURONS_IDENTIFIED
-        ]
-        return [ident, *rest]
+        out = [identified_relative(run_dir, frame, *args, st["rm"])]
+        mixed = frame[frame["rm"].astype(str).str.startswith("mixed-")]
+        docs = {
+            cid: read_json(run_dir / SOURCES[cid])
+            for cid in (SHARED_OUTSIZED, DOUBLE_DISSOCIATION)
+            if (run_dir / SOURCES[cid]).exists()
+        }
+        ran = {
+            CROSS_ABLATION: (
+                (mixed["neuron_set"] == "helpful_top") & (mixed["test_set"] == "harmless")
+            ).any(),
+            SHARED_OUTSIZED: any(
+                "matched_rel" in c
+                for r in docs.get(SHARED_OUTSIZED, {}).get("records", [])
+                if str(r["rm"]).startswith("mixed-")
+                for c in r["comparisons"]
+            ),
+            DOUBLE_DISSOCIATION: any(
+                "relative" in r
+                for r in docs.get(DOUBLE_DISSOCIATION, {}).get("records", [])
+                if str(r["rm"]).startswith("mixed-")
+            ),
+        }
+        for cid in (CROSS_ABLATION, SHARED_OUTSIZED, DOUBLE_DISSOCIATION):
+            if not ran[cid]:
+                why = (
+                    "Not run in this design: the claim needs the mixed RM's sets ablated on both objectives' "
+                    f"test pairs (`{MIXED_CONFIG}` runs it)."
+                )
+                out.append(Finding(cid, NOT_RUN, why, SOURCES[cid], test=TESTS[cid][0], null=TESTS[cid][1]))
+            elif cid == CROSS_ABLATION:
+                out.append(cross_relative(run_dir, frame, *args))
+            elif cid == SHARED_OUTSIZED:
+                out.append(shared_relative(run_dir, frame, docs[cid], *args))
+            else:
+                out.append(dissociation_relative(run_dir, frame, docs[cid], *args))
+        return out
     st = claim_settings(run_dir)
     described = ablation_claims(run_dir, st["p"], st["scorer"], "mean", st["rm"])
     return [_described(f) for f in described]

@@ -31,7 +31,13 @@ import numpy as np
 import pandas as pd
 
 from rmtension.run.runio import read_json
-from rmtension.stats.finding import NEURONS_IDENTIFIED, Finding
+from rmtension.stats.finding import (
+    CROSS_ABLATION,
+    DOUBLE_DISSOCIATION,
+    NEURONS_IDENTIFIED,
+    SHARED_OUTSIZED,
+    Finding,
+)
 from rmtension.stats.pvalues import nearest_p
 from rmtension.stats.seeds import seed_t_interval
 from rmtension.stats.verdicts import (
@@ -76,13 +82,15 @@ def skill(run_dir: Path, rm_objective: str, test: str) -> tuple[bool, str]:
     return lo > 0.5, words
 
 
-def _part_rows(frame: pd.DataFrame, scorer: str, p: float, mode: str, o: str, kind: str) -> pd.DataFrame:
+def _part_rows(
+    frame: pd.DataFrame, scorer: str, p: float, mode: str, neuron_set: str, test: str, kind: str
+) -> pd.DataFrame:
     return frame[
         (frame["scorer"] == scorer)
         & (frame["p"] == p)
         & (frame["mode"] == mode)
-        & (frame["neuron_set"] == f"{o}_top")
-        & (frame["test_set"] == o)
+        & (frame["neuron_set"] == neuron_set)
+        & (frame["test_set"] == test)
         & (frame["control"].fillna("") == kind)
         & (frame["n_draws"] > 0)
     ]
@@ -97,6 +105,94 @@ def _rms_of(frame: pd.DataFrame, o: str, fallback: str) -> tuple[pd.DataFrame, s
     return frame.iloc[:0], o
 
 
+def _ci(e: dict) -> str:
+    return f"{e['effect']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]"
+
+
+class _Parts:
+    """The parts of one claim, each decided by the equivalence rule behind the skill and positive-control
+    gates (module docstring), with their words."""
+
+    def __init__(self, positive: str | None):
+        self.positive = positive
+        self.parts: dict[str, dict] = {}
+        self.controls: dict[str, dict] = {}
+        self.verdicts: dict[str, str] = {}
+        self.untestable: dict[str, str] = {}
+        self.texts: list[str] = []
+
+    def add(self, label: str, e: dict, m: float, pc: dict | None, skill: tuple[bool, str]) -> None:
+        """Part `label`: effect `e` (`seed_effect`) against margin `m`; `pc` the positive control's effect
+        (None: none was run); `skill` (whether the RM has the skill, its words)."""
+        v = equivalence_verdict(e["ci95"], m, small=True)
+        reaches = pc is not None and pc["ci95"][0] > m
+        if pc is not None:
+            self.controls[label] = {**pc, "scorer": self.positive, "reaches_margin": reaches, "min_effect": m}
+        if not skill[0]:
+            v, self.untestable[label] = NOT_TESTABLE, f"RM lacks the skill: {skill[1]}"
+        elif v in (NOT_SUPPORTED, NON_ZERO_SMALL) and not reaches:
+            why = (
+                "no positive control was run"
+                if pc is None
+                else f"the positive control (top {self.positive} neurons) reaches only {_ci(pc)}, "
+                f"not above the margin {m:g}"
+            )
+            v, self.untestable[label] = NOT_TESTABLE, why
+        self.parts[label] = {**e, "min_effect": m}
+        self.verdicts[label] = v
+        self.texts.append(
+            f"{label}: {_ci(e)} over {e['seeds']} seed(s) against ±{m:g}: {v}"
+            + (f" ({self.untestable[label]})" if label in self.untestable else "")
+            + (f"; positive control {_ci(pc)}" if pc is not None else "")
+        )
+
+    def finding(self, cid: str, source: str, setting: str, test: str, null: str, missing: str) -> Finding:
+        texts = [t for t in self.texts if t]
+        if not self.parts:
+            return Finding(cid, NOT_TESTABLE, missing, source, test=test, null=null, setting=setting)
+        testable = [v for v in self.verdicts.values() if v != NOT_TESTABLE]
+        return Finding(
+            cid,
+            all_of(testable) if testable else NOT_TESTABLE,
+            "; ".join(texts) + ".",
+            source,
+            effect={k: e["effect"] for k, e in self.parts.items()},
+            ci95={k: e["ci95"] for k, e in self.parts.items()},
+            min_effect=max(e["min_effect"] for e in self.parts.values()),
+            min_detectable_effect=max(min_detectable_effect(e["ci95"]) for e in self.parts.values()),
+            test=test,
+            null=null,
+            setting=setting,
+            positive_control=self.controls or None,
+            numbers={
+                "verdicts": self.verdicts,
+                "not_testable": self.untestable,
+                "margins": {k: e["min_effect"] for k, e in self.parts.items()},
+                "per_seed": {k: e["per_seed"] for k, e in self.parts.items()},
+                "supported_parts": sum(v == SUPPORTED for v in self.verdicts.values()),
+            },
+        )
+
+
+def _setting(scorer: str, mode: str, claim_ps: list[float], unit: str) -> str:
+    return f"top {'/'.join(f'{p:g}' for p in claim_ps)}% by {scorer}, {mode} ablation; {unit}, seeds as the unit, 95% CI"
+
+
+_TEST = (
+    "equivalence rule on each part's 95% random-effects CI over seeds (t quantile), margins per top-p in "
+    "the paper's unit; every testable part must hold; a part needs the skill, and a positive control "
+    "above its margin before it can be not supported"
+)
+
+
+def _margin(margins: dict[float, float], q: float, p: float) -> float:
+    return float(margins.get(q, margins.get(p, np.nan)))
+
+
+def _claim_p(available, q: float) -> float:
+    return float(nearest_p(available, q)) if len(available) else q
+
+
 def identified_relative(
     run_dir: Path,
     frame: pd.DataFrame,
@@ -108,48 +204,191 @@ def identified_relative(
     fallback: str = "mixed",
 ) -> Finding:
     """`neurons_identified` read as the module docstring says, from ablation.csv's rows `frame`."""
-    parts, controls, verdicts, texts, untestable = {}, {}, {}, [], {}
+    acc = _Parts(positive)
     available = sorted(frame["p"].unique())
     for o in OBJECTIVES:
         rows, rm_obj = _rms_of(frame, o, fallback)
-        has_skill, skill_words = skill(run_dir, rm_obj, o)
+        has_skill = skill(run_dir, rm_obj, o)
         for q in claim_ps:
-            p = float(nearest_p(available, q)) if available else q
-            m = float(margins.get(q, margins.get(p, np.nan)))
+            p, s = _claim_p(available, q), f"{o}_top"
             for kind in KINDS:
-                label = f"{o}_top on {o} at top {p:g}% vs {kind} ({rm_obj} RM)"
-                e = seed_effect(_part_rows(rows, scorer, p, mode, o, kind))
-                if e is None:
-                    continue
-                pc = seed_effect(_part_rows(rows, positive, p, mode, o, kind)) if positive else None
-                v = equivalence_verdict(e["ci95"], m, small=True)
-                reaches = pc is not None and pc["ci95"][0] > m
-                if pc is not None:
-                    controls[label] = {**pc, "scorer": positive, "reaches_margin": reaches, "min_effect": m}
-                if not has_skill:
-                    v, untestable[label] = NOT_TESTABLE, f"RM lacks the skill: {skill_words}"
-                elif v in (NOT_SUPPORTED, NON_ZERO_SMALL) and not reaches:
-                    why = (
-                        "no positive control was run"
-                        if pc is None
-                        else f"the positive control (top {positive} neurons) reaches only {pc['effect']:+.3f} "
-                        f"[{pc['ci95'][0]:+.3f}, {pc['ci95'][1]:+.3f}], not above the margin {m:g}"
+                e = seed_effect(_part_rows(rows, scorer, p, mode, s, o, kind))
+                if e is not None:
+                    pc = seed_effect(_part_rows(rows, positive, p, mode, s, o, kind)) if positive else None
+                    label = f"{s} on {o} at top {p:g}% vs {kind} ({rm_obj} RM)"
+                    acc.add(label, e, _margin(margins, q, p), pc, has_skill)
+            acc.texts.append(_beside(rows, scorer, p, mode, o))
+    return acc.finding(
+        NEURONS_IDENTIFIED,
+        "ablation.csv, tension.json",
+        _setting(scorer, mode, claim_ps, "relative accuracy drop against matched random neurons"),
+        _TEST,
+        "the set's relative accuracy drop is no larger than that of random neurons of the same layers (deciles)",
+        "No rows at the claim settings in ablation.csv (ablation.claim_ps, claim_mode, the *_top sets).",
+    )
+
+
+def _positive(
+    rows: pd.DataFrame, positive: str | None, p: float, mode: str, o: str, kind: str = "layer"
+) -> dict | None:
+    """The positive control on objective `o`'s test pairs: the top `positive` neurons of `o` against the
+    claim sets' random controls of kind `kind` (None when none was run)."""
+    return seed_effect(_part_rows(rows, positive, p, mode, f"{o}_top", o, kind)) if positive else None
+
+
+def cross_relative(
+    run_dir: Path,
+    frame: pd.DataFrame,
+    claim_ps: list[float],
+    margins: dict[float, float],
+    scorer: str,
+    mode: str,
+    positive: str | None,
+    rm_obj: str = "mixed",
+) -> Finding:
+    """`cross_ablation` in the paper's unit: in the RMs of `rm_obj` (the mixed RM, which holds both
+    objectives), each objective's top set on the **other** objective's test pairs, against its matched
+    random controls, at every claim p. The skill gate reads the RM's accuracy on that test set; the
+    positive control is the top `positive` neurons of the test set's own objective on those pairs."""
+    acc = _Parts(positive)
+    rows = frame[frame["rm"].astype(str).str.startswith(rm_obj + "-")]
+    available = sorted(rows["p"].unique())
+    for s_obj, test in (("helpful", "harmless"), ("harmless", "helpful")):
+        has_skill = skill(run_dir, rm_obj, test)
+        for q in claim_ps:
+            p = _claim_p(available, q)
+            for kind in KINDS:
+                e = seed_effect(_part_rows(rows, scorer, p, mode, f"{s_obj}_top", test, kind))
+                if e is not None:
+                    label = f"{s_obj}_top on {test} at top {p:g}% vs {kind} ({rm_obj} RM)"
+                    acc.add(
+                        label,
+                        e,
+                        _margin(margins, q, p),
+                        _positive(rows, positive, p, mode, test, kind),
+                        has_skill,
                     )
-                    v, untestable[label] = NOT_TESTABLE, why
-                parts[label] = {**e, "min_effect": m}
-                verdicts[label] = v
-                texts.append(
-                    f"{label}: {e['effect']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}] over {e['seeds']} "
-                    f"seed(s) against ±{m:g}: {v}"
-                    + (f" ({untestable[label]})" if label in untestable else "")
-                    + (
-                        f"; positive control {pc['effect']:+.3f} [{pc['ci95'][0]:+.3f}, {pc['ci95'][1]:+.3f}]"
-                        if pc is not None
-                        else ""
-                    )
-                )
-            texts.append(_beside(rows, scorer, p, mode, o))
-    return _finding(parts, controls, verdicts, untestable, [t for t in texts if t], scorer, mode, claim_ps)
+    return acc.finding(
+        CROSS_ABLATION,
+        "ablation.csv, tension.json",
+        _setting(
+            scorer,
+            mode,
+            claim_ps,
+            "relative accuracy drop on the other objective's pairs against matched random neurons",
+        ),
+        _TEST,
+        "the set's relative accuracy drop on the other objective's pairs is no larger than that of its random controls",
+        f"No {rm_obj} RM rows of the *_top sets on the other objective's test pairs in ablation.csv.",
+    )
+
+
+def _seed_frame(values: list[tuple[float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(values, columns=["v", "v_se"])
+
+
+def shared_relative(
+    run_dir: Path,
+    frame: pd.DataFrame,
+    influence: dict,
+    claim_ps: list[float],
+    margins: dict[float, float],
+    scorer: str,
+    mode: str,
+    positive: str | None,
+    rm_obj: str = "mixed",
+) -> Finding:
+    """`shared_outsized` in the paper's unit: on each objective's test pairs, the relative accuracy drop
+    of the shared neurons minus that of as many of that objective's own neurons (`<o>_only`, cut to the
+    same size; influence.json `matched_rel`), per seed of the `rm_obj` RM, at every claim p. Positive
+    control: the top `positive` neurons of that objective against layer-matched random neurons."""
+    acc = _Parts(positive)
+    rows = frame[frame["rm"].astype(str).str.startswith(rm_obj + "-")]
+    recs = [
+        r
+        for r in influence.get("records", [])
+        if r["scorer"] == scorer and r["mode"] == mode and str(r["rm"]).startswith(rm_obj + "-")
+    ]
+    available = sorted({r["p"] for r in recs})
+    for o in OBJECTIVES:
+        has_skill = skill(run_dir, rm_obj, o)
+        for q in claim_ps:
+            p = _claim_p(available, q)
+            per_seed = [
+                (c["matched_rel"]["rel_drop"], c["matched_rel"]["se"])
+                for r in recs
+                if r["p"] == p
+                for c in r["comparisons"]
+                if c["test_set"] == o and c["other"] == f"{o}_only" and "matched_rel" in c
+            ]
+            e = seed_effect(_seed_frame(per_seed), "v")
+            if e is not None:
+                label = f"shared vs {o}_only on {o} at top {p:g}% ({rm_obj} RM)"
+                acc.add(label, e, _margin(margins, q, p), _positive(rows, positive, p, mode, o), has_skill)
+    return acc.finding(
+        SHARED_OUTSIZED,
+        "neurons/influence.json, ablation.csv, tension.json",
+        _setting(
+            scorer,
+            mode,
+            claim_ps,
+            "relative accuracy drop of the shared neurons minus that of as many objective-only neurons",
+        ),
+        _TEST,
+        "the shared neurons' relative accuracy drop is no larger than that of an equally large random subset of "
+        "the objective-only neurons",
+        "No size-matched comparisons in neurons/influence.json (the shared set is empty at every claim p, "
+        "or ablation.influence_matched is off).",
+    )
+
+
+def dissociation_relative(
+    run_dir: Path,
+    frame: pd.DataFrame,
+    dissociation: dict,
+    claim_ps: list[float],
+    margins: dict[float, float],
+    scorer: str,
+    mode: str,
+    positive: str | None,
+    rm_obj: str = "mixed",
+) -> Finding:
+    """`double_dissociation` in the paper's unit: the 2x2 interaction of helpful_only and harmless_only
+    on the two test sets (`rmtension.ablation.stats.double_dissociation_relative`), per seed of the
+    `rm_obj` RM, at every claim p. It needs the skill on both test sets, and a positive control on both."""
+    acc = _Parts(positive)
+    rows = frame[frame["rm"].astype(str).str.startswith(rm_obj + "-")]
+    recs = [
+        r
+        for r in dissociation.get("records", [])
+        if r["scorer"] == scorer
+        and r["mode"] == mode
+        and str(r["rm"]).startswith(rm_obj + "-")
+        and "relative" in r
+    ]
+    available = sorted({r["p"] for r in recs})
+    skills = [skill(run_dir, rm_obj, o) for o in OBJECTIVES]
+    both_skill = (all(ok for ok, _ in skills), "; ".join(w for ok, w in skills if not ok))
+    for q in claim_ps:
+        p = _claim_p(available, q)
+        per_seed = [(r["relative"]["effect"], r["relative"]["se"]) for r in recs if r["p"] == p]
+        e = seed_effect(_seed_frame(per_seed), "v")
+        if e is None:
+            continue
+        pcs = [_positive(rows, positive, p, mode, o) for o in OBJECTIVES]
+        # the weaker of the two objectives' positive controls: both must reach the margin
+        pc = None if any(c is None for c in pcs) else min(pcs, key=lambda c: c["ci95"][0])
+        label = f"helpful_only x harmless_only interaction at top {p:g}% ({rm_obj} RM)"
+        acc.add(label, e, _margin(margins, q, p), pc, both_skill)
+    return acc.finding(
+        DOUBLE_DISSOCIATION,
+        "neurons/dissociation.json, ablation.csv, tension.json",
+        _setting(scorer, mode, claim_ps, "2x2 interaction of relative accuracy drops"),
+        _TEST,
+        "helpful_only and harmless_only hurt both objectives alike (interaction 0)",
+        "No relative interaction in neurons/dissociation.json (helpful_only and harmless_only ablated on both "
+        "test sets).",
+    )
 
 
 def _beside(rows: pd.DataFrame, scorer: str, p: float, mode: str, o: str) -> str:
@@ -170,46 +409,3 @@ def _beside(rows: pd.DataFrame, scorer: str, p: float, mode: str, o: str) -> str
                 f"[{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}] relative to the clean RM"
             )
     return "; ".join(out)
-
-
-def _finding(parts, controls, verdicts, untestable, texts, scorer, mode, claim_ps) -> Finding:
-    setting = (
-        f"top {'/'.join(f'{p:g}' for p in claim_ps)}% by {scorer}, {mode} ablation; relative accuracy drop "
-        "against matched random neurons, seeds as the unit, 95% CI"
-    )
-    test = (
-        "equivalence rule on each part's 95% random-effects CI over seeds (t quantile), margins per top-p in "
-        "the paper's unit; every testable part must hold; a part needs the skill, and a positive control "
-        "above its margin before it can be not supported"
-    )
-    null = "the set's relative accuracy drop is no larger than that of random neurons of the same layers (deciles)"
-    if not parts:
-        why = "No rows at the claim settings in ablation.csv (ablation.claim_ps, claim_mode, the *_top sets)."
-        return Finding(
-            NEURONS_IDENTIFIED, NOT_TESTABLE, why, "ablation.csv", test=test, null=null, setting=setting
-        )
-    testable = [v for v in verdicts.values() if v != NOT_TESTABLE]
-    verdict = all_of(testable) if testable else NOT_TESTABLE
-    mde = max(min_detectable_effect(e["ci95"]) for e in parts.values())
-    margin = max(e["min_effect"] for e in parts.values())
-    return Finding(
-        NEURONS_IDENTIFIED,
-        verdict,
-        "; ".join(texts) + ".",
-        "ablation.csv, tension.json",
-        effect={k: e["effect"] for k, e in parts.items()},
-        ci95={k: e["ci95"] for k, e in parts.items()},
-        min_effect=margin,
-        min_detectable_effect=mde,
-        test=test,
-        null=null,
-        setting=setting,
-        positive_control=controls or None,
-        numbers={
-            "verdicts": verdicts,
-            "not_testable": untestable,
-            "margins": {k: e["min_effect"] for k, e in parts.items()},
-            "per_seed": {k: e["per_seed"] for k, e in parts.items()},
-            "supported_parts": sum(v == SUPPORTED for v in verdicts.values()),
-        },
-    )

@@ -148,3 +148,44 @@ def double_dissociation(
         "margin_sd": sd,
         "n_pairs": {t: len(clean[t]) for t in tests},
     }
+
+
+def double_dissociation_relative(
+    margins: dict[str, dict[str, np.ndarray]],
+    clean: dict[str, np.ndarray],
+    idx: dict[str, np.ndarray],
+    level: float = 0.95,
+) -> dict:
+    """The 2x2 interaction of `double_dissociation` in the paper's unit, relative accuracy drops.
+
+    Inputs as `double_dissociation`. With acc(S, T) the accuracy of set S's ablation on test set T
+    and acc(T) the clean accuracy there:
+
+        within(helpful)  = (acc(SO, helpful) - acc(HO, helpful)) / acc(helpful)
+        within(harmless) = (acc(HO, harmless) - acc(SO, harmless)) / acc(harmless)
+        interaction      = (within(helpful) + within(harmless)) / 2
+
+    (HO helpful_only, SO harmless_only): on each test set, how much more its own objective's set
+    drops the accuracy than the other set does, relative to the clean accuracy. Each test set's
+    pairs are resampled on their own (`idx[t]` [B, P_t]), numerator and denominator together (a
+    ratio estimate); `se` is the SD of the replicates.
+    """
+    own = {"helpful": "helpful_only", "harmless": "harmless_only"}
+    other = {"helpful": "harmless_only", "harmless": "helpful_only"}
+
+    def correct(m: np.ndarray) -> np.ndarray:  # 1 right, 0.5 tie, 0 wrong, as `relative_drop`
+        return (np.sign(m) + 1) / 2
+
+    within, reps = {}, {}
+    for t in ("helpful", "harmless"):
+        v = correct(margins[other[t]][t]) - correct(margins[own[t]][t])  # [P_t]
+        c = correct(clean[t])
+        within[t] = float(v.mean() / max(c.mean(), 1e-12))
+        reps[t] = v[idx[t]].mean(1) / np.maximum(c[idx[t]].mean(1), 1e-12)  # [B]
+    both = (reps["helpful"] + reps["harmless"]) / 2
+    return {
+        "effect": (within["helpful"] + within["harmless"]) / 2,
+        "ci": interval(both, level),
+        "se": float(np.std(both, ddof=1)) if len(both) > 1 else float("nan"),
+        "within": {t: {"rel_drop": within[t], "ci": interval(reps[t], level)} for t in within},
+    }

@@ -9,6 +9,7 @@ import numpy as np
 from rmtension.ablation.plan import ONLY, matched_names
 from rmtension.ablation.stats import (
     double_dissociation,
+    double_dissociation_relative,
     margin_change,
     margin_sd,
     mean_ci,
@@ -182,12 +183,14 @@ def summarise(rm: str, plan: list[dict], per_test: Margins, cfg: AblationConfig)
         out["cross"].append({**head, "matrix": _cross(entries, per_test, idx, cfg)})
         if all(s in entries for s in ONLY) and {"helpful", "harmless"} <= set(per_test):
             tests = ("helpful", "harmless")
-            dd = double_dissociation(
+            args = (
                 {s: {t: per_test[t][1][entries[s]["key"]] for t in tests} for s in ONLY},
                 {t: per_test[t][0] for t in tests},
                 {t: idx[t] for t in tests},
                 cfg.ci,
             )
+            dd = double_dissociation(*args)
+            dd["relative"] = double_dissociation_relative(*args)
             out["dissociation"].append({**head, "n_neurons": {s: entries[s]["n"] for s in ONLY}, **dd})
     return out
 
@@ -246,6 +249,8 @@ def _influence(entries: dict[str, dict], per_test: Margins, idx: dict, cfg: Abla
                     "n_other": om["n"],
                     **compare_matched(c, a, b, idx[t], cfg.ci),
                 }
+                # the paper's unit: (acc(other side) - acc(shared side)) / acc(clean), ratio bootstrap
+                cmp["matched_rel"] = relative_drop(c, a, [b], idx[t], cfg.ci)
                 cmp["matched_std"] = {
                     "diff": float(diff.mean()),
                     "ci": interval(diff[idx[t]].mean(1), cfg.ci),
