@@ -55,6 +55,8 @@ class PageCheck:
     page_height: int = 0
     overflow_x: int = 0
     """How many CSS pixels the page is wider than the window (a horizontal scroll bar when > 0)."""
+    covered: int = 0
+    """CSS pixels from the top of the page that the stitched screenshot's captures cover."""
     screenshot: bytes = b""
 
     @property
@@ -113,7 +115,7 @@ def open_page(html_file: Path) -> PageCheck:
                 "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )
         )
-        out.screenshot = _scrolled_screenshot(driver, out.page_height)
+        out.screenshot, out.covered = _scrolled_screenshot(driver, out.page_height)
         out.console = [
             {"level": e.get("level"), "message": e.get("message")} for e in driver.get_log("browser")
         ]
@@ -127,8 +129,9 @@ SHOT_SCALE = 0.5
 """The full-page screenshot is stitched from viewport captures at this scale."""
 
 
-def _scrolled_screenshot(driver, page_height: int) -> bytes:
-    """The whole page as one PNG at `SHOT_SCALE`, stitched from one capture per scrolled viewport.
+def _scrolled_screenshot(driver, page_height: int) -> tuple[bytes, int]:
+    """(The whole page as one PNG at `SHOT_SCALE`, stitched from one capture per scrolled viewport; how
+    many CSS pixels from the top the captures cover).
 
     One capture beyond the viewport renders the whole page as a single surface; a report 50,000 px
     tall crashed the tab that way in CI, so the page is scrolled a viewport at a time instead.
@@ -139,7 +142,7 @@ def _scrolled_screenshot(driver, page_height: int) -> bytes:
     view_w = int(driver.execute_script("return window.innerWidth"))
     ratio = float(driver.execute_script("return window.devicePixelRatio")) or 1.0
     sheet = Image.new("RGB", (round(view_w * SHOT_SCALE), round(page_height * SHOT_SCALE)), "white")
-    y = 0
+    y = covered = 0
     while y < page_height:
         top = int(
             driver.execute_async_script(
@@ -152,10 +155,12 @@ def _scrolled_screenshot(driver, page_height: int) -> bytes:
         tile = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
         tile = tile.resize((round(tile.width / ratio * SHOT_SCALE), round(tile.height / ratio * SHOT_SCALE)))
         sheet.paste(tile, (0, round(top * SHOT_SCALE)))
+        if top <= covered:  # contiguous with what is already captured
+            covered = max(covered, top + round(tile.height / ratio))
         y = max(y, top) + view_h
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
-    return buf.getvalue()
+    return buf.getvalue(), covered
 
 
 def blankness(png: bytes) -> dict:

@@ -59,21 +59,31 @@ def _row(
     }
 
 
-def _run(tmp: Path, name: str, cross: float, shared: float, inter: float, control: float, skill=SKILLED):
+def _run(
+    tmp: Path, name: str, cross: float, shared: float, inter: float, control, skill=SKILLED, seeds=SEEDS
+):
     """A mixed-RM run whose every seed has effect `cross` (the *_top sets on the other objective),
     `shared` (shared vs as many objective-only neurons), `inter` (the relative interaction), and whose
-    positive control (attribution top sets on their own objective) is `control`; seed spread +-0.01."""
+    positive control (attribution top sets on their own objective) is `control`, a number or
+    {(objective, control kind): number}; seed spread +-0.01."""
+    ctrl = (
+        control
+        if isinstance(control, dict)
+        else {(o, k): control for o in SKILLED for k in ("layer", "magnitude")}
+    )
     run = tmp / name
     run.mkdir()
     rows, influence, dissociation = [], [], []
-    for seed in range(SEEDS):
+    for seed in range(seeds):
         jitter = (seed - 1) * 0.01
         for p in PS:
             for kind in ("layer", "magnitude"):
                 for o, other in (("helpful", "harmless"), ("harmless", "helpful")):
                     rows.append(_row(seed, f"{o}_top", "mean_act", p, other, kind, cross + jitter, 0.01))
                     rows.append(_row(seed, f"{o}_top", "mean_act", p, o, kind, 0.3 + jitter, 0.01))
-                    rows.append(_row(seed, f"{o}_top", "attribution", p, o, kind, control + jitter, 0.01))
+                    rows.append(
+                        _row(seed, f"{o}_top", "attribution", p, o, kind, ctrl[o, kind] + jitter, 0.01)
+                    )
             head = {"rm": f"mixed-seed{seed}", "scorer": "mean_act", "p": p, "mode": "zero"}
             comps = [
                 {
@@ -154,3 +164,55 @@ def test_the_single_objective_design_leaves_the_three_claims_not_run(tmp_path):
     again = {f.id: f for f in ablation_findings(run)}
     for c in CLAIMS:
         assert again[c].verdict == "not run" and "neurons-mixed.yaml" in again[c].evidence, c
+
+
+def test_each_claim_reads_the_positive_control_it_names(tmp_path):
+    """Null effects with a control that reaches the margins only for harmless, layer-matched: the parts
+    whose control is that one are "not supported", every other part "not testable here"."""
+    control = {("harmless", "layer"): 0.3, ("harmless", "magnitude"): 0.0}
+    control |= {("helpful", k): 0.0 for k in ("layer", "magnitude")}
+    found = _run(tmp_path, "a", cross=0.0, shared=0.0, inter=0.0, control=control)
+    cross = found["cross_ablation"].numbers["verdicts"]
+    # cross_ablation's control is the test set's own objective's, of the same control kind
+    for label, v in cross.items():
+        want = "not supported" if " on harmless " in label and label.endswith("vs layer (mixed RM)") else None
+        assert v == (want or "not testable here"), label
+    # shared_outsized: that objective's control against layer-matched neurons
+    shared = found["shared_outsized"].numbers["verdicts"]
+    assert {v for k, v in shared.items() if " on harmless " in k} == {"not supported"}
+    assert {v for k, v in shared.items() if " on helpful " in k} == {"not testable here"}
+    # the interaction: the weaker of the two objectives' controls, so nothing is decided
+    assert set(found["double_dissociation"].numbers["verdicts"].values()) == {"not testable here"}
+
+
+def test_a_part_over_one_seed_is_not_testable(tmp_path):
+    found = _run(tmp_path, "a", cross=0.3, shared=0.3, inter=0.3, control=0.3, seeds=1)
+    for c in CLAIMS:
+        reasons = found[c].numbers["not_testable"].values()
+        assert found[c].verdict == "not testable here" and all("only 1 seed" in r for r in reasons), c
+
+
+def test_relative_interaction_resamples_numerator_and_denominator_together():
+    rng = np.random.default_rng(0)
+    clean = {t: rng.normal(0.3, 1.0, 40) for t in ("helpful", "harmless")}
+    margins = {
+        s: {t: clean[t] + rng.normal(0, 1.0, 40) for t in clean} for s in ("helpful_only", "harmless_only")
+    }
+    idx = {t: rng.integers(0, 40, (200, 40)) for t in clean}
+
+    def c(m):
+        return (np.sign(m) + 1) / 2
+
+    reps = []
+    for b in range(200):  # each replicate's ratio on its own pairs, by the formula in the docstring
+        w = []
+        for t, own, other in (
+            ("helpful", "helpful_only", "harmless_only"),
+            ("harmless", "harmless_only", "helpful_only"),
+        ):
+            i = idx[t][b]
+            w.append((c(margins[other][t][i]).mean() - c(margins[own][t][i]).mean()) / c(clean[t][i]).mean())
+        reps.append(sum(w) / 2)
+    out = double_dissociation_relative(margins, clean, idx)
+    assert out["se"] == pytest.approx(np.std(reps, ddof=1))
+    assert out["ci"] == pytest.approx(list(np.quantile(reps, [0.025, 0.975])))

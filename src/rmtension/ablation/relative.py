@@ -1,22 +1,40 @@
-"""`neurons_identified` in the paper's unit, read only where it can hold (`configs/neurons.yaml`).
+"""The neuron-ablation claims in the paper's unit, read only where they can hold (`configs/neurons.yaml`,
+`configs/neurons-mixed.yaml`).
 
-The effect is the relative accuracy drop against matched random neurons,
-(acc_controls - acc_set) / acc_clean (`rmtension.ablation.stats.relative_drop`), of each objective's
-top set on its own objective's test pairs, in the RMs of that objective (the mixed RM where none
-was ablated), at every claim p (`ablation.claim_ps`: the paper's 10, 20 and 30%) in the claim mode
-(`ablation.claim_mode`: zero, the paper's), per control kind. Margins: `ablation.relative_margins`,
-fixed per p before the run. Seeds are the unit: a part's CI is the random-effects interval over the
-RM's seeds (`rmtension.stats.seeds.seed_t_interval`; pair part: the mean of the seeds' bootstrap SEs,
-squared, as every seed scores the same test pairs).
+Every effect is a relative accuracy drop, (acc_reference - acc_set) / acc_clean
+(`rmtension.ablation.stats.relative_drop`), at every claim p (`ablation.claim_ps`: the paper's 10, 20
+and 30%) in the claim mode (`ablation.claim_mode`: zero, the paper's):
+
+- `neurons_identified`: each objective's top set on its own objective's test pairs, in the RMs of that
+  objective (the mixed RM where none was ablated), against matched random neurons, per control kind;
+- `cross_ablation`: in the mixed RM, each objective's top set on the other objective's test pairs,
+  against its matched random neurons, per control kind;
+- `shared_outsized`: in the mixed RM, on each objective's test pairs, the shared neurons against as many
+  of that objective's own neurons (`<o>_only`, the larger cut to a random subset of the smaller's size);
+- `double_dissociation`: in the mixed RM, the 2x2 interaction of helpful_only and harmless_only on the
+  two test sets (`rmtension.ablation.stats.double_dissociation_relative`).
+
+Margins: `ablation.relative_margins`, fixed per p before the run. Seeds are the unit: a part's CI is the
+random-effects interval over the RM's seeds (`rmtension.stats.seeds.seed_t_interval`; pair part: the
+mean of the seeds' bootstrap SEs, squared, as every seed scores the same test pairs).
 
 A part is read only where it can hold:
 
 - the skill: the RM's length-controlled accuracy on that test set (`tension.json`, seeds as the
-  unit) has a 95% CI above 0.5; otherwise "not testable here: RM lacks the skill";
+  unit) has a 95% CI above 0.5 (on both test sets for the interaction); otherwise "not testable here:
+  RM lacks the skill";
 - the positive control (`ablation.positive_control`, e.g. the top attribution neurons, selected on
   the scoring pairs of the train split, disjoint from the test pairs, compared with the same
-  random controls): a part that would be "not supported" or "non-zero but small" needs the control's
-  CI above the margin; otherwise "not testable here", with the control's effect as the reason.
+  random controls; for cross_ablation the test set's own objective's control, for shared_outsized that
+  objective's control against layer-matched neurons, for the interaction the weaker of the two): a
+  part that would be "not supported" or "non-zero but small" needs the control's CI above the margin;
+  otherwise "not testable here", with the control's effect as the reason. For shared_outsized and the
+  interaction the control is the full top-p set, larger than the sets they compare (the shared set and
+  as many objective-only neurons; the objective-only sets): it shows that the pipeline detects a drop
+  of the margin's size at that p, not that it would for the smaller sets, so their "not supported" is
+  weaker evidence than identified's and cross_ablation's;
+- the seeds: a part needs at least `MIN_SEEDS` seeds (a seed whose shared set is empty has no
+  size-matched comparison).
 
 The claim holds only if every testable part does (`all_of`, an intersection-union test: no
 multiplicity correction needed); not testable parts are listed with their reasons, and a claim with
@@ -51,6 +69,8 @@ from rmtension.stats.verdicts import (
 )
 
 OBJECTIVES = ("helpful", "harmless")
+MIN_SEEDS = 2
+"""A part read over fewer seeds is "not testable here": one seed has no seed variance to add."""
 KINDS = {"layer": "layer-matched", "magnitude": "magnitude-matched"}
 
 
@@ -128,7 +148,10 @@ class _Parts:
         reaches = pc is not None and pc["ci95"][0] > m
         if pc is not None:
             self.controls[label] = {**pc, "scorer": self.positive, "reaches_margin": reaches, "min_effect": m}
-        if not skill[0]:
+        if e["seeds"] < MIN_SEEDS:
+            why = f"seeds are the unit, and only {e['seeds']} seed(s) have this part (a set was empty in the others)"
+            v, self.untestable[label] = NOT_TESTABLE, why
+        elif not skill[0]:
             v, self.untestable[label] = NOT_TESTABLE, f"RM lacks the skill: {skill[1]}"
         elif v in (NOT_SUPPORTED, NON_ZERO_SMALL) and not reaches:
             why = (

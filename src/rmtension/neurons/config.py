@@ -133,10 +133,10 @@ class AblationConfig(Strict):
     """Each single-objective RM is ablated on its own objective only: its own top set (helpful_top in the
     helpful RM) on its own test set. The mixed RM keeps `sets` and `test_sets`."""
     relative_margins: dict[float, float] | None = None
-    """Margins in the paper's unit, the relative accuracy drop (acc_controls - acc_set) / acc_clean, per
-    claim p; when set, `neurons_identified` is read in that unit at every p of `claim_ps` (every part must
-    hold: an intersection-union test) instead of in SDs of the margin; every claim p needs its margin.
-    Fixed in the config before the run."""
+    """Margins in the paper's unit, the relative accuracy drop (acc_reference - acc_set) / acc_clean, per
+    claim p; when set, the neuron-ablation claims are read in that unit at every p of `claim_ps` (every
+    part must hold: an intersection-union test) instead of in SDs of the margin
+    (`rmtension.ablation.relative`); every claim p needs its margin. Fixed in the config before the run."""
     influence_matched: bool = True
     """Also compare `shared` with an equally large set of helpful_only (harmless_only) neurons,
     cutting the larger of the two to a random subset: a size-matched test of the shared
