@@ -240,6 +240,29 @@ def test_study_audit_stage_writes_scores_audit_json_section_and_finding(tiny_stu
     assert f["verdict"] == expected
     html = (out / "report.html").read_text()
     assert '<section id="audit"><h2>Helpful refusals (audit)</h2>' in html
+    # the stage scored over the suite's fp32 trunk cache (top:1 trains one block): the same rewards as
+    # the whole model's forward, which scores each RM here without it
+    from rmtension.audit.stage import score_rm, suite_trunk
+    from rmtension.config import load_config
+    from rmtension.data.stage import prepare
+    from rmtension.model.encode import encode_pairs
+
+    c = load_config(cfg, [f"audit.suite={three}"])
+    prep = prepare(out, c)
+    enc = encode_pairs(pairs, prep.tokenizer, c.model.max_length)
+    cache = suite_trunk(prep, enc, c.audit)
+    assert cache is not None and len(cache.states) == len(pairs)
+    for rm in ("helpful", "harmless", "mixed"):
+        for s in (0, 1):
+            whole = score_rm(prep, rm, None, s, pairs, c.audit, enc, None)
+            cached = score_rm(prep, rm, None, s, pairs, c.audit, enc, cache)
+            # the trunk runs in other batches than the whole forward (chosen and rejected together), so
+            # fp32 rounding may differ in the last bits; the rewards' order must not
+            for col in ("r_chosen", "r_rejected"):
+                np.testing.assert_allclose(cached[col], whole[col], rtol=1e-5, atol=1e-6)
+            assert np.array_equal(cached.r_chosen > cached.r_rejected, whole.r_chosen > whole.r_rejected)
+            saved = pd.read_csv(out / "audit" / rm / f"seed{s}.csv")
+            np.testing.assert_allclose(saved.r_chosen, whole.r_chosen, rtol=1e-6, atol=1e-7)
     assert "helpful_refusal &gt; verbose_bare_refusal" in html
 
 

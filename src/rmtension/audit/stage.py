@@ -20,10 +20,12 @@ from rmtension.config import config_hash
 from rmtension.data.types import Pair
 from rmtension.errors import ConfigError
 from rmtension.judges.load import Judge
-from rmtension.judges.score import score_encoded
 from rmtension.model.backbones import load_reward_model
-from rmtension.model.encode import encode_pairs, reply_lengths
-from rmtension.run.prepared import study_views, train_hash
+from rmtension.model.encode import EncodedPairs, encode_pairs, reply_lengths
+from rmtension.model.forward import PairForward
+from rmtension.model.scope import set_trainable
+from rmtension.model.trunk import TrunkCache, trunk_fingerprint
+from rmtension.run.prepared import caches_trunk, study_views, train_hash
 from rmtension.stats.bootstrap import correct, length_baselines
 from rmtension.run import interrupt
 from rmtension.run.log import device, log
@@ -58,13 +60,44 @@ def audit_hash(prep, cfg: AuditConfig) -> str:
     return config_hash(settings, study.model, rms, sha256_file(cfg.suite))
 
 
-def score_rm(prep, rm: str, head: str | None, seed: int, pairs: list[Pair], cfg: AuditConfig) -> pd.DataFrame:
-    """One trained RM's rewards for the better and the worse reply of every pair (the study's HH format)."""
+def suite_trunk(prep, enc: EncodedPairs, cfg: AuditConfig) -> TrunkCache | None:
+    """The frozen trunk's states of the suite's pairs, computed once in fp32 for every RM view and seed
+    (None when the study trains every block: `caches_trunk`). The audit scores in fp32, so it keeps
+    its own cache rather than the study's, which is in `train.bf16`'s precision."""
+    study = prep.ctx.cfg
+    if not caches_trunk(study):
+        return None
+    base = load_reward_model(prep.ctx.backbone_path, prep.tokenizer, study.model.trust_remote_code).to(
+        device()
+    )
+    k = set_trainable(base, study.train.trainable)
+    cache = TrunkCache(k, trunk_fingerprint(base, k))
+    cache.add(base, enc, prep.tokenizer.pad_token_id, cfg.batch_size, bf16=False)
+    return cache
+
+
+def score_rm(
+    prep,
+    rm: str,
+    head: str | None,
+    seed: int,
+    pairs: list[Pair],
+    cfg: AuditConfig,
+    enc: EncodedPairs | None = None,
+    cache: TrunkCache | None = None,
+) -> pd.DataFrame:
+    """One trained RM's rewards for the better and the worse reply of every pair (the study's HH format),
+    in fp32; over the suite's trunk `cache` where the RM's frozen blocks are the cache's
+    (`suite_trunk`), else through the whole model."""
     ctx, tok = prep.ctx, prep.tokenizer
     model = load_reward_model(str(ctx.rm_dir(rm, seed)), tok, head=head).to(device())
     judge = Judge(rm, str(ctx.rm_dir(rm, seed)), model, tok, "hh", max_length=ctx.cfg.model.max_length)
-    enc = encode_pairs(pairs, tok, ctx.cfg.model.max_length)
-    r_c, r_r = score_encoded(judge, enc, cfg.batch_size)
+    enc = encode_pairs(pairs, tok, ctx.cfg.model.max_length) if enc is None else enc
+    if cache is not None and trunk_fingerprint(model, cache.k) != cache.fingerprint:
+        cache = None  # this RM's trunk moved: run it whole
+    with PairForward(judge.model, tok.pad_token_id, bf16=False, cache=cache) as fwd:
+        r_c, r_r = fwd.score(enc, cfg.batch_size)
+    r_c, r_r = judge.sign * r_c, judge.sign * r_r
     return pd.DataFrame(
         {
             "pair_id": [p.pair_id for p in pairs],
@@ -124,12 +157,13 @@ def stage_audit(prep) -> Path:
     pairs = suite_pairs(suite)
     enc = encode_pairs(pairs, prep.tokenizer, ctx.cfg.model.max_length)
     lengths, _ = reply_lengths(pairs, enc, prep.tokenizer)
+    cache = suite_trunk(prep, enc, cfg)
     frames: dict[str, list[pd.DataFrame]] = {}
     outputs = []
     log(f"audit: {suite.name}, {len(suite.scenarios)} scenarios, {len(pairs)} pairs")
     for view, rm, head in study_views(ctx.cfg):
         for seed in ctx.seeds:
-            frame = score_rm(prep, rm, head, seed, pairs, cfg)
+            frame = score_rm(prep, rm, head, seed, pairs, cfg, enc, cache)
             outputs.append(write_csv(inside(ctx.run_dir, AUDIT, view, f"seed{seed}.csv"), frame))
             frames.setdefault(view, []).append(frame)
             interrupt.check(f"after auditing {view}/seed{seed}")
