@@ -252,8 +252,14 @@ def test_study_audit_stage_writes_scores_audit_json_section_and_finding(tiny_stu
     enc = encode_pairs(pairs, prep.tokenizer, c.model.max_length)
     cache = suite_trunk(prep, enc, c.audit)
     assert cache is not None and len(cache.states) == len(pairs)
+    from rmtension.model.backbones import load_reward_model
+    from rmtension.model.trunk import trunk_fingerprint
+
     for rm in ("helpful", "harmless", "mixed"):
         for s in (0, 1):
+            # the RM's frozen blocks are the cache's, so score_rm really runs over the cache
+            model = load_reward_model(str(prep.ctx.rm_dir(rm, s)), prep.tokenizer)
+            assert trunk_fingerprint(model, cache.k) == cache.fingerprint
             whole = score_rm(prep, rm, None, s, pairs, c.audit, enc, None)
             cached = score_rm(prep, rm, None, s, pairs, c.audit, enc, cache)
             # the trunk runs in other batches than the whole forward (chosen and rejected together), so
