@@ -233,13 +233,8 @@ def identified_relative(
         rows, rm_obj = _rms_of(frame, o, fallback)
         has_skill = skill(run_dir, rm_obj, o)
         for q in claim_ps:
-            p, s = _claim_p(available, q), f"{o}_top"
-            for kind in KINDS:
-                e = seed_effect(_part_rows(rows, scorer, p, mode, s, o, kind))
-                if e is not None:
-                    pc = seed_effect(_part_rows(rows, positive, p, mode, s, o, kind)) if positive else None
-                    label = f"{s} on {o} at top {p:g}% vs {kind} ({rm_obj} RM)"
-                    acc.add(label, e, _margin(margins, q, p), pc, has_skill)
+            p = _claim_p(available, q)
+            _vs_random(acc, rows, rm_obj, o, o, p, _margin(margins, q, p), scorer, mode, has_skill)
             acc.texts.append(_beside(rows, scorer, p, mode, o))
     return acc.finding(
         NEURONS_IDENTIFIED,
@@ -257,6 +252,27 @@ def _positive(
     """The positive control on objective `o`'s test pairs: the top `positive` neurons of `o` against the
     claim sets' random controls of kind `kind` (None when none was run)."""
     return seed_effect(_part_rows(rows, positive, p, mode, f"{o}_top", o, kind)) if positive else None
+
+
+def _vs_random(
+    acc: _Parts,
+    rows: pd.DataFrame,
+    rm_obj: str,
+    s_obj: str,
+    test: str,
+    p: float,
+    m: float,
+    scorer: str,
+    mode: str,
+    has_skill: tuple[bool, str],
+) -> None:
+    """The parts of `<s_obj>_top` on `test`'s pairs at top `p`% against each kind of matched random
+    neurons, in `rows` (one RM's seeds), with the positive control of `test`'s own objective."""
+    for kind in KINDS:
+        e = seed_effect(_part_rows(rows, scorer, p, mode, f"{s_obj}_top", test, kind))
+        if e is not None:
+            label = f"{s_obj}_top on {test} at top {p:g}% vs {kind} ({rm_obj} RM)"
+            acc.add(label, e, m, _positive(rows, acc.positive, p, mode, test, kind), has_skill)
 
 
 def cross_relative(
@@ -280,17 +296,7 @@ def cross_relative(
         has_skill = skill(run_dir, rm_obj, test)
         for q in claim_ps:
             p = _claim_p(available, q)
-            for kind in KINDS:
-                e = seed_effect(_part_rows(rows, scorer, p, mode, f"{s_obj}_top", test, kind))
-                if e is not None:
-                    label = f"{s_obj}_top on {test} at top {p:g}% vs {kind} ({rm_obj} RM)"
-                    acc.add(
-                        label,
-                        e,
-                        _margin(margins, q, p),
-                        _positive(rows, positive, p, mode, test, kind),
-                        has_skill,
-                    )
+            _vs_random(acc, rows, rm_obj, s_obj, test, p, _margin(margins, q, p), scorer, mode, has_skill)
     return acc.finding(
         CROSS_ABLATION,
         "ablation.csv, tension.json",
