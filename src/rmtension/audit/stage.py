@@ -23,9 +23,8 @@ from rmtension.judges.load import Judge
 from rmtension.model.backbones import load_reward_model
 from rmtension.model.encode import EncodedPairs, encode_pairs, reply_lengths
 from rmtension.model.forward import PairForward
-from rmtension.model.scope import set_trainable
 from rmtension.model.trunk import TrunkCache, trunk_fingerprint
-from rmtension.run.prepared import caches_trunk, study_views, train_hash
+from rmtension.run.prepared import caches_trunk, empty_trunk_cache, study_views, train_hash
 from rmtension.stats.bootstrap import correct, length_baselines
 from rmtension.run import interrupt
 from rmtension.run.log import device, log
@@ -64,14 +63,9 @@ def suite_trunk(prep, enc: EncodedPairs, cfg: AuditConfig) -> TrunkCache | None:
     """The frozen trunk's states of the suite's pairs, computed once in fp32 for every RM view and seed
     (None when the study trains every block: `caches_trunk`). The audit scores in fp32, so it keeps
     its own cache rather than the study's, which is in `train.bf16`'s precision."""
-    study = prep.ctx.cfg
-    if not caches_trunk(study):
+    if not caches_trunk(prep.ctx.cfg):
         return None
-    base = load_reward_model(prep.ctx.backbone_path, prep.tokenizer, study.model.trust_remote_code).to(
-        device()
-    )
-    k = set_trainable(base, study.train.trainable)
-    cache = TrunkCache(k, trunk_fingerprint(base, k))
+    base, cache = empty_trunk_cache(prep)
     cache.add(base, enc, prep.tokenizer.pad_token_id, cfg.batch_size, bf16=False)
     return cache
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from torch import nn
 
 from rmtension.config import StudyConfig, config_hash
 from rmtension.model.backbones import load_reward_model
@@ -103,6 +104,17 @@ def caches_trunk(cfg: StudyConfig) -> bool:
     return cfg.train.trainable != "all" and cfg.train.cache_trunk
 
 
+def empty_trunk_cache(prep: Prepared) -> tuple[nn.Module, TrunkCache]:
+    """(the base model with the study's trainable scope set, an empty cache of its frozen trunk): what
+    `trunk_cache` and any stage's own cache (the audit's, in fp32) fill."""
+    cfg = prep.ctx.cfg
+    model = load_reward_model(prep.ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(
+        device()
+    )
+    k = set_trainable(model, cfg.train.trainable)
+    return model, TrunkCache(k, trunk_fingerprint(model, k))
+
+
 def trunk_cache(prep: Prepared):
     """Build the shared frozen-trunk cache once, over every pair any RM will see (None when the study
     caches no trunk: `caches_trunk`)."""
@@ -110,11 +122,8 @@ def trunk_cache(prep: Prepared):
     if prep.cache is not None or not caches_trunk(cfg):
         return prep.cache
     t0 = time.perf_counter()
-    model = load_reward_model(prep.ctx.backbone_path, prep.tokenizer, cfg.model.trust_remote_code).to(
-        device()
-    )
-    k = set_trainable(model, cfg.train.trainable)
-    cache = TrunkCache(k, trunk_fingerprint(model, k))
+    model, cache = empty_trunk_cache(prep)
+    k = cache.k
     sets = {
         **{f"train/{o}": e for o, e in prep.train.items()},
         **{f"val/{o}": e for o, e in prep.val.items()},
