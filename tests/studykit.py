@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,19 @@ def shipped_study(config: str, out: Path, hh_root: Path, *overrides: str) -> Pat
     argv = ["study", "--config", str(REPO / "configs" / config), "--out", str(out), f"data.path={hh_root}"]
     assert main([*argv, *overrides]) == 0
     return out
+
+
+@contextmanager
+def module_dir(factory, name: str) -> Iterator[Path]:
+    """A module fixture's folder, removed once the module's tests are done.
+
+    The real studies keep a MiniLM (90 MB) per reward model; left until the session ends, their folders
+    alone would take several GB of the disk the rest of the suite needs."""
+    path = factory.mktemp(name)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 WORDS = ["apple", "tree", "house", "river", "sky", "stone", "cloud", "lamp", "door", "bird"]

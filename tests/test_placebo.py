@@ -7,20 +7,22 @@ RMTENSION_REQUIRE_DATA=1); its study takes about 2 minutes on 2 CPU cores.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 import os
 from pathlib import Path
 
 import pytest
 
 from findings_schema import check_findings
-from studykit import shipped_study
+from studykit import module_dir, shipped_study
 
 TENSION_CLAIMS = ("mixed_worse", "negative_transfer", "tradeoff", "neuron_sets_differ", "double_dissociation")
 
 
 @pytest.fixture(scope="module")
-def placebo_run(tmp_path_factory, hh_root) -> Path:
-    return shipped_study("placebo.yaml", tmp_path_factory.mktemp("placebo") / "run", hh_root)
+def placebo_run(tmp_path_factory, hh_root) -> Iterator[Path]:
+    with module_dir(tmp_path_factory, "placebo") as base:
+        yield shipped_study("placebo.yaml", base / "run", hh_root)
 
 
 @pytest.mark.real

@@ -19,20 +19,22 @@ cover it (its estimand, mixed - best single, equals it when the natural interfer
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from findings_schema import check_findings
-from studykit import shipped_study
+from studykit import module_dir, shipped_study
 
 
 @pytest.fixture(scope="module")
-def planted_runs(tmp_path_factory, hh_root) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("planted")
-    return shipped_study("planted.yaml", base / "planted", hh_root), shipped_study(
-        "planted.yaml", base / "unflipped", hh_root, "data.flip_labels={}"
-    )
+def planted_runs(tmp_path_factory, hh_root) -> Iterator[tuple[Path, Path]]:
+    with module_dir(tmp_path_factory, "planted") as base:
+        yield (
+            shipped_study("planted.yaml", base / "planted", hh_root),
+            shipped_study("planted.yaml", base / "unflipped", hh_root, "data.flip_labels={}"),
+        )
 
 
 @pytest.mark.real

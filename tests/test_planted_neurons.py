@@ -23,6 +23,7 @@ the margin, and the claim's set must be mostly S. (a) is not asserted inside the
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +35,19 @@ from rmtension.config import load_config
 from rmtension.data.objectives import build_dataset
 from rmtension.model.backbones import load_reward_model, load_tokenizer, resolve_backbone
 from rmtension.model.encode import collate, encode_pairs
-from studykit import shipped_study
+from studykit import module_dir, shipped_study
 
 BLOCK = "bert.encoder.layer.5"  # MiniLM's top block, the one `top:1` trains
 
 
 @pytest.fixture(scope="module")
-def planted_runs(tmp_path_factory, hh_root) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("planted-neurons")
+def planted_runs(tmp_path_factory, hh_root) -> Iterator[tuple[Path, Path]]:
     twin = ("data.plant_marker={}", "train.plant_neurons={}")
-    return shipped_study("planted-neurons.yaml", base / "planted", hh_root), shipped_study(
-        "planted-neurons.yaml", base / "twin", hh_root, *twin
-    )
+    with module_dir(tmp_path_factory, "planted-neurons") as base:
+        yield (
+            shipped_study("planted-neurons.yaml", base / "planted", hh_root),
+            shipped_study("planted-neurons.yaml", base / "twin", hh_root, *twin),
+        )
 
 
 def _config(run: Path):
