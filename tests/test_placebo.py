@@ -7,8 +7,8 @@ RMTENSION_REQUIRE_DATA=1); its study takes about 2 minutes on 2 CPU cores.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
